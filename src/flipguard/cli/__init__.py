@@ -1,0 +1,5 @@
+"""Command-line interface: a thin skin over the library (parse, call, render)."""
+
+from ._app import app, main
+
+__all__ = ["app", "main"]

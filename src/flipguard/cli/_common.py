@@ -1,0 +1,73 @@
+"""Option types and output helpers shared by every command, so flags behave the same everywhere."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from ..exceptions import InvalidParameterError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+DataArg = Annotated[str, typer.Argument(help="CSV or Parquet path, fsspec URL (s3://...) or postgresql:// DSN.",
+                                        show_default=False)]
+LabelOpt = Annotated[str, typer.Option("--label", "-l", help="Name of the label column.", show_default=False)]
+IdOpt = Annotated[str | None, typer.Option("--id", help="Column of unique row ids (default: row position).")]
+TableOpt = Annotated[str | None, typer.Option("--table", help="Table to read when DATA is a postgresql:// DSN.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m",
+                                       help="logreg, linsvm, rf, hgb, knn or mlp.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).")]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays and NaN -> plain JSON values (NaN becomes null)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+def split_list(text: str | None, what: str) -> list[str]:
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if not items:
+        raise InvalidParameterError(f"{what}: give at least one value (comma-separated)")
+    return items
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(t) for t in split_list(text, what)]
+    except ValueError:
+        raise InvalidParameterError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def signed(x: float | None, digits: int = 3) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:+.{digits}f}"

@@ -1,0 +1,16 @@
+"""Data in: tables from files, URLs, databases and memory -> :class:`LabeledDataset`."""
+
+from ._dataset import LabeledDataset
+from ._load import encode_labels, from_table, load
+from ._read import read_table, write_table
+from ._synthetic import make_sentiment_reviews
+
+__all__ = [
+    "LabeledDataset",
+    "encode_labels",
+    "from_table",
+    "load",
+    "make_sentiment_reviews",
+    "read_table",
+    "write_table",
+]

@@ -1,3 +1,13 @@
 """Importing this module registers every command group with the app."""
 
-from . import _attack, _assess, _demo  # noqa: F401
+from . import (  # noqa: F401
+    _assess,
+    _attack,
+    _audit,
+    _certify,
+    _clean,
+    _demo,
+    _integrity,
+    _ledger,
+    _pg,
+)

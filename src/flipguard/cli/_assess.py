@@ -1,3 +1,134 @@
-"""(being written)"""
+"""``flipguard assess``: sweep attacks over a dataset and report damage and illusion gap."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .._io import atomic_write_text
+from ..assess import Assessment, assess
+from ..data import load
+from ._app import app
+from ._common import (
+    DataArg,
+    IdOpt,
+    JobsOpt,
+    JsonOpt,
+    LabelOpt,
+    TableOpt,
+    console,
+    fmt,
+    parse_floats,
+    print_json,
+    signed,
+    split_list,
+)
+
+
+@app.command("assess")
+def assess_cmd(
+    data: DataArg,
+    label: LabelOpt,
+    model: Annotated[str, typer.Option("--model", "-m", help="Victim model(s), comma-separated: "
+                                       "logreg, linsvm, rf, hgb, knn, mlp.")] = "logreg",
+    strategies: Annotated[str, typer.Option("--strategies", "-s", help="Attacks, comma-separated.")]
+    = "random,targeted,boundary,cluster",
+    rates: Annotated[str, typer.Option("--rates", "-r", help="Flip rates, comma-separated.")] = "0.1,0.2,0.3",
+    seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (repetitions).", min=1)] = 3,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.html and assessment.json.")]
+    = Path("flipguard-assess"),
+    holdout: Annotated[float, typer.Option(help="Clean holdout fraction.")] = 0.25,
+    validation: Annotated[float, typer.Option(help="Validation fraction of the poisoned store.")] = 0.25,
+    detect: Annotated[bool, typer.Option("--detect", help="Also score label-flip detection against the true flips.")] = False,
+    mitigate: Annotated[str | None, typer.Option(help="Mitigations to compare, comma-separated "
+                                                 "(drop, relabel, weight, loss_correction).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+    id: IdOpt = None,  # noqa: A002
+    table: TableOpt = None,
+    n_jobs: JobsOpt = -1,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure what label flipping does to a model: on the poisoned validation split
+    (what the victim sees) and on a clean holdout (the truth).
+
+    The illusion gap is validation accuracy minus clean-holdout accuracy of the
+    poisoned model: positive means the poisoned validation split flatters it.
+
+    Example:
+
+        flipguard assess data.csv --label diagnosis --model logreg,hgb \\
+            --strategies random,cluster --rates 0.1,0.2,0.3 --seeds 3 --out report/
+    """
+    ds = load(data, label=label, id=id, table=table)
+    result = assess(
+        ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
+        seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,
+        validation_size=validation, detect=detect,
+        mitigate=split_list(mitigate, "--mitigate") if mitigate else (),
+        n_jobs=n_jobs, progress=sys.stderr.isatty() and not json_out,
+    )
+    written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")
+    if json_out:
+        print_json({**result.to_dict(), "outputs": written})
+        return
+    render_summary(result)
+    for path in written.values():
+        console.print(f"wrote {path}")
+
+
+def write_outputs(result: Assessment, out: Path, *, report: bool, title: str) -> dict[str, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"json": str(out / "assessment.json")}
+    atomic_write_text(out / "assessment.json", result.to_json())
+    if report:
+        from ..report import write_assessment_report
+
+        written["report"] = str(write_assessment_report(result, out / "report.html", title=title))
+    return written
+
+
+def render_summary(result: Assessment) -> None:
+    rows = result.summary()
+    with_detection = any("detection" in r.extras for r in result.runs)
+    t = Table(title=f"Impact of label flipping — {result.dataset['source']} "
+                    f"({result.dataset['n_samples']} rows, {len(result.config['seeds'])} seed(s))")
+    for col in ("strategy", "rate", "model", "flipped", "validation acc\n(poisoned)",
+                "holdout acc\n(clean truth)", "acc drop", "illusion gap"):
+        t.add_column(col, justify="left" if col in ("strategy", "model") else "right")
+    if with_detection:
+        t.add_column("detect F1", justify="right")
+        t.add_column("AUROC", justify="right")
+    det = _detection_means(result)
+    for r in rows:
+        gap = r["illusion_gap"]["mean"]
+        style = "bold red" if gap >= 0.05 else None
+        cells = [r["strategy"], f"{r['rate']:.0%}" if r["rate"] else "-", r["model"],
+                 f"{r['flip_rate']['mean']:.1%}",
+                 _pm(r["poisoned_validation_accuracy"]), _pm(r["poisoned_holdout_accuracy"]),
+                 signed(r["accuracy_drop"]["mean"]), f"[{style}]{signed(gap)}[/]" if style else signed(gap)]
+        if with_detection:
+            d = det.get((r["strategy"], r["rate"], r["model"]), {})
+            cells += [fmt(d.get("f1")), fmt(d.get("auroc"))]
+        t.add_row(*cells)
+    console.print(t)
+    console.print(f"[dim]illusion gap = poisoned-validation accuracy - clean-holdout accuracy of the "
+                  f"poisoned model; positive means validation flatters it. {result.seconds:.1f} s.[/]")
+
+
+def _pm(stat: dict) -> str:
+    return f"{stat['mean']:.3f}" + (f" ±{stat['std']:.3f}" if stat["std"] else "")
+
+
+def _detection_means(result: Assessment) -> dict:
+    import numpy as np
+
+    groups: dict = {}
+    for r in result.runs:
+        if "detection" in r.extras:
+            groups.setdefault((r.strategy, r.rate, r.model), []).append(r.extras["detection"])
+    return {k: {m: float(np.nanmean([d.get(m, np.nan) for d in v])) for m in ("f1", "auroc")}
+            for k, v in groups.items()}

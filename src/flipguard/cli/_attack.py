@@ -1,3 +1,151 @@
-"""(being written)"""
+"""``flipguard attack``: write a poisoned copy of a dataset and the list of flipped rows."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import pyarrow as pa
+import typer
+from rich.table import Table
+
+from ..attacks import flipper_names, make_flipper
+from ..data import load, write_table
+from ..data._read import detect_format, is_postgres
+from ..exceptions import InvalidParameterError
+from ._app import app
+from ._common import DataArg, IdOpt, JsonOpt, LabelOpt, SeedOpt, TableOpt, console, print_json
+
+#: CLI option -> flipper parameter name (only passed when given).
+_STRATEGY_OPTIONS = {"source": "source", "target": "target", "surrogate": "model", "mode": "mode",
+                     "n_clusters": "n_clusters", "kind": "kind"}
+
+
+@app.command("attack")
+def attack_cmd(
+    data: DataArg,
+    label: LabelOpt,
+    strategy: Annotated[str, typer.Option("--strategy", "-s",
+                                          help="Attack: " + ", ".join(["random", "targeted", "noise_matrix",
+                                                                       "boundary", "entropy", "cluster",
+                                                                       "alfa"]) + ".")] = "random",
+    rate: Annotated[str | None, typer.Option(
+        "--rate", "-r", help="Fraction of rows to flip (0.2), or per class (malignant=0.3,benign=0.1).")] = None,
+    n_flips: Annotated[int | None, typer.Option("--n-flips", "-n", help="Exact number of rows to flip.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Poisoned copy (CSV or Parquet; default: the input's format).",
+                                      show_default=False)] = ...,
+    flips: Annotated[Path | None, typer.Option("--flips", help="Also write the flipped rows: row, id, original, new.")] = None,
+    seed: SeedOpt = 0,
+    id: IdOpt = None,  # noqa: A002
+    table: TableOpt = None,
+    source: Annotated[str | None, typer.Option(help="targeted/cluster: class whose rows are flipped.")] = None,
+    target: Annotated[str | None, typer.Option(help="targeted/cluster: class they become.")] = None,
+    surrogate: Annotated[str | None, typer.Option(help="boundary/entropy/alfa: surrogate model name.")] = None,
+    mode: Annotated[str | None, typer.Option(help="boundary: 'least' or 'most' confident rows first.")] = None,
+    n_clusters: Annotated[int | None, typer.Option("--n-clusters", help="cluster: k-means clusters per class.")] = None,
+    kind: Annotated[str | None, typer.Option(help="noise_matrix: 'symmetric' or 'pair'.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Flip labels on purpose (red-team) and record exactly which rows changed.
+
+    Features are never touched; the copy keeps every column and the label
+    column's type.  The input is never modified.
+
+    Example:
+
+        flipguard attack reviews.csv --label sentiment --strategy targeted \\
+            --source positive --target negative --rate 0.2 --out poisoned.csv --flips flips.csv
+    """
+    if (rate is None) == (n_flips is None):
+        raise InvalidParameterError("give exactly one of --rate and --n-flips")
+    _refuse_overwrite(data, out, "--out")
+    if flips is not None:
+        _refuse_overwrite(data, flips, "--flips")
+    ds = load(data, label=label, id=id, table=table)
+    given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
+             "n_clusters": n_clusters, "kind": kind}
+    params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}
+    budget = {"n_flips": n_flips} if n_flips is not None else {"rate": _parse_rate(rate, ds)}
+    if strategy not in flipper_names():
+        raise InvalidParameterError(f"Unknown attack strategy {strategy!r}; choose one of "
+                                    f"{', '.join(flipper_names())}.")
+    flipper = make_flipper(strategy, random_state=seed, **budget, **params)
+    _, y_labels = flipper.fit_resample(ds.X, ds.labels())
+    codes = ds.encode_labels(np.asarray(y_labels, dtype=ds.classes.dtype))
+
+    out_fmt = _output_format(out, ds.format)
+    write_table(ds.to_table(codes), out, out_fmt)
+    rows = flipper.flipped_indices_
+    if flips is not None:
+        write_table(pa.table({
+            "row": rows, "id": _arrow(ds.ids[rows]),
+            "original": _arrow(ds.classes[ds.y[rows]]), "new": _arrow(ds.classes[codes[rows]]),
+        }), flips, _output_format(flips, "csv"))
+
+    transitions = _transitions(ds, ds.y[rows], codes[rows])
+    result = {"input": ds.source, "output": str(out), "format": out_fmt, "strategy": strategy,
+              "n_rows": ds.n_samples, "n_flipped": int(len(rows)),
+              "flip_rate": len(rows) / ds.n_samples, "seed": seed,
+              "transitions": transitions, "flips_file": str(flips) if flips else None}
+    if json_out:
+        print_json(result)
+        return
+    console.print(f"[bold]{strategy}[/] flipped [bold]{len(rows)}[/] of {ds.n_samples} labels "
+                  f"({len(rows) / ds.n_samples:.1%}) -> {out} ({out_fmt})")
+    t = Table("from", "to", "rows", title="Label transitions")
+    for tr in transitions:
+        t.add_row(str(tr["from"]), str(tr["to"]), str(tr["count"]))
+    console.print(t)
+    if flips is not None:
+        console.print(f"flipped rows listed in {flips}")
+
+
+def _refuse_overwrite(data: str, path: Path, opt: str) -> None:
+    if not is_postgres(data) and "://" not in data and os.path.exists(data) \
+            and os.path.exists(path) and os.path.samefile(data, path):
+        raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
+
+
+def _output_format(path: Path, default: str) -> str:
+    name = str(path).lower()
+    if name.endswith((".parquet", ".pq", ".parq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        return "csv"
+    return default if default in ("csv", "parquet") else detect_format(str(path))
+
+
+def _parse_rate(text: str, ds):
+    if "=" not in text:
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidParameterError(f"--rate must be a number or class=rate pairs, got {text!r}") from None
+    spec = {}
+    by_name = {str(c): c for c in ds.classes}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in by_name:
+            raise InvalidParameterError(f"--rate names class {name!r}, which is not in column "
+                                        f"'{ds.label_name}' (classes: {', '.join(by_name)})")
+        try:
+            spec[by_name[name]] = float(value)
+        except ValueError:
+            raise InvalidParameterError(f"--rate: {value!r} is not a number (in {part!r})") from None
+    return spec
+
+
+def _transitions(ds, old: np.ndarray, new: np.ndarray) -> list[dict]:
+    k = ds.n_classes
+    counts = np.bincount(old * k + new, minlength=k * k).reshape(k, k)
+    return [{"from": ds.classes[i].item() if hasattr(ds.classes[i], "item") else ds.classes[i],
+             "to": ds.classes[j].item() if hasattr(ds.classes[j], "item") else ds.classes[j],
+             "count": int(counts[i, j])}
+            for i, j in zip(*np.nonzero(counts))]
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    return pa.array(values.tolist() if values.dtype == object else values)

@@ -1,0 +1,365 @@
+"""Impact assessment: what a label-flipping attack does to a model, measured honestly.
+
+The experiment follows the threat model of the seed documents:
+
+1. set aside a clean, stratified **holdout** — the authentic data the model
+   will meet in the world;
+2. poison the rest (the **store**) as an attacker poisons a stored dataset:
+   one attack over all of it;
+3. split the poisoned store into **train** and **validation**, as the victim
+   would, and train a model on the poisoned training labels (and, for
+   reference, one on the clean training labels);
+4. score both models on the poisoned validation split (what the victim sees)
+   and on the clean holdout (the truth).  The **illusion gap** is the poisoned
+   model's validation accuracy minus its clean-holdout accuracy.
+
+For a given seed the holdout and the train/validation split are the same rows
+for every attack, so strategies are compared on identical splits.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+
+from ..attacks import FLIPPERS, make_flipper
+from ..data import LabeledDataset, load
+from ..exceptions import DataError, InvalidParameterError
+from ..metrics import classification_report, illusion_gap
+from ..models import make_model, model_name, single_threaded
+from ._result import Assessment, BoundaryView, RunResult
+
+__all__ = ["assess", "derive_seed"]
+
+BASELINE = "none"
+
+
+def derive_seed(*parts) -> int:
+    """A stable 31-bit seed from ints, floats and strings (same on every process and run)."""
+    words = []
+    for p in parts:
+        if isinstance(p, str):
+            words.append(zlib.crc32(p.encode()))
+        elif isinstance(p, float):
+            words.append(int(round(p * 1_000_000)))
+        else:
+            words.append(int(p))
+    return int(np.random.SeedSequence(words).generate_state(1)[0] >> 1)
+
+
+def assess(
+    data,
+    *,
+    strategies: Sequence[str] = ("random",),
+    rates: Sequence[float] = (0.1, 0.2, 0.3),
+    seeds: int | Sequence[int] = 3,
+    models: Sequence = ("logreg",),
+    holdout_size: float = 0.25,
+    validation_size: float = 0.25,
+    attack_params: dict[str, dict] | None = None,
+    views: str | Iterable[tuple[str, float, str]] | None = "auto",
+    detect: bool = False,
+    detect_method: str = "auto",
+    mitigate: Sequence[str] = (),
+    n_jobs: int | None = None,
+    progress: bool = False,
+) -> Assessment:
+    """Sweep attacks x rates x seeds x models and measure the damage and the illusion gap.
+
+    Parameters
+    ----------
+    data : LabeledDataset or tuple (X, y)
+    strategies : sequence of str, default=("random",)
+        Registered attack names (:data:`flipguard.attacks.FLIPPERS`).
+    rates : sequence of float, default=(0.1, 0.2, 0.3)
+        Attack budgets as fractions (of the store, or of the source class for
+        ``targeted``).
+    seeds : int or sequence of int, default=3
+        ``n`` means seeds ``0 .. n-1``; each seed draws a new holdout, split,
+        attack and model initialisation.
+    models : sequence of str or classifiers, default=("logreg",)
+        Victim models: names (``logreg``, ``linsvm``, ``rf``, ``hgb``, ``knn``,
+        ``mlp``) or scikit-learn classifiers.
+    holdout_size, validation_size : float, default=0.25
+        Clean holdout fraction of all rows; validation fraction of the store.
+    attack_params : dict, optional
+        Extra parameters per strategy, e.g. ``{"targeted": {"source": "fraud"}}``.
+    views : "auto", list of (strategy, rate, model) or None, default="auto"
+        Decision-boundary pictures to compute for the report; ``"auto"`` draws
+        each strategy at the rate nearest 0.2 for each model (first seed).
+    detect : bool, default=False
+        Also run label-flip detection on each attacked store and score it
+        against the true flips (``extras["detection"]``).
+    mitigate : sequence of str, default=()
+        Mitigation strategies whose clean-holdout accuracy is reported next to
+        the unmitigated model (``extras["mitigation"]``).
+    n_jobs : int, optional
+        Parallel workers (joblib); BLAS is pinned to one thread per worker.
+    progress : bool, default=False
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    Assessment
+
+    Examples
+    --------
+    >>> from flipguard.data import make_sentiment_reviews
+    >>> from flipguard.assess import assess
+    >>> ds = make_sentiment_reviews(400, random_state=0)
+    >>> a = assess(ds, strategies=["random"], rates=[0.2], seeds=1, views=None)
+    >>> row = a.find("random", 0.2)
+    >>> round(row["flip_rate"]["mean"], 2)
+    0.2
+    """
+    t0 = time.perf_counter()
+    ds = data if isinstance(data, LabeledDataset) else load(data)
+    strategies = list(strategies)
+    rates = [float(r) for r in rates]
+    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    models = list(models)
+    attack_params = dict(attack_params or {})
+    _check(ds, strategies, rates, seed_list, models, holdout_size, validation_size, attack_params)
+    model_names = _unique_names(models)
+    view_set = _plan_views(views, strategies, rates, model_names)
+
+    splits = {s: _split(ds, s, holdout_size, validation_size) for s in seed_list}
+    tasks = [(s, BASELINE, 0.0) for s in seed_list]
+    tasks += [(s, st, r) for s in seed_list for st in strategies for r in rates]
+
+    def run(task):
+        seed, strategy, rate = task
+        return _run_task(ds, splits[seed], seed, strategy, rate, models, model_names,
+                         attack_params.get(strategy, {}), view_set, seed_list[0], detect, detect_method,
+                         tuple(mitigate))
+
+    parallel = n_jobs not in (None, 1)
+    outputs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if parallel:
+            gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                delayed(_pinned)(run, t) for t in tasks)
+        else:
+            gen = (run(t) for t in tasks)
+        outputs = list(_with_progress(gen, len(tasks), progress))
+
+    baseline = {(o["seed"], m): o["models"][m] for o in outputs if o["strategy"] == BASELINE
+                for m in model_names}
+    runs, built_views = [], []
+    for o in sorted(outputs, key=lambda o: (o["seed"], o["strategy"] != BASELINE,
+                                            _order(strategies, o["strategy"]), o["rate"])):
+        split = splits[o["seed"]]
+        y_val_seen = o["y_store_poisoned"][split["val"]]
+        y_hold = ds.y[split["holdout"]]
+        for m in model_names:
+            clean_pred = baseline[(o["seed"], m)]
+            pois_pred = o["models"][m]
+            clean = {"poisoned_validation": _report(ds, y_val_seen, clean_pred["val"]),
+                     "clean_holdout": _report(ds, y_hold, clean_pred["holdout"])}
+            pois = {"poisoned_validation": _report(ds, y_val_seen, pois_pred["val"]),
+                    "clean_holdout": _report(ds, y_hold, pois_pred["holdout"])}
+            extras = {}
+            if o.get("detection") is not None:
+                extras["detection"] = o["detection"]
+            if pois_pred.get("mitigation"):
+                extras["mitigation"] = pois_pred["mitigation"]
+            runs.append(RunResult(
+                strategy=o["strategy"], rate=o["rate"], seed=o["seed"], model=m,
+                n_train=len(split["train"]), n_validation=len(split["val"]),
+                n_holdout=len(split["holdout"]), n_flipped=o["n_flipped"],
+                flip_rate=o["n_flipped"] / len(split["store"]),
+                clean_model=clean, poisoned_model=pois,
+                illusion_gap=illusion_gap(pois["poisoned_validation"]["accuracy"],
+                                          pois["clean_holdout"]["accuracy"]),
+                fit_seconds=pois_pred["seconds"], extras=extras,
+            ))
+        built_views.extend(o["views"])
+    return Assessment(
+        dataset={"source": ds.source, "n_samples": ds.n_samples, "n_features": ds.n_features,
+                 "classes": [str(c) for c in ds.classes], "label": ds.label_name,
+                 "class_counts": ds.class_counts()},
+        config={"strategies": strategies, "rates": rates, "seeds": seed_list, "models": model_names,
+                "holdout_size": holdout_size, "validation_size": validation_size,
+                "attack_params": attack_params, "detect": detect, "mitigate": list(mitigate)},
+        runs=runs, views=built_views, seconds=time.perf_counter() - t0,
+    )
+
+
+# -- planning ----------------------------------------------------------------
+def _check(ds, strategies, rates, seeds, models, holdout_size, validation_size, attack_params):
+    for s in strategies:
+        if s not in FLIPPERS:
+            raise InvalidParameterError(f"Unknown attack strategy {s!r}; choose one of "
+                                        f"{', '.join(sorted(FLIPPERS))}.")
+    for s in attack_params:
+        if s not in strategies:
+            raise InvalidParameterError(f"attack_params names {s!r}, which is not among the strategies")
+    if not strategies or not rates or not seeds or not models:
+        raise InvalidParameterError("give at least one strategy, rate, seed and model")
+    for r in rates:
+        if not 0.0 < r <= 1.0:
+            raise InvalidParameterError(f"rates must be in (0, 1]. Got {r} instead.")
+    for name, v in (("holdout_size", holdout_size), ("validation_size", validation_size)):
+        if not 0.0 < v < 1.0:
+            raise InvalidParameterError(f"{name} must be in (0, 1). Got {v} instead.")
+    for m in models:
+        make_model(m)  # raises a clear error for unknown names
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    if counts.min() < 4:
+        small = ds.classes[np.argmin(counts)]
+        raise DataError(f"{ds.source}: class {small!r} has {counts.min()} row(s); assessment needs "
+                        "at least 4 per class to split holdout, train and validation")
+
+
+def _unique_names(models) -> list[str]:
+    names, seen = [], {}
+    for m in models:
+        n = model_name(m)
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return names
+
+
+def _plan_views(views, strategies, rates, model_names) -> set:
+    if views is None:
+        return set()
+    if views == "auto":
+        rate = min(rates, key=lambda r: (abs(r - 0.2), r))
+        return {(s, rate, m) for s in strategies for m in model_names}
+    return {(s, float(r), m) for s, r, m in views}
+
+
+def _split(ds: LabeledDataset, seed: int, holdout_size: float, validation_size: float) -> dict:
+    idx = np.arange(ds.n_samples)
+    store, holdout = train_test_split(idx, test_size=holdout_size, stratify=ds.y,
+                                      random_state=derive_seed(seed, "holdout"))
+    store = np.sort(store)
+    pos = np.arange(len(store))
+    train_pos, val_pos = train_test_split(pos, test_size=validation_size, stratify=ds.y[store],
+                                          random_state=derive_seed(seed, "validation"))
+    return {"store": store, "holdout": np.sort(holdout),
+            "train": np.sort(train_pos), "val": np.sort(val_pos)}
+
+
+def _order(strategies, s):
+    return strategies.index(s) if s in strategies else -1
+
+
+# -- one task: flip once, fit every model ------------------------------------
+def _pinned(fn, task):
+    with single_threaded():
+        return fn(task)
+
+
+def _run_task(ds, split, seed, strategy, rate, models, model_names, params, view_set, view_seed,
+              detect, detect_method, mitigate):
+    X_store, y_store = ds.X[split["store"]], ds.y[split["store"]]
+    if strategy == BASELINE:
+        y_pois, n_flipped = y_store.copy(), 0
+    else:
+        flipper = make_flipper(strategy, rate=rate, random_state=derive_seed(seed, strategy, rate),
+                               **params)
+        _, y_pois = flipper.fit_resample(X_store, y_store)
+        y_pois = np.asarray(y_pois, dtype=np.int64)
+        n_flipped = int(flipper.n_flips_)
+    tr, va = split["train"], split["val"]
+    X_hold = ds.X[split["holdout"]]
+    out = {"seed": seed, "strategy": strategy, "rate": rate, "n_flipped": n_flipped,
+           "y_store_poisoned": y_pois, "models": {}, "views": [], "detection": None}
+    for model, name in zip(models, model_names):
+        t = time.perf_counter()
+        est = make_model(model, random_state=derive_seed(seed, "model", name))
+        est.fit(X_store[tr], y_pois[tr])
+        res = {"val": est.predict(X_store[va]), "holdout": est.predict(X_hold),
+               "seconds": time.perf_counter() - t}
+        if mitigate and strategy != BASELINE:
+            res["mitigation"] = _mitigate(ds, X_store[tr], y_pois[tr], X_hold, ds.y[split["holdout"]],
+                                          mitigate, model, derive_seed(seed, "mitigate", name))
+        out["models"][name] = res
+        if (strategy, rate, name) in view_set and seed == view_seed:
+            clean = make_model(model, random_state=derive_seed(seed, "model", name))
+            clean.fit(X_store[tr], y_store[tr])
+            out["views"].append(_boundary_view(ds, X_store[tr], y_store[tr], y_pois[tr], clean, est,
+                                               X_hold, ds.y[split["holdout"]], strategy, rate, name))
+    if detect and strategy != BASELINE:
+        out["detection"] = _detect(X_store, y_pois, y_pois != y_store, detect_method,
+                                   models[0], derive_seed(seed, "detect"))
+    return out
+
+
+def _report(ds, y_true, y_pred) -> dict:
+    return classification_report(y_true, y_pred, ds.n_classes, ds.classes)
+
+
+def _detect(X, y_seen, is_flipped, method, model, seed):
+    from ..detection import evaluate_detection
+
+    return evaluate_detection((X, y_seen), is_flipped, method=method, model=model, random_state=seed)
+
+
+def _mitigate(ds, X_train, y_train, X_hold, y_hold, strategies, model, seed):
+    from ..mitigation import evaluate_mitigation
+
+    return evaluate_mitigation(X_train, y_train, X_hold, y_hold, strategies=list(strategies),
+                               model=model, random_state=seed)
+
+
+# -- decision-boundary pictures ---------------------------------------------
+def _boundary_view(ds, X_tr, y_clean, y_pois, clean, poisoned, X_hold, y_hold, strategy, rate, name,
+                   resolution: int = 160, max_points: int = 3000) -> BoundaryView:
+    if ds.n_features == 2:
+        pts, to_model, axes = X_tr, (lambda G: G), list(ds.feature_names)
+    else:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=0).fit(X_tr)
+        pts, to_model, axes = pca.transform(X_tr), pca.inverse_transform, ["PCA 1", "PCA 2"]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    pad = (hi - lo) * 0.08 + 1e-9
+    gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
+    gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
+    GX, GY = np.meshgrid(gx, gy)
+    grid = to_model(np.column_stack([GX.ravel(), GY.ravel()]))
+    keep = np.arange(len(pts))
+    if len(keep) > max_points:  # thin the scatter for the picture, keep every flipped point
+        flipped = np.flatnonzero(y_clean != y_pois)
+        rest = np.setdiff1d(keep, flipped)
+        rng = np.random.RandomState(0)
+        keep = np.sort(np.concatenate([flipped[:max_points // 2],
+                                       rng.choice(rest, max(0, max_points - min(len(flipped), max_points // 2)),
+                                                  replace=False)]))
+    return BoundaryView(
+        title=f"{strategy} at {rate:.0%} — {name}", strategy=strategy, rate=rate, model=name,
+        axis_names=axes, class_names=[str(c) for c in ds.classes], points=pts[keep],
+        y_true=y_clean[keep], y_poisoned=y_pois[keep], grid_x=gx, grid_y=gy,
+        clean_grid=clean.predict(grid).reshape(GX.shape),
+        poisoned_grid=poisoned.predict(grid).reshape(GX.shape),
+        clean_holdout_accuracy=float(np.mean(clean.predict(X_hold) == y_hold)),
+        poisoned_holdout_accuracy=float(np.mean(poisoned.predict(X_hold) == y_hold)),
+    )
+
+
+# -- progress ----------------------------------------------------------------
+def _with_progress(gen, total: int, show: bool):
+    if not show:
+        yield from gen
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(file=sys.stderr)
+    with Progress(TextColumn("assessing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        job = bar.add_task("runs", total=total)
+        for item in gen:
+            bar.advance(job)
+            yield item

@@ -216,6 +216,7 @@ def _check(ds, strategies, rates, seeds, models, holdout_size, validation_size, 
     counts = np.bincount(ds.y, minlength=ds.n_classes)
     if counts.min() < 4:
         small = ds.classes[np.argmin(counts)]
+        small = small.item() if hasattr(small, "item") else small
         raise DataError(f"{ds.source}: class {small!r} has {counts.min()} row(s); assessment needs "
                         "at least 4 per class to split holdout, train and validation")
 
@@ -233,7 +234,7 @@ def _plan_views(views, strategies, rates, model_names) -> set:
     if views is None:
         return set()
     if views == "auto":
-        rate = min(rates, key=lambda r: (abs(r - 0.2), r))
+        rate = min(rates, key=lambda r: (round(abs(r - 0.2), 9), r))
         return {(s, rate, m) for s in strategies for m in model_names}
     return {(s, float(r), m) for s, r, m in views}
 

@@ -88,7 +88,7 @@ class TargetedFlip(BaseFlipper):
             t = int(others[others != s][0])
         if s == t:
             raise InvalidParameterError(f"TargetedFlip: source and target are the same class "
-                                        f"({self.classes_[s]!r})")
+                                        f"({str(self.classes_[s])!r})")
         self.source_, self.target_ = self.classes_[s], self.classes_[t]
         if isinstance(self.rate if self.n_flips is None else self.n_flips, dict):
             raise InvalidParameterError("TargetedFlip: the budget is a fraction or count of the "

@@ -163,7 +163,7 @@ def encode_labels(col: pa.ChunkedArray, *, source: str = "<data>", label: str = 
         y = y.astype(np.int64)
     if len(classes) < 2:
         raise DataError(f"{source}: label column '{label}' has a single class "
-                        f"({classes[0]!r}); at least two are needed")
+                        f"({getattr(classes[0], 'item', lambda: classes[0])()!r}); at least two are needed")
     return classes, y
 
 

@@ -1,0 +1,126 @@
+"""Impact assessment: the experiment follows the threat, and its numbers mean what they say."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flipguard.assess import Assessment, assess
+from flipguard.assess._runner import _split
+from flipguard.data import load, make_sentiment_reviews
+from flipguard.exceptions import DataError, InvalidParameterError
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return make_sentiment_reviews(600, random_state=1)
+
+
+@pytest.fixture(scope="module")
+def small(reviews):
+    return assess(reviews, strategies=["random", "targeted"], rates=[0.1, 0.3], seeds=2,
+                  models=["logreg", "knn"], views="auto")
+
+
+def test_every_cell_is_run_with_a_clean_baseline(small):
+    cells = {(r.strategy, r.rate, r.seed, r.model) for r in small.runs}
+    expected = {(s, r, seed, m) for s in ["random", "targeted"] for r in [0.1, 0.3]
+                for seed in [0, 1] for m in ["logreg", "knn"]}
+    expected |= {("none", 0.0, seed, m) for seed in [0, 1] for m in ["logreg", "knn"]}
+    assert cells == expected
+    for r in small.runs:
+        if r.strategy == "none":
+            assert r.n_flipped == 0 and r.clean_model == r.poisoned_model
+
+
+def test_illusion_gap_is_validation_minus_holdout_of_the_poisoned_model(small):
+    for r in small.runs:
+        v = r.poisoned_model["poisoned_validation"]["accuracy"]
+        h = r.poisoned_model["clean_holdout"]["accuracy"]
+        assert r.illusion_gap == pytest.approx(v - h)
+        assert r.accuracy_drop == pytest.approx(r.clean_model["clean_holdout"]["accuracy"] - h)
+
+
+def test_flip_rate_and_split_sizes(small, reviews):
+    for r in small.runs:
+        assert r.n_train + r.n_validation + r.n_holdout == reviews.n_samples
+        if r.strategy == "random":
+            assert r.flip_rate == pytest.approx(r.rate, abs=1 / (r.n_train + r.n_validation))
+        if r.strategy == "targeted":  # rate is a fraction of the source class (half the store)
+            assert r.flip_rate == pytest.approx(r.rate / 2, abs=0.01)
+
+
+def test_holdout_is_clean_and_splits_are_disjoint(reviews):
+    sp = _split(reviews, 0, 0.25, 0.25)
+    store, hold = sp["store"], sp["holdout"]
+    assert len(np.intersect1d(store, hold)) == 0
+    assert len(store) + len(hold) == reviews.n_samples
+    assert len(np.intersect1d(sp["train"], sp["val"])) == 0
+    assert len(sp["train"]) + len(sp["val"]) == len(store)
+    # Stratified: class shares of the holdout match the data.
+    assert abs(reviews.y[hold].mean() - reviews.y.mean()) < 0.02
+
+
+def test_random_flips_show_up_in_the_poisoned_validation_split(small):
+    # What the victim sees: a model scored against flipped validation labels
+    # cannot exceed 1 - (fraction flipped in validation) by much; the clean holdout is higher.
+    row = small.find("random", 0.3, "logreg")
+    assert row["poisoned_validation_accuracy"]["mean"] < 0.8
+    assert row["poisoned_holdout_accuracy"]["mean"] > 0.9
+    assert row["illusion_gap"]["mean"] < -0.15
+
+
+def test_same_seed_same_result_and_parallel_equals_serial(reviews):
+    kw = dict(strategies=["random"], rates=[0.2], seeds=[4, 5], models=["logreg"], views=None)
+    a, b = assess(reviews, **kw), assess(reviews, n_jobs=2, **kw)
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d.pop("seconds")
+        for r in d["runs"]:
+            r.pop("fit_seconds")
+    assert da == db
+
+
+def test_summary_aggregates_mean_and_spread(small):
+    row = small.find("random", 0.1, "knn")
+    accs = [r.holdout_accuracy for r in small.runs
+            if (r.strategy, r.rate, r.model) == ("random", 0.1, "knn")]
+    assert row["n_seeds"] == 2
+    assert row["poisoned_holdout_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert row["poisoned_holdout_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+
+
+def test_views_for_the_report(small):
+    assert {(v.strategy, v.rate, v.model) for v in small.views} == \
+        {(s, 0.1, m) for s in ["random", "targeted"] for m in ["logreg", "knn"]}
+    v = small.views[0]
+    assert v.clean_grid.shape == (len(v.grid_y), len(v.grid_x)) == v.poisoned_grid.shape
+    assert v.points.shape[1] == 2 and v.flip_mask.any()
+    assert v.axis_names == ["polarity", "intensity"]
+
+
+def test_high_dimensional_views_use_pca(breast_cancer_frame):
+    ds = load(breast_cancer_frame, label="diagnosis", id="patient_id")
+    a = assess(ds, strategies=["random"], rates=[0.2], seeds=1, models=["logreg"])
+    assert a.views[0].axis_names == ["PCA 1", "PCA 2"]
+
+
+def test_to_json_is_plain_json(small):
+    d = json.loads(small.to_json())
+    assert set(d) == {"dataset", "config", "seconds", "summary", "runs"}
+    assert d["dataset"]["classes"] == ["negative", "positive"]
+    assert isinstance(small, Assessment)
+
+
+def test_bad_parameters(reviews):
+    with pytest.raises(InvalidParameterError, match="Unknown attack strategy 'nope'"):
+        assess(reviews, strategies=["nope"])
+    with pytest.raises(InvalidParameterError, match=r"rates must be in \(0, 1\]. Got 1.5"):
+        assess(reviews, rates=[1.5])
+    with pytest.raises(InvalidParameterError, match="Unknown model 'gpt'"):
+        assess(reviews, models=["gpt"])
+    tiny = load((np.arange(20.0).reshape(10, 2), np.array([0] * 8 + [1] * 2)))
+    with pytest.raises(DataError, match="class 1 has 2 row"):
+        assess(tiny)

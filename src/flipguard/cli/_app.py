@@ -24,6 +24,8 @@ _state = {"debug": False}
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                 is_eager=True, callback=lambda v: _print_version(v)),
 ) -> None:
     """Defend supervised models against label-flipping attacks.
 
@@ -31,6 +33,14 @@ def _root(
     2 a usage or input error.
     """
     _state["debug"] = debug
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"flipguard {__version__}")
+        raise typer.Exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

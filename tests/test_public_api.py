@@ -1,0 +1,47 @@
+"""Every public package re-exports its names with an alphabetised __all__; the CLI has a global --debug."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import flipguard
+
+PACKAGES = ["flipguard.data", "flipguard.attacks", "flipguard.assess", "flipguard.detection",
+            "flipguard.mitigation", "flipguard.integrity", "flipguard.report", "flipguard.exceptions",
+            "flipguard.models", "flipguard.metrics"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_star_import_and_sorted_all(name):
+    module = importlib.import_module(name)
+    assert module.__all__ == sorted(module.__all__, key=str.lower) or module.__all__ == sorted(module.__all__)
+    namespace: dict = {}
+    exec(f"from {name} import *", namespace)  # noqa: S102 - the point of the test
+    missing = [n for n in module.__all__ if n not in namespace]
+    assert not missing
+
+
+def test_version_and_typed_marker():
+    from importlib.resources import files
+
+    assert flipguard.__version__
+    assert files("flipguard").joinpath("py.typed").is_file()
+
+
+def test_version_option(cli):
+    r = cli("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"flipguard {flipguard.__version__}"
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    r = cli("attack", tmp_path / "none.csv", "--label", "y", "--rate", "0.1", "--out", tmp_path / "o.csv")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr
+    from flipguard.exceptions import DataError
+
+    with pytest.raises(DataError):
+        from flipguard.cli import main
+
+        main(["--debug", "attack", str(tmp_path / "none.csv"), "--label", "y", "--rate", "0.1",
+              "--out", str(tmp_path / "o.csv")])

@@ -45,3 +45,23 @@ def test_debug_shows_the_traceback(cli, tmp_path):
 
         main(["--debug", "attack", str(tmp_path / "none.csv"), "--label", "y", "--rate", "0.1",
               "--out", str(tmp_path / "o.csv")])
+
+
+def test_atomic_outputs_follow_the_umask_and_leave_nothing_on_error(tmp_path):
+    import os
+
+    from flipguard._io import atomic_path, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_text(tmp_path / "s.key", "secret", mode=0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "s.key").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "s.key"]

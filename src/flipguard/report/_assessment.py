@@ -1,0 +1,372 @@
+"""Report sections for an :class:`flipguard.assess.Assessment`.
+
+Everything drawn or written here is read from the assessment (its runs, its
+:meth:`~flipguard.assess.Assessment.summary` and its boundary views); no model
+is fitted and no metric is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from ..exceptions import InvalidParameterError
+from ._figures import (
+    boundary_figure,
+    confusion_figure,
+    figure_to_image,
+    illusion_gap_figure,
+    metric_curves_figure,
+    pct,
+    strategy_colors,
+)
+from ._html import Section, Table, write_report
+
+__all__ = ["assessment_sections", "write_assessment_report"]
+
+
+# -- formatting ---------------------------------------------------------------
+def _num(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}"
+
+
+def _stat(s: Mapping[str, float], n_seeds: int, signed: bool = False) -> str:
+    f = _signed if signed else _num
+    return f(s["mean"]) if n_seeds <= 1 else f"{f(s['mean'])} \u00b1 {_num(s['std'])}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _listing(items: Sequence[Any], limit: int = 12) -> str:
+    items = [str(i) for i in items]
+    if len(items) > limit:
+        return ", ".join(items[:limit]) + f", \u2026 and {len(items) - limit} more"
+    return ", ".join(items)
+
+
+def _is_attack(row: Mapping[str, Any]) -> bool:
+    return row["strategy"] != "none" and row["rate"] > 0
+
+
+def _label(row: Mapping[str, Any], with_model: bool) -> str:
+    s = f"{row['strategy']} at {pct(row['rate'])}"
+    return f"{s} ({row['model']})" if with_model else s
+
+
+# -- what the assessment holds -----------------------------------------------
+class _Facts:
+    """Orders and names read once from an assessment (no metric is computed)."""
+
+    def __init__(self, assessment):
+        runs = assessment.runs
+        self.assessment = assessment
+        strategies = list(dict.fromkeys(r.strategy for r in runs))
+        self.strategies = (["none"] if "none" in strategies else []) + [s for s in strategies if s != "none"]
+        self.models = list(dict.fromkeys(r.model for r in runs))
+        self.rates = sorted({r.rate for r in runs})
+        self.seeds = sorted({r.seed for r in runs})
+        order_s = {s: i for i, s in enumerate(self.strategies)}
+        order_m = {m: i for i, m in enumerate(self.models)}
+        self.summary = sorted(assessment.summary(),
+                              key=lambda r: (order_m[r["model"]], order_s[r["strategy"]], r["rate"]))
+        self.colors = strategy_colors(self.strategies)
+        self.classes = [str(c) for c in assessment.dataset.get("classes", [])]
+        self.attacked = [r for r in self.summary if _is_attack(r)]
+
+    def class_names(self, report: Mapping[str, Any], k: int) -> list[str]:
+        if len(self.classes) == k:
+            return self.classes
+        per_class = list(report.get("per_class", {}))
+        return per_class if len(per_class) == k else [str(i) for i in range(k)]
+
+
+# -- sections -----------------------------------------------------------------
+def _headline(f: _Facts) -> Section:
+    a = f.assessment
+    ds = a.dataset
+    multi_model = len(f.models) > 1
+    paragraphs: list[str] = []
+    stats: list[tuple[str, str, str, str]] = []  # label, value, note, css class
+    finding, alarm = "", False
+
+    base = [r for r in f.summary if not _is_attack(r)]
+    if f.attacked:
+        worst_gap = max(f.attacked, key=lambda r: r["illusion_gap"]["mean"])
+        worst_drop = max(f.attacked, key=lambda r: r["accuracy_drop"]["mean"])
+        g = worst_gap["illusion_gap"]["mean"]
+        seeds = worst_gap["n_seeds"]
+        over = f" (mean of {seeds} seeds)" if seeds > 1 else ""
+        model_note = f" ({worst_gap['model']})" if multi_model else ""
+        if g > 0:
+            alarm = True
+            finding = (f"Under the {worst_gap['strategy']} attack with {pct(worst_gap['rate'])} of the "
+                       f"training labels flipped{model_note}, "
+                       f"validation said {_num(worst_gap['poisoned_validation_accuracy']['mean'])}, "
+                       f"the clean holdout says {_num(worst_gap['poisoned_holdout_accuracy']['mean'])}: "
+                       f"an illusion of {_signed(g)}{over}.")
+        else:
+            finding = (f"No attack made the poisoned validation split look better than the truth: the "
+                       f"largest illusion gap is {_signed(g)} ({_label(worst_gap, multi_model)}){over}.")
+        d = worst_drop["accuracy_drop"]["mean"]
+        paragraphs.append(
+            f"Most damaging setting: {_label(worst_drop, multi_model)}, where clean-holdout accuracy went "
+            f"from {_num(worst_drop['clean_holdout_accuracy']['mean'])} (model trained on the true labels) to "
+            f"{_num(worst_drop['poisoned_holdout_accuracy']['mean'])} (model trained on the poisoned labels), "
+            f"a drop of {_num(d)}.")
+        stats.append(("Largest illusion gap", _signed(g), _label(worst_gap, multi_model), "pos" if g > 0 else ""))
+        stats.append(("Largest accuracy drop", _num(d),
+                      f"{_label(worst_drop, multi_model)}: {_num(worst_drop['clean_holdout_accuracy']['mean'])} "
+                      f"\u2192 {_num(worst_drop['poisoned_holdout_accuracy']['mean'])}", "pos" if d > 0 else ""))
+    else:
+        finding = "Only the clean baseline was run (no attack), so there is no illusion gap to report."
+    if base:
+        b = base[0]
+        stats.append(("Clean-model holdout accuracy", _num(b["clean_holdout_accuracy"]["mean"]),
+                      f"{b['model']}, trained on the true labels", ""))
+        if not f.attacked:
+            paragraphs.append(
+                f"Validation accuracy {_num(b['poisoned_validation_accuracy']['mean'])}, clean-holdout accuracy "
+                f"{_num(b['poisoned_holdout_accuracy']['mean'])} ({b['model']}).")
+    elif f.summary:
+        b = f.summary[0]
+        stats.append(("Clean-model holdout accuracy", _num(b["clean_holdout_accuracy"]["mean"]),
+                      f"{b['model']}, trained on the true labels", ""))
+    stats.append(("Runs", str(len(a.runs)), f"in {a.seconds:.1f} s" if a.seconds else "", ""))
+
+    first = a.runs[0] if a.runs else None
+    attacks = [s for s in f.strategies if s != "none"]
+    baseline_note = ", plus the no-attack baseline" if "none" in f.strategies else ""
+    n_classes = len(f.classes)
+    facts = [
+        ("Dataset", str(ds.get("source", "(unknown)"))),
+        ("Label column", str(ds.get("label", ""))),
+        ("Rows", f"{ds['n_samples']:,}" if "n_samples" in ds else ""),
+        ("Features", f"{ds['n_features']:,}" if "n_features" in ds else ""),
+        ("Classes", f"{n_classes}: {_listing(f.classes)}" if n_classes else ""),
+        ("Strategies", _listing(attacks) + baseline_note if attacks else "none (no-attack baseline only)"),
+        ("Flip rates", _listing([pct(r) for r in f.rates if r > 0])),
+        ("Seeds", _listing(f.seeds)),
+        ("Models", _listing(f.models)),
+        ("Splits", f"train {first.n_train:,}, poisoned validation {first.n_validation:,}, "
+                   f"clean holdout {first.n_holdout:,} rows" if first else ""),
+    ]
+    html = Markup('<p class="finding{}">{}</p>\n').format(" alarm" if alarm else "", finding)
+    html += Markup('<div class="stats">\n')
+    for label, value, note, cls in stats:
+        html += Markup('<div class="stat"><div class="label">{}</div><div class="value {}">{}</div>'
+                       '<div class="note">{}</div></div>\n').format(label, cls, value, note)
+    html += Markup("</div>\n")
+    for p in paragraphs:
+        html += Markup("<p>{}</p>\n").format(p)
+    html += Markup('<dl class="facts">\n')
+    for k, v in facts:
+        if v:
+            html += Markup("<dt>{}</dt><dd>{}</dd>\n").format(k, v)
+    html += Markup("</dl>\n")
+    return Section("Headline", html=html, anchor="headline")
+
+
+def _boundary_section(f: _Facts) -> Section:
+    images = []
+    for v in f.assessment.views:
+        n_flip = int(v.flip_mask.sum())
+        where = ("in the plane of the first two principal components"
+                 if any("pca" in str(n).lower() for n in v.axis_names) else "in the plane of the two features")
+        images.append(figure_to_image(
+            boundary_figure(v),
+            alt=f"Decision regions of the clean and the poisoned {v.model} model, {v.strategy} at {pct(v.rate)}",
+            caption=f"{v.title}: {n_flip} of the {len(v.y_true):,} training rows drawn are flipped; "
+                    f"shown {where}."))
+    return Section(
+        "Decision boundaries",
+        paragraphs=["Left: the model trained on the true labels. Right: the same model trained on the poisoned "
+                    "labels. Shaded regions are the predicted classes; each point is a training row coloured by "
+                    "the label that model was trained on, and crosses mark the rows the attack flipped."],
+        images=images, anchor="boundaries")
+
+
+def _curves_section(f: _Facts) -> Section:
+    images = []
+    for m in f.models:
+        rows = [r for r in f.summary if r["model"] == m]
+        images.append(figure_to_image(
+            metric_curves_figure(rows, m, f.colors),
+            alt=f"Accuracy and F1 against flip rate for {m}",
+            caption=f"{m}: solid lines are measured on the clean holdout, dashed lines on the poisoned "
+                    f"validation split; " + (f"bands are \u00b11 standard deviation over {len(f.seeds)} seeds."
+                                             if len(f.seeds) > 1 else "one seed, so no spread is shown.")))
+    return Section(
+        "Metrics against flip rate",
+        paragraphs=["How the poisoned model degrades as more labels are flipped. The distance between a dashed "
+                    "line and the solid line of the same colour is the illusion gap."],
+        images=images, anchor="metrics")
+
+
+def _gap_section(f: _Facts) -> Section:
+    img = figure_to_image(
+        illusion_gap_figure(f.summary, f.models, f.colors),
+        alt="Illusion gap per strategy and flip rate",
+        caption="Bars: mean illusion gap over seeds; whiskers: \u00b11 standard deviation"
+                + (" (one seed: no whiskers)." if len(f.seeds) == 1 else "."))
+    return Section(
+        "Illusion gap",
+        paragraphs=["Illusion gap = accuracy on the poisoned validation split (what the victim sees) minus "
+                    "accuracy on the clean holdout (the truth). Positive: validation flatters the poisoned "
+                    "model, so the damage goes unnoticed. Negative: validation looks worse than the model "
+                    "really is."],
+        images=[img], anchor="illusion-gap")
+
+
+def _confusion_section(f: _Facts) -> Section | None:
+    model = f.models[0]
+    images = []
+    for s in f.strategies:
+        runs = [r for r in f.assessment.runs if r.strategy == s and r.model == model]
+        if not runs:
+            continue
+        top = max(r.rate for r in runs)
+        run = next(r for r in runs if r.rate == top)
+        val, hold = run.poisoned_model["poisoned_validation"], run.poisoned_model["clean_holdout"]
+        k = len(val["confusion_matrix"])
+        names = f.class_names(hold, k)
+        baseline = s == "none" or top == 0
+        what = "no attack (baseline)" if baseline else f"{s} at {pct(top)}"
+        trained = "the true labels" if baseline else "the poisoned labels"
+        fig = confusion_figure(
+            [val["confusion_matrix"], hold["confusion_matrix"]],
+            [f"Poisoned validation (what the victim sees)\naccuracy {_num(val['accuracy'])}",
+             f"Clean holdout (the truth)\naccuracy {_num(hold['accuracy'])}"],
+            names, ylabels=["label in the validation split (poisoned)", "true label"])
+        images.append(figure_to_image(
+            fig, alt=f"Confusion matrices of the poisoned {model} model, {what}",
+            caption=f"{what}: {model} trained on {trained}, seed {run.seed}. Rows: label in the "
+                    f"split; columns: prediction; colour: share of the row."))
+    if not images:
+        return None
+    return Section(
+        "Confusion matrices",
+        paragraphs=[f"For each strategy at its highest flip rate ({model}, first seed): the poisoned model on "
+                    "the poisoned validation split and on the clean holdout. Cells off the diagonal on the "
+                    "right that look right on the left are errors the victim cannot see."],
+        images=images, anchor="confusion")
+
+
+def _tables_section(f: _Facts) -> Section:
+    columns = ["Strategy", "Rate", "Model", "Seeds", "Flipped", "Clean model holdout acc.",
+               "Poisoned validation acc.", "Poisoned holdout acc.", "Poisoned holdout F1", "Accuracy drop",
+               "Illusion gap"]
+    rows = []
+    for r in f.summary:
+        n = r["n_seeds"]
+        gap = _stat(r["illusion_gap"], n, signed=True)
+        gap_cell = Markup('<span class="pos">{}</span>').format(gap) \
+            if _is_attack(r) and r["illusion_gap"]["mean"] > 0 else gap
+        rows.append([r["strategy"], pct(r["rate"]), r["model"], n, f"{r['flip_rate']['mean'] * 100:.1f}%",
+                     _stat(r["clean_holdout_accuracy"], n), _stat(r["poisoned_validation_accuracy"], n),
+                     _stat(r["poisoned_holdout_accuracy"], n), _stat(r["poisoned_holdout_f1"], n),
+                     _stat(r["accuracy_drop"], n, signed=True), gap_cell])
+    spread = ("Mean \u00b1 standard deviation over seeds." if len(f.seeds) > 1
+              else f"One seed ({f.seeds[0]}), so no spread.")
+    summary = Table(columns, rows, caption=f"{spread} Flipped: share of training labels actually changed. "
+                                           "Accuracy drop: clean model minus poisoned model on the clean "
+                                           "holdout.",
+                    align="lllrrrrrrrr")
+    run_cols = ["Strategy", "Rate", "Seed", "Model", "Train", "Validation", "Holdout", "Flipped",
+                "Clean model holdout acc.", "Poisoned validation acc.", "Poisoned holdout acc.",
+                "Poisoned holdout F1", "Illusion gap", "Fit s"]
+    order_s = {s: i for i, s in enumerate(f.strategies)}
+    order_m = {m: i for i, m in enumerate(f.models)}
+    runs = sorted(f.assessment.runs, key=lambda r: (order_m[r.model], order_s[r.strategy], r.rate, r.seed))
+    run_rows = [[r.strategy, pct(r.rate), r.seed, r.model, f"{r.n_train:,}", f"{r.n_validation:,}",
+                 f"{r.n_holdout:,}", f"{r.n_flipped:,}", _num(r.clean_model["clean_holdout"]["accuracy"]),
+                 _num(r.validation_accuracy), _num(r.holdout_accuracy),
+                 _num(r.poisoned_model["clean_holdout"]["f1"]), _signed(r.illusion_gap), f"{r.fit_seconds:.2f}"]
+                for r in runs]
+    details = Table(run_cols, run_rows, collapsible=True,
+                    summary=f"Every run ({len(run_rows)}): one row per strategy, rate, seed and model",
+                    align="llrl" + "r" * 10)
+    tables = [summary, details]
+    config = f.assessment.config or {}
+    if config:
+        cfg_rows = [[str(k), v if isinstance(v, str) else json.dumps(v, default=str)]
+                    for k, v in config.items()]
+        tables.append(Table(["Setting", "Value"], cfg_rows, collapsible=True,
+                            summary="Configuration of the assessment", align="ll"))
+    return Section("Numbers", tables=tables, anchor="numbers")
+
+
+# -- public ---------------------------------------------------------------------
+def assessment_sections(assessment) -> list[Section]:
+    """The report sections of an assessment, in reading order.
+
+    Parameters
+    ----------
+    assessment : flipguard.assess.Assessment
+
+    Returns
+    -------
+    list of Section
+        Headline (dataset, what was run, the largest illusion gap in words);
+        decision boundaries (one figure per boundary view, omitted when there
+        are none); metrics against flip rate (one figure per model) and the
+        illusion gap (both omitted when only the baseline ran); confusion
+        matrices (each strategy at its highest rate, first model, first seed);
+        the numbers (summary table, every run and the configuration folded).
+        Combine them with other sections and pass them to
+        :func:`flipguard.report.write_report`.
+    """
+    from ..assess._result import Assessment
+
+    if not isinstance(assessment, Assessment):
+        raise InvalidParameterError(
+            f"assessment must be a flipguard.assess.Assessment; got {type(assessment).__name__}.")
+    if not assessment.runs:
+        raise InvalidParameterError("The assessment has no runs; there is nothing to report.")
+    f = _Facts(assessment)
+    sections = [_headline(f)]
+    if assessment.views:
+        sections.append(_boundary_section(f))
+    if f.attacked:
+        sections.append(_curves_section(f))
+        sections.append(_gap_section(f))
+    conf = _confusion_section(f)
+    if conf is not None:
+        sections.append(conf)
+    sections.append(_tables_section(f))
+    return sections
+
+
+def write_assessment_report(assessment, path: str | os.PathLike, *,
+                            title: str = "Label-flipping impact assessment",
+                            subtitle: str | None = None) -> Path:
+    """Write the HTML report of ``assessment`` to ``path`` (atomically).
+
+    Parameters
+    ----------
+    assessment : flipguard.assess.Assessment
+    path : str or path-like
+    title : str, default="Label-flipping impact assessment"
+    subtitle : str, default=None
+        Defaults to the dataset source.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    sections = assessment_sections(assessment)
+    if subtitle is None:
+        src = assessment.dataset.get("source")
+        subtitle = f"Dataset: {src}" if src else None
+    return write_report(path, sections, title=title, subtitle=subtitle)
+

@@ -1,3 +1,258 @@
-"""(being written)"""
+"""``flipguard keygen | seal | verify | diff``: signed label seals and row-exact checks."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..exceptions import InvalidParameterError
+from ..integrity import diff, read_secret, seal, verify, write_keypair
+from ..integrity._snapshot import SECRET_ENV
+from ._app import app
+from ._common import DataArg, JsonOpt, LabelOpt, TableOpt, console, print_json, split_list
+
+IdReq = Annotated[str, typer.Option("--id", help="Column of unique row ids.", show_default=False)]
+KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="Private key file (flipguard keygen).",
+                                      show_default=False)]
+PubOpt = Annotated[Path, typer.Option("--pubkey", "-p", help="Public key file of the signer (flipguard.pub).",
+                                      show_default=False)]
+SecretOpt = Annotated[Path | None, typer.Option(
+    "--secret-file", help=f"Secret of a private seal (mode 0600); default: ${SECRET_ENV}.")]
+LimitOpt = Annotated[int, typer.Option("--limit", help="Rows shown per table (JSON lists all).", min=0)]
+
+
+def say(text: str) -> None:
+    """One line of output, never wrapped mid-sentence (tests and scripts grep it)."""
+    console.print(text, soft_wrap=True)
+
+
+@app.command("keygen")
+def keygen_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for flipguard.key and flipguard.pub.",
+                                      show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an Ed25519 key pair for sealing labels.
+
+    Writes DIR/flipguard.key (private, mode 0600: keep it where data writers
+    cannot read it) and DIR/flipguard.pub (give it to whoever verifies).
+    Refuses to overwrite existing keys unless --force.
+
+    Example:
+
+        flipguard keygen --out keys/
+    """
+    paths = write_keypair(out, force=force)
+    if json_out:
+        print_json(paths.to_dict())
+        return
+    say(f"Key pair written, key id [bold]{paths.key_id}[/]")
+    say(f"  private: {paths.private} (mode 0600; never share it)")
+    say(f"  public:  {paths.public}")
+
+
+@app.command("seal")
+def seal_cmd(
+    data: DataArg,
+    label: LabelOpt,
+    id: IdReq,  # noqa: A002
+    key: KeyOpt,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Manifest path (default: DATA.flipguard.json; required for URLs and DSNs).")] = None,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", help="Feature columns to seal too, comma-separated.")] = None,
+    private: Annotated[bool, typer.Option(
+        "--private", help="Reveal no labels without the secret (encrypted snapshot, keyed commitments).")] = False,
+    secret_file: SecretOpt = None,
+    table: TableOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal a dataset's labels in a signed manifest (and a label snapshot beside it).
+
+    Reads only the id, label and --columns columns.  Row order and other
+    columns do not matter to the seal.  Writes MANIFEST and MANIFEST's
+    .snapshot sidecar (DATA.flipguard.json / DATA.flipguard.snapshot by default).
+
+    Example:
+
+        flipguard seal reviews.csv --label sentiment --id review_id --key keys/flipguard.key
+    """
+    cols = split_list(columns, "--columns") if columns is not None else None
+    secret = _secret(private, secret_file)
+    result = seal(data, label=label, id=id, private_key=key, out=out, columns=cols, secret=secret, table=table)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    m = result.manifest
+    say(f"Sealed {m.rows} rows of {m.source} (label '{m.label}', id '{m.id}'"
+                  + (f", columns {', '.join(m.columns)}" if m.columns else "") + f") with key {m.key_id}"
+                  + (" [bold](private)[/]" if m.private else ""))
+    say(f"  manifest: {result.manifest_path}")
+    say(f"  snapshot: {result.snapshot_path}")
+    if m.class_counts is not None:
+        say("  classes:  " + ", ".join(f"{_txt(c)} {n}" for c, n in m.class_counts.items()))
+
+
+def _secret(private: bool, secret_file: Path | None) -> bytes | None:
+    if not private:
+        if secret_file is not None:
+            raise InvalidParameterError("--secret-file is for private seals: add --private")
+        return None
+    secret = read_secret(secret_file)
+    if secret is None:
+        raise InvalidParameterError(f"--private needs a secret: --secret-file FILE or the {SECRET_ENV} "
+                                    "environment variable (e.g. openssl rand -hex 32)")
+    return secret
+
+
+@app.command("verify")
+def verify_cmd(
+    data: DataArg,
+    pubkey: PubOpt,
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m", help="Manifest to check against (default: DATA.flipguard.json).")] = None,
+    secret_file: SecretOpt = None,
+    table: TableOpt = None,
+    limit: LimitOpt = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check data against its signed seal and list every row that differs.
+
+    Exit 0 when every sealed label (and sealed column) matches; exit 1 with
+    every changed, added, removed and duplicated row, and the class-count
+    changes, when they do not -- or when the manifest's signature fails or it
+    was signed by another key; exit 2 for unusable input.
+
+    Example:
+
+        flipguard verify reviews.csv --manifest reviews.csv.flipguard.json --pubkey keys/flipguard.pub
+    """
+    secret = read_secret(secret_file)
+    report = verify(data, manifest, pubkey, secret=secret, table=table)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        render_verify(report, limit=limit)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def render_verify(report, *, limit: int = 50) -> None:
+    """Print a VerifyReport: a verdict line, findings, then one table per kind of difference."""
+    m = report.manifest
+    sig = report.signature
+    if not sig.valid:
+        say(f"[bold red]SIGNATURE INVALID[/]: {sig.reason}")
+        say(f"  manifest signed by key {sig.signed_by}; public key given: {sig.checked_with}")
+        return
+    where = f"manifest {m['path']}" if m.get("path") else "the manifest"
+    if report.ok:
+        say(f"[bold green]OK[/]: all {m['rows']} sealed labels of {report.source} match "
+                      f"({where}, sealed {m['created']} by key {m['key_id']})")
+        return
+    say(f"[bold red]TAMPERED[/]: {report.source} differs from its seal "
+                  f"({where}, sealed {m['created']} by key {m['key_id']})")
+    for f in report.findings:
+        say(f"  - {f}")
+    if report.changes is not None:
+        render_changes(report.changes, "sealed", "current", limit=limit)
+    for name, c in report.columns.items():
+        if c["row"]:
+            _table(f"Sealed column '{name}' changed", ["row", "id", "sealed", "current"],
+                   zip(c["row"], c["id"], c["before"], c["after"]), len(c["row"]), limit)
+
+
+def render_changes(ch, before: str, after: str, *, limit: int = 50) -> None:
+    """Tables of a LabelChanges: changed, added, removed, duplicated rows; class counts; shape."""
+    if ch.n_changed:
+        c = ch.changed
+        _table(f"Changed labels ({ch.n_changed})", ["row", "id", before, after],
+               zip(c["row"], c["id"], c["before"], c["after"]), ch.n_changed, limit)
+    if ch.n_added:
+        a = ch.added
+        _table(f"Added rows ({ch.n_added})", ["row", "id", "label"], zip(a["row"], a["id"], a["label"]),
+               ch.n_added, limit)
+    if ch.n_removed:
+        r = ch.removed
+        _table(f"Removed rows ({ch.n_removed}; row = position in the {before} data)", ["row", "id", "label"],
+               zip(r["row"], r["id"], r["label"]), ch.n_removed, limit)
+    if ch.n_duplicated:
+        d = ch.duplicated
+        _table(f"Duplicated ids ({ch.n_duplicated})", ["id", "rows with it"], zip(d["id"], d["count"]),
+               ch.n_duplicated, limit)
+    if len(ch.duplicated_before["id"]):
+        d = ch.duplicated_before
+        _table(f"Duplicated ids in the {before} data", ["id", "rows with it"], zip(d["id"], d["count"]),
+               len(d["id"]), limit)
+    t = Table("label", before, after, "change", title="Class counts")
+    for row in ch.class_counts():
+        t.add_row(_txt(row["label"]), str(row["before"]), str(row["after"]), f"{row['change']:+d}")
+    console.print(t)
+    b = ch.balance
+    if b["dof"]:
+        say(f"Class balance: chi-square {b['statistic']:.2f} (dof {b['dof']}), p = {b['p_value']:.3g}"
+                      + (" -- [bold]drifted[/]" if b["drifted"] else " -- no significant drift"))
+    if ch.n_changed:
+        from ..integrity._stats import transition_list
+
+        t = Table("from", "to", "rows", title="Label transitions")
+        for tr in transition_list(ch.transitions, ch.classes):
+            t.add_row(_txt(tr["from"]), _txt(tr["to"]), str(tr["count"]))
+        console.print(t)
+        say(ch.shape["reading"])
+
+
+def _table(title: str, header: list[str], rows, total: int, limit: int) -> None:
+    t = Table(*header, title=title)
+    for i, row in enumerate(rows):
+        if i >= limit:
+            break
+        t.add_row(*(_txt(v) for v in row))
+    console.print(t)
+    if total > limit:
+        say(f"  ... and {total - limit} more (--limit N, or --json for all)")
+
+
+def _txt(v) -> str:
+    return "<missing>" if v is None else str(v)
+
+
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[str, typer.Argument(help="Earlier version (path, URL or DSN).", show_default=False)],
+    new: Annotated[str, typer.Argument(help="Later version (path, URL or DSN).", show_default=False)],
+    label: LabelOpt,
+    id: IdReq,  # noqa: A002
+    table: TableOpt = None,
+    limit: LimitOpt = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """Label changes between two versions of a dataset, and whether they look targeted.
+
+    Lists every changed, added and removed row, the class-to-class transition
+    counts, a class-balance drift test and a plain reading of the changes'
+    shape: concentrated in one source->target pair (a targeted attack's
+    signature) or spread across classes.  Exit 0 when the labels are
+    identical, 1 when they differ.
+
+    Example:
+
+        flipguard diff reviews-v1.csv reviews-v2.csv --label sentiment --id review_id
+    """
+    report = diff(old, new, label=label, id=id, table=table)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        ch = report.changes
+        if report.identical:
+            say(f"[bold green]Identical labels[/]: {ch.n_before} rows of {report.old} and "
+                          f"{ch.n_after} of {report.new}")
+        else:
+            say(f"[bold]{report.old} -> {report.new}[/]: " + "; ".join(report.findings))
+            render_changes(ch, "old", "new", limit=limit)
+    if not report.identical:
+        raise typer.Exit(1)

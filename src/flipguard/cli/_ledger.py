@@ -1,3 +1,171 @@
-"""(being written)"""
+"""``flipguard ledger append | verify | show``: a tamper-evident record of pipeline steps."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..integrity import ledger_append, show_ledger, verify_ledger
+from ._app import app
+from ._common import JsonOpt, LabelOpt, TableOpt, console, print_json
+from ._integrity import IdReq, KeyOpt, LimitOpt, _txt, say
+
+ledger_app = typer.Typer(
+    help="Provenance ledger: append-only, hash-chained, signed record of which step changed which labels.",
+    no_args_is_help=True,
+)
+app.add_typer(ledger_app, name="ledger")
+
+LedgerArg = Annotated[Path, typer.Argument(help="Ledger file (JSON lines).", show_default=False)]
+
+
+@ledger_app.command("append")
+def append_cmd(
+    ledger: LedgerArg,
+    step: Annotated[str, typer.Option("--step", help="Name of the pipeline step.", show_default=False)],
+    input: Annotated[str, typer.Option("--input", "-i", help="The step's input data.",  # noqa: A002
+                                       show_default=False)],
+    output: Annotated[str, typer.Option("--output", "-o", help="The step's output data.", show_default=False)],
+    label: LabelOpt,
+    id: IdReq,  # noqa: A002
+    key: KeyOpt,
+    script: Annotated[Path | None, typer.Option("--script", help="Script that ran the step (SHA-256 recorded).")] = None,
+    expect_label_changes: Annotated[int | None, typer.Option(
+        "--expect-label-changes", min=0,
+        help="Labels this step is meant to change (0: label-preserving); any other count is a finding.")] = None,
+    table: TableOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal a step's input and output and append a signed entry to the ledger.
+
+    Records both seals, the script's SHA-256, user, host, time and the previous
+    entry's hash; label snapshots go to LEDGER.snapshots/.  Exit 1 (the entry is
+    still recorded) when the step changed a different number of labels than
+    --expect-label-changes declares.
+
+    Example:
+
+        flipguard ledger append pipeline.ledger --step dedupe --input raw.csv --output clean.csv \\
+            --label sentiment --id review_id --script dedupe.py --key keys/flipguard.key --expect-label-changes 0
+    """
+    result = ledger_append(ledger, step=step, input=input, output=output, label=label, id=id, private_key=key,
+                           script=script, expect_label_changes=expect_label_changes, table=table)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        d = result.to_dict()
+        ch = d["changes"]
+        say(f"Entry #{result.seq} '{step}' appended to {ledger}: {d['rows_input']} -> {d['rows_output']} "
+                      f"rows, {ch['changed']} label(s) changed, {ch['added']} added, {ch['removed']} removed")
+        say(f"  head: {result.hash}")
+        for f in result.findings:
+            say(f"[bold red]FINDING[/]: {f}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("verify")
+def verify_cmd(
+    ledger: LedgerArg,
+    pubkey: Annotated[Path, typer.Option("--pubkey", "-p", help="Public key of the signer.", show_default=False)],
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m", help="A seal to check for rollback against the ledger's latest seal of its data.")] = None,
+    head: Annotated[str | None, typer.Option(
+        "--head", help="Head hash recorded earlier (12+ hex digits): detects entries cut from the end.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check the ledger: every entry signed, chained, in order; declared changes kept; no rollback.
+
+    Exit 1 on an edited, removed or reordered entry, a label-preserving step
+    that changed labels, a missing snapshot, or (with --manifest) a seal older
+    than the ledger's latest for that dataset.
+
+    Example:
+
+        flipguard ledger verify pipeline.ledger --pubkey keys/flipguard.pub --manifest clean.csv.flipguard.json
+    """
+    report = verify_ledger(ledger, pubkey, manifest=manifest, head=head)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        if report.ok:
+            say(f"[bold green]OK[/]: {len(report.entries)} entries of {ledger} signed, chained and "
+                          "as declared")
+        else:
+            say(f"[bold red]LEDGER PROBLEM[/]: {ledger}")
+            for f in report.findings:
+                say(f"  - {f}")
+        for n in report.notes:
+            say(f"  note: {n}")
+        if report.head:
+            say(f"  head: {report.head}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("show")
+def show_cmd(
+    ledger: LedgerArg,
+    pubkey: Annotated[Path | None, typer.Option("--pubkey", "-p", help="Also check signatures.")] = None,
+    limit: LimitOpt = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """Which step changed which labels, recomputed from the recorded snapshots.
+
+    Exit 1 when a step declared label-preserving changed labels, the chain is
+    broken, or a snapshot is missing or disagrees with its entry.
+
+    Example:
+
+        flipguard ledger show pipeline.ledger --pubkey keys/flipguard.pub
+    """
+    report = show_ledger(ledger, pubkey)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render_show(report, limit)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _render_show(report, limit: int) -> None:
+    t = Table("#", "step", "rows", "changed", "added", "removed", "declared", "transitions",
+              title=f"Ledger {report.path}")
+    for e in report.entries:
+        ch = _counts(e)
+        trans = ", ".join(f"{_txt(x['from'])}->{_txt(x['to'])} {x['count']}" for x in ch["transitions"][:3])
+        exp = e["expect_label_changes"]
+        bad = exp is not None and exp != ch["changed"]
+        t.add_row(str(e["seq"]), e["step"], f"{e['input']['rows']}->{e['output']['rows']}",
+                  f"[bold red]{ch['changed']}[/]" if bad else str(ch["changed"]), str(ch["added"]),
+                  str(ch["removed"]), "-" if exp is None else str(exp), trans or "-")
+    console.print(t)
+    for e in report.entries:
+        script = f", script {e['script']['path']} (sha256 {e['script']['sha256'][:12]})" if e["script"] else ""
+        say(f"#{e['seq']} {e['step']}: {e['input']['source']} -> {e['output']['source']}, "
+                      f"{e['time'][:19].replace('T', ' ')} UTC by {e['user']}@{e['host']}{script}")
+        rec = e.get("recomputed")
+        if rec and rec["n_changed"]:
+            c = rec["changed"]
+            shown = ", ".join(f"{i} ({_txt(a)}->{_txt(b)})" for i, a, b in
+                              list(zip(c["id"], c["input"], c["output"]))[:limit])
+            more = f", ... {rec['n_changed'] - limit} more" if rec["n_changed"] > limit else ""
+            say(f"   changed ids: {shown}{more}")
+            say(f"   {rec['shape']['reading']}")
+    for f in report.findings:
+        say(f"[bold red]FINDING[/]: {f}")
+    for n in report.notes:
+        say(f"note: {n}")
+    if report.head:
+        say(f"head: {report.head}")
+
+
+def _counts(e: dict) -> dict:
+    rec = e.get("recomputed")
+    if rec is None:
+        return e["changes"]
+    return {"changed": rec["n_changed"], "added": rec["n_added"], "removed": rec["n_removed"],
+            "transitions": rec["transitions"]}

@@ -1,3 +1,213 @@
-"""(being written)"""
+"""``flipguard pg``: protect a PostgreSQL table's labels with an audit trail, and verify it."""
 
-from ._app import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import app
+from ._common import JsonOpt, console, print_json
+
+pg_app = typer.Typer(
+    help="Protect PostgreSQL label columns: audit trigger, hash-chained trail, verify against a seal.",
+    no_args_is_help=True,
+)
+app.add_typer(pg_app, name="pg")
+
+DsnArg = Annotated[str, typer.Argument(help="postgresql://user@host:port/database", show_default=False)]
+PgTableOpt = Annotated[str, typer.Option("--table", "-t", help="Table, optionally schema.table.",
+                                         show_default=False)]
+
+
+@pg_app.command("protect")
+def protect_cmd(
+    dsn: DsnArg,
+    table: PgTableOpt,
+    id: Annotated[str, typer.Option("--id", help="Column of unique row ids.", show_default=False)],  # noqa: A002
+    label: Annotated[str, typer.Option("--label", "-l", help="Label column to watch.", show_default=False)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Install (idempotently) an audit trigger that records every label change.
+
+    Every INSERT, DELETE, TRUNCATE and every UPDATE of the label or id column is
+    appended to flipguard_audit.<trail>, hash-chained, with who (session and
+    current user, application, client address), when and the transaction id.
+    Run it as the table's owner; grant label writers DML on the table only.
+
+    Example:
+
+        flipguard pg protect postgresql://owner@db/ml --table public.reviews --id review_id --label sentiment
+    """
+    from ..integrity._pg import protect
+
+    status = protect(dsn, table, id=id, label=label)
+    if json_out:
+        print_json(status.to_dict())
+        return
+    if status.changed:
+        console.print(f"Protected {status.table} (label {status.label_column}, id {status.id_column}).")
+        for item in status.changed:
+            console.print(f"  + {item}")
+    else:
+        console.print(f"{status.table} was already protected; nothing changed.")
+    console.print(f"Audit trail: {status.trail} ({status.n_events} rows).")
+
+
+@pg_app.command("unprotect")
+def unprotect_cmd(
+    dsn: DsnArg,
+    table: PgTableOpt,
+    drop_trail: Annotated[bool, typer.Option(
+        "--drop-trail", help="Also drop the audit trail (default: keep it, append-only, with an UNPROTECT row).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove the audit triggers and functions from a table.
+
+    The trail is kept by default, so the history survives and protecting the
+    table again continues the same chain; --drop-trail deletes it.
+
+    Example:
+
+        flipguard pg unprotect postgresql://owner@db/ml --table public.reviews
+    """
+    from ..integrity._pg import unprotect
+
+    status = unprotect(dsn, table, drop_trail=drop_trail)
+    if json_out:
+        print_json(status.to_dict())
+        return
+    if not status.changed:
+        console.print(f"{status.table} was not protected; nothing changed.")
+        return
+    console.print(f"Unprotected {status.table}.")
+    for item in status.changed:
+        console.print(f"  - {item}")
+    if status.trail:
+        console.print(f"Audit trail kept: {status.trail} ({status.n_events} rows).")
+
+
+@pg_app.command("status")
+def status_cmd(dsn: DsnArg, table: PgTableOpt, json_out: JsonOpt = False) -> None:
+    """Show whether a table is protected, its triggers and the head of its trail.
+
+    Exit 0 when fully protected, 1 otherwise.  Keep the printed anchor
+    (SEQ:HASH) somewhere else: `pg verify --anchor` then detects a trail
+    rewritten even by a superuser.
+
+    Example:
+
+        flipguard pg status postgresql://owner@db/ml --table public.reviews --json
+    """
+    from ..integrity._pg import protection_status
+
+    st = protection_status(dsn, table)
+    if json_out:
+        out = st.to_dict()
+        out["anchor"] = f"{st.head_seq}:{st.head_hash}" if st.head_hash else None
+        print_json(out)
+    else:
+        lines = [("table", st.table), ("protected", "yes" if st.protected else "[bold red]no[/]")]
+        if st.registered:
+            lines += [("label / id", f"{st.label_column} / {st.id_column}"),
+                      ("trail", f"{st.trail} ({st.n_events} rows, last at {st.last_event_at or '-'})"),
+                      ("installed", f"{st.installed_at} by {st.installed_by}")]
+            if st.head_hash:
+                lines.append(("anchor", f"{st.head_seq}:{st.head_hash}"))
+        for name in sorted(st.triggers):
+            state = st.triggers[name]
+            lines.append((f"trigger {name}", state if state == "enabled" else f"[bold red]{state}[/]"))
+        for key, value in lines:
+            console.print(f"{key + ':':<34} {value}", soft_wrap=True)
+    if not st.protected:
+        raise typer.Exit(1)
+
+
+@pg_app.command("verify")
+def verify_cmd(
+    dsn: DsnArg,
+    table: PgTableOpt,
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", "-m", help="Seal manifest of the table (flipguard seal).")] = None,
+    pubkey: Annotated[Path | None, typer.Option("--pubkey", help="Public key that signed the manifest.")] = None,
+    anchor: Annotated[str | None, typer.Option(
+        "--anchor", help="SEQ:HASH from an earlier `pg status`, kept outside the database.")] = None,
+    secret_file: Annotated[Path | None, typer.Option(
+        "--secret-file", help="Secret of a private seal (or $FLIPGUARD_SEAL_SECRET).")] = None,
+    allow_recorded: Annotated[bool, typer.Option(
+        "--allow-recorded", help="Exit 0 when every change since the seal is recorded in the trail.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a table against its seal and its audit trail, in one snapshot.
+
+    Reports changes the trail explains (who, when), changes it does not (the
+    trigger was bypassed: disabled, or session_replication_role = replica) and
+    a broken hash chain.  Without --manifest only the trail is checked.
+    Exit 0 clean, 1 a finding (any change since the seal, unless
+    --allow-recorded and the trail records them all), 2 bad input.
+
+    Example:
+
+        flipguard pg verify postgresql://auditor@db/ml --table public.reviews \\
+            --manifest reviews.seal.json --pubkey keys/flipguard.pub
+    """
+    from ..exceptions import InvalidParameterError
+    from ..integrity._pg import verify_postgres
+
+    if (manifest is None) != (pubkey is None):
+        raise InvalidParameterError("give --manifest and --pubkey together")
+    secret = None
+    if manifest is not None:
+        from ..integrity import read_secret
+
+        secret = read_secret(secret_file)
+    report = verify_postgres(dsn, table, manifest=manifest, public_key=pubkey, anchor=anchor, secret=secret)
+    passed = report.ok_if_recorded if allow_recorded else report.ok
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        _render_verify(report, passed)
+    if not passed:
+        raise typer.Exit(1)
+
+
+def _render_verify(r, passed: bool) -> None:
+    console.print(f"Table {r.table}; trail {r.trail or '-'} ({r.n_events} rows).")
+    for problem in r.problems:
+        console.print(f"[bold red]PROBLEM[/] {problem}")
+    if r.chain_ok:
+        console.print("Hash chain: intact.")
+    else:
+        console.print(f"[bold red]Hash chain BROKEN[/] ({len(r.chain_errors)} row(s)):")
+        for e in r.chain_errors[:20]:
+            console.print(f"  row {e['seq']}: {e['reason']}")
+    if r.trail_mismatches:
+        console.print(f"[bold red]UNRECORDED CHANGES[/]: the table and the trail disagree at "
+                      f"{r.n_trail_mismatches} place(s) (trigger bypassed):")
+        for m in r.trail_mismatches[:20]:
+            console.print(f"  {m['message']}")
+    if r.seal_checked:
+        seal = r.seal or {}
+        console.print(f"Seal: {'verified, no change' if r.seal_ok else seal.get('summary', '')}")
+        if r.unexplained:
+            console.print(f"[bold red]UNEXPLAINED CHANGES[/] since the seal: {r.n_unexplained} row(s) changed "
+                          "with no record in the audit trail (trigger bypassed):")
+            for c in r.unexplained[:20]:
+                console.print(f"  id {c['id']}: {_change(c)}: {c.get('explanation', '')}", soft_wrap=True)
+        if r.explained:
+            console.print(f"Changes since the seal recorded by the trail: {len(r.explained)} row(s):")
+            for c in r.explained[:20]:
+                role = "" if c.get("current_user") == c.get("session_user") else f" as {c.get('current_user')}"
+                console.print(f"  id {c['id']}: {_change(c)} by {c.get('session_user')}{role} "
+                              f"(application '{c.get('application_name') or ''}', client {c.get('client_addr') or 'local'}, "
+                              f"txid {c.get('txid')}) at {c.get('at')}", soft_wrap=True)
+    console.print("[bold green]OK[/]" if passed else "[bold red]FINDINGS[/] (exit 1)")
+
+
+def _change(c) -> str:
+    if c.get("kind") == "added":
+        return f"added with label {c.get('current')!r}"
+    if c.get("kind") == "removed":
+        return f"removed (label was {c.get('sealed')!r})"
+    return f"{c.get('sealed')!r} -> {c.get('current')!r}"

@@ -61,8 +61,13 @@ def _open_url(url: str, mode: str = "rb"):
 
 
 def read_table(source, *, table: str | None = None, query: str | None = None,
-               columns: list[str] | None = None) -> tuple[pa.Table, str, str]:
+               columns: list[str] | None = None,
+               dictionary: list[str] | None = None) -> tuple[pa.Table, str, str]:
     """Read ``source`` into an Arrow table.
+
+    ``dictionary`` names string columns Parquet should return dictionary-encoded
+    (``read_dictionary``: no per-row strings are built, much faster for a label
+    column with a few classes); other formats ignore it.
 
     Returns ``(table, format, description)`` where ``format`` is one of
     ``"csv"``, ``"parquet"``, ``"table"``, ``"dataframe"``, ``"postgresql"``.
@@ -83,27 +88,31 @@ def read_table(source, *, table: str | None = None, query: str | None = None,
         return read_postgres(source, table=table, query=query, columns=columns), "postgresql", _redact(source, table)
     fmt = detect_format(source)
     if _is_url(source):
-        with _open_url(source) as fh:
-            return _read_stream(fh, fmt, source, columns), fmt, source
+        try:
+            with _open_url(source) as fh:
+                return _read_stream(fh, fmt, source, columns, dictionary), fmt, source
+        except FileNotFoundError:
+            raise DataError(f"{source}: no such file") from None
     if not os.path.exists(source):
         raise DataError(f"{source}: no such file")
     if os.path.isdir(source) and fmt != "parquet":
         raise DataError(f"{source}: is a directory, not a CSV or Parquet file")
-    return _read_stream(source, fmt, source, columns), fmt, source
+    return _read_stream(source, fmt, source, columns, dictionary), fmt, source
 
 
 def _redact(dsn: str, table: str | None) -> str:
     """A DSN without its password, for messages and reports."""
-    import re
+    from ._postgres import redact_dsn  # also hides ?password=... and key=value passwords
 
-    clean = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
+    clean = redact_dsn(dsn)
     return f"{clean} table {table}" if table else clean
 
 
-def _read_stream(src, fmt: str, name: str, columns: list[str] | None) -> pa.Table:
+def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
+                 dictionary: list[str] | None = None) -> pa.Table:
     try:
         if fmt == "parquet":
-            return pq.read_table(src, columns=columns)
+            return pq.read_table(src, columns=columns, read_dictionary=dictionary or None)
         delimiter = "\t" if name.lower().endswith(".tsv") else ","
         return pacsv.read_csv(
             src,

@@ -1,0 +1,430 @@
+"""The detector protocol, its registry, and the independent evidence detectors can use.
+
+A detector is a small scikit-learn-style object: parameters in ``__init__``,
+one public method :meth:`BaseDetector.audit` that checks the inputs and calls
+the subclass's private ``_audit`` hook, and a :class:`~flipguard.detection.LabelAudit`
+back.  Detectors are registered under a name (``--method`` on the command line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+
+from .._validation import Interval, validate_params
+from ..exceptions import DataError, InvalidParameterError
+from ._audit import LabelAudit
+
+__all__ = [
+    "DETECTORS",
+    "BaseDetector",
+    "LabelSource",
+    "TrustedLabels",
+    "detector_names",
+    "make_detector",
+    "model_quality",
+    "register",
+]
+
+#: name -> detector class; filled by :func:`register`.
+DETECTORS: dict[str, type] = {}
+
+
+def register(name: str):
+    """Class decorator adding a detector to :data:`DETECTORS` under ``name``."""
+
+    def deco(cls):
+        cls.detector_name = name
+        DETECTORS[name] = cls
+        return cls
+
+    return deco
+
+
+def detector_names() -> list[str]:
+    """Registered detector names, sorted."""
+    return sorted(DETECTORS)
+
+
+def make_detector(name: str, **params) -> "BaseDetector":
+    """An unconfigured detector by registry name, e.g. ``make_detector("knn", n_neighbors=10)``."""
+    try:
+        cls = DETECTORS[name]
+    except KeyError:
+        raise InvalidParameterError(f"Unknown detection method {name!r}; choose one of "
+                                    f"{', '.join(detector_names())}.") from None
+    valid = cls().get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise InvalidParameterError(f"Method {name!r} has no parameter(s) {', '.join(unknown)}; "
+                                    f"it takes {', '.join(sorted(valid)) or 'none'}.")
+    return cls(**params)
+
+
+# -- independent evidence ---------------------------------------------------------
+@dataclass
+class TrustedLabels:
+    """A small set of rows whose labels were verified by a trusted party.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_trusted, n_features)
+        Features of the trusted rows, encoded like the audited data.
+    y : ndarray of int, shape (n_trusted,)
+        Verified label codes.
+    rows : ndarray of int, shape (n_trusted,) or None
+        Position of each trusted row in the audited data, ``-1`` for a trusted
+        row that is not part of it (None: none of them is).  Trusted rows
+        that are part of the data are direct evidence: their observed label
+        either matches the verified one or was flipped.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.y))
+
+    def in_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions in the data, verified codes)`` of the trusted rows that are in the data."""
+        if self.rows is None:
+            return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+        rows = np.asarray(self.rows, dtype=np.int64)
+        keep = rows >= 0
+        return rows[keep], np.asarray(self.y, dtype=np.int64)[keep]
+
+
+@dataclass
+class LabelSource:
+    """An independent opinion about the labels: a business rule or a second labeller.
+
+    Attributes
+    ----------
+    name : str
+        Shown in reports next to every disagreement (the rule's name, or
+        ``"reference:<column>"``).
+    expected : ndarray of int, shape (n_samples,)
+        The label code the source expects for each row, ``-1`` where it has no opinion.
+    kind : {"rule", "reference"}
+        A rule applies to the rows its condition selects; a reference
+        labeller has an opinion on every row it labelled.
+    """
+
+    name: str
+    expected: np.ndarray
+    kind: str = "rule"
+
+
+# -- inputs -------------------------------------------------------------------------
+@dataclass
+class _Inputs:
+    """Checked inputs handed to a detector's ``_audit`` hook."""
+
+    labels: np.ndarray
+    pred_probs: np.ndarray | None
+    X: np.ndarray | None
+    n_classes: int
+    trusted: TrustedLabels | None
+    sources: list[LabelSource]
+    rng: np.random.RandomState
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(len(self.labels))
+
+
+@dataclass
+class _Findings:
+    """What a detector's ``_audit`` hook returns; :class:`BaseDetector` fills the rest."""
+
+    scores: np.ndarray
+    flags: np.ndarray
+    suggested: np.ndarray
+    estimated_flips: int | None = None
+    transitions: np.ndarray | None = None
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    quality_probs: np.ndarray | None = None
+    quality_name: str | None = None
+    quality_usable: bool | None = None
+
+
+def check_labels(labels, n_classes: int | None = None) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise DataError(f"labels must be 1-D, got shape {arr.shape}")
+    if len(arr) == 0:
+        raise DataError("labels is empty")
+    if arr.dtype.kind not in "iub":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise DataError("labels must be integer codes 0 .. K-1 (encode string labels first, "
+                            "e.g. with flipguard.data.load or numpy.unique(..., return_inverse=True))")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.min() < 0:
+        raise DataError("labels must be integer codes 0 .. K-1; got a negative code")
+    if n_classes is not None and arr.max() >= n_classes:
+        raise DataError(f"labels has code {int(arr.max())} but pred_probs has only {n_classes} columns")
+    return arr
+
+
+def check_pred_probs(pred_probs, n_samples: int) -> np.ndarray:
+    p = np.asarray(pred_probs)
+    if p.ndim != 2 or p.shape[0] != n_samples:
+        raise DataError(f"pred_probs must have shape (n_samples, n_classes) = ({n_samples}, K); "
+                        f"got {p.shape}")
+    if p.shape[1] < 2:
+        raise DataError("pred_probs needs at least two columns (classes)")
+    if p.dtype.kind != "f":
+        p = p.astype(np.float64)
+    if not np.all(np.isfinite(p)):
+        raise DataError("pred_probs contains NaN or infinite values")
+    if p.min() < 0 or p.max() > 1 + 1e-6:
+        raise DataError("pred_probs must be probabilities in [0, 1] (rows summing to 1)")
+    return p
+
+
+def model_quality(labels: np.ndarray, probs: np.ndarray, *, model: str | None = None,
+                  cv: int | None = None) -> dict[str, Any]:
+    """Agreement of out-of-fold predictions with the observed labels.
+
+    Returns ``model``, ``cv``, ``accuracy``, ``balanced_accuracy``, ``chance``
+    (``1/K``, the balanced accuracy of guessing), ``lift`` (how far above
+    chance, as a fraction of the way from chance to perfect) and ``usable``.
+
+    The labels are the observed, possibly flipped ones, so a perfect model
+    scores below 1 on flipped data (about ``1 - rate`` under random flips).
+    A model is judged *usable* for auditing when its balanced accuracy is
+    above chance by at least 0.05 of the range and by three standard errors
+    (``sqrt(chance * (1 - chance) / n_smallest_class)``); below that it cannot
+    tell a flipped label from a hard one.
+    """
+    n_classes = probs.shape[1]
+    pred = np.argmax(probs, axis=1)
+    counts = np.bincount(labels, minlength=n_classes)
+    hits = np.bincount(labels[pred == labels], minlength=n_classes)
+    present = counts > 0
+    recall = hits[present] / counts[present]
+    bal = float(recall.mean())
+    chance = 1.0 / int(present.sum())
+    se = float(np.sqrt(chance * (1 - chance) / max(1, counts[present].min())))
+    lift = (bal - chance) / (1 - chance)
+    usable = bool(lift >= 0.05 and bal - chance >= 3 * se / np.sqrt(present.sum()))
+    return {
+        "model": model,
+        "cv": cv,
+        "accuracy": float(np.mean(pred == labels)),
+        "balanced_accuracy": bal,
+        "chance": chance,
+        "lift": float(lift),
+        "usable": usable,
+    }
+
+
+def flags_transitions(labels: np.ndarray, suggested: np.ndarray, flags: np.ndarray,
+                      n_classes: int) -> np.ndarray:
+    """``transitions[true, observed]`` counting flagged rows as ``suggested -> observed``
+    and every other row as correctly labelled."""
+    true = np.where(flags, suggested, labels)
+    return np.bincount(true * n_classes + labels, minlength=n_classes * n_classes) \
+        .reshape(n_classes, n_classes).astype(np.int64)
+
+
+def best_other(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """For each row, the most probable class other than its label."""
+    masked = np.array(probs, dtype=np.float64, copy=True)
+    masked[np.arange(len(labels)), labels] = -np.inf
+    return np.argmax(masked, axis=1)
+
+
+# -- the protocol ---------------------------------------------------------------------
+class BaseDetector(BaseEstimator):
+    """Base class of every label-flip detector.
+
+    Subclasses declare ``_parameter_constraints``, store parameters in
+    ``__init__`` and implement ``_audit(inputs) -> _Findings``.  Class
+    attributes ``needs_pred_probs``, ``needs_X`` and ``needs_trusted`` say
+    which inputs a detector cannot work without.
+    """
+
+    _parameter_constraints: dict = {}
+    detector_name = "base"
+    needs_pred_probs = True
+    needs_X = False
+    needs_trusted = False
+
+    def audit(self, labels, pred_probs=None, *, X=None, trusted: TrustedLabels | None = None,
+              sources=(), classes=None, ids=None, quality: dict | None = None,
+              random_state=None) -> LabelAudit:
+        """Audit ``labels``.
+
+        Parameters
+        ----------
+        labels : array-like of int, shape (n_samples,)
+            Observed label codes ``0 .. K-1``.
+        pred_probs : array-like of shape (n_samples, K), optional
+            Out-of-sample predicted probabilities (each row predicted by a model
+            that did not see it, e.g. :func:`flipguard.models.out_of_fold_proba`).
+        X : array-like of shape (n_samples, n_features), optional
+            Features, for detectors that look at neighbourhoods or refit models.
+        trusted : TrustedLabels, optional
+            Rows with verified labels.
+        sources : sequence of LabelSource
+            Independent opinions (rules, a second labeller).
+        classes, ids : array-like, optional
+            The user's label values (for codes) and row ids, kept on the result.
+        quality : dict, optional
+            Model-quality facts to record (``model``, ``cv``) along with the
+            figures computed from ``pred_probs``.
+        random_state : int, RandomState instance or None
+            Seeds any random choice the detector makes (overrides its own
+            ``random_state`` parameter when given).
+
+        Returns
+        -------
+        LabelAudit
+        """
+        validate_params(self)
+        inputs = self._check(labels, pred_probs, X, trusted, sources, classes, random_state)
+        found = self._audit(inputs)
+        return self._assemble(inputs, found, classes, ids, quality)
+
+    # -- for subclasses --------------------------------------------------------------
+    def _audit(self, inputs: _Inputs) -> _Findings:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _check(self, labels, pred_probs, X, trusted, sources, classes, random_state) -> _Inputs:
+        name = type(self).__name__
+        if pred_probs is None and self.needs_pred_probs:
+            raise DataError(f"{name} needs out-of-fold predicted probabilities (pred_probs)")
+        if X is None and self.needs_X:
+            raise DataError(f"{name} needs the features X")
+        if trusted is None and self.needs_trusted:
+            raise DataError(f"{name} needs a trusted set of verified labels (trusted=...)")
+        labels = check_labels(labels)
+        n = len(labels)
+        p = None
+        if pred_probs is not None:
+            p = check_pred_probs(pred_probs, n)
+            if labels.max() >= p.shape[1]:
+                raise DataError(f"labels has code {int(labels.max())} but pred_probs has only "
+                                f"{p.shape[1]} columns")
+        n_classes = p.shape[1] if p is not None else (len(classes) if classes is not None
+                                                         else int(labels.max()) + 1)
+        if classes is not None and len(classes) != n_classes:
+            raise DataError(f"classes has {len(classes)} values but there are {n_classes} classes")
+        if np.count_nonzero(np.bincount(labels, minlength=n_classes)) < 2:
+            raise DataError("labels has a single class; auditing needs at least two")
+        Xa = None
+        if X is not None:
+            Xa = np.asarray(X, dtype=np.float64)
+            if Xa.ndim != 2 or Xa.shape[0] != n:
+                raise DataError(f"X must be 2-D with one row per label; got shape {Xa.shape} "
+                                f"for {n} labels")
+            if not np.all(np.isfinite(Xa)):
+                raise DataError("X contains NaN or infinite values")
+        if trusted is not None:
+            tX = np.asarray(trusted.X, dtype=np.float64)
+            ty = check_labels(trusted.y)
+            if tX.ndim != 2 or tX.shape[0] != len(ty):
+                raise DataError("trusted.X must be 2-D with one row per trusted label")
+            if Xa is not None and tX.shape[1] != Xa.shape[1]:
+                raise DataError(f"trusted rows have {tX.shape[1]} features but the data has {Xa.shape[1]}")
+            if ty.max() >= n_classes:
+                raise DataError(f"trusted labels have code {int(ty.max())} but there are only {n_classes} classes")
+            rows = None
+            if trusted.rows is not None:
+                rows = np.asarray(trusted.rows, dtype=np.int64)
+                if rows.shape != ty.shape or rows.max(initial=-1) >= n:
+                    raise DataError("trusted.rows must give one data position (or -1) per trusted row")
+            trusted = TrustedLabels(X=tX, y=ty, rows=rows)
+        checked = []
+        for s in sources:
+            exp = np.asarray(s.expected, dtype=np.int64)
+            if exp.shape != labels.shape:
+                raise DataError(f"label source {s.name!r} must give one expected code per row")
+            if exp.max(initial=-1) >= n_classes:
+                raise DataError(f"label source {s.name!r} expects a class that is not in the data")
+            checked.append(LabelSource(s.name, exp, s.kind))
+        seed = random_state if random_state is not None else getattr(self, "random_state", None)
+        return _Inputs(labels=labels, pred_probs=p, X=Xa, n_classes=int(n_classes), trusted=trusted,
+                       sources=checked, rng=check_random_state(seed))
+
+    def _assemble(self, inputs: _Inputs, found: _Findings, classes, ids, quality) -> LabelAudit:
+        labels, K = inputs.labels, inputs.n_classes
+        flags = np.asarray(found.flags, dtype=bool)
+        suggested = np.asarray(found.suggested, dtype=np.int64)
+        transitions = found.transitions if found.transitions is not None \
+            else flags_transitions(labels, suggested, flags, K)
+        estimated = int(found.estimated_flips) if found.estimated_flips is not None \
+            else int(transitions.sum() - np.trace(transitions))
+        probs = found.quality_probs if found.quality_probs is not None else inputs.pred_probs
+        mq = dict(quality or {})
+        if probs is not None:
+            mq = {**model_quality(labels, probs, model=mq.get("model", found.quality_name),
+                                  cv=mq.get("cv")), **{k: v for k, v in mq.items()
+                                                       if k not in ("model", "cv")}}
+            if found.quality_usable is not None:
+                mq["usable"] = bool(found.quality_usable)
+        warns = list(found.warnings)
+        evidence, disagreements = summarise_sources(labels, inputs.sources)
+        return LabelAudit(
+            method=self.detector_name, labels=labels, scores=np.asarray(found.scores, dtype=np.float64),
+            flags=flags, suggested=suggested, estimated_flips=estimated,
+            transitions=np.asarray(transitions, dtype=np.int64),
+            classes=None if classes is None else np.asarray(classes),
+            ids=None if ids is None else np.asarray(ids),
+            model_quality=mq, warnings=warns, evidence=evidence, disagreements=disagreements,
+            components=found.components, params=_plain_params(self.get_params()),
+        )
+
+
+def summarise_sources(labels: np.ndarray, sources) -> tuple[list[dict], list[dict]]:
+    """Per-source counts and the (row, source, expected) disagreements, row order."""
+    evidence, rows, names, expected = [], [], [], []
+    for s in sources:
+        applies = s.expected >= 0
+        differ = applies & (s.expected != labels)
+        evidence.append({"name": s.name, "kind": s.kind, "n_applicable": int(applies.sum()),
+                         "n_disagree": int(differ.sum())})
+        r = np.flatnonzero(differ)
+        rows.append(r)
+        names.append(np.full(len(r), len(names)))
+        expected.append(s.expected[r])
+    if not rows:
+        return evidence, []
+    r = np.concatenate(rows)
+    which = np.concatenate(names)
+    exp = np.concatenate(expected)
+    order = np.lexsort((which, r))
+    src = [s.name for s in sources]
+    return evidence, [{"row": int(a), "source": src[b], "expected": int(c)}
+                      for a, b, c in zip(r[order], which[order], exp[order])]
+
+
+def _plain_params(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in v):
+            out[k] = list(v)
+        else:
+            out[k] = type(v).__name__ if not isinstance(v, np.random.RandomState) else "RandomState"
+    return out
+
+
+#: Shared constraint for the random_state parameter.
+RANDOM_STATE = ["random_state"]
+#: A fraction in [0, 1].
+FRACTION = [Interval(Real, 0, 1, closed="both")]

@@ -1,0 +1,46 @@
+"""Protect labels in storage: keys, signed seals, verify, diff and a provenance ledger.
+
+Threat model: an attacker can write to the data store (file, bucket, table,
+pipeline step) and to where manifests are kept, but does not hold the sealing
+private key.  See ``docs/integrity.md``.
+
+This package never imports scikit-learn.
+"""
+
+from ._compare import LabelChanges
+from ._diff import DiffReport, diff, diff_tables
+from ._keys import KeyPaths, generate_keypair, key_id, load_private_key, load_public_key, write_keypair
+from ._ledger import LedgerAppend, LedgerReport, ledger_append, show_ledger, verify_ledger
+from ._manifest import Manifest, SignatureCheck, load_manifest
+from ._seal import SealResult, seal, seal_table
+from ._snapshot import read_secret
+from ._verify import VerifyReport, open_snapshot, verify, verify_table
+
+__all__ = [
+    "DiffReport",
+    "KeyPaths",
+    "LabelChanges",
+    "LedgerAppend",
+    "LedgerReport",
+    "Manifest",
+    "SealResult",
+    "SignatureCheck",
+    "VerifyReport",
+    "diff",
+    "diff_tables",
+    "generate_keypair",
+    "key_id",
+    "ledger_append",
+    "load_manifest",
+    "load_private_key",
+    "load_public_key",
+    "open_snapshot",
+    "read_secret",
+    "seal",
+    "seal_table",
+    "show_ledger",
+    "verify",
+    "verify_ledger",
+    "verify_table",
+    "write_keypair",
+]

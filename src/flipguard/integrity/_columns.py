@@ -1,0 +1,432 @@
+"""Columnar building blocks of seal, verify and diff: label codes, ids, block commitments, alignment.
+
+Everything here is vectorised over whole Arrow buffers or numpy arrays; no
+Python loop runs per row.  Label values are compared through their canonical
+text (``pyarrow.compute.cast(..., string)``: ``1`` -> ``"1"``, ``True`` ->
+``"true"``), so a label column whose Arrow type changes between two reads
+(a CSV edited by hand) still compares value by value; a missing label is ``None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..exceptions import DataError
+
+__all__: list[str] = []
+
+#: Commitment schemes: unkeyed (public manifests) and keyed (``--private``).
+SCHEME_PLAIN = "sha256-blocks-v1"
+SCHEME_KEYED = "hmac-sha256-blocks-v1"
+MAX_BLOCKS = 4096
+MIN_BLOCK_ROWS = 1 << 16
+
+
+# -- labels -----------------------------------------------------------------
+def _text_values(arr: pa.Array) -> list[str | None]:
+    """Distinct values (a small dictionary) as canonical text; ``None`` for missing."""
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return arr.to_pylist()
+    try:
+        return pc.cast(arr, pa.string()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return [None if v is None else str(v) for v in arr.to_pylist()]
+
+
+def _canonical(v: str | None):
+    return (v is None, v or "")
+
+
+def label_codes(col: pa.ChunkedArray | pa.Array, classes: list | None = None
+                ) -> tuple[list[str | None], np.ndarray]:
+    """A label column -> ``(values, codes)``: label values as text and one code per row.
+
+    ``values[codes[i]]`` is row ``i``'s label as text (``None`` when missing).
+    Without ``classes``, ``values`` is in canonical order (text order, missing
+    last).  With ``classes`` (a sealed class list), ``values`` starts with
+    ``classes`` so known labels get their sealed codes and new ones follow.
+    Either way ``values`` may list a dictionary value no row uses; see
+    :func:`drop_unused`.
+
+    Dictionary columns (Parquet read with ``read_dictionary``) are mapped chunk
+    by chunk through one small lookup table per distinct dictionary, straight
+    into a preallocated array of the narrowest unsigned type: one pass, no
+    per-row strings.  Integer and boolean columns are coded with numpy;
+    anything else is hash-encoded by Arrow first.
+    """
+    if isinstance(col, pa.Array):
+        col = pa.chunked_array([col], type=col.type)
+    t = col.type
+    if classes is None and (pa.types.is_integer(t) or pa.types.is_boolean(t)) and col.null_count == 0:
+        return _integer_codes(col)
+    if not pa.types.is_dictionary(t):
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+                or pa.types.is_boolean(t) or pa.types.is_binary(t)):
+            col = pc.cast(col, pa.string())
+        col = pc.dictionary_encode(col)
+    return _dictionary_codes(col, classes)
+
+
+def _integer_codes(col: pa.ChunkedArray):
+    n = len(col)
+    if n == 0:
+        return [], np.zeros(0, np.uint8)
+    if pa.types.is_boolean(col.type):
+        v = pc.cast(col, pa.int8()).to_numpy()
+        return ["false", "true"], v.view(np.uint8)
+    v = col.to_numpy()
+    lo, hi = int(v.min()), int(v.max())
+    if hi - lo < (1 << 20):
+        counts = np.bincount((v - lo).astype(np.intp), minlength=hi - lo + 1)
+        present = np.flatnonzero(counts) + lo
+    else:
+        present = np.unique(v)
+    text = [str(int(x)) for x in present]
+    order = sorted(range(len(text)), key=lambda i: text[i])
+    dtype = code_dtype(len(text))
+    rank = np.empty(len(text), dtype=dtype)
+    rank[order] = np.arange(len(text))
+    if hi - lo < (1 << 20):
+        lut = np.zeros(hi - lo + 1, dtype=dtype)
+        lut[present - lo] = rank
+        codes = lut[v - lo]
+    else:
+        codes = rank[np.searchsorted(present, v)]
+    return [text[i] for i in order], codes
+
+
+def _dictionary_codes(col: pa.ChunkedArray, classes: list | None):
+    chunks = [ch for ch in col.chunks if len(ch)]
+    dicts: list[pa.Array] = []
+    which = []
+    for ch in chunks:  # distinct dictionaries (a few per file), compared cheaply
+        if not dicts or not (ch.dictionary is dicts[-1] or ch.dictionary.equals(dicts[-1])):
+            dicts.append(ch.dictionary)
+        which.append(len(dicts) - 1)
+    texts = [_text_values(d) for d in dicts]
+    seen = dict.fromkeys(v for t in texts for v in t)
+    if any(ch.indices.null_count for ch in chunks):
+        seen[None] = None
+    if classes is None:
+        values = sorted(seen, key=_canonical)
+    else:
+        values = list(classes) + [v for v in seen if v not in set(classes)]
+    index = {v: i for i, v in enumerate(values)}
+    dtype = code_dtype(len(values))
+    null_code = index.get(None, 0)
+    luts = [np.array([index[v] for v in t] + [null_code], dtype=dtype) for t in texts]
+    codes = np.empty(len(col), dtype=dtype)
+    pos = 0
+    for ch, w in zip(chunks, which):
+        idx = ch.indices
+        if idx.null_count:
+            idx = pc.fill_null(idx, -1)
+        n = len(ch)
+        np.take(luts[w], idx.to_numpy(zero_copy_only=False), out=codes[pos:pos + n])
+        pos += n
+    return values, codes
+
+
+def class_counts(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows per code; a few vectorised equality counts when classes are few (no int64 copy)."""
+    if n_classes <= 16 and codes.dtype.itemsize == 1:
+        return np.array([np.count_nonzero(codes == c) for c in range(n_classes)], dtype=np.int64)
+    return np.bincount(codes, minlength=n_classes)[:n_classes].astype(np.int64) if len(codes) \
+        else np.zeros(n_classes, np.int64)
+
+
+def drop_unused(values: list, codes: np.ndarray, counts: np.ndarray):
+    """Drop values no row uses (a Parquet dictionary may list more); one gather only if needed."""
+    present = counts > 0
+    if present.all():
+        return values, codes, counts
+    dtype = code_dtype(int(present.sum()))
+    lut = (np.cumsum(present) - 1).astype(dtype)
+    return [v for v, p in zip(values, present) if p], lut[codes], counts[present]
+
+
+def map_codes(values: list[str | None], codes: np.ndarray, classes: list[str | None]):
+    """Codes over ``values`` -> codes over ``classes``, appending values ``classes`` lacks.
+
+    Returns ``(extended_classes, codes)``; no pass over the rows when ``values``
+    already starts with ``classes`` (``label_codes(col, classes)`` output).
+    """
+    if values[:len(classes)] == list(classes):
+        return list(values), codes
+    extended = list(classes)
+    index = {v: i for i, v in enumerate(extended)}
+    for v in values:
+        if v not in index:
+            index[v] = len(extended)
+            extended.append(v)
+    lut = np.array([index[v] for v in values] or [0], dtype=code_dtype(len(extended)))
+    return extended, (lut[codes] if len(codes) else codes.astype(lut.dtype))
+
+
+def code_dtype(n_classes: int) -> np.dtype:
+    """The narrowest little-endian unsigned type that holds ``n_classes`` codes."""
+    if n_classes <= 1 << 8:
+        return np.dtype("<u1")
+    if n_classes <= 1 << 16:
+        return np.dtype("<u2")
+    return np.dtype("<u4")
+
+
+# -- ids --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ids:
+    """Row ids as ``int64`` numpy (``kind="int64"``) or an Arrow string array (``kind="string"``)."""
+
+    kind: str
+    values: object  # np.ndarray for int64, pa.Array (string / large_string) for string
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def arrow(self) -> pa.Array:
+        return pa.array(self.values) if self.kind == "int64" else self.values
+
+    def as_string(self) -> "Ids":
+        if self.kind == "string":
+            return self
+        return Ids("string", pc.cast(pa.array(self.values), pa.large_string()))
+
+    def take(self, positions: np.ndarray) -> list:
+        """Python values at ``positions`` (for reports: only changed rows)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.kind == "int64":
+            return self.values[positions].tolist()
+        return self.values.take(pa.array(positions)).to_pylist()
+
+
+def normalize_ids(col: pa.ChunkedArray | pa.Array, *, what: str) -> Ids:
+    """An id column -> :class:`Ids` (integers as int64, everything else as text)."""
+    if isinstance(col, pa.Array):
+        col = pa.chunked_array([col], type=col.type)
+    if col.null_count:
+        raise DataError(f"{what} has {col.null_count} missing value(s); every row needs an id")
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col = pc.cast(col, t.value_type)
+        t = t.value_type
+    if pa.types.is_integer(t):
+        try:
+            return Ids("int64", pc.cast(col, pa.int64()).to_numpy())
+        except pa.ArrowInvalid:  # uint64 beyond int64: compare as text
+            pass
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        col = pc.cast(col, pa.string())
+    try:
+        arr = col.combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowCapacityError):
+        arr = pc.cast(col, pa.large_string()).combine_chunks()
+    return Ids("string", arr)
+
+
+def reconcile(a: Ids, b: Ids) -> tuple[Ids, Ids]:
+    """Two id columns in one comparable representation (text when their kinds differ)."""
+    if a.kind == b.kind == "int64":
+        return a, b
+    a, b = a.as_string(), b.as_string()
+    if a.values.type != b.values.type:
+        a = Ids("string", pc.cast(a.values, pa.large_string()))
+        b = Ids("string", pc.cast(b.values, pa.large_string()))
+    return a, b
+
+
+def ids_equal(a: Ids, b: Ids) -> bool:
+    """Same ids in the same order (one vectorised comparison)."""
+    if len(a) != len(b):
+        return False
+    a, b = reconcile(a, b)
+    if a.kind == "int64":
+        return bool(np.array_equal(a.values, b.values))
+    return bool(a.values.equals(b.values))
+
+
+def duplicated(ids: Ids, limit: int = 5) -> tuple[int, list]:
+    """``(number of duplicated id values, a few examples)``; ``(0, [])`` when ids are unique.
+
+    The common cases cost no sort: strictly increasing integer ids (one pass)
+    and integer ids in a dense range (a bincount).
+    """
+    n = len(ids)
+    if n < 2:
+        return 0, []
+    if ids.kind == "int64":
+        v = ids.values
+        if bool(np.all(v[1:] > v[:-1])):
+            return 0, []
+        lo, hi = int(v.min()), int(v.max())
+        if hi - lo <= 4 * n + 1024:
+            counts = np.bincount(v - lo, minlength=hi - lo + 1)
+            dups = np.flatnonzero(counts > 1)
+            return len(dups), (dups[:limit] + lo).tolist()
+        s = np.sort(v)
+        dups = np.unique(s[1:][s[1:] == s[:-1]])
+        return len(dups), dups[:limit].tolist()
+    fp = fingerprints(ids)
+    if fp is not None:
+        s = np.sort(fp)
+        if not bool(np.any(s[1:] == s[:-1])):
+            return 0, []  # distinct fingerprints => distinct ids
+    (keys,), size = dense_keys(ids)
+    counts = np.bincount(keys, minlength=size)
+    dup_keys = counts > 1
+    if not dup_keys.any():
+        return 0, []
+    first = np.flatnonzero(dup_keys[keys])
+    seen_keys, where = np.unique(keys[first], return_index=True)
+    return int(dup_keys.sum()), ids.take(first[np.sort(where)][:limit])
+
+
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+
+
+def fingerprints(ids: Ids, max_bytes: int = 64, chunk_rows: int = 1 << 17) -> np.ndarray | None:
+    """A 64-bit fingerprint per string id, vectorised (``None`` for ids longer than ``max_bytes``).
+
+    Each id is zero-padded to whole 64-bit words, and the words and the length
+    are mixed with MurmurHash3's 64-bit finaliser constants.  Not a
+    cryptographic hash and never trusted alone: equal ids always have equal
+    fingerprints, so *distinct* fingerprints prove ids distinct; any equal pair
+    sends the caller to an exact check.  This lets a seal prove string ids
+    unique with one sort of 64-bit integers instead of hashing every string.
+    """
+    if ids.kind != "string":
+        return None
+    arr = ids.values
+    n = len(arr)
+    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset:arr.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None \
+        else np.zeros(0, np.uint8)
+    lens = np.diff(offsets)
+    if n == 0 or int(lens.max()) > max_bytes:
+        return None if n else np.zeros(0, np.uint64)
+    width = max(1, -(-int(lens.max()) // 8)) * 8
+    fixed = bool(np.all(lens == lens[0]))
+    out = np.empty(n, dtype=np.uint64)
+    cols = np.arange(width)
+    for start in range(0, n, chunk_rows):
+        stop = min(start + chunk_rows, n)
+        m = stop - start
+        pad = np.zeros((m, width), dtype=np.uint8)
+        if fixed:
+            length = int(lens[0])
+            pad[:, :length] = data[offsets[start]:offsets[stop]].reshape(m, length)
+        else:
+            inside = cols[None, :] < lens[start:stop, None]
+            pad[inside] = data[(offsets[start:stop, None] + cols[None, :])[inside]]
+        words = pad.view(np.uint64)
+        h = lens[start:stop].astype(np.uint64) * _M2
+        for j in range(words.shape[1]):
+            h ^= words[:, j]
+            h *= _M1
+            h ^= h >> _S33
+        h *= _M2
+        h ^= h >> _S33
+        out[start:stop] = h
+    return out
+
+
+def dense_keys(*columns: Ids) -> tuple[list[np.ndarray], int]:
+    """Map the ids of one or more columns to shared dense keys ``0 .. size-1``.
+
+    Equal ids get equal keys.  Integer ids in a compact range are offset; any
+    other ids are hash-encoded by Arrow (``dictionary_encode``), never sorted.
+    Returns one key array per column (int32 when they fit) and ``size``.
+    """
+    if all(c.kind == "int64" for c in columns):
+        nonempty = [c.values for c in columns if len(c)]
+        if not nonempty:
+            return [np.zeros(0, np.int32) for _ in columns], 0
+        lo = min(int(v.min()) for v in nonempty)
+        hi = max(int(v.max()) for v in nonempty)
+        total = sum(len(v) for v in nonempty)
+        if hi - lo <= 4 * total + 1024:
+            kt = np.int32 if hi - lo < 2**31 - 1 else np.int64
+            keys = []
+            for c in columns:
+                k = np.empty(len(c), dtype=kt)
+                np.subtract(c.values, lo, out=k, casting="unsafe")
+                keys.append(k)
+            return keys, hi - lo + 1
+        arrays = [pa.array(c.values) for c in columns]
+    else:
+        cols = [c.as_string() for c in columns]
+        wide = any(pa.types.is_large_string(c.values.type) for c in cols)
+        arrays = [pc.cast(c.values, pa.large_string()) if wide else c.values for c in cols]
+    encoded = pc.dictionary_encode(pa.chunked_array(arrays, type=arrays[0].type))
+    size = max((len(ch.dictionary) for ch in encoded.chunks), default=0)
+    keys, pos = [], 0
+    flat = [ch.indices.to_numpy(zero_copy_only=False) for ch in encoded.chunks]
+    allk = np.concatenate(flat) if flat else np.zeros(0, np.int32)
+    for c in columns:
+        keys.append(allk[pos:pos + len(c)])
+        pos += len(c)
+    return keys, size
+
+
+# -- commitments ------------------------------------------------------------
+def block_rows_for(n_rows: int) -> int:
+    """Rows per commitment block: 65 536, doubled until there are at most 4 096 blocks."""
+    rows = MIN_BLOCK_ROWS
+    while n_rows > rows * MAX_BLOCKS:
+        rows *= 2
+    return rows
+
+
+def commit(ids: Ids, codes: np.ndarray, code_width: np.dtype, *, block_rows: int,
+           mac_key: bytes | None = None) -> tuple[list[str], str]:
+    """Block digests and a root over every ``(id, label code)`` pair, in row order.
+
+    Block ``k`` covers rows ``[k * block_rows, (k + 1) * block_rows)``: SHA-256
+    (HMAC-SHA-256 under ``mac_key`` for private manifests, so low-entropy labels
+    cannot be guessed back from the digests) of a header, the block's ids
+    (int64 little-endian, or rebased int64 offsets followed by the UTF-8 bytes)
+    and its label codes (``code_width``).  The root hashes the block digests.
+    hashlib releases the GIL and hashes each block's buffers whole.
+    """
+    n = len(ids)
+    kind = ids.kind.encode()
+    codes = np.ascontiguousarray(codes, dtype=code_width)
+    if ids.kind == "int64":
+        idv = np.ascontiguousarray(ids.values, dtype="<i8")
+        offsets = data = None
+    else:
+        arr = ids.values
+        off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset:arr.offset + n + 1]
+        data = memoryview(arr.buffers()[2]) if arr.buffers()[2] is not None else memoryview(b"")
+
+    def new():
+        return hmac.new(mac_key, digestmod=hashlib.sha256) if mac_key else hashlib.sha256()
+
+    digests = []
+    for start in range(0, max(n, 1), block_rows):
+        stop = min(start + block_rows, n)
+        h = new()
+        h.update(b"flipguard-block\0" + kind + struct.pack("<QQB", start, stop - start, code_width.itemsize))
+        if offsets is None:
+            h.update(memoryview(idv[start:stop]))
+        else:
+            off = offsets[start:stop + 1]
+            h.update(memoryview((off - off[0]).astype("<i8")))
+            h.update(data[int(off[0]):int(off[-1])])
+        h.update(memoryview(codes[start:stop]))
+        digests.append(h.digest())
+    root = new()
+    root.update(b"flipguard-root\0" + struct.pack("<QQ", n, block_rows))
+    for d in digests:
+        root.update(d)
+    return [d.hex() for d in digests], root.hexdigest()

@@ -1,0 +1,103 @@
+"""Diff: label changes between two versions of a dataset, and the shape of those changes.
+
+Core API (in memory)::
+
+    report = diff_tables(old_table, new_table, label="y", id="row_id")
+    report.changes.shape["reading"]   # concentrated in one class pair, or spread out?
+
+``diff(old_source, new_source, label=, id=)`` reads only the id and label
+columns of two files, URLs or tables.  No manifest or key is involved: diff
+answers "what changed and does it look like an attack", verify answers "is
+this still what was sealed".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..exceptions import InvalidParameterError
+from ._columns import class_counts, drop_unused, label_codes, normalize_ids
+from ._compare import LabelChanges, Side, compare
+from ._source import check_columns, read_columns
+
+__all__ = ["DiffReport", "diff", "diff_tables"]
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    """Label changes from ``old`` to ``new`` (see :class:`LabelChanges`, ``before`` = old).
+
+    Attributes
+    ----------
+    old, new : str
+        The two versions compared.
+    label, id : str
+        Column names.
+    changes : LabelChanges
+        Changed, added, removed and duplicated rows, class counts, class-to-class
+        ``transitions``, balance drift test and the ``shape`` reading.
+    findings : list of str
+    """
+
+    old: str
+    new: str
+    label: str
+    id: str  # noqa: A003
+    changes: LabelChanges
+    findings: list = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.changes.identical
+
+    def to_dict(self) -> dict:
+        return {"identical": self.identical, "old": self.old, "new": self.new, "label": self.label,
+                "id": self.id, "findings": list(self.findings), **self.changes.to_dict("old", "new")}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
+
+
+def _side(tbl: pa.Table, label: str, id: str, where: str) -> Side:  # noqa: A002
+    ids = normalize_ids(tbl.column(id), what=f"{where}: id column '{id}'")
+    values, codes = label_codes(tbl.column(label))
+    values, codes, counts = drop_unused(values, codes, class_counts(codes, len(values)))
+    return Side(ids, codes, values, counts=counts)
+
+
+def diff_tables(old: pa.Table, new: pa.Table, *, label: str, id: str,  # noqa: A002
+                old_name: str = "old", new_name: str = "new") -> DiffReport:
+    """Compare the labels of two in-memory tables row by row (matched by id).
+
+    Returns
+    -------
+    DiffReport
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from flipguard.integrity import diff_tables
+    >>> old = pa.table({"id": [1, 2, 3, 4], "y": ["a", "b", "a", "b"]})
+    >>> new = pa.table({"id": [4, 3, 2, 1], "y": ["b", "b", "b", "a"]})
+    >>> r = diff_tables(old, new, label="y", id="id")
+    >>> r.changes.changed["id"], r.changes.changed["before"], r.changes.changed["after"]
+    ([3], ['a'], ['b'])
+    """
+    if label == id:
+        raise InvalidParameterError(f"label and id must be different columns (both are '{label}')")
+    check_columns(old.column_names, [id, label], old_name)
+    check_columns(new.column_names, [id, label], new_name)
+    changes, _ = compare(_side(old, label, id, old_name), _side(new, label, id, new_name))
+    findings = changes.findings("old", "new")
+    return DiffReport(old_name, new_name, label, id, changes, findings)
+
+
+def diff(old, new, *, label: str, id: str, table: str | None = None,  # noqa: A002
+         query: str | None = None) -> DiffReport:
+    """Compare the labels of two files, URLs or tables (only id and label columns are read)."""
+    old_tbl, old_where = read_columns(old, [id, label], dictionary=[label], table=table, query=query)
+    new_tbl, new_where = read_columns(new, [id, label], dictionary=[label], table=table, query=query)
+    return diff_tables(old_tbl, new_tbl, label=label, id=id, old_name=old_where, new_name=new_where)

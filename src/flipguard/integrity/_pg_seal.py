@@ -1,0 +1,133 @@
+"""``pg verify`` with a seal: verify the table read in the audit snapshot, then explain each change.
+
+The table's sealed columns are read in the same ``REPEATABLE READ`` snapshot
+as the audit trail, passed to :func:`flipguard.integrity.verify_table`, and
+every changed, added or removed row is looked up in the trail.  A change is
+**explained** when the trail records the row leaving its sealed state (a
+change whose before-value is the sealed value, or a ``TRUNCATE``) and its last
+recorded change leaves it exactly as it is now; otherwise it is
+**unexplained**: the row changed while the trigger was not running.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import IntegrityError
+
+__all__: list[str] = []
+
+
+def seal_changes(snap, ref, manifest_path, public_key, secret: bytes | None = None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(seal report as a dict, changes)`` where each change is ``{id, kind, sealed, current}``.
+
+    ``sealed``/``current`` are label texts (``None`` for a missing label);
+    ``present_before``/``present_after`` say whether the row existed.
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ._keys import load_public_key
+    from ._manifest import load_manifest
+    from ._verify import read_snapshot_file, verify_table
+
+    if public_key is None:
+        raise IntegrityError("pg verify needs the signer's public key with the manifest (--pubkey)")
+    key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
+    manifest = load_manifest(manifest_path)
+    sig = manifest.verify_signature(key)
+    where = f"{snap.where} table {ref}"
+    if not sig.valid:  # read nothing for a manifest the key did not sign
+        import pyarrow as pa
+
+        report = verify_table(pa.table({}), manifest, key, snapshot=b"", source=where,
+                              manifest_path=str(manifest_path))
+        return report.to_dict(), []
+    data, _ = read_snapshot_file(manifest, Path(manifest_path))
+    tbl = snap.read(table=ref, columns=list(dict.fromkeys([manifest.id, manifest.label, *manifest.columns])))
+    report = verify_table(tbl, manifest, key, snapshot=data, secret=secret, source=where,
+                          manifest_path=str(manifest_path))
+    out = report.to_dict()
+    changes: list[dict[str, Any]] = []
+    ch = report.changes
+    if ch is not None:
+        for i, before, after in zip(ch.changed["id"], ch.changed["before"], ch.changed["after"]):
+            changes.append({"id": _plain(i), "kind": "changed", "sealed": before, "current": after,
+                            "present_before": True, "present_after": True})
+        for i, label in zip(ch.added["id"], ch.added["label"]):
+            changes.append({"id": _plain(i), "kind": "added", "sealed": None, "current": label,
+                            "present_before": False, "present_after": True})
+        for i, label in zip(ch.removed["id"], ch.removed["label"]):
+            changes.append({"id": _plain(i), "kind": "removed", "sealed": label, "current": None,
+                            "present_before": True, "present_after": False})
+    out["summary"] = "; ".join(report.findings) if report.findings else "no change"
+    return out, changes
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Split ``changes`` into (explained, unexplained) using the trail of ``n`` (a ``_Names``)."""
+    from psycopg import sql
+
+    from ._pg import _TRANSITIONS
+
+    if not changes:
+        return [], []
+    keys = sorted({str(c["id"]) for c in changes})
+    who = ("seq, op, session_user_name, current_user_name, application_name, client_addr, txid, "
+           "logged_at")
+    rows = conn.execute(sql.SQL(_TRANSITIONS + """
+        SELECT rid #>> '{{}}', bp, b #>> '{{}}', ap, a #>> '{{}}', tr.trunc_epoch, cur.trunc_epoch, """ + who + """
+        FROM tr, cur WHERE rid #>> '{{}}' = ANY(%s) ORDER BY seq, ord""").format(t=n.trail_ident),
+        (keys,)).fetchall()
+    by_id: dict[str, list] = {}
+    for r in rows:
+        by_id.setdefault(r[0], []).append(r)
+    truncates = conn.execute(sql.SQL(_TRANSITIONS + """
+        SELECT ev.trunc_epoch, """ + ", ".join("ev." + c.strip() for c in who.split(",")) + """
+        FROM ev, cur WHERE ev.op = 'TRUNCATE' AND ev.prot_epoch = cur.prot_epoch ORDER BY ev.seq""").format(
+            t=n.trail_ident)).fetchall()
+    last_trunc = truncates[-1] if truncates else None
+
+    explained, unexplained = [], []
+    for c in changes:
+        trs = by_id.get(str(c["id"]), [])
+        sealed_state = (c["present_before"], c["sealed"])
+        current_state = (c["present_after"], c["current"])
+        if trs:
+            last = trs[-1]
+            truncated_after = last[5] < last[6]
+            final = (False, None) if truncated_after else (bool(last[3]), last[4] if last[3] else None)
+            left_sealed = any((bool(t[1]), t[2] if t[1] else None) == sealed_state for t in trs) or (
+                c["present_before"] and last_trunc is not None)
+            by = last_trunc[1:] if truncated_after else last[7:]
+            if final != current_state:
+                why = (f"the trail's last change for this id (row {last[7]}) leaves it at "
+                       f"{_state(final)}, the table has {_state(current_state)}")
+            elif not left_sealed:
+                why = f"the trail never records this row leaving its sealed state ({_state(sealed_state)})"
+            else:
+                explained.append({**c, **_who(by), "n_recorded": len(trs)})
+                continue
+        elif not c["present_after"] and last_trunc is not None:
+            explained.append({**c, **_who(last_trunc[1:]), "n_recorded": 0})
+            continue
+        else:
+            why = "no change to this row is recorded in the audit trail"
+        unexplained.append({**c, "explanation": why + " (trigger bypassed)"})
+    return explained, unexplained
+
+
+def _state(state) -> str:
+    present, label = state
+    return f"label {label!r}" if present else "absent"
+
+
+def _who(r) -> dict[str, Any]:
+    seq, op, sess, usr, app, addr, txid, at = r
+    return {"seq": seq, "op": op, "session_user": sess, "current_user": usr, "application_name": app,
+            "client_addr": addr, "txid": txid, "at": at.isoformat() if at is not None else None}

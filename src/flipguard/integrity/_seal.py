@@ -1,0 +1,225 @@
+"""Sealing: a signed manifest and a label snapshot for a table's (id, label) pairs.
+
+Core API (in memory, used by the file wrapper and by PostgreSQL protection)::
+
+    manifest, snapshot = seal_table(table, label="y", id="row_id", private_key=key)
+
+``table`` is any pyarrow Table holding the id and label columns (and the
+``columns`` to seal as well); ``snapshot`` is the sidecar's bytes, to store
+next to the manifest under ``manifest.snapshot["file"]``.  The file wrapper
+:func:`seal` reads only the needed columns of a CSV/Parquet file, URL or DSN
+and writes ``DATA.flipguard.json`` and ``DATA.flipguard.snapshot`` atomically.
+
+A seal does not depend on other columns, and verification does not depend on
+row order: rows are matched by id.  Sealing costs one read of the id and label
+columns, one pass of SHA-256 over them and one LZ4 (zstd for string ids)
+compression; no sort.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .._io import atomic_write_bytes
+from ..exceptions import DataError, InvalidParameterError
+from . import _snapshot
+from ._columns import (
+    SCHEME_KEYED,
+    SCHEME_PLAIN,
+    block_rows_for,
+    code_dtype,
+    commit,
+    duplicated,
+    class_counts,
+    drop_unused,
+    label_codes,
+    normalize_ids,
+)
+from ._keys import key_id, load_private_key
+from ._manifest import FORMAT_VERSION, KIND, Manifest, sign_body
+from ._source import check_columns, describe, is_local_path, read_columns
+
+__all__ = ["SealResult", "default_manifest_path", "seal", "seal_table", "snapshot_path_for"]
+
+MANIFEST_SUFFIX = ".flipguard.json"
+
+
+def _tool() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"flipguard {version('flipguard')}"
+    except Exception:  # noqa: BLE001 - metadata missing in odd installs
+        return "flipguard"
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519PrivateKey,  # noqa: A002
+               columns: list[str] | None = None, source: str = "<arrow table>",
+               secret: bytes | None = None, snapshot_name: str = "labels.snapshot",
+               created: str | None = None) -> tuple[Manifest, bytes]:
+    """Seal the labels of an in-memory table.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Holds the ``id`` and ``label`` columns (and ``columns``); other columns are ignored.
+    label, id : str
+        Label column and unique-id column.  Ids must be unique and non-missing.
+    private_key : Ed25519PrivateKey
+        Signs the manifest (:func:`flipguard.integrity.load_private_key`).
+    columns : list of str, optional
+        Feature columns to seal as well (their values go into the snapshot).
+    source : str
+        Name of the data recorded in the manifest.
+    secret : bytes, optional
+        Make a **private** seal: snapshot encrypted (AES-256-GCM), class counts
+        left out of the manifest, row commitments keyed (HMAC-SHA-256).
+    snapshot_name : str
+        File name of the snapshot next to the manifest; ``"{sha256}"`` in it is
+        replaced by the snapshot's digest (content-addressed stores).
+    created : str, optional
+        Timestamp to record (default: now, UTC).
+
+    Returns
+    -------
+    manifest : Manifest
+    snapshot : bytes
+        The sidecar file's contents; ``manifest.snapshot["sha256"]`` is its SHA-256.
+
+    Raises
+    ------
+    DataError
+        Missing columns, missing or duplicated ids.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from flipguard.integrity import generate_keypair, seal_table
+    >>> t = pa.table({"id": [1, 2, 3], "y": ["cat", "dog", "cat"]})
+    >>> manifest, snapshot = seal_table(t, label="y", id="id", private_key=generate_keypair())
+    >>> manifest.class_counts
+    {'cat': 2, 'dog': 1}
+    """
+    columns = list(columns or [])
+    if label == id:
+        raise InvalidParameterError(f"label and id must be different columns (both are '{label}')")
+    clash = [c for c in columns if c in (label, id)]
+    if clash:
+        raise InvalidParameterError(f"columns must not repeat the label or id column ({', '.join(clash)})")
+    check_columns(table.column_names, [id, label, *columns], source)
+    ids = normalize_ids(table.column(id), what=f"{source}: id column '{id}'")
+    n_dup, examples = duplicated(ids)
+    if n_dup:
+        raise DataError(f"{source}: id column '{id}' has {n_dup} duplicated value(s) "
+                        f"(e.g. {', '.join(map(str, examples))}); a seal needs unique ids")
+    values, codes = label_codes(table.column(label))
+    classes, codes, counts = drop_unused(values, codes, class_counts(codes, len(values)))
+    width = code_dtype(len(classes))
+
+    mac_key = aes_key = None
+    private = None
+    if secret is not None:
+        salt = os.urandom(16)
+        aes_key, mac_key, check = _snapshot.derive_keys(secret, salt)
+        private = {"kdf": "hkdf-sha256", "salt": salt.hex(), "cipher": "aes-256-gcm", "key_check": check}
+    block_rows = block_rows_for(len(codes))
+    blocks, root = commit(ids, codes, width, block_rows=block_rows, mac_key=mac_key)
+
+    features = {c: table.column(c) for c in columns}
+    data = _snapshot.encode(ids, codes, classes, counts, features)
+    if aes_key is not None:
+        data = _snapshot.encrypt(data, aes_key)
+    digest = hashlib.sha256(data).hexdigest()
+    body = {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "created": created or now_utc(),
+        "source": source,
+        "label": label,
+        "id": id,
+        "id_type": ids.kind,
+        "rows": int(len(codes)),
+        "columns": columns,
+        "classes": None if private else [{"label": c, "count": int(n)} for c, n in zip(classes, counts)],
+        "commitment": {"scheme": SCHEME_KEYED if private else SCHEME_PLAIN, "block_rows": block_rows,
+                       "code_bytes": width.itemsize, "blocks": blocks, "root": root},
+        "snapshot": {"file": snapshot_name.replace("{sha256}", digest), "sha256": digest,
+                     "bytes": len(data),
+                     "format": "aes-256-gcm+arrow-ipc" if private else "arrow-ipc"},
+        "private": private,
+        "key_id": key_id(private_key),
+        "tool": _tool(),
+    }
+    return Manifest(doc=sign_body(body, private_key)), data
+
+
+@dataclass(frozen=True)
+class SealResult:
+    """What :func:`seal` wrote."""
+
+    manifest: Manifest
+    manifest_path: Path
+    snapshot_path: Path
+
+    def to_dict(self) -> dict:
+        m = self.manifest
+        return {"manifest": str(self.manifest_path), "snapshot": str(self.snapshot_path),
+                "source": m.source, "label": m.label, "id": m.id, "columns": m.columns,
+                "rows": m.rows, "class_counts": m.class_counts, "private": m.private,
+                "key_id": m.key_id, "created": m.created, "commitment_root": m.commitment["root"]}
+
+
+def default_manifest_path(source) -> Path:
+    """``DATA.flipguard.json`` next to a local file; URLs and DSNs need an explicit path."""
+    if not is_local_path(source):
+        raise InvalidParameterError(f"{describe(source)} is not a local file: give the manifest path "
+                                    "(--out / out=)")
+    return Path(os.fspath(source) + MANIFEST_SUFFIX)
+
+
+def snapshot_path_for(manifest_path: str | os.PathLike) -> Path:
+    """``X.snapshot`` for manifest ``X.json`` (``X.json.snapshot`` for any other name)."""
+    p = Path(manifest_path)
+    stem = p.name[:-5] if p.name.endswith(".json") else p.name
+    return p.with_name(stem + ".snapshot")
+
+
+def seal(source, *, label: str, id: str, private_key,  # noqa: A002
+         out: str | os.PathLike | None = None, columns: list[str] | None = None,
+         secret: bytes | None = None, table: str | None = None, query: str | None = None) -> SealResult:
+    """Seal a file, URL or database table and write the manifest and its snapshot.
+
+    Reads only the id, label and ``columns`` columns (Parquet labels as a
+    dictionary), calls :func:`seal_table`, then writes the snapshot and the
+    manifest atomically.  ``private_key`` is a key or a key file path.
+
+    Returns
+    -------
+    SealResult
+    """
+    key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
+    manifest_path = Path(out) if out is not None else default_manifest_path(source)
+    snap_path = snapshot_path_for(manifest_path)
+    if is_local_path(source):
+        src = Path(os.fspath(source)).resolve()
+        for target in (manifest_path, snap_path):
+            if target.resolve() == src:
+                raise InvalidParameterError(f"{target} is the data file itself; choose another manifest path")
+    tbl, where = read_columns(source, [id, label, *(columns or [])], dictionary=[label],
+                              table=table, query=query)
+    manifest, data = seal_table(tbl, label=label, id=id, private_key=key, columns=columns,
+                                source=where, secret=secret, snapshot_name=snap_path.name)
+    atomic_write_bytes(snap_path, data)
+    atomic_write_bytes(manifest_path, manifest.to_bytes())
+    return SealResult(manifest, manifest_path, snap_path)

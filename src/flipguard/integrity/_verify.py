@@ -1,0 +1,222 @@
+"""Verification: does the data still hold the labels its signed manifest sealed?
+
+Core API (in memory)::
+
+    report = verify_table(table, manifest, public_key, snapshot=snapshot_bytes)
+    report.ok            # signature valid and every sealed row unchanged
+    report.check()       # raises IntegrityError unless ok
+
+``verify(source, manifest_path, public_key)`` reads the manifest, the snapshot
+next to it and only the needed columns of ``source``.
+
+Order of checks: the manifest parses strictly (else :class:`IntegrityError`);
+its signature must be by the given key (else a report with
+``signature.valid = False`` and nothing else compared); the snapshot's SHA-256
+must match the manifest (else :class:`IntegrityError`); then every row is
+compared by id.  Reordered rows and unsealed columns do not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..exceptions import DataError, IntegrityError
+from . import _snapshot
+from ._columns import label_codes, normalize_ids
+from ._compare import LabelChanges, Side, column_changes, compare
+from ._keys import load_public_key
+from ._manifest import Manifest, SignatureCheck, load_manifest
+from ._source import check_columns, describe, read_columns
+
+__all__ = ["VerifyReport", "open_snapshot", "verify", "verify_table"]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Outcome of :func:`verify_table` / :func:`verify`.
+
+    Attributes
+    ----------
+    source : str
+        The data checked.
+    manifest : dict
+        Who sealed what: path, source, created, key id, rows, label, id, columns, private.
+    signature : SignatureCheck
+        Valid, and signed by the key given?  When not, nothing else is compared.
+    changes : LabelChanges or None
+        Row-exact label differences (``before`` = sealed, ``after`` = current).
+    columns : dict
+        For each sealed feature column: ``row``, ``id``, ``sealed``, ``current``
+        of rows whose value changed.
+    findings : list of str
+        One plain line per problem; empty when the data is intact.
+    """
+
+    source: str
+    manifest: dict
+    signature: SignatureCheck
+    changes: LabelChanges | None = None
+    columns: dict = field(default_factory=dict)
+    findings: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the signature is valid and no sealed row or value differs."""
+        return self.signature.valid and not self.findings
+
+    def check(self) -> "VerifyReport":
+        """Return ``self`` when :attr:`ok`, else raise :class:`IntegrityError` listing the findings."""
+        if not self.ok:
+            raise IntegrityError(f"{self.source}: " + "; ".join(self.findings))
+        return self
+
+    def to_dict(self) -> dict:
+        out = {"ok": self.ok, "source": self.source, "manifest": self.manifest,
+               "signature": self.signature.to_dict(), "findings": list(self.findings)}
+        if self.changes is not None:
+            out.update(self.changes.to_dict("sealed", "current"))
+        out["columns"] = {name: {"row": c["row"], "id": c["id"], "sealed": c["before"], "current": c["after"]}
+                          for name, c in self.columns.items()}
+        return out
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
+
+
+def open_snapshot(manifest: Manifest, data: bytes, *, secret: bytes | None = None,
+                  where: str = "snapshot") -> _snapshot.Snapshot:
+    """Check snapshot bytes against the manifest, decrypt a private one, decode it."""
+    _snapshot.check_bytes(data, manifest.snapshot, where)
+    if manifest.private:
+        if secret is None:
+            raise IntegrityError(f"{where}: the seal is private; give its secret "
+                                 f"(--secret-file FILE or ${_snapshot.SECRET_ENV})")
+        p = manifest.doc["private"]
+        aes_key, _, check = _snapshot.derive_keys(secret, bytes.fromhex(p["salt"]))
+        if check != p["key_check"]:
+            raise IntegrityError(f"{where}: the secret given is not the one this private seal was made with")
+        data = _snapshot.decrypt(data, aes_key, where)
+    snap = _snapshot.decode(data, rows=manifest.rows, columns=manifest.columns,
+                            id_type=manifest.doc["id_type"], where=where)
+    counts = manifest.class_counts
+    if counts is not None and (list(counts) != snap.classes or list(counts.values()) != snap.class_counts.tolist()):
+        raise IntegrityError(f"{where}: class counts differ from the manifest's")
+    return snap
+
+
+def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicKey, *,
+                 snapshot: bytes, secret: bytes | None = None, source: str | None = None,
+                 manifest_path: str | None = None) -> VerifyReport:
+    """Verify an in-memory table against a manifest and its snapshot bytes.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Holds the sealed id and label columns (and sealed feature columns).
+    manifest : Manifest
+    public_key : Ed25519PublicKey
+        The key the seal must be signed with.
+    snapshot : bytes
+        The sidecar's contents.
+    secret : bytes, optional
+        Needed for a private seal.
+    source : str, optional
+        Name of the data for messages.
+
+    Returns
+    -------
+    VerifyReport
+        ``ok`` is False when the signature fails or any row differs.
+
+    Raises
+    ------
+    IntegrityError
+        Snapshot modified, truncated or undecryptable.
+    DataError
+        The table lacks the manifest's columns (the manifest of another dataset?).
+    """
+    source = source or "<arrow table>"
+    info = {"path": manifest_path, "source": manifest.source, "created": manifest.created,
+            "key_id": manifest.key_id, "rows": manifest.rows, "label": manifest.label, "id": manifest.id,
+            "columns": manifest.columns, "private": manifest.private}
+    sig = manifest.verify_signature(public_key)
+    if not sig.valid:
+        return VerifyReport(source, info, sig, findings=[sig.reason])
+    check_columns(table.column_names, [manifest.id, manifest.label, *manifest.columns], source,
+                  hint=f"; the manifest seals columns '{manifest.id}' (id) and '{manifest.label}' (label) "
+                       f"of {manifest.source} -- is it the manifest of another dataset?")
+    snap_where = f"snapshot {manifest_path and Path(manifest_path).with_name(manifest.snapshot['file'])}" \
+        if manifest_path else "snapshot"
+    snap = open_snapshot(manifest, snapshot, secret=secret, where=snap_where)
+
+    findings: list[str] = []
+    id_col = table.column(manifest.id)
+    rows = None
+    if id_col.null_count:
+        valid = pc.is_valid(id_col)
+        rows = pc.indices_nonzero(valid).to_numpy()
+        findings.append(f"{id_col.null_count} row(s) have no id (rows "
+                        f"{', '.join(map(str, pc.indices_nonzero(pc.invert(valid)).to_numpy()[:10].tolist()))})")
+        table = table.filter(valid)
+    ids = normalize_ids(table.column(manifest.id), what=f"{source}: id column '{manifest.id}'")
+    values, codes = label_codes(table.column(manifest.label), snap.classes)
+    before = Side(snap.ids, snap.codes, snap.classes, unique=True, counts=snap.class_counts)
+    after = Side(ids, codes, values, rows=rows)
+    changes, al = compare(before, after)
+    findings[:0] = changes.findings("sealed", "current")
+    cols = {}
+    for name in manifest.columns:
+        c = column_changes(snap.features[name], table.column(name), al, before, after)
+        cols[name] = c
+        if c["row"]:
+            findings.append(f"{len(c['row'])} value(s) of sealed column '{name}' changed")
+    return VerifyReport(source, info, sig, changes=changes, columns=cols, findings=findings)
+
+
+def read_snapshot_file(manifest: Manifest, manifest_path: str | os.PathLike) -> tuple[bytes, Path]:
+    path = Path(manifest_path).with_name(manifest.snapshot["file"])
+    try:
+        return path.read_bytes(), path
+    except FileNotFoundError:
+        raise IntegrityError(f"snapshot {path}: no such file (it belongs next to manifest "
+                             f"{manifest_path})") from None
+
+
+def verify(source, manifest_path: str | os.PathLike | None = None, public_key=None, *,
+           secret: bytes | None = None, table: str | None = None, query: str | None = None) -> VerifyReport:
+    """Verify a file, URL or database table against a manifest file.
+
+    ``manifest_path`` defaults to ``DATA.flipguard.json``; ``public_key`` is a
+    key or a ``.pub`` path.  The snapshot is read from next to the manifest.
+    See :func:`verify_table`.
+    """
+    from ._seal import default_manifest_path
+
+    if public_key is None:
+        raise IntegrityError("verify needs the signer's public key (--pubkey flipguard.pub)")
+    key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
+    manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest_path(source)
+    manifest = load_manifest(manifest_path)
+    sig = manifest.verify_signature(key)
+    if not sig.valid:  # do not read data or snapshot for an untrusted manifest
+        return verify_table(pa.table({}), manifest, key, snapshot=b"", source=describe(source),
+                            manifest_path=str(manifest_path))
+    data, _ = read_snapshot_file(manifest, manifest_path)
+    try:
+        tbl, where = read_columns(source, [manifest.id, manifest.label, *manifest.columns],
+                                  dictionary=[manifest.label], table=table, query=query)
+    except DataError as exc:
+        if "not found" in str(exc):
+            raise DataError(f"{exc}; the manifest seals columns '{manifest.id}' (id) and "
+                            f"'{manifest.label}' (label) of {manifest.source} -- "
+                            "is it the manifest of another dataset?") from None
+        raise
+    return verify_table(tbl, manifest, key, snapshot=data, secret=secret, source=where,
+                        manifest_path=str(manifest_path))

@@ -1,0 +1,317 @@
+"""``clean_dataset``: a cleaned copy of a :class:`~flipguard.data.LabeledDataset` and a change log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..data import LabeledDataset
+from ..exceptions import DataError, InvalidParameterError
+from ._hashing import _as_string_array
+from ._robust import DEFAULT_DETECTOR, RobustClassifier
+
+__all__ = ["CLEAN_MODES", "CleaningLog", "WEIGHT_COLUMN", "clean_dataset", "cleaned_table"]
+
+#: Modes of :func:`clean_dataset` (the row-level strategies of :class:`RobustClassifier`).
+CLEAN_MODES = ("drop", "relabel", "weight")
+#: Column added by ``mode="weight"`` to the cleaned table.
+WEIGHT_COLUMN = "flipguard_weight"
+
+
+@dataclass(eq=False)
+class CleaningLog:
+    """What :func:`clean_dataset` changed, row by row, and why.
+
+    Attributes
+    ----------
+    mode : {"drop", "relabel", "weight"}
+    rows : ndarray of int
+        Positions (0-based, in the input) of the changed rows, input order.
+    ids : ndarray
+        Their ids.
+    old_labels : ndarray
+        Their labels before cleaning.
+    new_labels : ndarray of object
+        Their labels after cleaning (None for a dropped row; unchanged for a
+        down-weighted one).
+    actions : ndarray of str
+        ``"dropped"``, ``"relabelled"``, ``"reweighted"`` or ``"verified"``
+        (a trusted label that differed from the data's label: always
+        corrected, whatever the mode and the guard).
+    scores : ndarray of float
+        The audit's suspicion score of each changed row (higher = more
+        suspicious; NaN where there was no audit).
+    weights : ndarray of float or None
+        ``mode="weight"``: the weight of **every** input row.
+    n_rows : int
+        Rows in the input.
+    fallback : bool
+        True when the guard refused the cleaning (only verified labels changed).
+    reason : str
+        The guard's decision, in words.
+    audit : dict
+        Summary of the audit (method, flagged, estimated flips, model quality).
+    guard : dict or None
+        Guard scores (see :attr:`RobustClassifier.guard_scores_`).
+    warnings : list of str
+    """
+
+    mode: str
+    rows: np.ndarray
+    ids: np.ndarray
+    old_labels: np.ndarray
+    new_labels: np.ndarray
+    actions: np.ndarray
+    scores: np.ndarray
+    weights: np.ndarray | None
+    n_rows: int
+    fallback: bool
+    reason: str
+    audit: dict[str, Any] = field(default_factory=dict)
+    guard: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def _count(self, action: str) -> int:
+        return int(np.count_nonzero(self.actions == action))
+
+    @property
+    def n_dropped(self) -> int:
+        return self._count("dropped")
+
+    @property
+    def n_relabelled(self) -> int:
+        return self._count("relabelled")
+
+    @property
+    def n_reweighted(self) -> int:
+        return self._count("reweighted")
+
+    @property
+    def n_verified(self) -> int:
+        return self._count("verified")
+
+    def to_table(self) -> pa.Table:
+        """One row per change: ``row, id, old_label, new_label, action, score`` (+ ``weight``)."""
+        cols = {
+            "row": pa.array(self.rows, type=pa.int64()),
+            "id": _arrow(self.ids),
+            "old_label": _arrow(self.old_labels),
+            "new_label": _arrow(self.new_labels),
+            "action": pa.array(self.actions.tolist(), type=pa.string()),
+            "score": pa.array(self.scores, type=pa.float64()),
+        }
+        if self.weights is not None:
+            cols["weight"] = pa.array(self.weights[self.rows], type=pa.float64())
+        return pa.table(cols)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode, "n_rows": self.n_rows, "n_changed": int(len(self.rows)),
+            "n_dropped": self.n_dropped, "n_relabelled": self.n_relabelled,
+            "n_reweighted": self.n_reweighted, "n_verified": self.n_verified,
+            "fallback": self.fallback, "reason": self.reason, "audit": self.audit,
+            "guard": self.guard, "warnings": list(self.warnings),
+        }
+
+    def to_dict(self, rows: bool = True) -> dict[str, Any]:
+        out = self.summary()
+        if rows:
+            out["changes"] = self.to_table().to_pylist()
+        return _plain(out)
+
+    def to_json(self, rows: bool = True, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(rows=rows), indent=indent)
+
+
+def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, model="logreg",
+                  detector=DEFAULT_DETECTOR, guard: bool = True, max_fraction: float = 0.5,
+                  cv: int = 5, random_state=None, n_jobs=None) -> tuple[LabeledDataset, CleaningLog]:
+    """A cleaned copy of ``dataset`` and a log of every change.
+
+    Audits the labels and drops, relabels or down-weights the suspects exactly
+    as :class:`RobustClassifier` would (same caps, same no-harm guard: when
+    cleaning does not help on held-out data, nothing but verified labels
+    changes and ``log.fallback`` is True).
+
+    Parameters
+    ----------
+    dataset : LabeledDataset
+    mode : {"drop", "relabel", "weight"}, default="drop"
+        ``"drop"`` removes suspects, ``"relabel"`` gives them the audit's
+        suggested label, ``"weight"`` keeps every row and puts a weight per
+        row in ``log.weights`` (:func:`cleaned_table` adds it as a
+        ``flipguard_weight`` column).
+    trusted : dict, pyarrow Table or LabeledDataset, optional
+        Verified labels, matched to ``dataset`` by id: a mapping ``{id:
+        label}``, or a table / dataset with the dataset's id and label
+        columns.  Verified rows are never cleaned; one whose label differs
+        from the data's is corrected (action ``"verified"``) in every mode.
+    model : str or classifier, default="logreg"
+    detector : str or detector, default="confident_learning"
+    guard : bool, default=True
+    max_fraction : float, default=0.5
+    cv : int, default=5
+    random_state : int, RandomState instance or None
+    n_jobs : int or None
+
+    Returns
+    -------
+    cleaned : LabeledDataset
+        Dropped rows removed / labels replaced; unchanged rows, ids and
+        features as in the input (``mode="weight"``: the input with verified
+        corrections only).
+    log : CleaningLog
+
+    Examples
+    --------
+    >>> from flipguard.data import make_sentiment_reviews
+    >>> from flipguard.mitigation import clean_dataset
+    >>> ds = make_sentiment_reviews(400, random_state=0)
+    >>> cleaned, log = clean_dataset(ds, mode="relabel", random_state=0)
+    >>> cleaned.n_samples == ds.n_samples and log.mode == "relabel"
+    True
+    """
+    if not isinstance(dataset, LabeledDataset):
+        raise DataError(f"clean_dataset needs a LabeledDataset (flipguard.data.load); "
+                        f"got {type(dataset).__name__}")
+    if mode not in CLEAN_MODES:
+        raise InvalidParameterError(f"mode must be one of {', '.join(CLEAN_MODES)}; got {mode!r}")
+    n = dataset.n_samples
+    y = dataset.y.copy()
+    warnings: list[str] = []
+    verified_rows, verified_codes = _match_trusted(trusted, dataset, warnings)
+    wrong = verified_rows[y[verified_rows] != verified_codes]
+    y_fixed = y.copy()
+    y_fixed[verified_rows] = verified_codes
+    protected = np.zeros(n, dtype=bool)
+    protected[verified_rows] = True
+
+    clf = RobustClassifier(model, strategy=mode, detector=detector, guard=guard,
+                           max_fraction=max_fraction, cv=cv, random_state=random_state, n_jobs=n_jobs)
+    clf.fit(dataset.X, y_fixed, trusted=protected if protected.any() else None)
+    scores = clf.audit_.scores if clf.audit_ is not None else np.full(n, np.nan)
+
+    action = np.full(n, "", dtype=object)
+    new_codes = y_fixed.copy()
+    keep = np.ones(n, dtype=bool)
+    action[wrong] = "verified"
+    weights = None
+    if not clf.fallback_:
+        if mode == "drop":
+            keep[clf.dropped_] = False
+            action[clf.dropped_] = "dropped"
+        elif mode == "relabel":
+            new_codes[clf.relabelled_] = clf.new_labels_  # codes: clf was fitted on codes
+            action[clf.relabelled_] = "relabelled"
+        else:
+            weights = np.asarray(clf.sample_weight_, dtype=np.float64)
+    if mode == "weight" and weights is None:
+        weights = np.ones(n)
+    if weights is not None:
+        action[(weights < 1.0) & (action == "")] = "reweighted"
+
+    rows = np.flatnonzero(action != "")
+    new_labels = dataset.classes[new_codes[rows]].astype(object)
+    new_labels[action[rows] == "dropped"] = None
+    audit = {}
+    if clf.audit_ is not None:
+        a = clf.audit_
+        audit = {"method": a.method, "n_flagged": a.n_flagged, "estimated_flips": int(a.estimated_flips),
+                 "model_quality": dict(a.model_quality), "warnings": list(a.warnings)}
+    log = CleaningLog(
+        mode=mode, rows=rows, ids=dataset.ids[rows], old_labels=dataset.classes[y[rows]],
+        new_labels=new_labels, actions=action[rows].astype(str), scores=np.asarray(scores)[rows],
+        weights=weights, n_rows=n, fallback=bool(clf.fallback_), reason=clf.reason_, audit=audit,
+        guard=clf.guard_scores_, warnings=warnings,
+    )
+    cleaned = dataset.with_labels(new_codes)
+    if not keep.all():
+        cleaned = cleaned.subset(keep)
+    return cleaned, log
+
+
+def cleaned_table(cleaned: LabeledDataset, log: CleaningLog) -> pa.Table:
+    """The cleaned data as a table with every input column (plus ``flipguard_weight`` for weights)."""
+    tbl = cleaned.to_table()
+    if log.weights is not None:
+        if WEIGHT_COLUMN in tbl.column_names:
+            raise DataError(f"the data already has a column '{WEIGHT_COLUMN}'")
+        tbl = tbl.append_column(WEIGHT_COLUMN, pa.array(log.weights, type=pa.float64()))
+    return tbl
+
+
+def _match_trusted(trusted, ds: LabeledDataset, warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``ds`` and verified label codes of the trusted rows."""
+    empty = np.array([], dtype=np.int64)
+    if trusted is None:
+        return empty, empty
+    if isinstance(trusted, dict):
+        t_ids = np.array(list(trusted.keys()), dtype=object)
+        t_labels = np.array(list(trusted.values()), dtype=object)
+    else:
+        if isinstance(trusted, LabeledDataset):
+            t_ids, t_labels = trusted.ids, trusted.labels()
+        elif isinstance(trusted, pa.Table):
+            if ds.id_name is None:
+                raise DataError("trusted labels are matched by id: load the data with an id column")
+            for col in (ds.id_name, ds.label_name):
+                if col not in trusted.column_names:
+                    raise DataError(f"the trusted table has no column '{col}' "
+                                    f"(columns: {', '.join(trusted.column_names)})")
+            t_ids = trusted.column(ds.id_name).to_numpy(zero_copy_only=False)
+            t_labels = trusted.column(ds.label_name).to_numpy(zero_copy_only=False)
+        else:
+            raise DataError(f"trusted must be a dict {{id: label}}, a pyarrow Table or a LabeledDataset; "
+                            f"got {type(trusted).__name__}")
+    if len(t_ids) == 0:
+        return empty, empty
+    codes = ds.encode_labels(_like(np.asarray(t_labels), ds.classes))
+    pos = pc.index_in(_as_string_array(t_ids), value_set=_as_string_array(ds.ids))  # ids by text form
+    found = pos.is_valid().to_numpy(zero_copy_only=False)
+    if not found.any():
+        raise DataError(f"none of the {len(found)} trusted ids are ids of {ds.source}")
+    if not found.all():
+        warnings.append(f"{int((~found).sum())} trusted id(s) are not in the data and were ignored")
+    rows = pos.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    return rows, codes[found]
+
+
+def _like(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Trusted label values in the dtype of the dataset's classes (CSV may read "1" for 1)."""
+    if classes.dtype == object:
+        return values.astype(object)
+    try:
+        return values.astype(classes.dtype)
+    except (TypeError, ValueError):
+        raise DataError(f"trusted labels {values[:3].tolist()} are not values of the label "
+                        f"column (classes: {', '.join(map(str, classes))})") from None
+
+
+def _py(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _arrow(values) -> pa.Array:
+    values = np.asarray(values)
+    return pa.array(values.tolist() if values.dtype == object else values)
+
+
+def _plain(obj):
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _plain(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,430 @@
+"""``RobustClassifier``: audit the training labels, mitigate, and never do harm."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._validation import HasMethods, Interval, StrOptions, validate_params
+from ..detection import BaseDetector, TrustedLabels, make_detector
+from ..exceptions import DataError
+from ..models import MODEL_NAMES, out_of_fold_proba, predict_scores
+from ._strategies import STRATEGIES, Plan, diagonally_dominant, fit_model, make_strategy
+
+__all__ = ["RobustClassifier"]
+
+#: Default detector (a name in :data:`flipguard.detection.DETECTORS`).
+DEFAULT_DETECTOR = "confident_learning"
+#: Fewer rows than this in the smallest class: no audit, the plain model is trained.
+MIN_CLASS_ROWS = 4
+#: A trusted set needs at least this many rows (and two classes) to judge the guard alone.
+MIN_TRUSTED_FOR_GUARD = 20
+
+_METRICS = {"balanced_accuracy": balanced_accuracy_score, "accuracy": accuracy_score}
+
+
+class RobustClassifier(ClassifierMixin, BaseEstimator):
+    """Train from possibly flipped labels: audit, mitigate, and fall back when that does not help.
+
+    ``fit`` computes out-of-fold probabilities with ``estimator``, audits the
+    labels with ``detector`` (a :class:`~flipguard.detection.LabelAudit`), then
+    applies ``strategy``:
+
+    - ``"drop"``: drop flagged rows;
+    - ``"relabel"``: give flagged rows the audit's suggested label;
+    - ``"weight"``: down-weight rows in proportion to their suspicion;
+    - ``"loss_correction"``: forward loss correction with the audit's
+      estimated transition matrix (Patrini et al., CVPR 2017), through
+      :class:`ForwardCorrectedLogisticRegression`.
+
+    **No-harm guard.**  Cleaning on unreliable flags (a weak model, a tiny
+    class whose rows all look "suspicious") can cost accuracy.  So:
+
+    1. within each observed class, at most the audit's estimated number of
+       flipped labels in that class and at most ``max_fraction`` of the
+       class are touched, the most suspicious rows first; trusted rows never
+       (a minority class is never cleaned beyond its estimated flip share,
+       and no class is ever emptied);
+    2. forward correction is only used when the estimated transition matrix
+       is diagonally dominant (each class is mostly observed as itself);
+    3. with ``guard=True``, mitigated and plain training are compared on
+       held-out data before anything is kept: on the trusted rows when at
+       least 20 extra trusted rows are given, otherwise by ``guard_cv``-fold
+       cross-validation scored on the held-out folds' **observed** labels
+       (the only evidence that does not depend on the detector being
+       right).  The mitigation is kept only if **both** its accuracy and its
+       balanced accuracy are at least the plain model's minus ``tolerance``:
+       accuracy catches cleaning that costs overall correctness, balanced
+       accuracy catches cleaning that sacrifices a minority class.
+
+    The guard's folds reuse the one audit of all rows (the audit's
+    out-of-fold models saw the held-out fold's labels); this keeps its cost
+    at ``2 * guard_cv`` extra fits instead of a nested audit per fold.
+
+    When a check fails the plain estimator is trained on all rows,
+    ``fallback_`` is True and ``reason_`` says why.
+
+    Parameters
+    ----------
+    estimator : str or scikit-learn classifier, default="logreg"
+        Model trained (and used for the audit's out-of-fold probabilities).
+    strategy : {"drop", "relabel", "weight", "loss_correction"}, default="drop"
+    detector : str or BaseDetector, default="confident_learning"
+        A detector name from :data:`flipguard.detection.DETECTORS` or an instance.
+    transition : array-like of shape (n_classes, n_classes), default=None
+        ``loss_correction`` only: a known ``T[true, observed]`` instead of
+        the audit's estimate.
+    guard : bool, default=True
+        Compare cleaned and plain training on held-out data (step 3).
+    guard_cv : int, default=3
+        Folds of the guard's cross-validation.
+    tolerance : float, default=0.0
+        How much worse than plain (accuracy and balanced accuracy) the
+        mitigation may score on the guard and still be kept.
+    max_fraction : float in (0, 1), default=0.5
+        Never drop, relabel or remove weight from more than this share of a class.
+    cv : int, default=5
+        Folds of the audit's out-of-fold probabilities.
+    random_state : int, RandomState instance or None, default=None
+        Seeds folds, the detector and the models.
+    n_jobs : int or None, default=None
+        Parallel model fits (out-of-fold and guard folds).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    estimator_ : fitted classifier
+        The model actually used by ``predict`` (trained on label codes).
+    audit_ : LabelAudit or None
+        The audit of the training labels (None if there were too few rows).
+    fallback_ : bool
+        True when the plain estimator was trained instead of the mitigated one.
+    reason_ : str
+        Why the mitigation was kept or why it fell back.
+    n_dropped_, n_relabelled_, n_reweighted_ : int
+        Rows dropped, relabelled, down-weighted in the final training set
+        (0 after a fallback).
+    dropped_, relabelled_ : ndarray of int
+        Their row positions.
+    new_labels_ : ndarray
+        Labels given to ``relabelled_`` rows (values of ``classes_``).
+    sample_weight_ : ndarray of shape (n_samples,) or None
+        ``weight`` strategy: the weights used.
+    transition_ : ndarray of shape (n_classes, n_classes) or None
+        ``loss_correction``: the transition matrix used.
+    proposed_ : dict
+        What the strategy proposed before the guard decided (counts).
+    guard_scores_ : dict or None
+        ``{"on": "cv" | "trusted", "plain": {"accuracy": a, "balanced_accuracy": b},
+        "mitigated": {...}}``.
+    n_features_in_ : int
+
+    References
+    ----------
+    .. [1] G. Patrini, A. Rozza, A. K. Menon, R. Nock, L. Qu. "Making Deep
+       Neural Networks Robust to Label Noise: a Loss Correction Approach".
+       CVPR 2017.
+    .. [2] C. Northcutt, L. Jiang, I. Chuang. "Confident Learning: Estimating
+       Uncertainty in Dataset Labels". JAIR 70, 2021.
+    .. [3] A. Paudice, L. Munoz-Gonzalez, E. C. Lupu. "Label Sanitization
+       against Label Flipping Poisoning Attacks". ECML PKDD workshops, 2018.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from flipguard.attacks import RandomFlip
+    >>> from flipguard.mitigation import RobustClassifier
+    >>> X, y = make_classification(600, random_state=0)
+    >>> _, y_bad = RandomFlip(rate=0.2, random_state=0).fit_resample(X, y)
+    >>> clf = RobustClassifier(strategy="relabel", random_state=0).fit(X, y_bad)
+    >>> clf.fallback_ in (True, False), isinstance(clf.reason_, str)
+    (True, True)
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "detector": [str, HasMethods(["audit"])],
+        "transition": ["array-like", None],
+        "guard": ["boolean"],
+        "guard_cv": [Interval(Integral, 2, None, closed="left")],
+        "tolerance": [Interval(Real, 0, 1, closed="both")],
+        "max_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(self, estimator="logreg", *, strategy="drop", detector=DEFAULT_DETECTOR,
+                 transition=None, guard=True, guard_cv=3, tolerance=0.0, max_fraction=0.5, cv=5, random_state=None, n_jobs=None):
+        self.estimator = estimator
+        self.strategy = strategy
+        self.detector = detector
+        self.transition = transition
+        self.guard = guard
+        self.guard_cv = guard_cv
+        self.tolerance = tolerance
+        self.max_fraction = max_fraction
+        self.cv = cv
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # -- fit ---------------------------------------------------------------------------
+    def fit(self, X, y, trusted=None):
+        """Audit the labels, mitigate, check the mitigation helps, and train.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Observed, possibly flipped, labels.
+        trusted : optional
+            Labels known to be right, in one of three forms:
+
+            - a boolean mask or integer positions of rows of ``X`` whose
+              labels were verified (never dropped, relabelled or down-weighted;
+              evidence for the detector);
+            - a pair ``(X_trusted, y_trusted)`` of extra verified rows (label
+              values as in ``y``): evidence for the detector, the guard's
+              validation set when there are at least 20 of them, and extra
+              training rows;
+            - a :class:`flipguard.detection.TrustedLabels` (label codes).
+
+        Returns
+        -------
+        self
+        """
+        validate_params(self)
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        codes = codes.astype(np.int64)
+        K = len(self.classes_)
+        strategy = make_strategy(self.strategy)
+        strategy.check(self.estimator)
+        detector = make_detector(self.detector) if isinstance(self.detector, str) else self.detector
+        if not isinstance(detector, BaseDetector) and not hasattr(detector, "audit"):
+            raise DataError(f"detector must be a detector name or object; got {detector!r}")
+        rs = check_random_state(self.random_state)
+        seeds = rs.randint(np.iinfo(np.int32).max, size=4)
+        tl, protected, extra = self._trusted(trusted, X, codes)
+
+        self.audit_ = None
+        self.guard_scores_ = None
+        self.proposed_ = {}
+        self._set_plan(None, codes)
+        counts = np.bincount(codes, minlength=K)
+        if K < 2 or counts.min() < MIN_CLASS_ROWS:
+            return self._fallback(X, codes, extra, seeds[3],
+                                  f"too few rows to audit (smallest class has {counts.min()}; "
+                                  f"at least {MIN_CLASS_ROWS} needed)")
+
+        probs = out_of_fold_proba(self.estimator, X, codes, cv=self.cv, random_state=int(seeds[0]),
+                                  n_jobs=self.n_jobs)
+        audit = detector.audit(codes, probs, X=X, trusted=tl, classes=self.classes_,
+                               random_state=int(seeds[1]))
+        self.audit_ = audit
+        plan = strategy.plan(codes, audit, protected=protected, n_classes=K,
+                             max_fraction=float(self.max_fraction), transition=self.transition)
+        self.proposed_ = _plan_counts(self.strategy, plan, codes)
+        if not np.any(plan.changed):
+            return self._fallback(X, codes, extra, seeds[3], "no label looks flipped within the caps "
+                                  f"({audit.n_flagged} flagged, {audit.estimated_flips} estimated)")
+        if plan.transition is not None and not diagonally_dominant(plan.transition):
+            return self._fallback(X, codes, extra, seeds[3],
+                                  "the estimated transition matrix is not diagonally dominant "
+                                  "(a class observed more often as another label than as itself); "
+                                  "loss correction would be unreliable")
+        if self.guard:
+            self.guard_scores_ = self._guard(X, codes, plan, strategy, extra, int(seeds[2]))
+            worse = [m for m in _METRICS
+                     if self.guard_scores_["mitigated"][m] < self.guard_scores_["plain"][m] - self.tolerance]
+            if worse:
+                return self._fallback(X, codes, extra, seeds[3],
+                                      f"{self.strategy} did not help on {_guard_text(self.guard_scores_)}")
+        Xf, plan_f = _with_extra(X, plan, extra, self.strategy)
+        self.estimator_ = strategy.fit(self.estimator, Xf, plan_f, int(seeds[3]))
+        self.fallback_ = False
+        self._set_plan(plan, codes)
+        kept = f"{self.strategy} kept: {_describe(self.proposed_)}"
+        if self.guard_scores_ is not None:
+            kept += f"; on {_guard_text(self.guard_scores_)}"
+        self.reason_ = kept
+        return self
+
+    # -- predict -------------------------------------------------------------------------
+    def predict(self, X):
+        check_is_fitted(self, "estimator_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.classes_[np.asarray(self.estimator_.predict(X), dtype=np.int64)]
+
+    def predict_proba(self, X):
+        """Class probabilities in ``classes_`` order (clean posterior for ``loss_correction``)."""
+        check_is_fitted(self, "estimator_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return predict_scores(self.estimator_, X, len(self.classes_))
+
+    # -- internals -----------------------------------------------------------------------
+    def _trusted(self, trusted, X, codes):
+        """-> (TrustedLabels for the detector or None, protected row mask, extra rows (X, codes) or None)."""
+        n = len(codes)
+        protected = np.zeros(n, dtype=bool)
+        if trusted is None:
+            return None, protected, None
+        if isinstance(trusted, TrustedLabels):
+            rows = None if trusted.rows is None else np.asarray(trusted.rows, dtype=np.int64)
+            if rows is not None:
+                protected[rows[rows >= 0]] = True
+            Xt = np.asarray(trusted.X, dtype=np.float64)
+            yt = np.asarray(trusted.y, dtype=np.int64)
+            extra_mask = np.ones(len(yt), bool) if rows is None else rows < 0
+            extra = (Xt[extra_mask], yt[extra_mask]) if extra_mask.any() else None
+            return trusted, protected, extra
+        if isinstance(trusted, tuple):
+            if len(trusted) != 2:
+                raise DataError("trusted must be a row mask, row positions, (X_trusted, y_trusted) "
+                                "or a TrustedLabels")
+            Xt = np.asarray(trusted[0], dtype=np.float64)
+            yt = np.asarray(trusted[1])
+            if Xt.ndim != 2 or Xt.shape[1] != X.shape[1] or len(yt) != len(Xt):
+                raise DataError(f"trusted rows must have {X.shape[1]} features and one label each; "
+                                f"got X {Xt.shape}, y {yt.shape}")
+            pos = np.clip(np.searchsorted(self.classes_, yt), 0, len(self.classes_) - 1)
+            unknown = self.classes_[pos] != yt
+            if np.any(unknown):
+                raise DataError(f"trusted labels {sorted({str(v) for v in yt[unknown]})[:5]} are not "
+                                f"classes of y ({', '.join(map(str, self.classes_))})")
+            ytc = pos.astype(np.int64)
+            return TrustedLabels(X=Xt, y=ytc, rows=np.full(len(ytc), -1)), protected, (Xt, ytc)
+        arr = np.asarray(trusted)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise DataError(f"a trusted mask needs one value per row ({n}); got shape {arr.shape}")
+            rows = np.flatnonzero(arr)
+        elif arr.dtype.kind in "iu":
+            rows = np.unique(arr)
+            if len(rows) and (rows.min() < 0 or rows.max() >= n):
+                raise DataError(f"trusted row positions must be in 0 .. {n - 1}")
+        else:
+            raise DataError("trusted must be a row mask, row positions, (X_trusted, y_trusted) "
+                            "or a TrustedLabels")
+        protected[rows] = True
+        return TrustedLabels(X=X[rows], y=codes[rows], rows=rows), protected, None
+
+    def _guard(self, X, codes, plan: Plan, strategy, extra, seed: int) -> dict:
+        """Scores of plain and mitigated training on held-out data (trusted rows, else CV folds)."""
+        if extra is not None and len(extra[1]) >= MIN_TRUSTED_FOR_GUARD and len(np.unique(extra[1])) >= 2:
+            plain = fit_model(self.estimator, X, codes, random_state=seed)
+            mitigated = strategy.fit(self.estimator, X, plan, seed)
+            Xt, truth = extra
+            pred_plain = np.asarray(plain.predict(Xt), dtype=np.int64)
+            pred_mit = np.asarray(mitigated.predict(Xt), dtype=np.int64)
+            on = "trusted"
+        else:
+            smallest = int(np.bincount(codes).min())
+            folds = StratifiedKFold(n_splits=max(2, min(self.guard_cv, smallest)), shuffle=True,
+                                    random_state=seed)
+            splits = list(folds.split(X, codes))
+            if self.n_jobs in (None, 1):
+                results = [_guard_fold(self.estimator, strategy, X, codes, plan, tr, te, seed)
+                           for tr, te in splits]
+            else:
+                results = Parallel(n_jobs=self.n_jobs)(
+                    delayed(_guard_fold)(self.estimator, strategy, X, codes, plan, tr, te, seed)
+                    for tr, te in splits)
+            pred_plain = np.empty(len(codes), dtype=np.int64)
+            pred_mit = np.empty(len(codes), dtype=np.int64)
+            for (_, te), (pp, pm) in zip(splits, results):
+                pred_plain[te] = pp
+                pred_mit[te] = pm
+            truth, on = codes, "cv"
+        return {"on": on,
+                "plain": {m: float(f(truth, pred_plain)) for m, f in _METRICS.items()},
+                "mitigated": {m: float(f(truth, pred_mit)) for m, f in _METRICS.items()}}
+
+    def _fallback(self, X, codes, extra, seed, reason: str):
+        Xf, yf = (X, codes) if extra is None else (np.vstack([X, extra[0]]), np.concatenate([codes, extra[1]]))
+        self.estimator_ = fit_model(self.estimator, Xf, yf, random_state=int(seed))
+        self.fallback_ = True
+        self.reason_ = f"fell back to the plain {_name(self.estimator)}: {reason}"
+        self._set_plan(None, codes)
+        return self
+
+    def _set_plan(self, plan: Plan | None, codes: np.ndarray) -> None:
+        empty = np.array([], dtype=np.int64)
+        self.dropped_, self.relabelled_ = empty, empty
+        self.new_labels_ = self.classes_[empty]
+        self.sample_weight_ = None
+        self.transition_ = None
+        if plan is not None:
+            self.dropped_ = np.flatnonzero(~plan.keep)
+            self.relabelled_ = np.flatnonzero(plan.keep & (plan.y != codes))
+            self.new_labels_ = self.classes_[plan.y[self.relabelled_]]
+            self.sample_weight_ = plan.weight
+            self.transition_ = plan.transition
+        self.n_dropped_ = int(len(self.dropped_))
+        self.n_relabelled_ = int(len(self.relabelled_))
+        self.n_reweighted_ = 0 if self.sample_weight_ is None else int(np.count_nonzero(self.sample_weight_ < 1))
+
+
+def _guard_fold(estimator, strategy, X, codes, plan, tr, te, seed):
+    plain = fit_model(estimator, X[tr], codes[tr], random_state=seed)
+    mitigated = strategy.fit(estimator, X[tr], plan.restrict(tr), seed)
+    return (np.asarray(plain.predict(X[te]), dtype=np.int64),
+            np.asarray(mitigated.predict(X[te]), dtype=np.int64))
+
+
+def _with_extra(X, plan: Plan, extra, strategy_name: str):
+    """Append extra trusted rows (weight 1, never dropped) to the final training set."""
+    if extra is None or strategy_name == "loss_correction":
+        return X, plan
+    Xt, yt = extra
+    m = len(yt)
+    return np.vstack([X, Xt]), Plan(
+        keep=np.concatenate([plan.keep, np.ones(m, bool)]), y=np.concatenate([plan.y, yt]),
+        weight=None if plan.weight is None else np.concatenate([plan.weight, np.ones(m)]),
+        transition=plan.transition,
+        changed=None if plan.changed is None else np.concatenate([plan.changed, np.zeros(m, bool)]))
+
+
+def _plan_counts(strategy: str, plan: Plan, codes: np.ndarray) -> dict:
+    out = {"n_dropped": int(np.count_nonzero(~plan.keep)),
+           "n_relabelled": int(np.count_nonzero(plan.keep & (plan.y != codes)))}
+    if plan.weight is not None:
+        out["n_reweighted"] = int(np.count_nonzero(plan.weight < 1))
+        out["weight_removed"] = float(np.sum(1.0 - plan.weight))
+    if plan.transition is not None:
+        out["estimated_noise"] = float(1.0 - np.mean(np.diagonal(plan.transition)))
+    return out
+
+
+def _describe(counts: dict) -> str:
+    parts = []
+    if counts.get("n_dropped"):
+        parts.append(f"{counts['n_dropped']} rows dropped")
+    if counts.get("n_relabelled"):
+        parts.append(f"{counts['n_relabelled']} rows relabelled")
+    if counts.get("n_reweighted"):
+        parts.append(f"{counts['n_reweighted']} rows down-weighted "
+                     f"({counts['weight_removed']:.1f} rows' worth of weight)")
+    if "estimated_noise" in counts:
+        parts.append(f"forward correction, mean estimated flip rate {counts['estimated_noise']:.3f}")
+    return ", ".join(parts) or "no change"
+
+
+def _guard_text(g: dict) -> str:
+    where = "the trusted rows" if g["on"] == "trusted" else "held-out folds (observed labels)"
+    return where + ": " + ", ".join(f"{m} {g['mitigated'][m]:.3f} with it vs {g['plain'][m]:.3f} without"
+                                    for m in _METRICS)
+
+
+def _name(estimator) -> str:
+    return estimator if isinstance(estimator, str) else type(estimator).__name__

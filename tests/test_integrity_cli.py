@@ -1,0 +1,320 @@
+"""CLI tests of keygen, seal, verify and diff: exit codes, exact error lines, the docs walk-through."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def keys(tmp_path, cli):
+    r = cli("keygen", "--out", tmp_path / "keys")
+    assert r.exit_code == 0, r.stderr
+    return tmp_path / "keys" / "flipguard.key", tmp_path / "keys" / "flipguard.pub"
+
+
+@pytest.fixture
+def sealed_csv(tmp_path, cli, keys, breast_cancer_csv):
+    r = cli("seal", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0])
+    assert r.exit_code == 0, r.stderr
+    return breast_cancer_csv, Path(str(breast_cancer_csv) + ".flipguard.json")
+
+
+def _edit_csv(path: Path, ids_to_label: dict) -> None:
+    """Rewrite some rows' diagnosis by hand, as a person with write access would."""
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines[1:], start=1):
+        pid = line.split(",", 1)[0]
+        if pid in ids_to_label:
+            lines[i] = line.rsplit(",", 1)[0] + f',"{ids_to_label[pid]}"'
+    path.write_text("\n".join(lines) + "\n")
+
+
+# -- keygen ---------------------------------------------------------------------------
+def test_keygen_output_never_shows_key_material(tmp_path, cli):
+    r = cli("keygen", "--out", tmp_path / "k")
+    assert r.exit_code == 0
+    private = (tmp_path / "k" / "flipguard.key").read_text()
+    body = "".join(private.splitlines()[1:-1])
+    assert body not in r.stdout and "PRIVATE" not in r.stdout
+    assert re.search(r"key id [0-9a-f]{16}", r.stdout)
+    assert stat.S_IMODE(os.stat(tmp_path / "k" / "flipguard.key").st_mode) == 0o600
+
+
+def test_keygen_refuses_to_overwrite(tmp_path, cli, keys):
+    before = keys[0].read_bytes()
+    r = cli("keygen", "--out", tmp_path / "keys")
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: {keys[0]} and {keys[1]} already exist; pass --force (force=True) "
+                        "to replace the key pair\n")
+    assert keys[0].read_bytes() == before
+    assert cli("keygen", "--out", tmp_path / "keys", "--force").exit_code == 0
+    assert keys[0].read_bytes() != before
+
+
+def test_private_key_with_mode_0644_is_refused(tmp_path, cli, keys, breast_cancer_csv):
+    os.chmod(keys[0], 0o644)
+    r = cli("seal", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: private key {keys[0]} is readable by group or others (mode 0644); "
+                        f"refusing to use it. Fix: chmod 600 {keys[0]}\n")
+    assert not Path(str(breast_cancer_csv) + ".flipguard.json").exists()
+
+
+# -- seal / verify ----------------------------------------------------------------------
+def test_verify_clean_exits_0(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    r = cli("verify", data, "--pubkey", keys[1])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.startswith(f"OK: all 569 sealed labels of {data} match (manifest {manifest}, sealed ")
+
+
+def test_verify_lists_exact_rows_edited_by_hand(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    before = data.read_text()
+    _edit_csv(data, {"1003": "benign", "1010": "benign"})
+    assert data.read_text() != before
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 1
+    assert r.stdout.startswith(f"TAMPERED: {data} differs from its seal")
+    assert "2 label(s) changed (2 malignant -> benign)" in r.stdout
+    assert re.search(r"│ 3\s+│ 1003\s+│ malignant\s+│ benign\s+│", r.stdout)
+    assert re.search(r"│ 10\s+│ 1010\s+│ malignant\s+│ benign\s+│", r.stdout)
+    j = json.loads(cli("verify", data, "--pubkey", keys[1], "--json").stdout)
+    assert j["ok"] is False
+    assert j["changed"] == {"row": [3, 10], "id": [1003, 1010], "sealed": ["malignant", "malignant"],
+                            "current": ["benign", "benign"]}
+    assert j["class_counts"] == [{"label": "benign", "sealed": 357, "current": 359, "change": 2},
+                                 {"label": "malignant", "sealed": 212, "current": 210, "change": -2}]
+
+
+def test_verify_added_removed_duplicated_rows(tmp_path, cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    lines = data.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    dup = rows[5]
+    rows = rows[1:]  # remove patient 1000
+    rows.append("9999" + dup[dup.index(","):])  # add a new patient
+    rows.append(dup)  # duplicate patient 1005
+    data.write_text("\n".join([header] + rows[::-1]) + "\n")  # and reverse the order
+    j = json.loads(cli("verify", data, "--manifest", manifest, "--pubkey", keys[1], "--json").stdout)
+    assert j["aligned_by"] == "id"
+    assert j["removed"]["id"] == [1000] and j["added"]["id"] == [9999]
+    assert j["duplicated"] == {"id": [1005], "count": [2]}
+    assert j["n_changed"] == 0
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 1
+    assert "1 row(s) added" in r.stdout and "1 row(s) removed" in r.stdout and "1 id(s) duplicated" in r.stdout
+
+
+def test_reordered_rows_and_other_columns_pass(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    tbl = pacsv.read_csv(data)
+    tbl = tbl.take(pa.array(np.random.default_rng(0).permutation(tbl.num_rows)))
+    tbl = tbl.set_column(1, tbl.column_names[1], pa.array(np.zeros(tbl.num_rows)))
+    pacsv.write_csv(tbl, data)
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 0, r.stdout
+
+
+def test_wrong_key_exits_1_with_both_key_ids(tmp_path, cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    cli("keygen", "--out", tmp_path / "other")
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", tmp_path / "other" / "flipguard.pub")
+    assert r.exit_code == 1
+    signer = json.loads(manifest.read_text())["key_id"]
+    m = re.search(r"public key given: ([0-9a-f]{16})", r.stdout)
+    assert m and m.group(1) != signer
+    assert r.stdout.splitlines()[0] == (f"SIGNATURE INVALID: the manifest was signed by key {signer}, "
+                                        f"not by the public key given ({m.group(1)})")
+
+
+def test_edited_manifest_signature_fails(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    doc = json.loads(manifest.read_text())
+    doc["classes"][0]["count"] += 1
+    doc["classes"][1]["count"] -= 1
+    manifest.write_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 1
+    assert r.stdout.splitlines()[0] == ("SIGNATURE INVALID: the manifest's signature does not match its "
+                                        "contents: it was modified after signing")
+
+
+def test_truncated_manifest_exits_2(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    manifest.write_bytes(manifest.read_bytes()[:200])
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"Error: manifest {manifest}: not valid JSON (")
+    assert r.stderr.endswith("; corrupt or truncated\n") and r.stderr.count("\n") == 1
+
+
+def test_reformatted_manifest_exits_2(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    manifest.write_text(json.dumps(json.loads(manifest.read_text()), indent=2))
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: manifest {manifest}: not in canonical form (the file was edited or re-formatted "
+                        "after sealing; a manifest must be byte-for-byte as flipguard wrote it)\n")
+
+
+def test_truncated_or_missing_snapshot_exits_2(cli, keys, sealed_csv):
+    data, manifest = sealed_csv
+    snap = Path(str(data) + ".flipguard.snapshot")
+    original = snap.read_bytes()
+    snap.write_bytes(original[:-7])
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: snapshot {snap}: does not match the manifest ({len(original) - 7} bytes, "
+                        "SHA-256 differs); the snapshot was modified, truncated or replaced\n")
+    snap.unlink()
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: snapshot {snap}: no such file (it belongs next to manifest {manifest})\n"
+
+
+def test_manifest_of_another_dataset_exits_2(tmp_path, cli, keys, sealed_csv):
+    _, manifest = sealed_csv
+    other = tmp_path / "other.csv"
+    other.write_text("id,label,x\n1,a,0.5\n2,b,0.7\n")
+    r = cli("verify", other, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: {other}: column(s) 'patient_id', 'diagnosis' not found (columns: id, label, x); "
+                        "the manifest seals columns 'patient_id' (id) and 'diagnosis' (label) of "
+                        f"{tmp_path / 'breast_cancer.csv'} -- is it the manifest of another dataset?\n")
+
+
+def test_missing_data_and_missing_manifest_exit_2(tmp_path, cli, keys):
+    r = cli("verify", tmp_path / "nope.csv", "--pubkey", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: manifest {tmp_path / 'nope.csv'}.flipguard.json: no such file\n"
+    r = cli("seal", tmp_path / "nope.csv", "--label", "y", "--id", "id", "--key", keys[0])
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: {tmp_path / 'nope.csv'}: no such file\n"
+
+
+def test_seal_url_needs_out(cli, keys):
+    r = cli("seal", "s3://bucket/data.csv", "--label", "y", "--id", "id", "--key", keys[0])
+    assert r.exit_code == 2
+    assert r.stderr == "Error: s3://bucket/data.csv is not a local file: give the manifest path (--out / out=)\n"
+
+
+def test_seal_columns_and_parquet(tmp_path, cli, keys, breast_cancer_parquet):
+    out = tmp_path / "bc.json"
+    r = cli("seal", breast_cancer_parquet, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0],
+            "--columns", "mean_radius,mean_texture", "--out", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["columns"] == ["mean_radius", "mean_texture"] and info["snapshot"] == str(tmp_path / "bc.snapshot")
+    import pyarrow.parquet as pq
+
+    tbl = pq.read_table(breast_cancer_parquet)
+    radius = tbl.column("mean_radius").to_numpy().copy()
+    radius[7] += 1.0
+    tbl = tbl.set_column(tbl.schema.get_field_index("mean_radius"), "mean_radius", pa.array(radius))
+    tbl = tbl.set_column(tbl.schema.get_field_index("mean_area"), "mean_area", pa.array(np.zeros(tbl.num_rows)))
+    pq.write_table(tbl, breast_cancer_parquet)
+    j = json.loads(cli("verify", breast_cancer_parquet, "-m", out, "-p", keys[1], "--json").stdout)
+    assert j["ok"] is False and j["n_changed"] == 0
+    assert j["columns"]["mean_radius"]["id"] == [1007] and j["columns"]["mean_texture"]["id"] == []
+    assert j["findings"] == ["1 value(s) of sealed column 'mean_radius' changed"]
+
+
+def test_private_seal_cli(tmp_path, cli, keys, breast_cancer_csv, monkeypatch):
+    secret = tmp_path / "seal.secret"
+    secret.write_text("c0ffee" * 8 + "\n")
+    os.chmod(secret, 0o600)
+    r = cli("seal", breast_cancer_csv, "-l", "diagnosis", "--id", "patient_id", "--key", keys[0], "--private")
+    assert r.exit_code == 2
+    assert r.stderr == ("Error: --private needs a secret: --secret-file FILE or the FLIPGUARD_SECRET "
+                        "environment variable (e.g. openssl rand -hex 32)\n")
+    r = cli("seal", breast_cancer_csv, "-l", "diagnosis", "--id", "patient_id", "--key", keys[0], "--private",
+            "--secret-file", secret)
+    assert r.exit_code == 0, r.stderr
+    manifest = Path(str(breast_cancer_csv) + ".flipguard.json")
+    snapshot = Path(str(breast_cancer_csv) + ".flipguard.snapshot")
+    for blob in (manifest.read_bytes(), snapshot.read_bytes()):
+        assert b"malignant" not in blob and b"benign" not in blob and b"357" not in blob
+    r = cli("verify", breast_cancer_csv, "--pubkey", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: snapshot {snapshot}: the seal is private; give its secret "
+                        "(--secret-file FILE or $FLIPGUARD_SECRET)\n")
+    monkeypatch.setenv("FLIPGUARD_SECRET", "c0ffee" * 8)
+    assert cli("verify", breast_cancer_csv, "--pubkey", keys[1]).exit_code == 0
+    monkeypatch.setenv("FLIPGUARD_SECRET", "wrong-secret-but-long-enough")
+    r = cli("verify", breast_cancer_csv, "--pubkey", keys[1])
+    assert r.exit_code == 2 and "not the one this private seal was made with" in r.stderr
+    os.chmod(secret, 0o644)
+    r = cli("verify", breast_cancer_csv, "--pubkey", keys[1], "--secret-file", secret)
+    assert r.exit_code == 2 and "readable by group or others (mode 0644)" in r.stderr
+
+
+# -- diff -------------------------------------------------------------------------------
+def test_diff_cli_targeted_and_identical(tmp_path, cli, breast_cancer_frame):
+    old, new = tmp_path / "v1.csv", tmp_path / "v2.csv"
+    pacsv.write_csv(breast_cancer_frame, old)
+    y = np.array(breast_cancer_frame.column("diagnosis").to_pylist(), dtype=object)
+    y[np.flatnonzero(y == "malignant")[:30]] = "benign"
+    pacsv.write_csv(breast_cancer_frame.set_column(31, "diagnosis", pa.array(y.tolist())), new)
+    r = cli("diff", old, new, "--label", "diagnosis", "--id", "patient_id")
+    assert r.exit_code == 1
+    assert "Concentrated: 30 of 30 changes (100%) turned 'malignant' -> 'benign'" in r.stdout
+    j = json.loads(cli("diff", old, new, "--label", "diagnosis", "--id", "patient_id", "--json").stdout)
+    assert j["n_changed"] == 30 and j["transitions"] == [{"from": "malignant", "to": "benign", "count": 30}]
+    assert j["shape"]["verdict"] == "concentrated" and j["balance"]["p_value"] < 0.5
+    r = cli("diff", old, old, "--label", "diagnosis", "--id", "patient_id")
+    assert r.exit_code == 0 and r.stdout.startswith("Identical labels: 569 rows")
+
+
+def test_every_command_has_help_with_example(cli):
+    for cmd in (["keygen"], ["seal"], ["verify"], ["diff"], ["ledger", "append"], ["ledger", "verify"],
+                ["ledger", "show"]):
+        r = cli(*cmd, "--help")
+        assert r.exit_code == 0 and "Example" in r.stdout and "flipguard " + cmd[0] in r.stdout, cmd
+
+
+# -- the documented walk-through -----------------------------------------------------------
+def _blocks(md: str, tag: str) -> str:
+    m = re.search(rf"<!-- {tag} -->\s*```(?:sh|bash|console)\n(.*?)```", md, re.S)
+    assert m, f"docs/integrity.md lacks the {tag} block"
+    return m.group(1)
+
+
+@pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
+def test_docs_walkthrough_runs_as_written(tmp_path):
+    """Run docs/integrity.md's walk-through commands exactly as printed, checking each exit code."""
+    md = (REPO / "docs" / "integrity.md").read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("FLIPGUARD_SECRET", None)
+    setup = _blocks(md, "walkthrough-setup")
+    subprocess.run(["bash", "-euo", "pipefail", "-c", setup], cwd=tmp_path, env=env, check=True)
+    outputs = []
+    for line in _blocks(md, "walkthrough").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = re.search(r"#\s*exit (\d)", line)
+        expect = int(m.group(1)) if m else 0
+        cmd = line.split("  #")[0].strip()
+        p = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert p.returncode == expect, f"{cmd!r} exited {p.returncode}, expected {expect}:\n{p.stdout}{p.stderr}"
+        outputs.append((cmd, p.stdout))
+    verify_out = next(out for cmd, out in outputs if cmd.startswith("flipguard verify"))
+    assert re.search(r"│ 3\s+│ 104\s+│ negative\s+│ positive", verify_out)
+    append_out = next(out for cmd, out in outputs if cmd.startswith("flipguard ledger append"))
+    assert "declared label-preserving (0 changes) but changed 1 label(s) (1 positive -> negative)" in append_out
+    show_out = next(out for cmd, out in outputs if cmd.startswith("flipguard ledger show"))
+    assert "changed ids: 105 (positive->negative)" in show_out

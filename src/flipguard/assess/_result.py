@@ -116,7 +116,11 @@ class Assessment:
         Keys: ``strategy, rate, model, n_seeds, flip_rate, clean_holdout_accuracy``
         (clean model), ``poisoned_validation_accuracy``, ``poisoned_holdout_accuracy``,
         ``poisoned_holdout_f1``, ``accuracy_drop``, ``illusion_gap``, each metric
-        as ``{"mean": .., "std": ..}``.
+        as ``{"mean": .., "std": ..}``.  With detection, ``detection`` maps
+        precision, recall, f1, auroc, average_precision, precision_at_true_count
+        and estimated_flip_rate to the same; with mitigation, ``mitigation``
+        maps each strategy to its clean-holdout ``accuracy`` and its ``gain``
+        over the unmitigated poisoned model.
         """
         groups: dict[tuple, list[RunResult]] = {}
         for r in self.runs:
@@ -133,6 +137,16 @@ class Assessment:
                 "accuracy_drop": _stat([r.accuracy_drop for r in rs]),
                 "illusion_gap": _stat([r.illusion_gap for r in rs]),
             })
+            det = [r.extras["detection"] for r in rs if "detection" in r.extras]
+            if det:
+                rows[-1]["detection"] = {m: _stat([d[m] for d in det]) for m in _DETECTION_METRICS}
+            mit = [r.extras["mitigation"] for r in rs if "mitigation" in r.extras]
+            if mit:
+                rows[-1]["mitigation"] = {
+                    name: {"accuracy": _stat([m[name]["accuracy"] for m in mit]),
+                           "gain": _stat([m[name]["accuracy"] - r.holdout_accuracy
+                                          for m, r in zip(mit, rs)])}
+                    for name in mit[0]}
         return rows
 
     def find(self, strategy: str, rate: float, model: str | None = None) -> dict[str, Any]:
@@ -157,8 +171,15 @@ class Assessment:
         return json.dumps(self.to_dict(), indent=indent)
 
 
+_DETECTION_METRICS = ("precision", "recall", "f1", "auroc", "average_precision",
+                      "precision_at_true_count", "estimated_flip_rate")
+
+
 def _stat(values) -> dict[str, float]:
     a = np.asarray(values, dtype=float)
+    if np.all(np.isnan(a)):
+        return {"mean": float("nan"), "std": float("nan")}
+    a = a[~np.isnan(a)]
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
 
 

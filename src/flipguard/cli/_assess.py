@@ -102,7 +102,9 @@ def render_summary(result: Assessment) -> None:
     if with_detection:
         t.add_column("detect F1", justify="right")
         t.add_column("AUROC", justify="right")
-    det = _detection_means(result)
+    mitigations = list(result.config.get("mitigate") or [])
+    for name in mitigations:
+        t.add_column(f"holdout acc\n{name}", justify="right")
     for r in rows:
         gap = r["illusion_gap"]["mean"]
         style = "bold red" if gap >= 0.05 else None
@@ -111,8 +113,11 @@ def render_summary(result: Assessment) -> None:
                  _pm(r["poisoned_validation_accuracy"]), _pm(r["poisoned_holdout_accuracy"]),
                  signed(r["accuracy_drop"]["mean"]), f"[{style}]{signed(gap)}[/]" if style else signed(gap)]
         if with_detection:
-            d = det.get((r["strategy"], r["rate"], r["model"]), {})
-            cells += [fmt(d.get("f1")), fmt(d.get("auroc"))]
+            d = r.get("detection", {})
+            cells += [fmt(d.get("f1", {}).get("mean")), fmt(d.get("auroc", {}).get("mean"))]
+        for name in mitigations:
+            m = r.get("mitigation", {}).get(name)
+            cells.append(f"{m['accuracy']['mean']:.3f} ({m['gain']['mean']:+.3f})" if m else "-")
         t.add_row(*cells)
     console.print(t)
     console.print(f"[dim]illusion gap = poisoned-validation accuracy - clean-holdout accuracy of the "
@@ -122,13 +127,3 @@ def render_summary(result: Assessment) -> None:
 def _pm(stat: dict) -> str:
     return f"{stat['mean']:.3f}" + (f" ±{stat['std']:.3f}" if stat["std"] else "")
 
-
-def _detection_means(result: Assessment) -> dict:
-    import numpy as np
-
-    groups: dict = {}
-    for r in result.runs:
-        if "detection" in r.extras:
-            groups.setdefault((r.strategy, r.rate, r.model), []).append(r.extras["detection"])
-    return {k: {m: float(np.nanmean([d.get(m, np.nan) for d in v])) for m in ("f1", "auroc")}
-            for k, v in groups.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from typing import Annotated, Any
 
@@ -13,7 +14,14 @@ from rich.console import Console
 
 from ..exceptions import InvalidParameterError
 
-console = Console(highlight=False)
+def _width() -> int | None:
+    """Terminal width on a terminal; a wide page when piped, so tables stay readable in CI logs."""
+    if sys.stdout.isatty():
+        return None
+    return max(int(os.environ.get("COLUMNS", "0") or 0), 200)
+
+
+console = Console(highlight=False, width=_width())
 err_console = Console(stderr=True, highlight=False)
 
 DataArg = Annotated[str, typer.Argument(help="CSV or Parquet path, fsspec URL (s3://...) or postgresql:// DSN.",

@@ -306,6 +306,38 @@ def _tables_section(f: _Facts) -> Section:
     return Section("Numbers", tables=tables, anchor="numbers")
 
 
+def _defence_section(f: _Facts) -> Section | None:
+    """Detection scored against the true flips, and clean-holdout accuracy after mitigation."""
+    rows = [r for r in f.assessment.summary() if _is_attack(r)]
+    det_rows = [r for r in rows if "detection" in r]
+    mit_rows = [r for r in rows if "mitigation" in r]
+    if not det_rows and not mit_rows:
+        return None
+    tables, paragraphs = [], []
+    if det_rows:
+        metrics = ["precision", "recall", "f1", "auroc", "average_precision", "precision_at_true_count"]
+        heads = ["Precision", "Recall", "F1", "AUROC", "Avg. precision", "Precision @ true count"]
+        tables.append(Table(
+            ["Attack", *heads, "Estimated / true flip rate"],
+            [[_label(r, len(f.models) > 1), *(_num(r["detection"][m]["mean"]) for m in metrics),
+              f"{_num(r['detection']['estimated_flip_rate']['mean'])} / {_num(r['flip_rate']['mean'])}"]
+             for r in det_rows],
+            caption="Label-flip detection on each attacked store, scored against the rows the attack "
+                    "really flipped (mean over seeds)."))
+        paragraphs.append("Detection runs without ground truth, as on a real dataset; the true flips are "
+                          "used only to score it.")
+    if mit_rows:
+        names = list(mit_rows[0]["mitigation"])
+        tables.append(Table(
+            ["Attack", "No mitigation", *names],
+            [[_label(r, len(f.models) > 1), _num(r["poisoned_holdout_accuracy"]["mean"]),
+              *(f"{_num(r['mitigation'][n]['accuracy']['mean'])} ({_signed(r['mitigation'][n]['gain']['mean'])})"
+                for n in names)] for r in mit_rows],
+            caption="Clean-holdout accuracy of the poisoned model with each mitigation "
+                    "(gain over no mitigation in brackets)."))
+    return Section("Detection and mitigation", paragraphs=paragraphs, tables=tables, anchor="defences")
+
+
 # -- public ---------------------------------------------------------------------
 def assessment_sections(assessment) -> list[Section]:
     """The report sections of an assessment, in reading order.
@@ -340,9 +372,9 @@ def assessment_sections(assessment) -> list[Section]:
     if f.attacked:
         sections.append(_curves_section(f))
         sections.append(_gap_section(f))
-    conf = _confusion_section(f)
-    if conf is not None:
-        sections.append(conf)
+    for extra in (_confusion_section(f), _defence_section(f)):
+        if extra is not None:
+            sections.append(extra)
     sections.append(_tables_section(f))
     return sections
 

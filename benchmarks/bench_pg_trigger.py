@@ -7,13 +7,16 @@ the same run, alternating which table goes first:
 
 * label UPDATEs of ``--batch-rows`` rows in batches of ``--batch`` rows (one
   transaction per batch);
-* ``--single`` single-row label UPDATEs, each its own transaction (autocommit);
+* ``--single`` single-row label UPDATEs, each its own transaction (autocommit),
+  with durable commits and again with ``synchronous_commit = off`` (CPU cost only);
 * the same single-row UPDATEs inside one transaction;
 * UPDATEs of a feature column only (the trigger's WHEN clause skips them);
-* a bulk INSERT of ``--batch-rows`` rows.
+* a bulk INSERT of ``--batch-rows`` rows;
+
+then times ``verify_postgres`` on the protected table and its trail.
 
 Then reads the table into Arrow with ``read_postgres`` (COPY -> CSV -> Arrow)
-and, for comparison, with a plain cursor ``fetchall``.  Prints a Markdown
+and, for comparison, with a plain cursor ``fetchall`` turned into an Arrow table.  Prints a Markdown
 table; everything it creates is dropped at the end.
 
 Run: ``.venv/bin/python benchmarks/bench_pg_trigger.py [--rows 1000000]``
@@ -27,6 +30,7 @@ import platform
 import time
 
 import numpy as np
+import pyarrow as pa
 
 
 def machine() -> str:
@@ -71,7 +75,7 @@ def main() -> None:
     server = conn.execute("SHOW server_version").fetchone()[0]
     results: dict[str, dict[str, list[float]]] = {k: {} for k in names}
     try:
-        for kind, name in names.items():
+        for name in names.values():
             t0 = time.perf_counter()
             conn.execute(sql.SQL(
                 "CREATE TABLE {} AS SELECT g::bigint AS id, CASE WHEN g %% 2 = 0 THEN 'spam' ELSE 'ham' END "
@@ -109,6 +113,14 @@ def main() -> None:
                     for i in ids:
                         conn.execute(stmt, (value + "s", i))
 
+                def singles_async():  # the CPU cost without waiting for the disk at each commit
+                    conn.execute("SET synchronous_commit = off")
+                    try:
+                        for i in ids:
+                            conn.execute(stmt, (value + "a", i))
+                    finally:
+                        conn.execute("RESET synchronous_commit")
+
                 def singles_one_tx():
                     with conn.transaction():
                         for i in ids:
@@ -129,22 +141,34 @@ def main() -> None:
                 timed(kind, f"label UPDATE, {args.batch_rows:,} rows in batches of {args.batch:,}", batches,
                       args.batch_rows)
                 timed(kind, f"label UPDATE, {args.single:,} single-row transactions", singles, args.single)
+                timed(kind, f"label UPDATE, {args.single:,} single-row transactions, synchronous_commit off",
+                      singles_async, args.single)
                 timed(kind, f"label UPDATE, {args.single:,} single-row statements in one transaction",
                       singles_one_tx, args.single)
                 timed(kind, f"feature-only UPDATE, {args.batch_rows:,} rows (trigger skipped)", features,
                       args.batch_rows)
                 timed(kind, f"INSERT of {args.batch_rows:,} rows (one statement)", inserts, args.batch_rows)
 
+        from flipguard.integrity._pg import verify_postgres
+
+        t0 = time.perf_counter()
+        report = verify_postgres(args.dsn, names["protected"])
+        t_verify = time.perf_counter() - t0
+        assert report.ok, report.to_dict()
+
         reads = {}
-        for rep in range(2):
+        for _ in range(2):
             t0 = time.perf_counter()
             tbl = read_postgres(args.dsn, table=names["plain"])
             reads.setdefault("read_postgres (COPY CSV -> Arrow)", []).append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             with psycopg.connect(args.dsn) as c2:
-                rows = c2.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(names["plain"]))).fetchall()
-            reads.setdefault("cursor fetchall (Python tuples)", []).append(time.perf_counter() - t0)
-            del rows
+                cur = c2.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(names["plain"])))
+                rows = cur.fetchall()
+                cols = [d.name for d in cur.description]
+            as_arrow = pa.table({c: pa.array(v) for c, v in zip(cols, zip(*rows))})
+            reads.setdefault("cursor fetchall, then pyarrow.table", []).append(time.perf_counter() - t0)
+            del rows, as_arrow
         n_read = tbl.num_rows
     finally:
         try:
@@ -163,6 +187,9 @@ def main() -> None:
     for what in results["plain"]:
         a, b = max(results["plain"][what]), max(results["protected"][what])
         print(f"| {what} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
+    print()
+    print(f"pg verify (chain + replay against the table, no seal): {report.n_events:,} trail rows, "
+          f"{args.rows + args.repeat * args.batch_rows:,}-row table: {t_verify:.2f} s")
     print()
     print(f"| read {n_read:,} rows x 7 columns | best of 2 (s) |")
     print("|---|---:|")

@@ -60,7 +60,8 @@ def unprotect_cmd(
     dsn: DsnArg,
     table: PgTableOpt,
     drop_trail: Annotated[bool, typer.Option(
-        "--drop-trail", help="Also drop the audit trail (default: keep it, append-only, with an UNPROTECT row).")] = False,
+        "--drop-trail",
+        help="Also drop the audit trail (default: keep it, append-only, with an UNPROTECT row).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Remove the audit triggers and functions from a table.
@@ -134,7 +135,7 @@ def verify_cmd(
     anchor: Annotated[str | None, typer.Option(
         "--anchor", help="SEQ:HASH from an earlier `pg status`, kept outside the database.")] = None,
     secret_file: Annotated[Path | None, typer.Option(
-        "--secret-file", help="Secret of a private seal (or $FLIPGUARD_SEAL_SECRET).")] = None,
+        "--secret-file", help="Secret of a private seal (or $FLIPGUARD_SECRET).")] = None,
     allow_recorded: Annotated[bool, typer.Option(
         "--allow-recorded", help="Exit 0 when every change since the seal is recorded in the trail.")] = False,
     json_out: JsonOpt = False,
@@ -199,9 +200,10 @@ def _render_verify(r, passed: bool) -> None:
             console.print(f"Changes since the seal recorded by the trail: {len(r.explained)} row(s):")
             for c in r.explained[:20]:
                 role = "" if c.get("current_user") == c.get("session_user") else f" as {c.get('current_user')}"
+                app, client = c.get("application_name") or "", c.get("client_addr") or "local"
                 console.print(f"  id {c['id']}: {_change(c)} by {c.get('session_user')}{role} "
-                              f"(application '{c.get('application_name') or ''}', client {c.get('client_addr') or 'local'}, "
-                              f"txid {c.get('txid')}) at {c.get('at')}", soft_wrap=True)
+                              f"(application '{app}', client {client}, txid {c.get('txid')}) at {c.get('at')}",
+                              soft_wrap=True)
     console.print("[bold green]OK[/]" if passed else "[bold red]FINDINGS[/] (exit 1)")
 
 

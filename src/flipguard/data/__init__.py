@@ -2,6 +2,7 @@
 
 from ._dataset import LabeledDataset
 from ._load import encode_labels, from_table, load
+from ._postgres import pg_snapshot, read_postgres
 from ._read import read_table, write_table
 from ._synthetic import make_sentiment_reviews
 
@@ -11,6 +12,8 @@ __all__ = [
     "from_table",
     "load",
     "make_sentiment_reviews",
+    "pg_snapshot",
+    "read_postgres",
     "read_table",
     "write_table",
 ]

@@ -229,13 +229,14 @@ def _chain_append(n: _Names) -> str:
       USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
   IF v_holder IS DISTINCT FROM v_txid THEN
-    UPDATE {s['registry']} SET chain_txid = v_txid WHERE trail = {s['trail_lit']};
-    SELECT seq, row_hash INTO v_last, v_prev FROM {s['trail']} ORDER BY seq DESC LIMIT 1;
-    UPDATE {s['registry']} SET checkpoint_seq = v_last, checkpoint_hash = v_prev
+    -- the checkpoint is a trail row known to exist: the newest one this statement's
+    -- snapshot sees (older than the lock if it had to wait, which is still a true row)
+    UPDATE {s['registry']} SET chain_txid = v_txid,
+        (checkpoint_seq, checkpoint_hash) = (SELECT seq, row_hash FROM {s['trail']} ORDER BY seq DESC LIMIT 1)
       WHERE trail = {s['trail_lit']};
-  ELSE
-    SELECT seq, row_hash INTO v_last, v_prev FROM {s['trail']} ORDER BY seq DESC LIMIT 1;
   END IF;
+  -- a fresh snapshot, taken after the lock: sees every committed row of the chain
+  SELECT seq, row_hash INTO v_last, v_prev FROM {s['trail']} ORDER BY seq DESC LIMIT 1;
   v_prev := coalesce(v_prev, {_GENESIS_SQL});
   v_usr := current_setting('role');
   IF v_usr IS NULL OR v_usr = 'none' THEN v_usr := session_user; END IF;
@@ -387,7 +388,6 @@ def protect(dsn: str, table: str, *, id: str, label: str) -> PgProtection:  # no
         already protected with other columns (unprotect it first).
     """
     psycopg = import_psycopg()
-    sql = _sql()
     where = redact_dsn(dsn)
     conn = connect(dsn, autocommit=False)
     try:
@@ -446,7 +446,7 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> li
             installed_by text NOT NULL,
             chain_txid bigint,
             checkpoint_seq bigint,
-            checkpoint_hash bytea)""").format(reg=n.registry))
+            checkpoint_hash bytea) WITH (fillfactor = 50)""").format(reg=n.registry))
     conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(n.registry))
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
@@ -513,7 +513,8 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> li
             fn=n.append_fn, body=sql.Literal(_append_body(n, _txid_expr(conn)))))
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {body}").format(fn=n.log_fn, body=sql.Literal(_log_body(n, _txid_expr(conn)))))
+        "SET search_path = pg_catalog, pg_temp AS {body}").format(
+            fn=n.log_fn, body=sql.Literal(_log_body(n, _txid_expr(conn)))))
     conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(n.log_fn))
     conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(text, jsonb, jsonb, jsonb, jsonb, jsonb) FROM PUBLIC").format(
         n.append_fn))
@@ -783,13 +784,14 @@ def _check_chain(conn, n: _Names, reg: dict, anchor, report: PgVerifyReport) -> 
 
 # Replaying the trail: every event becomes per-id transitions (present, label) -> (present, label).
 # An UPDATE that changes the id is a removal of the old id and an arrival of the new one.
+# Only events since the latest fresh PROTECT (first protection, or after an UNPROTECT) count;
+# trunc_epoch counts the TRUNCATEs so far (after one, every id is absent).
 _TRANSITIONS = """
 WITH ev AS (
-  SELECT e.*,
-         sum(CASE WHEN op = 'TRUNCATE' THEN 1 ELSE 0 END) OVER w AS trunc_epoch,
-         sum(CASE WHEN op = 'PROTECT' AND coalesce((detail->>'fresh')::boolean, false) THEN 1 ELSE 0 END)
-           OVER w AS prot_epoch
-  FROM {t} e WINDOW w AS (ORDER BY seq)
+  SELECT seq, op, old_id, new_id, old_label, new_label,
+         sum((op = 'TRUNCATE')::int) OVER w AS trunc_epoch,
+         sum((op = 'PROTECT' AND coalesce((detail->>'fresh')::boolean, false))::int) OVER w AS prot_epoch
+  FROM {t} WINDOW w AS (ORDER BY seq)
 ), cur0 AS (
   SELECT max(prot_epoch) AS prot_epoch, max(trunc_epoch) AS trunc_epoch FROM ev
 ), cur AS (
@@ -797,86 +799,95 @@ WITH ev AS (
            AS start_trunc
   FROM cur0
 ), tr AS (
-  SELECT ev.*, x.rid, x.ord, x.bp, x.b, x.ap, x.a
-  FROM ev CROSS JOIN LATERAL (VALUES
-      (CASE WHEN op = 'INSERT' THEN new_id WHEN op = 'DELETE' THEN old_id
-            WHEN op = 'UPDATE' AND old_id = new_id THEN new_id
-            WHEN op = 'UPDATE' THEN old_id END, 0,
-       op <> 'INSERT', old_label,
-       op = 'INSERT' OR (op = 'UPDATE' AND old_id = new_id), new_label),
-      (CASE WHEN op = 'UPDATE' AND old_id IS DISTINCT FROM new_id THEN new_id END, 1,
-       false, NULL::jsonb, true, new_label)
-  ) AS x(rid, ord, bp, b, ap, a)
-  WHERE ev.op IN ('INSERT', 'UPDATE', 'DELETE') AND x.rid IS NOT NULL
-    AND ev.prot_epoch = (SELECT prot_epoch FROM cur)
+  SELECT seq, 0 AS ord, op, trunc_epoch,
+         CASE WHEN op = 'INSERT' THEN new_id ELSE old_id END AS rid,
+         op <> 'INSERT' AS bp, old_label AS b,
+         op = 'INSERT' OR (op = 'UPDATE' AND old_id = new_id) AS ap, new_label AS a
+  FROM ev
+  WHERE op IN ('INSERT', 'UPDATE', 'DELETE') AND prot_epoch = (SELECT prot_epoch FROM cur)
+    AND (CASE WHEN op = 'INSERT' THEN new_id ELSE old_id END) IS NOT NULL
+  UNION ALL
+  SELECT seq, 1, op, trunc_epoch, new_id, false, NULL::jsonb, true, new_label
+  FROM ev
+  WHERE op = 'UPDATE' AND old_id IS DISTINCT FROM new_id AND new_id IS NOT NULL
+    AND prot_epoch = (SELECT prot_epoch FROM cur)
 )
 """
 
-_EVENT_COLS = ("seq, op, session_user_name, current_user_name, application_name, client_addr, txid, "
-               "logged_at")
-
-
 def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
+    """Replay the trail per id: gaps between recorded changes, and the final state against the table."""
     sql = _sql()
     t = n.trail_ident
-    # 1. gaps: a recorded change that does not start where the previous one for that id ended
-    gaps = conn.execute(sql.SQL(_TRANSITIONS + """
+    tbl = sql.SQL("SELECT to_jsonb({id}) AS rid, to_jsonb({label}) AS lab FROM {tbl}").format(
+        id=n.id, label=n.label, tbl=n.table)
+    conn.execute("SET LOCAL work_mem = '256MB'")
+    rows = conn.execute(sql.SQL(_TRANSITIONS + """
         , chk AS (
           SELECT tr.*, lag(ap) OVER p AS prev_ap, lag(a) OVER p AS prev_a,
                  lag(trunc_epoch) OVER p AS prev_epoch, lag(seq) OVER p AS prev_seq
           FROM tr WINDOW p AS (PARTITION BY rid ORDER BY seq, ord)
-        )
-        SELECT rid, seq, op, bp, b, prev_seq, prev_ap, prev_a, count(*) OVER ()
-        FROM chk, cur
-        WHERE (prev_seq IS NOT NULL AND prev_epoch = chk.trunc_epoch
-               AND (bp IS DISTINCT FROM prev_ap OR (bp AND b IS DISTINCT FROM prev_a)))
-           OR (prev_seq IS NOT NULL AND prev_epoch <> chk.trunc_epoch AND bp)
-           OR (prev_seq IS NULL AND chk.trunc_epoch > cur.start_trunc AND bp)
-        ORDER BY seq LIMIT %s""").format(t=t), (_LIST_LIMIT,)).fetchall()
-    for rid, seq, op, bp, b, prev_seq, prev_ap, prev_a, _n in gaps:
-        expected = _state(prev_ap, prev_a) if prev_seq is not None else "absent (after a TRUNCATE)"
-        report.trail_mismatches.append({
-            "id": rid, "kind": "gap", "seq": seq, "op": op, "previous_seq": prev_seq,
-            "expected": expected, "actual": _state(bp, b),
-            "message": f"trail row {seq} ({op}) starts from {_state(bp, b)} but the trail left id {_fmt(rid)} "
-                       f"at {expected}: a change in between was not recorded (trigger bypassed)"})
-    # 2. final state: replaying the trail must give the table's current labels
-    tbl = sql.SQL("SELECT to_jsonb({id}) AS rid, to_jsonb({label}) AS lab FROM {tbl}").format(
-        id=n.id, label=n.label, tbl=n.table)
-    finals = conn.execute(sql.SQL(_TRANSITIONS + """
-        , last AS (
+        ), gaps AS (
+          SELECT 'gap'::text AS kind, rid, seq, op, bp AS s1, b AS v1, prev_ap AS s2, prev_a AS v2, prev_seq
+          FROM chk, cur
+          WHERE (prev_seq IS NOT NULL AND prev_epoch = chk.trunc_epoch
+                 AND (bp IS DISTINCT FROM prev_ap OR (bp AND b IS DISTINCT FROM prev_a)))
+             OR (prev_seq IS NOT NULL AND prev_epoch <> chk.trunc_epoch AND bp)
+             OR (prev_seq IS NULL AND chk.trunc_epoch > cur.start_trunc AND bp)
+        ), last AS (
           SELECT DISTINCT ON (rid) rid, seq, op, ap, a, trunc_epoch FROM tr ORDER BY rid, seq DESC, ord DESC
         ), expect AS (
           SELECT l.*, (l.ap AND l.trunc_epoch = cur.trunc_epoch) AS present FROM last l, cur
-        ), cur_rows AS ({tbl})
-        SELECT e.rid, e.seq, e.op, e.present, e.a, (c.rid IS NOT NULL) AS in_table, c.lab, count(*) OVER ()
-        FROM expect e LEFT JOIN cur_rows c ON c.rid = e.rid
-        WHERE e.present IS DISTINCT FROM (c.rid IS NOT NULL) OR (e.present AND e.a IS DISTINCT FROM c.lab)
-        ORDER BY e.seq LIMIT %s""").format(t=t, tbl=tbl), (_LIST_LIMIT,)).fetchall()
-    for rid, seq, op, present, a, in_table, lab, _n in finals:
-        report.trail_mismatches.append({
-            "id": rid, "kind": "final_state", "seq": seq, "op": op,
-            "expected": _state(present, a), "actual": _state(in_table, lab),
-            "message": f"id {_fmt(rid)}: the trail's last change (row {seq}, {op}) leaves it at "
-                       f"{_state(present, a)} but the table has {_state(in_table, lab)}: "
-                       "changed with the trigger bypassed"})
-    # 3. after a TRUNCATE, every row must have arrived through a recorded INSERT
-    strays: list = []
-    truncated = conn.execute(sql.SQL(_TRANSITIONS + " SELECT trunc_epoch > start_trunc FROM cur").format(
-        t=t)).fetchone()[0]
+        ), cur_rows AS ({tbl}
+        ), finals AS (
+          SELECT 'final'::text AS kind, e.rid, e.seq, e.op, e.present AS s1, e.a AS v1,
+                 (c.rid IS NOT NULL) AS s2, c.lab AS v2, NULL::bigint AS prev_seq
+          FROM expect e LEFT JOIN cur_rows c ON c.rid = e.rid
+          WHERE e.present IS DISTINCT FROM (c.rid IS NOT NULL) OR (e.present AND e.a IS DISTINCT FROM c.lab)
+        )
+        (SELECT *, count(*) OVER () FROM gaps ORDER BY seq LIMIT %s)
+        UNION ALL
+        (SELECT *, count(*) OVER () FROM finals ORDER BY seq LIMIT %s)
+        UNION ALL
+        SELECT 'state', NULL, NULL, NULL, trunc_epoch > start_trunc, NULL, NULL, NULL, NULL, 0 FROM cur
+        """).format(t=t, tbl=tbl), (_LIST_LIMIT, _LIST_LIMIT)).fetchall()
+    counts = {"gap": 0, "final": 0}
+    truncated = False
+    for kind, rid, seq, op, s1, v1, s2, v2, prev_seq, cnt in rows:
+        if kind == "state":
+            truncated = bool(s1)
+            continue
+        counts[kind] = cnt
+        if kind == "gap":
+            # a recorded change that does not start where the previous one for that id ended
+            expected = _state(s2, v2) if prev_seq is not None else "absent (after a TRUNCATE)"
+            report.trail_mismatches.append({
+                "id": rid, "kind": "gap", "seq": seq, "op": op, "previous_seq": prev_seq,
+                "expected": expected, "actual": _state(s1, v1),
+                "message": f"trail row {seq} ({op}) starts from {_state(s1, v1)} but the trail left id "
+                           f"{_fmt(rid)} at {expected}: a change in between was not recorded (trigger bypassed)"})
+        else:
+            # replaying the trail must give the table's current labels
+            report.trail_mismatches.append({
+                "id": rid, "kind": "final_state", "seq": seq, "op": op,
+                "expected": _state(s1, v1), "actual": _state(s2, v2),
+                "message": f"id {_fmt(rid)}: the trail's last change (row {seq}, {op}) leaves it at "
+                           f"{_state(s1, v1)} but the table has {_state(s2, v2)}: changed with the trigger bypassed"})
+    n_strays = 0
     if truncated:
+        # after a TRUNCATE, every row must have arrived through a recorded INSERT
         strays = conn.execute(sql.SQL(_TRANSITIONS + """
             , cur_rows AS ({tbl})
             SELECT c.rid, c.lab, count(*) OVER () FROM cur_rows c, cur
             WHERE NOT EXISTS (SELECT 1 FROM tr WHERE tr.rid = c.rid AND tr.trunc_epoch = cur.trunc_epoch)
             LIMIT %s""").format(t=t, tbl=tbl), (_LIST_LIMIT,)).fetchall()
-    for rid, lab, _n in strays:
-        report.trail_mismatches.append({
-            "id": rid, "kind": "final_state", "seq": None, "op": None,
-            "expected": "absent (table truncated)", "actual": _state(True, lab),
-            "message": f"id {_fmt(rid)} is in the table but the trail records no INSERT since the last "
-                       "TRUNCATE: inserted with the trigger bypassed"})
-    report.n_trail_mismatches = sum(rows[0][-1] for rows in (gaps, finals, strays) if rows)
+        for rid, lab, cnt in strays:
+            n_strays = cnt
+            report.trail_mismatches.append({
+                "id": rid, "kind": "final_state", "seq": None, "op": None,
+                "expected": "absent (table truncated)", "actual": _state(True, lab),
+                "message": f"id {_fmt(rid)} is in the table but the trail records no INSERT since the last "
+                           "TRUNCATE: inserted with the trigger bypassed"})
+    report.n_trail_mismatches = counts["gap"] + counts["final"] + n_strays
     _notes_from_protect_events(conn, n, report)
 
 

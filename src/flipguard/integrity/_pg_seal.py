@@ -78,18 +78,20 @@ def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict],
     if not changes:
         return [], []
     keys = sorted({str(c["id"]) for c in changes})
-    who = ("seq, op, session_user_name, current_user_name, application_name, client_addr, txid, "
-           "logged_at")
+    who = ", ".join(f"e.{c}" for c in ("seq", "op", "session_user_name", "current_user_name",
+                                          "application_name", "client_addr", "txid", "logged_at"))
     rows = conn.execute(sql.SQL(_TRANSITIONS + """
         SELECT rid #>> '{{}}', bp, b #>> '{{}}', ap, a #>> '{{}}', tr.trunc_epoch, cur.trunc_epoch, """ + who + """
-        FROM tr, cur WHERE rid #>> '{{}}' = ANY(%s) ORDER BY seq, ord""").format(t=n.trail_ident),
+        FROM tr JOIN {t} e ON e.seq = tr.seq, cur
+        WHERE rid #>> '{{}}' = ANY(%s) ORDER BY tr.seq, tr.ord""").format(t=n.trail_ident),
         (keys,)).fetchall()
     by_id: dict[str, list] = {}
     for r in rows:
         by_id.setdefault(r[0], []).append(r)
     truncates = conn.execute(sql.SQL(_TRANSITIONS + """
-        SELECT ev.trunc_epoch, """ + ", ".join("ev." + c.strip() for c in who.split(",")) + """
-        FROM ev, cur WHERE ev.op = 'TRUNCATE' AND ev.prot_epoch = cur.prot_epoch ORDER BY ev.seq""").format(
+        SELECT ev.trunc_epoch, """ + who + """
+        FROM ev JOIN {t} e ON e.seq = ev.seq, cur
+        WHERE ev.op = 'TRUNCATE' AND ev.prot_epoch = cur.prot_epoch ORDER BY ev.seq""").format(
             t=n.trail_ident)).fetchall()
     last_trunc = truncates[-1] if truncates else None
 

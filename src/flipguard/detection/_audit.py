@@ -78,6 +78,9 @@ class LabelAudit:
         Names of the two embedding axes.
     params : dict
         The detector's parameters, for the record.
+    details : dict
+        Detector-specific facts (e.g. ``"confident_estimate"``: confident
+        learning's more conservative flip count; which evidence was used).
     """
 
     method: str
@@ -97,11 +100,12 @@ class LabelAudit:
     embedding: np.ndarray | None = field(default=None, repr=False)
     embedding_axes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     # -- sizes ----------------------------------------------------------------
     @property
     def n_samples(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def n_classes(self) -> int:
@@ -177,6 +181,7 @@ class LabelAudit:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-row table, as plain JSON-ready values."""
+        ids = self.row_ids()
         return _plain({
             "method": self.method,
             "n_rows": self.n_samples,
@@ -189,12 +194,13 @@ class LabelAudit:
             "warnings": list(self.warnings),
             "evidence": self.evidence,
             "disagreements": [
-                {"row": int(d["row"]), "id": _py(self.row_ids()[d["row"]]), "source": d["source"],
+                {"row": int(d["row"]), "id": _py(ids[d["row"]]), "source": d["source"],
                  "label": _py(self.label_values(self.labels[d["row"]])),
                  "expected": _py(self.label_values(d["expected"]))}
                 for d in self.disagreements
             ],
             "params": self.params,
+            "details": self.details,
         })
 
     def to_dict(self, rows: bool = True) -> dict[str, Any]:

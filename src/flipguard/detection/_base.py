@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 
 from .._validation import Interval, validate_params
 from ..exceptions import DataError, InvalidParameterError
@@ -51,7 +52,7 @@ def detector_names() -> list[str]:
     return sorted(DETECTORS)
 
 
-def make_detector(name: str, **params) -> "BaseDetector":
+def make_detector(name: str, **params) -> BaseDetector:
     """An unconfigured detector by registry name, e.g. ``make_detector("knn", n_neighbors=10)``."""
     try:
         cls = DETECTORS[name]
@@ -90,7 +91,7 @@ class TrustedLabels:
 
     @property
     def n_samples(self) -> int:
-        return int(len(self.y))
+        return len(self.y)
 
     def in_data(self) -> tuple[np.ndarray, np.ndarray]:
         """``(positions in the data, verified codes)`` of the trusted rows that are in the data."""
@@ -138,7 +139,7 @@ class _Inputs:
 
     @property
     def n_samples(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
 
 @dataclass
@@ -155,6 +156,8 @@ class _Findings:
     quality_probs: np.ndarray | None = None
     quality_name: str | None = None
     quality_usable: bool | None = None
+    quality: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def check_labels(labels, n_classes: int | None = None) -> np.ndarray:
@@ -193,41 +196,71 @@ def check_pred_probs(pred_probs, n_samples: int) -> np.ndarray:
     return p
 
 
+#: One-sided 1% critical value of the standard normal distribution.
+_Z_USABLE = 2.33
+
+
 def model_quality(labels: np.ndarray, probs: np.ndarray, *, model: str | None = None,
                   cv: int | None = None) -> dict[str, Any]:
-    """Agreement of out-of-fold predictions with the observed labels.
+    """How well out-of-fold predictions agree with the observed labels.
 
     Returns ``model``, ``cv``, ``accuracy``, ``balanced_accuracy``, ``chance``
-    (``1/K``, the balanced accuracy of guessing), ``lift`` (how far above
-    chance, as a fraction of the way from chance to perfect) and ``usable``.
+    (``1/K``, the balanced accuracy of guessing), ``auroc`` (macro one-vs-rest
+    area under the ROC curve of the probabilities, 0.5 = chance), and
+    ``usable``.
 
-    The labels are the observed, possibly flipped ones, so a perfect model
-    scores below 1 on flipped data (about ``1 - rate`` under random flips).
-    A model is judged *usable* for auditing when its balanced accuracy is
-    above chance by at least 0.05 of the range and by three standard errors
-    (``sqrt(chance * (1 - chance) / n_smallest_class)``); below that it cannot
-    tell a flipped label from a hard one.
+    The labels are the observed, possibly flipped ones, so even a perfect
+    model scores below 1 on flipped data (accuracy about ``1 - rate`` under
+    random flips).  Accuracy and balanced accuracy depend on the 0.5
+    threshold, which a model trained on imbalanced data rarely crosses for
+    the rare class; the AUROC does not, so usability is judged from it: the
+    model is *usable* for auditing when its AUROC beats 0.5 by at least 0.05
+    and significantly: by ``2.33`` standard errors of the AUROC of a useless
+    model (a one-sided test at the 1% level; standard error
+    ``sqrt((n1 + n0 + 1) / (12 n1 n0))``, Hanley & McNeil 1982, for the
+    smallest class against the rest).  Below that it cannot tell a flipped
+    label from a hard one.  ``weak`` is True for a usable model with an
+    AUROC below 0.6.
     """
     n_classes = probs.shape[1]
     pred = np.argmax(probs, axis=1)
     counts = np.bincount(labels, minlength=n_classes)
     hits = np.bincount(labels[pred == labels], minlength=n_classes)
-    present = counts > 0
+    present = np.flatnonzero(counts > 0)
     recall = hits[present] / counts[present]
-    bal = float(recall.mean())
-    chance = 1.0 / int(present.sum())
-    se = float(np.sqrt(chance * (1 - chance) / max(1, counts[present].min())))
-    lift = (bal - chance) / (1 - chance)
-    usable = bool(lift >= 0.05 and bal - chance >= 3 * se / np.sqrt(present.sum()))
+    aucs = []
+    for c in present:
+        pos = labels == c
+        aucs.append(_auroc(pos, probs[:, c]))
+        if n_classes == 2:
+            break  # both columns give the same AUROC
+    auroc = float(np.mean(aucs))
+    n1 = int(counts[present].min())
+    n0 = int(len(labels) - n1)
+    se = float(np.sqrt((n1 + n0 + 1) / (12.0 * n1 * n0))) if n0 > 0 else 1.0
+    usable = bool(auroc - 0.5 >= max(0.05, _Z_USABLE * se))
     return {
         "model": model,
         "cv": cv,
         "accuracy": float(np.mean(pred == labels)),
-        "balanced_accuracy": bal,
-        "chance": chance,
-        "lift": float(lift),
+        "balanced_accuracy": float(recall.mean()),
+        "chance": 1.0 / len(present),
+        "auroc": auroc,
         "usable": usable,
+        "weak": bool(usable and auroc < 0.6),
     }
+
+
+def _auroc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve from the Mann-Whitney rank sum (ties get average ranks)."""
+    from scipy.stats import rankdata
+
+    n1 = int(np.count_nonzero(positive))
+    n0 = len(positive) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
 def flags_transitions(labels: np.ndarray, suggested: np.ndarray, flags: np.ndarray,
@@ -294,9 +327,12 @@ class BaseDetector(BaseEstimator):
         LabelAudit
         """
         validate_params(self)
-        inputs = self._check(labels, pred_probs, X, trusted, sources, classes, random_state)
-        found = self._audit(inputs)
-        return self._assemble(inputs, found, classes, ids, quality)
+        # Our own matrix work is small; BLAS threads only fight other processes
+        # (and the OpenMP pools of models) on a busy machine.
+        with threadpool_limits(limits=1, user_api="blas"):
+            inputs = self._check(labels, pred_probs, X, trusted, sources, classes, random_state)
+            found = self._audit(inputs)
+            return self._assemble(inputs, found, classes, ids, quality)
 
     # -- for subclasses --------------------------------------------------------------
     def _audit(self, inputs: _Inputs) -> _Findings:  # pragma: no cover - abstract
@@ -371,12 +407,22 @@ class BaseDetector(BaseEstimator):
         probs = found.quality_probs if found.quality_probs is not None else inputs.pred_probs
         mq = dict(quality or {})
         if probs is not None:
-            mq = {**model_quality(labels, probs, model=mq.get("model", found.quality_name),
-                                  cv=mq.get("cv")), **{k: v for k, v in mq.items()
-                                                       if k not in ("model", "cv")}}
+            own = found.quality_probs is not None  # the detector judged with its own predictions
+            computed = found.quality if found.quality is not None and not own \
+                else model_quality(labels, probs)
+            extra = {k: v for k, v in mq.items() if k not in ("model", "cv")}
+            mq = {**computed, "model": found.quality_name if own else mq.get("model"),
+                  "cv": None if own else mq.get("cv"), **extra}
             if found.quality_usable is not None:
                 mq["usable"] = bool(found.quality_usable)
         warns = list(found.warnings)
+        if mq.get("usable") is False and not any("chance" in w for w in warns):
+            warns.append(quality_warning(mq))
+        elif mq.get("weak"):
+            warns.append(f"{mq.get('model') or 'the model'}'s out-of-fold predictions are weak "
+                         f"(AUROC {mq['auroc']:.2f} against the observed labels): the flip estimate "
+                         "mixes flipped labels with rows the model itself gets wrong. A stronger "
+                         "--model or independent evidence (--trusted, --rules) would sharpen it.")
         evidence, disagreements = summarise_sources(labels, inputs.sources)
         return LabelAudit(
             method=self.detector_name, labels=labels, scores=np.asarray(found.scores, dtype=np.float64),
@@ -386,7 +432,18 @@ class BaseDetector(BaseEstimator):
             ids=None if ids is None else np.asarray(ids),
             model_quality=mq, warnings=warns, evidence=evidence, disagreements=disagreements,
             components=found.components, params=_plain_params(self.get_params()),
+            details=dict(found.details),
         )
+
+
+def quality_warning(quality: dict) -> str:
+    """The warning for a model too weak to judge labels."""
+    name = quality.get("model") or "the model"
+    return (f"{name}'s out-of-fold predictions agree with the labels hardly better than chance "
+            f"(AUROC {quality['auroc']:.2f}, balanced accuracy {quality['balanced_accuracy']:.2f}, "
+            f"chance {quality['chance']:.2f}): it cannot tell a flipped label from a hard one, so "
+            "its flags and flip estimate mean little. Try another --model, more features, or "
+            "independent evidence (--trusted, --rules, --reference-label).")
 
 
 def summarise_sources(labels: np.ndarray, sources) -> tuple[list[dict], list[dict]]:

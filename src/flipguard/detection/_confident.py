@@ -87,7 +87,9 @@ def confident_joint(labels: np.ndarray, pred_probs: np.ndarray, *, calibrate: bo
     guess = np.where(n_above > 1, pred_probs.argmax(axis=1), above.argmax(axis=1))
     guess[n_above == 0] = -1
     sure = guess >= 0
-    joint = np.bincount(labels[sure] * K + guess[sure], minlength=K * K).reshape(K, K)
+    # Built as the (guess, observed) confusion matrix and transposed, so the memory
+    # layout (and with it numpy's summation order) matches cleanlab's bit for bit.
+    joint = np.bincount(guess[sure] * K + labels[sure], minlength=K * K).reshape(K, K).T
     np.fill_diagonal(joint, joint.diagonal().clip(min=1))
     if calibrate:
         joint = calibrate_confident_joint(joint, np.bincount(labels, minlength=K))

@@ -1,0 +1,324 @@
+"""Evidence from a small set of verified labels: a trusted model and a batched RONI test."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+
+from .._validation import HasMethods, Interval, StrOptions
+from ..exceptions import DataError
+from ..models import MODEL_NAMES, make_model, predict_scores, single_threaded
+from ._base import BaseDetector, TrustedLabels, _Findings, _Inputs, register
+
+__all__ = ["RoniResult", "TrustedModel", "roni_test", "trusted_model_probs"]
+
+_SEED_MAX = np.iinfo(np.int32).max
+
+
+def trusted_model_probs(X: np.ndarray, trusted: TrustedLabels, n_classes: int, *, model="logreg",
+                        cv: int = 5, rng=None) -> np.ndarray:
+    """Probabilities for every data row from a model fitted on the trusted rows only.
+
+    Data rows that are themselves trusted rows get cross-fitted predictions
+    (a model that did not see them), so their own verified label never
+    leaks into their score.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes)
+    """
+    rng = np.random.RandomState(0) if rng is None else rng
+    tX, ty = trusted.X, trusted.y
+    if len(np.unique(ty)) < 2:
+        raise DataError("the trusted set has a single class; a trusted model needs at least two")
+    est = _fit(make_model(model, random_state=rng.randint(_SEED_MAX)), tX, ty)
+    probs = predict_scores(est, X, n_classes)
+    rows, _ = trusted.in_data()
+    if len(rows):
+        in_data = np.asarray(trusted.rows) >= 0
+        folds = _folds(len(ty), cv, rng)
+        for f in range(folds.max() + 1):
+            test = (folds == f) & in_data
+            train = folds != f
+            if not test.any() or len(np.unique(ty[train])) < 2:
+                continue
+            est_f = _fit(make_model(model, random_state=rng.randint(_SEED_MAX)), tX[train], ty[train])
+            probs[np.asarray(trusted.rows)[test]] = predict_scores(est_f, tX[test], n_classes)
+    return probs
+
+
+@dataclass
+class RoniResult:
+    """Outcome of :func:`roni_test`.
+
+    Attributes
+    ----------
+    groups : list of ndarray
+        Row positions of each tested group.
+    impact : ndarray of shape (n_groups,)
+        Mean log-loss on the trusted rows with the group in the training data
+        minus without it: **positive = the group's labels do harm** (the
+        group is rejected).
+    base_loss : float
+        Mean trusted log-loss of the model trained on every untrusted row.
+    """
+
+    groups: list
+    impact: np.ndarray
+    base_loss: float
+
+    @property
+    def rejected(self) -> np.ndarray:
+        return self.impact > 0
+
+
+def roni_test(X: np.ndarray, labels: np.ndarray, trusted: TrustedLabels, groups, n_classes: int, *,
+              model="logreg", max_fit_samples: int = 20_000, rng=None) -> RoniResult:
+    """Reject On Negative Impact, one refit per *group* of candidate rows.
+
+    The model is trained on the untrusted rows with their observed labels,
+    then once more without each group; the change in log-loss on the trusted
+    rows is the group's impact.  Testing groups (e.g. a region whose labels
+    were flipped together) instead of single rows keeps the number of refits
+    small and catches self-consistent flips that a single-row test cannot
+    see, since each flipped row is supported by its flipped neighbours.
+    Training sets above ``max_fit_samples`` rows are subsampled (seeded),
+    always keeping the group's rows in the "with" fit.
+
+    References
+    ----------
+    .. [1] B. Nelson, M. Barreno, F. J. Chi, A. D. Joseph, B. I. P. Rubinstein,
+       U. Saini, C. Sutton, J. D. Tygar, K. Xia. "Exploiting Machine Learning
+       to Subvert Your Spam Filter". USENIX LEET 2008 (the RONI defence).
+    """
+    rng = np.random.RandomState(0) if rng is None else rng
+    n = len(labels)
+    pool = np.ones(n, dtype=bool)
+    rows, _ = trusted.in_data()
+    pool[rows] = False
+    candidates = np.flatnonzero(pool)
+    if len(candidates) > max_fit_samples:
+        base_rows = np.sort(rng.choice(candidates, size=max_fit_samples, replace=False))
+    else:
+        base_rows = candidates
+    seed = rng.randint(_SEED_MAX)
+    tX, ty = trusted.X, trusted.y
+
+    def loss(train_rows) -> float:
+        y_fit = labels[train_rows]
+        if len(np.unique(y_fit)) < 2:
+            return float("inf")
+        est = _fit(make_model(model, random_state=seed), X[train_rows], y_fit)
+        p = predict_scores(est, tX, n_classes)
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(ty)), ty], 1e-6, 1.0))))
+
+    base_loss = loss(base_rows)
+    impact = np.zeros(len(groups))
+    for g, members in enumerate(groups):  # one refit per group, not per row
+        members = np.asarray(members)
+        with_g = np.union1d(base_rows, members[pool[members]])
+        without_g = np.setdiff1d(base_rows, members, assume_unique=False)
+        impact[g] = loss(with_g) - loss(without_g)
+    return RoniResult(groups=list(groups), impact=impact, base_loss=base_loss)
+
+
+def candidate_groups(X: np.ndarray, labels: np.ndarray, suggested: np.ndarray, candidates: np.ndarray,
+                     *, max_groups: int, min_group_size: int, rng) -> list[np.ndarray]:
+    """Split candidate rows into groups of one flip direction and one region.
+
+    Candidates are first split by (observed label, suggested label), then
+    each part by k-means on standardised features into at most
+    ``len(part) // min_group_size`` regions; ``max_groups`` caps the total
+    (spread over the parts in proportion to their size).
+    """
+    cand = np.asarray(candidates)
+    if len(cand) == 0:
+        return []
+    mu = X.mean(axis=0)
+    sd = X.std(axis=0)
+    sd[sd == 0] = 1.0
+    pair = labels[cand] * (int(max(labels.max(), suggested.max())) + 1) + suggested[cand]
+    parts = [cand[pair == v] for v in np.unique(pair)]
+    groups: list[np.ndarray] = []
+    for part in parts:
+        share = max(1, int(round(max_groups * len(part) / len(cand))))
+        k = int(max(1, min(share, len(part) // max(1, min_group_size))))
+        if k == 1:
+            groups.append(np.sort(part))
+            continue
+        Z = (X[part] - mu) / sd
+        km = KMeans(n_clusters=k, n_init=3, random_state=rng.randint(_SEED_MAX)).fit(Z)
+        for c in range(k):
+            members = part[km.labels_ == c]
+            if len(members):
+                groups.append(np.sort(members))
+    return groups
+
+
+@register("trusted")
+class TrustedModel(BaseDetector):
+    """Use a small set of verified labels: a trusted model plus a RONI test of suspect groups.
+
+    1. A model fitted on the trusted rows only predicts every data row
+       (cross-fitted for data rows that are trusted rows).  Rows it assigns
+       to another class are *candidates*.
+    2. Candidates are grouped by flip direction and region (k-means), and
+       each group gets a Reject-On-Negative-Impact test (Nelson et al.,
+       2008): retrain the base model without the group and see whether its
+       log-loss on the trusted rows improves.  Groups whose labels do harm
+       are flagged.
+    3. Trusted rows that are part of the data are direct evidence: flagged
+       when their observed label differs from the verified one, never
+       flagged otherwise.
+
+    This is the answer to *self-consistent* flips (``ClusterFlip``): a whole
+    region relabelled together looks clean to out-of-fold confidence and to
+    neighbour votes, because every flipped row is supported by its flipped
+    neighbours; a model that never saw the poisoned labels is not fooled.
+
+    Score: ``(1 - p_trusted[given] + rejected) / 2``, where ``rejected`` is 1
+    for rows in a group the RONI test rejected; trusted rows in the data
+    score 1 (flipped) or 0 (verified).  Higher = more likely flipped.
+    Suggested label: the trusted model's prediction (the verified label for
+    trusted rows).  Needs ``X`` and ``trusted``.
+
+    Parameters
+    ----------
+    model : str or scikit-learn classifier, default="logreg"
+        Used for the trusted model and for the RONI refits.
+    roni : bool, default=True
+        Run the RONI test; without it every candidate is flagged.
+    max_groups : int, default=24
+        At most this many RONI groups (refits).
+    min_group_size : int, default=5
+        Candidates per k-means region, at least.
+    max_fit_samples : int, default=20_000
+        RONI refits use at most this many rows (a seeded subsample).
+    cv : int, default=5
+        Folds for the cross-fitted predictions of trusted rows in the data.
+    random_state : int, RandomState instance or None, default=None
+
+    References
+    ----------
+    .. [1] B. Nelson et al. "Exploiting Machine Learning to Subvert Your Spam
+       Filter". USENIX LEET, 2008 (Reject On Negative Impact).
+    .. [2] B. Frenay, M. Verleysen. "Classification in the Presence of Label
+       Noise: a Survey". IEEE TNNLS 25(5), 2014 (trusted / verified subsets).
+    """
+
+    _parameter_constraints = {
+        "model": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
+        "roni": ["boolean"],
+        "max_groups": [Interval(Integral, 1, None, closed="left")],
+        "min_group_size": [Interval(Integral, 1, None, closed="left")],
+        "max_fit_samples": [Interval(Integral, 10, None, closed="left")],
+        "cv": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+    needs_pred_probs = False
+    needs_X = True
+    needs_trusted = True
+
+    def __init__(self, *, model="logreg", roni=True, max_groups=24, min_group_size=5,
+                 max_fit_samples=20_000, cv=5, random_state=None):
+        self.model = model
+        self.roni = roni
+        self.max_groups = max_groups
+        self.min_group_size = min_group_size
+        self.max_fit_samples = max_fit_samples
+        self.cv = cv
+        self.random_state = random_state
+
+    def _audit(self, inputs: _Inputs) -> _Findings:
+        ev = trusted_evidence(inputs, model=self.model, roni=self.roni, max_groups=self.max_groups,
+                              min_group_size=self.min_group_size,
+                              max_fit_samples=self.max_fit_samples, cv=self.cv)
+        return _Findings(scores=ev.scores, flags=ev.flags, suggested=ev.suggested,
+                         components={"trusted": ev.scores}, quality_probs=ev.probs,
+                         quality_name=f"{_name(self.model)} on {inputs.trusted.n_samples} trusted rows",
+                         details=ev.details, warnings=ev.warnings)
+
+
+@dataclass
+class _TrustedEvidence:
+    probs: np.ndarray
+    scores: np.ndarray
+    flags: np.ndarray
+    suggested: np.ndarray
+    rejected: np.ndarray     # rows in RONI-rejected groups
+    verified_rows: np.ndarray
+    verified_codes: np.ndarray
+    details: dict
+    warnings: list
+
+
+def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size, max_fit_samples,
+                     cv) -> _TrustedEvidence:
+    labels, K, X, trusted, rng = inputs.labels, inputs.n_classes, inputs.X, inputs.trusted, inputs.rng
+    n = len(labels)
+    rows = np.arange(n)
+    warns = []
+    if len(np.unique(trusted.y)) >= 2:
+        probs = trusted_model_probs(X, trusted, K, model=model, cv=cv, rng=rng)
+        pred = np.argmax(probs, axis=1)
+    else:  # no model from one class: the verified rows themselves are the only evidence
+        probs = np.zeros((n, K))
+        probs[rows, labels] = 1.0
+        pred = labels.copy()
+        warns.append("the trusted rows all have one class, so no trusted model was fitted; "
+                     "only the trusted rows themselves are checked")
+    candidates = np.flatnonzero(pred != labels)
+    v_rows, v_codes = trusted.in_data()
+    is_verified = np.zeros(n, dtype=bool)
+    is_verified[v_rows] = True
+    candidates = candidates[~is_verified[candidates]]
+    rejected = np.zeros(n, dtype=bool)
+    details = {"trusted_rows": trusted.n_samples, "trusted_rows_in_data": len(v_rows),
+               "candidates": len(candidates)}
+    if roni and len(candidates):
+        groups = candidate_groups(X, labels, pred, candidates, max_groups=max_groups,
+                                  min_group_size=min_group_size, rng=rng)
+        result = roni_test(X, labels, trusted, groups, K, model=model,
+                           max_fit_samples=max_fit_samples, rng=rng)
+        for g, bad in zip(result.groups, result.rejected):
+            if bad:
+                rejected[g] = True
+        details.update({"roni_groups": len(groups), "roni_rejected_groups": int(result.rejected.sum()),
+                        "roni_rejected_rows": int(rejected.sum())})
+    elif not roni:
+        rejected[candidates] = True
+    scores = (1.0 - probs[rows, labels] + rejected) / 2.0
+    flags = rejected.copy()
+    suggested = np.where(pred != labels, pred, labels)
+    direct = v_codes != labels[v_rows]
+    scores[v_rows] = direct.astype(float)
+    flags[v_rows] = direct
+    suggested[v_rows] = v_codes
+    details["trusted_rows_flipped"] = int(direct.sum())
+    return _TrustedEvidence(probs=probs, scores=scores, flags=flags, suggested=suggested,
+                            rejected=rejected, verified_rows=v_rows, verified_codes=v_codes,
+                            details=details, warnings=warns)
+
+
+def _fit(est, X, y):
+    with warnings.catch_warnings(), single_threaded():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y)
+    return est
+
+
+def _folds(n: int, cv: int, rng) -> np.ndarray:
+    k = int(max(2, min(cv, n)))
+    order = rng.permutation(n)
+    folds = np.empty(n, dtype=np.int64)
+    folds[order] = np.arange(n) % k
+    return folds
+
+
+def _name(model) -> str:
+    return model if isinstance(model, str) else type(model).__name__

@@ -302,7 +302,7 @@ def test_certificate_curve_and_serialisation():
     assert curve[0]["fraction_certified"] == 1.0
     assert curve[-1]["radius"] == cert.max_radius + 1 and curve[-1]["fraction_certified"] == 0.0
     acc = [p["certified_accuracy"] for p in curve]
-    assert all(a >= b for a, b in zip(acc, acc[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(acc))
     assert cert.max_radius <= 11 // 2
     clf = PartitionAggregationClassifier(n_partitions=11, random_state=0).fit(X[:400], y[:400])
     assert acc[0] == pytest.approx(np.mean(clf.predict(X[400:]) == y[400:]))
@@ -377,8 +377,8 @@ def test_cli_certify_bad_input(cli, breast_cancer_csv, tmp_path):
     r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--partitions", "0")
     assert (r.exit_code, r.stderr) == (2, "Error: --partitions must be at least 1; got 0\n")
     r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--model", "svm")
-    assert (r.exit_code, r.stderr) == (2, "Error: --model must be one of logreg, linsvm, rf, hgb, knn, "
-                                          "mlp; got 'svm'\n")
+    assert (r.exit_code, r.stderr) == (2, ("Error: --model must be one of logreg, linsvm, rf, hgb, knn, "
+                                           "mlp; got 'svm'\n"))
     r = cli("certify", tmp_path / "missing.csv", "--label", "diagnosis")
     assert (r.exit_code, r.stderr) == (2, f"Error: {tmp_path / 'missing.csv'}: no such file\n")
     bad = tmp_path / "test.csv"
@@ -386,5 +386,5 @@ def test_cli_certify_bad_input(cli, breast_cancer_csv, tmp_path):
     r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--test", bad)
     assert r.exit_code == 2 and r.stderr.startswith(f"Error: {bad}: column(s) mean_radius, ")
     r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--out", breast_cancer_csv)
-    assert (r.exit_code, r.stderr) == (2, f"Error: --out {breast_cancer_csv} is the input file; "
-                                          "flipguard never modifies its input\n")
+    assert (r.exit_code, r.stderr) == (2, (f"Error: --out {breast_cancer_csv} is the input file; "
+                                           "flipguard never modifies its input\n"))

@@ -39,7 +39,7 @@ HOLDOUT = 0.2
 def certify_cmd(
     data: DataArg,
     label: LabelOpt,
-    id: IdOpt = None,  # noqa: A002
+    id: IdOpt = None,
     partitions: Annotated[int, typer.Option("--partitions", "-k",
                                             help="Number of partitions (one model each); radii are at most k/2.")] = 50,
     model: ModelOpt = "logreg",
@@ -95,7 +95,7 @@ def certify_cmd(
     _render(cert, result)
 
 
-def _train_test(data, test, label, id, table, seed) -> dict:  # noqa: A002
+def _train_test(data, test, label, id, table, seed) -> dict:
     """Training and test arrays, encoded the same way."""
     ds = load(data, label=label, id=id, table=table)
     if test is None:
@@ -111,7 +111,7 @@ def _train_test(data, test, label, id, table, seed) -> dict:  # noqa: A002
         labels = ds.labels()
         return {"X_train": ds.X[tr], "y_train": labels[tr], "ids_train": ds.ids[tr],
                 "X_test": ds.X[te], "y_test": labels[te], "ids_test": ds.ids[te], "rows_test": te,
-                "n_train": int(len(tr)), "source": ds.source,
+                "n_train": len(tr), "source": ds.source,
                 "test_source": f"stratified {HOLDOUT:.0%} holdout of {ds.source} (seed {seed})"}
     # Encode training and test rows together so one-hot columns line up.
     test_tbl, _, where = read_table(test)
@@ -137,7 +137,7 @@ def _train_test(data, test, label, id, table, seed) -> dict:  # noqa: A002
 def _radii_to_show(max_radius: int) -> list[int]:
     if max_radius <= 15:
         return list(range(max_radius + 2))
-    picks = set(range(6)) | {int(round(v)) for v in np.linspace(6, max_radius + 1, 8)}
+    picks = set(range(6)) | {round(v) for v in np.linspace(6, max_radius + 1, 8)}
     return sorted(picks)
 
 
@@ -150,7 +150,7 @@ def _render(cert, result: dict) -> None:
     for r in _radii_to_show(cert.max_radius):
         p = curve[r]
         acc = p["certified_accuracy"]
-        bar = "█" * int(round(20 * (acc or 0.0)))
+        bar = "█" * round(20 * (acc or 0.0))
         t.add_row(str(r), fmt(acc), f"{p['fraction_certified']:.1%}", bar)
     console.print(t)
     console.print(f"accuracy (r = 0): {fmt(cert.certified_accuracy(0))}   "

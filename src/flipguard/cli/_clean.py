@@ -15,8 +15,10 @@ from rich.table import Table
 from .._io import atomic_write_text
 from ..data import load, read_table, write_table
 from ..data._read import detect_format, is_postgres
+from ..detection import load_trusted
 from ..exceptions import InvalidParameterError
 from ..mitigation import CLEAN_MODES, clean_dataset, cleaned_table
+from ..mitigation._strategies import accepts_sample_weight
 from ..models import MODEL_NAMES
 from ._app import app
 from ._common import (
@@ -45,13 +47,14 @@ def clean_cmd(
     label: LabelOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Cleaned copy (CSV or Parquet; default: the input's format).",
                                       show_default=False)] = ...,
-    id: IdOpt = None,  # noqa: A002
+    id: IdOpt = None,
     mode: Annotated[str, typer.Option("--mode", help="drop: remove suspects; relabel: give them the suggested "
                                                      "label; weight: keep all rows, add a flipguard_weight column.")
                     ] = "drop",
     trusted: Annotated[str | None, typer.Option(
-        "--trusted", help="Verified labels (a file with the --id and --label columns); never cleaned, "
-                          "and corrected where the data disagrees.")] = None,
+        "--trusted", help="Verified labels: a file with DATA's columns, or just the --id and --label "
+                          "columns. Verified rows are never cleaned and are corrected where DATA disagrees.")
+    ] = None,
     model: ModelOpt = "logreg",
     log: Annotated[Path | None, typer.Option(
         "--log", help="Write every change: row, id, old_label, new_label, action, score (.csv, .parquet or .json).")
@@ -80,8 +83,9 @@ def clean_cmd(
         raise InvalidParameterError(f"--mode must be one of {', '.join(CLEAN_MODES)}; got {mode!r}")
     if model not in MODEL_NAMES:
         raise InvalidParameterError(f"--model must be one of {', '.join(MODEL_NAMES)}; got {model!r}")
-    if trusted is not None and id is None:
-        raise InvalidParameterError("--trusted needs --id: verified labels are matched to DATA by id")
+    if mode == "weight" and not accepts_sample_weight(model):
+        raise InvalidParameterError(f"--mode weight needs a model whose training accepts sample weights; "
+                                    f"{model} does not (use --mode drop or relabel, or another --model)")
     for src in [data] + ([trusted] if trusted else []):
         refuse_overwrite(src, out, "--out")
         if log is not None:
@@ -89,8 +93,8 @@ def clean_cmd(
     if log is not None and os.path.abspath(log) == os.path.abspath(out):
         raise InvalidParameterError("--log and --out must be different files")
     ds = load(data, label=label, id=id, table=table)
-    trusted_tbl = read_table(trusted)[0] if trusted is not None else None
-    cleaned, changes = clean_dataset(ds, mode=mode, trusted=trusted_tbl, model=model, guard=not no_guard,
+    verified = _read_trusted(trusted, ds) if trusted is not None else None
+    cleaned, changes = clean_dataset(ds, mode=mode, trusted=verified, model=model, guard=not no_guard,
                                      random_state=seed, n_jobs=n_jobs)
     out_fmt = output_format(out, ds.format)
     write_table(cleaned_table(cleaned, changes), out, out_fmt)
@@ -103,6 +107,20 @@ def clean_cmd(
         print_json(result)
         return
     _render(changes, result, ds)
+
+
+def _read_trusted(path: str, ds):
+    """Verified rows: a file with the data's columns (rows matched by id, others are extra
+    examples), or just the id and label columns (matched by id)."""
+    tbl = read_table(path)[0]
+    features = [c for c, how in ds.encoding.items() if not str(how).startswith("dropped")]
+    if all(c in tbl.column_names for c in features):
+        return load_trusted(path, ds)
+    if ds.id_name is None:
+        missing = [c for c in features if c not in tbl.column_names]
+        raise InvalidParameterError(f"--trusted {path} lacks the data's feature column(s) "
+                                    f"{', '.join(missing[:5])}; to match verified labels by id, give --id")
+    return tbl
 
 
 def _write_log(changes, path: Path) -> None:

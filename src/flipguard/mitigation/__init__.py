@@ -9,7 +9,13 @@
 """
 
 from ._certificate import Certificate
-from ._cleaning import CLEAN_MODES, WEIGHT_COLUMN, CleaningLog, clean_dataset, cleaned_table
+from ._cleaning import (
+    CLEAN_MODES,
+    WEIGHT_COLUMN,
+    CleaningLog,
+    clean_dataset,
+    cleaned_table,
+)
 from ._evaluate import evaluate_mitigation
 from ._forward import ForwardCorrectedLogisticRegression
 from ._hashing import DEFAULT_HASH_KEY, hash_ids, partition_of

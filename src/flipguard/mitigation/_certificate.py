@@ -59,7 +59,7 @@ class Certificate:
     # -- summaries ---------------------------------------------------------
     @property
     def n_samples(self) -> int:
-        return int(len(self.radii))
+        return len(self.radii)
 
     @property
     def correct(self) -> np.ndarray | None:
@@ -128,9 +128,9 @@ class Certificate:
         }
         if rows:
             out["rows"] = {
-                "id": None if self.ids is None else [_py(v) for v in self.ids],
-                "label": None if self.y_true is None else [_py(v) for v in self.y_true],
-                "prediction": [_py(v) for v in self.predictions],
+                "id": None if self.ids is None else np.asarray(self.ids).tolist(),
+                "label": None if self.y_true is None else np.asarray(self.y_true).tolist(),
+                "prediction": np.asarray(self.predictions).tolist(),
                 "radius": self.radii.tolist(),
             }
         return out

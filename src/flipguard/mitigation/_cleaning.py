@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data import LabeledDataset
+from ..detection import TrustedLabels
 from ..exceptions import DataError, InvalidParameterError
 from ._hashing import _as_string_array
 from ._robust import DEFAULT_DETECTOR, RobustClassifier
@@ -111,7 +112,7 @@ class CleaningLog:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "mode": self.mode, "n_rows": self.n_rows, "n_changed": int(len(self.rows)),
+            "mode": self.mode, "n_rows": self.n_rows, "n_changed": len(self.rows),
             "n_dropped": self.n_dropped, "n_relabelled": self.n_relabelled,
             "n_reweighted": self.n_reweighted, "n_verified": self.n_verified,
             "fallback": self.fallback, "reason": self.reason, "audit": self.audit,
@@ -146,13 +147,17 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
         suggested label, ``"weight"`` keeps every row and puts a weight per
         row in ``log.weights`` (:func:`cleaned_table` adds it as a
         ``flipguard_weight`` column).
-    trusted : dict, pyarrow Table or LabeledDataset, optional
-        Verified labels, matched to ``dataset`` by id: a mapping ``{id:
-        label}``, or a table / dataset with the dataset's id and label
-        columns.  Verified rows are never cleaned; one whose label differs
-        from the data's is corrected (action ``"verified"``) in every mode.
+    trusted : TrustedLabels, dict, pyarrow Table or LabeledDataset, optional
+        Verified labels: a :class:`~flipguard.detection.TrustedLabels` (e.g.
+        from :func:`flipguard.detection.load_trusted`: rows of the data by
+        position, plus extra verified rows), or labels matched to
+        ``dataset`` by id: a mapping ``{id: label}``, or a table / dataset
+        with the dataset's id and label columns.  Verified rows of the data
+        are never cleaned, and one whose label differs from the data's is
+        corrected (action ``"verified"``) in every mode; extra verified rows
+        inform the audit and judge the guard (20 or more).
     model : str or classifier, default="logreg"
-    detector : str or detector, default="confident_learning"
+    detector : str or detector, default="auto"
     guard : bool, default=True
     max_fraction : float, default=0.5
     cv : int, default=5
@@ -184,16 +189,20 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
     n = dataset.n_samples
     y = dataset.y.copy()
     warnings: list[str] = []
-    verified_rows, verified_codes = _match_trusted(trusted, dataset, warnings)
+    verified_rows, verified_codes, extra = _match_trusted(trusted, dataset, warnings)
     wrong = verified_rows[y[verified_rows] != verified_codes]
     y_fixed = y.copy()
     y_fixed[verified_rows] = verified_codes
-    protected = np.zeros(n, dtype=bool)
-    protected[verified_rows] = True
+    for_clf = None
+    if len(verified_rows) or extra is not None:
+        eX, ey = extra if extra is not None else (np.empty((0, dataset.n_features)), np.empty(0, np.int64))
+        for_clf = TrustedLabels(X=np.vstack([dataset.X[verified_rows], eX]),
+                                y=np.concatenate([verified_codes, ey]),
+                                rows=np.concatenate([verified_rows, np.full(len(ey), -1)]))
 
     clf = RobustClassifier(model, strategy=mode, detector=detector, guard=guard,
                            max_fraction=max_fraction, cv=cv, random_state=random_state, n_jobs=n_jobs)
-    clf.fit(dataset.X, y_fixed, trusted=protected if protected.any() else None)
+    clf.fit(dataset.X, y_fixed, trusted=for_clf)
     scores = clf.audit_.scores if clf.audit_ is not None else np.full(n, np.nan)
 
     action = np.full(n, "", dtype=object)
@@ -245,11 +254,25 @@ def cleaned_table(cleaned: LabeledDataset, log: CleaningLog) -> pa.Table:
     return tbl
 
 
-def _match_trusted(trusted, ds: LabeledDataset, warnings: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in ``ds`` and verified label codes of the trusted rows."""
+def _match_trusted(trusted, ds: LabeledDataset, warnings: list[str]):
+    """-> (positions in ``ds`` of verified rows, their verified codes, extra rows ``(X, codes)`` or None)."""
     empty = np.array([], dtype=np.int64)
     if trusted is None:
-        return empty, empty
+        return empty, empty, None
+    if isinstance(trusted, TrustedLabels):
+        y_t = np.asarray(trusted.y, dtype=np.int64)
+        rows = np.full(len(y_t), -1, dtype=np.int64) if trusted.rows is None \
+            else np.asarray(trusted.rows, dtype=np.int64)
+        if len(y_t) and (y_t.min() < 0 or y_t.max() >= ds.n_classes):
+            raise DataError(f"trusted label codes must be in 0 .. {ds.n_classes - 1}")
+        inside = rows >= 0
+        extra = None
+        if (~inside).any():
+            X_t = np.asarray(trusted.X, dtype=np.float64)
+            if X_t.ndim != 2 or X_t.shape[1] != ds.n_features:
+                raise DataError(f"trusted rows must have the data's {ds.n_features} encoded features")
+            extra = (X_t[~inside], y_t[~inside])
+        return rows[inside], y_t[inside], extra
     if isinstance(trusted, dict):
         t_ids = np.array(list(trusted.keys()), dtype=object)
         t_labels = np.array(list(trusted.values()), dtype=object)
@@ -266,10 +289,10 @@ def _match_trusted(trusted, ds: LabeledDataset, warnings: list[str]) -> tuple[np
             t_ids = trusted.column(ds.id_name).to_numpy(zero_copy_only=False)
             t_labels = trusted.column(ds.label_name).to_numpy(zero_copy_only=False)
         else:
-            raise DataError(f"trusted must be a dict {{id: label}}, a pyarrow Table or a LabeledDataset; "
-                            f"got {type(trusted).__name__}")
+            raise DataError(f"trusted must be a dict {{id: label}}, a pyarrow Table, a LabeledDataset "
+                            f"or TrustedLabels; got {type(trusted).__name__}")
     if len(t_ids) == 0:
-        return empty, empty
+        return empty, empty, None
     codes = ds.encode_labels(_like(np.asarray(t_labels), ds.classes))
     pos = pc.index_in(_as_string_array(t_ids), value_set=_as_string_array(ds.ids))  # ids by text form
     found = pos.is_valid().to_numpy(zero_copy_only=False)
@@ -278,7 +301,7 @@ def _match_trusted(trusted, ds: LabeledDataset, warnings: list[str]) -> tuple[np
     if not found.all():
         warnings.append(f"{int((~found).sum())} trusted id(s) are not in the data and were ignored")
     rows = pos.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    return rows, codes[found]
+    return rows, codes[found], None
 
 
 def _like(values: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ def evaluate_mitigation(X_train, y_train_poisoned, X_holdout, y_holdout, *,
         ``"relabel"``, ``"weight"``, ``"loss_correction"``
         (:class:`RobustClassifier` strategies).
     model : str or classifier, default="logreg"
-    detector : str or detector, default="confident_learning"
+    detector : str or detector, default="auto"
     guard : bool, default=True
         Passed to :class:`RobustClassifier`.
     trusted : optional

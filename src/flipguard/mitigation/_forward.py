@@ -8,7 +8,11 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from .._validation import Interval, validate_params
 from ..exceptions import InvalidParameterError
@@ -114,13 +118,15 @@ class ForwardCorrectedLogisticRegression(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         K = len(self.classes_)
-        n, d = X.shape
+        d = X.shape[1]
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if sw.sum() <= 0:
+            raise InvalidParameterError("sample_weight must have a positive sum")
         T = np.eye(K) if self.transition is None else check_transition(self.transition, K)
         self.transition_ = T
-        mean = X.mean(axis=0)
-        scale = X.std(axis=0)
-        scale[scale == 0] = 1.0
+        mean = np.average(X, axis=0, weights=sw)  # weighted, so a weight of 2 = a repeated row
+        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=sw))
+        scale[scale <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
         if K == 1:
             self.coef_ = np.zeros((1, d))
             self.intercept_ = np.zeros(1)

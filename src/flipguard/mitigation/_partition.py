@@ -27,6 +27,8 @@ __all__ = ["PartitionAggregationClassifier", "certify", "certified_radius"]
 
 #: Below this many training rows per partition on average, the certificate warns.
 SMALL_PARTITION = 10
+#: Predict in parallel only for at least this many rows (below, worker start-up costs more).
+PARALLEL_PREDICT_ROWS = 10_000
 
 
 def certified_radius(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,7 +265,7 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         if consts:
             votes += np.bincount(consts, minlength=len(self.classes_))[None, :]
         trained = [m for m in models if not isinstance(m, int)]
-        if self.n_jobs in (None, 1) or len(trained) < 2:
+        if self.n_jobs in (None, 1) or len(trained) < 2 or n < PARALLEL_PREDICT_ROWS:
             preds = _predict_partitions(trained, X)
         else:
             parts = Parallel(n_jobs=self.n_jobs)(

@@ -43,7 +43,7 @@ def strategy_names() -> list[str]:
     return sorted(STRATEGIES)
 
 
-def make_strategy(name: str) -> "BaseStrategy":
+def make_strategy(name: str) -> BaseStrategy:
     try:
         return STRATEGIES[name]()
     except KeyError:
@@ -75,7 +75,7 @@ class Plan:
     transition: np.ndarray | None = None
     changed: np.ndarray | None = None
 
-    def restrict(self, rows: np.ndarray) -> "Plan":
+    def restrict(self, rows: np.ndarray) -> Plan:
         """The plan for a subset of the rows (guard folds)."""
         return Plan(keep=self.keep[rows], y=self.y[rows],
                     weight=None if self.weight is None else self.weight[rows],
@@ -114,7 +114,15 @@ def select_within_budget(candidates: np.ndarray, scores: np.ndarray, y: np.ndarr
 
 
 def fit_model(estimator, X, y, sample_weight=None, random_state=None):
-    """Fit a fresh copy of ``estimator`` (name or classifier), routing ``sample_weight``."""
+    """Fit a fresh copy of ``estimator`` (name or classifier), routing ``sample_weight``.
+
+    Training rows of a single class (a tiny guard fold after cleaning) give a
+    constant classifier instead of an error.
+    """
+    if len(np.unique(y)) < 2:
+        from sklearn.dummy import DummyClassifier
+
+        return DummyClassifier(strategy="most_frequent").fit(X, y)
     model = make_model(estimator, random_state=random_state)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -251,6 +259,8 @@ class LossCorrectionStrategy(BaseStrategy):
 
     def fit(self, estimator, X, plan: Plan, random_state=None):
         present = np.unique(plan.y)
+        if len(present) < 2:
+            return fit_model(estimator, X, plan.y)
         T = plan.transition[np.ix_(present, present)]
         model = ForwardCorrectedLogisticRegression(T / T.sum(axis=1, keepdims=True))
         return model.fit(X, plan.y)

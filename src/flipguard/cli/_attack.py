@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,10 +12,21 @@ from rich.table import Table
 
 from ..attacks import flipper_names, make_flipper
 from ..data import load, write_table
-from ..data._read import detect_format, is_postgres
 from ..exceptions import InvalidParameterError
 from ._app import app
-from ._common import DataArg, IdOpt, JsonOpt, LabelOpt, SeedOpt, TableOpt, console, print_json
+from ._common import (
+    DataArg,
+    IdOpt,
+    JsonOpt,
+    LabelOpt,
+    SeedOpt,
+    TableOpt,
+    arrow_values,
+    console,
+    output_format,
+    print_json,
+    refuse_overwrite,
+)
 
 #: CLI option -> flipper parameter name (only passed when given).
 _STRATEGY_OPTIONS = {"source": "source", "target": "target", "surrogate": "model", "mode": "mode",
@@ -60,9 +70,9 @@ def attack_cmd(
     """
     if (rate is None) == (n_flips is None):
         raise InvalidParameterError("give exactly one of --rate and --n-flips")
-    _refuse_overwrite(data, out, "--out")
+    refuse_overwrite(data, out, "--out")
     if flips is not None:
-        _refuse_overwrite(data, flips, "--flips")
+        refuse_overwrite(data, flips, "--flips")
     ds = load(data, label=label, id=id, table=table)
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
              "n_clusters": n_clusters, "kind": kind}
@@ -75,14 +85,14 @@ def attack_cmd(
     _, y_labels = flipper.fit_resample(ds.X, ds.labels())
     codes = ds.encode_labels(np.asarray(y_labels, dtype=ds.classes.dtype))
 
-    out_fmt = _output_format(out, ds.format)
+    out_fmt = output_format(out, ds.format)
     write_table(ds.to_table(codes), out, out_fmt)
     rows = flipper.flipped_indices_
     if flips is not None:
         write_table(pa.table({
-            "row": rows, "id": _arrow(ds.ids[rows]),
-            "original": _arrow(ds.classes[ds.y[rows]]), "new": _arrow(ds.classes[codes[rows]]),
-        }), flips, _output_format(flips, "csv"))
+            "row": rows, "id": arrow_values(ds.ids[rows]),
+            "original": arrow_values(ds.classes[ds.y[rows]]), "new": arrow_values(ds.classes[codes[rows]]),
+        }), flips, output_format(flips, "csv"))
 
     transitions = _transitions(ds, ds.y[rows], codes[rows])
     result = {"input": ds.source, "output": str(out), "format": out_fmt, "strategy": strategy,
@@ -100,21 +110,6 @@ def attack_cmd(
     console.print(t)
     if flips is not None:
         console.print(f"flipped rows listed in {flips}")
-
-
-def _refuse_overwrite(data: str, path: Path, opt: str) -> None:
-    if not is_postgres(data) and "://" not in data and os.path.exists(data) \
-            and os.path.exists(path) and os.path.samefile(data, path):
-        raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
-
-
-def _output_format(path: Path, default: str) -> str:
-    name = str(path).lower()
-    if name.endswith((".parquet", ".pq", ".parq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        return "csv"
-    return default if default in ("csv", "parquet") else detect_format(str(path))
 
 
 def _parse_rate(text: str, ds):
@@ -145,7 +140,3 @@ def _transitions(ds, old: np.ndarray, new: np.ndarray) -> list[dict]:
              "to": ds.classes[j].item() if hasattr(ds.classes[j], "item") else ds.classes[j],
              "count": int(counts[i, j])}
             for i, j in zip(*np.nonzero(counts))]
-
-
-def _arrow(values: np.ndarray) -> pa.Array:
-    return pa.array(values.tolist() if values.dtype == object else values)

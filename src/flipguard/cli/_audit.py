@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from ._common import (
     console,
     err_console,
     fmt,
+    refuse_overwrite,
 )
 
 _FORMATS = ("table", "json", "csv")
@@ -89,9 +89,7 @@ def audit_cmd(
     if top < 0 or cv < 2:
         raise InvalidParameterError("--top must be >= 0 and --cv >= 2")
     for path, opt in ((out, "--out"), (report, "--report")):
-        if path is not None and os.path.exists(data) and os.path.exists(path) \
-                and os.path.samefile(data, path):
-            raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
+        refuse_overwrite(data, path, opt)
 
     with _status("Loading data"):
         ds = load_audit_data(data, label=label, id=id, reference_label=reference_label, table=table)

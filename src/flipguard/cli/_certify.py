@@ -15,7 +15,6 @@ from ..exceptions import DataError, InvalidParameterError
 from ..mitigation import PartitionAggregationClassifier
 from ..models import MODEL_NAMES
 from ._app import app
-from ._clean import arrow_values, output_format, refuse_overwrite
 from ._common import (
     DataArg,
     IdOpt,
@@ -25,10 +24,13 @@ from ._common import (
     ModelOpt,
     SeedOpt,
     TableOpt,
+    arrow_values,
     console,
     err_console,
     fmt,
+    output_format,
     print_json,
+    refuse_overwrite,
 )
 
 #: Share of DATA held out as the test set when no --test file is given.

@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import pyarrow as pa
 import typer
 from rich.table import Table
 
 from .._io import atomic_write_text
 from ..data import load, read_table, write_table
-from ..data._read import detect_format, is_postgres
 from ..detection import load_trusted
 from ..exceptions import InvalidParameterError
 from ..mitigation import CLEAN_MODES, clean_dataset, cleaned_table
@@ -33,7 +31,9 @@ from ._common import (
     console,
     err_console,
     fmt,
+    output_format,
     print_json,
+    refuse_overwrite,
     to_jsonable,
 )
 
@@ -158,23 +158,3 @@ def _render(changes, result: dict, ds) -> None:
     if result["log"]:
         console.print(f"every change listed in {result['log']}")
 
-
-def refuse_overwrite(data: str, path: Path, opt: str) -> None:
-    """Refuse an output path that is an input file (flipguard never modifies its input)."""
-    if not is_postgres(data) and "://" not in str(data) and os.path.exists(data) \
-            and os.path.exists(path) and os.path.samefile(data, path):
-        raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
-
-
-def output_format(path: Path, default: str) -> str:
-    name = str(path).lower()
-    if name.endswith((".parquet", ".pq", ".parq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        return "csv"
-    return default if default in ("csv", "parquet") else detect_format(str(path))
-
-
-def arrow_values(values) -> pa.Array:
-    values = np.asarray(values)
-    return pa.array(values.tolist() if values.dtype == object else values)

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from ..exceptions import InvalidParameterError
 
+
 def _width() -> int | None:
     """Terminal width on a terminal; a wide page when piped, so tables stay readable in CI logs."""
     if sys.stdout.isatty():
@@ -79,3 +80,33 @@ def signed(x: float | None, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return "-"
     return f"{x:+.{digits}f}"
+
+
+def refuse_overwrite(data: str, path, opt: str) -> None:
+    """Refuse an output path that is the input file (flipguard never modifies its input)."""
+    from ..data._read import is_postgres
+
+    if path is None or is_postgres(data) or "://" in str(data):
+        return
+    if os.path.exists(data) and os.path.exists(path) and os.path.samefile(data, path):
+        raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
+
+
+def output_format(path, default: str) -> str:
+    """``"csv"`` or ``"parquet"`` from an output name; ``default`` (the input's format) when unsure."""
+    from ..data._read import detect_format
+
+    name = str(path).lower()
+    if name.endswith((".parquet", ".pq", ".parq")):
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        return "csv"
+    return default if default in ("csv", "parquet") else detect_format(str(path))
+
+
+def arrow_values(values):
+    """A numpy array (object arrays included) as a pyarrow Array."""
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    return pa.array(values.tolist() if values.dtype == object else values)

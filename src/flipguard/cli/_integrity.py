@@ -12,7 +12,15 @@ from ..exceptions import InvalidParameterError
 from ..integrity import diff, read_secret, seal, verify, write_keypair
 from ..integrity._snapshot import SECRET_ENV
 from ._app import app
-from ._common import DataArg, JsonOpt, LabelOpt, TableOpt, console, print_json, split_list
+from ._common import (
+    DataArg,
+    JsonOpt,
+    LabelOpt,
+    TableOpt,
+    console,
+    print_json,
+    split_list,
+)
 
 IdReq = Annotated[str, typer.Option("--id", help="Column of unique row ids.", show_default=False)]
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="Private key file (flipguard keygen).",
@@ -59,7 +67,7 @@ def keygen_cmd(
 def seal_cmd(
     data: DataArg,
     label: LabelOpt,
-    id: IdReq,  # noqa: A002
+    id: IdReq,
     key: KeyOpt,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Manifest path (default: DATA.flipguard.json; required for URLs and DSNs).")] = None,
@@ -226,7 +234,7 @@ def diff_cmd(
     old: Annotated[str, typer.Argument(help="Earlier version (path, URL or DSN).", show_default=False)],
     new: Annotated[str, typer.Argument(help="Later version (path, URL or DSN).", show_default=False)],
     label: LabelOpt,
-    id: IdReq,  # noqa: A002
+    id: IdReq,
     table: TableOpt = None,
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,

@@ -26,11 +26,11 @@ LedgerArg = Annotated[Path, typer.Argument(help="Ledger file (JSON lines).", sho
 def append_cmd(
     ledger: LedgerArg,
     step: Annotated[str, typer.Option("--step", help="Name of the pipeline step.", show_default=False)],
-    input: Annotated[str, typer.Option("--input", "-i", help="The step's input data.",  # noqa: A002
+    input: Annotated[str, typer.Option("--input", "-i", help="The step's input data.",
                                        show_default=False)],
     output: Annotated[str, typer.Option("--output", "-o", help="The step's output data.", show_default=False)],
     label: LabelOpt,
-    id: IdReq,  # noqa: A002
+    id: IdReq,
     key: KeyOpt,
     script: Annotated[Path | None, typer.Option("--script", help="Script that ran the step (SHA-256 recorded).")] = None,
     expect_label_changes: Annotated[int | None, typer.Option(

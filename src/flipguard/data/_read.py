@@ -102,7 +102,9 @@ def read_table(source, *, table: str | None = None, query: str | None = None,
 
 def _redact(dsn: str, table: str | None) -> str:
     """A DSN without its password, for messages and reports."""
-    from ._postgres import redact_dsn  # also hides ?password=... and key=value passwords
+    from ._postgres import (
+        redact_dsn,  # also hides ?password=... and key=value passwords
+    )
 
     clean = redact_dsn(dsn)
     return f"{clean} table {table}" if table else clean

@@ -37,7 +37,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..data._postgres import TableRef, connect, import_psycopg, pg_snapshot, redact_dsn, resolve_table
+from ..data._postgres import (
+    TableRef,
+    connect,
+    import_psycopg,
+    pg_snapshot,
+    redact_dsn,
+    resolve_table,
+)
 from ..exceptions import DataError, InvalidParameterError
 
 __all__ = [

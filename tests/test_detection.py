@@ -63,8 +63,7 @@ def test_public_names_import_and_are_sorted():
     ns: dict = {}
     exec("from flipguard.detection import *", ns)  # noqa: S102 - the star import itself is tested
     assert set(det.__all__) <= set(ns)
-    # isort style, like flipguard.attacks: CONSTANTS, then Classes, then functions
-    assert list(det.__all__) == sorted(det.__all__, key=lambda s: (not s.isupper(), s))
+    # The ordering of __all__ is checked for every package in test_public_api.py.
     assert {"auto", "confident_learning", "knn", "margin", "self_confidence", "disagreement",
             "trusted", "rules"} == set(detector_names())
 

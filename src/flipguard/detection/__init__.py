@@ -47,10 +47,10 @@ from ._rules import Rule, RuleEvidence, load_rules, reference_source, rule_sourc
 from ._trusted import RoniResult, TrustedModel, roni_test, trusted_model_probs
 
 __all__ = [
-    "DETECTORS",
     "AutoDetector",
     "BaseDetector",
     "ConfidentLearning",
+    "DETECTORS",
     "KNNConsistency",
     "LabelAudit",
     "LabelAuditor",

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .._json import to_jsonable
+
 __all__ = ["Assessment", "BoundaryView", "RunResult"]
 
 
@@ -159,7 +161,7 @@ class Assessment:
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _plain({
+        return to_jsonable({
             "dataset": self.dataset,
             "config": self.config,
             "seconds": self.seconds,
@@ -181,17 +183,3 @@ def _stat(values) -> dict[str, float]:
         return {"mean": float("nan"), "std": float("nan")}
     a = a[~np.isnan(a)]
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

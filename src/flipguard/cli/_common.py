@@ -12,6 +12,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from .._json import to_jsonable
 from ..exceptions import InvalidParameterError
 
 
@@ -35,21 +36,6 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="logreg, linsvm, rf, hgb, knn or mlp.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).")]
-
-
-def to_jsonable(obj: Any) -> Any:
-    """numpy scalars/arrays and NaN -> plain JSON values (NaN becomes null)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def print_json(obj: Any) -> None:

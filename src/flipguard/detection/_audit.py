@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .._json import to_jsonable
 
 __all__ = ["LabelAudit"]
 
@@ -182,7 +183,7 @@ class LabelAudit:
     def summary(self) -> dict[str, Any]:
         """Everything but the per-row table, as plain JSON-ready values."""
         ids = self.row_ids()
-        return _plain({
+        return to_jsonable({
             "method": self.method,
             "n_rows": self.n_samples,
             "n_flagged": self.n_flagged,
@@ -208,7 +209,7 @@ class LabelAudit:
         ``{row, id, label, suggested_label, score, flagged}`` in input order."""
         out = self.summary()
         if rows:
-            out["rows"] = _plain(self.rows())
+            out["rows"] = to_jsonable(self.rows())
         return out
 
     def to_json(self, rows: bool = True, indent: int | None = 2) -> str:
@@ -217,17 +218,3 @@ class LabelAudit:
 
 def _py(value):
     return value.item() if hasattr(value, "item") else value
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

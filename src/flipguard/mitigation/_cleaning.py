@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._json import to_jsonable
 from ..data import LabeledDataset
 from ..detection import TrustedLabels
 from ..exceptions import DataError, InvalidParameterError
@@ -123,7 +124,7 @@ class CleaningLog:
         out = self.summary()
         if rows:
             out["changes"] = self.to_table().to_pylist()
-        return _plain(out)
+        return to_jsonable(out)
 
     def to_json(self, rows: bool = True, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(rows=rows), indent=indent)
@@ -322,19 +323,3 @@ def _py(value):
 def _arrow(values) -> pa.Array:
     values = np.asarray(values)
     return pa.array(values.tolist() if values.dtype == object else values)
-
-
-def _plain(obj):
-    import math
-
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _plain(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

@@ -7,11 +7,9 @@ Prints one line per size: rows, runs, wall seconds, seconds per run.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
-import numpy as np
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from sklearn.datasets import make_classification
 
 from flipguard.assess import assess
@@ -19,18 +17,6 @@ from flipguard.data import load
 
 STRATEGIES = ("random", "targeted", "boundary", "cluster")
 RATES = (0.05, 0.1, 0.2, 0.3, 0.4)
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{os.cpu_count()} cores, {cpu}, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, load {os.getloadavg()[0]:.2f}")
 
 
 def main() -> None:

@@ -13,11 +13,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
-import numpy as np
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from sklearn.datasets import make_classification
 
 from flipguard.attacks import flipper_names, make_flipper
@@ -40,22 +38,6 @@ def time_attack(name: str, X, y, repeat: int) -> float:
         flipper.fit_resample(X, y)
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        with open("/proc/loadavg") as fh:
-            load = " ".join(fh.read().split()[:3])
-    except OSError:
-        load = "?"
-    return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, "
-            f"numpy {np.__version__}; load average {load}")
 
 
 def main() -> None:

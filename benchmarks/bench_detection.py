@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import time
 import warnings
 
 import numpy as np
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
 
 ATTACKS = [
     ("random 10%", "random", {"rate": 0.1}),
@@ -55,38 +55,6 @@ def datasets():
     yield "breast-cancer", *load_breast_cancer(return_X_y=True)
     yield "digits", *load_digits(return_X_y=True)
     yield "make_classification", *make_classification(n_samples=2000, random_state=0)
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        with open("/proc/meminfo") as fh:
-            kb = int(fh.readline().split()[1])
-            mem = f"{kb / 1024 ** 2:.1f} GB"
-    except (OSError, ValueError):
-        pass
-    import numpy
-    import sklearn
-
-    try:
-        import cleanlab
-
-        cl = cleanlab.__version__
-    except ImportError:
-        cl = "not installed"
-    load = os.getloadavg()
-    return (f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Python {platform.python_version()}, "
-            f"numpy {numpy.__version__}, scikit-learn {sklearn.__version__}, cleanlab {cl}; "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def quality(seeds) -> dict:

@@ -6,15 +6,18 @@ columns; about 0.9 GB for int64 ids) in a temporary directory, then runs each
 step in a fresh subprocess, ``--repeat`` times, interleaved:
 
 * ``floor``   pyarrow reads the id and label columns (``pq.read_table(columns=...)``)
+* ``floor_dict``  the same with the label as a dictionary (``read_dictionary``), as seal and verify read it
 * ``seal``    ``flipguard.integrity.seal`` (read, code labels, hash, write snapshot + manifest)
 * ``verify``  ``flipguard.integrity.verify`` on the unchanged file (the fast path)
 * ``verify_flipped``  verify after 1 000 labels were flipped in memory (fast path, findings)
 * ``verify_shuffled`` verify after the rows were shuffled in memory (the id-join fallback)
 
 The last two time ``verify_table`` only (the data is prepared outside the
-timer).  Each step reports wall seconds and the subprocess's peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``); ratios are medians over the
-repeats divided by the floor's median in the same run.
+timer).  Each step reports wall seconds, CPU seconds (``time.process_time``,
+all threads) and the subprocess's peak resident memory (``VmHWM``, falling
+back to ``getrusage``); ratios are medians over the repeats divided by the
+floor's median in the same run (plus the ratio of the fastest runs and of CPU
+time, which shared, loaded machines disturb less).
 
 Usage::
 
@@ -36,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STEPS = ("floor", "seal", "verify", "verify_flipped", "verify_shuffled")
+STEPS = ("floor", "floor_dict", "seal", "verify", "verify_flipped", "verify_shuffled")
 
 
 def make_file(path: Path, n: int, ids: str, seed: int = 0) -> None:
@@ -78,18 +81,18 @@ def run_step(step: str, data: str, work: str) -> dict:
     pub = os.path.join(work, "keys", "flipguard.pub")
     manifest = os.path.join(work, "data.flipguard.json")
     extra = {}
-    if step == "floor":
-        t = time.perf_counter()
-        pq.read_table(data, columns=["id", "label"])
-        seconds = time.perf_counter() - t
+    if step in ("floor", "floor_dict"):
+        t, c = time.perf_counter(), time.process_time()
+        pq.read_table(data, columns=["id", "label"], read_dictionary=["label"] if step == "floor_dict" else None)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
     elif step == "seal":
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         seal(data, label="label", id="id", private_key=key, out=manifest)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
     elif step == "verify":
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         report = verify(data, manifest, pub)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
         extra = {"ok": report.ok, "aligned_by": report.changes.aligned_by}
     else:
         tbl = pq.read_table(data, columns=["id", "label"], read_dictionary=["label"])
@@ -107,12 +110,12 @@ def run_step(step: str, data: str, work: str) -> dict:
         from flipguard.integrity import load_public_key
 
         k = load_public_key(pub)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         report = verify_table(tbl, m, k, snapshot=snap)
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
         extra = {"ok": report.ok, "aligned_by": report.changes.aligned_by,
                  "n_changed": report.changes.n_changed}
-    return {"step": step, "seconds": seconds, "peak_rss_mib": peak_rss_mib(), **extra}
+    return {"step": step, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mib": peak_rss_mib(), **extra}
 
 
 def peak_rss_mib() -> float:
@@ -189,14 +192,18 @@ def main() -> None:
                     runs[step].append(json.loads(out.stdout))
             floor = statistics.median(r["seconds"] for r in runs["floor"])
             floor_min = min(r["seconds"] for r in runs["floor"])
+            floor_cpu = statistics.median(r["cpu_seconds"] for r in runs["floor"])
             summary = {}
             for step, rs in runs.items():
                 med = statistics.median(r["seconds"] for r in rs)
                 best = min(r["seconds"] for r in rs)
                 summary[step] = {"median_s": round(med, 3), "min_s": round(best, 3),
                                  "ratio_to_floor": round(med / floor, 2), "ratio_of_mins": round(best / floor_min, 2),
+                                 "cpu_median_s": round(statistics.median(r["cpu_seconds"] for r in rs), 3),
+                                 "cpu_ratio": round(statistics.median(r["cpu_seconds"] for r in rs) / floor_cpu, 2),
                                  "peak_rss_mib": round(max(r["peak_rss_mib"] for r in rs)),
-                                 **{k: v for k, v in rs[-1].items() if k not in ("step", "seconds", "peak_rss_mib")}}
+                                 **{k: v for k, v in rs[-1].items()
+                                    if k not in ("step", "seconds", "cpu_seconds", "peak_rss_mib")}}
             snap = os.path.join(work, "data.flipguard.snapshot")
             results[kind] = {"rows": args.rows, "file_mb": round(size / 1e6), "snapshot_mb":
                              round(os.path.getsize(snap) / 1e6, 1), "steps": summary}

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import platform
 import time
 import uuid
 
 import numpy as np
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from sklearn.datasets import load_breast_cancer, make_classification
 from sklearn.model_selection import train_test_split
 
@@ -38,27 +37,6 @@ from flipguard.mitigation import (
 )
 
 STRATEGIES = ("drop", "relabel", "weight", "loss_correction")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        with open("/proc/meminfo") as fh:
-            mem = int(next(line.split()[1] for line in fh if line.startswith("MemTotal"))) / 2**20
-    except (OSError, StopIteration):
-        mem = float("nan")
-    try:
-        with open("/proc/loadavg") as fh:
-            load = " ".join(fh.read().split()[:3])
-    except OSError:
-        load = "?"
-    return (f"{os.cpu_count()} cores, {cpu}, {mem:.1f} GiB RAM; Python {platform.python_version()}, "
-            f"numpy {np.__version__}; load average {load}")
 
 
 # -- part 1: accuracy --------------------------------------------------------------------

@@ -26,30 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 import pyarrow as pa
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = "?"
-    try:
-        with open("/proc/meminfo") as fh:
-            kb = int(next(line.split()[1] for line in fh if line.startswith("MemTotal")))
-            mem = f"{kb / 1024 ** 2:.1f} GB"
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()
-    return (f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def main() -> None:

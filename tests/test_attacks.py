@@ -74,7 +74,7 @@ def test_unknown_strategy_and_unknown_parameter():
         make_flipper("lasers")
     assert str(exc.value) == ("Unknown attack strategy 'lasers'; choose one of alfa, boundary, cluster, "
                               "entropy, noise_matrix, random, targeted.")
-    with pytest.raises(InvalidParameterError, match="Strategy 'cluster' has no parameter\\(s\\) mode"):
+    with pytest.raises(InvalidParameterError, match="Attack strategy 'cluster' has no parameter\\(s\\) mode"):
         make_flipper("cluster", mode="least")
 
 

@@ -65,7 +65,7 @@ def test_attack_errors(cli, tmp_path, breast_cancer_csv):
         (["--rate", "cancer=0.1"], "--rate names class 'cancer'"),
         (["--rate", "1.5"], "The 'rate' parameter of RandomFlip must be a float in the range (0.0, 1.0]"),
         (["--n-flips", "100000"], "cannot flip 100000 of 569 eligible rows"),
-        (["--strategy", "random", "--source", "benign", "--rate", "0.1"], "Strategy 'random' has no parameter(s) source"),
+        (["--strategy", "random", "--source", "benign", "--rate", "0.1"], "Attack strategy 'random' has no parameter(s) source"),
     ]
     for extra, message in cases:
         r = cli("attack", breast_cancer_csv, "--label", "diagnosis", *extra, "--out", tmp_path / "x.csv")

@@ -13,43 +13,21 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_array, check_random_state
 
+from .._registry import Registry
 from .._validation import Interval, validate_params
 from ..exceptions import DataError, InvalidParameterError
 
 __all__ = ["BaseFlipper", "Budget", "FLIPPERS", "flipper_names", "make_flipper", "register"]
 
 #: name -> flipper class; filled by :func:`register`.
-FLIPPERS: dict[str, type] = {}
-
-
-def register(name: str):
-    """Class decorator adding a flipper to :data:`FLIPPERS` under ``name``."""
-
-    def deco(cls):
-        cls.strategy_name = name
-        FLIPPERS[name] = cls
-        return cls
-
-    return deco
-
-
-def flipper_names() -> list[str]:
-    return sorted(FLIPPERS)
+FLIPPERS = Registry("attack strategy", "strategy_name")
+register = FLIPPERS.register
+flipper_names = FLIPPERS.names
 
 
 def make_flipper(name: str, **params) -> "BaseFlipper":
     """An unfitted flipper by registry name, e.g. ``make_flipper("random", rate=0.2)``."""
-    try:
-        cls = FLIPPERS[name]
-    except KeyError:
-        raise InvalidParameterError(f"Unknown attack strategy {name!r}; choose one of "
-                                    f"{', '.join(flipper_names())}.") from None
-    valid = cls().get_params()
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise InvalidParameterError(f"Strategy {name!r} has no parameter(s) {', '.join(unknown)}; "
-                                    f"it takes {', '.join(sorted(valid))}.")
-    return cls(**params)
+    return FLIPPERS.make(name, **params)
 
 
 class Budget:

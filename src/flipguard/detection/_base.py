@@ -17,8 +17,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
+from .._registry import Registry
 from .._validation import Interval, validate_params
-from ..exceptions import DataError, InvalidParameterError
+from ..exceptions import DataError
 from ._audit import LabelAudit
 
 __all__ = [
@@ -33,38 +34,14 @@ __all__ = [
 ]
 
 #: name -> detector class; filled by :func:`register`.
-DETECTORS: dict[str, type] = {}
-
-
-def register(name: str):
-    """Class decorator adding a detector to :data:`DETECTORS` under ``name``."""
-
-    def deco(cls):
-        cls.detector_name = name
-        DETECTORS[name] = cls
-        return cls
-
-    return deco
-
-
-def detector_names() -> list[str]:
-    """Registered detector names, sorted."""
-    return sorted(DETECTORS)
+DETECTORS = Registry("detection method", "detector_name")
+register = DETECTORS.register
+detector_names = DETECTORS.names
 
 
 def make_detector(name: str, **params) -> BaseDetector:
     """An unconfigured detector by registry name, e.g. ``make_detector("knn", n_neighbors=10)``."""
-    try:
-        cls = DETECTORS[name]
-    except KeyError:
-        raise InvalidParameterError(f"Unknown detection method {name!r}; choose one of "
-                                    f"{', '.join(detector_names())}.") from None
-    valid = cls().get_params()
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise InvalidParameterError(f"Method {name!r} has no parameter(s) {', '.join(unknown)}; "
-                                    f"it takes {', '.join(sorted(valid)) or 'none'}.")
-    return cls(**params)
+    return DETECTORS.make(name, **params)
 
 
 # -- independent evidence ---------------------------------------------------------

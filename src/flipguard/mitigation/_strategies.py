@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import has_fit_parameter
 
+from .._registry import Registry
 from ..exceptions import InvalidParameterError
 from ..models import make_model, model_name
 from ._forward import ForwardCorrectedLogisticRegression, check_transition
@@ -25,30 +26,13 @@ from ._forward import ForwardCorrectedLogisticRegression, check_transition
 __all__ = ["STRATEGIES", "Plan", "flip_budget", "make_strategy", "register_strategy", "strategy_names"]
 
 #: name -> strategy class; filled by :func:`register_strategy`.
-STRATEGIES: dict[str, type] = {}
+STRATEGIES = Registry("mitigation strategy", "name")
+register_strategy = STRATEGIES.register
+strategy_names = STRATEGIES.names
 
 
-def register_strategy(name: str):
-    """Class decorator adding a mitigation strategy to :data:`STRATEGIES`."""
-
-    def deco(cls):
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return deco
-
-
-def strategy_names() -> list[str]:
-    return sorted(STRATEGIES)
-
-
-def make_strategy(name: str) -> BaseStrategy:
-    try:
-        return STRATEGIES[name]()
-    except KeyError:
-        raise InvalidParameterError(f"Unknown mitigation strategy {name!r}; choose one of "
-                                    f"{', '.join(strategy_names())}.") from None
+def make_strategy(name: str) -> "BaseStrategy":
+    return STRATEGIES.make(name)
 
 
 @dataclass

@@ -65,3 +65,15 @@ def test_atomic_outputs_follow_the_umask_and_leave_nothing_on_error(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "s.key"]
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "flipguard", "--version"], capture_output=True, text=True,
+                       check=False)
+    assert p.returncode == 0 and p.stdout.startswith("flipguard ")
+    p = subprocess.run([sys.executable, "-m", "flipguard", "attack", "missing.csv", "--label", "y",
+                        "--rate", "0.1", "--out", "x.csv"], capture_output=True, text=True, check=False)
+    assert p.returncode == 2 and p.stderr == "Error: missing.csv: no such file\n"

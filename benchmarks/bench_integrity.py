@@ -198,6 +198,7 @@ def main() -> None:
                 med = statistics.median(r["seconds"] for r in rs)
                 best = min(r["seconds"] for r in rs)
                 summary[step] = {"median_s": round(med, 3), "min_s": round(best, 3),
+                                 "runs_s": [round(r["seconds"], 3) for r in rs],
                                  "ratio_to_floor": round(med / floor, 2), "ratio_of_mins": round(best / floor_min, 2),
                                  "cpu_median_s": round(statistics.median(r["cpu_seconds"] for r in rs), 3),
                                  "cpu_ratio": round(statistics.median(r["cpu_seconds"] for r in rs) / floor_cpu, 2),

@@ -42,7 +42,7 @@ def small(n=8, ids=None, labels=None):
 
 # -- public API shape -------------------------------------------------------------
 def test_star_import_and_sorted_all():
-    import flipguard.integrity as integrity
+    from flipguard import integrity
 
     ns = {}
     exec("from flipguard.integrity import *", ns)  # noqa: S102
@@ -355,3 +355,18 @@ def test_diff_report_json_uses_old_new_names():
     assert d["changed"] == {"row": [0], "id": [1], "old": ["a"], "new": ["b"]}
     assert d["class_counts"][0] == {"label": "a", "old": 1, "new": 0, "change": -1}
     assert d["identical"] is False
+
+
+@pytest.mark.parametrize("values,new", [(["True", "False"], "maybe"), (["0", "1"], "x"), (["1", "2"], "2.5")])
+def test_hand_edit_that_changes_csv_type_inference_reports_one_row(tmp_path, values, new):
+    """A CSV label column read as text: an edit that would change inferred types touches one row only."""
+    kp = write_keypair(tmp_path / "keys")
+    data = tmp_path / "d.csv"
+    data.write_text("id,y\n" + "".join(f"{i},{values[i % 2]}\n" for i in range(20)))
+    seal(data, label="y", id="id", private_key=kp.private)
+    lines = data.read_text().splitlines()
+    lines[5] = f"4,{new}"
+    data.write_text("\n".join(lines) + "\n")
+    c = verify(data, public_key=kp.public).changes
+    assert c.changed == {"row": [4], "id": [4], "before": [values[0]], "after": [new]}
+    assert c.n_added == c.n_removed == 0

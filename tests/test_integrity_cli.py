@@ -289,19 +289,24 @@ def test_every_command_has_help_with_example(cli):
 
 # -- the documented walk-through -----------------------------------------------------------
 def _blocks(md: str, tag: str) -> str:
-    m = re.search(rf"<!-- {tag} -->\s*```(?:sh|bash|console)\n(.*?)```", md, re.S)
+    m = re.search(rf"<!-- {tag} -->\s*```(?:sh|bash|console)\n(.*?)```", md, re.DOTALL)
     assert m, f"docs/integrity.md lacks the {tag} block"
     return m.group(1)
 
 
 @pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
-def test_docs_walkthrough_runs_as_written(tmp_path):
-    """Run docs/integrity.md's walk-through commands exactly as printed, checking each exit code."""
+def test_docs_walkthrough_runs_as_written(tmp_path, cli, monkeypatch):
+    """Run docs/integrity.md's walk-through commands exactly as printed, checking each exit code.
+
+    ``flipguard`` lines run in-process through the real entry point (same argv,
+    shell-split); other lines (sed) run in bash.
+    """
+    import shlex
+
     md = (REPO / "docs" / "integrity.md").read_text()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("FLIPGUARD_SECRET", None)
-    setup = _blocks(md, "walkthrough-setup")
-    subprocess.run(["bash", "-euo", "pipefail", "-c", setup], cwd=tmp_path, env=env, check=True)
+    monkeypatch.delenv("FLIPGUARD_SECRET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["bash", "-euo", "pipefail", "-c", _blocks(md, "walkthrough-setup")], check=True)
     outputs = []
     for line in _blocks(md, "walkthrough").splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
@@ -309,12 +314,27 @@ def test_docs_walkthrough_runs_as_written(tmp_path):
         m = re.search(r"#\s*exit (\d)", line)
         expect = int(m.group(1)) if m else 0
         cmd = line.split("  #")[0].strip()
-        p = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert p.returncode == expect, f"{cmd!r} exited {p.returncode}, expected {expect}:\n{p.stdout}{p.stderr}"
-        outputs.append((cmd, p.stdout))
+        if cmd.startswith("flipguard "):
+            r = cli(*shlex.split(cmd)[1:])
+            code, out = r.exit_code, r.stdout + r.stderr
+        else:
+            p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=False)
+            code, out = p.returncode, p.stdout + p.stderr
+        assert code == expect, f"{cmd!r} exited {code}, expected {expect}:\n{out}"
+        outputs.append((cmd, out))
     verify_out = next(out for cmd, out in outputs if cmd.startswith("flipguard verify"))
     assert re.search(r"│ 3\s+│ 104\s+│ negative\s+│ positive", verify_out)
     append_out = next(out for cmd, out in outputs if cmd.startswith("flipguard ledger append"))
     assert "declared label-preserving (0 changes) but changed 1 label(s) (1 positive -> negative)" in append_out
     show_out = next(out for cmd, out in outputs if cmd.startswith("flipguard ledger show"))
     assert "changed ids: 105 (positive->negative)" in show_out
+
+
+def test_walkthrough_binary_entry_point(tmp_path):
+    """The installed ``flipguard`` script itself (one subprocess) runs keygen."""
+    exe = Path(sys.executable).parent / "flipguard"
+    if not exe.exists():
+        pytest.skip("flipguard console script not installed next to the interpreter")
+    p = subprocess.run([str(exe), "keygen", "--out", str(tmp_path / "k")], capture_output=True, text=True,
+                       check=False)
+    assert p.returncode == 0 and "key id" in p.stdout

@@ -166,9 +166,22 @@ def test_every_bit_flip_of_a_manifest_is_rejected():
     assert accepted == []
 
 
-def test_every_byte_change_of_a_manifest_file_fails_verify_cli(tmp_path, cli):
+@pytest.fixture
+def fast_cli(cli, monkeypatch):
+    """The real entry point (error boundary included), with typer's command tree built once, not per call."""
+    import functools
+
+    import typer.main
+
+    monkeypatch.setattr(typer.main, "get_command", functools.lru_cache(maxsize=None)(typer.main.get_command))
+    return cli
+
+
+def test_every_byte_change_of_a_manifest_file_fails_verify_cli(tmp_path, fast_cli):
     """Each byte of a manifest file replaced in turn: `flipguard verify` exits 1 or 2, never 0."""
     from flipguard.integrity import write_keypair
+
+    cli = fast_cli
 
     kp = write_keypair(tmp_path / "keys")
     data = tmp_path / "tiny.csv"
@@ -200,3 +213,33 @@ def test_manifest_rejects_duplicate_keys_and_nan():
     doc["snapshot"]["file"] = "../../etc/passwd"
     with pytest.raises(IntegrityError, match="plain file name"):
         Manifest.from_dict(doc)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(max_size=20), min_size=1, max_size=25), st.data())
+def test_id_keys_do_not_depend_on_chunking_or_neighbours(strings, data):
+    """Equal ids get equal keys, different ids different keys, however the columns are chunked."""
+    from flipguard.integrity._columns import Ids, dense_keys, fingerprints
+
+    cut = data.draw(st.integers(0, len(strings)))
+    chunked = Ids("string", pa.chunked_array([strings[:cut], strings[cut:]], pa.string()))
+    alone = [fingerprints(Ids("string", pa.chunked_array([[s]], pa.string())))[0] for s in strings]
+    assert fingerprints(chunked).tolist() == alone
+    other = data.draw(st.lists(st.sampled_from(strings + ["zz", ""]), max_size=10))
+    (ka, kb), _ = dense_keys(chunked, Ids("string", pa.chunked_array([other], pa.string())))
+    key_of = {}
+    for s, k in zip(strings + other, ka.tolist() + kb.tolist()):
+        assert key_of.setdefault(s, k) == k
+    assert len(set(key_of.values())) == len(key_of)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=6), min_size=1, max_size=30), st.data())
+def test_take_chunked_matches_arrow_take(strings, data):
+    from flipguard.integrity._columns import take_chunked
+
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(strings)), max_size=4)))
+    bounds = [0, *cuts, len(strings)]
+    col = pa.chunked_array([strings[a:b] for a, b in zip(bounds, bounds[1:])], pa.string())
+    pos = data.draw(st.lists(st.integers(0, len(strings) - 1), max_size=40))
+    assert take_chunked(col, np.array(pos, dtype=np.int64)).to_pylist() == [strings[i] for i in pos]

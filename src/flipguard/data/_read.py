@@ -65,9 +65,11 @@ def read_table(source, *, table: str | None = None, query: str | None = None,
                dictionary: list[str] | None = None) -> tuple[pa.Table, str, str]:
     """Read ``source`` into an Arrow table.
 
-    ``dictionary`` names string columns Parquet should return dictionary-encoded
-    (``read_dictionary``: no per-row strings are built, much faster for a label
-    column with a few classes); other formats ignore it.
+    ``dictionary`` names columns to return dictionary-encoded: Parquet string
+    columns via ``read_dictionary`` (no per-row strings are built, much faster
+    for a label column with a few classes); CSV columns are read as
+    dictionary-encoded *text*, exactly as written (no type inference, so a
+    hand-edited value cannot change how the other rows read).
 
     Returns ``(table, format, description)`` where ``format`` is one of
     ``"csv"``, ``"parquet"``, ``"table"``, ``"dataframe"``, ``"postgresql"``.
@@ -119,7 +121,9 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
         return pacsv.read_csv(
             src,
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, include_columns=columns),
+            convert_options=pacsv.ConvertOptions(
+                strings_can_be_null=True, include_columns=columns,
+                column_types={c: pa.dictionary(pa.int32(), pa.string()) for c in dictionary or []}),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

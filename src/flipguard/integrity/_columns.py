@@ -180,30 +180,76 @@ def code_dtype(n_classes: int) -> np.dtype:
 
 
 # -- ids --------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass
 class Ids:
-    """Row ids as ``int64`` numpy (``kind="int64"``) or an Arrow string array (``kind="string"``)."""
+    """Row ids: ``kind="int64"`` (numpy, or Arrow chunks until :meth:`numpy` is needed) or
+    ``kind="string"`` (an Arrow chunked string array).
+
+    Ids stay in the chunks they were read in: no copy of what may be hundreds
+    of megabytes unless an operation needs one contiguous array.
+    """
 
     kind: str
-    values: object  # np.ndarray for int64, pa.Array (string / large_string) for string
+    values: object  # np.ndarray or pa.ChunkedArray (int64); pa.ChunkedArray (string / large_string)
 
     def __len__(self) -> int:
         return len(self.values)
 
-    def arrow(self) -> pa.Array:
-        return pa.array(self.values) if self.kind == "int64" else self.values
+    def numpy(self) -> np.ndarray:
+        """Integer ids as one int64 array (concatenated once, then kept)."""
+        if not isinstance(self.values, np.ndarray):
+            self.values = self.values.to_numpy()
+        return self.values
+
+    def arrow(self):
+        if self.kind == "int64":
+            return pa.array(self.values) if isinstance(self.values, np.ndarray) else self.values
+        return self.values
+
+    def chunked(self) -> pa.ChunkedArray:
+        a = self.arrow()
+        return a if isinstance(a, pa.ChunkedArray) else pa.chunked_array([a])
 
     def as_string(self) -> "Ids":
         if self.kind == "string":
             return self
-        return Ids("string", pc.cast(pa.array(self.values), pa.large_string()))
+        return Ids("string", pc.cast(self.chunked(), pa.large_string()))
 
     def take(self, positions: np.ndarray) -> list:
         """Python values at ``positions`` (for reports: only changed rows)."""
         positions = np.asarray(positions, dtype=np.int64)
-        if self.kind == "int64":
+        if len(positions) == 0:
+            return []
+        if self.kind == "int64" and isinstance(self.values, np.ndarray):
             return self.values[positions].tolist()
-        return self.values.take(pa.array(positions)).to_pylist()
+        return take_chunked(self.values, positions).to_pylist()
+
+
+def take_chunked(col: pa.ChunkedArray, positions: np.ndarray) -> pa.Array:
+    """``col[positions]`` in that order, taking from each chunk separately.
+
+    Arrow's own ``ChunkedArray.take`` first concatenates every chunk (a copy of
+    the whole column); this copies only the values taken.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    chunks = [ch for ch in col.chunks if len(ch)]
+    if len(positions) == 0:
+        return pa.array([], col.type)
+    if len(chunks) <= 1:
+        return (chunks[0] if chunks else pa.array([], col.type)).take(pa.array(positions))
+    starts = np.cumsum([0] + [len(ch) for ch in chunks])
+    which = np.searchsorted(starts, positions, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    bounds = np.searchsorted(which[order], np.arange(len(chunks) + 1))
+    pieces = []
+    for c in range(len(chunks)):
+        sel = order[bounds[c]:bounds[c + 1]]
+        if len(sel):
+            pieces.append(chunks[c].take(pa.array(positions[sel] - starts[c])))
+    grouped = pa.concat_arrays(pieces)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return grouped.take(pa.array(inverse))
 
 
 def normalize_ids(col: pa.ChunkedArray | pa.Array, *, what: str) -> Ids:
@@ -218,16 +264,12 @@ def normalize_ids(col: pa.ChunkedArray | pa.Array, *, what: str) -> Ids:
         t = t.value_type
     if pa.types.is_integer(t):
         try:
-            return Ids("int64", pc.cast(col, pa.int64()).to_numpy())
+            return Ids("int64", col if pa.types.is_int64(t) else pc.cast(col, pa.int64()))
         except pa.ArrowInvalid:  # uint64 beyond int64: compare as text
             pass
     if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-        col = pc.cast(col, pa.string())
-    try:
-        arr = col.combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowCapacityError):
-        arr = pc.cast(col, pa.large_string()).combine_chunks()
-    return Ids("string", arr)
+        col = pc.cast(col, pa.large_string())
+    return Ids("string", col)
 
 
 def reconcile(a: Ids, b: Ids) -> tuple[Ids, Ids]:
@@ -242,26 +284,27 @@ def reconcile(a: Ids, b: Ids) -> tuple[Ids, Ids]:
 
 
 def ids_equal(a: Ids, b: Ids) -> bool:
-    """Same ids in the same order (one vectorised comparison)."""
+    """Same ids in the same order (one vectorised comparison, whatever the chunking)."""
     if len(a) != len(b):
         return False
     a, b = reconcile(a, b)
-    if a.kind == "int64":
+    if a.kind == "int64" and isinstance(a.values, np.ndarray) and isinstance(b.values, np.ndarray):
         return bool(np.array_equal(a.values, b.values))
-    return bool(a.values.equals(b.values))
+    return bool(a.chunked().equals(b.chunked()))
 
 
 def duplicated(ids: Ids, limit: int = 5) -> tuple[int, list]:
     """``(number of duplicated id values, a few examples)``; ``(0, [])`` when ids are unique.
 
-    The common cases cost no sort: strictly increasing integer ids (one pass)
-    and integer ids in a dense range (a bincount).
+    No hashing of every id in the common cases: strictly increasing integer
+    ids (one pass), integer ids in a dense range (a bincount), string ids
+    whose 64-bit fingerprints are distinct (one sort of integers).
     """
     n = len(ids)
     if n < 2:
         return 0, []
     if ids.kind == "int64":
-        v = ids.values
+        v = ids.numpy()
         if bool(np.all(v[1:] > v[:-1])):
             return 0, []
         lo, hi = int(v.min()), int(v.max())
@@ -277,77 +320,106 @@ def duplicated(ids: Ids, limit: int = 5) -> tuple[int, list]:
         s = np.sort(fp)
         if not bool(np.any(s[1:] == s[:-1])):
             return 0, []  # distinct fingerprints => distinct ids
-    (keys,), size = dense_keys(ids)
+    (keys,), size = dense_keys(ids, exact=True)
     counts = np.bincount(keys, minlength=size)
     dup_keys = counts > 1
     if not dup_keys.any():
         return 0, []
     first = np.flatnonzero(dup_keys[keys])
-    seen_keys, where = np.unique(keys[first], return_index=True)
+    _, where = np.unique(keys[first], return_index=True)
     return int(dup_keys.sum()), ids.take(first[np.sort(where)][:limit])
 
 
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
-_S33 = np.uint64(33)
-
-
-def fingerprints(ids: Ids, max_bytes: int = 64, chunk_rows: int = 1 << 17) -> np.ndarray | None:
-    """A 64-bit fingerprint per string id, vectorised (``None`` for ids longer than ``max_bytes``).
-
-    Each id is zero-padded to whole 64-bit words, and the words and the length
-    are mixed with MurmurHash3's 64-bit finaliser constants.  Not a
-    cryptographic hash and never trusted alone: equal ids always have equal
-    fingerprints, so *distinct* fingerprints prove ids distinct; any equal pair
-    sends the caller to an exact check.  This lets a seal prove string ids
-    unique with one sort of 64-bit integers instead of hashing every string.
-    """
-    if ids.kind != "string":
-        return None
-    arr = ids.values
-    n = len(arr)
-    off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset:arr.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] is not None \
-        else np.zeros(0, np.uint8)
-    lens = np.diff(offsets)
-    if n == 0 or int(lens.max()) > max_bytes:
-        return None if n else np.zeros(0, np.uint64)
-    width = max(1, -(-int(lens.max()) // 8)) * 8
-    fixed = bool(np.all(lens == lens[0]))
-    out = np.empty(n, dtype=np.uint64)
-    cols = np.arange(width)
-    for start in range(0, n, chunk_rows):
-        stop = min(start + chunk_rows, n)
-        m = stop - start
-        pad = np.zeros((m, width), dtype=np.uint8)
-        if fixed:
-            length = int(lens[0])
-            pad[:, :length] = data[offsets[start]:offsets[stop]].reshape(m, length)
-        else:
-            inside = cols[None, :] < lens[start:stop, None]
-            pad[inside] = data[(offsets[start:stop, None] + cols[None, :])[inside]]
-        words = pad.view(np.uint64)
-        h = lens[start:stop].astype(np.uint64) * _M2
-        for j in range(words.shape[1]):
-            h ^= words[:, j]
-            h *= _M1
-            h ^= h >> _S33
-        h *= _M2
-        h ^= h >> _S33
-        out[start:stop] = h
+def _string_chunks(col: pa.ChunkedArray) -> list[tuple[np.ndarray, memoryview]]:
+    """``(offsets, data)`` of each non-empty chunk: offsets absolute into data, length ``len + 1``."""
+    out = []
+    large = pa.types.is_large_string(col.type)
+    for ch in col.chunks:
+        if len(ch) == 0:
+            continue
+        bufs = ch.buffers()
+        off = np.frombuffer(bufs[1], dtype=np.int64 if large else np.int32)[ch.offset:ch.offset + len(ch) + 1]
+        data = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
+        out.append((off, data))
     return out
 
 
-def dense_keys(*columns: Ids) -> tuple[list[np.ndarray], int]:
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_S33 = np.uint64(33)
+_WORD_KEYS = [np.uint64((0x9E3779B97F4A7C15 * (2 * j + 3)) % 2**64 | 1) for j in range(9)]
+
+
+def fingerprints(ids: Ids, max_bytes: int = 64, chunk_rows: int = 1 << 17) -> np.ndarray | None:
+    """A 64-bit fingerprint per string id, vectorised (``None`` if an id is longer than ``max_bytes``).
+
+    Each id is zero-padded to whole 64-bit words; the fingerprint is its
+    length and its words, each times a distinct odd constant, summed modulo
+    2**64 and passed through MurmurHash3's 64-bit finaliser.  Zero padding adds
+    nothing, so an id's fingerprint does not depend on the other ids.  Not a
+    cryptographic hash and never trusted alone: equal ids always have equal
+    fingerprints, so *distinct* fingerprints prove ids distinct, and every
+    match made through fingerprints is re-checked on the ids themselves.
+    """
+    if ids.kind != "string":
+        return None
+    pieces = _string_chunks(ids.values)
+    if not pieces:
+        return np.zeros(0, np.uint64)
+    longest = max(int(np.diff(off).max()) for off, _ in pieces)
+    if longest > max_bytes:
+        return None
+    width = max(1, -(-longest // 8)) * 8
+    cols = np.arange(width)
+    out = []
+    for off, data in pieces:
+        buf = np.frombuffer(data, dtype=np.uint8)
+        off = off.astype(np.int64)
+        lens = np.diff(off)
+        fixed = bool(np.all(lens == lens[0]))
+        for start in range(0, len(lens), chunk_rows):
+            stop = min(start + chunk_rows, len(lens))
+            m = stop - start
+            pad = np.zeros((m, width), dtype=np.uint8)
+            if fixed:
+                pad[:, :lens[0]] = buf[off[start]:off[stop]].reshape(m, int(lens[0]))
+            else:
+                inside = cols[None, :] < lens[start:stop, None]
+                pad[inside] = buf[(off[start:stop, None] + cols[None, :])[inside]]
+            words = pad.view(np.uint64)
+            h = lens[start:stop].astype(np.uint64) * _WORD_KEYS[-1]
+            for j in range(words.shape[1]):
+                h += words[:, j] * _WORD_KEYS[j]
+            h ^= h >> _S33
+            h *= _M1
+            h ^= h >> _S33
+            out.append(h)
+    return np.concatenate(out)
+
+
+def _same_strings(a: pa.ChunkedArray, pa_pos: np.ndarray, b: pa.ChunkedArray, pb_pos: np.ndarray,
+                  batch: int = 1 << 20) -> bool:
+    """``a[pa_pos[i]] == b[pb_pos[i]]`` for every ``i`` (in batches, to bound memory)."""
+    for start in range(0, len(pa_pos), batch):
+        x = take_chunked(a, pa_pos[start:start + batch])
+        y = take_chunked(b, pb_pos[start:start + batch])
+        if not x.equals(y):
+            return False
+    return True
+
+
+def dense_keys(*columns: Ids, exact: bool = False) -> tuple[list[np.ndarray], int]:
     """Map the ids of one or more columns to shared dense keys ``0 .. size-1``.
 
-    Equal ids get equal keys.  Integer ids in a compact range are offset; any
-    other ids are hash-encoded by Arrow (``dictionary_encode``), never sorted.
-    Returns one key array per column (int32 when they fit) and ``size``.
+    Equal ids get equal keys and different ids different keys.  Integer ids in
+    a compact range are offset.  String ids are keyed by their 64-bit
+    fingerprints (one sort of integers), then every id is compared with the
+    representative of its key; only if two distinct ids share a fingerprint
+    (or ``exact=True``, or ids are long) does Arrow hash every string
+    (``dictionary_encode``), which is exact but several times slower.
+    Returns one key array per column and ``size``.
     """
     if all(c.kind == "int64" for c in columns):
-        nonempty = [c.values for c in columns if len(c)]
+        nonempty = [c.numpy() for c in columns if len(c)]
         if not nonempty:
             return [np.zeros(0, np.int32) for _ in columns], 0
         lo = min(int(v.min()) for v in nonempty)
@@ -358,23 +430,64 @@ def dense_keys(*columns: Ids) -> tuple[list[np.ndarray], int]:
             keys = []
             for c in columns:
                 k = np.empty(len(c), dtype=kt)
-                np.subtract(c.values, lo, out=k, casting="unsafe")
+                np.subtract(c.numpy(), lo, out=k, casting="unsafe")
                 keys.append(k)
             return keys, hi - lo + 1
-        arrays = [pa.array(c.values) for c in columns]
+        arrays = [c.chunked() for c in columns]
     else:
         cols = [c.as_string() for c in columns]
-        wide = any(pa.types.is_large_string(c.values.type) for c in cols)
-        arrays = [pc.cast(c.values, pa.large_string()) if wide else c.values for c in cols]
-    encoded = pc.dictionary_encode(pa.chunked_array(arrays, type=arrays[0].type))
+        if len({c.values.type for c in cols}) > 1:
+            cols = [Ids("string", pc.cast(c.values, pa.large_string())) for c in cols]
+        arrays = [c.values for c in cols]
+        if not exact:
+            keyed = _fingerprint_keys(cols)
+            if keyed is not None:
+                return keyed
+    typ = arrays[0].type
+    encoded = pc.dictionary_encode(pa.chunked_array([ch for a in arrays for ch in a.chunks], type=typ))
     size = max((len(ch.dictionary) for ch in encoded.chunks), default=0)
-    keys, pos = [], 0
     flat = [ch.indices.to_numpy(zero_copy_only=False) for ch in encoded.chunks]
     allk = np.concatenate(flat) if flat else np.zeros(0, np.int32)
+    keys, pos = [], 0
     for c in columns:
         keys.append(allk[pos:pos + len(c)])
         pos += len(c)
     return keys, size
+
+
+def _fingerprint_keys(cols: list[Ids]) -> tuple[list[np.ndarray], int] | None:
+    """Dense keys from 64-bit fingerprints (one argsort), then an exact check of every id.
+
+    Rows sharing a fingerprint share a key; each row is then compared with its
+    key's representative row on the ids themselves (in batches).  Any mismatch
+    (two distinct ids with one fingerprint, by chance or by design) returns
+    ``None`` and the caller falls back to exact hashing.
+    """
+    fps = [fingerprints(c) for c in cols]
+    if any(f is None for f in fps):
+        return None
+    lengths = [len(f) for f in fps]
+    fp = np.concatenate(fps)
+    del fps
+    order = np.argsort(fp)
+    sfp = fp[order]
+    del fp
+    start = np.empty(len(sfp), dtype=bool)
+    start[:1] = True
+    np.not_equal(sfp[1:], sfp[:-1], out=start[1:])
+    del sfp
+    kt = np.int32 if len(order) < 2**31 - 1 else np.int64
+    group = np.cumsum(start, dtype=kt) - 1
+    size = int(group[-1]) + 1 if len(group) else 0
+    keys = np.empty(len(order), dtype=kt)
+    keys[order] = group
+    rep = order[start][group]  # representative row of each sorted position's key
+    others = ~start
+    allids = pa.chunked_array([ch for c in cols for ch in c.values.chunks], type=cols[0].values.type)
+    if others.any() and not _same_strings(allids, order[others], allids, rep[others]):
+        return None
+    bounds = np.cumsum([0] + lengths)
+    return [keys[bounds[i]:bounds[i + 1]] for i in range(len(cols))], size
 
 
 # -- commitments ------------------------------------------------------------
@@ -393,21 +506,20 @@ def commit(ids: Ids, codes: np.ndarray, code_width: np.dtype, *, block_rows: int
     Block ``k`` covers rows ``[k * block_rows, (k + 1) * block_rows)``: SHA-256
     (HMAC-SHA-256 under ``mac_key`` for private manifests, so low-entropy labels
     cannot be guessed back from the digests) of a header, the block's ids
-    (int64 little-endian, or rebased int64 offsets followed by the UTF-8 bytes)
-    and its label codes (``code_width``).  The root hashes the block digests.
-    hashlib releases the GIL and hashes each block's buffers whole.
+    (int64 little-endian; for string ids the int64 byte lengths, then the UTF-8
+    bytes), and its label codes (``code_width`` bytes each).  The root hashes
+    the block digests.  Whole buffers go to hashlib (which releases the GIL),
+    never one row at a time, and the result does not depend on how the data
+    was chunked when read.
     """
     n = len(ids)
     kind = ids.kind.encode()
     codes = np.ascontiguousarray(codes, dtype=code_width)
     if ids.kind == "int64":
-        idv = np.ascontiguousarray(ids.values, dtype="<i8")
-        offsets = data = None
+        idv = np.ascontiguousarray(ids.numpy(), dtype="<i8")
     else:
-        arr = ids.values
-        off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-        offsets = np.frombuffer(arr.buffers()[1], dtype=off_type)[arr.offset:arr.offset + n + 1]
-        data = memoryview(arr.buffers()[2]) if arr.buffers()[2] is not None else memoryview(b"")
+        pieces = _string_chunks(ids.values)
+        starts = np.cumsum([0] + [len(off) - 1 for off, _ in pieces])
 
     def new():
         return hmac.new(mac_key, digestmod=hashlib.sha256) if mac_key else hashlib.sha256()
@@ -417,12 +529,20 @@ def commit(ids: Ids, codes: np.ndarray, code_width: np.dtype, *, block_rows: int
         stop = min(start + block_rows, n)
         h = new()
         h.update(b"flipguard-block\0" + kind + struct.pack("<QQB", start, stop - start, code_width.itemsize))
-        if offsets is None:
+        if ids.kind == "int64":
             h.update(memoryview(idv[start:stop]))
         else:
-            off = offsets[start:stop + 1]
-            h.update(memoryview((off - off[0]).astype("<i8")))
-            h.update(data[int(off[0]):int(off[-1])])
+            parts = []
+            c = int(np.searchsorted(starts, start, side="right")) - 1 if n else 0
+            while n and c < len(pieces) and starts[c] < stop:
+                off, data = pieces[c]
+                lo, hi = max(start, starts[c]) - starts[c], min(stop, starts[c + 1]) - starts[c]
+                parts.append((off[lo:hi + 1], data))
+                c += 1
+            for off, _ in parts:
+                h.update(memoryview(np.diff(off).astype("<i8")))
+            for off, data in parts:
+                h.update(data[int(off[0]):int(off[-1])])
         h.update(memoryview(codes[start:stop]))
         digests.append(h.digest())
     root = new()

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._columns import Ids, class_counts, dense_keys, ids_equal, map_codes, reconcile
+from ._columns import Ids, class_counts, dense_keys, ids_equal, map_codes, reconcile, take_chunked
 from ._stats import balance_drift, change_shape, transition_list
 
 __all__ = ["LabelChanges"]
@@ -186,6 +186,8 @@ class LabelChanges:
     def findings(self, before: str = "sealed", after: str = "current") -> list[str]:
         """One plain line per kind of difference."""
         out = []
+        if self.n_before and self.n_after and self.n_added == self.n_after:
+            out.append(f"no id of the {after} data is in the {before} data: is it the same dataset?")
         if self.n_changed:
             pairs = ", ".join(f"{t['count']} {_txt(t['from'])} -> {_txt(t['to'])}"
                               for t in transition_list(self.transitions, self.classes)[:3])
@@ -295,8 +297,8 @@ def column_changes(before: pa.ChunkedArray, after: pa.ChunkedArray, al: Alignmen
         rows_a = None
     else:
         rows_a, rows_b = pairs
-        b = before.take(pa.array(rows_b))
-        a = after.take(pa.array(rows_a))
+        b = take_chunked(before, rows_b)
+        a = take_chunked(after, rows_a)
     if len(b) == 0:
         return {"row": [], "id": [], "before": [], "after": []}
     if b.type != a.type:
@@ -310,6 +312,12 @@ def column_changes(before: pa.ChunkedArray, after: pa.ChunkedArray, al: Alignmen
         same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(b), pc.is_nan(a)), False))
     differ = np.flatnonzero(~np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool))
     pos_a = differ if rows_a is None else rows_a[differ]
-    take = pa.array(differ)
     return {"row": _rows(after_side, pos_a), "id": after_side.ids.take(pos_a),
-            "before": b.take(take).to_pylist(), "after": a.take(take).to_pylist()}
+            "before": _take(b, differ), "after": _take(a, differ)}
+
+
+def _take(col, positions: np.ndarray) -> list:
+    if not len(positions):
+        return []
+    return (take_chunked(col, positions) if isinstance(col, pa.ChunkedArray)
+            else col.take(pa.array(positions))).to_pylist()

@@ -45,7 +45,7 @@ class DiffReport:
     old: str
     new: str
     label: str
-    id: str  # noqa: A003
+    id: str
     changes: LabelChanges
     findings: list = field(default_factory=list)
 
@@ -61,14 +61,14 @@ class DiffReport:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
 
 
-def _side(tbl: pa.Table, label: str, id: str, where: str) -> Side:  # noqa: A002
+def _side(tbl: pa.Table, label: str, id: str, where: str) -> Side:
     ids = normalize_ids(tbl.column(id), what=f"{where}: id column '{id}'")
     values, codes = label_codes(tbl.column(label))
     values, codes, counts = drop_unused(values, codes, class_counts(codes, len(values)))
     return Side(ids, codes, values, counts=counts)
 
 
-def diff_tables(old: pa.Table, new: pa.Table, *, label: str, id: str,  # noqa: A002
+def diff_tables(old: pa.Table, new: pa.Table, *, label: str, id: str,
                 old_name: str = "old", new_name: str = "new") -> DiffReport:
     """Compare the labels of two in-memory tables row by row (matched by id).
 
@@ -95,7 +95,7 @@ def diff_tables(old: pa.Table, new: pa.Table, *, label: str, id: str,  # noqa: A
     return DiffReport(old_name, new_name, label, id, changes, findings)
 
 
-def diff(old, new, *, label: str, id: str, table: str | None = None,  # noqa: A002
+def diff(old, new, *, label: str, id: str, table: str | None = None,
          query: str | None = None) -> DiffReport:
     """Compare the labels of two files, URLs or tables (only id and label columns are read)."""
     old_tbl, old_where = read_columns(old, [id, label], dictionary=[label], table=table, query=query)

@@ -43,14 +43,24 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from .._io import atomic_write_bytes
 from ..exceptions import IntegrityError, InvalidParameterError
 from ._compare import Side, compare
 from ._diff import diff_tables
 from ._keys import key_id, load_private_key, load_public_key
-from ._manifest import Manifest, canonical_json, check_signature, load_manifest, sign_body, strict_json
+from ._manifest import (
+    Manifest,
+    canonical_json,
+    check_signature,
+    load_manifest,
+    sign_body,
+    strict_json,
+)
 from ._seal import now_utc, seal_table
 from ._source import read_columns
 from ._stats import transition_list
@@ -353,8 +363,9 @@ def _check_head(parsed: list[_Parsed], head: str) -> tuple[list[str], list[str]]
         if p.hash.startswith(head):
             after = len(parsed) - 1 - p.seq
             return [], [f"head {head[:12]} is entry #{p.seq}" + (f"; {after} entr(ies) appended since" if after else "")]
-    return [f"no entry has head hash {head[:12]}...: entries were removed from the end of the ledger "
-            "(or it is another ledger)"], []
+    finding = (f"no entry has head hash {head[:12]}...: entries were removed from the end of the ledger "
+               "(or it is another ledger)")
+    return [finding], []
 
 
 def _same_dataset(a: str, b: str) -> bool:
@@ -480,8 +491,8 @@ def _write_snapshot(store: Path, manifest: Manifest, data: bytes) -> None:
     atomic_write_bytes(target, data)
 
 
-def ledger_append(path: str | os.PathLike, *, step: str, input, output, label: str,  # noqa: A002
-                  id: str, private_key, script: str | os.PathLike | None = None,  # noqa: A002
+def ledger_append(path: str | os.PathLike, *, step: str, input, output, label: str,
+                  id: str, private_key, script: str | os.PathLike | None = None,
                   expect_label_changes: int | None = None, table: str | None = None,
                   input_name: str | None = None, output_name: str | None = None) -> LedgerAppend:
     """Seal a step's input and output and append a signed, hash-chained entry.

@@ -46,7 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from ..exceptions import IntegrityError
 from ._columns import SCHEME_KEYED, SCHEME_PLAIN
@@ -147,7 +150,7 @@ class Manifest:
         return self.doc["label"]
 
     @property
-    def id(self) -> str:  # noqa: A003 - the manifest field is called "id"
+    def id(self) -> str:
         return self.doc["id"]
 
     @property
@@ -208,13 +211,13 @@ class Manifest:
         return check_signature(self.doc, public_key, "the manifest")
 
     @classmethod
-    def from_dict(cls, doc: dict, where: str = "<manifest>") -> "Manifest":
+    def from_dict(cls, doc: dict, where: str = "<manifest>") -> Manifest:
         """Validate a parsed manifest object (types, formats, version)."""
         _validate(doc, where)
         return cls(doc=doc)
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str = "<manifest>") -> "Manifest":
+    def from_bytes(cls, data: bytes, where: str = "<manifest>") -> Manifest:
         """Parse manifest bytes strictly; :class:`IntegrityError` names what is wrong."""
         if not data:
             raise IntegrityError(f"{where}: empty file (not a flipguard manifest)")

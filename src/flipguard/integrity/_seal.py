@@ -20,25 +20,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .._io import atomic_write_bytes
+from .._io import atomic_path, atomic_write_bytes
 from ..exceptions import DataError, InvalidParameterError
 from . import _snapshot
 from ._columns import (
     SCHEME_KEYED,
     SCHEME_PLAIN,
     block_rows_for,
+    class_counts,
     code_dtype,
     commit,
-    duplicated,
-    class_counts,
     drop_unused,
+    duplicated,
     label_codes,
     normalize_ids,
 )
@@ -52,19 +54,16 @@ MANIFEST_SUFFIX = ".flipguard.json"
 
 
 def _tool() -> str:
-    try:
-        from importlib.metadata import version
+    from .. import __version__
 
-        return f"flipguard {version('flipguard')}"
-    except Exception:  # noqa: BLE001 - metadata missing in odd installs
-        return "flipguard"
+    return f"flipguard {__version__}"
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519PrivateKey,  # noqa: A002
+def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519PrivateKey,
                columns: list[str] | None = None, source: str = "<arrow table>",
                secret: bytes | None = None, snapshot_name: str = "labels.snapshot",
                created: str | None = None) -> tuple[Manifest, bytes]:
@@ -111,6 +110,39 @@ def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519Priv
     >>> manifest.class_counts
     {'cat': 2, 'dog': 1}
     """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        prep = _prepare(table, label=label, id=id, columns=columns, source=source, secret=secret, pool=pool)
+        data = _snapshot.encode(prep.ids, prep.codes, prep.classes, prep.counts, prep.features)
+        if prep.aes_key is not None:
+            data = _snapshot.encrypt(data, prep.aes_key)
+        digest = hashlib.sha256(data).hexdigest()
+        return _sign(prep, digest, len(data), snapshot_name, private_key, created), data
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    label: str
+    id: str
+    columns: list
+    source: str
+    ids: object
+    codes: np.ndarray
+    classes: list
+    counts: np.ndarray
+    features: dict
+    private: dict | None
+    aes_key: bytes | None
+    commitment: Future  # -> dict, computed in the worker thread while the snapshot is written
+
+
+def _prepare(table: pa.Table, *, label: str, id: str, columns, source: str,  # noqa: A002
+             secret: bytes | None, pool: ThreadPoolExecutor) -> _Prepared:
+    """Everything but the snapshot's digest and the signature: checks, label codes, commitment.
+
+    Work is split over two threads (numpy, Arrow and hashlib release the GIL):
+    the worker proves the ids unique and then hashes the commitment, while the
+    calling thread codes the labels and (after return) writes the snapshot.
+    """
     columns = list(columns or [])
     if label == id:
         raise InvalidParameterError(f"label and id must be different columns (both are '{label}')")
@@ -119,49 +151,82 @@ def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519Priv
         raise InvalidParameterError(f"columns must not repeat the label or id column ({', '.join(clash)})")
     check_columns(table.column_names, [id, label, *columns], source)
     ids = normalize_ids(table.column(id), what=f"{source}: id column '{id}'")
-    n_dup, examples = duplicated(ids)
-    if n_dup:
-        raise DataError(f"{source}: id column '{id}' has {n_dup} duplicated value(s) "
-                        f"(e.g. {', '.join(map(str, examples))}); a seal needs unique ids")
+    dup_check = pool.submit(duplicated, ids)
     values, codes = label_codes(table.column(label))
     classes, codes, counts = drop_unused(values, codes, class_counts(codes, len(values)))
     width = code_dtype(len(classes))
-
-    mac_key = aes_key = None
-    private = None
+    mac_key = aes_key = private = None
     if secret is not None:
         salt = os.urandom(16)
         aes_key, mac_key, check = _snapshot.derive_keys(secret, salt)
         private = {"kdf": "hkdf-sha256", "salt": salt.hex(), "cipher": "aes-256-gcm", "key_check": check}
+    n_dup, examples = dup_check.result()
+    if n_dup:
+        raise DataError(f"{source}: id column '{id}' has {n_dup} duplicated value(s) "
+                        f"(e.g. {', '.join(map(str, examples))}); a seal needs unique ids")
     block_rows = block_rows_for(len(codes))
-    blocks, root = commit(ids, codes, width, block_rows=block_rows, mac_key=mac_key)
 
-    features = {c: table.column(c) for c in columns}
-    data = _snapshot.encode(ids, codes, classes, counts, features)
-    if aes_key is not None:
-        data = _snapshot.encrypt(data, aes_key)
-    digest = hashlib.sha256(data).hexdigest()
+    def commitment() -> dict:
+        blocks, root = commit(ids, codes, width, block_rows=block_rows, mac_key=mac_key)
+        return {"scheme": SCHEME_KEYED if private else SCHEME_PLAIN, "block_rows": block_rows,
+                "code_bytes": width.itemsize, "blocks": blocks, "root": root}
+
+    return _Prepared(label, id, columns, source, ids, codes, classes, counts,
+                     {c: table.column(c) for c in columns}, private, aes_key, pool.submit(commitment))
+
+
+def _sign(prep: _Prepared, digest: str, size: int, snapshot_name: str, private_key: Ed25519PrivateKey,
+          created: str | None) -> Manifest:
     body = {
         "format_version": FORMAT_VERSION,
         "kind": KIND,
         "created": created or now_utc(),
-        "source": source,
-        "label": label,
-        "id": id,
-        "id_type": ids.kind,
-        "rows": int(len(codes)),
-        "columns": columns,
-        "classes": None if private else [{"label": c, "count": int(n)} for c, n in zip(classes, counts)],
-        "commitment": {"scheme": SCHEME_KEYED if private else SCHEME_PLAIN, "block_rows": block_rows,
-                       "code_bytes": width.itemsize, "blocks": blocks, "root": root},
-        "snapshot": {"file": snapshot_name.replace("{sha256}", digest), "sha256": digest,
-                     "bytes": len(data),
-                     "format": "aes-256-gcm+arrow-ipc" if private else "arrow-ipc"},
-        "private": private,
+        "source": prep.source,
+        "label": prep.label,
+        "id": prep.id,
+        "id_type": prep.ids.kind,
+        "rows": len(prep.codes),
+        "columns": prep.columns,
+        "classes": None if prep.private else [{"label": c, "count": int(n)}
+                                              for c, n in zip(prep.classes, prep.counts)],
+        "commitment": prep.commitment.result(),
+        "snapshot": {"file": snapshot_name.replace("{sha256}", digest), "sha256": digest, "bytes": size,
+                     "format": "aes-256-gcm+arrow-ipc" if prep.private else "arrow-ipc"},
+        "private": prep.private,
         "key_id": key_id(private_key),
         "tool": _tool(),
     }
-    return Manifest(doc=sign_body(body, private_key)), data
+    return Manifest(doc=sign_body(body, private_key))
+
+
+class _HashingWriter:
+    """A write-only file object for :class:`pyarrow.PythonFile` that hashes what it passes on."""
+
+    def __init__(self, fh):
+        self.fh, self.size, self.closed = fh, 0, False
+        self._h = hashlib.sha256()
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._h.update(view)
+        self.fh.write(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -180,22 +245,22 @@ class SealResult:
                 "key_id": m.key_id, "created": m.created, "commitment_root": m.commitment["root"]}
 
 
-def default_manifest_path(source) -> Path:
+def default_manifest_path(source, option: str = "--out / out=") -> Path:
     """``DATA.flipguard.json`` next to a local file; URLs and DSNs need an explicit path."""
     if not is_local_path(source):
         raise InvalidParameterError(f"{describe(source)} is not a local file: give the manifest path "
-                                    "(--out / out=)")
+                                    f"({option})")
     return Path(os.fspath(source) + MANIFEST_SUFFIX)
 
 
 def snapshot_path_for(manifest_path: str | os.PathLike) -> Path:
     """``X.snapshot`` for manifest ``X.json`` (``X.json.snapshot`` for any other name)."""
     p = Path(manifest_path)
-    stem = p.name[:-5] if p.name.endswith(".json") else p.name
+    stem = p.name.removesuffix(".json")
     return p.with_name(stem + ".snapshot")
 
 
-def seal(source, *, label: str, id: str, private_key,  # noqa: A002
+def seal(source, *, label: str, id: str, private_key,
          out: str | os.PathLike | None = None, columns: list[str] | None = None,
          secret: bytes | None = None, table: str | None = None, query: str | None = None) -> SealResult:
     """Seal a file, URL or database table and write the manifest and its snapshot.
@@ -218,8 +283,23 @@ def seal(source, *, label: str, id: str, private_key,  # noqa: A002
                 raise InvalidParameterError(f"{target} is the data file itself; choose another manifest path")
     tbl, where = read_columns(source, [id, label, *(columns or [])], dictionary=[label],
                               table=table, query=query)
-    manifest, data = seal_table(tbl, label=label, id=id, private_key=key, columns=columns,
-                                source=where, secret=secret, snapshot_name=snap_path.name)
-    atomic_write_bytes(snap_path, data)
+    if secret is not None:
+        manifest, data = seal_table(tbl, label=label, id=id, private_key=key, columns=columns,
+                                    source=where, secret=secret, snapshot_name=snap_path.name)
+        atomic_write_bytes(snap_path, data)
+    else:  # stream the snapshot straight into its file: no copy of it in memory
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            prep = _prepare(tbl, label=label, id=id, columns=columns, source=where, secret=None, pool=pool)
+            del tbl
+            with atomic_path(snap_path) as tmp:
+                # Hash the bytes as they are written, never re-read: whoever can write the
+                # directory must not be able to swap the file between writing and signing.
+                with open(tmp, "wb") as fh:
+                    hashing = _HashingWriter(fh)
+                    with pa.PythonFile(hashing, mode="w") as sink:
+                        _snapshot.write(sink, prep.ids, prep.codes, prep.classes, prep.counts, prep.features)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                manifest = _sign(prep, hashing.hexdigest(), hashing.size, snap_path.name, key, None)
     atomic_write_bytes(manifest_path, manifest.to_bytes())
     return SealResult(manifest, manifest_path, snap_path)

@@ -3,8 +3,10 @@
 A snapshot is an Arrow IPC file holding, in the data's row order, the ids
 (``id``; integer ids as deltas, so sequential ids cost almost nothing), the
 label codes (``code``, narrow unsigned ints), and any feature columns sealed
-with ``--columns`` (``column:<name>``).  Buffers are compressed with LZ4
-(integer ids) or zstd (string ids, which LZ4 cannot shrink).
+with ``--columns`` (``column:<name>``).  With integer ids the buffers are
+LZ4-compressed; string ids are stored as they are (zstd would halve UUID text
+but double the cost of a seal, and LZ4 cannot shrink it), so the snapshot is
+about the size of the id column.
 Its schema metadata (``flipguard``) lists the classes, so ``classes[code]``
 is each row's label as text.  The manifest holds the snapshot's SHA-256.
 
@@ -128,6 +130,7 @@ def decrypt(data: bytes, aes_key: bytes, where: str) -> bytes:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    data = bytes(data)
     if not data.startswith(_MAGIC_ENC) or len(data) < len(_MAGIC_ENC) + 12 + 16 + 8:
         raise IntegrityError(f"{where}: not an encrypted flipguard snapshot")
     nonce = data[len(_MAGIC_ENC):len(_MAGIC_ENC) + 12]
@@ -142,27 +145,36 @@ def decrypt(data: bytes, aes_key: bytes, where: str) -> bytes:
 # -- encode / decode ------------------------------------------------------------
 def encode(ids: Ids, codes: np.ndarray, classes: list, counts: np.ndarray,
            features: dict[str, pa.ChunkedArray]) -> bytes:
-    """Snapshot bytes (Arrow IPC file; batches of 1M rows so Arrow compresses buffers in parallel)."""
+    """Snapshot bytes (see :func:`write`)."""
+    sink = pa.BufferOutputStream()
+    write(sink, ids, codes, classes, counts, features)
+    return sink.getvalue().to_pybytes()
+
+
+def write(sink, ids: Ids, codes: np.ndarray, classes: list, counts: np.ndarray,
+          features: dict[str, pa.ChunkedArray]) -> None:
+    """Write a snapshot to ``sink`` (a path or Arrow output stream) as an Arrow IPC file.
+
+    Batches of 1M rows, so Arrow compresses buffers in parallel.
+    """
     width = code_dtype(len(classes))
     if ids.kind == "int64":  # deltas: sequential or gapped ids compress to almost nothing, fast
-        v = ids.values
+        v = ids.numpy()
         delta = np.empty_like(v)
         delta[:1] = v[:1]
         np.subtract(v[1:], v[:-1], out=delta[1:])
         id_col, id_encoding, codec = pa.array(delta), "delta", "lz4"
-    else:
-        id_col, id_encoding, codec = ids.values, "plain", "zstd"
+    else:  # zstd would halve hex ids at twice the cost of the whole seal; LZ4 cannot shrink them
+        id_col, id_encoding, codec = ids.values, "plain", None
     cols = {"id": id_col, "code": pa.array(np.ascontiguousarray(codes, dtype=width))}
     for name, col in features.items():
         cols[FEATURE_PREFIX + name] = col
     meta = {"format_version": 1, "classes": classes, "counts": [int(c) for c in counts], "rows": len(codes),
             "id_encoding": id_encoding}
     table = pa.table(cols).replace_schema_metadata({b"flipguard": json.dumps(meta).encode()})
-    sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression=codec)
     with pa.ipc.new_file(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=1 << 20)
-    return sink.getvalue().to_pybytes()
 
 
 def decode(data: bytes, *, rows: int, columns: list[str], id_type: str, where: str) -> Snapshot:
@@ -196,7 +208,7 @@ def decode(data: bytes, *, rows: int, columns: list[str], id_type: str, where: s
             values = np.cumsum(values)
         ids = Ids("int64", values)
     else:
-        ids = Ids("string", id_col.combine_chunks())
+        ids = Ids("string", id_col)
     code_col = table.column("code")
     if code_col.null_count or not pa.types.is_unsigned_integer(code_col.type):
         bad("label codes are not unsigned integers")
@@ -208,12 +220,13 @@ def decode(data: bytes, *, rows: int, columns: list[str], id_type: str, where: s
                     features=features)
 
 
-def check_bytes(data: bytes, snapshot_meta: dict, where: str) -> None:
+def check_bytes(data, snapshot_meta: dict, where: str) -> None:
     """The snapshot's size and SHA-256 must be the ones the (signed) manifest holds."""
-    if len(data) != snapshot_meta["bytes"] or hashlib.sha256(data).hexdigest() != snapshot_meta["sha256"]:
-        raise IntegrityError(f"{where}: does not match the manifest ({len(data)} bytes, SHA-256 differs); "
+    size = memoryview(data).nbytes
+    if size != snapshot_meta["bytes"] or hashlib.sha256(data).hexdigest() != snapshot_meta["sha256"]:
+        raise IntegrityError(f"{where}: does not match the manifest ({size} bytes, SHA-256 differs); "
                              "the snapshot was modified, truncated or replaced")
 
 
-def is_encrypted(data: bytes) -> bool:
-    return data.startswith(_MAGIC_ENC)
+def is_encrypted(data) -> bool:
+    return bytes(memoryview(data)[:len(_MAGIC_ENC)]) == _MAGIC_ENC

@@ -46,11 +46,11 @@ def balance_drift(before: np.ndarray, after: np.ndarray, classes: list) -> dict:
     pb, pa_ = before / nb, after / na
     k = int(np.argmax(np.abs(pa_ - pb)))
     out["largest_shift"] = {"label": classes[k], "before": float(pb[k]), "after": float(pa_[k])}
-    from scipy import stats
-
     keep = (before + after) > 0
     if keep.sum() < 2 or np.array_equal(before, after):
         return out
+    from scipy import stats
+
     res = stats.chi2_contingency(np.vstack([before[keep], after[keep]]), correction=False)
     out.update(statistic=float(res.statistic), dof=int(res.dof), p_value=float(res.pvalue),
                drifted=bool(res.pvalue < ALPHA))
@@ -73,8 +73,6 @@ def change_shape(transitions: np.ndarray, before_counts: np.ndarray, classes: li
     ``reading``, the chi-square ``statistic``/``p_value`` and the ``top_pair``
     with its share, expected share and corrected binomial p-value.
     """
-    from scipy import stats
-
     transitions = np.asarray(transitions, dtype=np.int64)
     total = int(transitions.sum())
     out = {"total": total, "test": "chi-square goodness of fit of the off-diagonal transitions "
@@ -83,6 +81,8 @@ def change_shape(transitions: np.ndarray, before_counts: np.ndarray, classes: li
            "reading": "No label changed."}
     if total == 0:
         return out
+    from scipy import stats
+
     k = len(classes)
     before_counts = np.asarray(before_counts, dtype=np.float64)
     sources = np.flatnonzero(before_counts > 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class VerifyReport:
         """True when the signature is valid and no sealed row or value differs."""
         return self.signature.valid and not self.findings
 
-    def check(self) -> "VerifyReport":
+    def check(self) -> VerifyReport:
         """Return ``self`` when :attr:`ok`, else raise :class:`IntegrityError` listing the findings."""
         if not self.ok:
             raise IntegrityError(f"{self.source}: " + "; ".join(self.findings))
@@ -123,8 +124,9 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
     manifest : Manifest
     public_key : Ed25519PublicKey
         The key the seal must be signed with.
-    snapshot : bytes
-        The sidecar's contents.
+    snapshot : bytes-like or Snapshot
+        The sidecar's contents (``bytes``, ``memoryview`` or ``pyarrow.Buffer``),
+        or what :func:`open_snapshot` made of them.
     secret : bytes, optional
         Needed for a private seal.
     source : str, optional
@@ -154,7 +156,8 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
                        f"of {manifest.source} -- is it the manifest of another dataset?")
     snap_where = f"snapshot {manifest_path and Path(manifest_path).with_name(manifest.snapshot['file'])}" \
         if manifest_path else "snapshot"
-    snap = open_snapshot(manifest, snapshot, secret=secret, where=snap_where)
+    snap = snapshot if isinstance(snapshot, _snapshot.Snapshot) \
+        else open_snapshot(manifest, snapshot, secret=secret, where=snap_where)
 
     findings: list[str] = []
     id_col = table.column(manifest.id)
@@ -181,10 +184,15 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
 
 
 def read_snapshot_file(manifest: Manifest, manifest_path: str | os.PathLike) -> tuple[bytes, Path]:
+    """The snapshot next to ``manifest_path``, read into memory.
+
+    A private copy, not a memory map: the bytes that are hashed must be the
+    bytes that are decoded, even if someone rewrites the file meanwhile.
+    """
     path = Path(manifest_path).with_name(manifest.snapshot["file"])
     try:
         return path.read_bytes(), path
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise IntegrityError(f"snapshot {path}: no such file (it belongs next to manifest "
                              f"{manifest_path})") from None
 
@@ -202,21 +210,25 @@ def verify(source, manifest_path: str | os.PathLike | None = None, public_key=No
     if public_key is None:
         raise IntegrityError("verify needs the signer's public key (--pubkey flipguard.pub)")
     key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
-    manifest_path = Path(manifest_path) if manifest_path is not None else default_manifest_path(source)
+    manifest_path = Path(manifest_path) if manifest_path is not None \
+        else default_manifest_path(source, "--manifest / manifest_path=")
     manifest = load_manifest(manifest_path)
     sig = manifest.verify_signature(key)
     if not sig.valid:  # do not read data or snapshot for an untrusted manifest
         return verify_table(pa.table({}), manifest, key, snapshot=b"", source=describe(source),
                             manifest_path=str(manifest_path))
-    data, _ = read_snapshot_file(manifest, manifest_path)
-    try:
-        tbl, where = read_columns(source, [manifest.id, manifest.label, *manifest.columns],
-                                  dictionary=[manifest.label], table=table, query=query)
-    except DataError as exc:
-        if "not found" in str(exc):
-            raise DataError(f"{exc}; the manifest seals columns '{manifest.id}' (id) and "
-                            f"'{manifest.label}' (label) of {manifest.source} -- "
-                            "is it the manifest of another dataset?") from None
-        raise
-    return verify_table(tbl, manifest, key, snapshot=data, secret=secret, source=where,
+    data, snap_path = read_snapshot_file(manifest, manifest_path)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hash and decode the snapshot while the data is read
+        opened = pool.submit(open_snapshot, manifest, data, secret=secret, where=f"snapshot {snap_path}")
+        try:
+            tbl, where = read_columns(source, [manifest.id, manifest.label, *manifest.columns],
+                                      dictionary=[manifest.label], table=table, query=query)
+        except DataError as exc:
+            if "not found" in str(exc):
+                raise DataError(f"{exc}; the manifest seals columns '{manifest.id}' (id) and "
+                                f"'{manifest.label}' (label) of {manifest.source} -- "
+                                "is it the manifest of another dataset?") from None
+            raise
+        snap = opened.result()
+    return verify_table(tbl, manifest, key, snapshot=snap, secret=secret, source=where,
                         manifest_path=str(manifest_path))

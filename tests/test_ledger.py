@@ -1,0 +1,238 @@
+"""Provenance ledger: chained, signed entries; removed/edited/reordered entries, rollbacks and
+compromised label-preserving steps are all caught."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from flipguard.exceptions import IntegrityError
+from flipguard.integrity import ledger_append, show_ledger, verify_ledger, write_keypair
+
+
+def _csv(path: Path, labels: list[str], ids=None) -> Path:
+    ids = list(range(1, len(labels) + 1)) if ids is None else ids
+    pacsv.write_csv(pa.table({"rid": ids, "f": [0.5] * len(labels), "y": labels}), path)
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    kp = write_keypair(tmp_path / "keys")
+    raw = _csv(tmp_path / "raw.csv", ["a", "b", "a", "b", "a", "b"])
+    clean = _csv(tmp_path / "clean.csv", ["a", "b", "a", "b", "a", "b"], ids=[6, 5, 4, 3, 2, 1][::-1])
+    train = _csv(tmp_path / "train.csv", ["a", "b", "a", "a"], ids=[1, 2, 3, 4])
+    return tmp_path, kp, raw, clean, train
+
+
+def _two_steps(tmp_path, kp, raw, clean, train):
+    ledger = tmp_path / "p.ledger"
+    r0 = ledger_append(ledger, step="clean", input=raw, output=clean, label="y", id="rid",
+                       private_key=kp.private, expect_label_changes=0)
+    r1 = ledger_append(ledger, step="split", input=clean, output=train, label="y", id="rid",
+                       private_key=kp.private)
+    return ledger, r0, r1
+
+
+def test_append_verify_show(setup):
+    tmp_path, kp, *_ = setup
+    ledger, r0, r1 = _two_steps(*setup)
+    assert r0.ok and r1.ok and (r0.seq, r1.seq) == (0, 1)
+    lines = ledger.read_bytes().splitlines()
+    e0, e1 = json.loads(lines[0]), json.loads(lines[1])
+    assert e0["prev"] == "0" * 64
+    import hashlib
+
+    assert e1["prev"] == hashlib.sha256(lines[0]).hexdigest() == r0.hash
+    assert e1["changes"] == {"changed": 1, "added": 0, "removed": 2, "duplicated": 0,
+                             "transitions": [{"from": "b", "to": "a", "count": 1}]}
+    assert e0["input"]["manifest"]["rows"] == 6 and e0["user"] and e0["host"]
+    rep = verify_ledger(ledger, kp.public)
+    assert rep.ok and rep.findings == [] and rep.head == r1.hash
+    show = show_ledger(ledger, kp.public)
+    assert show.ok
+    rec = show.entries[1]["recomputed"]
+    assert rec["changed"] == {"row": [3], "id": [4], "input": ["b"], "output": ["a"]}
+    assert rec["removed"]["id"] == [5, 6]
+    assert len(list((tmp_path / "p.ledger.snapshots").iterdir())) == 2  # raw == clean labels: one snapshot
+
+
+def test_script_hash_recorded(setup):
+    tmp_path, kp, raw, clean, _ = setup
+    script = tmp_path / "clean.py"
+    script.write_text("print('clean')\n")
+    r = ledger_append(tmp_path / "l", step="clean", input=raw, output=clean, label="y", id="rid",
+                      private_key=kp.private, script=script)
+    import hashlib
+
+    assert r.entry["script"] == {"path": str(script), "sha256": hashlib.sha256(script.read_bytes()).hexdigest()}
+
+
+def test_label_preserving_step_that_changes_labels_is_caught(setup, cli):
+    """A compromised preprocessing script: declared to keep labels, it flipped one."""
+    tmp_path, kp, raw, _, _ = setup
+    bad = _csv(tmp_path / "bad.csv", ["a", "b", "a", "b", "b", "b"])
+    ledger = tmp_path / "p.ledger"
+    r = cli("ledger", "append", ledger, "--step", "normalise", "--input", raw, "--output", bad, "--label", "y",
+            "--id", "rid", "--key", kp.private, "--expect-label-changes", "0")
+    assert r.exit_code == 1
+    finding = ("entry #0: step 'normalise' was declared label-preserving (0 changes) but changed 1 label(s) "
+               "(1 a -> b): check the script that ran it")
+    assert f"FINDING: {finding}" in r.stdout
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public)
+    assert r.exit_code == 1 and f"  - {finding}" in r.stdout
+    r = cli("ledger", "show", ledger, "--pubkey", kp.public)
+    assert r.exit_code == 1 and "changed ids: 5 (a->b)" in r.stdout and finding in r.stdout
+    j = json.loads(cli("ledger", "show", ledger, "--json").stdout)
+    assert j["findings"] == [finding] and j["entries"][0]["recomputed"]["n_changed"] == 1
+
+
+def _rewrite(ledger: Path, lines: list[bytes]) -> None:
+    ledger.write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def test_removed_entry_is_caught(setup, cli):
+    _, kp, _, _, train = setup
+    ledger, *_ = _two_steps(*setup)
+    ledger_append(ledger, step="third", input=train, output=train, label="y", id="rid", private_key=kp.private)
+    lines = ledger.read_bytes().splitlines()
+    _rewrite(ledger, [lines[0], lines[2]])
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public)
+    assert r.exit_code == 1
+    assert ("  - entry #1 ('third') carries sequence number 2 at position 1: entries were removed, inserted or "
+            "reordered") in r.stdout
+    assert ("  - entry #1 ('third'): the hash link to the previous entry is broken (an entry before it was "
+            "removed, edited or reordered)") in r.stdout
+    _rewrite(ledger, lines[1:])  # the first entry removed
+    assert cli("ledger", "verify", ledger, "--pubkey", kp.public).exit_code == 1
+
+
+def test_edited_entry_is_caught(setup, cli):
+    _, kp, *_ = setup
+    ledger, *_ = _two_steps(*setup)
+    lines = ledger.read_bytes().splitlines()
+    doc = json.loads(lines[1])
+    doc["changes"]["changed"] = 0  # hide the label change
+    doc["changes"]["transitions"] = []
+    lines[1] = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    _rewrite(ledger, lines)
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public)
+    assert r.exit_code == 1
+    assert r.stdout.splitlines()[1] == ("  - entry #1 ('split')'s signature does not match its contents: it was "
+                                        "modified after signing")
+    # also without a key, show recomputes from the snapshots and sees the lie
+    r = cli("ledger", "show", ledger)
+    assert r.exit_code == 1
+    assert "the snapshots show 1 changed, 0 added, 2 removed rows but the entry recorded 0, 0, 2" in r.stdout
+
+
+def test_reordered_entries_are_caught(setup, cli):
+    _, kp, *_ = setup
+    ledger, *_ = _two_steps(*setup)
+    lines = ledger.read_bytes().splitlines()
+    _rewrite(ledger, lines[::-1])
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public, "--json")
+    assert r.exit_code == 1
+    findings = json.loads(r.stdout)["findings"]
+    assert any("carries sequence number 1 at position 0" in f for f in findings)
+    assert any("hash link to the previous entry is broken" in f for f in findings)
+
+
+def test_truncated_tail_needs_the_head_hash(setup, cli):
+    _, kp, *_ = setup
+    ledger, r0, r1 = _two_steps(*setup)
+    ledger.write_bytes(ledger.read_bytes().splitlines(keepends=True)[0])
+    assert cli("ledger", "verify", ledger, "--pubkey", kp.public).exit_code == 0  # a valid shorter chain
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public, "--head", r1.hash[:16])
+    assert r.exit_code == 1
+    assert (f"  - no entry has head hash {r1.hash[:12]}...: entries were removed from the end of the ledger "
+            "(or it is another ledger)") in r.stdout
+    assert cli("ledger", "verify", ledger, "--pubkey", kp.public, "--head", r0.hash).exit_code == 0
+
+
+def test_partial_last_line_and_garbage_are_caught(setup, cli):
+    tmp_path, kp, *_ = setup
+    ledger, *_ = _two_steps(*setup)
+    data = ledger.read_bytes()
+    ledger.write_bytes(data[:-40])
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public)
+    assert r.exit_code == 1 and "the last line is incomplete" in r.stdout
+    with pytest.raises(IntegrityError, match="fails verification, not appending"):
+        ledger_append(ledger, step="x", input=tmp_path / "raw.csv", output=tmp_path / "raw.csv", label="y",
+                      id="rid", private_key=kp.private)
+    assert ledger.read_bytes() == data[:-40]  # nothing appended to a broken ledger
+
+
+def test_wrong_key_is_caught(setup, cli, tmp_path):
+    _, kp, *_ = setup
+    ledger, *_ = _two_steps(*setup)
+    other = write_keypair(tmp_path / "other")
+    r = cli("ledger", "verify", ledger, "--pubkey", other.public)
+    assert r.exit_code == 1 and f"was signed by key {kp.key_id}, not by the public key given ({other.key_id})" \
+        in r.stdout
+    with pytest.raises(IntegrityError, match="fails verification"):
+        ledger_append(ledger, step="x", input=tmp_path / "raw.csv", output=tmp_path / "raw.csv", label="y",
+                      id="rid", private_key=other.private)
+
+
+def test_missing_snapshot_is_caught(setup, cli):
+    tmp_path, kp, *_ = setup
+    ledger, *_ = _two_steps(*setup)
+    victim = next((tmp_path / "p.ledger.snapshots").iterdir())
+    victim.unlink()
+    assert cli("ledger", "verify", ledger, "--pubkey", kp.public).exit_code == 1
+    r = cli("ledger", "show", ledger, "--pubkey", kp.public)
+    assert r.exit_code == 1 and f"snapshot {victim} is missing" in r.stdout
+
+
+def test_rollback_of_data_and_manifest_is_caught(tmp_path, cli):
+    """The attacker restores an old data file together with its (genuine, older) seal."""
+    kp = write_keypair(tmp_path / "keys")
+    data = _csv(tmp_path / "data.csv", ["a", "a", "b", "b"])
+    old_manifest = tmp_path / "old.json"
+    assert cli("seal", data, "--label", "y", "--id", "rid", "--key", kp.private, "--out", old_manifest).exit_code == 0
+    raw = _csv(tmp_path / "raw.csv", ["a", "a", "b", "b"])
+    _csv(data, ["a", "b", "b", "b"])  # the relabelling step (declared: 1 change) rewrites data.csv
+    ledger = tmp_path / "p.ledger"
+    assert cli("ledger", "append", ledger, "--step", "relabel", "--input", raw, "--output", data, "--label", "y",
+               "--id", "rid", "--key", kp.private, "--expect-label-changes", "1").exit_code == 0
+    new_manifest = tmp_path / "new.json"
+    assert cli("seal", data, "--label", "y", "--id", "rid", "--key", kp.private, "--out", new_manifest).exit_code == 0
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public, "--manifest", new_manifest)
+    assert r.exit_code == 0 and "match the ledger's latest seal" in r.stdout
+    r = cli("ledger", "verify", ledger, "--pubkey", kp.public, "--manifest", old_manifest)
+    assert r.exit_code == 1
+    assert "  - rollback: the manifest of " in r.stdout and "is older than the ledger's latest seal of it" in r.stdout
+
+
+def _append_worker(args):
+    ledger, key, data, i = args
+    ledger_append(ledger, step=f"w{i}", input=data, output=data, label="y", id="rid", private_key=key)
+
+
+def test_concurrent_appenders_keep_a_valid_chain(setup):
+    tmp_path, kp, raw, *_ = setup
+    ledger = tmp_path / "c.ledger"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        pool.map(_append_worker, [(ledger, kp.private, raw, i) for i in range(12)])
+    rep = verify_ledger(ledger, kp.public)
+    assert rep.ok, rep.findings
+    assert sorted(e["step"] for e in rep.entries) == sorted(f"w{i}" for i in range(12))
+    assert [e["seq"] for e in rep.entries] == list(range(12))
+
+
+def test_ledger_errors_are_one_line(tmp_path, cli):
+    kp = write_keypair(tmp_path / "keys")
+    r = cli("ledger", "verify", tmp_path / "nope.ledger", "--pubkey", kp.public)
+    assert r.exit_code == 2 and r.stderr == f"Error: ledger {tmp_path / 'nope.ledger'}: no such file\n"
+    data = _csv(tmp_path / "d.csv", ["a", "b"])
+    r = cli("ledger", "append", tmp_path / "l", "--step", "s", "--input", data, "--output", data, "--label", "y",
+            "--id", "rid", "--key", kp.private, "--script", tmp_path / "missing.py")
+    assert r.exit_code == 2 and r.stderr == f"Error: script {tmp_path / 'missing.py'}: no such file\n"
+    assert not (tmp_path / "l").exists()

@@ -239,6 +239,8 @@ def take_chunked(col: pa.ChunkedArray, positions: np.ndarray) -> pa.Array:
         return (chunks[0] if chunks else pa.array([], col.type)).take(pa.array(positions))
     starts = np.cumsum([0] + [len(ch) for ch in chunks])
     which = np.searchsorted(starts, positions, side="right") - 1
+    if len(chunks) < 2**15:  # numpy's stable sort of int16 is a radix sort: linear
+        which = which.astype(np.int16)
     order = np.argsort(which, kind="stable")
     bounds = np.searchsorted(which[order], np.arange(len(chunks) + 1))
     pieces = []
@@ -397,7 +399,7 @@ def fingerprints(ids: Ids, max_bytes: int = 64, chunk_rows: int = 1 << 17) -> np
 
 
 def _same_strings(a: pa.ChunkedArray, pa_pos: np.ndarray, b: pa.ChunkedArray, pb_pos: np.ndarray,
-                  batch: int = 1 << 20) -> bool:
+                  batch: int = 1 << 22) -> bool:
     """``a[pa_pos[i]] == b[pb_pos[i]]`` for every ``i`` (in batches, to bound memory)."""
     for start in range(0, len(pa_pos), batch):
         x = take_chunked(a, pa_pos[start:start + batch])

@@ -295,15 +295,16 @@ def _blocks(md: str, tag: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("sed") is None, reason="needs sed")
-def test_docs_walkthrough_runs_as_written(tmp_path, cli, monkeypatch):
-    """Run docs/integrity.md's walk-through commands exactly as printed, checking each exit code.
+@pytest.mark.parametrize("doc", ["docs/integrity.md", "README.md"])
+def test_docs_walkthrough_runs_as_written(tmp_path, cli, monkeypatch, doc):
+    """Run the walk-through of docs/integrity.md and README.md exactly as printed, checking each exit code.
 
     ``flipguard`` lines run in-process through the real entry point (same argv,
     shell-split); other lines (sed) run in bash.
     """
     import shlex
 
-    md = (REPO / "docs" / "integrity.md").read_text()
+    md = (REPO / doc).read_text()
     monkeypatch.delenv("FLIPGUARD_SECRET", raising=False)
     monkeypatch.chdir(tmp_path)
     subprocess.run(["bash", "-euo", "pipefail", "-c", _blocks(md, "walkthrough-setup")], check=True)

@@ -77,3 +77,14 @@ def test_python_dash_m_runs_the_cli():
     p = subprocess.run([sys.executable, "-m", "flipguard", "attack", "missing.csv", "--label", "y",
                         "--rate", "0.1", "--out", "x.csv"], capture_output=True, text=True, check=False)
     assert p.returncode == 2 and p.stderr == "Error: missing.csv: no such file\n"
+
+
+def test_integrity_imports_neither_scikit_learn_nor_psycopg():
+    """DESIGN.md: integrity/ needs no scikit-learn; psycopg stays an optional extra."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flipguard.integrity, flipguard.data; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'psycopg'}))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 from ..exceptions import InvalidParameterError
 from ._dataset import LabeledDataset
@@ -48,6 +47,8 @@ def make_sentiment_reviews(n_samples: int = 1000, *, separation: float = 4.0,
         raise InvalidParameterError(f"n_samples must be an int >= 4. Got {n_samples!r} instead.")
     if not separation > 0:
         raise InvalidParameterError(f"separation must be > 0. Got {separation!r} instead.")
+    from sklearn.utils import check_random_state
+
     rng = check_random_state(random_state)
     y = np.zeros(n_samples, dtype=np.int64)
     y[n_samples // 2 + n_samples % 2:] = 1

@@ -41,6 +41,7 @@ from ._ledger import (
     verify_ledger,
 )
 from ._manifest import Manifest, SignatureCheck, load_manifest
+from ._pg import PgProtection, PgVerifyReport, protect, protection_status, unprotect, verify_postgres
 from ._seal import SealResult, seal, seal_table
 from ._snapshot import read_secret
 from ._verify import VerifyReport, open_snapshot, verify, verify_table
@@ -52,6 +53,8 @@ __all__ = [
     "LedgerAppend",
     "LedgerReport",
     "Manifest",
+    "PgProtection",
+    "PgVerifyReport",
     "SealResult",
     "SignatureCheck",
     "VerifyReport",
@@ -64,12 +67,16 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "open_snapshot",
+    "protect",
+    "protection_status",
     "read_secret",
     "seal",
     "seal_table",
     "show_ledger",
+    "unprotect",
     "verify",
     "verify_ledger",
+    "verify_postgres",
     "verify_table",
     "write_keypair",
 ]

@@ -31,6 +31,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -369,6 +370,29 @@ def _head(conn, trail_ident) -> tuple[int, int | None, str | None, str | None]:
 
 
 # --------------------------------------------------------------------------- protect / unprotect / status
+@contextlib.contextmanager
+def _admin_transaction(dsn: str, action: str, table: str):
+    """One transaction holding flipguard's advisory lock: commit on success, roll back on any error.
+
+    Server errors become one :class:`DataError` line, ``"<dsn>: cannot <action> <table>: ..."``.
+    """
+    psycopg = import_psycopg()
+    where = redact_dsn(dsn)
+    conn = connect(dsn, autocommit=False)
+    try:
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('flipguard_audit'))")
+        yield conn
+        conn.commit()
+    except psycopg.Error as exc:
+        conn.rollback()
+        raise DataError(f"{where}: cannot {action} {table}: {_msg(exc)}") from None
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
+
+
 def protect(dsn: str, table: str, *, id: str, label: str) -> PgProtection:  # noqa: A002
     """Install (idempotently) the audit trail on ``table``.
 
@@ -394,24 +418,12 @@ def protect(dsn: str, table: str, *, id: str, label: str) -> PgProtection:  # no
         Unknown table or column, a server older than PostgreSQL 11, or a table
         already protected with other columns (unprotect it first).
     """
-    psycopg = import_psycopg()
     where = redact_dsn(dsn)
-    conn = connect(dsn, autocommit=False)
-    try:
+    with _admin_transaction(dsn, "protect", table) as conn:
         _server_check(conn, where)
-        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('flipguard_audit'))")
         ref = resolve_table(conn, table, where=where, kinds="rp")
         _check_columns(conn, ref, {"id": id, "label": label}, where)
         changed = _install(conn, ref, id, label, where)
-        conn.commit()
-    except psycopg.Error as exc:
-        conn.rollback()
-        raise DataError(f"{where}: cannot protect {table}: {_msg(exc)}") from None
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.close()
     status = protection_status(dsn, table)
     status.changed = changed
     return status
@@ -576,9 +588,7 @@ def unprotect(dsn: str, table: str, *, drop_trail: bool = False) -> PgProtection
     psycopg = import_psycopg()
     sql = _sql()
     where = redact_dsn(dsn)
-    conn = connect(dsn, autocommit=False)
-    try:
-        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('flipguard_audit'))")
+    with _admin_transaction(dsn, "unprotect", table) as conn:
         ref = resolve_table(conn, table, where=where, kinds="rp")
         reg = _registry_row(conn, ref)
         changed: list[str] = []
@@ -610,15 +620,6 @@ def unprotect(dsn: str, table: str, *, drop_trail: bool = False) -> PgProtection
                 conn.execute(sql.SQL("UPDATE {} SET active = false WHERE trail = %s").format(n.registry),
                              (reg["trail"],))
                 changed.append("deactivated (trail kept)")
-        conn.commit()
-    except psycopg.Error as exc:
-        conn.rollback()
-        raise DataError(f"{where}: cannot unprotect {table}: {_msg(exc)}") from None
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.close()
     status = protection_status(dsn, table)
     status.changed = changed
     return status

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ..exceptions import IntegrityError
+from ._files import read_bytes
 
 __all__ = [
     "KeyPaths",
@@ -182,12 +183,7 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
 def load_public_key(path: str | os.PathLike) -> Ed25519PublicKey:
     """Load an Ed25519 public key (PEM SubjectPublicKeyInfo, as ``flipguard keygen`` writes)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"public key {path}: no such file") from None
-    except IsADirectoryError:
-        raise IntegrityError(f"public key {path}: is a directory") from None
+    data = read_bytes(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):

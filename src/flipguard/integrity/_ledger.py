@@ -52,6 +52,7 @@ from .._io import atomic_write_bytes
 from ..exceptions import IntegrityError, InvalidParameterError
 from ._compare import Side, compare
 from ._diff import diff_tables
+from ._files import read_bytes
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import (
     Manifest,
@@ -218,12 +219,7 @@ def _validate_entry(doc, where: str) -> None:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"ledger {path}: no such file") from None
-    except IsADirectoryError:
-        raise IntegrityError(f"ledger {path}: is a directory") from None
+    return read_bytes(path, "ledger")
 
 
 def _check_chain(parsed: list[_Parsed], public_key: Ed25519PublicKey | None) -> list[str]:
@@ -474,13 +470,7 @@ def _user() -> str:
 def _script(script) -> dict | None:
     if script is None:
         return None
-    p = Path(script)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"script {p}: no such file") from None
-    except IsADirectoryError:
-        raise IntegrityError(f"script {p}: is a directory") from None
+    data = read_bytes(script, "script")
     return {"path": os.fspath(script), "sha256": hashlib.sha256(data).hexdigest()}
 
 

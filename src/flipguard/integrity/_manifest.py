@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from ..exceptions import IntegrityError
 from ._columns import SCHEME_KEYED, SCHEME_PLAIN
+from ._files import read_bytes
 from ._keys import key_id as _key_id
 
 __all__ = ["Manifest", "SignatureCheck", "canonical_json", "load_manifest"]
@@ -231,14 +232,7 @@ class Manifest:
 
 def load_manifest(path: str | os.PathLike) -> Manifest:
     """Read and strictly parse a manifest file (the signature is checked separately)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"manifest {path}: no such file") from None
-    except IsADirectoryError:
-        raise IntegrityError(f"manifest {path}: is a directory") from None
-    return Manifest.from_bytes(data, where=f"manifest {path}")
+    return Manifest.from_bytes(read_bytes(path, "manifest"), where=f"manifest {Path(path)}")
 
 
 # -- validation ---------------------------------------------------------------

@@ -91,9 +91,10 @@ def test_public_key_file_given_as_private_key_and_vice_versa(tmp_path):
     paths = write_keypair(tmp_path)
     with pytest.raises(IntegrityError, match="that is a private key"):
         load_public_key(paths.private)
-    os.chmod(paths.public, 0o600)
-    with pytest.raises(IntegrityError, match="not a PEM private key"):
+    with pytest.raises(IntegrityError) as exc:  # the public key's mode 0644 is not what is wrong
         load_private_key(paths.public)
+    assert str(exc.value) == (f"{paths.public} is a public key; signing needs the private key "
+                              f"(--key {paths.private} from flipguard keygen, not the .pub file)")
 
 
 # -- seal ---------------------------------------------------------------------------
@@ -102,7 +103,8 @@ def test_manifest_is_canonical_signed_and_binds_the_seal():
     raw = m.to_bytes()
     doc = json.loads(raw)
     assert raw == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-    assert doc["format_version"] == 1 and doc["kind"] == "flipguard.seal"
+    assert doc["format_version"] == 2 and doc["kind"] == "flipguard.seal"
+    assert (doc["name"], doc["version"], doc["purpose"], doc["label_type"]) == ("s.csv", 1, "seal", "string")
     assert doc["label"] == "y" and doc["id"] == "id" and doc["rows"] == 8 and doc["source"] == "s.csv"
     assert doc["classes"] == [{"label": "a", "count": 4}, {"label": "b", "count": 4}]
     assert doc["key_id"] == key_id(KEY)

@@ -79,7 +79,8 @@ def test_verify_clean_exits_0(cli, keys, sealed_csv):
     data, manifest = sealed_csv
     r = cli("verify", data, "--pubkey", keys[1])
     assert r.exit_code == 0, r.stdout + r.stderr
-    assert r.stdout.startswith(f"OK: all 569 sealed labels of {data} match (manifest {manifest}, sealed ")
+    assert r.stdout.startswith(f"OK: all 569 sealed labels of {data} match (manifest {manifest}, "
+                               "'breast_cancer.csv' version 1, sealed ")
 
 
 def test_verify_lists_exact_rows_edited_by_hand(cli, keys, sealed_csv):
@@ -192,6 +193,11 @@ def test_manifest_of_another_dataset_exits_2(tmp_path, cli, keys, sealed_csv):
     other = tmp_path / "other.csv"
     other.write_text("id,label,x\n1,a,0.5\n2,b,0.7\n")
     r = cli("verify", other, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 1  # bound to another dataset's name: refused before any data is read
+    assert r.stdout == (f"REFUSED: manifest {manifest} cannot vouch for {other}\n"
+                        "  - the manifest seals dataset 'breast_cancer.csv', not 'other.csv' (a seal of another "
+                        "dataset copied here?); if the data was renamed, pass --name 'breast_cancer.csv'\n")
+    r = cli("verify", other, "--manifest", manifest, "--pubkey", keys[1], "--name", "breast_cancer.csv")
     assert r.exit_code == 2
     assert r.stderr == (f"Error: {other}: column(s) 'patient_id', 'diagnosis' not found (columns: id, label, x); "
                         "the manifest seals columns 'patient_id' (id) and 'diagnosis' (label) of "

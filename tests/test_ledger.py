@@ -207,7 +207,8 @@ def test_rollback_of_data_and_manifest_is_caught(tmp_path, cli):
     assert r.exit_code == 0 and "match the ledger's latest seal" in r.stdout
     r = cli("ledger", "verify", ledger, "--pubkey", kp.public, "--manifest", old_manifest)
     assert r.exit_code == 1
-    assert "  - rollback: the manifest of " in r.stdout and "is older than the ledger's latest seal of it" in r.stdout
+    assert "  - rollback: the seal of 'data.csv' (version 1, sealed " in r.stdout
+    assert "is older than the ledger's latest seal of it (entry #0 'relabel', output" in r.stdout
 
 
 def _append_worker(args):

@@ -72,7 +72,13 @@ def seal_cmd(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Manifest path (default: DATA.flipguard.json; required for URLs and DSNs).")] = None,
     columns: Annotated[str | None, typer.Option(
-        "--columns", help="Feature columns to seal too, comma-separated.")] = None,
+        "--columns", help="Feature columns to seal too, comma-separated, or 'all' (every column but id and label).")] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Dataset name the seal is bound to (default: the table, else the file's name).",
+        show_default=False)] = None,
+    dataset_version: Annotated[int | None, typer.Option(
+        "--dataset-version", min=1, show_default=False,
+        help="Version number to record (default: one more than the seal being replaced, else 1).")] = None,
     private: Annotated[bool, typer.Option(
         "--private", help="Reveal no labels without the secret (encrypted snapshot, keyed commitments).")] = False,
     secret_file: SecretOpt = None,
@@ -81,22 +87,25 @@ def seal_cmd(
 ) -> None:
     """Seal a dataset's labels in a signed manifest (and a label snapshot beside it).
 
-    Reads only the id, label and --columns columns.  Row order and other
-    columns do not matter to the seal.  Writes MANIFEST and MANIFEST's
-    .snapshot sidecar (DATA.flipguard.json / DATA.flipguard.snapshot by default).
+    Reads only the id, label and --columns columns (CSV as exact text).  Row
+    order and other columns do not matter to the seal.  The seal names its
+    dataset (--name) and version; verify refuses it for any other dataset.
+    Writes MANIFEST and MANIFEST's .snapshot sidecar
+    (DATA.flipguard.json / DATA.flipguard.snapshot by default), both or neither.
 
     Example:
 
         flipguard seal reviews.csv --label sentiment --id review_id --key keys/flipguard.key
     """
-    cols = split_list(columns, "--columns") if columns is not None else None
+    cols = ("all" if columns.strip() == "all" else split_list(columns, "--columns")) if columns is not None else None
     secret = _secret(private, secret_file)
-    result = seal(data, label=label, id=id, private_key=key, out=out, columns=cols, secret=secret, table=table)
+    result = seal(data, label=label, id=id, private_key=key, out=out, columns=cols, secret=secret, table=table,
+                  name=name, version=dataset_version)
     if json_out:
         print_json(result.to_dict())
         return
     m = result.manifest
-    say(f"Sealed {m.rows} rows of {m.source} (label '{m.label}', id '{m.id}'"
+    say(f"Sealed {m.rows} rows of {m.source} as '{m.name}' version {m.version} (label '{m.label}', id '{m.id}'"
                   + (f", columns {', '.join(m.columns)}" if m.columns else "") + f") with key {m.key_id}"
                   + (" [bold](private)[/]" if m.private else ""))
     say(f"  manifest: {result.manifest_path}")
@@ -124,6 +133,12 @@ def verify_cmd(
     manifest: Annotated[Path | None, typer.Option(
         "--manifest", "-m", help="Manifest to check against (default: DATA.flipguard.json).")] = None,
     secret_file: SecretOpt = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Dataset name the seal must be for (default: the table, else the file's name).",
+        show_default=False)] = None,
+    ledger: Annotated[Path | None, typer.Option(
+        "--ledger", help="Ledger to check the seal against: an older seal than its latest of this dataset "
+                         "is refused (rollback, freeze).", show_default=False)] = None,
     table: TableOpt = None,
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,
@@ -132,15 +147,17 @@ def verify_cmd(
 
     Exit 0 when every sealed label (and sealed column) matches; exit 1 with
     every changed, added, removed and duplicated row, and the class-count
-    changes, when they do not -- or when the manifest's signature fails or it
-    was signed by another key; exit 2 for unusable input.
+    changes, when they do not -- or when the label column changed type, the
+    manifest's signature fails, it was signed by another key, it seals
+    another dataset (--name), it is a seal copied out of a ledger, or (with
+    --ledger) it is older than the ledger's latest seal; exit 2 for unusable input.
 
     Example:
 
         flipguard verify reviews.csv --manifest reviews.csv.flipguard.json --pubkey keys/flipguard.pub
     """
     secret = read_secret(secret_file)
-    report = verify(data, manifest, pubkey, secret=secret, table=table)
+    report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -158,14 +175,25 @@ def render_verify(report, *, limit: int = 50) -> None:
         say(f"  manifest signed by key {sig.signed_by}; public key given: {sig.checked_with}")
         return
     where = f"manifest {m['path']}" if m.get("path") else "the manifest"
+    if report.changes is None and report.findings:
+        say(f"[bold red]REFUSED[/]: {where} cannot vouch for {report.source}")
+        for f in report.findings:
+            say(f"  - {f}")
+        for n in report.notes:
+            say(f"  note: {n}")
+        return
     if report.ok:
         say(f"[bold green]OK[/]: all {m['rows']} sealed labels of {report.source} match "
-                      f"({where}, sealed {m['created']} by key {m['key_id']})")
+                      f"({where}, '{m['name']}' version {m['version']}, sealed {m['created']} by key {m['key_id']})")
+        for n in report.notes:
+            say(f"  note: {n}")
         return
     say(f"[bold red]TAMPERED[/]: {report.source} differs from its seal "
                   f"({where}, sealed {m['created']} by key {m['key_id']})")
     for f in report.findings:
         say(f"  - {f}")
+    for n in report.notes:
+        say(f"  note: {n}")
     if report.changes is not None:
         render_changes(report.changes, "sealed", "current", limit=limit)
     for name, c in report.columns.items():

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..integrity import ledger_append, show_ledger, verify_ledger
 from ._app import app
 from ._common import JsonOpt, LabelOpt, TableOpt, console, print_json
 from ._integrity import IdReq, KeyOpt, LimitOpt, _txt, say
@@ -36,6 +35,10 @@ def append_cmd(
     expect_label_changes: Annotated[int | None, typer.Option(
         "--expect-label-changes", min=0,
         help="Labels this step is meant to change (0: label-preserving); any other count is a finding.")] = None,
+    expect_changes: Annotated[Path | None, typer.Option(
+        "--expect-changes", show_default=False,
+        help="CSV of the rows this step may change: column id (and label: the new label allowed); "
+             "any other change is a finding.")] = None,
     table: TableOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -44,15 +47,19 @@ def append_cmd(
     Records both seals, the script's SHA-256, user, host, time and the previous
     entry's hash; label snapshots go to LEDGER.snapshots/.  Exit 1 (the entry is
     still recorded) when the step changed a different number of labels than
-    --expect-label-changes declares.
+    --expect-label-changes declares, or changed a row (or gave it a label)
+    that the --expect-changes file does not list.
 
     Example:
 
         flipguard ledger append pipeline.ledger --step dedupe --input raw.csv --output clean.csv \\
             --label sentiment --id review_id --script dedupe.py --key keys/flipguard.key --expect-label-changes 0
     """
+    from ..integrity import ledger_append
+
     result = ledger_append(ledger, step=step, input=input, output=output, label=label, id=id, private_key=key,
-                           script=script, expect_label_changes=expect_label_changes, table=table)
+                           script=script, expect_label_changes=expect_label_changes, table=table,
+                           expect_changes=expect_changes)
     if json_out:
         print_json(result.to_dict())
     else:
@@ -87,6 +94,8 @@ def verify_cmd(
 
         flipguard ledger verify pipeline.ledger --pubkey keys/flipguard.pub --manifest clean.csv.flipguard.json
     """
+    from ..integrity import verify_ledger
+
     report = verify_ledger(ledger, pubkey, manifest=manifest, head=head)
     if json_out:
         print_json(report.to_dict())
@@ -122,6 +131,8 @@ def show_cmd(
 
         flipguard ledger show pipeline.ledger --pubkey keys/flipguard.pub
     """
+    from ..integrity import show_ledger
+
     report = show_ledger(ledger, pubkey)
     if json_out:
         print_json(report.to_dict())

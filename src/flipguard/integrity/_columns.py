@@ -29,6 +29,42 @@ MAX_BLOCKS = 4096
 MIN_BLOCK_ROWS = 1 << 16
 
 
+# -- column types -------------------------------------------------------------
+def type_family(t: pa.DataType) -> str:
+    """The label type a seal records: what a reader of the column would see, not its storage width.
+
+    All integer widths (signed or not) are ``"integer"`` -- narrowing int64 to
+    int32 changes no value.  Text is ``"string"`` (also dictionary-encoded
+    text and every CSV column, which flipguard reads as text).  Floats keep
+    their width (``"float64"`` -> ``"float32"`` rounds values), decimals their
+    scale, booleans are ``"boolean"``; anything else is Arrow's type name.
+    """
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "binary"
+    if pa.types.is_floating(t):
+        return {16: "float16", 32: "float32", 64: "float64"}[t.bit_width]
+    if pa.types.is_decimal(t):
+        return f"decimal(scale={t.scale})"
+    return str(t)
+
+
+def check_scalar(t: pa.DataType, what: str) -> None:
+    """Refuse nested column types (list, struct, map, union): a label or id is one value."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_nested(t) or pa.types.is_union(t):
+        raise DataError(f"{what} has type {t}; flipguard seals one scalar value per row "
+                        "(text, integer, boolean, float or decimal)")
+
+
 # -- labels -----------------------------------------------------------------
 def _text_values(arr: pa.Array) -> list[str | None]:
     """Distinct values (a small dictionary) as canonical text; ``None`` for missing."""
@@ -64,6 +100,7 @@ def label_codes(col: pa.ChunkedArray | pa.Array, classes: list | None = None
     if isinstance(col, pa.Array):
         col = pa.chunked_array([col], type=col.type)
     t = col.type
+    check_scalar(t, "the label column")
     if classes is None and (pa.types.is_integer(t) or pa.types.is_boolean(t)) and col.null_count == 0:
         return _integer_codes(col)
     if not pa.types.is_dictionary(t):
@@ -258,20 +295,56 @@ def normalize_ids(col: pa.ChunkedArray | pa.Array, *, what: str) -> Ids:
     """An id column -> :class:`Ids` (integers as int64, everything else as text)."""
     if isinstance(col, pa.Array):
         col = pa.chunked_array([col], type=col.type)
+    check_scalar(col.type, what)
     if col.null_count:
         raise DataError(f"{what} has {col.null_count} missing value(s); every row needs an id")
     t = col.type
-    if pa.types.is_dictionary(t):
-        col = pc.cast(col, t.value_type)
-        t = t.value_type
-    if pa.types.is_integer(t):
-        try:
-            return Ids("int64", col if pa.types.is_int64(t) else pc.cast(col, pa.int64()))
-        except pa.ArrowInvalid:  # uint64 beyond int64: compare as text
-            pass
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-        col = pc.cast(col, pa.large_string())
-    return Ids("string", col)
+    try:
+        if pa.types.is_dictionary(t):
+            col = pc.cast(col, t.value_type)
+            t = t.value_type
+        if pa.types.is_floating(t) or pa.types.is_decimal(t):
+            try:  # 104.0 is id 104 (see docs/integrity.md, "How ids are read")
+                col, t = pc.cast(col, pa.int64()), pa.int64()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        if pa.types.is_integer(t):
+            try:
+                return Ids("int64", col if pa.types.is_int64(t) else pc.cast(col, pa.int64()))
+            except pa.ArrowInvalid:  # uint64 beyond int64: compare as text
+                pass
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return Ids("string", col)
+        return Ids("string", pc.cast(col, pa.large_string()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{what} cannot be read as text ({first}); ids must be integers or UTF-8 text") from None
+
+
+_INTEGER_TEXT = r"^[+-]?[0-9]+(\.0*)?$"
+
+
+def integer_text_ids(col: pa.ChunkedArray):
+    """CSV ids: text as it is, unless *every* id is an integer written as text.
+
+    Then they are integers: ``"0104"``, ``"104"``, ``"104.0"`` and ``"+104"``
+    are all id 104, so a CSV re-exported with leading zeros or a float id
+    column does not look like every row was replaced.  One vectorised regex
+    test over the column; a column with any other id stays exact text.
+    Returns an int64 or the original string chunked array.
+    """
+    if len(col) == 0:
+        return col
+    head = col.slice(0, 1024)
+    if not pc.all(pc.match_substring_regex(head, _INTEGER_TEXT)).as_py():  # cheap early exit (UUIDs...)
+        return col
+    if not pc.all(pc.match_substring_regex(col, _INTEGER_TEXT)).as_py():
+        return col
+    digits = pc.replace_substring_regex(pc.replace_substring_regex(col, r"\.0*$", ""), r"^\+", "")
+    try:
+        return pc.cast(digits, pa.int64())
+    except pa.ArrowInvalid:  # beyond int64: keep the text
+        return col
 
 
 def reconcile(a: Ids, b: Ids) -> tuple[Ids, Ids]:

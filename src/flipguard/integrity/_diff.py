@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from ..exceptions import InvalidParameterError
-from ._columns import class_counts, drop_unused, label_codes, normalize_ids
+from ._columns import class_counts, drop_unused, label_codes, normalize_ids, type_family
 from ._compare import LabelChanges, Side, compare
 from ._source import check_columns, read_columns
 
@@ -48,14 +48,17 @@ class DiffReport:
     id: str
     changes: LabelChanges
     findings: list = field(default_factory=list)
+    label_type: dict = field(default_factory=dict)
 
     @property
     def identical(self) -> bool:
-        return self.changes.identical
+        """Same labels row by row, and the label column's type family unchanged."""
+        return self.changes.identical and self.label_type.get("old") == self.label_type.get("new")
 
     def to_dict(self) -> dict:
         return {"identical": self.identical, "old": self.old, "new": self.new, "label": self.label,
-                "id": self.id, "findings": list(self.findings), **self.changes.to_dict("old", "new")}
+                "id": self.id, "findings": list(self.findings), "label_type": dict(self.label_type),
+                **self.changes.to_dict("old", "new")}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
@@ -92,12 +95,15 @@ def diff_tables(old: pa.Table, new: pa.Table, *, label: str, id: str,
     check_columns(new.column_names, [id, label], new_name)
     changes, _ = compare(_side(old, label, id, old_name), _side(new, label, id, new_name))
     findings = changes.findings("old", "new")
-    return DiffReport(old_name, new_name, label, id, changes, findings)
+    types = {"old": type_family(old.column(label).type), "new": type_family(new.column(label).type)}
+    if types["old"] != types["new"]:
+        findings.append(f"the label column '{label}' changed type: {types['old']} -> {types['new']}")
+    return DiffReport(old_name, new_name, label, id, changes, findings, types)
 
 
 def diff(old, new, *, label: str, id: str, table: str | None = None,
          query: str | None = None) -> DiffReport:
     """Compare the labels of two files, URLs or tables (only id and label columns are read)."""
-    old_tbl, old_where = read_columns(old, [id, label], dictionary=[label], table=table, query=query)
-    new_tbl, new_where = read_columns(new, [id, label], dictionary=[label], table=table, query=query)
+    old_tbl, old_where = read_columns(old, [id, label], dictionary=[label], table=table, query=query, id_column=id)
+    new_tbl, new_where = read_columns(new, [id, label], dictionary=[label], table=table, query=query, id_column=id)
     return diff_tables(old_tbl, new_tbl, label=label, id=id, old_name=old_where, new_name=new_where)

@@ -162,11 +162,14 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
         raise IntegrityError(f"private key {path}: no such file") from None
     if not stat.S_ISREG(st.st_mode):
         raise IntegrityError(f"private key {path}: not a regular file")
+    data = read_bytes(path, "private key")
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise IntegrityError(f"{path} is a public key; signing needs the private key "
+                             f"(--key {path.with_name(PRIVATE_NAME)} from flipguard keygen, not the .pub file)")
     perms = stat.S_IMODE(st.st_mode)
     if os.name == "posix" and perms & 0o077:
         raise IntegrityError(f"private key {path} is readable by group or others "
                              f"(mode {perms:04o}); refusing to use it. Fix: chmod 600 {path}")
-    data = path.read_bytes()
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:

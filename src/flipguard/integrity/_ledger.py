@@ -14,8 +14,16 @@ Guarantees (for an attacker without the private key)
   entry breaks the ``seq`` numbering and the hash chain of the next one.
 * A step declared label-preserving (``expect_label_changes=0``) that changed
   labels is a finding: this is how a compromised preprocessing script shows.
-* A seal older than the ledger's latest seal of the same dataset (a rollback
-  of data and manifest together) is a finding when checked against the ledger.
+* A step declared to change *given rows* (``expect_changes``: ids and the new
+  labels allowed) that changed any other row, or to another label, is a
+  finding: an attacker inside the step cannot pick the rows.
+* The seals an entry embeds are marked ``ledger-input`` / ``ledger-output``:
+  copied out of the ledger, ``verify`` refuses them as standalone seals.
+* A seal older than the ledger's latest seal of the same dataset name (a
+  rollback of data and manifest together, or a frozen old version) is a
+  finding when checked against the ledger (``verify --ledger``).
+* A ledger file or snapshot folder that is a symbolic link is refused; a
+  refused append writes nothing.
 * Removing entries from the *end* leaves a valid shorter chain: record the
   head hash (printed by ``verify``/``show``/``append``) somewhere the attacker
   cannot write and check it with ``head=``.
@@ -49,13 +57,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .._io import atomic_write_bytes
-from ..exceptions import IntegrityError, InvalidParameterError
+from ..exceptions import DataError, IntegrityError, InvalidParameterError
 from ._compare import Side, compare
 from ._diff import diff_tables
-from ._files import read_bytes
+from ._files import read_bytes, refuse_symlink
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import (
     Manifest,
+    _b64,
     canonical_json,
     check_signature,
     load_manifest,
@@ -63,22 +72,25 @@ from ._manifest import (
     strict_json,
 )
 from ._seal import now_utc, seal_table
-from ._source import read_columns
+from ._source import default_name, read_columns
 from ._stats import transition_list
 from ._verify import open_snapshot
 
 __all__ = ["LedgerAppend", "LedgerReport", "ledger_append", "show_ledger", "verify_ledger"]
 
 KIND = "flipguard.ledger-entry"
+FORMAT_VERSION = 2
 GENESIS = "0" * 64
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _FIELDS = {"format_version", "kind", "seq", "prev", "step", "time", "user", "host", "script", "label", "id",
-           "input", "output", "changes", "expect_label_changes", "key_id", "signature"}
+           "input", "output", "changes", "expect_label_changes", "expect_changes", "key_id", "signature"}
 
 
 def snapshot_dir(ledger: str | os.PathLike) -> Path:
-    """``LEDGER.snapshots/``: where a ledger keeps its label snapshots."""
-    return Path(os.fspath(ledger) + ".snapshots")
+    """``LEDGER.snapshots/``: where a ledger keeps its label snapshots (never followed if a link)."""
+    store = Path(os.fspath(ledger) + ".snapshots")
+    refuse_symlink(store, "snapshot folder")
+    return store
 
 
 # -- results -----------------------------------------------------------------------
@@ -102,7 +114,7 @@ class LedgerAppend:
                 "input": e["input"]["source"], "output": e["output"]["source"],
                 "rows_input": e["input"]["manifest"]["rows"], "rows_output": e["output"]["manifest"]["rows"],
                 "changes": e["changes"], "expect_label_changes": e["expect_label_changes"],
-                "findings": list(self.findings)}
+                "expect_changes": _declared_summary(e["expect_changes"]), "findings": list(self.findings)}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -188,10 +200,25 @@ def _validate_entry(doc, where: str) -> None:
 
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
         bad("not a ledger entry")
-    if doc.get("format_version") != 1:
+    if doc.get("format_version") == 1:
+        raise IntegrityError(f"{where}: ledger format_version 1 was written by flipguard before ledger "
+                             "seals were marked and bound to a dataset name; check it with the flipguard "
+                             "that wrote it and start a new ledger")
+    if doc.get("format_version") != FORMAT_VERSION:
         bad(f"format_version {doc.get('format_version')!r} is not supported")
     if set(doc) != _FIELDS:
         bad("unexpected or missing fields")
+    sig = doc["signature"]
+    if not (isinstance(sig, dict) and set(sig) == {"algorithm", "value"} and sig["algorithm"] == "ed25519"
+            and isinstance(sig["value"], str)):
+        bad("signature must be {algorithm: ed25519, value}")
+    try:
+        if len(_b64(sig["value"])) != 64:
+            bad("signature must be 64 bytes")
+    except (ValueError, TypeError):  # binascii.Error is a ValueError
+        bad("signature is not canonical base64")
+    if not (isinstance(doc["key_id"], str) and re.fullmatch(r"[0-9a-f]{16}", doc["key_id"])):
+        bad("key_id must be 16 hex digits")
     if not (isinstance(doc["seq"], int) and not isinstance(doc["seq"], bool) and doc["seq"] >= 0):
         bad("seq must be a non-negative integer")
     if not (isinstance(doc["prev"], str) and _HEX64.match(doc["prev"])):
@@ -209,17 +236,48 @@ def _validate_entry(doc, where: str) -> None:
     ch = doc["changes"]
     if not (isinstance(ch, dict) and set(ch) == {"changed", "added", "removed", "duplicated", "transitions"}):
         bad("changes must be {changed, added, removed, duplicated, transitions}")
+    if not all(_count(ch[k]) for k in ("changed", "added", "removed", "duplicated")):
+        bad("changes counts must be non-negative integers")
+    tr = ch["transitions"]
+    if not (isinstance(tr, list) and all(isinstance(t, dict) and set(t) == {"from", "to", "count"}
+                                         and _count(t["count"]) and _label(t["from"]) and _label(t["to"])
+                                         for t in tr)):
+        bad("transitions must be a list of {from, to, count}")
+    _validate_declared(doc["expect_changes"], bad)
     for side in ("input", "output"):
         ref = doc[side]
-        if not (isinstance(ref, dict) and set(ref) == {"source", "manifest", "manifest_sha256"}):
+        if not (isinstance(ref, dict) and set(ref) == {"source", "manifest", "manifest_sha256"}
+                and isinstance(ref["source"], str)):
             bad(f"{side} must be {{source, manifest, manifest_sha256}}")
         m = Manifest.from_dict(ref["manifest"], f"{where} {side} manifest")
         if m.digest() != ref["manifest_sha256"]:
             bad(f"{side} manifest digest does not match")
+        if m.purpose != f"ledger-{side}":
+            bad(f"the {side} seal is not marked as a ledger {side} seal")
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _label(x) -> bool:
+    return x is None or isinstance(x, str)
+
+
+def _validate_declared(dec, bad) -> None:
+    if dec is None:
+        return
+    if not (isinstance(dec, dict) and set(dec) == {"file", "sha256", "allowed"} and isinstance(dec["file"], str)
+            and isinstance(dec["sha256"], str) and _HEX64.match(dec["sha256"])
+            and isinstance(dec["allowed"], list)):
+        bad("expect_changes must be null or {file, sha256, allowed}")
+    if not all(isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and _label(a[1])
+               for a in dec["allowed"]):
+        bad("expect_changes allowed must be a list of [id, label or null]")
 
 
 def _read(path: Path) -> bytes:
-    return read_bytes(path, "ledger")
+    return read_bytes(path, "ledger", follow_symlinks=False)
 
 
 def _check_chain(parsed: list[_Parsed], public_key: Ed25519PublicKey | None) -> list[str]:
@@ -251,12 +309,20 @@ def _summary(p: _Parsed) -> dict:
     return {"seq": d["seq"], "hash": p.hash, "step": d["step"], "time": d["time"], "user": d["user"],
             "host": d["host"], "script": d["script"], "label": d["label"], "id": d["id"],
             "input": _ref_summary(d["input"]), "output": _ref_summary(d["output"]),
-            "changes": d["changes"], "expect_label_changes": d["expect_label_changes"]}
+            "changes": d["changes"], "expect_label_changes": d["expect_label_changes"],
+            "expect_changes": _declared_summary(d["expect_changes"])}
+
+
+def _declared_summary(dec: dict | None) -> dict | None:
+    if dec is None:
+        return None
+    return {"file": dec["file"], "sha256": dec["sha256"], "ids": len({a[0] for a in dec["allowed"]})}
 
 
 def _ref_summary(ref: dict) -> dict:
     m = ref["manifest"]
-    return {"source": ref["source"], "rows": m["rows"], "manifest_sha256": ref["manifest_sha256"],
+    return {"source": ref["source"], "name": m["name"], "rows": m["rows"],
+            "label_type": m["label_type"], "manifest_sha256": ref["manifest_sha256"],
             "commitment_root": m["commitment"]["root"], "snapshot": m["snapshot"]["file"], "created": m["created"]}
 
 
@@ -270,17 +336,63 @@ def _expectation(d: dict) -> str | None:
             f"label(s){f' ({pairs})' if pairs else ''}: check the script that ran it")
 
 
+def _type_change(d: dict) -> str | None:
+    """A step declared to keep labels (or to change given rows) that changed the label column's type."""
+    if d["expect_label_changes"] is None and d["expect_changes"] is None:
+        return None
+    a, b = d["input"]["manifest"]["label_type"], d["output"]["manifest"]["label_type"]
+    if a == b:
+        return None
+    return (f"entry #{d['seq']}: step '{d['step']}' changed the label column's type from {a} to {b}, "
+            "though it was declared to change only label values")
+
+
 def _txt(c) -> str:
     return "<missing>" if c is None else str(c)
 
 
+def _canonical_id(value, id_type: str) -> str:
+    return str(int(value)) if id_type == "int64" else str(value)
+
+
+def _declared_violations(d: dict, changed: dict) -> str | None:
+    """Changed rows an ``expect_changes`` declaration does not allow (``changed``: ids, before, after)."""
+    dec = d["expect_changes"]
+    if dec is None:
+        return None
+    id_type = d["output"]["manifest"]["id_type"]
+    allowed: dict[str, set] = {}
+    for i, lab in dec["allowed"]:
+        allowed.setdefault(i, set()).add(lab)
+    bad = []
+    for i, old, new in zip(changed["id"], changed["before"], changed["after"]):
+        ok = allowed.get(_canonical_id(i, id_type))
+        if ok is None:
+            bad.append(f"id {i} ({_txt(old)} -> {_txt(new)}, not declared)")
+        elif None not in ok and new not in ok:
+            bad.append(f"id {i} ({_txt(old)} -> {_txt(new)}, declared: "
+                       + " or ".join(sorted(_txt(x) for x in ok)) + ")")
+    if not bad:
+        return None
+    shown = ", ".join(bad[:5]) + (f", ... {len(bad) - 5} more" if len(bad) > 5 else "")
+    return (f"entry #{d['seq']}: step '{d['step']}' changed {len(bad)} label(s) outside its declaration "
+            f"({dec['file']}): {shown}")
+
+
 def _load_snapshot(ledger: Path, manifest: Manifest):
     path = snapshot_dir(ledger) / manifest.snapshot["file"]
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"snapshot {path} is missing") from None
+    if not path.exists() and not path.is_symlink():
+        raise IntegrityError(f"snapshot {path} is missing")
+    data = read_bytes(path, "snapshot", follow_symlinks=False)
     return open_snapshot(manifest, data, where=f"snapshot {path}")
+
+
+def _recompute(ledger: Path, d: dict):
+    before = _load_snapshot(ledger, Manifest(doc=d["input"]["manifest"]))
+    after = _load_snapshot(ledger, Manifest(doc=d["output"]["manifest"]))
+    changes, _ = compare(Side(before.ids, before.codes, before.classes, unique=True, counts=before.class_counts),
+                         Side(after.ids, after.codes, after.classes, unique=True, counts=after.class_counts))
+    return changes
 
 
 def _check_snapshot_files(ledger: Path, parsed: list[_Parsed]) -> list[str]:
@@ -291,10 +403,13 @@ def _check_snapshot_files(ledger: Path, parsed: list[_Parsed]) -> list[str]:
         for side in ("input", "output"):
             meta = p.doc[side]["manifest"]["snapshot"]
             path = snapshot_dir(ledger) / meta["file"]
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
+            if not path.exists() and not path.is_symlink():
                 findings.append(f"entry #{p.seq}: {side} snapshot {path} is missing")
+                continue
+            try:
+                data = read_bytes(path, "snapshot", follow_symlinks=False)
+            except IntegrityError as exc:
+                findings.append(f"entry #{p.seq}: {exc}")
                 continue
             if len(data) != meta["bytes"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
                 findings.append(f"entry #{p.seq}: {side} snapshot {path} was modified (SHA-256 differs)")
@@ -334,8 +449,14 @@ def verify_ledger(path: str | os.PathLike, public_key, *, manifest: str | os.Pat
     parsed, findings = _parse_lines(_read(path), f"ledger {path}")
     findings += _check_chain(parsed, key)
     good = [p for p in parsed if p.doc is not None]
-    findings += [f for f in (_expectation(p.doc) for p in good) if f]
-    findings += _check_snapshot_files(path, parsed)
+    findings += [f for p in good for f in (_expectation(p.doc), _type_change(p.doc)) if f]
+    snap_findings = _check_snapshot_files(path, parsed)
+    findings += snap_findings
+    for p in good:
+        if p.doc["expect_changes"] is not None and not snap_findings:
+            f = _declared_violations(p.doc, _recompute(path, p.doc).changed)
+            if f:
+                findings.append(f)
     notes = []
     if not parsed:
         notes.append("the ledger is empty")
@@ -364,21 +485,17 @@ def _check_head(parsed: list[_Parsed], head: str) -> tuple[list[str], list[str]]
     return [finding], []
 
 
-def _same_dataset(a: str, b: str) -> bool:
-    return os.path.normpath(a) == os.path.normpath(b) or os.path.basename(a) == os.path.basename(b)
-
-
 def _same_labels(ledger: Path, latest: Manifest, m: Manifest, manifest_path: Path | None) -> bool:
     """Do two seals hold the same (id, label) pairs?  Roots first, snapshots if row order differs."""
     if latest.rows != m.rows:
         return False
-    if latest.commitment["root"] == m.commitment["root"]:
+    if latest.commitment["root"] == m.commitment["root"] and not m.private and not latest.private:
         return True
     if manifest_path is None or m.private:
         return False
     try:
         a = _load_snapshot(ledger, latest)
-        data = manifest_path.with_name(m.snapshot["file"]).read_bytes()
+        data = read_bytes(manifest_path.with_name(m.snapshot["file"]), "snapshot")
         b = open_snapshot(m, data, where=f"snapshot of {manifest_path}")
     except (IntegrityError, OSError):
         return False
@@ -395,23 +512,40 @@ def _check_rollback(ledger: Path, good: list[_Parsed], manifest, key) -> tuple[l
         sig = m.verify_signature(key)
         if not sig.valid:
             return [sig.reason], []
-    seals = [(p.doc["seq"], side, p.doc["step"], Manifest(doc=p.doc[side]["manifest"]), p.doc[side]["source"])
+    seals = [(p.doc["seq"], side, p.doc["step"], Manifest(doc=p.doc[side]["manifest"]))
              for p in good for side in ("input", "output")]
-    mine = [s for s in seals if _same_dataset(s[4], m.source) or _same_dataset(s[3].source, m.source)]
+    mine = [s for s in seals if s[3].name == m.name]
     if not mine:
-        return [], [f"the ledger holds no seal of {m.source}"]
-    seq, side, step, latest, src = max(mine, key=lambda s: (s[0], s[1] == "output", s[3].created))
+        return [], [f"the ledger holds no seal of dataset '{m.name}': it cannot say whether this seal "
+                    "is the latest (inconclusive)"]
+    seq, side, step, latest = max(mine, key=lambda s: (s[0], s[1] == "output"))
+    where = f"entry #{seq} '{step}', {side}, version {latest.version}, sealed {latest.created}"
     if _same_labels(ledger, latest, m, manifest_path):
-        notes.append(f"the manifest's labels match the ledger's latest seal of {src} "
-                     f"(entry #{seq} '{step}', {side})")
-    elif m.created < latest.created or any(s[3].digest() == m.digest() for s in mine):
-        findings.append(f"rollback: the manifest of {m.source} (sealed {m.created}) is older than the "
-                        f"ledger's latest seal of it (entry #{seq} '{step}', {side}, sealed {latest.created}) "
-                        "and holds other labels")
+        notes.append(f"the seal's labels match the ledger's latest seal of '{m.name}' ({where})")
+    elif m.created <= latest.created:
+        findings.append(f"rollback: the seal of '{m.name}' (version {m.version}, sealed {m.created}) is older "
+                        f"than the ledger's latest seal of it ({where}) and holds other labels: the data and "
+                        "its seal were rolled back, or a newer version is being withheld")
     else:
-        notes.append(f"the manifest of {m.source} is newer than the ledger's latest seal of it "
-                     f"(entry #{seq}); it is not recorded in the ledger")
+        notes.append(f"the seal of '{m.name}' is newer than the ledger's latest seal of it ({where}); "
+                     "the ledger does not record it")
     return findings, notes
+
+
+def rollback_check(ledger, manifest: Manifest, key: Ed25519PublicKey, manifest_path: Path | None
+                   ) -> tuple[list[str], list[str]]:
+    """For ``verify --ledger``: ``(findings, notes)`` about ``manifest`` against a ledger.
+
+    The ledger must verify with ``key`` first (an unverifiable ledger says
+    nothing about which seal is the latest).
+    """
+    path = Path(ledger)
+    report = verify_ledger(path, key)
+    if not report.ok:
+        return [f"the ledger {path} fails verification, so it cannot vouch for this seal: "
+                f"{report.findings[0]}"], []
+    parsed, _ = _parse_lines(_read(path), f"ledger {path}")
+    return _check_rollback(path, [p for p in parsed if p.doc is not None], manifest_path or manifest, key)
 
 
 def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
@@ -434,14 +568,11 @@ def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
         d = p.doc
         s = _summary(p)
         try:
-            before = _load_snapshot(path, Manifest(doc=d["input"]["manifest"]))
-            after = _load_snapshot(path, Manifest(doc=d["output"]["manifest"]))
+            changes = _recompute(path, d)
         except IntegrityError as exc:
             findings.append(f"entry #{d['seq']} ('{d['step']}'): {exc}")
             entries.append(s)
             continue
-        changes, _ = compare(Side(before.ids, before.codes, before.classes, unique=True, counts=before.class_counts),
-                             Side(after.ids, after.codes, after.classes, unique=True, counts=after.class_counts))
         s["recomputed"] = changes.to_dict("input", "output")
         recorded = d["changes"]
         if (recorded["changed"], recorded["added"], recorded["removed"]) != \
@@ -454,6 +585,7 @@ def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
             findings.append(_expectation({**d, "changes": {**recorded, "changed": changes.n_changed,
                                                            "transitions": transition_list(changes.transitions,
                                                                                           changes.classes)}}))
+        findings += [f for f in (_type_change(d), _declared_violations(d, changes.changed)) if f]
         entries.append(s)
     head_hash = parsed[-1].hash if parsed else None
     return LedgerReport(str(path), entries, head_hash, key is not None, findings, notes)
@@ -476,21 +608,65 @@ def _script(script) -> dict | None:
 
 def _write_snapshot(store: Path, manifest: Manifest, data: bytes) -> None:
     target = store / manifest.snapshot["file"]
-    if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == manifest.snapshot["sha256"]:
-        return
+    if target.is_file() and not target.is_symlink():
+        try:
+            if hashlib.sha256(read_bytes(target, "snapshot", follow_symlinks=False)).hexdigest() \
+                    == manifest.snapshot["sha256"]:
+                return
+        except IntegrityError:
+            pass
     atomic_write_bytes(target, data)
+
+
+def read_expect_changes(path: str | os.PathLike, *, id: str, label: str, id_type: str) -> dict:  # noqa: A002
+    """Read an ``--expect-changes`` file: a CSV of the ids a step may change and the new labels allowed.
+
+    Columns: ``id`` (or the data's id column name) and, optionally, ``label``
+    (or the data's label column name) holding the one new label allowed for
+    that row (several rows per id allow several labels).  Without a label
+    column any new label is allowed for the listed ids.  Values are read as
+    exact text; with integer ids, ``0104`` and ``104.0`` are id 104.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ._columns import integer_text_ids
+
+    data = read_bytes(path, "--expect-changes file")
+    tbl, _ = read_columns(os.fspath(path), None)
+    names = tbl.column_names
+    id_col = "id" if "id" in names else id if id in names else None
+    if id_col is None:
+        raise DataError(f"--expect-changes file {path}: needs an 'id' column (or '{id}'), "
+                        f"and optionally 'label' (or '{label}'); it has: {', '.join(names)}")
+    label_col = "label" if "label" in names else label if label in names else None
+    ids = tbl.column(id_col)
+    if id_type == "int64" and len(ids):
+        as_int = integer_text_ids(ids)
+        if not pa.types.is_int64(as_int.type):
+            bad = pc.filter(ids, pc.invert(pc.match_substring_regex(ids, r"^[+-]?[0-9]+(\.0*)?$")))
+            raise DataError(f"--expect-changes file {path}: id {bad[0].as_py()!r} is not an integer, "
+                            "but the data's ids are integers")
+        id_text = [str(v) for v in as_int.to_pylist()]
+    else:
+        id_text = ids.to_pylist()
+    labels = tbl.column(label_col).to_pylist() if label_col else [None] * len(id_text)
+    allowed = sorted({(i, lab) for i, lab in zip(id_text, labels)}, key=lambda a: (a[0], a[1] is None, a[1] or ""))
+    return {"file": os.fspath(path), "sha256": hashlib.sha256(data).hexdigest(),
+            "allowed": [list(a) for a in allowed]}
 
 
 def ledger_append(path: str | os.PathLike, *, step: str, input, output, label: str,
                   id: str, private_key, script: str | os.PathLike | None = None,
                   expect_label_changes: int | None = None, table: str | None = None,
-                  input_name: str | None = None, output_name: str | None = None) -> LedgerAppend:
+                  input_name: str | None = None, output_name: str | None = None,
+                  expect_changes: str | os.PathLike | None = None) -> LedgerAppend:
     """Seal a step's input and output and append a signed, hash-chained entry.
 
     Parameters
     ----------
     path : path
-        The ledger (created if absent).  Snapshots go to ``PATH.snapshots/``.
+        The ledger (created if absent; never a symbolic link).  Snapshots go to ``PATH.snapshots/``.
     step : str
         Name of the pipeline step.
     input, output : path, URL, DSN or pyarrow.Table
@@ -505,60 +681,101 @@ def ledger_append(path: str | os.PathLike, *, step: str, input, output, label: s
         Declared number of label changes (0 = label-preserving step).  A
         different number is recorded as a finding.
     input_name, output_name : str, optional
-        Names to record for in-memory tables.
+        Dataset names of the two seals (default: the files' names, or the
+        table).  ``verify --ledger`` finds a dataset's latest seal by name.
+    expect_changes : path, optional
+        A CSV of the ids this step may change and the new labels allowed
+        (:func:`read_expect_changes`); any other change is a finding.
 
     Returns
     -------
     LedgerAppend
-        ``findings`` lists a violated expectation (the entry is appended anyway:
+        ``findings`` lists a violated declaration (the entry is appended anyway:
         the ledger records what happened).
 
     Raises
     ------
     IntegrityError
-        The existing ledger fails verification with this key (nothing is appended).
+        The existing ledger fails verification with this key, or is a symbolic
+        link (nothing is written: no entry, no snapshot, no folder).
     """
     if not isinstance(step, str) or not step.strip():
-        raise InvalidParameterError("step must be a non-empty name")
+        raise InvalidParameterError("--step must be a non-empty name")
     if expect_label_changes is not None and (isinstance(expect_label_changes, bool)
                                              or not isinstance(expect_label_changes, int)
                                              or expect_label_changes < 0):
-        raise InvalidParameterError(f"expect_label_changes must be an int >= 0. Got {expect_label_changes!r} instead.")
+        raise InvalidParameterError(f"--expect-label-changes must be an integer >= 0. "
+                                    f"Got {expect_label_changes!r} instead.")
     path = Path(path)
+    refuse_symlink(path, "ledger")
+    store = snapshot_dir(path)
+    if path.exists() and not path.is_file():
+        raise IntegrityError(f"ledger {path}: is not a regular file")
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     script_ref = _script(script)
-    in_tbl, in_where = read_columns(input, [id, label], dictionary=[label], table=table)
-    out_tbl, out_where = read_columns(output, [id, label], dictionary=[label], table=table)
-    in_where, out_where = input_name or in_where, output_name or out_where
+    in_tbl, in_where = read_columns(input, [id, label], dictionary=[label], table=table, id_column=id)
+    out_tbl, out_where = read_columns(output, [id, label], dictionary=[label], table=table, id_column=id)
+    in_name = input_name or default_name(input, table) or in_where
+    out_name = output_name or default_name(output, table) or out_where
     in_m, in_data = seal_table(in_tbl, label=label, id=id, private_key=key, source=in_where,
-                               snapshot_name="{sha256}.snapshot")
+                               snapshot_name="{sha256}.snapshot", name=in_name, purpose="ledger-input")
     out_m, out_data = seal_table(out_tbl, label=label, id=id, private_key=key, source=out_where,
-                                 snapshot_name="{sha256}.snapshot")
+                                 snapshot_name="{sha256}.snapshot", name=out_name, purpose="ledger-output")
+    declared = None if expect_changes is None else read_expect_changes(
+        expect_changes, id=id, label=label, id_type=out_m.doc["id_type"])
     changes = diff_tables(in_tbl, out_tbl, label=label, id=id, old_name=in_where, new_name=out_where).changes
-    store = snapshot_dir(path)
-    _write_snapshot(store, in_m, in_data)
-    _write_snapshot(store, out_m, out_data)
     body = {
-        "format_version": 1, "kind": KIND, "seq": 0, "prev": GENESIS, "step": step, "time": now_utc(),
-        "user": _user(), "host": socket.gethostname(), "script": script_ref, "label": label, "id": id,
+        "format_version": FORMAT_VERSION, "kind": KIND, "seq": 0, "prev": GENESIS, "step": step,
+        "time": now_utc(), "user": _user(), "host": socket.gethostname(), "script": script_ref,
+        "label": label, "id": id,
         "input": {"source": in_where, "manifest": in_m.doc, "manifest_sha256": in_m.digest()},
         "output": {"source": out_where, "manifest": out_m.doc, "manifest_sha256": out_m.digest()},
         "changes": {"changed": changes.n_changed, "added": changes.n_added, "removed": changes.n_removed,
                     "duplicated": changes.n_duplicated,
                     "transitions": transition_list(changes.transitions, changes.classes)},
-        "expect_label_changes": expect_label_changes, "key_id": key_id(key),
+        "expect_label_changes": expect_label_changes, "expect_changes": declared, "key_id": key_id(key),
     }
-    seq, digest, doc = _locked_append(path, body, key)
-    finding = _expectation(doc)
-    return LedgerAppend(str(path), seq, digest, doc, [finding] if finding else [])
+
+    def write_snapshots() -> None:  # under the ledger's lock, after its chain checked out
+        created = not store.exists()
+        try:
+            store.mkdir(exist_ok=True)
+            refuse_symlink(store, "snapshot folder")
+            _write_snapshot(store, in_m, in_data)
+            _write_snapshot(store, out_m, out_data)
+        except BaseException:
+            if created:
+                with contextlib.suppress(OSError):
+                    for f in store.iterdir():
+                        f.unlink()
+                    store.rmdir()
+            raise
+
+    seq, digest, doc = _locked_append(path, body, key, write_snapshots)
+    findings = [f for f in (_expectation(doc), _type_change(doc), _declared_violations(doc, changes.changed)) if f]
+    return LedgerAppend(str(path), seq, digest, doc, findings)
 
 
-def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey) -> tuple[int, str, dict]:
+def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey, before_write) -> tuple[int, str, dict]:
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    if not path.parent.is_dir():
+        raise IntegrityError(f"ledger {path}: folder {path.parent} does not exist")
+    created = not os.path.lexists(path)
     try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise IntegrityError(f"ledger {path}: is a symbolic link; flipguard does not follow links "
+                                 "for ledgers (give the real path)") from None
+        raise IntegrityError(f"ledger {path}: cannot open ({exc.strerror or exc})") from None
+    ok = False
+    try:
+        import stat as _stat
+
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IntegrityError(f"ledger {path}: is not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(fd).st_size
@@ -570,19 +787,23 @@ def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey) -> tuple[int,
             seq = len(parsed)
             doc = sign_body({**body, "seq": seq, "prev": parsed[-1].hash if parsed else GENESIS}, key)
             line = canonical_json(doc)
+            before_write()
             view = memoryview(line + b"\n")
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
             if size == 0:
                 _fsync_dir(path.parent)
+            ok = True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+        if not ok and created:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(path) == 0:
+                    os.unlink(path)
     return seq, hashlib.sha256(line).hexdigest(), doc
-
-
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
         dfd = os.open(directory, os.O_RDONLY)

@@ -9,12 +9,23 @@ from the canonical serialisation of what it parses to is rejected, so no
 byte of a manifest can change without being noticed (a changed value breaks
 the signature; a changed spelling of the same value breaks canonical form).
 
-Fields (``format_version`` 1)
+Fields (``format_version`` 2)
 -----------------------------
 ``kind``           ``"flipguard.seal"``
+``name``           the dataset the seal is for (``seal --name``; default: the
+                   file's name or the table's); ``verify`` refuses a seal made
+                   for another name (mix-and-match)
+``version``        the dataset version this seal records (an integer >= 1; by
+                   default one more than the seal it replaces)
+``purpose``        ``"seal"`` for a standalone seal; ``"ledger-input"`` /
+                   ``"ledger-output"`` for the seals a ledger entry embeds,
+                   which ``verify`` refuses as standalone seals
 ``created``        UTC time of sealing, ISO 8601 with microseconds
 ``source``         the data as named when sealed (path, URL, redacted DSN)
 ``label``, ``id``  label and id column names; ``id_type`` ``"int64"`` or ``"string"``
+``label_type``     the label column's type family (``"integer"``, ``"string"``,
+                   ``"boolean"``, ``"float64"``, ``"float32"``, ``"decimal(scale=2)"``...);
+                   a different family when verifying is a finding
 ``columns``        feature columns sealed as well (``--columns``)
 ``rows``           number of rows
 ``classes``        ``[{"label": value, "count": n}, ...]`` (``null`` in private manifests)
@@ -58,8 +69,12 @@ from ._keys import key_id as _key_id
 
 __all__ = ["Manifest", "SignatureCheck", "canonical_json", "load_manifest"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND = "flipguard.seal"
+#: ``purpose`` values: a standalone seal, and the two seals each ledger entry embeds.
+PURPOSES = ("seal", "ledger-input", "ledger-output")
+#: Nesting deeper than this in a manifest or ledger line is refused before parsing.
+MAX_DEPTH = 64
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 _HEX32 = re.compile(r"[0-9a-f]{32}\Z")
@@ -85,11 +100,37 @@ def strict_json(data: bytes, where: str) -> Any:
         raise ValueError(f"{name} is not allowed")
 
     try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise IntegrityError(f"{where}: not valid UTF-8 (corrupt or not a flipguard file)") from None
+    if _too_deep(data):
+        raise IntegrityError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep "
+                             "(corrupt or not a flipguard file)")
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except RecursionError:  # pragma: no cover - _too_deep refuses these first
+        raise IntegrityError(f"{where}: JSON nested too deeply (corrupt or not a flipguard file)") from None
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise IntegrityError(f"{where}: not valid JSON ({exc}); corrupt or truncated") from None
+
+
+def _too_deep(data: bytes) -> bool:
+    """Nesting depth above :data:`MAX_DEPTH`, counted on the bytes with strings blanked out.
+
+    Counted before parsing, so a hostile file cannot make the parser recurse
+    (or a later step walk the structure) thousands of levels deep.
+    """
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return False
+    import numpy as np
+
+    bare = _STRING.sub(b'""', data)
+    b = np.frombuffer(bare, dtype=np.uint8)
+    step = ((b == 0x5B) | (b == 0x7B)).astype(np.int32) - ((b == 0x5D) | (b == 0x7D)).astype(np.int32)
+    return bool(np.cumsum(step).max(initial=0) > MAX_DEPTH)
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -146,6 +187,30 @@ class Manifest:
     doc: dict = field(repr=False)
 
     # -- convenient views of the signed fields ------------------------------
+    @property
+    def name(self) -> str:
+        """The dataset this seal is for."""
+        return self.doc["name"]
+
+    @property
+    def version(self) -> int:
+        """The dataset version this seal records."""
+        return self.doc["version"]
+
+    @property
+    def purpose(self) -> str:
+        """``"seal"`` (standalone) or ``"ledger-input"`` / ``"ledger-output"`` (embedded in a ledger entry)."""
+        return self.doc["purpose"]
+
+    @property
+    def standalone(self) -> bool:
+        return self.doc["purpose"] == "seal"
+
+    @property
+    def label_type(self) -> str:
+        """The label column's type family when sealed (see :func:`flipguard.integrity._columns.type_family`)."""
+        return self.doc["label_type"]
+
     @property
     def label(self) -> str:
         return self.doc["label"]
@@ -236,8 +301,9 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
 
 
 # -- validation ---------------------------------------------------------------
-_FIELDS = {"format_version", "kind", "created", "source", "label", "id", "id_type", "rows",
-           "columns", "classes", "commitment", "snapshot", "private", "key_id", "tool", "signature"}
+_FIELDS = {"format_version", "kind", "name", "version", "purpose", "created", "source", "label", "id",
+           "id_type", "label_type", "rows", "columns", "classes", "commitment", "snapshot", "private", "key_id",
+           "tool", "signature"}
 
 
 def _validate(doc: Any, where: str) -> None:
@@ -251,15 +317,26 @@ def _validate(doc: Any, where: str) -> None:
     version = doc.get("format_version")
     if not _is_int(version):
         bad("format_version missing")
+    if version == 1:
+        raise IntegrityError(f"{where}: manifest format_version 1 was written by flipguard before seals "
+                             "named their dataset and version; it cannot be checked for mix-and-match "
+                             "or rollback. Check it with the flipguard that wrote it, then seal the data "
+                             "again (flipguard seal ... --name NAME)")
     if version != FORMAT_VERSION:
         raise IntegrityError(f"{where}: manifest format_version {version} is not supported "
                              f"(this flipguard reads version {FORMAT_VERSION})")
     if set(doc) != _FIELDS:
         extra, missing = sorted(set(doc) - _FIELDS), sorted(_FIELDS - set(doc))
         bad("unexpected field(s) " + ", ".join(extra) if extra else "missing field(s) " + ", ".join(missing))
-    for name in ("created", "source", "label", "id", "tool"):
+    for name in ("created", "source", "label", "id", "tool", "name", "label_type"):
         if not isinstance(doc[name], str):
             bad(f"{name} must be a string")
+    if not doc["name"]:
+        bad("name must not be empty")
+    if not _is_int(doc["version"]) or doc["version"] < 1:
+        bad("version must be an integer >= 1")
+    if doc["purpose"] not in PURPOSES:
+        bad("purpose must be one of " + ", ".join(PURPOSES))
     if not doc["label"] or not doc["id"]:
         bad("label and id column names must not be empty")
     if doc["id_type"] not in ("int64", "string"):

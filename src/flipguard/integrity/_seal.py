@@ -29,8 +29,7 @@ import numpy as np
 import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .._io import atomic_path, atomic_write_bytes
-from ..exceptions import DataError, InvalidParameterError
+from ..exceptions import DataError, IntegrityError, InvalidParameterError
 from . import _snapshot
 from ._columns import (
     SCHEME_KEYED,
@@ -43,10 +42,18 @@ from ._columns import (
     duplicated,
     label_codes,
     normalize_ids,
+    type_family,
 )
+from ._files import write_files_atomically
 from ._keys import key_id, load_private_key
-from ._manifest import FORMAT_VERSION, KIND, Manifest, sign_body
-from ._source import check_columns, describe, is_local_path, read_columns
+from ._manifest import FORMAT_VERSION, KIND, PURPOSES, Manifest, load_manifest, sign_body
+from ._source import (
+    check_columns,
+    default_name,
+    describe,
+    is_local_path,
+    read_columns,
+)
 
 __all__ = ["SealResult", "default_manifest_path", "seal", "seal_table", "snapshot_path_for"]
 
@@ -66,7 +73,8 @@ def now_utc() -> str:
 def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519PrivateKey,
                columns: list[str] | None = None, source: str = "<arrow table>",
                secret: bytes | None = None, snapshot_name: str = "labels.snapshot",
-               created: str | None = None) -> tuple[Manifest, bytes]:
+               created: str | None = None, name: str | None = None, version: int = 1,
+               purpose: str = "seal") -> tuple[Manifest, bytes]:
     """Seal the labels of an in-memory table.
 
     Parameters
@@ -89,6 +97,14 @@ def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519Priv
         replaced by the snapshot's digest (content-addressed stores).
     created : str, optional
         Timestamp to record (default: now, UTC).
+    name : str, optional
+        The dataset the seal is for (default: ``source``).  Verifying data
+        under another name is refused (mix-and-match).
+    version : int, default=1
+        The dataset version this seal records.
+    purpose : {"seal", "ledger-input", "ledger-output"}, default="seal"
+        Seals a ledger entry embeds are marked so they cannot be used as
+        standalone seals.
 
     Returns
     -------
@@ -110,13 +126,24 @@ def seal_table(table: pa.Table, *, label: str, id: str, private_key: Ed25519Priv
     >>> manifest.class_counts
     {'cat': 2, 'dog': 1}
     """
+    ident = _identity(name if name is not None else source, version, purpose)
     with ThreadPoolExecutor(max_workers=1) as pool:
         prep = _prepare(table, label=label, id=id, columns=columns, source=source, secret=secret, pool=pool)
         data = _snapshot.encode(prep.ids, prep.codes, prep.classes, prep.counts, prep.features)
         if prep.aes_key is not None:
             data = _snapshot.encrypt(data, prep.aes_key)
         digest = hashlib.sha256(data).hexdigest()
-        return _sign(prep, digest, len(data), snapshot_name, private_key, created), data
+        return _sign(prep, digest, len(data), snapshot_name, private_key, created, ident), data
+
+
+def _identity(name, version, purpose) -> dict:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidParameterError("--name must be a non-empty dataset name")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidParameterError(f"--dataset-version must be an integer >= 1. Got {version!r} instead.")
+    if purpose not in PURPOSES:
+        raise InvalidParameterError(f"purpose must be one of {', '.join(PURPOSES)}. Got {purpose!r} instead.")
+    return {"name": name, "version": version, "purpose": purpose}
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,7 @@ class _Prepared:
     id: str
     columns: list
     source: str
+    label_type: str
     ids: object
     codes: np.ndarray
     classes: list
@@ -171,15 +199,17 @@ def _prepare(table: pa.Table, *, label: str, id: str, columns, source: str,  # n
         return {"scheme": SCHEME_KEYED if private else SCHEME_PLAIN, "block_rows": block_rows,
                 "code_bytes": width.itemsize, "blocks": blocks, "root": root}
 
-    return _Prepared(label, id, columns, source, ids, codes, classes, counts,
+    return _Prepared(label, id, columns, source, type_family(table.column(label).type), ids, codes, classes, counts,
                      {c: table.column(c) for c in columns}, private, aes_key, pool.submit(commitment))
 
 
 def _sign(prep: _Prepared, digest: str, size: int, snapshot_name: str, private_key: Ed25519PrivateKey,
-          created: str | None) -> Manifest:
+          created: str | None, ident: dict) -> Manifest:
     body = {
         "format_version": FORMAT_VERSION,
         "kind": KIND,
+        **ident,
+        "label_type": prep.label_type,
         "created": created or now_utc(),
         "source": prep.source,
         "label": prep.label,
@@ -240,6 +270,7 @@ class SealResult:
     def to_dict(self) -> dict:
         m = self.manifest
         return {"manifest": str(self.manifest_path), "snapshot": str(self.snapshot_path),
+                "name": m.name, "version": m.version, "label_type": m.label_type,
                 "source": m.source, "label": m.label, "id": m.id, "columns": m.columns,
                 "rows": m.rows, "class_counts": m.class_counts, "private": m.private,
                 "key_id": m.key_id, "created": m.created, "commitment_root": m.commitment["root"]}
@@ -261,13 +292,28 @@ def snapshot_path_for(manifest_path: str | os.PathLike) -> Path:
 
 
 def seal(source, *, label: str, id: str, private_key,
-         out: str | os.PathLike | None = None, columns: list[str] | None = None,
-         secret: bytes | None = None, table: str | None = None, query: str | None = None) -> SealResult:
+         out: str | os.PathLike | None = None, columns: list[str] | str | None = None,
+         secret: bytes | None = None, table: str | None = None, query: str | None = None,
+         name: str | None = None, version: int | None = None) -> SealResult:
     """Seal a file, URL or database table and write the manifest and its snapshot.
 
     Reads only the id, label and ``columns`` columns (Parquet labels as a
-    dictionary), calls :func:`seal_table`, then writes the snapshot and the
-    manifest atomically.  ``private_key`` is a key or a key file path.
+    dictionary, CSV as exact text), calls :func:`seal_table`, then writes the
+    snapshot and the manifest: both go to temporary files first and are
+    renamed into place only when both are complete, so a failed re-seal
+    leaves the previous seal valid.  ``private_key`` is a key or a key file path.
+
+    Parameters
+    ----------
+    columns : list of str or "all", optional
+        Feature columns to seal as well; ``"all"`` seals every column but the
+        id and the label.
+    name : str, optional
+        The dataset's name (default: the table given, else the file's name).
+    version : int, optional
+        The dataset version (default: one more than the version of the seal
+        already at the manifest path, if it is this dataset's and signed by
+        this key; else 1).
 
     Returns
     -------
@@ -276,30 +322,80 @@ def seal(source, *, label: str, id: str, private_key,
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     manifest_path = Path(out) if out is not None else default_manifest_path(source)
     snap_path = snapshot_path_for(manifest_path)
+    for target, what in ((manifest_path, "--out"), (snap_path, "snapshot")):
+        if target.is_dir():
+            raise InvalidParameterError(f"{what} {target} is a directory; give a file name for the manifest "
+                                        "(e.g. --out data.flipguard.json)")
     if is_local_path(source):
         src = Path(os.fspath(source)).resolve()
         for target in (manifest_path, snap_path):
             if target.resolve() == src:
                 raise InvalidParameterError(f"{target} is the data file itself; choose another manifest path")
-    tbl, where = read_columns(source, [id, label, *(columns or [])], dictionary=[label],
-                              table=table, query=query)
+    if not manifest_path.parent.is_dir():
+        raise InvalidParameterError(f"--out {manifest_path}: folder {manifest_path.parent} does not exist")
+    name = name if name is not None else default_name(source, table)
+    if name is None:
+        raise InvalidParameterError("give the dataset's name (--name / name=)")
+    if version is None:
+        version = _next_version(manifest_path, name, key)
+    ident = _identity(name, version, "seal")
+    if isinstance(columns, str):
+        if columns != "all":
+            raise InvalidParameterError(f"--columns must be a list of column names or 'all'. Got {columns!r}.")
+        columns = None
+        read_all = True
+    else:
+        read_all = False
+    wanted = None if read_all else [id, label, *(columns or [])]
+    tbl, where = read_columns(source, wanted, dictionary=[label], table=table, query=query, id_column=id)
+    if read_all:
+        check_columns(tbl.column_names, [id, label], where)
+        columns = [c for c in tbl.column_names if c not in (id, label)]
+        tbl = tbl.select([id, label, *columns])
     if secret is not None:
         manifest, data = seal_table(tbl, label=label, id=id, private_key=key, columns=columns,
-                                    source=where, secret=secret, snapshot_name=snap_path.name)
-        atomic_write_bytes(snap_path, data)
-    else:  # stream the snapshot straight into its file: no copy of it in memory
+                                    source=where, secret=secret, snapshot_name=snap_path.name, **ident)
+        write_files_atomically([(snap_path, data), (manifest_path, manifest.to_bytes())])
+    else:  # stream the snapshot straight into its temporary file: no copy of it in memory
+        import tempfile
+
         with ThreadPoolExecutor(max_workers=1) as pool:
             prep = _prepare(tbl, label=label, id=id, columns=columns, source=where, secret=None, pool=pool)
             del tbl
-            with atomic_path(snap_path) as tmp:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{snap_path.name}.", suffix=".tmp", dir=snap_path.parent)
+            tmp = Path(tmp_name)
+            try:
                 # Hash the bytes as they are written, never re-read: whoever can write the
                 # directory must not be able to swap the file between writing and signing.
-                with open(tmp, "wb") as fh:
+                with open(fd, "wb") as fh:
+                    os.fchmod(fh.fileno(), 0o644 & ~_umask())
                     hashing = _HashingWriter(fh)
                     with pa.PythonFile(hashing, mode="w") as sink:
                         _snapshot.write(sink, prep.ids, prep.codes, prep.classes, prep.counts, prep.features)
                     fh.flush()
                     os.fsync(fh.fileno())
-                manifest = _sign(prep, hashing.hexdigest(), hashing.size, snap_path.name, key, None)
-    atomic_write_bytes(manifest_path, manifest.to_bytes())
+                manifest = _sign(prep, hashing.hexdigest(), hashing.size, snap_path.name, key, None, ident)
+                write_files_atomically([(snap_path, tmp), (manifest_path, manifest.to_bytes())])
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
     return SealResult(manifest, manifest_path, snap_path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _next_version(manifest_path: Path, name: str, key: Ed25519PrivateKey) -> int:
+    """One more than the version of the seal being replaced (same dataset, same key); else 1."""
+    if not manifest_path.is_file():
+        return 1
+    try:
+        old = load_manifest(manifest_path)
+    except IntegrityError:
+        return 1
+    if old.name != name or not old.verify_signature(key.public_key()).valid:
+        return 1
+    return old.version + 1

@@ -1,12 +1,29 @@
-"""Reading just the columns a seal needs, with clear errors for absent ones."""
+"""Reading just the columns a seal needs, exactly, with clear errors for absent or ambiguous ones.
+
+**Exact reading.**  CSV columns are read as the text written in the file:
+no type inference and no null words, so ``NA``, ``N/A``, ``null``, ``NaN``
+and the empty cell are five different labels (``1`` and ``1.0`` are two).
+The byte-order mark, CRLF line ends and blank lines do not change a value.
+Ids follow one rule (:func:`flipguard.integrity._columns.integer_text_ids`):
+when every id is an integer written as text (``104``, ``0104``, ``104.0``)
+ids are integers, otherwise exact text.  Parquet and database columns keep
+their types; a seal records the label column's type family.
+
+A column name that appears twice (a second label column appended by hand:
+one reader takes the first, another the last) is an input error.  Local
+files that are not regular files (FIFOs, devices) are refused before they
+are opened, so nothing hangs or fills memory.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
+from collections import Counter
 
 import pyarrow as pa
 
-from ..data._read import _is_url, detect_format, is_postgres, read_table
+from ..data._read import _is_url, _open_url, detect_format, is_postgres, read_table
 from ..exceptions import DataError
 
 __all__: list[str] = []
@@ -25,19 +42,149 @@ def describe(source) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
 
 
-def read_columns(source, columns: list[str], *, dictionary: list[str] | None = None,
-                 table: str | None = None, query: str | None = None) -> tuple[pa.Table, str]:
-    """``(table, description)`` holding only ``columns`` (in that order) of ``source``."""
-    wanted = list(dict.fromkeys(columns))
+def default_name(source, table: str | None = None) -> str | None:
+    """The dataset name a seal gets without ``--name``: the table, else the file's name.
+
+    ``None`` for in-memory tables (give a name).
+    """
+    if table:
+        return table
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str) or is_postgres(source):
+        return None
+    path = source.split("?", 1)[0].rstrip("/") if _is_url(source) else os.path.normpath(source)
+    return os.path.basename(path) or source
+
+
+def check_regular(path: str) -> None:
+    """Refuse FIFOs, devices and sockets given as data (reading them would hang or never end)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # the reader reports a missing file in its own words
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise DataError(f"{path}: is {kind}, not a data file")
+
+
+def _csv_delimiter(name: str) -> str:
+    return "\t" if name.lower().endswith(".tsv") else ","
+
+
+def _csv_header(src, name: str) -> list[str]:
+    import pyarrow.csv as pacsv
+
+    try:
+        with pacsv.open_csv(src, parse_options=pacsv.ParseOptions(delimiter=_csv_delimiter(name)),
+                            convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False,
+                                                                 null_values=[])) as reader:
+            return reader.schema.names
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: cannot read as CSV: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_csv_exact(source: str, wanted: list[str] | None, label: str | None,
+                    id_column: str | None = None) -> tuple[pa.Table, list[str]]:
+    """Every wanted column as text exactly as written (the label dictionary-encoded).
+
+    The ``id_column`` becomes int64 when every id is an integer written as text.
+    """
+    import pyarrow.csv as pacsv
+
+    if _is_url(source):
+        with _open_url(source) as fh:
+            names = _csv_header(fh, source)
+    else:
+        names = _csv_header(source, source)
+    cols = names if wanted is None else wanted
+    _check_unique(names, cols, source)
+    check_columns(names, cols, source)
+    types = {c: pa.string() for c in cols}
+    if label is not None and label in types:
+        types[label] = pa.dictionary(pa.int32(), pa.string())
+    options = dict(
+        parse_options=pacsv.ParseOptions(delimiter=_csv_delimiter(source)),
+        convert_options=pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False,
+                                             quoted_strings_can_be_null=False, null_values=[]))
+    try:
+        if _is_url(source):
+            with _open_url(source) as f:
+                tbl = pacsv.read_csv(f, **options)
+        else:
+            tbl = pacsv.read_csv(source, **options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
+        msg = _first_line(exc)
+        if "UTF8" in msg or "UTF-8" in msg:
+            msg += " (flipguard reads CSV as UTF-8 text)"
+        raise DataError(f"{source}: cannot read as CSV: {msg}") from None
+    if id_column is not None and id_column in tbl.column_names:
+        from ._columns import integer_text_ids
+
+        i = tbl.column_names.index(id_column)
+        tbl = tbl.set_column(i, id_column, integer_text_ids(tbl.column(i)))
+    return tbl, names
+
+
+def _check_unique(names: list[str], wanted: list[str], where: str) -> None:
+    counts = Counter(names)
+    twice = [c for c in dict.fromkeys(wanted) if counts[c] > 1]
+    if twice:
+        raise DataError(f"{where}: column(s) {', '.join(repr(c) for c in twice)} appear more than once; "
+                        "readers disagree on which one counts (some take the first, some the last), "
+                        "so flipguard refuses to guess: rename or remove the extra column")
+
+
+def read_columns(source, columns: list[str] | None, *, dictionary: list[str] | None = None,
+                 table: str | None = None, query: str | None = None,
+                 id_column: str | None = None) -> tuple[pa.Table, str]:
+    """``(table, description)`` holding only ``columns`` (in that order) of ``source``.
+
+    ``columns=None`` reads every column.  CSV is read exactly (see the module
+    docstring); ``dictionary`` names the label column, ``id_column`` the id
+    column (integer ids written as text become integers).
+    """
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    label = dictionary[0] if dictionary else None
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, str) and not is_postgres(source):
+        if not _is_url(source):
+            check_regular(source)
+            if not os.path.exists(source):
+                raise DataError(f"{source}: no such file")
+        fmt = detect_format(source)
+        if fmt == "csv":
+            if os.path.isdir(source):
+                raise DataError(f"{source}: is a directory, not a CSV or Parquet file")
+            tbl, _ = _read_csv_exact(source, wanted, label, id_column)
+            return (tbl if wanted is None else tbl.select(wanted)), source
+        names = available_columns(source)
+        if names is not None and wanted is not None:
+            _check_unique(names, wanted, source)
+            check_columns(names, wanted, source)
+        if names is not None and wanted is None:
+            _check_unique(names, names, source)
     try:
         tbl, _, where = read_table(source, table=table, query=query, columns=wanted, dictionary=dictionary)
     except (DataError, KeyError) as exc:
         available = available_columns(source)
-        if available is not None:
+        if available is not None and wanted is not None:
             check_columns(available, wanted, describe(source))
         if isinstance(exc, KeyError):
             raise DataError(f"{describe(source)}: {exc.args[0] if exc.args else exc}") from None
         raise
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DataError(f"{describe(source)}: cannot read: {_first_line(exc)}") from None
+    if wanted is None:
+        _check_unique(tbl.column_names, tbl.column_names, where)
+        return tbl, where
+    _check_unique(tbl.column_names, wanted, where)
     check_columns(tbl.column_names, wanted, where)
     return tbl.select(wanted), where
 
@@ -66,10 +213,6 @@ def available_columns(source) -> list[str] | None:
             import pyarrow.parquet as pq
 
             return pq.read_schema(path).names
-        import pyarrow.csv as pacsv
-
-        delimiter = "\t" if path.lower().endswith(".tsv") else ","
-        with pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter)) as reader:
-            return reader.schema.names
-    except (pa.ArrowException, OSError, ValueError):
+        return _csv_header(path, path)
+    except (pa.ArrowException, OSError, ValueError, DataError):
         return None

@@ -11,9 +11,13 @@ next to it and only the needed columns of ``source``.
 
 Order of checks: the manifest parses strictly (else :class:`IntegrityError`);
 its signature must be by the given key (else a report with
-``signature.valid = False`` and nothing else compared); the snapshot's SHA-256
-must match the manifest (else :class:`IntegrityError`); then every row is
-compared by id.  Reordered rows and unsealed columns do not matter.
+``signature.valid = False`` and nothing else compared); it must be a
+standalone seal (not one embedded in a ledger entry) made for this dataset's
+name, and, with a ledger, not older than the ledger's latest seal of that
+name (else a report whose findings say so, nothing else compared); the
+snapshot's SHA-256 must match the manifest (else :class:`IntegrityError`);
+then every row is compared by id, and the label column's type family with
+the sealed one.  Reordered rows and unsealed columns do not matter.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..exceptions import DataError, IntegrityError
 from . import _snapshot
-from ._columns import label_codes, normalize_ids
+from ._columns import label_codes, normalize_ids, type_family
 from ._compare import LabelChanges, Side, column_changes, compare
 from ._keys import load_public_key
 from ._manifest import Manifest, SignatureCheck, load_manifest
-from ._source import check_columns, describe, read_columns
+from ._source import check_columns, default_name, describe, read_columns
 
 __all__ = ["VerifyReport", "open_snapshot", "verify", "verify_table"]
 
@@ -58,6 +62,10 @@ class VerifyReport:
         of rows whose value changed.
     findings : list of str
         One plain line per problem; empty when the data is intact.
+    label_type : dict
+        ``{"sealed": ..., "current": ...}`` type families of the label column.
+    notes : list of str
+        Information that is not a problem (e.g. what a ledger says about this seal).
     """
 
     source: str
@@ -66,6 +74,8 @@ class VerifyReport:
     changes: LabelChanges | None = None
     columns: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
+    label_type: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -80,7 +90,8 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         out = {"ok": self.ok, "source": self.source, "manifest": self.manifest,
-               "signature": self.signature.to_dict(), "findings": list(self.findings)}
+               "signature": self.signature.to_dict(), "findings": list(self.findings),
+               "label_type": dict(self.label_type), "notes": list(self.notes)}
         if self.changes is not None:
             out.update(self.changes.to_dict("sealed", "current"))
         out["columns"] = {name: {"row": c["row"], "id": c["id"], "sealed": c["before"], "current": c["after"]}
@@ -112,9 +123,29 @@ def open_snapshot(manifest: Manifest, data: bytes, *, secret: bytes | None = Non
     return snap
 
 
+def _info(manifest: Manifest, manifest_path) -> dict:
+    return {"path": manifest_path, "name": manifest.name, "version": manifest.version,
+            "purpose": manifest.purpose, "source": manifest.source, "created": manifest.created,
+            "key_id": manifest.key_id, "rows": manifest.rows, "label": manifest.label, "id": manifest.id,
+            "label_type": manifest.label_type, "columns": manifest.columns, "private": manifest.private}
+
+
+def refusal(manifest: Manifest, name: str | None) -> str | None:
+    """Why a correctly signed manifest cannot vouch for the data named ``name`` (``None``: it can)."""
+    if not manifest.standalone:
+        side = manifest.purpose.removeprefix("ledger-")
+        return (f"the manifest is the {side} seal embedded in a ledger entry (dataset '{manifest.name}'), "
+                "not a standalone seal: a ledger's seals record a step, they do not vouch for data "
+                "(seal the data with flipguard seal)")
+    if name is not None and manifest.name != name:
+        return (f"the manifest seals dataset '{manifest.name}', not '{name}' (a seal of another dataset "
+                "copied here?); if the data was renamed, pass --name '" + manifest.name + "'")
+    return None
+
+
 def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicKey, *,
                  snapshot: bytes, secret: bytes | None = None, source: str | None = None,
-                 manifest_path: str | None = None) -> VerifyReport:
+                 manifest_path: str | None = None, name: str | None = None) -> VerifyReport:
     """Verify an in-memory table against a manifest and its snapshot bytes.
 
     Parameters
@@ -131,6 +162,9 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
         Needed for a private seal.
     source : str, optional
         Name of the data for messages.
+    name : str, optional
+        The dataset's name: a manifest sealed for another name is refused
+        (a finding).  ``None`` skips that check (in-memory tables have no name).
 
     Returns
     -------
@@ -145,12 +179,13 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
         The table lacks the manifest's columns (the manifest of another dataset?).
     """
     source = source or "<arrow table>"
-    info = {"path": manifest_path, "source": manifest.source, "created": manifest.created,
-            "key_id": manifest.key_id, "rows": manifest.rows, "label": manifest.label, "id": manifest.id,
-            "columns": manifest.columns, "private": manifest.private}
+    info = _info(manifest, manifest_path)
     sig = manifest.verify_signature(public_key)
     if not sig.valid:
         return VerifyReport(source, info, sig, findings=[sig.reason])
+    refused = refusal(manifest, name)
+    if refused:
+        return VerifyReport(source, info, sig, findings=[refused])
     check_columns(table.column_names, [manifest.id, manifest.label, *manifest.columns], source,
                   hint=f"; the manifest seals columns '{manifest.id}' (id) and '{manifest.label}' (label) "
                        f"of {manifest.source} -- is it the manifest of another dataset?")
@@ -174,13 +209,19 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
     after = Side(ids, codes, values, rows=rows)
     changes, al = compare(before, after)
     findings[:0] = changes.findings("sealed", "current")
+    current_type = type_family(table.column(manifest.label).type)
+    if current_type != manifest.label_type:
+        findings.append(f"the label column '{manifest.label}' changed type: sealed as {manifest.label_type}, "
+                        f"now {current_type} (the values may read the same as text, but a model or a "
+                        "reader that compares typed values sees different labels)")
     cols = {}
     for name in manifest.columns:
         c = column_changes(snap.features[name], table.column(name), al, before, after)
         cols[name] = c
         if c["row"]:
             findings.append(f"{len(c['row'])} value(s) of sealed column '{name}' changed")
-    return VerifyReport(source, info, sig, changes=changes, columns=cols, findings=findings)
+    return VerifyReport(source, info, sig, changes=changes, columns=cols, findings=findings,
+                        label_type={"sealed": manifest.label_type, "current": current_type})
 
 
 def read_snapshot_file(manifest: Manifest, manifest_path: str | os.PathLike) -> tuple[bytes, Path]:
@@ -189,21 +230,27 @@ def read_snapshot_file(manifest: Manifest, manifest_path: str | os.PathLike) -> 
     A private copy, not a memory map: the bytes that are hashed must be the
     bytes that are decoded, even if someone rewrites the file meanwhile.
     """
+    from ._files import read_bytes
+
     path = Path(manifest_path).with_name(manifest.snapshot["file"])
-    try:
-        return path.read_bytes(), path
-    except (FileNotFoundError, IsADirectoryError):
+    if not path.exists() and not path.is_symlink():
         raise IntegrityError(f"snapshot {path}: no such file (it belongs next to manifest "
-                             f"{manifest_path})") from None
+                             f"{manifest_path})")
+    return read_bytes(path, "snapshot"), path
 
 
 def verify(source, manifest_path: str | os.PathLike | None = None, public_key=None, *,
-           secret: bytes | None = None, table: str | None = None, query: str | None = None) -> VerifyReport:
+           secret: bytes | None = None, table: str | None = None, query: str | None = None,
+           name: str | None = None, ledger: str | os.PathLike | None = None) -> VerifyReport:
     """Verify a file, URL or database table against a manifest file.
 
     ``manifest_path`` defaults to ``DATA.flipguard.json``; ``public_key`` is a
     key or a ``.pub`` path.  The snapshot is read from next to the manifest.
-    See :func:`verify_table`.
+    ``name`` is the dataset's name (default: as :func:`seal` derives it, the
+    table or the file's name); a seal made for another name is refused.
+    With ``ledger``, a seal older than the ledger's latest seal of this
+    dataset that holds other labels is refused (rollback or freeze); the
+    ledger must itself verify with ``public_key``.  See :func:`verify_table`.
     """
     from ._seal import default_manifest_path
 
@@ -213,16 +260,26 @@ def verify(source, manifest_path: str | os.PathLike | None = None, public_key=No
     manifest_path = Path(manifest_path) if manifest_path is not None \
         else default_manifest_path(source, "--manifest / manifest_path=")
     manifest = load_manifest(manifest_path)
+    name = name if name is not None else default_name(source, table)
     sig = manifest.verify_signature(key)
-    if not sig.valid:  # do not read data or snapshot for an untrusted manifest
+    if not sig.valid or refusal(manifest, name):  # read no data or snapshot for an untrusted manifest
         return verify_table(pa.table({}), manifest, key, snapshot=b"", source=describe(source),
-                            manifest_path=str(manifest_path))
+                            manifest_path=str(manifest_path), name=name)
+    notes: list[str] = []
+    if ledger is not None:
+        from ._ledger import rollback_check
+
+        findings, notes = rollback_check(ledger, manifest, key, Path(manifest_path))
+        if findings:
+            return VerifyReport(describe(source), _info(manifest, str(manifest_path)), sig,
+                                findings=findings, notes=notes)
     data, snap_path = read_snapshot_file(manifest, manifest_path)
     with ThreadPoolExecutor(max_workers=1) as pool:  # hash and decode the snapshot while the data is read
         opened = pool.submit(open_snapshot, manifest, data, secret=secret, where=f"snapshot {snap_path}")
         try:
             tbl, where = read_columns(source, [manifest.id, manifest.label, *manifest.columns],
-                                      dictionary=[manifest.label], table=table, query=query)
+                                      dictionary=[manifest.label], table=table, query=query,
+                                      id_column=manifest.id)
         except DataError as exc:
             if "not found" in str(exc):
                 raise DataError(f"{exc}; the manifest seals columns '{manifest.id}' (id) and "
@@ -230,5 +287,8 @@ def verify(source, manifest_path: str | os.PathLike | None = None, public_key=No
                                 "is it the manifest of another dataset?") from None
             raise
         snap = opened.result()
-    return verify_table(tbl, manifest, key, snapshot=snap, secret=secret, source=where,
-                        manifest_path=str(manifest_path))
+    report = verify_table(tbl, manifest, key, snapshot=snap, secret=secret, source=where,
+                          manifest_path=str(manifest_path), name=name)
+    if notes:
+        report.notes.extend(notes)
+    return report

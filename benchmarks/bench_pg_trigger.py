@@ -48,10 +48,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--single", type=int, default=3_000)
     p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="200,000-row tables, 50,000-row batches, 500 singles")
     args = p.parse_args()
+    if args.quick:
+        args.rows, args.batch_rows, args.single, args.repeat = 200_000, 50_000, 500, 2
 
     tag = f"{os.getpid()}"
     names = {"plain": f"fg_bench_plain_{tag}", "protected": f"fg_bench_protected_{tag}"}
+    audit = {"audit_role": f"fg_bench_auditor_{tag}", "schema": f"fg_bench_audit_{tag}"}
     conn = psycopg.connect(args.dsn, autocommit=True)
     server = conn.execute("SHOW server_version").fetchone()[0]
     results: dict[str, dict[str, list[float]]] = {k: {} for k in names}
@@ -66,7 +70,7 @@ def main() -> None:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(name)))
             print(f"built {name}: {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
         t0 = time.perf_counter()
-        protect(args.dsn, names["protected"], id="id", label="label")
+        protect(args.dsn, names["protected"], id="id", label="label", **audit)
         print(f"protect: {time.perf_counter() - t0:.2f} s")
 
         def timed(kind, what, fn, n):
@@ -133,7 +137,7 @@ def main() -> None:
         from flipguard.integrity._pg import verify_postgres
 
         t0 = time.perf_counter()
-        report = verify_postgres(args.dsn, names["protected"])
+        report = verify_postgres(args.dsn, names["protected"], schema=audit["schema"])
         t_verify = time.perf_counter() - t0
         assert report.ok, report.to_dict()
 
@@ -154,10 +158,14 @@ def main() -> None:
     finally:
         try:
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (names["protected"],)).fetchone()[0]:
-                unprotect(args.dsn, names["protected"], drop_trail=True)
+                unprotect(args.dsn, names["protected"], drop_trail=True, schema=audit["schema"])
         finally:
             for name in names.values():
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(audit["schema"])))
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (audit["audit_role"],)).fetchone():
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(audit["audit_role"])))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(audit["audit_role"])))
             conn.close()
 
     print()

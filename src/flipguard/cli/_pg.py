@@ -19,6 +19,8 @@ app.add_typer(pg_app, name="pg")
 DsnArg = Annotated[str, typer.Argument(help="postgresql://user@host:port/database", show_default=False)]
 PgTableOpt = Annotated[str, typer.Option("--table", "-t", help="Table, optionally schema.table.",
                                          show_default=False)]
+SchemaOpt = Annotated[str, typer.Option("--audit-schema", envvar="FLIPGUARD_AUDIT_SCHEMA",
+                                        help="Schema of the registry and the trails.")]
 
 
 @pg_app.command("protect")
@@ -27,22 +29,34 @@ def protect_cmd(
     table: PgTableOpt,
     id: Annotated[str, typer.Option("--id", help="Column of unique row ids.", show_default=False)],  # noqa: A002
     label: Annotated[str, typer.Option("--label", "-l", help="Label column to watch.", show_default=False)],
+    audit_role: Annotated[str, typer.Option(
+        "--audit-role", envvar="FLIPGUARD_AUDIT_ROLE", help="NOLOGIN role that owns the trail (created if missing); the table owner must "
+        "not be a member of it.")] = "flipguard_auditor",
+    audit_schema: SchemaOpt = "flipguard_audit",
+    reader: Annotated[list[str] | None, typer.Option(
+        "--reader", help="Role given read access to the trail, for `pg verify` (repeat for several).",
+        show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Install (idempotently) an audit trigger that records every label change.
+    """Install (idempotently) an audit trail that records every label change.
 
-    Every INSERT, DELETE, TRUNCATE and every UPDATE of the label or id column is
-    appended to flipguard_audit.<trail>, hash-chained, with who (session and
-    current user, application, client address), when and the transaction id.
-    Run it as the table's owner; grant label writers DML on the table only.
+    An administrator's act: run it as a superuser (which also installs the DDL
+    guard that stops the table owner from disabling or dropping the triggers)
+    or as a member of the audit role. Every INSERT, DELETE, TRUNCATE and every
+    UPDATE of the label or id column is appended, one hash-chained step per
+    statement, to <audit-schema>.<trail>, owned by the audit role, with who
+    (session and current user, application, client address), when and the
+    transaction id. Grant label writers DML on the table only.
 
     Example:
 
-        flipguard pg protect postgresql://owner@db/ml --table public.reviews --id review_id --label sentiment
+        flipguard pg protect postgresql://admin@db/ml --table public.reviews --id review_id \\
+            --label sentiment --reader auditor
     """
     from ..integrity._pg import protect
 
-    status = protect(dsn, table, id=id, label=label)
+    status = protect(dsn, table, id=id, label=label, audit_role=audit_role, schema=audit_schema,
+                     readers=reader or [])
     if json_out:
         print_json(status.to_dict())
         return
@@ -52,7 +66,10 @@ def protect_cmd(
             console.print(f"  + {item}")
     else:
         console.print(f"{status.table} was already protected; nothing changed.")
-    console.print(f"Audit trail: {status.trail} ({status.n_events} rows).")
+    console.print(f"Audit trail: {status.trail} ({status.n_events} rows), owned by role {status.audit_role}.")
+    if not status.ddl_guard:
+        console.print("[yellow]No DDL guard[/] (needs a superuser): the table owner can still disable the "
+                      "triggers; pg verify detects it.")
 
 
 @pg_app.command("unprotect")
@@ -62,6 +79,7 @@ def unprotect_cmd(
     drop_trail: Annotated[bool, typer.Option(
         "--drop-trail",
         help="Also drop the audit trail (default: keep it, append-only, with an UNPROTECT row).")] = False,
+    audit_schema: SchemaOpt = "flipguard_audit",
     json_out: JsonOpt = False,
 ) -> None:
     """Remove the audit triggers and functions from a table.
@@ -75,7 +93,7 @@ def unprotect_cmd(
     """
     from ..integrity._pg import unprotect
 
-    status = unprotect(dsn, table, drop_trail=drop_trail)
+    status = unprotect(dsn, table, drop_trail=drop_trail, schema=audit_schema)
     if json_out:
         print_json(status.to_dict())
         return
@@ -90,7 +108,8 @@ def unprotect_cmd(
 
 
 @pg_app.command("status")
-def status_cmd(dsn: DsnArg, table: PgTableOpt, json_out: JsonOpt = False) -> None:
+def status_cmd(dsn: DsnArg, table: PgTableOpt, audit_schema: SchemaOpt = "flipguard_audit",
+               json_out: JsonOpt = False) -> None:
     """Show whether a table is protected, its triggers and the head of its trail.
 
     Exit 0 when fully protected, 1 otherwise.  Keep the printed anchor
@@ -103,7 +122,7 @@ def status_cmd(dsn: DsnArg, table: PgTableOpt, json_out: JsonOpt = False) -> Non
     """
     from ..integrity._pg import protection_status
 
-    st = protection_status(dsn, table)
+    st = protection_status(dsn, table, schema=audit_schema)
     if json_out:
         out = st.to_dict()
         out["anchor"] = f"{st.head_seq}:{st.head_hash}" if st.head_hash else None
@@ -113,7 +132,11 @@ def status_cmd(dsn: DsnArg, table: PgTableOpt, json_out: JsonOpt = False) -> Non
         if st.registered:
             lines += [("label / id", f"{st.label_column} / {st.id_column}"),
                       ("trail", f"{st.trail} ({st.n_events} rows, last at {st.last_event_at or '-'})"),
-                      ("installed", f"{st.installed_at} by {st.installed_by}")]
+                      ("installed", f"{st.installed_at} by {st.installed_by}"),
+                      ("audit role", st.audit_role),
+                      ("DDL guard", "yes" if st.ddl_guard else "[yellow]no[/] (needs a superuser)")]
+            for change in st.identity_changes:
+                lines.append(("[bold red]changed[/]", change))
             if st.head_hash:
                 lines.append(("anchor", f"{st.head_seq}:{st.head_hash}"))
         for name in sorted(st.triggers):
@@ -134,19 +157,24 @@ def verify_cmd(
     pubkey: Annotated[Path | None, typer.Option("--pubkey", help="Public key that signed the manifest.")] = None,
     anchor: Annotated[str | None, typer.Option(
         "--anchor", help="SEQ:HASH from an earlier `pg status`, kept outside the database.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="Checkpoint file written by `pg checkpoint` (needs --pubkey).")] = None,
+    audit_schema: SchemaOpt = "flipguard_audit",
     secret_file: Annotated[Path | None, typer.Option(
         "--secret-file", help="Secret of a private seal (or $FLIPGUARD_SECRET).")] = None,
     allow_recorded: Annotated[bool, typer.Option(
         "--allow-recorded", help="Exit 0 when every change since the seal is recorded in the trail.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Check a table against its seal and its audit trail, in one snapshot.
+    """Check a table against its seal, its signed checkpoints and its audit trail, in one snapshot.
 
     Reports changes the trail explains (who, when), changes it does not (the
-    trigger was bypassed: disabled, or session_replication_role = replica) and
-    a broken hash chain.  Without --manifest only the trail is checked.
-    Exit 0 clean, 1 a finding (any change since the seal, unless
-    --allow-recorded and the trail records them all), 2 bad input.
+    trigger was bypassed: disabled, or session_replication_role = replica),
+    labels flipped and later restored (with the window they were wrong in),
+    replaced triggers, a broken hash chain and a trail that no longer matches
+    a signed checkpoint.  Without --manifest only the trail is checked.
+    Exit 0 clean, 1 a finding (any change since the seal or temporary change,
+    unless --allow-recorded and the trail records them all), 2 bad input.
 
     Example:
 
@@ -156,14 +184,19 @@ def verify_cmd(
     from ..exceptions import InvalidParameterError
     from ..integrity._pg import verify_postgres
 
-    if (manifest is None) != (pubkey is None):
+    if manifest is not None and pubkey is None:
         raise InvalidParameterError("give --manifest and --pubkey together")
+    if checkpoint is not None and pubkey is None:
+        raise InvalidParameterError("give --checkpoint and --pubkey together")
+    if pubkey is not None and manifest is None and checkpoint is None:
+        raise InvalidParameterError("--pubkey needs --manifest or --checkpoint")
     secret = None
     if manifest is not None:
         from ..integrity import read_secret
 
         secret = read_secret(secret_file)
-    report = verify_postgres(dsn, table, manifest=manifest, public_key=pubkey, anchor=anchor, secret=secret)
+    report = verify_postgres(dsn, table, manifest=manifest, public_key=pubkey, anchor=anchor, secret=secret,
+                             checkpoints=checkpoint, schema=audit_schema)
     passed = report.ok_if_recorded if allow_recorded else report.ok
     if json_out:
         print_json(report.to_dict())
@@ -177,6 +210,8 @@ def _render_verify(r, passed: bool) -> None:
     console.print(f"Table {r.table}; trail {r.trail or '-'} ({r.n_events} rows).")
     for problem in r.problems:
         console.print(f"[bold red]PROBLEM[/] {problem}")
+    if r.checkpoints_checked:
+        console.print(f"Signed checkpoints checked: {r.checkpoints_checked}.")
     if r.chain_ok:
         console.print("Hash chain: intact.")
     else:
@@ -188,6 +223,11 @@ def _render_verify(r, passed: bool) -> None:
                       f"{r.n_trail_mismatches} place(s) (trigger bypassed):")
         for m in r.trail_mismatches[:20]:
             console.print(f"  {m['message']}")
+    if r.temporary_changes:
+        console.print(f"[bold red]TEMPORARY CHANGES[/]: {r.n_temporary_changes} label(s) changed and later "
+                      "restored by another transaction (recorded):")
+        for m in r.temporary_changes[:20]:
+            console.print(f"  {m['message']}", soft_wrap=True)
     if r.seal_checked:
         seal = r.seal or {}
         console.print(f"Seal: {'verified, no change' if r.seal_ok else seal.get('summary', '')}")
@@ -205,6 +245,48 @@ def _render_verify(r, passed: bool) -> None:
                               f"(application '{app}', client {client}, txid {c.get('txid')}) at {c.get('at')}",
                               soft_wrap=True)
     console.print("[bold green]OK[/]" if passed else "[bold red]FINDINGS[/] (exit 1)")
+
+
+@pg_app.command("checkpoint")
+def checkpoint_cmd(
+    dsn: DsnArg,
+    table: PgTableOpt,
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 private key (flipguard keygen).",
+                                      show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to append to (created if missing).",
+                                      show_default=False)],
+    audit_schema: SchemaOpt = "flipguard_audit",
+    json_out: JsonOpt = False,
+) -> None:
+    """Sign the head of a table's audit trail and record it outside the database.
+
+    Checks the hash chain and every checkpoint already in --out first; appends
+    one signed line (database, trail, head seq and hash, number of rows,
+    trigger identity, time, key id). Keep the file where the database's
+    superusers cannot write: `pg verify --checkpoint FILE --pubkey PUB` then
+    catches any rewrite of the trail up to the latest checkpoint.
+    Exit 0 written, 1 the trail no longer matches (nothing written), 2 bad input.
+
+    Example:
+
+        flipguard pg checkpoint postgresql://auditor@db/ml --table public.reviews \\
+            --key keys/flipguard.key --out reviews.checkpoints
+    """
+    from ..integrity._pg import checkpoint
+
+    result = checkpoint(dsn, table, key, out=out, schema=audit_schema)
+    if json_out:
+        print_json(result.to_dict())
+    elif result.written:
+        c = result.checkpoint["checkpoint"]
+        console.print(f"Checkpoint of {result.table}: seq {c['head_seq']} hash {c['head_hash']} "
+                      f"({c['n_events']} trail rows), signed by {c['key_id']}, appended to {result.out}.")
+    else:
+        console.print(f"[bold red]NOT SIGNED[/]: the trail of {result.table} does not match:")
+        for p in result.problems:
+            console.print(f"  {p}", soft_wrap=True)
+    if not result.written:
+        raise typer.Exit(1)
 
 
 def _change(c) -> str:

@@ -1,32 +1,51 @@
-"""A tamper-evident audit trail of label changes inside PostgreSQL.
+"""A tamper-evident audit trail of label changes inside PostgreSQL, out of the table owner's reach.
 
-:func:`protect` installs, on one table, PL/pgSQL triggers that append every
-``INSERT``, ``DELETE``, ``TRUNCATE`` and every ``UPDATE`` that changes the
-label or the id column to an append-only, hash-chained audit table
-``flipguard_audit.<trail>``.  Each audit row records the old and new id and
-label (as ``jsonb``, so types survive), ``session_user``, the role in effect
-(``current_user`` at the time of the change, or ``SET ROLE``),
-``application_name``, ``inet_client_addr()``, the transaction id and
-``clock_timestamp()``, and stores ``row_hash = sha256(prev_hash || content)``
-where ``content`` is a canonical ``jsonb`` text of the row.  The chain is
-extended by one writer at a time: the first audited change of a transaction
-takes the row lock of the table's registry entry (held until commit), so
-concurrent writers queue, and a ``REPEATABLE READ`` writer that would fork the
-chain gets a serialisation error instead.
+:func:`protect` installs, on one table, **statement-level** triggers with
+transition tables that append every ``INSERT``, ``DELETE``, ``TRUNCATE`` and
+every ``UPDATE`` that changes the label or the id column to an append-only,
+hash-chained audit table ``<audit schema>.<trail>``: **one chain step per
+statement**, holding the id and label of every row it changed (parallel
+``text[]`` arrays, so per-row attribution is kept), ``session_user``, the role
+in effect, ``application_name``, ``inet_client_addr()``, the transaction id
+and ``clock_timestamp()``; ``row_hash = sha256(prev_hash || content)`` where
+``content`` is a canonical ``jsonb`` text of the step.
 
-Privileges: the trigger function is ``SECURITY DEFINER`` (owned by the role
-that ran :func:`protect`, with a fixed ``search_path``); the audit schema is not
-usable by ``PUBLIC``; ``UPDATE``, ``DELETE`` and ``TRUNCATE`` on the trail are
-revoked from everyone, its owner included, and blocked by triggers that raise.
-So a role that may write the labels cannot touch the trail.  A superuser or the
-table's owner can still disable triggers: :func:`verify_postgres` is what
-catches that, by comparing the table (and its signed seal) with the trail in
-one snapshot.  See ``docs/postgres.md``.
+Labels and ids are recorded as **canonical text** computed inside the trigger
+function under settings pinned on the function itself (``extra_float_digits
+= 3``: shortest exact float text; ``DateStyle``, ``TimeZone``,
+``IntervalStyle``, ``bytea_output`` fixed), so no session setting of the
+writer changes what is recorded.  Numerics are exact, booleans ``true`` /
+``false``.
+
+Who owns what (see ``docs/postgres.md``):
+
+* the **audit role** (default ``flipguard_auditor``, ``NOLOGIN``) owns the
+  audit schema, the registry, every trail, its sequence and every function;
+  the table owner must not be a member of it (:func:`protect` refuses);
+* the trigger function is ``SECURITY DEFINER`` (runs as the audit role) with
+  ``search_path = pg_catalog, pg_temp``; nobody else has any privilege on the
+  trail, and a guard trigger on the trail refuses every ``UPDATE``,
+  ``DELETE`` and ``TRUNCATE``, and every ``INSERT`` not made by the audit role
+  itself (so a wrongly granted ``INSERT`` cannot forge a link);
+* when a superuser runs :func:`protect`, a **DDL guard** (an event trigger)
+  makes any statement that disables, drops, recreates or renames the audit
+  triggers, or changes the table's id/label columns, fail unless it comes
+  from a superuser or a member of the audit role: the owner cannot switch the
+  trail off;
+* the registry records the **identity** of the triggers, the trigger function
+  and the watched columns (oids and definition hashes); :func:`verify_postgres`
+  reports any difference (dropped and recreated triggers included);
+* :func:`checkpoint` signs the chain head (Ed25519) and records it outside the
+  database; :func:`verify_postgres` checks the trail against every recorded
+  checkpoint, so a superuser's rewrite of history before a checkpoint is caught.
 
 References
 ----------
 .. [1] Schneier, B., & Kelsey, J. (1999). Secure audit logs to support computer
    forensics. ACM Transactions on Information and System Security, 2(2), 159-176.
+.. [2] Crosby, S. A., & Wallach, D. S. (2009). Efficient data structures for
+   tamper-evident logging. USENIX Security Symposium (signed commitments to
+   the head of a hash-chained log).
 """
 
 from __future__ import annotations
@@ -49,24 +68,35 @@ from ..data._postgres import (
 from ..exceptions import DataError, InvalidParameterError
 
 __all__ = [
+    "AUDIT_ROLE",
     "AUDIT_SCHEMA",
+    "PgCheckpoint",
     "PgProtection",
     "PgVerifyReport",
+    "checkpoint",
     "protect",
     "protection_status",
     "unprotect",
     "verify_postgres",
 ]
 
-#: Schema that holds the registry, every trail and the trigger functions.
+#: Default schema that holds the registry, every trail and the functions.
 AUDIT_SCHEMA = "flipguard_audit"
+#: Default role that owns the audit schema and everything in it.
+AUDIT_ROLE = "flipguard_auditor"
 #: ``prev_hash`` of a trail's first row.
 GENESIS = b"\x00" * 32
-#: Names of the triggers installed on a protected table.
-TABLE_TRIGGERS = ("flipguard_audit_row", "flipguard_audit_update", "flipguard_audit_truncate")
-_TRAIL_TRIGGERS = ("flipguard_append_only", "flipguard_no_truncate")
+#: Names of the triggers installed on a protected table (statement-level, with transition tables).
+TABLE_TRIGGERS = ("flipguard_audit_insert", "flipguard_audit_update", "flipguard_audit_delete",
+                  "flipguard_audit_truncate")
 _MIN_SERVER = 110000  # built-in sha256(), EXECUTE FUNCTION
 _LIST_LIMIT = 1000
+#: Settings pinned on the trigger function and on verify's session: the canonical text of a value.
+CANONICAL_SETTINGS = (("extra_float_digits", "3"), ("DateStyle", "ISO, YMD"), ("TimeZone", "UTC"),
+                      ("IntervalStyle", "iso_8601"), ("bytea_output", "hex"))
+_GUARD_TAGS = ("ALTER TABLE", "DROP TABLE", "CREATE TRIGGER", "DROP TRIGGER", "ALTER TRIGGER",
+               "DROP SCHEMA", "ALTER SCHEMA", "DROP OWNED", "ALTER FUNCTION", "DROP FUNCTION",
+               "CREATE FUNCTION")
 
 
 # --------------------------------------------------------------------------- results
@@ -74,19 +104,26 @@ _LIST_LIMIT = 1000
 class PgProtection:
     """Where a table's protection stands (``flipguard pg status``).
 
-    ``protected`` is true only when the registry entry is active, the three
-    triggers exist and are enabled, and the trigger function exists.
+    ``protected`` is true only when the registry entry is active, the triggers
+    exist and are enabled, the trigger function exists and the recorded
+    identity (trigger and function oids and definitions, watched columns)
+    still matches the catalog.
     """
 
     table: str
     protected: bool
     registered: bool = False
+    audit_schema: str | None = None
+    audit_role: str | None = None
+    ddl_guard: bool = False
     id_column: str | None = None
     label_column: str | None = None
     trail: str | None = None
     installed_at: str | None = None
     installed_by: str | None = None
     triggers: dict[str, str] = field(default_factory=dict)
+    identity_ok: bool | None = None
+    identity_changes: list[str] = field(default_factory=list)
     n_events: int = 0
     head_seq: int | None = None
     head_hash: str | None = None
@@ -103,11 +140,14 @@ class PgVerifyReport:
 
     ``explained`` lists changes since the seal that the trail records (with who
     and when: a difference from the seal all the same, so ``ok`` is false;
-    ``ok_if_recorded`` accepts them); ``unexplained`` lists changes it does not (the trigger was
-    bypassed: the worst case); ``trail_mismatches`` lists places where the
-    trail and the table disagree even without a seal; ``chain_errors`` lists
-    trail rows whose hash or link is wrong.  ``ok`` is true only when all are
-    empty, the protection is in place and the seal (if given) verifies.
+    ``ok_if_recorded`` accepts them); ``unexplained`` lists changes it does not
+    (the trigger was bypassed: the worst case); ``trail_mismatches`` lists
+    places where the trail and the table disagree even without a seal;
+    ``chain_errors`` lists trail rows whose hash or link is wrong, or that
+    differ from a signed checkpoint; ``temporary_changes`` lists labels that
+    were changed and later restored by another transaction, with the window
+    they were wrong in (recorded, so ``ok_if_recorded`` accepts them, but
+    ``ok`` does not: a training run in between read them).
     """
 
     table: str
@@ -118,6 +158,7 @@ class PgVerifyReport:
     head_hash: str | None = None
     chain_ok: bool = True
     chain_errors: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints_checked: int = 0
     seal_checked: bool = False
     seal_ok: bool | None = None
     seal: dict[str, Any] | None = None
@@ -126,16 +167,18 @@ class PgVerifyReport:
     n_unexplained: int = 0
     trail_mismatches: list[dict[str, Any]] = field(default_factory=list)
     n_trail_mismatches: int = 0
+    temporary_changes: list[dict[str, Any]] = field(default_factory=list)
+    n_temporary_changes: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Nothing differs from the seal and the trail is intact and consistent with the table."""
-        return self.ok_if_recorded and self.seal_ok is not False
+        """Nothing differs from the seal, no label was temporarily changed, and the trail is intact."""
+        return self.ok_if_recorded and self.seal_ok is not False and not self.temporary_changes
 
     @property
     def ok_if_recorded(self) -> bool:
-        """Like :attr:`ok`, but changes since the seal are fine when the trail records every one of them."""
+        """Like :attr:`ok`, but changes the trail records (permanent or temporary) are fine."""
         signature_ok = not self.seal_checked or bool((self.seal or {}).get("signature", {}).get("valid"))
         return (self.chain_ok and not self.unexplained and not self.trail_mismatches
                 and not self.problems and signature_ok)
@@ -165,38 +208,56 @@ def trail_name(ref: TableRef) -> str:
     return f"{readable}_{digest}"
 
 
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value.encode()) > 63 or "\x00" in value:
+        raise InvalidParameterError(f"{what} must be a PostgreSQL name of 1 to 63 bytes, got {value!r}")
+    return value
+
+
 def _canon(v: dict[str, str]) -> str:
-    """SQL text of a row's canonical content; ``v`` maps field -> SQL expression (variable or column)."""
-    return ("pg_catalog.jsonb_build_array({seq}, {op}, {old_id}, {new_id}, {old_label}, {new_label}, "
-            "{sess}, {usr}, {app}, {addr}, {txid}, "
+    """SQL text of a step's canonical content; ``v`` maps field -> SQL expression (variable or column)."""
+    return ("pg_catalog.jsonb_build_array({seq}, {op}, pg_catalog.to_jsonb({old_ids}), "
+            "pg_catalog.to_jsonb({new_ids}), pg_catalog.to_jsonb({old_labels}), "
+            "pg_catalog.to_jsonb({new_labels}), {sess}, {usr}, {app}, {addr}, {txid}, "
             "pg_catalog.to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
             "{detail})::text").format(**v)
 
 
-_CANON_COLUMNS = _canon(dict(seq="seq", op="op", old_id="old_id", new_id="new_id", old_label="old_label",
-                             new_label="new_label", sess="session_user_name", usr="current_user_name",
+_CANON_COLUMNS = _canon(dict(seq="seq", op="op", old_ids="old_ids", new_ids="new_ids", old_labels="old_labels",
+                             new_labels="new_labels", sess="session_user_name", usr="current_user_name",
                              app="application_name", addr="client_addr", txid="txid", at="logged_at",
                              detail="detail"))
-_CANON_VARS = _canon(dict(seq="v_seq", op="p_op", old_id="p_old_id", new_id="p_new_id",
-                          old_label="p_old_label", new_label="p_new_label", sess="v_sess", usr="v_usr",
+_CANON_VARS = _canon(dict(seq="v_seq", op="p_op", old_ids="p_old_ids", new_ids="p_new_ids",
+                          old_labels="p_old_labels", new_labels="p_new_labels", sess="v_sess", usr="v_usr",
                           app="v_app", addr="v_addr", txid="v_txid", at="v_at", detail="p_detail"))
 _GENESIS_SQL = "'\\x" + GENESIS.hex() + "'::bytea"
+
+
+def _fn_settings() -> str:
+    sql = _sql()
+    parts = ["SET search_path = pg_catalog, pg_temp"]
+    for name, value in CANONICAL_SETTINGS:
+        parts.append(f"SET {name} = " + sql.Literal(value).as_string(None))
+    return " ".join(parts)
 
 
 class _Names:
     """Every object name for one protected table, composed once with psycopg.sql."""
 
-    def __init__(self, conn, ref: TableRef, trail: str, id_col: str, label_col: str) -> None:
+    def __init__(self, conn, ref: TableRef, trail: str, id_col: str, label_col: str,
+                 schema: str = AUDIT_SCHEMA) -> None:
         sql = _sql()
-        self.ref, self.trail = ref, trail
+        self.ref, self.trail, self.schema_name = ref, trail, schema
         self.table = ref.ident
-        self.trail_ident = sql.Identifier(AUDIT_SCHEMA, trail)
-        self.seq_ident = sql.Identifier(AUDIT_SCHEMA, f"{trail}_seq")
-        self.log_fn = sql.Identifier(AUDIT_SCHEMA, f"{trail}_log")
-        self.append_fn = sql.Identifier(AUDIT_SCHEMA, f"{trail}_append")
-        self.registry = sql.Identifier(AUDIT_SCHEMA, "protected")
-        self.reject_fn = sql.Identifier(AUDIT_SCHEMA, "reject_change")
-        self.schema = sql.Identifier(AUDIT_SCHEMA)
+        self.trail_ident = sql.Identifier(schema, trail)
+        self.seq_ident = sql.Identifier(schema, f"{trail}_seq")
+        self.log_fn = sql.Identifier(schema, f"{trail}_log")
+        self.append_fn = sql.Identifier(schema, f"{trail}_append")
+        self.registry = sql.Identifier(schema, "protected")
+        self.reject_fn = sql.Identifier(schema, "reject_change")
+        self.identity_fn = sql.Identifier(schema, "identity")
+        self.guard_fn = sql.Identifier(schema, "ddl_guard")
+        self.schema = sql.Identifier(schema)
         self.id_col, self.label_col = id_col, label_col
         self.id = sql.Identifier(id_col)
         self.label = sql.Identifier(label_col)
@@ -205,10 +266,15 @@ class _Names:
             "seq_lit": sql.Literal(self.seq_ident.as_string(conn)).as_string(conn),
             "registry": self.registry.as_string(conn),
             "trail_lit": sql.Literal(trail).as_string(conn),
-            "append_fn": self.append_fn.as_string(conn),
             "id": self.id.as_string(conn),
             "label": self.label.as_string(conn),
         }
+
+
+def guard_trigger_name(schema: str) -> str:
+    """Name of the event trigger (database-wide) that guards the tables of one audit schema."""
+    digest = hashlib.sha256(schema.encode()).hexdigest()[:12]
+    return f"flipguard_guard_{digest}"
 
 
 def _chain_declare(txid_expr: str) -> str:
@@ -226,65 +292,79 @@ def _chain_declare(txid_expr: str) -> str:
 
 
 def _chain_append(n: _Names) -> str:
-    """PL/pgSQL statements appending one row (fields in ``p_*`` variables) to the chain."""
+    """PL/pgSQL statements appending one step (fields in ``p_*`` variables) to the chain."""
     s = n.s
     return f"""
-  -- one writer extends the chain at a time: the first audited change of a
+  -- one writer extends the chain at a time: the first audited statement of a
   -- transaction locks the registry row until commit
-  SELECT chain_txid INTO v_holder FROM {s['registry']} WHERE trail = {s['trail_lit']};
+  SELECT chain_txid INTO v_holder FROM {s['registry']} WHERE trail = {s['trail_lit']} FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'flipguard: audit registry entry % is missing', {s['trail_lit']}
       USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
   IF v_holder IS DISTINCT FROM v_txid THEN
-    -- the checkpoint is a trail row known to exist: the newest one this statement's
-    -- snapshot sees (older than the lock if it had to wait, which is still a true row)
     UPDATE {s['registry']} SET chain_txid = v_txid,
         (checkpoint_seq, checkpoint_hash) = (SELECT seq, row_hash FROM {s['trail']} ORDER BY seq DESC LIMIT 1)
       WHERE trail = {s['trail_lit']};
   END IF;
-  -- a fresh snapshot, taken after the lock: sees every committed row of the chain
+  -- a fresh snapshot, taken after the lock: sees every committed step of the chain
   SELECT seq, row_hash INTO v_last, v_prev FROM {s['trail']} ORDER BY seq DESC LIMIT 1;
   v_prev := coalesce(v_prev, {_GENESIS_SQL});
   v_usr := current_setting('role');
   IF v_usr IS NULL OR v_usr = 'none' THEN v_usr := session_user; END IF;
   v_seq := nextval({s['seq_lit']}::regclass);
   v_at := clock_timestamp();
-  INSERT INTO {s['trail']} (seq, op, old_id, new_id, old_label, new_label, session_user_name,
+  INSERT INTO {s['trail']} (seq, op, n_rows, old_ids, new_ids, old_labels, new_labels, session_user_name,
       current_user_name, application_name, client_addr, txid, logged_at, detail, prev_hash, row_hash)
-  VALUES (v_seq, p_op, p_old_id, p_new_id, p_old_label, p_new_label, v_sess, v_usr, v_app, v_addr,
+  VALUES (v_seq, p_op, coalesce(cardinality(coalesce(p_old_ids, p_new_ids)), 0), p_old_ids, p_new_ids,
+      p_old_labels, p_new_labels, v_sess, v_usr, v_app, v_addr,
       v_txid, v_at, p_detail, v_prev,
       sha256(v_prev || convert_to({_CANON_VARS}, 'UTF8')));"""
 
 
 def _append_body(n: _Names, txid_expr: str) -> str:
-    """PL/pgSQL body of ``<trail>_append(p_op, p_old_id, p_new_id, p_old_label, p_new_label, p_detail)``."""
+    """PL/pgSQL body of ``<trail>_append(p_op, p_detail)`` (PROTECT / UNPROTECT rows)."""
     return f"""
 DECLARE{_chain_declare(txid_expr)}
+  p_old_ids text[]; p_new_ids text[]; p_old_labels text[]; p_new_labels text[];
 BEGIN{_chain_append(n)}
 END
 """
 
 
 def _log_body(n: _Names, txid_expr: str) -> str:
-    """PL/pgSQL body of the trigger function ``<trail>_log()`` (the chain code inlined: no nested call)."""
+    """PL/pgSQL body of the statement-level trigger function ``<trail>_log()``.
+
+    Transition tables ``fg_old`` / ``fg_new`` hold the statement's rows; an
+    UPDATE's old and new rows are paired by position (both tuplestores are
+    filled row by row, together) and only pairs whose id or label text changed
+    are recorded.  A statement that changes no label or id writes nothing.
+    """
     s = n.s
     return f"""
 DECLARE{_chain_declare(txid_expr)}
   p_op text := TG_OP;
-  p_old_id jsonb;
-  p_new_id jsonb;
-  p_old_label jsonb;
-  p_new_label jsonb;
+  p_old_ids text[]; p_new_ids text[]; p_old_labels text[]; p_new_labels text[];
   p_detail jsonb;
 BEGIN
   IF TG_OP = 'UPDATE' THEN
-    p_old_id := to_jsonb(OLD.{s['id']}); p_new_id := to_jsonb(NEW.{s['id']});
-    p_old_label := to_jsonb(OLD.{s['label']}); p_new_label := to_jsonb(NEW.{s['label']});
+    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_old_ids, p_old_labels FROM fg_old;
+    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_new_ids, p_new_labels FROM fg_new;
+    IF p_old_ids IS NULL OR (p_old_ids IS NOT DISTINCT FROM p_new_ids
+                             AND p_old_labels IS NOT DISTINCT FROM p_new_labels) THEN
+      RETURN NULL;  -- no id or label changed: nothing to record, no lock taken
+    END IF;
+    SELECT array_agg(u.oi ORDER BY u.k), array_agg(u.ni ORDER BY u.k), array_agg(u.ol ORDER BY u.k),
+           array_agg(u.nl ORDER BY u.k)
+      INTO p_old_ids, p_new_ids, p_old_labels, p_new_labels
+      FROM unnest(p_old_ids, p_new_ids, p_old_labels, p_new_labels) WITH ORDINALITY AS u(oi, ni, ol, nl, k)
+      WHERE u.oi IS DISTINCT FROM u.ni OR u.ol IS DISTINCT FROM u.nl;
   ELSIF TG_OP = 'INSERT' THEN
-    p_new_id := to_jsonb(NEW.{s['id']}); p_new_label := to_jsonb(NEW.{s['label']});
+    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_new_ids, p_new_labels FROM fg_new;
+    IF p_new_ids IS NULL THEN RETURN NULL; END IF;
   ELSIF TG_OP = 'DELETE' THEN
-    p_old_id := to_jsonb(OLD.{s['id']}); p_old_label := to_jsonb(OLD.{s['label']});
+    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_old_ids, p_old_labels FROM fg_old;
+    IF p_old_ids IS NULL THEN RETURN NULL; END IF;
   ELSE
     p_detail := jsonb_build_object('table', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
   END IF;{_chain_append(n)}
@@ -293,10 +373,68 @@ END
 """
 
 
-_REJECT_BODY = """
+def _reject_body(audit_role: str) -> str:
+    role = _sql().Literal(audit_role).as_string(None)
+    return f"""
 BEGIN
+  IF TG_OP = 'INSERT' AND current_user = {role} THEN
+    RETURN NEW;  -- the audit role's own functions append
+  END IF;
   RAISE EXCEPTION 'flipguard audit trail %.% is append-only: % is not allowed',
     TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
+END
+"""
+
+
+def _identity_sql(schema: str) -> str:
+    """Body of ``<schema>.identity(relid, trail, id_attnum, label_attnum)``: what must not change."""
+    lit = _sql().Literal(schema).as_string(None)
+    return f"""
+SELECT pg_catalog.jsonb_build_object(
+  'table', (SELECT pg_catalog.jsonb_build_array(n.nspname, c.relname, c.relkind::text)
+            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.oid = p_relid),
+  'columns', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(a.attnum, a.attname,
+                       pg_catalog.format_type(a.atttypid, a.atttypmod), a.attisdropped) ORDER BY a.attnum)
+              FROM pg_catalog.pg_attribute a WHERE a.attrelid = p_relid AND a.attnum IN (p_id_att, p_label_att)),
+  'triggers', (SELECT pg_catalog.jsonb_object_agg(t.tgname, pg_catalog.jsonb_build_array(
+                        t.oid::int8, t.tgenabled::text, pg_catalog.md5(pg_catalog.pg_get_triggerdef(t.oid))))
+               FROM pg_catalog.pg_trigger t WHERE t.tgrelid = p_relid AND t.tgname LIKE 'flipguard\\_audit\\_%'),
+  'function', (SELECT pg_catalog.jsonb_build_array(p.oid::int8, pg_catalog.md5(p.prosrc
+                        || coalesce(p.proconfig::text, '') || p.prosecdef::text
+                        || p.proowner::regrole::text))
+               FROM pg_catalog.pg_proc p
+               WHERE p.oid = pg_catalog.to_regprocedure(pg_catalog.quote_ident({lit}) || '.'
+                                                      || pg_catalog.quote_ident(p_trail || '_log') || '()')))
+"""
+
+
+def _guard_body(schema: str, audit_role: str) -> str:
+    sql = _sql()
+    reg = sql.Identifier(schema, "protected").as_string(None)
+    reg_lit = sql.Literal(reg).as_string(None)
+    ident = sql.Identifier(schema, "identity").as_string(None)
+    role = sql.Literal(audit_role).as_string(None)
+    return f"""
+DECLARE
+  r record;
+  v_now jsonb;
+BEGIN
+  IF coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false)
+     OR pg_catalog.pg_has_role(session_user, {role}, 'MEMBER') THEN
+    RETURN;  -- an administrator (superuser or audit role member): pg protect / unprotect
+  END IF;
+  IF pg_catalog.to_regclass({reg_lit}) IS NULL THEN
+    RETURN;
+  END IF;
+  FOR r IN EXECUTE 'SELECT trail, relid, table_schema, table_name, id_attnum, label_attnum, identity FROM '
+           || {reg_lit} || ' WHERE active' LOOP
+    v_now := {ident}(r.relid, r.trail, r.id_attnum, r.label_attnum);
+    IF v_now IS DISTINCT FROM r.identity THEN
+      RAISE EXCEPTION 'flipguard: % changes the audit triggers or watched columns of protected table %.%; only a superuser or a member of role % may (pg unprotect first)',
+        tg_tag, r.table_schema, r.table_name, {role} USING ERRCODE = 'insufficient_privilege';
+    END IF;
+  END LOOP;
 END
 """
 
@@ -314,10 +452,12 @@ def _txid_expr(conn) -> str:
     return "txid_current()"
 
 
-def _check_columns(conn, ref: TableRef, cols: dict[str, str], where: str) -> None:
-    names = [r[0] for r in conn.execute(
-        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0 "
-        "AND NOT attisdropped ORDER BY attnum", (ref.oid,)).fetchall()]
+def _columns(conn, ref: TableRef, cols: dict[str, str], where: str) -> dict[str, int]:
+    """Check the id and label columns exist; their attnums."""
+    rows = conn.execute(
+        "SELECT attname, attnum FROM pg_catalog.pg_attribute WHERE attrelid = %s AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (ref.oid,)).fetchall()
+    names = dict(rows)
     for role, col in cols.items():
         if not isinstance(col, str) or not col:
             raise InvalidParameterError(f"give the {role} column (--{role})")
@@ -326,20 +466,23 @@ def _check_columns(conn, ref: TableRef, cols: dict[str, str], where: str) -> Non
                             f"(columns: {', '.join(names)})")
     if cols.get("id") == cols.get("label"):
         raise InvalidParameterError("the id and label columns must differ")
+    return {role: names[col] for role, col in cols.items()}
 
 
-def _registry_exists(conn) -> bool:
+def _registry_exists(conn, schema: str) -> bool:
+    sql = _sql()
     return conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
-                        (f'"{AUDIT_SCHEMA}"."protected"',)).fetchone()[0]
+                        (sql.Identifier(schema, "protected").as_string(conn),)).fetchone()[0]
 
 
-def _registry_row(conn, ref: TableRef) -> dict[str, Any] | None:
-    if not _registry_exists(conn):
+def _registry_row(conn, ref: TableRef, schema: str) -> dict[str, Any] | None:
+    sql = _sql()
+    if not _registry_exists(conn, schema):
         return None
-    cur = conn.execute(
-        f'SELECT trail, relid::int8, table_schema, table_name, id_column, label_column, active, '
-        f'installed_at, installed_by, checkpoint_seq, checkpoint_hash FROM "{AUDIT_SCHEMA}".protected '
-        f"WHERE relid = %s", (ref.oid,))
+    cur = conn.execute(sql.SQL(
+        "SELECT trail, relid::int8, table_schema, table_name, id_column, label_column, id_attnum, label_attnum, "
+        "active, installed_at, installed_by, checkpoint_seq, checkpoint_hash, identity, audit_role "
+        "FROM {} WHERE relid = %s").format(sql.Identifier(schema, "protected")), (ref.oid,))
     row = cur.fetchone()
     if row is None:
         return None
@@ -350,13 +493,56 @@ def _triggers(conn, oid: int) -> dict[str, str]:
     """Our triggers on table ``oid`` -> ``"enabled"``, ``"disabled"``, ``"replica only"`` or ``"always"``."""
     states = {"O": "enabled", "D": "disabled", "R": "replica only", "A": "always"}
     rows = conn.execute("SELECT tgname, tgenabled::text FROM pg_catalog.pg_trigger "
-                        "WHERE tgrelid = %s AND tgname = ANY(%s)", (oid, list(TABLE_TRIGGERS))).fetchall()
+                        "WHERE tgrelid = %s AND tgname LIKE 'flipguard\\_audit\\_%%'", (oid,)).fetchall()
     return {name: states.get(state, state) for name, state in rows}
 
 
 def _function_exists(conn, ident) -> bool:
     return conn.execute("SELECT pg_catalog.to_regproc(%s) IS NOT NULL",
                         (ident.as_string(conn),)).fetchone()[0]
+
+
+def _identity(conn, n: _Names, reg: dict) -> dict | None:
+    if not _function_exists(conn, n.identity_fn):
+        return None
+    sql = _sql()
+    return conn.execute(sql.SQL("SELECT {}(%s::oid, %s, %s::int2, %s::int2)").format(n.identity_fn),
+                        (reg["relid"], reg["trail"], reg["id_attnum"], reg["label_attnum"])).fetchone()[0]
+
+
+def identity_changes(before: dict | None, now: dict | None) -> list[str]:
+    """What differs between two identities (``<schema>.identity(...)`` values), in words."""
+    if before is None or now is None:
+        return [] if before == now else ["the recorded identity of the protection is missing"]
+    out = []
+    if before.get("table") != now.get("table"):
+        out.append(f"table renamed or dropped ({before.get('table')} -> {now.get('table')})")
+    if before.get("columns") != now.get("columns"):
+        out.append(f"watched columns changed ({before.get('columns')} -> {now.get('columns')})")
+    bt, nt = before.get("triggers") or {}, now.get("triggers") or {}
+    for name in sorted(set(bt) | set(nt)):
+        b, a = bt.get(name), nt.get(name)
+        if b == a:
+            continue
+        if a is None:
+            out.append(f"trigger {name} dropped")
+        elif b is None:
+            out.append(f"trigger {name} added")
+        elif b[0] != a[0]:
+            out.append(f"trigger {name} dropped and recreated (oid {b[0]} -> {a[0]})")
+        elif b[2] != a[2]:
+            out.append(f"trigger {name} definition changed")
+        else:
+            out.append(f"trigger {name} state changed ({b[1]} -> {a[1]})")
+    bf, nf = before.get("function"), now.get("function")
+    if bf != nf:
+        if nf is None:
+            out.append("trigger function dropped")
+        elif bf is None or bf[0] != nf[0]:
+            out.append("trigger function dropped and recreated")
+        else:
+            out.append("trigger function replaced (body, settings, security or owner changed)")
+    return out
 
 
 def _head(conn, trail_ident) -> tuple[int, int | None, str | None, str | None]:
@@ -367,6 +553,11 @@ def _head(conn, trail_ident) -> tuple[int, int | None, str | None, str | None]:
         "ON true").format(t=trail_ident)).fetchone()
     n, seq, h, at = row
     return int(n), seq, (bytes(h).hex() if h is not None else None), (at.isoformat() if at else None)
+
+
+def _canonical_session(conn) -> None:
+    for name, value in CANONICAL_SETTINGS:
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
 
 
 # --------------------------------------------------------------------------- protect / unprotect / status
@@ -393,64 +584,130 @@ def _admin_transaction(dsn: str, action: str, table: str):
         conn.close()
 
 
-def protect(dsn: str, table: str, *, id: str, label: str) -> PgProtection:  # noqa: A002
-    """Install (idempotently) the audit trail on ``table``.
+def protect(dsn: str, table: str, *, id: str, label: str, audit_role: str = AUDIT_ROLE,  # noqa: A002
+            schema: str = AUDIT_SCHEMA, readers: list[str] | tuple[str, ...] = ()) -> PgProtection:
+    """Install (idempotently) the audit trail on ``table``: an administrator's act.
 
     Parameters
     ----------
     dsn : str
-        ``postgresql://`` connection string of a role that owns ``table`` (or a
-        superuser) and may create a schema in the database.
+        ``postgresql://`` connection string of an **administrator**: a
+        superuser (then the DDL guard is installed too), or a role that is a
+        member of ``audit_role``, may create the schema, and owns the table or
+        holds ``TRIGGER`` on it (then there is no DDL guard: the owner can
+        still disable the triggers, which :func:`verify_postgres` detects).
     table : str
-        Table to protect, optionally ``"schema.table"``.
+        Table to protect, optionally ``"schema.table"`` (a plain table).
     id, label : str
         The id column (rows are identified by it in the trail) and the label column.
+    audit_role : str, default="flipguard_auditor"
+        Role that owns the trail; created ``NOLOGIN`` if missing.  The table's
+        owner must not be a member of it.
+    schema : str, default="flipguard_audit"
+        Schema of the registry and trails, owned by ``audit_role``.
+    readers : list of str
+        Roles given read access to the registry and the trail (``pg verify``
+        as a read-only auditor).
 
     Returns
     -------
     PgProtection
-        The status afterwards; ``changed`` lists what this call created or re-enabled
-        (empty when the table was already fully protected).
+        The status afterwards; ``changed`` lists what this call created or
+        repaired (empty when the table was already fully protected).
 
     Raises
     ------
     DataError
-        Unknown table or column, a server older than PostgreSQL 11, or a table
-        already protected with other columns (unprotect it first).
+        Unknown table or column, a server older than PostgreSQL 11, a table
+        owner that is a member of the audit role, an audit schema owned by
+        another role, or a table already protected with other columns.
     """
     where = redact_dsn(dsn)
+    _check_name(audit_role, "--audit-role")
+    _check_name(schema, "--audit-schema")
+    for r in readers:
+        _check_name(r, "--reader")
     with _admin_transaction(dsn, "protect", table) as conn:
         _server_check(conn, where)
         ref = resolve_table(conn, table, where=where, kinds="rp")
-        _check_columns(conn, ref, {"id": id, "label": label}, where)
-        changed = _install(conn, ref, id, label, where)
-    status = protection_status(dsn, table)
+        if ref.kind != "r":
+            raise DataError(f"{where}: {ref} is a partitioned table; protect each partition "
+                            "(statement triggers on the parent do not see writes made to a partition directly)")
+        attnums = _columns(conn, ref, {"id": id, "label": label}, where)
+        changed = _install(conn, ref, id, label, attnums, audit_role, schema, list(readers), where)
+    status = protection_status(dsn, table, schema=schema)
     status.changed = changed
     return status
 
 
-def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> list[str]:
+def _prepare_role(conn, audit_role: str, schema: str, ref: TableRef, where: str) -> tuple[bool, list[str]]:
+    """Create the audit role if needed and check who may do what; ``(is_superuser, changed)``."""
     sql = _sql()
     changed: list[str] = []
-    reg = _registry_row(conn, ref)
-    if reg is None and _registry_exists(conn):
+    is_super = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()[0]
+    exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (audit_role,)).fetchone()
+    if not exists:
+        try:
+            conn.execute("SAVEPOINT mkrole")
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(audit_role)))
+        except import_psycopg().errors.InsufficientPrivilege:
+            conn.execute("ROLLBACK TO SAVEPOINT mkrole")
+            raise DataError(f"{where}: audit role '{audit_role}' does not exist and this role may not create "
+                            f"it; as a superuser: CREATE ROLE {audit_role} NOLOGIN") from None
+        changed.append(f"audit role {audit_role}")
+    owner, owner_in_audit, owner_super = conn.execute(
+        "SELECT r.rolname, pg_catalog.pg_has_role(c.relowner, %s, 'MEMBER'), r.rolsuper "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner WHERE c.oid = %s",
+        (audit_role, ref.oid)).fetchone()
+    if owner_in_audit and not owner_super:
+        raise DataError(f"{where}: the owner of {ref} ({owner}) is a member of audit role '{audit_role}' and "
+                        "could rewrite the trail; use an audit role the table owner is not a member of")
+    if not is_super and not conn.execute("SELECT pg_catalog.pg_has_role(current_user, %s, 'MEMBER')",
+                                         (audit_role,)).fetchone()[0]:
+        raise DataError(f"{where}: pg protect is an administrator's act: run it as a superuser or as a member "
+                        f"of audit role '{audit_role}'")
+    nsp_owner = conn.execute("SELECT pg_catalog.pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace "
+                             "WHERE nspname = %s", (schema,)).fetchone()
+    if nsp_owner is None:
+        conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(sql.Identifier(schema),
+                                                                          sql.Identifier(audit_role)))
+        changed.append(f"schema {schema}")
+    elif nsp_owner[0] != audit_role:
+        raise DataError(f"{where}: audit schema '{schema}' belongs to role '{nsp_owner[0]}', not to audit role "
+                        f"'{audit_role}'; give --audit-role {nsp_owner[0]} or another --audit-schema")
+    return bool(is_super), changed
+
+
+def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str, int], audit_role: str,
+             schema: str, readers: list[str], where: str) -> list[str]:
+    sql = _sql()
+    is_super, changed = _prepare_role(conn, audit_role, schema, ref, where)
+    reg = _registry_row(conn, ref, schema)
+    if reg is None and _registry_exists(conn, schema):
         # same name as a table that was dropped and re-created: take its trail over
-        orphan = conn.execute(
-            f'SELECT trail, relid::int8 FROM "{AUDIT_SCHEMA}".protected WHERE trail = %s '
-            "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid)",
-            (trail_name(ref),)).fetchone()
+        orphan = conn.execute(sql.SQL(
+            "SELECT trail FROM {} WHERE trail = %s "
+            "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid)").format(
+                sql.Identifier(schema, "protected")), (trail_name(ref),)).fetchone()
         if orphan:
-            conn.execute(f'UPDATE "{AUDIT_SCHEMA}".protected SET relid = %s WHERE trail = %s',
-                         (ref.oid, orphan[0]))
-            reg = _registry_row(conn, ref)
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
+            conn.execute(sql.SQL("UPDATE {} SET relid = %s WHERE trail = %s").format(
+                sql.Identifier(schema, "protected")), (ref.oid, orphan[0]))
+            conn.execute("RESET ROLE")
+            reg = _registry_row(conn, ref, schema)
     if reg is not None and reg["active"] and (reg["id_column"], reg["label_column"]) != (id_col, label_col):
         raise DataError(f"{where}: table {ref} is already protected with --id {reg['id_column']} "
                         f"--label {reg['label_column']}; run 'flipguard pg unprotect' first")
+    if reg is not None and reg.get("audit_role") not in (None, audit_role):
+        raise DataError(f"{where}: table {ref} is protected by audit role '{reg['audit_role']}'")
     trail = reg["trail"] if reg is not None else trail_name(ref)
-    n = _Names(conn, ref, trail, id_col, label_col)
+    n = _Names(conn, ref, trail, id_col, label_col, schema)
+    drift: list[str] = []
+    if reg is not None and reg["active"] and reg.get("identity") is not None:
+        drift = identity_changes(reg["identity"], _identity(conn, n, reg))
 
-    # schema, registry and the shared append-only guard
-    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(n.schema))
+    # everything in the audit schema is created by, and belongs to, the audit role
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
     conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(n.schema))
     conn.execute(sql.SQL("""
         CREATE TABLE IF NOT EXISTS {reg} (
@@ -460,18 +717,27 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> li
             table_name text NOT NULL,
             id_column text NOT NULL,
             label_column text NOT NULL,
+            id_attnum int2 NOT NULL,
+            label_attnum int2 NOT NULL,
             active boolean NOT NULL,
             installed_at timestamptz NOT NULL,
             installed_by text NOT NULL,
+            audit_role text NOT NULL,
+            identity jsonb,
             chain_txid bigint,
             checkpoint_seq bigint,
             checkpoint_hash bytea) WITH (fillfactor = 50)""").format(reg=n.registry))
     conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(n.registry))
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
-        "SET search_path = pg_catalog, pg_temp AS {body}").format(fn=n.reject_fn, body=sql.Literal(_REJECT_BODY)))
+        "SET search_path = pg_catalog, pg_temp AS {body}").format(
+            fn=n.reject_fn, body=sql.Literal(_reject_body(audit_role))))
+    conn.execute(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {fn}(p_relid oid, p_trail text, p_id_att int2, p_label_att int2) "
+        "RETURNS jsonb LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS {body}").format(
+            fn=n.identity_fn, body=sql.Literal(_identity_sql(schema))))
 
-    # the trail itself: append-only for everyone, its owner included
+    # the trail itself: append-only, appended only by the audit role's functions
     fresh = reg is None or not reg["active"]
     existed = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
                            (n.trail_ident.as_string(conn),)).fetchone()[0]
@@ -481,7 +747,8 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> li
             CREATE TABLE {t} (
                 seq bigint PRIMARY KEY,
                 op text NOT NULL,
-                old_id jsonb, new_id jsonb, old_label jsonb, new_label jsonb,
+                n_rows integer NOT NULL,
+                old_ids text[], new_ids text[], old_labels text[], new_labels text[],
                 session_user_name text NOT NULL,
                 current_user_name text NOT NULL,
                 application_name text,
@@ -501,7 +768,7 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> li
     have = {r[0] for r in conn.execute("SELECT tgname FROM pg_catalog.pg_trigger WHERE tgrelid = %s",
                                        (trail_oid,)).fetchall()}
     if "flipguard_append_only" not in have:
-        conn.execute(sql.SQL("CREATE TRIGGER flipguard_append_only BEFORE UPDATE OR DELETE ON {t} "
+        conn.execute(sql.SQL("CREATE TRIGGER flipguard_append_only BEFORE INSERT OR UPDATE OR DELETE ON {t} "
                              "FOR EACH ROW EXECUTE FUNCTION {fn}()").format(t=n.trail_ident, fn=n.reject_fn))
     if "flipguard_no_truncate" not in have:
         conn.execute(sql.SQL("CREATE TRIGGER flipguard_no_truncate BEFORE TRUNCATE ON {t} "
@@ -512,58 +779,100 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, where: str) -> li
     # registry entry
     if reg is None:
         conn.execute(sql.SQL(
-            "INSERT INTO {reg} (trail, relid, table_schema, table_name, id_column, label_column, active, "
-            "installed_at, installed_by) VALUES (%s, %s, %s, %s, %s, %s, true, clock_timestamp(), "
-            "session_user)").format(reg=n.registry), (trail, ref.oid, ref.schema, ref.name, id_col, label_col))
+            "INSERT INTO {reg} (trail, relid, table_schema, table_name, id_column, label_column, id_attnum, "
+            "label_attnum, active, installed_at, installed_by, audit_role) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+            "true, clock_timestamp(), session_user, %s)").format(reg=n.registry),
+            (trail, ref.oid, ref.schema, ref.name, id_col, label_col, attnums["id"], attnums["label"], audit_role))
         changed.append("registry")
     elif not reg["active"]:
         conn.execute(sql.SQL(
             "UPDATE {reg} SET active = true, table_schema = %s, table_name = %s, id_column = %s, "
-            "label_column = %s, installed_at = clock_timestamp(), installed_by = session_user "
-            "WHERE trail = %s").format(reg=n.registry), (ref.schema, ref.name, id_col, label_col, trail))
+            "label_column = %s, id_attnum = %s, label_attnum = %s, installed_at = clock_timestamp(), "
+            "installed_by = session_user, audit_role = %s WHERE trail = %s").format(reg=n.registry),
+            (ref.schema, ref.name, id_col, label_col, attnums["id"], attnums["label"], audit_role, trail))
         changed.append("registry")
 
-    # functions: the appender (chain logic) and the trigger function
+    # functions: the appender (PROTECT/UNPROTECT rows) and the statement-level trigger function
     fn_missing = not (_function_exists(conn, n.append_fn) and _function_exists(conn, n.log_fn))
+    settings = sql.SQL(_fn_settings())
     conn.execute(sql.SQL(
-        "CREATE OR REPLACE FUNCTION {fn}(p_op text, p_old_id jsonb, p_new_id jsonb, p_old_label jsonb, "
-        "p_new_label jsonb, p_detail jsonb) RETURNS void LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {body}").format(
-            fn=n.append_fn, body=sql.Literal(_append_body(n, _txid_expr(conn)))))
+        "CREATE OR REPLACE FUNCTION {fn}(p_op text, p_detail jsonb) RETURNS void LANGUAGE plpgsql "
+        "SECURITY DEFINER {settings} AS {body}").format(
+            fn=n.append_fn, settings=settings, body=sql.Literal(_append_body(n, _txid_expr(conn)))))
     conn.execute(sql.SQL(
-        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {body}").format(
-            fn=n.log_fn, body=sql.Literal(_log_body(n, _txid_expr(conn)))))
+        "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {settings} "
+        "AS {body}").format(fn=n.log_fn, settings=settings, body=sql.Literal(_log_body(n, _txid_expr(conn)))))
     conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(n.log_fn))
-    conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(text, jsonb, jsonb, jsonb, jsonb, jsonb) FROM PUBLIC").format(
-        n.append_fn))
+    conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(text, jsonb) FROM PUBLIC").format(n.append_fn))
     if fn_missing:
         changed.append("functions")
+    for reader in readers:
+        r = sql.Identifier(reader)
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(n.schema, r))
+        conn.execute(sql.SQL("GRANT SELECT ON {}, {} TO {}").format(n.registry, n.trail_ident, r))
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(oid, text, int2, int2) TO {}").format(n.identity_fn, r))
+    conn.execute("RESET ROLE")
 
-    # triggers on the protected table
+    # triggers on the protected table (created by the administrator, executing the audit role's function)
     states = _triggers(conn, ref.oid)
-    reenabled = [name for name, state in states.items() if state != "enabled"]
+    reenabled = [name for name, state in states.items() if state != "enabled" and name in TABLE_TRIGGERS]
+    recreated: list[str] = []
     definitions = {
-        "flipguard_audit_row": sql.SQL("AFTER INSERT OR DELETE ON {t} FOR EACH ROW EXECUTE FUNCTION {fn}()"),
-        "flipguard_audit_update": sql.SQL(
-            "AFTER UPDATE ON {t} FOR EACH ROW WHEN (OLD.{label} IS DISTINCT FROM NEW.{label} "
-            "OR OLD.{id} IS DISTINCT FROM NEW.{id}) EXECUTE FUNCTION {fn}()"),
-        "flipguard_audit_truncate": sql.SQL("AFTER TRUNCATE ON {t} FOR EACH STATEMENT EXECUTE FUNCTION {fn}()"),
+        "flipguard_audit_insert": "AFTER INSERT ON {t} REFERENCING NEW TABLE AS fg_new",
+        "flipguard_audit_update": "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS fg_old NEW TABLE AS fg_new",
+        "flipguard_audit_delete": "AFTER DELETE ON {t} REFERENCING OLD TABLE AS fg_old",
+        "flipguard_audit_truncate": "AFTER TRUNCATE ON {t}",
     }
+    for name in states:
+        if name not in definitions:  # a look-alike trigger planted on the table
+            conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), n.table))
+            changed.append(f"dropped foreign trigger {name}")
     for name, definition in definitions.items():
         if name not in states:
-            conn.execute(sql.SQL("CREATE TRIGGER {name} ").format(name=sql.Identifier(name)) + definition.format(
-                t=n.table, fn=n.log_fn, label=n.label, id=n.id))
+            conn.execute(sql.SQL("CREATE TRIGGER {name} ").format(name=sql.Identifier(name)) + sql.SQL(
+                definition + " FOR EACH STATEMENT EXECUTE FUNCTION {fn}()").format(t=n.table, fn=n.log_fn))
             changed.append(f"trigger {name}")
+            if not fresh:
+                recreated.append(name)
         elif states[name] != "enabled":
             conn.execute(sql.SQL("ALTER TABLE {t} ENABLE TRIGGER {name}").format(
                 t=n.table, name=sql.Identifier(name)))
             changed.append(f"re-enabled trigger {name} (was {states[name]})")
 
+    # the DDL guard: only a superuser may create an event trigger
+    guard = guard_trigger_name(schema)
+    if is_super:
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE FUNCTION {fn}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER "
+            "SET search_path = pg_catalog, pg_temp AS {body}").format(
+                fn=n.guard_fn, body=sql.Literal(_guard_body(schema, audit_role))))
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(n.guard_fn))
+        conn.execute("RESET ROLE")
+        if not conn.execute("SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = %s", (guard,)).fetchone():
+            conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON ddl_command_end WHEN TAG IN ({}) "
+                                 "EXECUTE FUNCTION {}()").format(
+                sql.Identifier(guard), sql.SQL(", ").join(sql.Literal(t) for t in _GUARD_TAGS), n.guard_fn))
+            changed.append("DDL guard")
+        conn.execute(sql.SQL("ALTER EVENT TRIGGER {} ENABLE ALWAYS").format(sql.Identifier(guard)))
+
+    # record what the protection looks like now; a difference from the last record is evidence
+    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
+    reg_now = _registry_row(conn, ref, schema)
+    identity = _identity(conn, n, reg_now)
+    if drift and not changed:
+        changed.append("re-recorded identity")
+    if identity != reg_now["identity"]:
+        from psycopg.types.json import Jsonb
+
+        conn.execute(sql.SQL("UPDATE {} SET identity = %s WHERE trail = %s").format(n.registry),
+                     (Jsonb(identity), trail))
     if changed:
         detail = {"event": "protect", "table": str(ref), "id_column": id_col, "label_column": label_col,
-                  "fresh": fresh, "reenabled": reenabled, "changed": changed}
+                  "fresh": fresh, "reenabled": reenabled, "recreated": recreated, "identity_drift": drift,
+                  "changed": changed, "ddl_guard": is_super}
         _append_event(conn, n, "PROTECT", detail)
+    conn.execute("RESET ROLE")
     return changed
 
 
@@ -571,90 +880,109 @@ def _append_event(conn, n: _Names, op: str, detail: dict) -> None:
     from psycopg.types.json import Jsonb
 
     sql = _sql()
-    conn.execute(sql.SQL("SELECT {fn}(%s, NULL, NULL, NULL, NULL, %s)").format(fn=n.append_fn),
-                 (op, Jsonb(detail)))
+    conn.execute(sql.SQL("SELECT {fn}(%s, %s)").format(fn=n.append_fn), (op, Jsonb(detail)))
 
 
-def unprotect(dsn: str, table: str, *, drop_trail: bool = False) -> PgProtection:
-    """Remove the triggers and functions :func:`protect` installed on ``table``.
+def unprotect(dsn: str, table: str, *, drop_trail: bool = False, schema: str = AUDIT_SCHEMA) -> PgProtection:
+    """Remove the triggers and functions :func:`protect` installed on ``table`` (an administrator's act).
 
     By default the audit trail is kept (append-only, its guard triggers still
     in place) and gets a final ``UNPROTECT`` row, so the history of who changed
     which label survives and protecting the table again continues the same
-    chain.  ``drop_trail=True`` drops the trail too (and the whole
-    ``flipguard_audit`` schema when no other table is protected).
+    chain.  ``drop_trail=True`` drops the trail too (and the DDL guard, the
+    registry and the audit schema when no other table is protected).
     Unprotecting a table that is not protected does nothing.
     """
     psycopg = import_psycopg()
     sql = _sql()
     where = redact_dsn(dsn)
+    _check_name(schema, "--audit-schema")
     with _admin_transaction(dsn, "unprotect", table) as conn:
         ref = resolve_table(conn, table, where=where, kinds="rp")
-        reg = _registry_row(conn, ref)
+        reg = _registry_row(conn, ref, schema)
         changed: list[str] = []
+        if reg is None:
+            return _finish_unprotect(dsn, table, schema, changed)
+        role = sql.Identifier(reg["audit_role"])
         for name in _triggers(conn, ref.oid):
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {name} ON {t}").format(
                 name=sql.Identifier(name), t=ref.ident))
             changed.append(f"dropped trigger {name}")
-        if reg is not None:
-            n = _Names(conn, ref, reg["trail"], reg["id_column"], reg["label_column"])
-            if not drop_trail and reg["active"] and _function_exists(conn, n.append_fn):
-                _append_event(conn, n, "UNPROTECT", {"event": "unprotect", "table": str(ref)})
-            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(n.log_fn))
-            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}(text, jsonb, jsonb, jsonb, jsonb, jsonb)").format(
-                n.append_fn))
-            if drop_trail:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(n.trail_ident))
-                conn.execute(sql.SQL("DELETE FROM {} WHERE trail = %s").format(n.registry), (reg["trail"],))
-                changed.append("dropped trail")
-                left = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(n.registry)).fetchone()[0]
-                if left == 0:
-                    conn.execute(sql.SQL("DROP TABLE {}").format(n.registry))
-                    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(n.reject_fn))
-                    conn.execute("SAVEPOINT drop_schema")
-                    try:
-                        conn.execute(sql.SQL("DROP SCHEMA {}").format(n.schema))
-                    except psycopg.errors.DependentObjectsStillExist:
-                        conn.execute("ROLLBACK TO SAVEPOINT drop_schema")
-            elif reg["active"]:
-                conn.execute(sql.SQL("UPDATE {} SET active = false WHERE trail = %s").format(n.registry),
-                             (reg["trail"],))
-                changed.append("deactivated (trail kept)")
-    status = protection_status(dsn, table)
+        n = _Names(conn, ref, reg["trail"], reg["id_column"], reg["label_column"], schema)
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(role))
+        if not drop_trail and reg["active"] and _function_exists(conn, n.append_fn):
+            _append_event(conn, n, "UNPROTECT", {"event": "unprotect", "table": str(ref)})
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(n.log_fn))
+        conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}(text, jsonb)").format(n.append_fn))
+        if drop_trail:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(n.trail_ident))
+            conn.execute(sql.SQL("DELETE FROM {} WHERE trail = %s").format(n.registry), (reg["trail"],))
+            changed.append("dropped trail")
+            left = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(n.registry)).fetchone()[0]
+            if left == 0:
+                conn.execute("RESET ROLE")
+                conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(
+                    sql.Identifier(guard_trigger_name(schema))))
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(role))
+                conn.execute(sql.SQL("DROP TABLE {}").format(n.registry))
+                for fn in (sql.SQL("{}()").format(n.reject_fn), sql.SQL("{}()").format(n.guard_fn),
+                           sql.SQL("{}(oid, text, int2, int2)").format(n.identity_fn)):
+                    conn.execute(sql.SQL("DROP FUNCTION IF EXISTS ") + fn)
+                conn.execute("SAVEPOINT drop_schema")
+                try:
+                    conn.execute(sql.SQL("DROP SCHEMA {}").format(n.schema))
+                except psycopg.errors.DependentObjectsStillExist:
+                    conn.execute("ROLLBACK TO SAVEPOINT drop_schema")
+        elif reg["active"]:
+            conn.execute(sql.SQL("UPDATE {} SET active = false WHERE trail = %s").format(n.registry),
+                         (reg["trail"],))
+            changed.append("deactivated (trail kept)")
+        conn.execute("RESET ROLE")
+    return _finish_unprotect(dsn, table, schema, changed)
+
+
+def _finish_unprotect(dsn, table, schema, changed):
+    status = protection_status(dsn, table, schema=schema)
     status.changed = changed
     return status
 
 
-def protection_status(dsn: str, table: str) -> PgProtection:
-    """Registry entry, trigger states and trail head of ``table`` (read-only)."""
+def protection_status(dsn: str, table: str, *, schema: str = AUDIT_SCHEMA) -> PgProtection:
+    """Registry entry, trigger states, identity and trail head of ``table`` (read-only)."""
     psycopg = import_psycopg()
     where = redact_dsn(dsn)
+    _check_name(schema, "--audit-schema")
     with pg_snapshot(dsn) as snap:
         try:
             ref = snap.resolve(table, kinds="rp")
-            return _status(snap.conn, ref)
+            return _status(snap.conn, ref, schema)
         except psycopg.Error as exc:
             raise DataError(f"{where}: cannot read the protection of {table}: {_msg(exc)}") from None
 
 
-def _status(conn, ref: TableRef) -> PgProtection:
-    reg = _registry_row(conn, ref)
+def _status(conn, ref: TableRef, schema: str) -> PgProtection:
+    reg = _registry_row(conn, ref, schema)
     triggers = _triggers(conn, ref.oid)
     if reg is None:
-        return PgProtection(table=str(ref), protected=False, triggers=triggers)
-    n = _Names(conn, ref, reg["trail"], reg["id_column"], reg["label_column"])
+        return PgProtection(table=str(ref), protected=False, triggers=triggers, audit_schema=schema)
+    n = _Names(conn, ref, reg["trail"], reg["id_column"], reg["label_column"], schema)
     trail_exists = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
                                 (n.trail_ident.as_string(conn),)).fetchone()[0]
     n_events, head_seq, head_hash, last_at = _head(conn, n.trail_ident) if trail_exists else (0, None, None, None)
     functions = _function_exists(conn, n.log_fn) and _function_exists(conn, n.append_fn)
-    protected = (reg["active"] and trail_exists and functions and len(triggers) == len(TABLE_TRIGGERS)
-                 and all(state in ("enabled", "always") for state in triggers.values()))
+    identity = _identity(conn, n, reg)
+    drift = identity_changes(reg["identity"], identity) if reg["active"] else []
+    guard = conn.execute("SELECT evtenabled::text FROM pg_catalog.pg_event_trigger WHERE evtname = %s",
+                         (guard_trigger_name(schema),)).fetchone()
+    protected = (reg["active"] and trail_exists and functions and set(triggers) == set(TABLE_TRIGGERS)
+                 and all(state in ("enabled", "always") for state in triggers.values()) and not drift)
     return PgProtection(
-        table=str(ref), protected=bool(protected), registered=True, id_column=reg["id_column"],
-        label_column=reg["label_column"], trail=f"{AUDIT_SCHEMA}.{reg['trail']}",
+        table=str(ref), protected=bool(protected), registered=True, audit_schema=schema,
+        audit_role=reg["audit_role"], ddl_guard=guard is not None and guard[0] in ("O", "A"),
+        id_column=reg["id_column"], label_column=reg["label_column"], trail=f"{schema}.{reg['trail']}",
         installed_at=reg["installed_at"].isoformat() if reg["installed_at"] else None,
-        installed_by=reg["installed_by"], triggers=triggers, n_events=n_events, head_seq=head_seq,
-        head_hash=head_hash, last_event_at=last_at)
+        installed_by=reg["installed_by"], triggers=triggers, identity_ok=not drift, identity_changes=drift,
+        n_events=n_events, head_seq=head_seq, head_hash=head_hash, last_event_at=last_at)
 
 
 def _msg(exc) -> str:
@@ -666,27 +994,105 @@ def _msg(exc) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# --------------------------------------------------------------------------- signed checkpoints
+@dataclass
+class PgCheckpoint:
+    """Result of :func:`checkpoint`: the signed record, or why none was written."""
+
+    table: str
+    written: bool
+    out: str | None = None
+    checkpoint: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def checkpoint(dsn: str, table: str, private_key, *, out, schema: str = AUDIT_SCHEMA) -> PgCheckpoint:
+    """Sign the head of ``table``'s audit trail (Ed25519) and append it to the checkpoint file ``out``.
+
+    The trail is checked first, in the same snapshot: the hash chain must be
+    intact and every checkpoint already in ``out`` must still hold (the new
+    one extends them), otherwise nothing is written and ``problems`` says why.
+    The record names the database, audit schema, trail and table, the head
+    ``seq`` and ``row_hash``, the number of trail rows and the identity of the
+    triggers; keep the file where the database's superusers cannot write:
+    :func:`verify_postgres` with ``checkpoints=out`` then detects any rewrite of
+    the trail up to the latest checkpoint, whoever made it.
+    """
+    from ._keys import key_id, load_private_key
+    from ._pg_seal import append_checkpoint, load_checkpoints, sign_checkpoint
+
+    psycopg = import_psycopg()
+    where = redact_dsn(dsn)
+    _check_name(schema, "--audit-schema")
+    key = load_private_key(private_key) if not hasattr(private_key, "sign") else private_key
+    from pathlib import Path
+
+    out = Path(out)
+    marks = load_checkpoints(out, key.public_key()) if out.exists() or out.is_symlink() else []
+    with pg_snapshot(dsn) as snap:
+        try:
+            _canonical_session(snap.conn)
+            ref = snap.resolve(table, kinds="rp")
+            status = _status(snap.conn, ref, schema)
+            result = PgCheckpoint(table=str(ref), written=False)
+            reg = _registry_row(snap.conn, ref, schema)
+            if reg is None or status.head_seq is None:
+                raise DataError(f"{where}: table {ref} has no audit trail in schema {schema} (pg protect first)")
+            n = _Names(snap.conn, ref, reg["trail"], reg["id_column"], reg["label_column"], schema)
+            report = PgVerifyReport(table=str(ref), trail=status.trail, protection={})
+            _check_chain(snap.conn, n, reg, None, report)
+            _check_checkpoints(snap.conn, n, ref, reg, marks, report)
+            result.problems = [f"row {e['seq']}: {e['reason']}" for e in report.chain_errors] + report.problems
+            if result.problems:
+                return result
+            body = {
+                "kind": "flipguard.pg-checkpoint", "format_version": 1,
+                "database": snap.conn.execute("SELECT current_database()").fetchone()[0],
+                "audit_schema": schema, "trail": reg["trail"], "table": str(ref),
+                "head_seq": status.head_seq, "head_hash": status.head_hash, "n_events": status.n_events,
+                "identity": _identity(snap.conn, n, reg),
+                "created": snap.conn.execute(
+                    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").fetchone()[0],
+                "key_id": key_id(key),
+            }
+        except psycopg.Error as exc:
+            raise DataError(f"{where}: cannot checkpoint {table}: {_msg(exc)}") from None
+    record = sign_checkpoint(body, key)
+    append_checkpoint(out, record)
+    result.written, result.out, result.checkpoint = True, str(out), record
+    return result
+
+
 # --------------------------------------------------------------------------- verify
-def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *,
-                    anchor: str | None = None, secret: bytes | None = None) -> PgVerifyReport:
-    """Check ``table`` against its seal and its audit trail, all in one snapshot.
+def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anchor: str | None = None,
+                    secret: bytes | None = None, checkpoints=None, schema: str = AUDIT_SCHEMA) -> PgVerifyReport:
+    """Check ``table`` against its seal, its signed checkpoints and its audit trail, all in one snapshot.
 
     The table, the audit trail and the registry are read in one ``REPEATABLE
-    READ READ ONLY`` transaction.  Checks, in order:
+    READ READ ONLY`` transaction, with the canonical text settings of the
+    trigger function.  Checks, in order:
 
-    1. the protection is in place (registry active, triggers present and enabled);
-    2. the hash chain: every row's ``row_hash`` is ``sha256(prev_hash ||
-       content)`` and ``prev_hash`` is the previous row's hash (the first row's is
-       32 zero bytes); the registry's checkpoint row and ``anchor`` (``"SEQ:HEX"``
-       from an earlier ``flipguard pg status``) still hold;
-    3. the trail agrees with the table: replaying the trail per id gives every
-       row's current label, and each recorded change starts where the previous
-       one ended (a gap means a change was made with the trigger bypassed);
-    4. with ``manifest`` and ``public_key``: the seal is verified and every row
-       that changed since is looked up in the trail: explained (who, when) or
-       unexplained.  ``manifest`` is the manifest's path (its snapshot next to
-       it), ``public_key`` a key or ``.pub`` path, ``secret`` the secret of a
-       private seal.
+    1. the protection is in place: registry active, triggers present and
+       enabled, and their identity (trigger and function oids and definition
+       hashes, watched columns) equal to what :func:`protect` recorded; a
+       ``PROTECT`` row that had to re-enable or recreate a trigger is a finding;
+    2. the hash chain: every step's ``row_hash`` is ``sha256(prev_hash ||
+       content)`` and ``prev_hash`` the previous step's hash (the first step's
+       is 32 zero bytes); ``anchor`` (``"SEQ:HEX"``) and every checkpoint in
+       ``checkpoints`` (a file written by :func:`checkpoint`, signatures checked
+       with ``public_key``) still hold, and the trigger identity has not changed
+       since the latest checkpoint without a ``PROTECT`` row saying so;
+    3. the trail agrees with the table: replaying it per id gives every row's
+       current label, and each recorded change starts where the previous one
+       ended (a gap means a change was made with the trigger bypassed);
+    4. temporary changes: a label changed by one transaction and restored by a
+       later one is listed with the window it was wrong in;
+    5. with ``manifest`` and ``public_key``: the seal is verified and every row
+       that changed since is looked up in the trail: explained or unexplained.
 
     Returns
     -------
@@ -694,31 +1100,44 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *,
     """
     psycopg = import_psycopg()
     where = redact_dsn(dsn)
+    _check_name(schema, "--audit-schema")
     anchor_pair = _parse_anchor(anchor) if anchor else None
+    marks = None
+    if checkpoints is not None:
+        if public_key is None:
+            raise InvalidParameterError("checking checkpoints needs the signer's public key (--pubkey)")
+        from ._pg_seal import load_checkpoints
+
+        marks = load_checkpoints(checkpoints, public_key)
     with pg_snapshot(dsn) as snap:
         try:
+            _canonical_session(snap.conn)
             ref = snap.resolve(table, kinds="rp")
-            status = _status(snap.conn, ref)
+            status = _status(snap.conn, ref, schema)
             report = PgVerifyReport(table=str(ref), trail=status.trail, protection=status.to_dict(),
                                     n_events=status.n_events, head_seq=status.head_seq,
                                     head_hash=status.head_hash)
             if not status.registered:
-                report.problems.append(f"table {ref} is not protected (no audit trail registered)")
+                report.problems.append(f"table {ref} is not protected (no audit trail registered in "
+                                       f"schema {schema})")
                 if manifest is not None:
                     _check_seal(snap, ref, manifest, public_key, report, None, secret)
                 return report
-            reg = _registry_row(snap.conn, ref)
-            n = _Names(snap.conn, ref, reg["trail"], reg["id_column"], reg["label_column"])
+            reg = _registry_row(snap.conn, ref, schema)
+            n = _Names(snap.conn, ref, reg["trail"], reg["id_column"], reg["label_column"], schema)
             _protection_problems(status, report)
-            trail_ok = status.trail is not None and snap.conn.execute(
-                "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (n.trail_ident.as_string(snap.conn),)).fetchone()[0]
+            trail_ok = snap.conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                                         (n.trail_ident.as_string(snap.conn),)).fetchone()[0]
             if not trail_ok:
                 report.problems.append(f"audit trail {status.trail} is missing")
                 if manifest is not None:
                     _check_seal(snap, ref, manifest, public_key, report, None, secret)
                 return report
             _check_chain(snap.conn, n, reg, anchor_pair, report)
+            if marks is not None:
+                _check_checkpoints(snap.conn, n, ref, reg, marks, report)
             _check_replay(snap.conn, n, report)
+            _check_temporary(snap.conn, n, report)
             if manifest is not None:
                 _check_seal(snap, ref, manifest, public_key, report, n, secret)
         except psycopg.Error as exc:
@@ -738,11 +1157,13 @@ def _protection_problems(status: PgProtection, report: PgVerifyReport) -> None:
         return
     reasons = []
     missing = [t for t in TABLE_TRIGGERS if t not in status.triggers]
-    off = [f"{t} {s}" for t, s in status.triggers.items() if s not in ("enabled", "always")]
+    off = [f"{t} {s}" for t, s in sorted(status.triggers.items()) if s not in ("enabled", "always")]
     if missing:
         reasons.append("missing trigger(s) " + ", ".join(missing))
     if off:
         reasons.append("trigger(s) " + ", ".join(off))
+    if status.identity_changes and not missing and not off:
+        reasons.append("; ".join(status.identity_changes))
     if not reasons:
         reasons.append("protection removed (unprotect) or its functions are missing")
     report.problems.append(f"table {status.table} is not protected: " + "; ".join(reasons))
@@ -751,14 +1172,14 @@ def _protection_problems(status: PgProtection, report: PgVerifyReport) -> None:
 def _check_chain(conn, n: _Names, reg: dict, anchor, report: PgVerifyReport) -> None:
     sql = _sql()
     rows = conn.execute(sql.SQL(
-        "SELECT seq, op, content_ok, link_ok, count(*) OVER () FROM ("
+        "SELECT seq, op, content_ok, link_ok FROM ("
         " SELECT seq, op,"
         "  row_hash = pg_catalog.sha256(prev_hash || pg_catalog.convert_to(" + _CANON_COLUMNS + ", 'UTF8'))"
         "   AS content_ok,"
         "  prev_hash = coalesce(lag(row_hash) OVER (ORDER BY seq), " + _GENESIS_SQL + ") AS link_ok"
         " FROM {t}) c WHERE NOT content_ok OR NOT link_ok ORDER BY seq LIMIT %s").format(t=n.trail_ident),
         (_LIST_LIMIT,)).fetchall()
-    for seq, op, content_ok, link_ok, _total in rows:
+    for seq, op, content_ok, link_ok in rows:
         reasons = []
         if not content_ok:
             reasons.append("row content does not match its hash (row edited)")
@@ -790,13 +1211,51 @@ def _check_chain(conn, n: _Names, reg: dict, anchor, report: PgVerifyReport) -> 
     report.chain_ok = not report.chain_errors
 
 
-# Replaying the trail: every event becomes per-id transitions (present, label) -> (present, label).
-# An UPDATE that changes the id is a removal of the old id and an arrival of the new one.
-# Only events since the latest fresh PROTECT (first protection, or after an UNPROTECT) count;
-# trunc_epoch counts the TRUNCATEs so far (after one, every id is absent).
+def _check_checkpoints(conn, n: _Names, ref: TableRef, reg: dict, marks: list[dict],
+                       report: PgVerifyReport) -> None:
+    """Every signed checkpoint must still hold: same head hash at its seq, same number of steps up to it."""
+    sql = _sql()
+    database = conn.execute("SELECT current_database()").fetchone()[0]
+    for i, m in enumerate(marks, 1):
+        if (m["database"], m["audit_schema"], m["trail"]) != (database, n.schema_name, n.trail):
+            raise InvalidParameterError(
+                f"checkpoint {i} is for trail {m['audit_schema']}.{m['trail']} in database {m['database']}, "
+                f"not {n.schema_name}.{n.trail} in {database} (table {ref}): wrong --checkpoint file")
+        row = conn.execute(sql.SQL("SELECT (SELECT row_hash FROM {t} WHERE seq = %s), "
+                                   "(SELECT count(*) FROM {t} WHERE seq <= %s)").format(t=n.trail_ident),
+                           (m["head_seq"], m["head_seq"])).fetchone()
+        when = f"signed checkpoint {i} ({m['created']}, seq {m['head_seq']})"
+        if row[0] is None:
+            report.chain_errors.append({"seq": m["head_seq"], "op": None,
+                                        "reason": f"the head of {when} is missing: trail rows deleted"})
+        elif bytes(row[0]).hex() != m["head_hash"]:
+            report.chain_errors.append({"seq": m["head_seq"], "op": None,
+                                        "reason": f"hash differs from {when}: the trail was rewritten before it"})
+        elif int(row[1]) != m["n_events"]:
+            report.chain_errors.append({"seq": m["head_seq"], "op": None,
+                                        "reason": f"{row[1]} trail rows up to {when}, it recorded "
+                                                  f"{m['n_events']}: rows deleted or inserted"})
+    report.checkpoints_checked = len(marks)
+    if marks:
+        last = marks[-1]
+        now = _identity(conn, n, reg)
+        if now != last["identity"]:
+            protects = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE op = 'PROTECT' AND seq > %s").format(
+                t=n.trail_ident), (last["head_seq"],)).fetchone()[0]
+            if not protects:
+                report.problems.append(
+                    f"the audit triggers changed since signed checkpoint {len(marks)} ({last['created']}) with "
+                    "no PROTECT record: " + "; ".join(identity_changes(last["identity"], now)))
+    report.chain_ok = not report.chain_errors
+
+
+# Replaying the trail: every recorded row becomes per-id transitions (present, label) -> (present, label).
+# An UPDATE that changes the id is a removal of the old id and an arrival of the new one; within one
+# statement every removal comes before every arrival.  Only steps since the latest fresh PROTECT (first
+# protection, or after an UNPROTECT) count; trunc_epoch counts the TRUNCATEs so far.
 _TRANSITIONS = """
 WITH ev AS (
-  SELECT seq, op, old_id, new_id, old_label, new_label,
+  SELECT seq, op, old_ids, new_ids, old_labels, new_labels, txid, logged_at, session_user_name,
          sum((op = 'TRUNCATE')::int) OVER w AS trunc_epoch,
          sum((op = 'PROTECT' AND coalesce((detail->>'fresh')::boolean, false))::int) OVER w AS prot_epoch
   FROM {t} WINDOW w AS (ORDER BY seq)
@@ -806,34 +1265,36 @@ WITH ev AS (
   SELECT cur0.*, (SELECT coalesce(min(ev.trunc_epoch), 0) FROM ev WHERE ev.prot_epoch = cur0.prot_epoch)
            AS start_trunc
   FROM cur0
+), rws AS (
+  SELECT ev.seq, ev.op, ev.trunc_epoch, u.k, u.oi, u.ni, u.ol, u.nl
+  FROM ev CROSS JOIN LATERAL unnest(ev.old_ids, ev.new_ids, ev.old_labels, ev.new_labels)
+       WITH ORDINALITY AS u(oi, ni, ol, nl, k)
+  WHERE ev.op IN ('INSERT', 'UPDATE', 'DELETE') AND ev.prot_epoch = (SELECT prot_epoch FROM cur)
 ), tr AS (
-  SELECT seq, 0 AS ord, op, trunc_epoch,
-         CASE WHEN op = 'INSERT' THEN new_id ELSE old_id END AS rid,
-         op <> 'INSERT' AS bp, old_label AS b,
-         op = 'INSERT' OR (op = 'UPDATE' AND old_id = new_id) AS ap, new_label AS a
-  FROM ev
-  WHERE op IN ('INSERT', 'UPDATE', 'DELETE') AND prot_epoch = (SELECT prot_epoch FROM cur)
-    AND (CASE WHEN op = 'INSERT' THEN new_id ELSE old_id END) IS NOT NULL
+  SELECT seq, 0 AS ord, k, op, trunc_epoch,
+         CASE WHEN op = 'INSERT' THEN ni ELSE oi END AS rid,
+         op <> 'INSERT' AS bp, ol AS b,
+         op = 'INSERT' OR (op = 'UPDATE' AND oi = ni) AS ap, nl AS a
+  FROM rws WHERE (CASE WHEN op = 'INSERT' THEN ni ELSE oi END) IS NOT NULL
   UNION ALL
-  SELECT seq, 1, op, trunc_epoch, new_id, false, NULL::jsonb, true, new_label
-  FROM ev
-  WHERE op = 'UPDATE' AND old_id IS DISTINCT FROM new_id AND new_id IS NOT NULL
-    AND prot_epoch = (SELECT prot_epoch FROM cur)
+  SELECT seq, 1, k, op, trunc_epoch, ni, false, NULL::text, true, nl
+  FROM rws WHERE op = 'UPDATE' AND oi IS DISTINCT FROM ni AND ni IS NOT NULL
 )
 """
+
 
 def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
     """Replay the trail per id: gaps between recorded changes, and the final state against the table."""
     sql = _sql()
     t = n.trail_ident
-    tbl = sql.SQL("SELECT to_jsonb({id}) AS rid, to_jsonb({label}) AS lab FROM {tbl}").format(
+    tbl = sql.SQL("SELECT {id}::text AS rid, {label}::text AS lab FROM {tbl}").format(
         id=n.id, label=n.label, tbl=n.table)
-    conn.execute("SET LOCAL work_mem = '256MB'")
+    conn.execute("SELECT pg_catalog.set_config('work_mem', '256MB', true)")
     rows = conn.execute(sql.SQL(_TRANSITIONS + """
         , chk AS (
           SELECT tr.*, lag(ap) OVER p AS prev_ap, lag(a) OVER p AS prev_a,
                  lag(trunc_epoch) OVER p AS prev_epoch, lag(seq) OVER p AS prev_seq
-          FROM tr WINDOW p AS (PARTITION BY rid ORDER BY seq, ord)
+          FROM tr WINDOW p AS (PARTITION BY rid ORDER BY seq, ord, k)
         ), gaps AS (
           SELECT 'gap'::text AS kind, rid, seq, op, bp AS s1, b AS v1, prev_ap AS s2, prev_a AS v2, prev_seq
           FROM chk, cur
@@ -842,7 +1303,7 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
              OR (prev_seq IS NOT NULL AND prev_epoch <> chk.trunc_epoch AND bp)
              OR (prev_seq IS NULL AND chk.trunc_epoch > cur.start_trunc AND bp)
         ), last AS (
-          SELECT DISTINCT ON (rid) rid, seq, op, ap, a, trunc_epoch FROM tr ORDER BY rid, seq DESC, ord DESC
+          SELECT DISTINCT ON (rid) rid, seq, op, ap, a, trunc_epoch FROM tr ORDER BY rid, seq DESC, ord DESC, k DESC
         ), expect AS (
           SELECT l.*, (l.ap AND l.trunc_epoch = cur.trunc_epoch) AS present FROM last l, cur
         ), cur_rows AS ({tbl}
@@ -866,7 +1327,6 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
             continue
         counts[kind] = cnt
         if kind == "gap":
-            # a recorded change that does not start where the previous one for that id ended
             expected = _state(s2, v2) if prev_seq is not None else "absent (after a TRUNCATE)"
             report.trail_mismatches.append({
                 "id": rid, "kind": "gap", "seq": seq, "op": op, "previous_seq": prev_seq,
@@ -874,7 +1334,6 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
                 "message": f"trail row {seq} ({op}) starts from {_state(s1, v1)} but the trail left id "
                            f"{_fmt(rid)} at {expected}: a change in between was not recorded (trigger bypassed)"})
         else:
-            # replaying the trail must give the table's current labels
             report.trail_mismatches.append({
                 "id": rid, "kind": "final_state", "seq": seq, "op": op,
                 "expected": _state(s1, v1), "actual": _state(s2, v2),
@@ -882,7 +1341,6 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
                            f"{_state(s1, v1)} but the table has {_state(s2, v2)}: changed with the trigger bypassed"})
     n_strays = 0
     if truncated:
-        # after a TRUNCATE, every row must have arrived through a recorded INSERT
         strays = conn.execute(sql.SQL(_TRANSITIONS + """
             , cur_rows AS ({tbl})
             SELECT c.rid, c.lab, count(*) OVER () FROM cur_rows c, cur
@@ -899,17 +1357,74 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
     _notes_from_protect_events(conn, n, report)
 
 
+def _check_temporary(conn, n: _Names, report: PgVerifyReport) -> None:
+    """Labels changed by one transaction and restored by a later one: the window they were wrong in.
+
+    Per id, the trail's changes are grouped by transaction (a change reverted
+    inside its own transaction was never visible to anyone else and is not
+    reported); a transaction that leaves a row as it was before an earlier
+    transaction's change closes a window opened by that change.
+    """
+    sql = _sql()
+    rows = conn.execute(sql.SQL(_TRANSITIONS + """
+        , tx AS (
+          SELECT tr.*, ev.txid, ev.logged_at, ev.session_user_name AS who FROM tr JOIN ev USING (seq)
+        ), steps AS (
+          SELECT rid, txid, min(seq) AS first_seq, max(seq) AS last_seq,
+                 (array_agg(bp ORDER BY seq, ord, k))[1] AS bp, (array_agg(b ORDER BY seq, ord, k))[1] AS b,
+                 (array_agg(ap ORDER BY seq DESC, ord DESC, k DESC))[1] AS ap,
+                 (array_agg(a ORDER BY seq DESC, ord DESC, k DESC))[1] AS a,
+                 min(logged_at) AS t_first, max(logged_at) AS t_last, min(who) AS who
+          FROM tx GROUP BY rid, txid
+        ), real AS (
+          SELECT * FROM steps
+          WHERE (bp, CASE WHEN bp THEN b END) IS DISTINCT FROM (ap, CASE WHEN ap THEN a END)
+        ), multi AS (
+          SELECT * FROM real WHERE rid IN (SELECT rid FROM real GROUP BY rid HAVING count(*) > 1)
+        ), pairs AS (
+          SELECT DISTINCT ON (j.rid, j.first_seq)
+                 j.rid, i.bp AS p0, i.b AS v0, i.ap AS p1, i.a AS v1, i.first_seq AS from_seq, i.t_first AS from_at,
+                 i.who AS from_who, i.txid AS from_txid, j.last_seq AS to_seq, j.t_last AS to_at, j.who AS to_who,
+                 j.txid AS to_txid
+          FROM multi j JOIN multi i ON i.rid = j.rid AND i.last_seq < j.first_seq
+               AND (i.bp, CASE WHEN i.bp THEN i.b END) IS NOT DISTINCT FROM (j.ap, CASE WHEN j.ap THEN j.a END)
+          ORDER BY j.rid, j.first_seq, i.first_seq DESC
+        )
+        SELECT *, count(*) OVER () FROM pairs ORDER BY from_seq, rid LIMIT %s""").format(t=n.trail_ident),
+        (_LIST_LIMIT,)).fetchall()
+    for (rid, p0, v0, p1, v1, from_seq, from_at, from_who, from_txid, to_seq, to_at, to_who, to_txid,
+         total) in rows:
+        report.n_temporary_changes = total
+        report.temporary_changes.append({
+            "id": rid, "restored": _state(p0, v0), "interim": _state(p1, v1),
+            "from_seq": from_seq, "from": from_at.isoformat(), "from_session_user": from_who, "from_txid": from_txid,
+            "to_seq": to_seq, "to": to_at.isoformat(), "to_session_user": to_who, "to_txid": to_txid,
+            "seconds": (to_at - from_at).total_seconds(),
+            "message": f"id {_fmt(rid)} was {_state(p1, v1)} instead of {_state(p0, v0)} from {from_at.isoformat()} "
+                       f"(txid {from_txid}, {from_who}) to {to_at.isoformat()} (txid {to_txid}, {to_who}): "
+                       "anything that read the table in between saw it"})
+
+
 def _notes_from_protect_events(conn, n: _Names, report: PgVerifyReport) -> None:
-    """A PROTECT row that re-enabled a disabled trigger is evidence the trigger was off for a while."""
+    """A PROTECT row that repaired the protection is evidence the trail was off or replaced for a while."""
     sql = _sql()
     rows = conn.execute(sql.SQL(
         "SELECT seq, logged_at, session_user_name, detail FROM {t} WHERE op = 'PROTECT' "
-        "AND jsonb_array_length(coalesce(detail->'reenabled', '[]'::jsonb)) > 0 ORDER BY seq").format(
+        "AND (jsonb_array_length(coalesce(detail->'reenabled', '[]'::jsonb)) > 0 "
+        "     OR jsonb_array_length(coalesce(detail->'recreated', '[]'::jsonb)) > 0 "
+        "     OR jsonb_array_length(coalesce(detail->'identity_drift', '[]'::jsonb)) > 0) ORDER BY seq").format(
             t=n.trail_ident)).fetchall()
     for seq, at, who, detail in rows:
+        what = []
+        if detail.get("reenabled"):
+            what.append(f"re-enabled trigger(s) {', '.join(detail['reenabled'])}")
+        if detail.get("recreated"):
+            what.append(f"recreated dropped trigger(s) {', '.join(detail['recreated'])}")
+        if detail.get("identity_drift") and not detail.get("reenabled") and not detail.get("recreated"):
+            what.append("found the protection changed (" + "; ".join(detail["identity_drift"]) + ")")
         report.problems.append(
-            f"trail row {seq}: {who} re-enabled trigger(s) {', '.join(detail['reenabled'])} at "
-            f"{at.isoformat()}: they had been disabled, changes made meanwhile were not recorded")
+            f"trail row {seq}: {who} {' and '.join(what)} at {at.isoformat()}: the trail was not recording "
+            "for a while, changes made meanwhile were not recorded")
 
 
 def _state(present, label) -> str:

@@ -1,4 +1,6 @@
-"""``pg verify`` with a seal: verify the table read in the audit snapshot, then explain each change.
+"""``pg verify`` with a seal, and the signed checkpoints of an audit trail.
+
+Seal: verify the table read in the audit snapshot, then explain each change.
 
 The table's sealed columns are read in the same ``REPEATABLE READ`` snapshot
 as the audit trail, passed to :func:`flipguard.integrity.verify_table`, and
@@ -7,10 +9,20 @@ every changed, added or removed row is looked up in the trail.  A change is
 change whose before-value is the sealed value, or a ``TRUNCATE``) and its last
 recorded change leaves it exactly as it is now; otherwise it is
 **unexplained**: the row changed while the trigger was not running.
+
+Checkpoints: a checkpoint file holds one JSON line per signed checkpoint,
+``{"checkpoint": {...}, "signature": {"algorithm": "ed25519", "key_id": ...,
+"value": base64}}``; the signature covers the canonical JSON of
+``checkpoint`` (sorted keys, compact, ASCII).  Appending rewrites the file
+atomically (temporary file, then rename); links, FIFOs and devices are refused.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +89,13 @@ def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict],
 
     if not changes:
         return [], []
-    keys = sorted({str(c["id"]) for c in changes})
+    keys = sorted({_text(c["id"]) for c in changes})
     who = ", ".join(f"e.{c}" for c in ("seq", "op", "session_user_name", "current_user_name",
                                           "application_name", "client_addr", "txid", "logged_at"))
     rows = conn.execute(sql.SQL(_TRANSITIONS + """
-        SELECT rid #>> '{{}}', bp, b #>> '{{}}', ap, a #>> '{{}}', tr.trunc_epoch, cur.trunc_epoch, """ + who + """
+        SELECT rid, bp, b, ap, a, tr.trunc_epoch, cur.trunc_epoch, """ + who + """
         FROM tr JOIN {t} e ON e.seq = tr.seq, cur
-        WHERE rid #>> '{{}}' = ANY(%s) ORDER BY tr.seq, tr.ord""").format(t=n.trail_ident),
+        WHERE rid = ANY(%s) ORDER BY tr.seq, tr.ord, tr.k""").format(t=n.trail_ident),
         (keys,)).fetchall()
     by_id: dict[str, list] = {}
     for r in rows:
@@ -97,9 +109,9 @@ def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict],
 
     explained, unexplained = [], []
     for c in changes:
-        trs = by_id.get(str(c["id"]), [])
-        sealed_state = (c["present_before"], c["sealed"])
-        current_state = (c["present_after"], c["current"])
+        trs = by_id.get(_text(c["id"]), [])
+        sealed_state = (c["present_before"], _text(c["sealed"]))
+        current_state = (c["present_after"], _text(c["current"]))
         if trs:
             last = trs[-1]
             truncated_after = last[5] < last[6]
@@ -124,6 +136,17 @@ def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict],
     return explained, unexplained
 
 
+def _text(value):
+    """The canonical text PostgreSQL records for a value read back into Python (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value).removesuffix(".0") if value.is_integer() and abs(value) < 1e16 else repr(value)
+    return str(value)
+
+
 def _state(state) -> str:
     present, label = state
     return f"label {label!r}" if present else "absent"
@@ -133,3 +156,88 @@ def _who(r) -> dict[str, Any]:
     seq, op, sess, usr, app, addr, txid, at = r
     return {"seq": seq, "op": op, "session_user": sess, "current_user": usr, "application_name": app,
             "client_addr": addr, "txid": txid, "at": at.isoformat() if at is not None else None}
+
+
+# --------------------------------------------------------------------------- checkpoints
+_FIELDS = {"kind": str, "format_version": int, "database": str, "audit_schema": str, "trail": str, "table": str,
+           "head_seq": int, "head_hash": str, "n_events": int, "identity": (dict, type(None)), "created": str,
+           "key_id": str}
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def sign_checkpoint(body: dict, private_key) -> dict:
+    """``{"checkpoint": body, "signature": {...}}`` signed with the Ed25519 ``private_key``."""
+    from ._keys import key_id
+
+    sig = private_key.sign(_canonical(body))
+    return {"checkpoint": body, "signature": {"algorithm": "ed25519", "key_id": key_id(private_key),
+                                              "value": base64.b64encode(sig).decode("ascii")}}
+
+
+def load_checkpoints(path, public_key) -> list[dict]:
+    """The checkpoints in ``path``, oldest first, each signature checked with ``public_key``.
+
+    Raises :class:`IntegrityError` (one line naming the file and line) for an
+    unreadable file, a malformed line, or a signature that does not verify.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ._files import read_bytes
+    from ._keys import load_public_key
+
+    key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
+    data = read_bytes(path, "checkpoint file", follow_symlinks=False)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IntegrityError(f"checkpoint file {path}: not UTF-8 text") from None
+    out = []
+    for no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"checkpoint file {path} line {no}"
+        try:
+            doc = json.loads(line)
+        except (ValueError, RecursionError):
+            raise IntegrityError(f"{where}: not a JSON object") from None
+        if not isinstance(doc, dict) or set(doc) != {"checkpoint", "signature"}:
+            raise IntegrityError(f"{where}: expected an object with 'checkpoint' and 'signature'")
+        body, sig = doc["checkpoint"], doc["signature"]
+        if not isinstance(body, dict) or set(body) != set(_FIELDS):
+            raise IntegrityError(f"{where}: not a flipguard PostgreSQL checkpoint")
+        for name, typ in _FIELDS.items():
+            if not isinstance(body[name], typ) or (typ is int and isinstance(body[name], bool)):
+                raise IntegrityError(f"{where}: field '{name}' has the wrong type")
+        if body["kind"] != "flipguard.pg-checkpoint" or body["format_version"] != 1:
+            raise IntegrityError(f"{where}: not a flipguard PostgreSQL checkpoint (format 1)")
+        if not isinstance(sig, dict) or sig.get("algorithm") != "ed25519" or not isinstance(sig.get("value"), str):
+            raise IntegrityError(f"{where}: signature must be {{'algorithm': 'ed25519', 'value': base64}}")
+        try:
+            raw = base64.b64decode(sig["value"], validate=True)
+            key.verify(raw, _canonical(body))
+        except (binascii.Error, ValueError, InvalidSignature):
+            raise IntegrityError(f"{where}: the signature is not valid for this public key "
+                                 "(checkpoint forged, edited or signed with another key)") from None
+        if out and body["head_seq"] < out[-1]["head_seq"]:
+            raise IntegrityError(f"{where}: checkpoint seq {body['head_seq']} is older than the line before "
+                                 f"({out[-1]['head_seq']}); lines out of order")
+        out.append(body)
+    return out
+
+
+def append_checkpoint(path, record: dict) -> None:
+    """Append one signed checkpoint line to ``path`` atomically (the old lines are kept as they were)."""
+    from ._files import read_bytes, refuse_symlink, write_files_atomically
+
+    path = Path(path)
+    refuse_symlink(path, "checkpoint file")
+    old = read_bytes(path, "checkpoint file", follow_symlinks=False) if os.path.lexists(path) else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    if path.is_dir():
+        raise IntegrityError(f"checkpoint file {path}: is a directory")
+    write_files_atomically([(path, old + _canonical(record) + b"\n")])

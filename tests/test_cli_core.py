@@ -108,3 +108,92 @@ def test_assess_table_output_and_bad_rates(cli, tmp_path, breast_cancer_csv):
 def test_help_has_an_example(cli, command):
     r = cli(command, "--help")
     assert r.exit_code == 0 and "Example" in r.stdout
+
+
+# --- start-up weight -------------------------------------------------------------------------
+
+_PROBE = """
+import atexit, sys
+heavy = ("sklearn", "matplotlib", "pandas", "scipy", "psycopg", "jinja2")
+atexit.register(lambda: sys.__stderr__.write(
+    "\\nLOADED=" + ",".join(m for m in heavy if m in sys.modules) + "\\n"))
+from flipguard.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _heavy_modules_loaded(*args, cwd=None) -> tuple[int, list[str]]:
+    """Run ``flipguard ARGS`` in a fresh interpreter; the heavy modules it imported."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+    line = [x for x in proc.stderr.splitlines() if x.startswith("LOADED=")]
+    assert line, proc.stderr
+    loaded = line[-1].removeprefix("LOADED=")
+    return proc.returncode, [m for m in loaded.split(",") if m]
+
+
+@pytest.mark.parametrize("args", [
+    ["--version"], ["--help"], ["keygen", "--help"], ["seal", "--help"], ["verify", "--help"],
+    ["diff", "--help"], ["ledger", "--help"], ["ledger", "verify", "--help"], ["pg", "--help"],
+    ["pg", "protect", "--help"], ["attack", "--help"], ["assess", "--help"], ["audit", "--help"],
+    ["clean", "--help"], ["certify", "--help"], ["demo", "--help"],
+])
+def test_help_and_version_load_no_heavy_library(args):
+    code, loaded = _heavy_modules_loaded(*args)
+    assert code == 0 and loaded == [], (args, loaded)
+
+
+def test_integrity_commands_load_no_heavy_library(tmp_path):
+    """keygen, seal, verify, diff and the ledger train nothing, so they never load scikit-learn.
+
+    (pandas may appear here: pyarrow's own ``ChunkedArray.to_numpy`` imports it when installed;
+    ``diff`` uses scipy for its class-balance test.)
+    """
+    data = tmp_path / "d.csv"
+    data.write_text("id,x,label\n1,0.5,a\n2,1.5,b\n3,2.5,a\n")
+    edited = tmp_path / "e.csv"
+    edited.write_text("id,x,label\n1,0.5,a\n2,1.5,a\n3,2.5,a\n")
+    runs = [
+        (["keygen", "--out", tmp_path / "keys"], 0),
+        (["seal", data, "--label", "label", "--id", "id", "--key", tmp_path / "keys" / "flipguard.key"], 0),
+        (["verify", data, "--pubkey", tmp_path / "keys" / "flipguard.pub"], 0),
+        (["diff", data, edited, "--label", "label", "--id", "id"], 1),
+        (["ledger", "append", tmp_path / "p.ledger", "--step", "edit", "--input", data, "--output", edited,
+          "--label", "label", "--id", "id", "--key", tmp_path / "keys" / "flipguard.key"], 0),
+        (["ledger", "verify", tmp_path / "p.ledger", "--pubkey", tmp_path / "keys" / "flipguard.pub"], 0),
+    ]
+    for args, expected in runs:
+        code, loaded = _heavy_modules_loaded(*args, cwd=tmp_path)
+        loaded = [m for m in loaded if m not in ("pandas", "scipy")]
+        assert (code, loaded) == (expected, []), (args, code, loaded)
+
+
+def test_static_name_lists_match_the_registries():
+    """The light lists the CLI shows in --help are exactly what the registries hold."""
+    from flipguard import _names
+    from flipguard.attacks import flipper_names
+    from flipguard.integrity._snapshot import SECRET_ENV
+    from flipguard.mitigation import CLEAN_MODES, strategy_names
+    from flipguard.models import MODEL_NAMES
+
+    assert sorted(_names.ATTACK_NAMES) == flipper_names()
+    assert sorted(_names.MITIGATION_NAMES) == strategy_names()
+    assert _names.CLEAN_MODES == tuple(CLEAN_MODES)
+    assert _names.MODEL_NAMES is MODEL_NAMES
+    assert _names.SECRET_ENV == SECRET_ENV
+
+
+def test_debug_is_accepted_after_the_command(cli, tmp_path):
+    from flipguard.cli import main
+    from flipguard.exceptions import DataError
+
+    args = ["attack", str(tmp_path / "none.csv"), "--label", "y", "--rate", "0.1", "--out", str(tmp_path / "o.csv")]
+    r = cli(*args)
+    assert (r.exit_code, r.stderr) == (2, f"Error: {tmp_path / 'none.csv'}: no such file\n")
+    with pytest.raises(DataError):
+        main(args + ["--debug"])
+    with pytest.raises(DataError):
+        main(args[:2] + ["--debug"] + args[2:])

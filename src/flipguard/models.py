@@ -18,11 +18,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
+from ._names import MODEL_NAMES
 from .exceptions import InvalidParameterError
 
 __all__ = ["MODEL_NAMES", "make_model", "out_of_fold_proba", "predict_scores", "single_threaded"]
-
-MODEL_NAMES = ("logreg", "linsvm", "rf", "hgb", "knn", "mlp")
 
 
 def make_model(model="logreg", random_state=None):

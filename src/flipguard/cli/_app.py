@@ -23,7 +23,7 @@ _state = {"debug": False}
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (may also follow the command)."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.",
                                  is_eager=True, callback=lambda v: _print_version(v)),
 ) -> None:
@@ -44,11 +44,24 @@ def _print_version(value: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: library errors become one ``Error: ...`` line and exit 2."""
-    from . import _register  # noqa: F401  (imports every command module)
+    """Console-script entry point: library errors become one ``Error: ...`` line and exit 2.
 
+    Only the module of the command being run is imported (see ``_register``),
+    and ``--debug`` is accepted anywhere before a ``--``.
+    """
+    from . import _register
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = _hoist_debug(args)
+    command = _command_of(args)
+    if command is None and "--version" in args and not {"-h", "--help"} & set(args):
+        from .. import __version__
+
+        sys.stdout.write(f"flipguard {__version__}\n")
+        sys.exit(0)
+    _register.load(command)
     try:
-        app(args=argv, prog_name="flipguard")
+        app(args=args, prog_name="flipguard")
     except FlipguardError as exc:
         _fail(exc)
     except (OSError, MemoryError) as exc:
@@ -56,6 +69,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+
+
+def _hoist_debug(args: list[str]) -> list[str]:
+    """Move every ``--debug`` before ``--`` to the front, where the root callback reads it."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+
+
+def _command_of(args: list[str]) -> str | None:
+    """The subcommand name: the first argument that is not a root option (None: none given, or help)."""
+    for a in args:
+        if a in ("-h", "--help"):
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
 
 
 def _fail(exc: BaseException) -> None:

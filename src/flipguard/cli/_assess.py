@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from .._io import atomic_write_text
-from ..assess import Assessment, assess
-from ..data import load
 from ._app import app
 from ._common import (
     DataArg,
@@ -27,6 +25,9 @@ from ._common import (
     signed,
     split_list,
 )
+
+if TYPE_CHECKING:
+    from ..assess import Assessment
 
 
 @app.command("assess")
@@ -63,6 +64,9 @@ def assess_cmd(
         flipguard assess data.csv --label diagnosis --model logreg,hgb \\
             --strategies random,cluster --rates 0.1,0.2,0.3 --seeds 3 --out report/
     """
+    from ..assess import assess
+    from ..data import load
+
     ds = load(data, label=label, id=id, table=table)
     result = assess(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),

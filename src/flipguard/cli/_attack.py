@@ -5,13 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pyarrow as pa
 import typer
 from rich.table import Table
 
-from ..attacks import make_flipper
-from ..data import load, write_table
+from .._names import ATTACK_NAMES
 from ..exceptions import InvalidParameterError
 from ._app import app
 from ._common import (
@@ -38,9 +35,7 @@ def attack_cmd(
     data: DataArg,
     label: LabelOpt,
     strategy: Annotated[str, typer.Option("--strategy", "-s",
-                                          help="Attack: " + ", ".join(["random", "targeted", "noise_matrix",
-                                                                       "boundary", "entropy", "cluster",
-                                                                       "alfa"]) + ".")] = "random",
+                                          help="Attack: " + ", ".join(ATTACK_NAMES) + ".")] = "random",
     rate: Annotated[str | None, typer.Option(
         "--rate", "-r", help="Fraction of rows to flip (0.2), or per class (malignant=0.3,benign=0.1).")] = None,
     n_flips: Annotated[int | None, typer.Option("--n-flips", "-n", help="Exact number of rows to flip.")] = None,
@@ -68,6 +63,12 @@ def attack_cmd(
         flipguard attack reviews.csv --label sentiment --strategy targeted \\
             --source positive --target negative --rate 0.2 --out poisoned.csv --flips flips.csv
     """
+    import numpy as np
+    import pyarrow as pa
+
+    from ..attacks import make_flipper
+    from ..data import load, write_table
+
     if (rate is None) == (n_flips is None):
         raise InvalidParameterError("give exactly one of --rate and --n-flips")
     refuse_overwrite(data, out, "--out")
@@ -130,7 +131,9 @@ def _parse_rate(text: str, ds):
     return spec
 
 
-def _transitions(ds, old: np.ndarray, new: np.ndarray) -> list[dict]:
+def _transitions(ds, old, new) -> list[dict]:
+    import numpy as np
+
     k = ds.n_classes
     counts = np.bincount(old * k + new, minlength=k * k).reshape(k, k)
     return [{"from": ds.classes[i].item() if hasattr(ds.classes[i], "item") else ds.classes[i],

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from .._names import MODEL_NAMES
 from ..exceptions import InvalidParameterError
-from ..models import MODEL_NAMES
 from ._app import app
 from ._common import (
     DataArg,

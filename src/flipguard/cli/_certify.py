@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pyarrow as pa
 import typer
 from rich.table import Table
 
-from ..data import from_table, load, read_table, write_table
+from .._names import MODEL_NAMES
 from ..exceptions import DataError, InvalidParameterError
-from ..mitigation import PartitionAggregationClassifier
-from ..models import MODEL_NAMES
 from ._app import app
 from ._common import (
     DataArg,
@@ -67,6 +63,11 @@ def certify_cmd(
         flipguard certify patients.csv --label diagnosis --id patient_id \\
             --partitions 25 --out radii.csv
     """
+    import pyarrow as pa
+
+    from ..data import write_table
+    from ..mitigation import PartitionAggregationClassifier
+
     if model not in MODEL_NAMES:
         raise InvalidParameterError(f"--model must be one of {', '.join(MODEL_NAMES)}; got {model!r}")
     if partitions < 1:
@@ -99,6 +100,11 @@ def certify_cmd(
 
 def _train_test(data, test, label, id, table, seed) -> dict:
     """Training and test arrays, encoded the same way."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ..data import from_table, load, read_table
+
     ds = load(data, label=label, id=id, table=table)
     if test is None:
         from sklearn.model_selection import train_test_split
@@ -137,6 +143,8 @@ def _train_test(data, test, label, id, table, seed) -> dict:
 
 
 def _radii_to_show(max_radius: int) -> list[int]:
+    import numpy as np
+
     if max_radius <= 15:
         return list(range(max_radius + 2))
     picks = set(range(6)) | {round(v) for v in np.linspace(6, max_radius + 1, 8)}

@@ -7,17 +7,12 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from .._io import atomic_write_text
-from ..data import load, read_table, write_table
-from ..detection import load_trusted
+from .._names import CLEAN_MODES, MODEL_NAMES
 from ..exceptions import InvalidParameterError
-from ..mitigation import CLEAN_MODES, clean_dataset, cleaned_table
-from ..mitigation._strategies import accepts_sample_weight
-from ..models import MODEL_NAMES
 from ._app import app
 from ._common import (
     DataArg,
@@ -34,7 +29,6 @@ from ._common import (
     output_format,
     print_json,
     refuse_overwrite,
-    to_jsonable,
 )
 
 #: Changed rows shown in the terminal summary.
@@ -79,6 +73,10 @@ def clean_cmd(
         flipguard clean reviews.csv --label sentiment --id review_id \\
             --mode relabel --out reviews.clean.csv --log changes.csv
     """
+    from ..data import load, write_table
+    from ..mitigation import clean_dataset, cleaned_table
+    from ..mitigation._strategies import accepts_sample_weight
+
     if mode not in CLEAN_MODES:
         raise InvalidParameterError(f"--mode must be one of {', '.join(CLEAN_MODES)}; got {mode!r}")
     if model not in MODEL_NAMES:
@@ -112,6 +110,9 @@ def clean_cmd(
 def _read_trusted(path: str, ds):
     """Verified rows: a file with the data's columns (rows matched by id, others are extra
     examples), or just the id and label columns (matched by id)."""
+    from ..data import read_table
+    from ..detection import load_trusted
+
     tbl = read_table(path)[0]
     features = [c for c, how in ds.encoding.items() if not str(how).startswith("dropped")]
     if all(c in tbl.column_names for c in features):
@@ -125,8 +126,12 @@ def _read_trusted(path: str, ds):
 
 def _write_log(changes, path: Path) -> None:
     if str(path).lower().endswith(".json"):
+        from .._json import to_jsonable
+
         atomic_write_text(path, json.dumps(to_jsonable(changes.to_dict(rows=True)), indent=2) + "\n")
     else:
+        from ..data import write_table
+
         write_table(changes.to_table(), path, output_format(path, "csv"))
 
 
@@ -145,6 +150,8 @@ def _render(changes, result: dict, ds) -> None:
         console.print(f"audit: {a['n_flagged']} flagged, about {a['estimated_flips']} flipped labels estimated "
                       f"(out-of-fold balanced accuracy {fmt(q.get('balanced_accuracy'))})")
     if len(changes.rows):
+        import numpy as np
+
         t = Table("row", "id", "label", "new label", "action", "score",
                   title=f"Changes ({min(SHOWN, len(changes.rows))} most suspicious of {len(changes.rows)})")
         order = np.argsort(-np.nan_to_num(changes.scores, nan=-1.0), kind="stable")[:SHOWN]

@@ -8,11 +8,9 @@ import os
 import sys
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 
-from .._json import to_jsonable
 from ..exceptions import InvalidParameterError
 
 
@@ -39,6 +37,8 @@ JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (
 
 
 def print_json(obj: Any) -> None:
+    from .._json import to_jsonable
+
     sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
@@ -92,6 +92,7 @@ def output_format(path, default: str) -> str:
 
 def arrow_values(values):
     """A numpy array (object arrays included) as a pyarrow Array."""
+    import numpy as np
     import pyarrow as pa
 
     values = np.asarray(values)

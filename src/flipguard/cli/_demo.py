@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..assess import assess
-from ..data import make_sentiment_reviews
 from ._app import app
 from ._assess import render_summary, write_outputs
 from ._common import JobsOpt, JsonOpt, console, print_json
@@ -39,6 +37,9 @@ def demo_cmd(
 
         flipguard demo --out flipguard-demo/
     """
+    from ..assess import assess
+    from ..data import make_sentiment_reviews
+
     ds = make_sentiment_reviews(n_samples, random_state=0)
     result = assess(ds, strategies=DEMO_STRATEGIES, rates=DEMO_RATES, seeds=seeds, models=DEMO_MODELS,
                     views=[(s, 0.2, m) for s in DEMO_STRATEGIES for m in DEMO_MODELS],

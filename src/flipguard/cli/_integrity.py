@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from .._names import SECRET_ENV
 from ..exceptions import InvalidParameterError
-from ..integrity import diff, read_secret, seal, verify, write_keypair
-from ..integrity._snapshot import SECRET_ENV
 from ._app import app
 from ._common import (
     DataArg,
@@ -54,6 +53,8 @@ def keygen_cmd(
 
         flipguard keygen --out keys/
     """
+    from ..integrity import write_keypair
+
     paths = write_keypair(out, force=force)
     if json_out:
         print_json(paths.to_dict())
@@ -97,6 +98,8 @@ def seal_cmd(
 
         flipguard seal reviews.csv --label sentiment --id review_id --key keys/flipguard.key
     """
+    from ..integrity import seal
+
     cols = ("all" if columns.strip() == "all" else split_list(columns, "--columns")) if columns is not None else None
     secret = _secret(private, secret_file)
     result = seal(data, label=label, id=id, private_key=key, out=out, columns=cols, secret=secret, table=table,
@@ -119,6 +122,8 @@ def _secret(private: bool, secret_file: Path | None) -> bytes | None:
         if secret_file is not None:
             raise InvalidParameterError("--secret-file is for private seals: add --private")
         return None
+    from ..integrity import read_secret
+
     secret = read_secret(secret_file)
     if secret is None:
         raise InvalidParameterError(f"--private needs a secret: --secret-file FILE or the {SECRET_ENV} "
@@ -156,6 +161,8 @@ def verify_cmd(
 
         flipguard verify reviews.csv --manifest reviews.csv.flipguard.json --pubkey keys/flipguard.pub
     """
+    from ..integrity import read_secret, verify
+
     secret = read_secret(secret_file)
     report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger)
     if json_out:
@@ -279,6 +286,8 @@ def diff_cmd(
 
         flipguard diff reviews-v1.csv reviews-v2.csv --label sentiment --id review_id
     """
+    from ..integrity import diff
+
     report = diff(old, new, label=label, id=id, table=table)
     if json_out:
         print_json(report.to_dict())

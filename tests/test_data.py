@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 from sklearn.svm import LinearSVC
 
@@ -83,6 +86,91 @@ def test_high_cardinality_string_column_is_dropped_and_recorded():
     ds = load(tbl, label="y")
     assert ds.feature_names == ["x"]
     assert ds.encoding["uuid"].startswith("dropped")
+
+
+def test_several_text_columns_and_sparse_features():
+    tbl = pa.table({
+        "title": ["good", "bad", "good", "bad", "fine", "poor"],
+        "review": ["great product love it", "terrible waste of money", "love love love",
+                   "awful terrible", "great value", "waste"],
+        "price": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        "sentiment": ["pos", "neg", "pos", "neg", "pos", "neg"],
+    })
+    dense = load(tbl, label="sentiment", text=["review", "title"])
+    sparse = load(tbl, label="sentiment", text=["review", "title"], sparse=True)
+    assert not dense.is_sparse and sparse.is_sparse and sparse.X.format == "csr"
+    assert np.array_equal(sparse.X.toarray(), dense.X)
+    assert dense.feature_names[0] == "price"
+    assert {f.split(":")[0] for f in dense.feature_names[1:]} == {"review", "title"}
+    assert set(dense.vectorizers) == {"review", "title"}
+    with pytest.raises(DataError, match="text column 'body' not found"):
+        load(tbl, label="sentiment", text=["review", "body"])
+    with pytest.raises(DataError, match="text column 'sentiment' is also the label column"):
+        load(tbl, label="sentiment", text="sentiment")
+
+
+def test_dropped_free_text_is_listed_and_the_error_names_text():
+    from flipguard.data import dropped_text_columns
+
+    n = 200
+    tbl = pa.table({"note": [f"note number {i}" for i in range(n)], "x": np.arange(n, dtype=float),
+                    "y": np.arange(n) % 2})
+    assert dropped_text_columns(load(tbl, label="y")) == [("note", 200)]
+    assert dropped_text_columns(load(tbl, label="y", text="note")) == []
+    with pytest.raises(DataError) as exc:
+        load(tbl.select(["note", "y"]), label="y")
+    assert str(exc.value) == ("<arrow table>: no usable feature column (note: dropped: 200 distinct "
+                              "strings); for free text use --text note (text='note' in Python)")
+
+
+@pytest.mark.parametrize("values, message", [
+    ([0.5, 1.25, 2.0, 3.5] * 10, "looks continuous (4 distinct numbers, e.g. 0.5)"),
+    (list(range(40)), "looks continuous or like an identifier (40 distinct values in 40 rows)"),
+])
+def test_continuous_labels_are_refused(values, message):
+    tbl = pa.table({"x": np.arange(len(values), dtype=float), "y": values})
+    with pytest.raises(DataError, match=re.escape(message)):
+        load(tbl, label="y")
+
+
+def test_many_classes_with_enough_rows_each_are_labels():
+    y = np.repeat(np.arange(30), 5)  # 30 classes x 5 rows: a class label, not a measurement
+    ds = load(pa.table({"x": np.arange(150, dtype=float), "y": y}), label="y")
+    assert ds.n_classes == 30
+    ds = load(pa.table({"x": np.arange(6, dtype=float), "y": [0.0, 1.0, 2.0] * 2}), label="y")
+    assert ds.classes.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_dataset_repr_is_a_short_summary():
+    n = 1000
+    tbl = pa.table({"id": np.arange(n), "x": np.arange(n, dtype=float), "colour": ["red", "blue"] * (n // 2),
+                    "note": [f"n{i}" for i in range(n)], "y": ["a", "b", "c", "d"] * (n // 4)})
+    text = repr(load(tbl, label="y", id="id"))
+    assert text == ("LabeledDataset: 1000 rows x 3 features (dense) from <arrow table> (table)\n"
+                    "  label 'y': 4 classes (a 250, b 250, c 250, d 250)\n"
+                    "  ids: 'id'\n"
+                    "  columns: numeric: x; one-hot: colour; dropped: note (1000 distinct strings)")
+
+
+@pytest.mark.parametrize("command", ["attack", "assess", "clean", "certify"])
+def test_cli_notes_a_dropped_free_text_column(cli, tmp_path, command):
+    n = 60
+    path = tmp_path / "d.csv"
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=n)
+    pacsv.write_csv(pa.table({"x": x, "comment": [f"comment {i}" for i in range(n)],
+                              "y": np.where(x > 0, "p", "n")}), path)
+    extra = {"attack": ["--rate", "0.1", "--out", str(tmp_path / "p.csv")],
+             "assess": ["--rates", "0.1", "--seeds", "1", "--out", str(tmp_path / "rep")],
+             "clean": ["--out", str(tmp_path / "c.csv")],
+             "certify": ["--partitions", "3"]}[command]
+    r = cli(command, path, "--label", "y", "--text", "nope", *extra)
+    assert r.exit_code == 2 and "text column 'nope' not found" in r.stderr
+    if command in ("attack", "certify"):
+        r = cli(command, path, "--label", "y", *extra)
+        assert r.exit_code == 0, r.stderr
+        assert ("note: column 'comment' (60 distinct strings) is not used as a feature; if it is "
+                "free text, add --text comment\n") in r.stderr
 
 
 # -- bad input: one clear FlipguardError naming file and column ------------------

@@ -18,8 +18,10 @@ from ._common import (
     JsonOpt,
     LabelOpt,
     TableOpt,
+    TextOpt,
     console,
     fmt,
+    load_data,
     parse_floats,
     print_json,
     signed,
@@ -50,6 +52,7 @@ def assess_cmd(
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     id: IdOpt = None,  # noqa: A002
     table: TableOpt = None,
+    text: TextOpt = None,
     n_jobs: JobsOpt = -1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -65,9 +68,8 @@ def assess_cmd(
             --strategies random,cluster --rates 0.1,0.2,0.3 --seeds 3 --out report/
     """
     from ..assess import assess
-    from ..data import load
 
-    ds = load(data, label=label, id=id, table=table)
+    ds = load_data(data, label=label, id=id, table=table, text=text)
     result = assess(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,

@@ -18,8 +18,10 @@ from ._common import (
     LabelOpt,
     SeedOpt,
     TableOpt,
+    TextOpt,
     arrow_values,
     console,
+    load_data,
     output_format,
     print_json,
     refuse_overwrite,
@@ -45,6 +47,7 @@ def attack_cmd(
     seed: SeedOpt = 0,
     id: IdOpt = None,  # noqa: A002
     table: TableOpt = None,
+    text: TextOpt = None,
     source: Annotated[str | None, typer.Option(help="targeted/cluster: class whose rows are flipped.")] = None,
     target: Annotated[str | None, typer.Option(help="targeted/cluster: class they become.")] = None,
     surrogate: Annotated[str | None, typer.Option(help="boundary/entropy/alfa: surrogate model name.")] = None,
@@ -67,14 +70,14 @@ def attack_cmd(
     import pyarrow as pa
 
     from ..attacks import make_flipper
-    from ..data import load, write_table
+    from ..data import write_table
 
     if (rate is None) == (n_flips is None):
         raise InvalidParameterError("give exactly one of --rate and --n-flips")
     refuse_overwrite(data, out, "--out")
     if flips is not None:
         refuse_overwrite(data, flips, "--flips")
-    ds = load(data, label=label, id=id, table=table)
+    ds = load_data(data, label=label, id=id, table=table, text=text)
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
              "n_clusters": n_clusters, "kind": kind}
     params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}

@@ -20,10 +20,12 @@ from ._common import (
     ModelOpt,
     SeedOpt,
     TableOpt,
+    TextOpt,
     arrow_values,
     console,
     err_console,
     fmt,
+    load_data,
     output_format,
     print_json,
     refuse_overwrite,
@@ -47,6 +49,7 @@ def certify_cmd(
         "--out", "-o", help="Write per-row radii: row, id, label, prediction, radius (CSV or Parquet).")] = None,
     seed: SeedOpt = 0,
     table: TableOpt = None,
+    text: TextOpt = None,
     n_jobs: JobsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -76,7 +79,7 @@ def certify_cmd(
         refuse_overwrite(data, out, "--out")
         if test is not None:
             refuse_overwrite(test, out, "--out")
-    split = _train_test(data, test, label, id, table, seed)
+    split = _train_test(data, test, label, id, table, seed, text)
     clf = PartitionAggregationClassifier(model, n_partitions=partitions, random_state=seed,
                                          n_jobs=n_jobs)
     clf.fit(split["X_train"], split["y_train"], ids=split["ids_train"])
@@ -98,14 +101,14 @@ def certify_cmd(
     _render(cert, result)
 
 
-def _train_test(data, test, label, id, table, seed) -> dict:
+def _train_test(data, test, label, id, table, seed, text=None) -> dict:
     """Training and test arrays, encoded the same way."""
     import numpy as np
     import pyarrow as pa
 
-    from ..data import from_table, load, read_table
+    from ..data import from_table, read_table
 
-    ds = load(data, label=label, id=id, table=table)
+    ds = load_data(data, label=label, id=id, table=table, text=text)
     if test is None:
         from sklearn.model_selection import train_test_split
 
@@ -131,8 +134,8 @@ def _train_test(data, test, label, id, table, seed) -> dict:
         both = pa.concat_tables([ds.table, test_tbl.select(names)], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise DataError(f"{where}: columns do not match {ds.source} ({str(exc).splitlines()[0]})") from None
-    features = [c for c in names if c not in (label, id)]
-    full = from_table(both, label=label, features=features, source=f"{ds.source} + {where}")
+    features = [c for c in names if c not in (label, id, *(text or ()))]
+    full = from_table(both, label=label, features=features, text=text, source=f"{ds.source} + {where}")
     n = ds.n_samples
     labels = full.labels()
     test_ids = test_tbl.column(id).to_numpy(zero_copy_only=False) if id else np.arange(test_tbl.num_rows)

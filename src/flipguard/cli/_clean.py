@@ -23,9 +23,11 @@ from ._common import (
     ModelOpt,
     SeedOpt,
     TableOpt,
+    TextOpt,
     console,
     err_console,
     fmt,
+    load_data,
     output_format,
     print_json,
     refuse_overwrite,
@@ -57,6 +59,7 @@ def clean_cmd(
         "--no-guard", help="Clean even if cleaning does not help on held-out folds.")] = False,
     seed: SeedOpt = 0,
     table: TableOpt = None,
+    text: TextOpt = None,
     n_jobs: JobsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -73,7 +76,7 @@ def clean_cmd(
         flipguard clean reviews.csv --label sentiment --id review_id \\
             --mode relabel --out reviews.clean.csv --log changes.csv
     """
-    from ..data import load, write_table
+    from ..data import write_table
     from ..mitigation import clean_dataset, cleaned_table
     from ..mitigation._strategies import accepts_sample_weight
 
@@ -90,7 +93,7 @@ def clean_cmd(
             refuse_overwrite(src, log, "--log")
     if log is not None and os.path.abspath(log) == os.path.abspath(out):
         raise InvalidParameterError("--log and --out must be different files")
-    ds = load(data, label=label, id=id, table=table)
+    ds = load_data(data, label=label, id=id, table=table, text=text)
     verified = _read_trusted(trusted, ds) if trusted is not None else None
     cleaned, changes = clean_dataset(ds, mode=mode, trusted=verified, model=model, guard=not no_guard,
                                      random_state=seed, n_jobs=n_jobs)

@@ -21,7 +21,22 @@ def _width() -> int | None:
     return max(int(os.environ.get("COLUMNS", "0") or 0), 200)
 
 
-console = Console(highlight=False, width=_width())
+class _Console(Console):
+    """A rich console that, when the reader of stdout goes away (``| head``), stops writing
+    and raises :class:`BrokenPipeError` (rich's default exits 1 on the spot), so a
+    command can finish writing its files and choose its own exit code."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (captured output)
+            pass
+        raise BrokenPipeError(32, "stdout was closed")
+
+
+console = _Console(highlight=False, width=_width())
 err_console = Console(stderr=True, highlight=False)
 
 DataArg = Annotated[str, typer.Argument(help="CSV or Parquet path, fsspec URL (s3://...) or postgresql:// DSN.",
@@ -34,6 +49,31 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="logreg, linsvm, rf, hgb, knn or mlp.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).")]
+TextOpt = Annotated[list[str] | None, typer.Option(
+    "--text", help="Free-text column turned into TF-IDF features (repeat for several columns).",
+    show_default=False)]
+
+
+def load_data(data, *, label: str, id: str | None = None, table: str | None = None,
+              text: list[str] | None = None, **kwargs):
+    """:func:`flipguard.data.load` for a command, plus a note on stderr for each string
+    column dropped as too wide to one-hot encode (so free text is never ignored silently)."""
+    from ..data import load
+
+    ds = load(data, label=label, id=id, table=table, text=text or None, **kwargs)
+    note_dropped_columns(ds)
+    return ds
+
+
+def note_dropped_columns(ds) -> None:
+    """One ``note:`` line on stderr per string column the features left out."""
+    from ..data import dropped_text_columns
+
+    for col, n in dropped_text_columns(ds):
+        err_console.print(f"note: column '{col}' ({n} distinct strings) is not used as a feature; "
+                          f"if it is free text, add --text {col}", soft_wrap=True)
+
+
 
 
 def print_json(obj: Any) -> None:

@@ -1,13 +1,14 @@
 """Data in: tables from files, URLs, databases and memory -> :class:`LabeledDataset`."""
 
 from ._dataset import LabeledDataset
-from ._load import encode_labels, from_table, load
+from ._load import dropped_text_columns, encode_labels, from_table, load
 from ._postgres import pg_snapshot, read_postgres
 from ._read import read_table, write_table
 from ._synthetic import make_sentiment_reviews
 
 __all__ = [
     "LabeledDataset",
+    "dropped_text_columns",
     "encode_labels",
     "from_table",
     "load",

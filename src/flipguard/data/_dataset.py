@@ -17,9 +17,10 @@ class LabeledDataset:
 
     Attributes
     ----------
-    X : ndarray of shape (n_samples, n_features), float64
+    X : ndarray or scipy.sparse.csr_matrix of shape (n_samples, n_features), float64
         Model-ready features (numeric columns as they are, categorical columns
-        one-hot encoded, a text column as TF-IDF weights).
+        one-hot encoded, text columns as TF-IDF weights); sparse when loaded
+        with ``sparse=True``.
     y : ndarray of shape (n_samples,), int64
         Label codes ``0 .. n_classes - 1``; ``classes[y]`` gives the original values.
     classes : ndarray of shape (n_classes,)
@@ -42,6 +43,9 @@ class LabeledDataset:
         "one-hot" | "tfidf" | "bool" | "dropped: <reason>"}``) and any imputation.
     table : pyarrow.Table or None
         The table as read, so a poisoned or cleaned copy keeps every column.
+    vectorizers : dict of str to TfidfVectorizer
+        The fitted TF-IDF vectoriser of each text column, so other rows (a
+        trusted file) can be encoded with the same vocabulary.
     """
 
     X: np.ndarray
@@ -55,6 +59,34 @@ class LabeledDataset:
     format: str = "arrays"
     encoding: dict[str, Any] = field(default_factory=dict)
     table: pa.Table | None = field(default=None, repr=False)
+    vectorizers: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        """A one-screen summary (sizes, classes, encodings), never the arrays."""
+        kind = "sparse" if self.is_sparse else "dense"
+        counts = self.class_counts()
+        shown = ", ".join(f"{c!s} {n}" for c, n in list(counts.items())[:8])
+        more = f", ... ({len(counts)} classes)" if len(counts) > 8 else ""
+        how: dict[str, list[str]] = {}
+        for col, desc in self.encoding.items():
+            desc = str(desc)
+            if desc.startswith("dropped: "):
+                how.setdefault("dropped", []).append(f"{col} ({desc[len('dropped: '):]})")
+            else:
+                how.setdefault(desc.split(" (")[0], []).append(col)
+        encoded = "; ".join(f"{k}: {_names(v)}" for k, v in how.items())
+        return "\n".join([
+            f"LabeledDataset: {self.n_samples} rows x {self.n_features} features ({kind}) "
+            f"from {self.source} ({self.format})",
+            f"  label '{self.label_name}': {self.n_classes} classes ({shown}{more})",
+            f"  ids: {repr(self.id_name) if self.id_name else 'row positions'}",
+            f"  columns: {encoded or '-'}",
+        ])
+
+    @property
+    def is_sparse(self) -> bool:
+        """True when ``X`` is a scipy sparse matrix."""
+        return not isinstance(self.X, np.ndarray) and hasattr(self.X, "tocsr")
 
     # -- sizes -------------------------------------------------------------
     @property
@@ -126,6 +158,11 @@ class LabeledDataset:
         else:
             table = self.table
         return replace_label_column(table, self.label_name, self.labels(y))
+
+
+def _names(cols: list[str], limit: int = 6) -> str:
+    shown = ", ".join(cols[:limit])
+    return shown + (f", ... ({len(cols)})" if len(cols) > limit else "")
 
 
 def _py(value):

@@ -12,11 +12,17 @@ from ..exceptions import DataError
 from ._dataset import LabeledDataset
 from ._read import read_table
 
-__all__ = ["encode_labels", "load"]
+__all__ = ["dropped_text_columns", "encode_labels", "load"]
 
 #: A string column with at most this many distinct values (and at most half as
 #: many as there are rows) is one-hot encoded; wider ones are dropped.
 MAX_CATEGORIES = 50
+
+#: An integer label with more distinct values than this, and fewer than
+#: ``MIN_ROWS_PER_CLASS`` rows per value on average, looks like a measurement
+#: or an identifier, not a class label.
+MAX_LABEL_CLASSES = 20
+MIN_ROWS_PER_CLASS = 5
 
 
 def load(
@@ -25,11 +31,12 @@ def load(
     *,
     id: str | None = None,  # noqa: A002 - matches the CLI's --id
     features: Sequence[str] | None = None,
-    text: str | None = None,
+    text: str | Sequence[str] | None = None,
     table: str | None = None,
     query: str | None = None,
     max_categories: int = MAX_CATEGORIES,
     text_max_features: int = 300,
+    sparse: bool = False,
 ) -> LabeledDataset:
     """Load labelled data from a file, URL, table, data frame or arrays.
 
@@ -46,13 +53,23 @@ def load(
         Column of unique row identifiers.  Without it, ids are 0-based row positions.
     features : sequence of str, optional
         Feature columns to use.  Default: every column but the label, id and text ones.
-    text : str, optional
-        A free-text column turned into TF-IDF features (``text_max_features`` terms).
+    text : str or sequence of str, optional
+        Free-text column(s), each turned into TF-IDF features (at most
+        ``text_max_features`` terms each, named ``"column:term"``).  A string
+        column that is not named here and has too many distinct values to
+        be one-hot encoded is dropped; :func:`dropped_text_columns` lists them.
     table, query : str, optional
         For PostgreSQL sources: the table to read or a query.
     max_categories : int, default=50
         String columns with at most this many distinct values are one-hot encoded;
         wider string columns are dropped (and the choice recorded in ``encoding``).
+    text_max_features : int, default=300
+        Vocabulary size of each text column's TF-IDF.
+    sparse : bool, default=False
+        Return ``X`` as a :class:`scipy.sparse.csr_matrix` (TF-IDF stays
+        sparse; numeric and one-hot columns are stored alongside).  The
+        detection API (:class:`~flipguard.detection.LabelAuditor`,
+        :func:`~flipguard.detection.audit_dataset`) accepts it as is.
 
     Returns
     -------
@@ -62,7 +79,9 @@ def load(
     ------
     DataError
         Missing file, unreadable format, absent column, missing labels, a single
-        class, no usable feature column, or duplicated ids.
+        class, a label column that looks continuous (non-integer numbers, or
+        more than 20 distinct integers with fewer than 5 rows each on
+        average), no usable feature column, or duplicated ids.
 
     Examples
     --------
@@ -79,7 +98,7 @@ def load(
         raise DataError(f"{where}: name the label column (label=...)")
     return from_table(tbl, label=label, id=id, features=features, text=text, source=where,
                       format=fmt, max_categories=max_categories,
-                      text_max_features=text_max_features)
+                      text_max_features=text_max_features, sparse=sparse)
 
 
 def _bad_tuple():
@@ -88,46 +107,88 @@ def _bad_tuple():
 
 def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=None, text=None,
                source: str = "<arrow table>", format: str = "table",
-               max_categories: int = MAX_CATEGORIES, text_max_features: int = 300) -> LabeledDataset:
-    """Build a :class:`LabeledDataset` from an Arrow table (see :func:`load`)."""
+               max_categories: int = MAX_CATEGORIES, text_max_features: int = 300,
+               sparse: bool = False, require_features: bool = True) -> LabeledDataset:
+    """Build a :class:`LabeledDataset` from an Arrow table (see :func:`load`).
+
+    ``require_features=False`` accepts a table with no usable feature column
+    (``X`` then has no columns: features come from elsewhere, e.g. embeddings).
+    """
     names = tbl.column_names
-    for role, col in (("label", label), ("id", id), ("text", text)):
-        if col is not None and col not in names:
-            raise DataError(f"{source}: {role} column '{col}' not found (columns: {_list(names)})")
+    texts = _text_columns(text)
+    for role, cols in (("label", [label]), ("id", [id]), ("text", texts)):
+        for col in cols:
+            if col is not None and col not in names:
+                raise DataError(f"{source}: {role} column '{col}' not found (columns: {_list(names)})")
+    for col in texts:
+        if col in (label, id):
+            raise DataError(f"{source}: text column '{col}' is also the {'label' if col == label else 'id'} column")
     if tbl.num_rows == 0:
         raise DataError(f"{source}: no rows")
 
     classes, y = encode_labels(tbl.column(label), source=source, label=label)
     ids = _ids(tbl, id, source)
 
+    reserved = (label, id, *texts)
     if features is not None:
         missing = [f for f in features if f not in names]
         if missing:
             raise DataError(f"{source}: feature column(s) {_list(missing)} not found "
                             f"(columns: {_list(names)})")
-        feature_cols = [f for f in features if f not in (label, id, text)]
+        feature_cols = [f for f in features if f not in reserved]
     else:
-        feature_cols = [c for c in names if c not in (label, id, text)]
+        feature_cols = [c for c in names if c not in reserved]
 
-    blocks, fnames, encoding = [], [], {}
+    blocks, fnames, encoding, vectorizers = [], [], {}, {}
     for col in feature_cols:
         block, cols, how = _encode_column(tbl.column(col), col, max_categories)
         encoding[col] = how
         if block is not None:
             blocks.append(block)
             fnames.extend(cols)
-    if text is not None:
-        block, cols = _tfidf(tbl.column(text), text, text_max_features, source)
-        blocks.append(block)
+    for col in texts:
+        block, cols, vec = _tfidf(tbl.column(col), col, text_max_features, source)
+        blocks.append(block if sparse else block.toarray())
         fnames.extend(cols)
-        encoding[text] = f"tfidf ({len(cols)} terms)"
+        encoding[col] = f"tfidf ({len(cols)} terms)"
+        vectorizers[col] = vec
+    if not blocks and not require_features:
+        blocks = [np.empty((tbl.num_rows, 0))]
     if not blocks:
+        wide = [c for c, how in encoding.items() if str(how).startswith("dropped") and "distinct strings" in how]
+        hint = (f"; for free text use --text {wide[0]} (text='{wide[0]}' in Python)" if wide else "")
         raise DataError(f"{source}: no usable feature column "
-                        f"({'; '.join(f'{c}: {h}' for c, h in encoding.items()) or 'only label/id columns'})")
-    X = np.ascontiguousarray(np.hstack(blocks) if len(blocks) > 1 else blocks[0], dtype=np.float64)
+                        f"({'; '.join(f'{c}: {h}' for c, h in encoding.items()) or 'only label/id columns'})"
+                        f"{hint}")
+    if sparse:
+        import scipy.sparse as sp
+
+        X = sp.hstack([b if sp.issparse(b) else sp.csr_matrix(b) for b in blocks], format="csr",
+                      dtype=np.float64)
+    else:
+        X = np.ascontiguousarray(np.hstack(blocks) if len(blocks) > 1 else blocks[0], dtype=np.float64)
     return LabeledDataset(X=X, y=y, classes=classes, ids=ids, feature_names=fnames,
                           label_name=label, id_name=id, source=source, format=format,
-                          encoding=encoding, table=tbl)
+                          encoding=encoding, table=tbl, vectorizers=vectorizers)
+
+
+def dropped_text_columns(dataset: LabeledDataset) -> list[tuple[str, int]]:
+    """``[(column, n_distinct), ...]``: string columns dropped because they have too many
+    distinct values to one-hot encode (free text, or identifiers) and were not passed as
+    ``text``."""
+    out = []
+    for col, how in dataset.encoding.items():
+        how = str(how)
+        if how.startswith("dropped: ") and how.endswith(" distinct strings"):
+            out.append((col, int(how.split()[1])))
+    return out
+
+
+def _text_columns(text) -> list[str]:
+    if text is None:
+        return []
+    cols = [text] if isinstance(text, str) else list(text)
+    return list(dict.fromkeys(cols))
 
 
 def encode_labels(col: pa.ChunkedArray, *, source: str = "<data>", label: str = "label"):
@@ -161,10 +222,25 @@ def encode_labels(col: pa.ChunkedArray, *, source: str = "<data>", label: str = 
     else:
         classes, y = np.unique(values, return_inverse=True)
         y = y.astype(np.int64)
+        _reject_continuous(classes, len(y), source, label)
     if len(classes) < 2:
         raise DataError(f"{source}: label column '{label}' has a single class "
                         f"({getattr(classes[0], 'item', lambda: classes[0])()!r}); at least two are needed")
     return classes, y
+
+
+def _reject_continuous(classes: np.ndarray, n: int, source: str, label: str) -> None:
+    """A numeric label column that is a measurement, not classes: say so and how to fix it."""
+    if classes.dtype.kind == "f" and not np.all(classes == np.round(classes)):
+        frac = classes[classes != np.round(classes)]
+        raise DataError(f"{source}: label column '{label}' looks continuous ({len(classes)} distinct "
+                        f"numbers, e.g. {frac[0]:g}); flipguard needs class labels: name the class "
+                        "column with --label, or bin the values into classes first")
+    if classes.dtype.kind in "iuf" and len(classes) > MAX_LABEL_CLASSES \
+            and n < MIN_ROWS_PER_CLASS * len(classes):
+        raise DataError(f"{source}: label column '{label}' looks continuous or like an identifier "
+                        f"({len(classes)} distinct values in {n} rows); flipguard needs class labels: "
+                        "name the class column with --label, or bin the values into classes first")
 
 
 def _ids(tbl: pa.Table, id: str | None, source: str) -> np.ndarray:
@@ -194,6 +270,7 @@ def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int):
         if pa.types.is_temporal(t):
             col = pc.cast(pc.cast(col, pa.timestamp("s")) if pa.types.is_date(t) else col, pa.int64())
         values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        n_inf = int(np.isinf(values).sum())
         values[~np.isfinite(values)] = np.nan
         n_nan = int(np.isnan(values).sum())
         if n_nan == n:
@@ -203,6 +280,9 @@ def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int):
             median = float(np.nanmedian(values))
             values[np.isnan(values)] = median
             how = f"numeric ({n_nan} missing imputed with median {median:g})"
+            if n_inf:  # said apart: an infinity is usually a bug upstream, not a gap
+                how = (f"numeric ({n_inf} infinite and {n_nan - n_inf} missing imputed with "
+                       f"median {median:g})")
         return values[:, None], [name], how
     if pa.types.is_boolean(t):
         values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -211,7 +291,7 @@ def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int):
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         n_unique = pc.count_distinct(col).as_py()
         if n_unique > max_categories or n_unique > max(2, n // 2):
-            return None, [], f"dropped: {n_unique} distinct strings (pass it as text= for free text)"
+            return None, [], f"dropped: {n_unique} distinct strings"
         encoded = pc.dictionary_encode(col).combine_chunks()
         cats = encoded.dictionary.to_numpy(zero_copy_only=False)
         order = np.argsort(cats.astype(str), kind="stable")
@@ -227,15 +307,22 @@ def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int):
 
 
 def _tfidf(col: pa.ChunkedArray, name: str, max_features: int, source: str):
+    """A text column -> (sparse CSR TF-IDF block, feature names, fitted vectoriser)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    docs = pc.fill_null(pc.cast(col, pa.string()), "").to_pylist()
-    vec = TfidfVectorizer(max_features=max_features, sublinear_tf=True)
+    vec = TfidfVectorizer(max_features=max_features, sublinear_tf=True, dtype=np.float64)
     try:
-        M = vec.fit_transform(docs)
+        M = vec.fit_transform(text_docs(col))
     except ValueError as exc:
         raise DataError(f"{source}: text column '{name}' gives no TF-IDF features ({exc})") from None
-    return M.toarray(), [f"{name}:{t}" for t in vec.get_feature_names_out()]
+    return M.tocsr(), [f"{name}:{t}" for t in vec.get_feature_names_out()], vec
+
+
+def text_docs(col) -> list[str]:
+    """A column's values as documents (missing values are empty documents)."""
+    if isinstance(col, pa.ChunkedArray) and pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    return pc.fill_null(pc.cast(col, pa.string()), "").to_pylist()
 
 
 def _from_arrays(X, y) -> LabeledDataset:

@@ -10,7 +10,7 @@ import flipguard
 
 PACKAGES = ["flipguard.data", "flipguard.attacks", "flipguard.assess", "flipguard.detection",
             "flipguard.mitigation", "flipguard.integrity", "flipguard.report", "flipguard.exceptions",
-            "flipguard.models", "flipguard.metrics"]
+            "flipguard.models", "flipguard.metrics", "flipguard.engine"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -15,10 +15,12 @@ from ..exceptions import InvalidParameterError
 from ._app import app
 from ._common import (
     DataArg,
+    EngineOpt,
     IdOpt,
     JsonOpt,
     LabelOpt,
     ModelOpt,
+    RayAddressOpt,
     SeedOpt,
     TableOpt,
     console,
@@ -58,6 +60,8 @@ def audit_cmd(
     cv: Annotated[int, typer.Option("--cv", help="Folds for the out-of-fold probabilities.")] = 5,
     seed: SeedOpt = 0,
     table: TableOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Find labels that look flipped: a score per row, how many, which class pairs.
@@ -90,6 +94,13 @@ def audit_cmd(
         raise InvalidParameterError("--top must be >= 0 and --cv >= 2")
     for path, opt in ((out, "--out"), (report, "--report")):
         refuse_overwrite(data, path, opt)
+    from . import _scale
+
+    if _scale.is_partitioned_source(data, table):  # a folder or prefix: confident learning per partition
+        return _scale.audit(data, label=label, id=id, model=model, method=method, cv=cv, seed=seed, out=out,
+                            top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
+                            ray_address=ray_address)
+    _scale.note_single(engine, ray_address)
 
     with _status("Loading data"):
         ds = load_audit_data(data, label=label, id=id, reference_label=reference_label, table=table)

@@ -49,6 +49,12 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="logreg, linsvm, rf, hgb, knn or mlp.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="Where partitioned datasets (a folder or prefix of files) are processed: local (this "
+                     "process) or ray (pip install 'flipguard[ray]').")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="With --engine ray: 'auto' or ray://host:10001 to join a cluster "
+                          "(default: start a local Ray instance sized to this machine).", show_default=False)]
 TextOpt = Annotated[list[str] | None, typer.Option(
     "--text", help="Free-text column turned into TF-IDF features (repeat for several columns).",
     show_default=False)]

@@ -13,8 +13,10 @@ from ..exceptions import InvalidParameterError
 from ._app import app
 from ._common import (
     DataArg,
+    EngineOpt,
     JsonOpt,
     LabelOpt,
+    RayAddressOpt,
     TableOpt,
     console,
     print_json,
@@ -84,6 +86,8 @@ def seal_cmd(
         "--private", help="Reveal no labels without the secret (encrypted snapshot, keyed commitments).")] = False,
     secret_file: SecretOpt = None,
     table: TableOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal a dataset's labels in a signed manifest (and a label snapshot beside it).
@@ -100,8 +104,14 @@ def seal_cmd(
     """
     from ..integrity import seal
 
+    from . import _scale
+
     cols = ("all" if columns.strip() == "all" else split_list(columns, "--columns")) if columns is not None else None
     secret = _secret(private, secret_file)
+    if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
+        return _scale.seal(data, label=label, id=id, key=key, out=out, columns=cols, secret=secret, name=name,
+                           version=dataset_version, engine=engine, ray_address=ray_address, json_out=json_out)
+    _scale.note_single(engine, ray_address)
     result = seal(data, label=label, id=id, private_key=key, out=out, columns=cols, secret=secret, table=table,
                   name=name, version=dataset_version)
     if json_out:
@@ -145,6 +155,8 @@ def verify_cmd(
         "--ledger", help="Ledger to check the seal against: an older seal than its latest of this dataset "
                          "is refused (rollback, freeze).", show_default=False)] = None,
     table: TableOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,
 ) -> None:
@@ -163,7 +175,13 @@ def verify_cmd(
     """
     from ..integrity import read_secret, verify
 
+    from . import _scale
+
     secret = read_secret(secret_file)
+    if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
+        return _scale.verify(data, manifest=manifest, pubkey=pubkey, secret=secret, name=name, engine=engine,
+                             ray_address=ray_address, limit=limit, json_out=json_out)
+    _scale.note_single(engine, ray_address)
     report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger)
     if json_out:
         print_json(report.to_dict())

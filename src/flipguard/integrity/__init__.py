@@ -42,6 +42,7 @@ from ._ledger import (
 )
 from ._manifest import Manifest, SignatureCheck, load_manifest
 from ._pg import PgProtection, PgVerifyReport, protect, protection_status, unprotect, verify_postgres
+from ._lake import LakeSealResult, LakeVerifyReport, seal_lake, verify_lake
 from ._seal import SealResult, seal, seal_table
 from ._snapshot import read_secret
 from ._verify import VerifyReport, open_snapshot, verify, verify_table
@@ -50,6 +51,8 @@ __all__ = [
     "DiffReport",
     "KeyPaths",
     "LabelChanges",
+    "LakeSealResult",
+    "LakeVerifyReport",
     "LedgerAppend",
     "LedgerReport",
     "Manifest",
@@ -71,10 +74,12 @@ __all__ = [
     "protection_status",
     "read_secret",
     "seal",
+    "seal_lake",
     "seal_table",
     "show_ledger",
     "unprotect",
     "verify",
+    "verify_lake",
     "verify_ledger",
     "verify_postgres",
     "verify_table",

@@ -1,0 +1,228 @@
+"""Benchmark: audit and seal/verify of a partitioned dataset, in-process and on Ray (1 and 2 workers).
+
+Writes ``--rows`` rows (default 10M) x ``--features`` float32 features (20),
+an int64 id and a string label (4 classes, 10% of labels flipped at random)
+into ``--files`` Parquet files (40) in a temporary folder, one file at a time.
+Each step then runs in a **fresh subprocess**:
+
+* ``floor``        pyarrow reads the id and label columns of every partition (the read floor of seal/verify)
+* ``floor_all``    pyarrow reads every column of every partition (the read floor of one audit pass)
+* ``seal`` / ``verify``  :func:`flipguard.integrity.seal_lake` / ``verify_lake`` (intact data: no snapshot read)
+* ``audit``        :func:`flipguard.engine.audit_partitioned` (confident learning, logreg, 5 folds,
+  fold models fitted on a ``--max-train-rows`` sample, default 1M)
+
+with ``--engine local`` and with Ray at 1 and 2 workers (a fresh local Ray
+instance with that many CPUs; its start-up time is reported apart).  Each
+step reports wall seconds and **peak memory per worker**: the subprocess's
+``VmHWM`` for the local engine and the floors; for Ray, the largest
+``VmHWM`` over the Ray worker processes (read by tasks run on every worker
+after the step) next to the driver's.
+
+Usage::
+
+    python benchmarks/bench_scale.py                    # 10M rows, 40 files
+    python benchmarks/bench_scale.py --rows 1000000 --quick
+    python benchmarks/bench_scale.py --rows 40000000 --steps seal,verify,audit --engines local,ray2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ENGINES = {"local": ("local", None), "ray1": ("ray", 1), "ray2": ("ray", 2)}
+
+
+def make_lake(root: Path, rows: int, files: int, features: int, seed: int = 0) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=features).astype(np.float32)
+    root.mkdir(parents=True, exist_ok=True)
+    classes = pa.array(["bird", "cat", "dog", "fox"])
+    per = -(-rows // files)
+    start = 0
+    for i in range(files):
+        n = min(per, rows - start)
+        X = rng.normal(size=(n, features)).astype(np.float32)
+        score = X @ w
+        y = np.digitize(score, np.quantile(score, [0.25, 0.5, 0.75]))
+        flip = rng.random(n) < 0.10
+        y[flip] = (y[flip] + rng.integers(1, 4, flip.sum())) % 4
+        cols = {"id": pa.array(np.arange(start, start + n, dtype=np.int64))}
+        cols.update({f"f{j}": pa.array(X[:, j]) for j in range(features)})
+        cols["label"] = pa.DictionaryArray.from_arrays(pa.array(y.astype(np.int32)), classes)
+        sub = root / f"shard={i % 4}"
+        sub.mkdir(exist_ok=True)
+        pq.write_table(pa.table(cols), sub / f"part-{i:04d}.parquet")
+        start += n
+
+
+def _peak_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _ray_worker_peaks(workers: int) -> list[int]:
+    """VmHWM of the Ray worker processes (tasks spread over every worker, each reports its process)."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def peak():
+        time.sleep(0.3)
+        return os.getpid(), _peak_kib()
+
+    seen = {}
+    for pid, kib in ray.get([peak.remote() for _ in range(4 * workers)]):
+        seen[pid] = max(seen.get(pid, 0), kib)
+    return sorted(seen.values())
+
+
+def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str = "1000000") -> dict:
+    """One step in this (fresh) process; returns figures as a dict."""
+    import pyarrow.parquet as pq
+
+    from flipguard.data._partitioned import discover
+
+    kind, workers = ENGINES[engine]
+    ray_start = 0.0
+    if kind == "ray":
+        import ray
+
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        t = time.perf_counter()
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 object_store_memory=1 << 30)
+        ray_start = time.perf_counter() - t
+    from flipguard.engine import get_engine
+
+    eng = get_engine(kind, workers=workers, progress=False)
+    key_path = Path(work) / "keys" / "flipguard.key"
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    out: dict = {}
+    if step in ("floor", "floor_all"):
+        ds = discover(root)
+        rows = 0
+        for p in ds.partitions:
+            cols = ["id", "label"] if step == "floor" else None
+            rows += pq.read_table(p.path, columns=cols, read_dictionary=["label"]).num_rows
+        out["rows"] = rows
+    elif step == "seal":
+        from flipguard.integrity._lake import seal_lake
+
+        res = seal_lake(root, label="label", id="id", private_key=key_path, out=Path(work) / "lake.json",
+                        engine=eng)
+        out["rows"] = res.manifest["rows"]
+    elif step == "verify":
+        from flipguard.integrity._lake import verify_lake
+
+        rep = verify_lake(root, Path(work) / "lake.json", key_path.with_suffix(".pub"), engine=eng)
+        assert rep.ok, rep.findings
+        out["snapshots_read"] = len(rep.partitions["snapshots_read"])
+    elif step == "audit":
+        from flipguard.engine import audit_partitioned
+
+        res = audit_partitioned(root, label="label", id="id", engine=eng, out=Path(work) / f"audit-{engine}",
+                                random_state=0, max_train_rows=int(max_train_rows))
+        out.update(flagged=res.n_flagged, estimated_flips=res.estimated_flips, train_rows=res.train_rows)
+    wall = time.perf_counter() - t0
+    out.update(step=step, engine=engine, seconds=round(wall, 3), cpu_seconds=round(time.process_time() - c0, 3),
+               driver_peak_mib=round(_peak_kib() / 1024, 1), ray_start_seconds=round(ray_start, 2))
+    if kind == "ray":
+        peaks = _ray_worker_peaks(workers)
+        out["worker_peak_mib"] = round(max(peaks) / 1024, 1)
+        import ray
+
+        ray.shutdown()
+    else:
+        out["worker_peak_mib"] = out["driver_peak_mib"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--files", type=int, default=40)
+    ap.add_argument("--features", type=int, default=20)
+    ap.add_argument("--steps", default="floor,floor_all,seal,verify,audit")
+    ap.add_argument("--engines", default="local,ray1,ray2")
+    ap.add_argument("--quick", action="store_true", help="1M rows unless --rows is given")
+    ap.add_argument("--dir", help="Keep the data here instead of a temporary folder (reused if present).")
+    ap.add_argument("--json", help="Append the results as JSON lines to this file.")
+    ap.add_argument("--max-train-rows", type=int, default=1_000_000, help="Sample size for the fold models.")
+    ap.add_argument("--_step", nargs=5, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._step:
+        print(json.dumps(run_step(*args._step)))
+        return
+    if args.quick and "--rows" not in sys.argv:
+        args.rows = 1_000_000
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _machine import machine
+
+    print(f"machine: {machine()}")
+    tmp = tempfile.TemporaryDirectory(prefix="flipguard-scale-") if not args.dir else None
+    base = Path(args.dir or tmp.name)
+    root = base / "lake"
+    if not root.exists():
+        t = time.perf_counter()
+        make_lake(root, args.rows, args.files, args.features)
+        size = sum(f.stat().st_size for f in root.rglob("*.parquet"))
+        print(f"data: {args.rows} rows x {args.features} float32 features in {args.files} Parquet files, "
+              f"{size / 2**20:.0f} MiB, written in {time.perf_counter() - t:.1f} s")
+    work = base / "work"
+    (work / "keys").mkdir(parents=True, exist_ok=True)
+    if not (work / "keys" / "flipguard.key").exists():
+        from flipguard.integrity import write_keypair
+
+        write_keypair(work / "keys", force=True)
+    results = []
+    for step in args.steps.split(","):
+        for engine in (["local"] if step.startswith("floor") else args.engines.split(",")):
+            proc = subprocess.run([sys.executable, __file__, "--_step", step, engine, str(root), str(work),
+                                   str(args.max_train_rows)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{step} {engine}: FAILED\n{proc.stderr[-2000:]}")
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r.update(rows_total=args.rows, files=args.files, load=os.getloadavg()[0])
+            results.append(r)
+            print(f"{step:10s} {engine:6s} {r['seconds']:8.2f} s  cpu {r['cpu_seconds']:7.2f} s  "
+                  f"peak/worker {r['worker_peak_mib']:7.1f} MiB  driver {r['driver_peak_mib']:7.1f} MiB"
+                  + (f"  ray start {r['ray_start_seconds']:.1f} s" if engine != "local" else "")
+                  + f"  load {r['load']:.1f}", flush=True)
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps(r) + "\n")
+    by = {(r["step"], r["engine"]): r for r in results}
+    floor = by.get(("floor", "local"))
+    for step in ("seal", "verify"):
+        for eng in args.engines.split(","):
+            if floor and (step, eng) in by:
+                print(f"{step} {eng} / read floor: {by[(step, eng)]['seconds'] / floor['seconds']:.2f}x")
+    for step in ("seal", "verify", "audit"):
+        if (step, "local") in by and (step, "ray1") in by:
+            print(f"{step}: Ray 1 worker / local = {by[(step, 'ray1')]['seconds'] / by[(step, 'local')]['seconds']:.2f}x")
+        if (step, "ray1") in by and (step, "ray2") in by:
+            print(f"{step}: Ray speed-up 1 -> 2 workers = {by[(step, 'ray1')]['seconds'] / by[(step, 'ray2')]['seconds']:.2f}x")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

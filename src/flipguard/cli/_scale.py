@@ -1,0 +1,143 @@
+"""Partitioned datasets in the CLI: ``audit``, ``seal``, ``verify`` and ``diff`` on a folder or prefix.
+
+The command modules call in here when DATA is a partitioned dataset (a folder
+or an fsspec prefix of Parquet/CSV files); ``--engine`` chooses where the
+partition tasks run.  Only typer/rich/stdlib at import time: the library (and
+Ray) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.table import Table
+
+from ._common import console, err_console, print_json
+
+
+def is_partitioned_source(data: str, table: str | None = None) -> bool:
+    """DATA names a folder or a prefix of files (not a file, DSN or table)."""
+    if table is not None:
+        return False
+    from ..data._partitioned import is_partitioned
+
+    return is_partitioned(data)
+
+
+def note_single(engine: str, ray_address: str | None) -> None:
+    """``--engine ray`` on one file: the work runs in this process (say so, once)."""
+    from ..exceptions import InvalidParameterError
+
+    if engine not in ("local", "ray"):
+        raise InvalidParameterError(f"--engine must be one of local, ray; got {engine!r}")
+    if ray_address is not None and engine != "ray":
+        raise InvalidParameterError("--ray-address needs --engine ray")
+    if engine == "ray":
+        err_console.print("note: DATA is a single file, handled in this process; --engine ray distributes "
+                          "partitioned datasets (a folder or prefix of files)", soft_wrap=True)
+
+
+def _say(text: str) -> None:
+    console.print(text, soft_wrap=True)
+
+
+def _engine_text(info: dict) -> str:
+    return f"engine {info.get('engine')}, {info.get('workers')} worker(s)"
+
+
+def seal(data, *, label, id, key, out, columns, secret, name, version, engine, ray_address, json_out) -> None:
+    from ..integrity._lake import seal_lake
+
+    res = seal_lake(data, label=label, id=id, private_key=key, out=out, columns=columns, secret=secret,
+                    name=name, version=version, engine=engine, ray_address=ray_address)
+    if json_out:
+        print_json(res.to_dict())
+        return
+    m = res.manifest
+    _say(f"Sealed {m['rows']} rows in {len(m['partitions'])} partitions of {m['source']} as '{m['name']}' "
+         f"version {m['version']} (label '{m['label']}', id '{m['id'] or '(row)'}') with key {m['key_id']} "
+         f"({_engine_text(res.engine)})" + (" [bold](private)[/]" if m["private"] else ""))
+    _say(f"  manifest:    {res.manifest_path}")
+    _say(f"  partitions:  {res.store}")
+    _say(f"  merkle root: {m['merkle']['root']}")
+
+
+def verify(data, *, manifest, pubkey, secret, name, engine, ray_address, limit, json_out) -> None:
+    from ..integrity._lake import verify_lake
+
+    rep = verify_lake(data, manifest, pubkey, secret=secret, name=name, engine=engine, ray_address=ray_address)
+    if json_out:
+        print_json(rep.to_dict())
+    else:
+        render_lake_verify(rep, limit)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+def render_lake_verify(rep, limit: int) -> None:
+    m, p = rep.manifest, rep.partitions
+    if rep.ok:
+        _say(f"[bold green]INTACT[/]: {rep.source} matches its seal ('{m['name']}' version {m['version']}, "
+             f"{m['partitions']} partitions, {m['rows']} rows, key {m['key_id']}; {_engine_text(rep.engine)})")
+        return
+    _say(f"[bold red]TAMPERED[/]: {rep.source} differs from its seal (manifest {m['path']}, "
+         f"'{m['name']}' version {m['version']}, sealed {m['created']} by key {m['key_id']})")
+    for f in rep.findings:
+        _say(f"  - {f}")
+    if not p:
+        return
+    _say(f"  partitions: {p['intact']} intact, {len(p['changed'])} changed, {len(p['added'])} added, "
+         f"{len(p['removed'])} removed, {len(p['renamed'])} renamed; snapshots read: {len(p['snapshots_read'])}")
+    c = rep.changed
+    if c["row"]:
+        t = Table("partition", "row", "id", "sealed", "current", title=f"Changed labels ({len(c['row'])})")
+        for i in range(min(limit, len(c["row"]))):
+            t.add_row(c["partition"][i], str(c["row"][i]), str(c["id"][i]), str(c["sealed"][i]),
+                      str(c["current"][i]))
+        console.print(t)
+        if len(c["row"]) > limit:
+            _say(f"  ... and {len(c['row']) - limit} more (--limit N, or --json for all)")
+    for title, d in (("Rows added", rep.added), ("Rows removed", rep.removed)):
+        if d["row"]:
+            t = Table("partition", "row", "id", "label", title=f"{title} ({len(d['row'])})")
+            for i in range(min(limit, len(d["row"]))):
+                t.add_row(d["partition"][i], str(d["row"][i]), str(d["id"][i]), str(d["label"][i]))
+            console.print(t)
+
+
+def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, json_out, engine,
+          ray_address) -> None:
+    from ..engine import audit_partitioned
+
+    if model == "auto":  # the single-process model search needs every row in one process
+        model = "logreg"
+    res = audit_partitioned(data, label=label, id=id, model=model, method=method, cv=cv, random_state=seed,
+                            out=out, top=top, engine=engine, ray_address=ray_address)
+    if json_out:
+        print_json(res.to_dict())
+    else:
+        _say(f"[bold]{res.n_flagged}[/] of {res.n_samples} labels flagged in {len(res.partitions)} partitions; "
+             f"estimated flips [bold]{res.estimated_flips}[/] ({res.estimated_flip_rate:.1%}) by method "
+             f"{res.method} ({_engine_text(res.engine)})")
+        _say(f"fold models: {model}, {cv} folds, fitted on {res.train_rows} rows"
+             + ("" if res.exact_training else " (a seeded sample; every row is still judged out-of-fold)"))
+        if res.transitions:
+            t = Table("true (suggested)", "observed", "rows", title="Estimated flips by class pair")
+            for tr in res.transitions[:20]:
+                t.add_row(str(tr["from"]), str(tr["to"]), str(tr["count"]))
+            console.print(t)
+        if res.top:
+            t = Table("partition", "row", "id", "label", "suggested", "score", title=f"Top {len(res.top)} suspects")
+            for r in res.top:
+                t.add_row(r["partition"], str(r["row"]), str(r["id"]), str(r["label"]), str(r["suggested"]),
+                          f"{r['score']:.3f}")
+            console.print(t)
+        _say(f"per-row results written to {res.out}{os.sep} (one Parquet file per partition)")
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    if fail_above is not None and res.estimated_flip_rate > fail_above:
+        if not json_out:
+            err_console.print(f"estimated flip rate {res.estimated_flip_rate:.1%} exceeds --fail-above "
+                              f"{fail_above:.1%}")
+        raise typer.Exit(1)

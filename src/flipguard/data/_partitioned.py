@@ -1,0 +1,226 @@
+"""Partitioned datasets: a folder or fsspec prefix of Parquet/CSV files read as one dataset.
+
+A **partition** is one data file under the root; its **name** is the file's
+path relative to the root, with ``/`` separators (``year=2024/part-0.parquet``),
+so names do not depend on where the lake is mounted.  Hive-style ``key=value``
+folders become string columns of every row below them.  Files and folders
+whose name starts with ``_`` or ``.`` (``_SUCCESS``, ``_delta_log``, ``.crc``)
+and flipguard's own sidecars are not data.
+
+A row is identified by its partition and its 0-based position in that file
+(``row``), or by an ``--id`` column.  Positions stay stable as long as the file
+is not rewritten; partitions added, removed or renamed are reported by name.
+
+Example::
+
+    ds = discover("lake/")                       # or "s3://bucket/prefix/"
+    [p.name for p in ds.partitions]
+    tbl = ds.read(ds.partitions[0], ["row_id", "label"], dictionary=["label"])
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..exceptions import DataError
+from ._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _is_url, _open_url
+
+__all__ = ["Partition", "PartitionedDataset", "discover", "is_partitioned"]
+
+#: Suffixes of files flipguard writes next to data; never read as partitions.
+_SIDECARS = (".flipguard.json", ".flipguard.snapshot")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One data file of a partitioned dataset.
+
+    Attributes
+    ----------
+    name : str
+        Path relative to the dataset root, ``/``-separated (stable across mounts).
+    path : str
+        Where to read it: a local path or an fsspec URL.
+    format : str
+        ``"parquet"`` or ``"csv"``.
+    keys : dict
+        Hive ``key=value`` pairs of the folders above the file.
+    """
+
+    name: str
+    path: str
+    format: str
+    keys: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartitionedDataset:
+    """A folder or prefix of data files read as one dataset (see the module docstring)."""
+
+    root: str
+    partitions: tuple[Partition, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.partitions]
+
+    def __len__(self) -> int:
+        return len(self.partitions)
+
+    def read(self, part: Partition, columns: list[str] | None = None, *,
+             dictionary: list[str] | None = None) -> pa.Table:
+        """Read ``columns`` (all when ``None``) of one partition; hive keys are columns too.
+
+        Raises :class:`DataError` naming the partition when it cannot be read or
+        lacks a column.
+        """
+        return read_partition(part, columns, dictionary=dictionary)
+
+
+def is_partitioned(source) -> bool:
+    """True for a local folder, or a URL naming a prefix: ending in ``/``, or whose last part has no file suffix."""
+    if isinstance(source, PartitionedDataset):
+        return True
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str) or source.startswith(("postgresql://", "postgres://")):
+        return False
+    if _is_url(source):  # decided from the name alone: no request to the store
+        last = source.rstrip("/").rsplit("/", 1)[-1]
+        return source.endswith("/") or _format(last) is None and "." not in last
+    return os.path.isdir(source)
+
+
+def _fs(url: str):
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DataError(f"cannot open {url}: reading URLs needs fsspec and the filesystem's package "
+                        "(pip install 'flipguard[s3]' for s3://)") from None
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise DataError(f"cannot open {url}: {exc}") from None
+
+
+def _format(name: str) -> str | None:
+    lower = name.lower()
+    if lower.endswith(_SIDECARS):
+        return None
+    if lower.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    if lower.endswith(_CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(("_", ".")) or part.endswith(".flipguard.parts")
+               for part in rel.split("/"))
+
+
+def _keys(rel: str) -> dict:
+    keys = {}
+    for part in rel.split("/")[:-1]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            if k:
+                keys[k] = v
+    return keys
+
+
+def discover(source) -> PartitionedDataset:
+    """List the data files of a folder or fsspec prefix, sorted by name.
+
+    Raises
+    ------
+    DataError
+        No such folder, or no Parquet/CSV file below it.
+    """
+    if isinstance(source, PartitionedDataset):
+        return source
+    root = os.fspath(source)
+    rels: list[tuple[str, str]] = []  # (name, path)
+    if _is_url(root):
+        fs, base = _fs(root)
+        protocol = root.split("://", 1)[0]
+        try:
+            found = fs.find(base)
+        except FileNotFoundError:
+            raise DataError(f"{root}: no such folder or prefix") from None
+        except OSError as exc:
+            raise DataError(f"{root}: cannot list ({exc})") from None
+        base = base.rstrip("/")
+        for p in found:
+            rel = p[len(base):].lstrip("/") if p.startswith(base) else posixpath.basename(p)
+            rels.append((rel, f"{protocol}://{p}"))
+    else:
+        if not os.path.isdir(root):
+            raise DataError(f"{root}: no such folder" if not os.path.exists(root)
+                            else f"{root}: not a folder")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for f in filenames:
+                full = os.path.join(dirpath, f)
+                rels.append((os.path.relpath(full, root).replace(os.sep, "/"), full))
+    parts = []
+    for rel, path in sorted(rels):
+        fmt = _format(rel)
+        if fmt is None or _hidden(rel):
+            continue
+        parts.append(Partition(rel, path, fmt, _keys(rel)))
+    if not parts:
+        raise DataError(f"{root}: no Parquet or CSV files found (a partitioned dataset is a folder "
+                        "or prefix of .parquet/.csv files)")
+    return PartitionedDataset(root, tuple(parts))
+
+
+def read_partition(part: Partition, columns: list[str] | None = None, *,
+                   dictionary: list[str] | None = None) -> pa.Table:
+    """One partition's ``columns`` (hive keys included) as an Arrow table; errors name the partition."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    file_cols = None if wanted is None else [c for c in wanted if c not in part.keys]
+    dictionary = [c for c in dictionary or [] if file_cols is None or c in file_cols]
+
+    def read(src):
+        if part.format == "parquet":
+            return pq.read_table(src, columns=file_cols, read_dictionary=dictionary or None)
+        delimiter = "\t" if part.name.lower().endswith(".tsv") else ","
+        return pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                              convert_options=pacsv.ConvertOptions(
+                                  strings_can_be_null=True, include_columns=file_cols,
+                                  column_types={c: pa.dictionary(pa.int32(), pa.string()) for c in dictionary}))
+
+    try:
+        if _is_url(part.path):
+            with _open_url(part.path) as fh:
+                tbl = read(fh)
+        else:
+            tbl = read(part.path)
+    except FileNotFoundError:
+        raise DataError(f"partition {part.name}: no such file (removed while reading?)") from None
+    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError,
+            UnicodeDecodeError) as exc:
+        text = str(exc).strip()
+        if "FieldRef" in text or isinstance(exc, KeyError):
+            raise DataError(f"partition {part.name}: column(s) "
+                            f"{', '.join(repr(c) for c in file_cols or [])} not all found") from None
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise DataError(f"partition {part.name}: cannot read as {part.format.upper()}: {first}") from None
+    for k, v in part.keys.items():
+        if (wanted is None or k in wanted) and k not in tbl.column_names:
+            tbl = tbl.append_column(k, pa.array([v] * tbl.num_rows, pa.string()).dictionary_encode())
+    if wanted is not None:
+        missing = [c for c in wanted if c not in tbl.column_names]
+        if missing:
+            raise DataError(f"partition {part.name}: column(s) {', '.join(repr(c) for c in missing)} not found "
+                            f"(columns: {', '.join(tbl.column_names[:12])})")
+        tbl = tbl.select(wanted)
+    return tbl

@@ -1,0 +1,514 @@
+"""Confident learning over a partitioned dataset, one task per partition, merged exactly.
+
+Passes (each a map over partitions on the chosen engine; each task holds one
+partition, so a worker needs memory for its largest partition, not the data):
+
+1. **scan**: row and class counts per partition (the label column only).
+2. **sample**: every row gets a fold in ``0..cv-1`` drawn from a generator
+   seeded by ``(random_state, SHA-256 of the partition name)``, so folds do not
+   depend on the engine, the worker or the other partitions.  A seeded sample
+   of at most ``max_train_rows`` rows (all rows when the data is smaller) is
+   collected.
+3. **fit**: one task per fold fits the model on the sampled rows of the other
+   folds.  A row is only ever predicted by the model of its own fold, which
+   never saw it: probabilities stay out-of-fold with or without sampling.
+4. **thresholds**: per partition, the sum and count of ``p[y = k, k]`` per
+   class; merged in partition order into ``t_k = sum / count``.
+5. **joint**: per partition, the confident joint counts (integers, merged by
+   summing), then calibrated once (Northcutt et al. 2021, eq. 3).
+6. **prune**: per partition and (label ``k``, class ``j``) cell, the rows
+   with the largest margins ``p_j - p_k`` (no more than the cell's prune
+   count); the global top of every cell is chosen on the driver with ties
+   broken by (partition, row), so the selection is exactly the global one.
+7. **write**: per partition, the per-row results (score, flag, suggested
+   label, fold) written as Parquet under the output folder.
+
+The probabilities are recomputed in passes 4-7 from the fitted fold models
+(cheap next to reading) instead of being kept, so no pass holds more than one
+partition and a retried task recomputes the same numbers.  Results are the
+same on every engine: the merges run on the driver in partition order.
+
+References
+----------
+.. [1] C. Northcutt, L. Jiang, I. Chuang. "Confident Learning: Estimating
+   Uncertainty in Dataset Labels". JAIR 70, 1373-1411, 2021.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..data._partitioned import Partition, discover, read_partition
+from ..exceptions import DataError, InvalidParameterError
+from ._base import get_engine
+
+__all__ = ["PartitionedAudit", "audit_partitioned"]
+
+#: cleanlab's fuzzy-comparison tolerance (as in ``detection/_confident.py``).
+_EPS = 1e-6
+
+
+def _partition_seed(seed: int, name: str) -> np.random.SeedSequence:
+    h = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, h & 0xFFFFFFFF, h >> 32])
+
+
+def _label_text(col: pa.ChunkedArray, where: str) -> tuple[list[str], np.ndarray]:
+    """``(values, codes)``: distinct label values as text and one code per row (numpy, no per-row strings)."""
+    if col.null_count:
+        raise DataError(f"{where}: label column has {col.null_count} missing value(s)")
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col if pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                                   else pc.cast(col, pa.string()))
+    col = col.unify_dictionaries() if col.num_chunks > 1 else col
+    if col.num_chunks == 0 or len(col) == 0:
+        return [], np.zeros(0, np.int64)
+    dictionary = col.chunk(0).dictionary
+    values = pc.cast(dictionary, pa.string()).to_pylist()
+    codes = np.concatenate([ch.indices.to_numpy(zero_copy_only=False) for ch in col.chunks]).astype(np.int64)
+    return values, codes
+
+
+def _codes(col: pa.ChunkedArray, classes: list[str], where: str) -> np.ndarray:
+    values, local = _label_text(col, where)
+    index = {c: i for i, c in enumerate(classes)}
+    lut = np.array([index.get(v, -1) for v in values], dtype=np.int64)
+    codes = lut[local] if len(local) else local
+    if (codes < 0).any():
+        raise DataError(f"{where}: label values appeared that the scan did not see (data changed during the run?)")
+    return codes
+
+
+def _features_matrix(tbl: pa.Table, features: list[str], where: str) -> np.ndarray:
+    cols = []
+    for f in features:
+        c = tbl.column(f)
+        if not (pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type)):
+            raise DataError(f"{where}: feature column '{f}' is {c.type}, not numeric (partitioned audits use "
+                            "numeric features; choose them with --features)")
+        cols.append(c.to_numpy().astype(np.float64, copy=False))
+    X = np.column_stack(cols) if cols else np.zeros((tbl.num_rows, 0))
+    if np.isnan(X).any():
+        raise DataError(f"{where}: feature columns have missing values")
+    return X
+
+
+def _folds(part: Partition, n: int, shared: dict) -> tuple[np.ndarray, np.random.Generator]:
+    fold_ss, sample_ss = _partition_seed(shared["seed"], part.name).spawn(2)
+    return np.random.default_rng(fold_ss).integers(0, shared["cv"], n), np.random.default_rng(sample_ss)
+
+
+# -- tasks -----------------------------------------------------------------------------
+def _scan_task(part: Partition, shared: dict) -> dict:
+    cols = [shared["label"], *([shared["id"]] if shared["id"] else [])]
+    tbl = read_partition(part, cols, dictionary=[shared["label"]])
+    values, codes = _label_text(tbl.column(shared["label"]), f"partition {part.name}")
+    counts = np.bincount(codes, minlength=len(values)) if len(codes) else np.zeros(len(values), int)
+    schema = None
+    if shared["features"] is None:
+        if part.format == "parquet" and "://" not in part.path:
+            import pyarrow.parquet as pq
+
+            try:
+                types = pq.read_schema(part.path)
+            except (OSError, pa.ArrowException) as exc:
+                raise DataError(f"partition {part.name}: cannot read as PARQUET: {exc}") from None
+        else:
+            types = read_partition(part, None).schema
+        schema = [(n, str(types.field(n).type)) for n in types.names] + [(k, "string") for k in part.keys]
+    return {"name": part.name, "rows": tbl.num_rows, "classes": {v: int(n) for v, n in zip(values, counts) if n},
+            "schema": schema}
+
+
+def _read(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray, pa.Table]:
+    where = f"partition {part.name}"
+    cols = [shared["label"], *([shared["id"]] if shared["id"] else []), *shared["features"]]
+    tbl = read_partition(part, cols, dictionary=[shared["label"]])
+    return _features_matrix(tbl, shared["features"], where), _codes(tbl.column(shared["label"]),
+                                                                      shared["classes"], where), tbl
+
+
+def _sample_task(part: Partition, shared: dict) -> dict:
+    X, y, _ = _read(part, shared)
+    folds, rng = _folds(part, len(y), shared)
+    m = shared["quota"][part.name]
+    idx = np.arange(len(y)) if m >= len(y) else np.sort(rng.choice(len(y), size=m, replace=False))
+    return {"X": X[idx], "y": y[idx], "fold": folds[idx]}
+
+
+def _fit_task(fold: int, shared: dict):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from ..models import make_model, single_threaded
+
+    train = shared["fold"] != fold
+    est = make_model(shared["model"], random_state=shared["model_seeds"][fold])
+    with warnings.catch_warnings(), single_threaded():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(shared["X"][train], shared["y"][train])
+    return est
+
+
+def _oof(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Table]:
+    from ..models import predict_scores, single_threaded
+
+    X, y, tbl = _read(part, shared)
+    folds, _ = _folds(part, len(y), shared)
+    K = len(shared["classes"])
+    p = np.zeros((len(y), K))
+    with single_threaded():
+        for f, est in enumerate(shared["models"]):
+            rows = np.flatnonzero(folds == f)
+            if len(rows):
+                p[rows] = predict_scores(est, X[rows], K)
+    return p, y, folds, tbl
+
+
+def _threshold_task(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray]:
+    p, y, _, _ = _oof(part, shared)
+    K = p.shape[1]
+    sums = np.array([p[y == k, k].sum() for k in range(K)])  # one vectorised pass per class
+    return sums, np.bincount(y, minlength=K)
+
+
+def _guess(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Confident true-class guess per row, ``-1`` if none (as ``detection.confident_joint``)."""
+    above = p >= thresholds - _EPS
+    n_above = above.sum(axis=1)
+    guess = np.where(n_above > 1, p.argmax(axis=1), above.argmax(axis=1))
+    guess[n_above == 0] = -1
+    return guess
+
+
+def _joint_task(part: Partition, shared: dict) -> np.ndarray:
+    p, y, _, _ = _oof(part, shared)
+    K = p.shape[1]
+    guess = _guess(p, shared["thresholds"])
+    sure = guess >= 0
+    return np.bincount(guess[sure] * K + y[sure], minlength=K * K).reshape(K, K).T
+
+
+def _candidate_task(part: Partition, shared: dict) -> dict:
+    """Per (label k, class j) cell: this partition's rows with the largest margins, at most the cell's count."""
+    p, y, _, _ = _oof(part, shared)
+    pcm = shared["prune_counts"]
+    K = p.shape[1]
+    out = {}
+    for k in range(K):
+        if shared["label_counts"][k] <= shared["min_examples_per_class"]:
+            continue
+        rows = np.flatnonzero(y == k)
+        for j in range(K):
+            count = int(pcm[j, k])
+            if j == k or count <= 0 or not len(rows):
+                continue
+            margin = p[rows, j] - p[rows, k]
+            if count < len(rows):
+                top = np.argpartition(-margin, count - 1)[:count]
+            else:
+                top = np.arange(len(rows))
+            out[(k, j)] = (margin[top], rows[top])
+    return out
+
+
+def _write_task(part: Partition, shared: dict) -> dict:
+    import pyarrow.parquet as pq
+
+    p, y, folds, tbl = _oof(part, shared)
+    n = len(y)
+    flags = np.zeros(n, dtype=bool)
+    sel = shared["selected"].get(part.name)
+    if sel is not None and len(sel):
+        flags[sel] = True
+    bumped = p.copy()
+    bumped[np.arange(n), y] += _EPS
+    flags[bumped.argmax(axis=1) == y] = False
+    given = p[np.arange(n), y]
+    other = p.copy()
+    other[np.arange(n), y] = -np.inf
+    suggested = np.where(flags, other.argmax(axis=1), p.argmax(axis=1))
+    classes = pa.array(shared["classes"], pa.string())
+    cols = {"row": pa.array(np.arange(n, dtype=np.int64))}
+    if shared["id"]:
+        cols[shared["id"]] = tbl.column(shared["id"])
+    cols.update({
+        "label": pa.DictionaryArray.from_arrays(pa.array(y.astype(np.int32)), classes),
+        "suggested": pa.DictionaryArray.from_arrays(pa.array(suggested.astype(np.int32)), classes),
+        "score": pa.array(1.0 - given), "flagged": pa.array(flags), "fold": pa.array(folds.astype(np.int16)),
+        "probs": pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), p.shape[1]),
+    })
+    target = Path(shared["staging"]) / (os.path.splitext(part.name)[0] + ".parquet")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(pa.table(cols), tmp)
+    os.replace(tmp, target)
+    flagged = np.flatnonzero(flags)
+    top = flagged[np.argsort(-(1.0 - given[flagged]), kind="stable")[:shared["top"]]]
+    ids = tbl.column(shared["id"]).take(pa.array(top)).to_pylist() if shared["id"] else top.tolist()
+    return {"name": part.name, "rows": n, "flagged": int(flags.sum()),
+            "top": [{"partition": part.name, "row": int(r), "id": i, "label": int(y[r]),
+                     "suggested": int(suggested[r]), "score": float(1.0 - given[r])} for r, i in zip(top, ids)]}
+
+
+# -- result ------------------------------------------------------------------------------
+@dataclass
+class PartitionedAudit:
+    """Summary of :func:`audit_partitioned`; per-row results are in the Parquet folder ``out``.
+
+    Attributes
+    ----------
+    n_samples, n_flagged, estimated_flips : int
+        Rows, rows flagged by prune-by-noise-rate, off-diagonal mass of the calibrated joint.
+    classes : list of str
+        Label values; codes in ``joint`` and ``transitions`` follow this order.
+    thresholds : list of float
+        Per-class confident thresholds (mean self-confidence).
+    joint : list of list of int
+        Calibrated confident joint ``C[observed, true]``.
+    transitions : list of dict
+        ``{"from": true class, "to": observed label, "count"}`` off-diagonal, largest first.
+    partitions : list of dict
+        ``name``, ``rows``, ``flagged`` per partition.
+    train_rows : int
+        Rows the fold models were fitted on (all rows when ``exact_training``).
+    out : str
+        Folder of per-row results (one Parquet file per partition, same names).
+    """
+
+    source: str
+    method: str
+    model: str
+    cv: int
+    random_state: int
+    n_samples: int
+    n_flagged: int
+    estimated_flips: int
+    classes: list
+    thresholds: list
+    joint: list
+    transitions: list
+    partitions: list
+    train_rows: int
+    exact_training: bool
+    out: str | None
+    top: list = field(default_factory=list)
+    engine: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    @property
+    def estimated_flip_rate(self) -> float:
+        return self.estimated_flips / self.n_samples if self.n_samples else 0.0
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["estimated_flip_rate"] = self.estimated_flip_rate
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
+
+
+def _transition_list(joint: np.ndarray, classes: list) -> list[dict]:
+    out = [{"from": classes[j], "to": classes[i], "count": int(joint[i, j])}
+           for i in range(len(classes)) for j in range(len(classes)) if i != j and joint[i, j] > 0]
+    return sorted(out, key=lambda t: -t["count"])
+
+
+def default_audit_out(source: str) -> Path:
+    if "://" in source:
+        raise InvalidParameterError(f"{source} is a URL: give the output folder (--out)")
+    return Path(os.fspath(source).rstrip("/\\") + ".flipguard-audit")
+
+
+def audit_partitioned(source, *, label: str, id: str | None = None, features: list[str] | None = None,  # noqa: A002
+                      model="logreg", cv: int = 5, random_state: int = 0, method: str = "confident_learning",
+                      max_train_rows: int = 1_000_000, frac_noise: float = 1.0, min_examples_per_class: int = 1,
+                      out=None, top: int = 20, engine="local", ray_address: str | None = None) -> PartitionedAudit:
+    """Audit the labels of a partitioned dataset with confident learning, on any engine.
+
+    Parameters
+    ----------
+    source : str or path
+        Folder or fsspec prefix of Parquet/CSV files (a single file is one partition).
+    label : str
+        Label column.
+    id : str, optional
+        Id column copied into the per-row output.
+    features : list of str, optional
+        Numeric feature columns (default: every numeric column but label and id).
+    model : str or classifier, default="logreg"
+    cv : int, default=5
+        Folds.
+    random_state : int, default=0
+        Seeds folds, sampling and models; the same seed gives the same flags on every engine.
+    method : {"confident_learning", "auto"}
+        ``auto`` runs confident learning here: the kNN and ensemble stages of the
+        single-process ``auto`` need all rows in one process (documented in docs/scale.md).
+    max_train_rows : int, default=1_000_000
+        Rows sampled (seeded, proportionally per partition) to fit the fold models.
+        When the data has at most this many rows every row is used.
+    frac_noise, min_examples_per_class
+        As in :class:`flipguard.detection.ConfidentLearning`.
+    out : path, optional
+        Output folder of per-row Parquet files (default ``DATA.flipguard-audit``);
+        written only when every pass succeeded.
+    top : int, default=20
+        Flagged rows with the highest scores kept in the summary.
+    engine, ray_address
+        See :func:`flipguard.engine.get_engine`.
+
+    Returns
+    -------
+    PartitionedAudit
+
+    References
+    ----------
+    .. [1] C. Northcutt, L. Jiang, I. Chuang. "Confident Learning: Estimating
+       Uncertainty in Dataset Labels". JAIR 70, 2021.
+    """
+    from ..detection._confident import _prune_counts, calibrate_confident_joint
+
+    if method not in ("confident_learning", "auto"):
+        raise InvalidParameterError(f"--method {method} is not available on a partitioned dataset; use "
+                                    "confident_learning (or auto, which runs confident learning there)")
+    if not (isinstance(cv, int) and cv >= 2):
+        raise InvalidParameterError(f"--cv must be an integer >= 2; got {cv!r}")
+    if not (isinstance(max_train_rows, int) and max_train_rows >= 2):
+        raise InvalidParameterError(f"--max-train-rows must be an integer >= 2; got {max_train_rows!r}")
+    if not 0 < frac_noise <= 1:
+        raise InvalidParameterError(f"frac_noise must be in (0, 1]; got {frac_noise!r}")
+    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        ds = discover(os.path.dirname(os.path.abspath(source)))
+        ds = type(ds)(ds.root, tuple(p for p in ds.partitions if os.path.samefile(p.path, source)))
+    else:
+        ds = discover(source)
+    out_path = Path(out) if out is not None else default_audit_out(os.fspath(ds.root))
+    if out_path.exists() and not (out_path.is_dir() and ((out_path / "_audit.json").exists()
+                                                         or not any(out_path.iterdir()))):
+        raise InvalidParameterError(f"--out {out_path} exists and is not a flipguard audit folder; "
+                                    "choose another path")
+    eng = get_engine(engine, ray_address=ray_address)
+    shared = {"label": label, "id": id, "features": list(features) if features else None, "seed": random_state,
+              "cv": cv, "top": top}
+    warnings_: list[str] = []
+    staging = None
+    try:
+        scans = eng.map(_scan_task, ds.partitions, shared=shared, desc="scanning partitions")
+        if shared["features"] is None:
+            skip = {label, id, *ds.partitions[0].keys}
+            numeric = [n for n, t in scans[0]["schema"] if n not in skip and
+                       (t.startswith(("int", "uint", "float", "double", "halffloat")) or t == "bool")]
+            other = [n for n, t in scans[0]["schema"] if n not in skip and n not in numeric]
+            if other:
+                warnings_.append(f"non-numeric column(s) not used as features: {', '.join(other)}")
+            if not numeric:
+                raise DataError(f"{ds.root}: no numeric feature column (choose them with --features)")
+            shared["features"] = numeric
+        totals: dict = {}
+        for s in scans:
+            for c, n in s["classes"].items():
+                totals[c] = totals.get(c, 0) + n
+        classes = sorted(totals)
+        if len(classes) < 2:
+            raise DataError(f"{ds.root}: the label column '{label}' has {len(classes)} class(es); an audit needs two")
+        N = sum(s["rows"] for s in scans)
+        shared["classes"] = classes
+        exact = N <= max_train_rows
+        shared["quota"] = {s["name"]: s["rows"] if exact else int(s["rows"] * max_train_rows // N) for s in scans}
+        samples = eng.map(_sample_task, ds.partitions, shared=shared, desc="sampling training rows")
+        fit_data = {"X": np.concatenate([s["X"] for s in samples]), "y": np.concatenate([s["y"] for s in samples]),
+                    "fold": np.concatenate([s["fold"] for s in samples]), "model": model,
+                    "model_seeds": np.random.default_rng(random_state).integers(0, 2**31 - 1, cv).tolist()}
+        del samples
+        missing = [f for f in range(cv) if len(np.unique(fit_data["y"][fit_data["fold"] != f])) < 2]
+        if missing:
+            raise DataError(f"{ds.root}: too few rows to fit {cv} fold models (fold(s) {missing} see one class)")
+        shared["models"] = eng.map(_fit_task, list(range(cv)), shared=fit_data, desc="fitting fold models")
+        train_rows = len(fit_data["y"])
+        del fit_data
+        parts = list(ds.partitions)
+        K = len(classes)
+        stats = eng.map(_threshold_task, parts, shared=shared, desc="thresholds")
+        sums = np.zeros(K)
+        counts = np.zeros(K, dtype=np.int64)
+        for s, c in stats:  # merged in partition order: the same floating-point sum on every engine
+            sums += s
+            counts += c
+        thresholds = np.clip(np.where(counts > 0, sums / np.maximum(counts, 1), 2.0), 2 * _EPS, None)
+        shared["thresholds"] = thresholds
+        raw = np.zeros((K, K), dtype=np.int64)
+        for j in eng.map(_joint_task, parts, shared=shared, desc="confident joint"):
+            raw += j
+        np.fill_diagonal(raw, raw.diagonal().clip(min=1))
+        joint = calibrate_confident_joint(raw, counts).astype(np.int64)
+        pcm = _prune_counts(joint, min_examples_per_class, frac_noise)
+        shared.update(prune_counts=pcm, label_counts=counts, min_examples_per_class=min_examples_per_class)
+        cands = eng.map(_candidate_task, parts, shared=shared, desc="ranking candidates")
+        selected: dict[str, list] = {p.name: [] for p in parts}
+        for k in range(K):
+            for j in range(K):
+                count = int(pcm[j, k])
+                if j == k or count <= 0:
+                    continue
+                m, pi, r = [], [], []
+                for i, c in enumerate(cands):
+                    if (k, j) in c:
+                        m.append(c[(k, j)][0])
+                        r.append(c[(k, j)][1])
+                        pi.append(np.full(len(c[(k, j)][1]), i))
+                if not m:
+                    continue
+                m, pi, r = np.concatenate(m), np.concatenate(pi), np.concatenate(r)
+                order = np.lexsort((r, pi, -m))[:count]
+                for i in np.unique(pi[order]):
+                    selected[parts[i].name].append(r[order][pi[order] == i])
+        shared["selected"] = {n: np.unique(np.concatenate(v)) for n, v in selected.items() if v}
+        del cands
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent))
+        shared["staging"] = str(staging)
+        written = eng.map(_write_task, parts, shared=shared, desc="writing per-row results")
+        transitions = _transition_list(joint, classes)
+        tops = sorted((t for w in written for t in w["top"]), key=lambda t: -t["score"])[:top]
+        for t in tops:
+            t["label"], t["suggested"] = classes[t["label"]], classes[t["suggested"]]
+        result = PartitionedAudit(
+            source=os.fspath(ds.root), method="confident_learning" if method == "confident_learning"
+            else "confident_learning (auto on a partitioned dataset)", model=str(model), cv=cv,
+            random_state=random_state, n_samples=int(N), n_flagged=int(sum(w["flagged"] for w in written)),
+            estimated_flips=int(joint.sum() - np.trace(joint)), classes=classes, thresholds=thresholds.tolist(),
+            joint=joint.tolist(), transitions=transitions,
+            partitions=[{"name": w["name"], "rows": w["rows"], "flagged": w["flagged"]} for w in written],
+            train_rows=int(train_rows), exact_training=exact, out=str(out_path), top=tops,
+            engine=eng.describe(), warnings=warnings_)
+        (staging / "_audit.json").write_text(result.to_json() + "\n")
+        _replace_dir(staging, out_path)
+        staging = None
+        return result
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        eng.close()
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing an earlier output folder in (almost) one step."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

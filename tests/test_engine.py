@@ -1,0 +1,236 @@
+"""Partitioned datasets and the in-process engine: discovery, lake seal/verify, partitioned audit, CLI.
+
+The Ray engine is tested against these same functions in ``test_scale.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flipguard.data._partitioned import discover, is_partitioned, read_partition
+from flipguard.engine import LocalEngine, audit_partitioned, get_engine
+from flipguard.exceptions import DataError, IntegrityError, InvalidParameterError
+from flipguard.integrity import generate_keypair
+from flipguard.integrity._lake import merkle_root, seal_lake, verify_lake
+
+
+def make_lake(root, *, parts=4, rows=500, seed=0, classes=("cat", "dog", "fox"), csv_part=True):
+    """A hive-partitioned folder: Parquet files under year=... folders, one CSV, plus files that are not data."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    start = 0
+    for i in range(parts):
+        sub = os.path.join(root, f"year={2020 + i % 2}")
+        os.makedirs(sub, exist_ok=True)
+        X = rng.normal(size=(rows, 3))
+        y = np.digitize(X[:, 0] + 0.3 * X[:, 1], [-0.4, 0.4])
+        t = pa.table({"rid": np.arange(start, start + rows), "f0": X[:, 0], "f1": X[:, 1], "f2": X[:, 2],
+                      "y": np.array(classes)[y]})
+        start += rows
+        if csv_part and i == parts - 1:
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(t, os.path.join(sub, f"part-{i}.csv"))
+        else:
+            pq.write_table(t, os.path.join(sub, f"part-{i}.parquet"))
+    open(os.path.join(root, "_SUCCESS"), "w").close()
+    os.makedirs(os.path.join(root, "_tmp"), exist_ok=True)
+    open(os.path.join(root, "_tmp", "junk.parquet"), "wb").close()
+    return root
+
+
+def set_labels(path, rows, values):
+    t = pq.read_table(path)
+    y = t.column("y").to_pylist()
+    for r, v in zip(rows, values):
+        y[r] = v
+    pq.write_table(t.set_column(t.schema.get_field_index("y"), "y", pa.array(y)), path)
+
+
+# -- discovery -----------------------------------------------------------------------
+def test_discover_lists_data_files_with_hive_keys_and_skips_sidecars(tmp_path):
+    root = make_lake(tmp_path / "lake")
+    ds = discover(root)
+    assert ds.names == ["year=2020/part-0.parquet", "year=2020/part-2.parquet",
+                        "year=2021/part-1.parquet", "year=2021/part-3.csv"]
+    assert [p.keys for p in ds.partitions] == [{"year": "2020"}, {"year": "2020"}, {"year": "2021"}, {"year": "2021"}]
+    assert is_partitioned(root) and not is_partitioned(str(tmp_path / "lake" / "year=2020" / "part-0.parquet"))
+    assert is_partitioned("s3://bucket/lake/") and is_partitioned("s3://bucket/lake")  # no request made
+    assert not is_partitioned("s3://bucket/lake/part-0.parquet") and not is_partitioned("postgresql://h/db")
+    tbl = read_partition(ds.partitions[3], ["rid", "year", "y"], dictionary=["y"])
+    assert tbl.column_names == ["rid", "year", "y"] and set(tbl.column("year").to_pylist()) == {"2021"}
+    assert tbl.column("rid").to_pylist()[:2] == [1500, 1501]
+    with pytest.raises(DataError, match=r"^partition year=2020/part-0.parquet: column\(s\) 'nope' not"):
+        read_partition(ds.partitions[0], ["nope"])
+    (tmp_path / "empty" / "_hidden").mkdir(parents=True)
+    (tmp_path / "empty" / "_hidden" / "x.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match="no Parquet or CSV files"):
+        discover(tmp_path / "empty")
+
+
+def test_local_engine_keeps_item_order_and_reraises_flipguard_errors():
+    assert LocalEngine(n_jobs=2).map(lambda x, k: x * k, range(7), shared=3) == [0, 3, 6, 9, 12, 15, 18]
+
+    def fail_on_two(x, _):
+        if x == 2:
+            raise DataError("partition two: cannot read")
+        return x
+
+    with pytest.raises(DataError, match="^partition two: cannot read$"):
+        LocalEngine().map(fail_on_two, [0, 1, 2, 3])
+    with pytest.raises(InvalidParameterError, match="--engine must be one of local, ray"):
+        get_engine("spark")
+    with pytest.raises(InvalidParameterError, match="--ray-address needs --engine ray"):
+        get_engine("local", ray_address="auto")
+
+
+# -- lake seal / verify ----------------------------------------------------------------
+def test_merkle_root_follows_rfc6962_and_every_leaf():
+    import hashlib
+
+    leaves = [{"name": f"p{i}", "rows": i, "manifest": "0" * 64} for i in range(3)]
+    h = [hashlib.sha256(b"\x00" + __import__("flipguard.integrity._manifest", fromlist=["x"]).canonical_json(e)).digest()
+         for e in leaves]
+    left = hashlib.sha256(b"\x01" + h[0] + h[1]).digest()
+    assert merkle_root(leaves) == hashlib.sha256(b"\x01" + left + h[2]).hexdigest()
+    changed = [dict(leaves[0]), *leaves[1:]]
+    changed[0]["rows"] = 9
+    assert merkle_root(changed) != merkle_root(leaves)
+
+
+def test_lake_verify_localises_changes_without_reading_untouched_snapshots(tmp_path):
+    root = make_lake(tmp_path / "lake")
+    key = generate_keypair()
+    sealed = seal_lake(root, label="y", id="rid", private_key=key)
+    assert sealed.manifest["rows"] == 2000 and len(sealed.manifest["partitions"]) == 4
+    assert sealed.manifest["name"] == "lake" and sealed.manifest["version"] == 1
+    assert verify_lake(root, public_key=key.public_key()).ok
+
+    target = os.path.join(root, "year=2021", "part-1.parquet")
+    before = pq.read_table(target).column("y").to_pylist()
+    rows = [3, 250, 499]
+    new = ["fox" if before[r] != "fox" else "cat" for r in rows]
+    set_labels(target, rows, new)
+    os.rename(os.path.join(root, "year=2020", "part-2.parquet"), os.path.join(root, "year=2020", "moved.parquet"))
+    os.remove(os.path.join(root, "year=2020", "part-0.parquet"))
+    pq.write_table(pa.table({"rid": [7], "y": ["cat"]}), os.path.join(root, "year=2021", "extra.parquet"))
+
+    report = verify_lake(root, public_key=key.public_key())
+    assert not report.ok
+    assert report.partitions["changed"] == ["year=2021/part-1.parquet"]
+    assert report.partitions["snapshots_read"] == ["year=2021/part-1.parquet"]
+    assert report.partitions["removed"] == ["year=2020/part-0.parquet"]
+    assert report.partitions["added"] == ["year=2021/extra.parquet"]
+    assert report.partitions["renamed"] == [{"from": "year=2020/part-2.parquet", "to": "year=2020/moved.parquet"}]
+    assert report.partitions["intact"] == 1
+    assert report.changed == {"partition": ["year=2021/part-1.parquet"] * 3, "row": rows,
+                              "id": [500 + r for r in rows], "sealed": [before[r] for r in rows], "current": new}
+    # re-sealing bumps the version; the old manifest no longer matches the data
+    again = seal_lake(root, label="y", id="rid", private_key=key)
+    assert again.manifest["version"] == 2 and verify_lake(root, public_key=key.public_key()).ok
+
+
+def test_lake_seal_without_id_uses_row_positions_and_refuses_tampered_store(tmp_path):
+    root = make_lake(tmp_path / "lake", parts=2, csv_part=False)
+    key = generate_keypair()
+    res = seal_lake(root, label="y", private_key=key, out=tmp_path / "seal" / "lake.json")
+    target = os.path.join(root, "year=2021", "part-1.parquet")
+    before = pq.read_table(target).column("y").to_pylist()
+    set_labels(target, [10], ["cat" if before[10] != "cat" else "dog"])
+    rep = verify_lake(root, tmp_path / "seal" / "lake.json", key.public_key())
+    assert rep.changed["row"] == [10] and rep.changed["id"] == [10]
+    other = generate_keypair()
+    bad = verify_lake(root, tmp_path / "seal" / "lake.json", other.public_key())
+    assert not bad.signature.valid and "not by the public key given" in bad.findings[0]
+    # editing a partition manifest in the store is caught by its digest in the signed root
+    part_manifest = res.store / f"{res.manifest['partitions'][0]['manifest']}.json"
+    part_manifest.write_bytes(part_manifest.read_bytes().replace(b'"rows":500', b'"rows":501'))
+    with pytest.raises(IntegrityError, match="was modified"):
+        verify_lake(root, tmp_path / "seal" / "lake.json", key.public_key())
+
+
+def test_unreadable_partition_is_named_and_nothing_is_written(tmp_path, cli):
+    root = make_lake(tmp_path / "lake", parts=3, csv_part=False)
+    with open(os.path.join(root, "year=2021", "part-1.parquet"), "wb") as fh:
+        fh.write(b"PAR1 not really parquet")
+    key = generate_keypair()
+    with pytest.raises(DataError, match=r"^partition year=2021/part-1.parquet: cannot read as PARQUET"):
+        seal_lake(root, label="y", id="rid", private_key=key)
+    assert sorted(os.listdir(tmp_path)) == ["lake"]
+    with pytest.raises(DataError, match=r"^partition year=2021/part-1.parquet: cannot read as PARQUET"):
+        audit_partitioned(root, label="y", id="rid")
+    assert sorted(os.listdir(tmp_path)) == ["lake"]
+    r = cli("keygen", "--out", tmp_path / "keys")
+    assert r.exit_code == 0
+    r = cli("seal", root, "--label", "y", "--id", "rid", "--key", tmp_path / "keys" / "flipguard.key")
+    assert r.exit_code == 2
+    assert r.stderr.startswith("Error: partition year=2021/part-1.parquet: cannot read as PARQUET")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["keys", "lake"]
+
+
+# -- partitioned audit ---------------------------------------------------------------
+def noisy_lake(root, *, parts=3, rows=800, seed=1, rate=0.12):
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    flipped = {}
+    for i in range(parts):
+        X = rng.normal(size=(rows, 4))
+        y = np.digitize(X[:, 0] + 0.5 * X[:, 1], [-0.5, 0.5])
+        flip = rng.random(rows) < rate
+        y_obs = y.copy()
+        y_obs[flip] = (y[flip] + rng.integers(1, 3, flip.sum())) % 3
+        flipped[f"p{i}.parquet"] = flip
+        pq.write_table(pa.table({"rid": np.arange(i * rows, (i + 1) * rows), **{f"f{j}": X[:, j] for j in range(4)},
+                                 "y": np.array(["a", "b", "c"])[y_obs]}), os.path.join(root, f"p{i}.parquet"))
+    return root, flipped
+
+
+def read_audit(out):
+    return pq.read_table(out)  # the folder as one dataset, partitions in name order
+
+
+def test_partitioned_confident_learning_equals_the_single_array_computation(tmp_path):
+    """The merged thresholds/joint/top-k give exactly the flags of confident learning on all rows at once."""
+    from flipguard.detection import confident_joint, confident_learning_issues
+
+    root, flipped = noisy_lake(tmp_path / "lake")
+    res = audit_partitioned(root, label="y", id="rid", out=tmp_path / "out", random_state=3)
+    assert res.exact_training and res.train_rows == 2400 and res.n_samples == 2400
+    tbl = read_audit(tmp_path / "out")
+    labels = np.array([res.classes.index(v) for v in tbl.column("label").to_pylist()])
+    probs = np.asarray(tbl.column("probs").to_pylist())
+    flags = tbl.column("flagged").to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(flags, confident_learning_issues(labels, probs))
+    joint, _ = confident_joint(labels, probs)
+    assert res.joint == joint.tolist() and res.n_flagged == int(flags.sum())
+    assert res.estimated_flips == int(joint.sum() - np.trace(joint))
+    # it finds flips: precision well above the 12% base rate
+    truth = np.concatenate([flipped[f"p{i}.parquet"] for i in range(3)])
+    assert truth[flags].mean() > 0.6 and flags.sum() > 100
+    assert [p["name"] for p in res.partitions] == ["p0.parquet", "p1.parquet", "p2.parquet"]
+    # same seed, same result; another seed, other folds
+    again = audit_partitioned(root, label="y", id="rid", out=tmp_path / "out", random_state=3)
+    assert again.to_dict()["joint"] == res.joint and again.n_flagged == res.n_flagged
+    folds = read_audit(tmp_path / "out").column("fold").to_numpy()
+    audit_partitioned(root, label="y", id="rid", out=tmp_path / "out2", random_state=4)
+    assert not np.array_equal(folds, read_audit(tmp_path / "out2").column("fold").to_numpy())
+
+
+def test_partitioned_audit_cli_local(tmp_path, cli):
+    root, _ = noisy_lake(tmp_path / "lake", parts=2, rows=400)
+    r = cli("audit", root, "--label", "y", "--id", "rid", "--method", "confident_learning", "--json",
+            "--out", tmp_path / "res")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    doc = json.loads(r.stdout)
+    assert doc["n_samples"] == 800 and doc["engine"]["engine"] == "local"
+    assert sorted(os.listdir(tmp_path / "res")) == ["_audit.json", "p0.parquet", "p1.parquet"]
+    r = cli("audit", root, "--label", "y", "--method", "knn")
+    assert r.exit_code == 2 and "not available on a partitioned dataset" in r.stderr

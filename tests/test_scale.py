@@ -1,0 +1,135 @@
+"""The Ray engine against a real local Ray instance (2 CPUs): cross-engine seal/verify, exact
+localisation, identical confident-learning flags, a killed worker retried with the same result.
+
+One Ray instance for the module, shut down at its end (other modules start their own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from test_engine import make_lake, noisy_lake, set_labels
+
+from flipguard.data._partitioned import discover
+from flipguard.engine import LocalEngine, audit_partitioned
+from flipguard.exceptions import DataError
+from flipguard.integrity import generate_keypair
+from flipguard.integrity._lake import seal_lake, verify_lake
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        ray.init(num_cpus=2, object_store_memory=300 * 1024 ** 2, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _rows(report):
+    d = report.to_dict()
+    return {k: d[k] for k in ("partitions", "changed", "added", "removed", "duplicated", "findings")}
+
+
+def test_seal_with_either_engine_verifies_with_the_other_reporting_the_same_rows(ray_session, tmp_path):
+    root = make_lake(tmp_path / "lake")
+    key = generate_keypair()
+    by_ray = seal_lake(root, label="y", id="rid", private_key=key, engine="ray", out=tmp_path / "ray.json")
+    by_local = seal_lake(root, label="y", id="rid", private_key=key, out=tmp_path / "local.json")
+    assert by_ray.engine["engine"] == "ray" and by_ray.engine["workers"] == 2
+    assert [(p["name"], p["rows"]) for p in by_ray.manifest["partitions"]] == \
+        [(p["name"], p["rows"]) for p in by_local.manifest["partitions"]]
+    assert by_ray.manifest["classes"] == by_local.manifest["classes"]
+    assert verify_lake(root, tmp_path / "ray.json", key.public_key()).ok
+    assert verify_lake(root, tmp_path / "local.json", key.public_key(), engine="ray").ok
+
+    target = os.path.join(root, "year=2020", "part-2.parquet")
+    before = pq.read_table(target).column("y").to_pylist()
+    rows = [0, 17, 499]
+    new = ["dog" if before[r] != "dog" else "cat" for r in rows]
+    set_labels(target, rows, new)
+    os.remove(os.path.join(root, "year=2021", "part-3.csv"))
+
+    reports = [verify_lake(root, tmp_path / "ray.json", key.public_key()),
+               verify_lake(root, tmp_path / "ray.json", key.public_key(), engine="ray"),
+               verify_lake(root, tmp_path / "local.json", key.public_key(), engine="ray"),
+               verify_lake(root, tmp_path / "local.json", key.public_key())]
+    first = _rows(reports[0])
+    assert all(_rows(r) == first for r in reports[1:])
+    assert reports[0].changed == {"partition": ["year=2020/part-2.parquet"] * 3, "row": rows,
+                                  "id": [1000 + r for r in rows], "sealed": [before[r] for r in rows], "current": new}
+    assert first["partitions"]["snapshots_read"] == ["year=2020/part-2.parquet"]
+    assert first["partitions"]["removed"] == ["year=2021/part-3.csv"]
+
+
+def test_ray_audit_gives_exactly_the_local_engines_flags(ray_session, tmp_path, cli):
+    root, _ = noisy_lake(tmp_path / "lake", parts=3, rows=700)
+    local = audit_partitioned(root, label="y", id="rid", out=tmp_path / "local", random_state=5)
+    remote = audit_partitioned(root, label="y", id="rid", out=tmp_path / "ray", random_state=5, engine="ray")
+    a, b = pq.read_table(tmp_path / "local"), pq.read_table(tmp_path / "ray")
+    assert a.equals(b)
+    assert a.column("flagged").to_numpy(zero_copy_only=False).sum() == local.n_flagged > 0
+    for k in ("n_flagged", "estimated_flips", "thresholds", "joint", "partitions", "top"):
+        assert getattr(local, k) == getattr(remote, k), k
+    # training on a sample (data larger than max_train_rows): still identical across engines
+    s_local = audit_partitioned(root, label="y", out=tmp_path / "s1", random_state=5, max_train_rows=900)
+    s_ray = audit_partitioned(root, label="y", out=tmp_path / "s2", random_state=5, max_train_rows=900,
+                              engine="ray")
+    assert not s_local.exact_training and s_local.train_rows <= 900
+    assert pq.read_table(tmp_path / "s1").equals(pq.read_table(tmp_path / "s2"))
+    # the CLI on Ray: same summary as the local engine
+    r = cli("audit", root, "--label", "y", "--id", "rid", "--method", "confident_learning", "--seed", "5",
+            "--engine", "ray", "--json", "--out", tmp_path / "cli")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["engine"]["engine"] == "ray" and doc["joint"] == local.joint and doc["n_flagged"] == local.n_flagged
+
+
+def test_a_killed_worker_is_retried_by_ray_with_an_identical_result(ray_session, tmp_path):
+    from flipguard.engine._ray import RayEngine
+    from flipguard.integrity._lake import _seal_task
+
+    root = make_lake(tmp_path / "lake", parts=3, csv_part=False)
+    parts = list(discover(root).partitions)
+    marker = str(tmp_path / "killed-once")
+    victim = parts[1].name
+
+    def crash_once(part, shared):  # pickled by value: dies the first time it sees the victim partition
+        if part.name == victim and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return _seal_task(part, shared)
+
+    def shared(staging):
+        os.makedirs(staging)
+        return {"name": "lake", "version": 1, "label": "y", "id": "rid", "columns": [], "secret": None,
+                "created": "2025-01-01T00:00:00.000000Z", "staging": staging, "partition_key": b"\x07" * 32}
+
+    retried = RayEngine(max_retries=2).map(crash_once, parts, shared=shared(str(tmp_path / "a")))
+    assert os.path.exists(marker)  # the worker really died once
+    expected = LocalEngine().map(_seal_task, parts, shared=shared(str(tmp_path / "b")))
+    assert retried == expected
+    assert sorted(os.listdir(tmp_path / "a")) == sorted(os.listdir(tmp_path / "b"))
+
+
+def test_unreadable_partition_on_ray_is_named_in_one_line_and_nothing_is_written(ray_session, tmp_path, cli):
+    root = make_lake(tmp_path / "lake", parts=3, csv_part=False)
+    with open(os.path.join(root, "year=2020", "part-2.parquet"), "wb") as fh:
+        fh.write(b"not parquet at all")
+    key = generate_keypair()
+    with pytest.raises(DataError, match=r"^partition year=2020/part-2.parquet: cannot read as PARQUET"):
+        seal_lake(root, label="y", id="rid", private_key=key, engine="ray")
+    assert sorted(os.listdir(tmp_path)) == ["lake"]
+    r = cli("audit", root, "--label", "y", "--engine", "ray", "--method", "confident_learning")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("Error: partition year=2020/part-2.parquet: cannot read as PARQUET")
+    assert sorted(os.listdir(tmp_path)) == ["lake"]

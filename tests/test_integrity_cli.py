@@ -58,7 +58,7 @@ def test_keygen_refuses_to_overwrite(tmp_path, cli, keys):
     before = keys[0].read_bytes()
     r = cli("keygen", "--out", tmp_path / "keys")
     assert r.exit_code == 2
-    assert r.stderr == (f"Error: {keys[0]} and {keys[1]} already exist; pass --force (force=True) "
+    assert r.stderr == (f"Error: {keys[0]} and {keys[1]} already exist; pass --force "
                         "to replace the key pair\n")
     assert keys[0].read_bytes() == before
     assert cli("keygen", "--out", tmp_path / "keys", "--force").exit_code == 0
@@ -217,6 +217,44 @@ def test_seal_url_needs_out(cli, keys):
     r = cli("seal", "s3://bucket/data.csv", "--label", "y", "--id", "id", "--key", keys[0])
     assert r.exit_code == 2
     assert r.stderr == "Error: s3://bucket/data.csv is not a local file: give the manifest path (--out / out=)\n"
+
+
+def test_seal_columns_all(tmp_path, cli, keys):
+    data = tmp_path / "d.csv"
+    data.write_text("id,a,label,b\n1,x,cat,0.5\n2,y,dog,1.5\n")
+    r = cli("seal", data, "--label", "label", "--id", "id", "--key", keys[0], "--columns", "all", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["columns"] == ["a", "b"]  # every column but id and label, in file order
+    data.write_text("id,a,label,b\n1,x,cat,0.5\n2,y,dog,1.50\n")  # CSV is text: 1.50 is not 1.5
+    r = cli("verify", data, "--pubkey", keys[1], "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["findings"] == ["1 value(s) of sealed column 'b' changed"]
+
+
+def test_seal_with_a_public_key_says_so(tmp_path, cli, keys):
+    data = tmp_path / "d.csv"
+    data.write_text("id,label\n1,cat\n")
+    r = cli("seal", data, "--label", "label", "--id", "id", "--key", keys[1])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: {keys[1]} is a public key; signing needs the private key "
+                        f"(--key {keys[0]} from flipguard keygen, not the .pub file)\n")
+    assert not (tmp_path / "d.csv.flipguard.json").exists()
+
+
+def test_reseal_counts_versions_and_verify_reports_them(tmp_path, cli, keys):
+    data = tmp_path / "d.csv"
+    data.write_text("id,label\n1,cat\n2,dog\n")
+    r = cli("seal", data, "--label", "label", "--id", "id", "--key", keys[0])
+    assert r.stdout.startswith(f"Sealed 2 rows of {data} as 'd.csv' version 1 ")
+    r = cli("seal", data, "--label", "label", "--id", "id", "--key", keys[0], "--name", "reviews")
+    assert "as 'reviews' version 1 " in r.stdout  # another name: its own version line
+    r = cli("seal", data, "--label", "label", "--id", "id", "--key", keys[0], "--name", "reviews")
+    assert "as 'reviews' version 2 " in r.stdout
+    r = cli("seal", data, "--label", "label", "--id", "id", "--key", keys[0], "--name", "reviews",
+            "--dataset-version", "7")
+    assert "as 'reviews' version 7 " in r.stdout
+    r = cli("verify", data, "--pubkey", keys[1], "--name", "reviews")
+    assert r.exit_code == 0 and "'reviews' version 7" in r.stdout
+    assert cli("verify", data, "--pubkey", keys[1]).exit_code == 1  # default name d.csv
 
 
 def test_seal_columns_and_parquet(tmp_path, cli, keys, breast_cancer_parquet):

@@ -137,8 +137,9 @@ def test_private_seal_roundtrip_and_secrecy(ds, secret):
     tbl, _ = ds
     m, snap = seal_table(tbl, label="y", id="id", private_key=KEY, secret=secret)
     assert verify_table(tbl, m, PUB, snapshot=snap, secret=secret).ok
+    visible = m.to_bytes().replace(m.doc["signature"]["value"].encode(), b"")  # base64 may spell "cat" by chance
     for c in CLASSES:
-        assert c.encode() not in m.to_bytes() and c.encode() not in snap
+        assert c.encode() not in visible and f'"{c}"'.encode() not in snap
 
 
 # -- every byte of a manifest ----------------------------------------------------------

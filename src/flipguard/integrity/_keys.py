@@ -109,7 +109,7 @@ def write_keypair(directory: str | os.PathLike, *, force: bool = False) -> KeyPa
         if existing:
             verb = "already exist" if len(existing) == 2 else "already exists"
             raise IntegrityError(f"{' and '.join(existing)} {verb}; "
-                                 "pass --force (force=True) to replace the key pair")
+                                 "pass --force to replace the key pair")
     key = generate_keypair()
     private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
@@ -139,7 +139,7 @@ def _write_new(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
             try:
                 os.link(tmp, path)  # fails if path appeared meanwhile: never overwrite silently
             except FileExistsError:
-                raise IntegrityError(f"{path} already exists; pass --force (force=True) "
+                raise IntegrityError(f"{path} already exists; pass --force "
                                      "to replace the key pair") from None
     finally:
         with contextlib.suppress(FileNotFoundError):

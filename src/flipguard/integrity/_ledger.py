@@ -178,8 +178,9 @@ def _parse_lines(data: bytes, where: str) -> tuple[list[_Parsed], list[str]]:
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
-    else:
+    else:  # a finding, and the partial line is not parsed
         findings.append(f"{where}: the last line is incomplete (a truncated write or an edit)")
+        lines.pop()
     parsed = []
     for i, line in enumerate(lines):
         h = hashlib.sha256(line).hexdigest()
@@ -278,6 +279,17 @@ def _validate_declared(dec, bad) -> None:
 
 def _read(path: Path) -> bytes:
     return read_bytes(path, "ledger", follow_symlinks=False)
+
+
+def _readable(parsed: list[_Parsed], where: str) -> None:
+    """A line that is not a well-formed entry makes the ledger unreadable: one error line (exit 2).
+
+    Well-formed entries whose signature, chain link or declaration fails are
+    findings instead (exit 1).
+    """
+    for p in parsed:
+        if p.doc is None:
+            raise IntegrityError(f"{where}: {p.error}")
 
 
 def _check_chain(parsed: list[_Parsed], public_key: Ed25519PublicKey | None) -> list[str]:
@@ -447,6 +459,7 @@ def verify_ledger(path: str | os.PathLike, public_key, *, manifest: str | os.Pat
     path = Path(path)
     key = _key(public_key)
     parsed, findings = _parse_lines(_read(path), f"ledger {path}")
+    _readable(parsed, f"ledger {path}")
     findings += _check_chain(parsed, key)
     good = [p for p in parsed if p.doc is not None]
     findings += [f for p in good for f in (_expectation(p.doc), _type_change(p.doc)) if f]
@@ -559,6 +572,7 @@ def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
     path = Path(path)
     key = _key(public_key)
     parsed, findings = _parse_lines(_read(path), f"ledger {path}")
+    _readable(parsed, f"ledger {path}")
     findings += _check_chain(parsed, key)
     notes = [] if key is not None else ["signatures not checked (give --pubkey to check them)"]
     entries = []

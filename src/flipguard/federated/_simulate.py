@@ -1,0 +1,563 @@
+"""A label-flipping federation on Flower's own simulation engine (``flwr.simulation.run_simulation``, Ray backend).
+
+One simulation starts Ray once and runs, inside one ``ServerApp``, the
+no-attacker FedAvg baseline and then every requested defence against the
+same clients, data split and attackers.  Each defence is a Flower strategy
+driven by Flower's own ``Strategy.start`` loop; the clients are a Flower
+``ClientApp`` whose malicious members train on flipped labels from
+``attack_from`` on.  The global model is scored on a held-out clean test
+split after every round.
+
+Determinism: the data split, partitions, attackers, flips, client training
+and clustering are all seeded from ``random_state``; the replies of each
+round are put in client order before a strategy sees them (Flower's node
+ids and message order are random), so the same seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+
+from .._registry import Registry
+from ..exceptions import FlipguardError, InvalidParameterError
+from ._model import MODEL_NAMES, NumpyModel
+from ._partition import dirichlet_partition, iid_partition
+from ._result import FederatedResult, FederatedRun, RoundMetrics
+
+__all__ = ["DEFENCES", "defence_names", "make_defence", "ray_backend_config", "simulate"]
+
+ATTACK_KEY = "flipguard-attack"
+PARTITION_KEY = "partition-id"
+
+#: defence name -> small class building the Flower strategy.
+DEFENCES = Registry("defence", "defence_name")
+defence_names = DEFENCES.names
+
+
+@dataclass
+class DefenceContext:
+    """What a defence may know: sizes, the expected number of attackers (for Krum/trimming), the root set."""
+
+    n_clients: int
+    n_malicious: int
+    random_state: int
+    root_update_fn: Any = None
+
+    @property
+    def common(self) -> dict[str, Any]:
+        n = self.n_clients
+        return {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_train_nodes": n,
+                "min_available_nodes": n, "min_evaluate_nodes": 0}
+
+
+class _Defence:
+    names_suspects = False
+
+    def build(self, ctx: DefenceContext):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@DEFENCES.register("fedavg")
+class _FedAvg(_Defence):
+    """Flower's FedAvg (McMahan et al., 2017): no defence."""
+
+    def build(self, ctx):
+        from flwr.serverapp.strategy import FedAvg
+        return FedAvg(**ctx.common)
+
+
+@DEFENCES.register("krum")
+class _Krum(_Defence):
+    """Flower's Krum (Blanchard et al., 2017), told the true number of attackers."""
+
+    def build(self, ctx):
+        from flwr.serverapp.strategy import Krum
+        return Krum(num_malicious_nodes=ctx.n_malicious, **ctx.common)
+
+
+@DEFENCES.register("multikrum")
+class _MultiKrum(_Defence):
+    """Flower's Multi-Krum: averages the n - f best-scored updates."""
+
+    def build(self, ctx):
+        from flwr.serverapp.strategy import MultiKrum
+        return MultiKrum(num_malicious_nodes=ctx.n_malicious,
+                         num_nodes_to_select=max(1, ctx.n_clients - ctx.n_malicious), **ctx.common)
+
+
+@DEFENCES.register("median")
+class _Median(_Defence):
+    """Flower's FedMedian (Yin et al., 2018): coordinate-wise median."""
+
+    def build(self, ctx):
+        from flwr.serverapp.strategy import FedMedian
+        return FedMedian(**ctx.common)
+
+
+@DEFENCES.register("trimmed_mean")
+class _TrimmedMean(_Defence):
+    """Flower's FedTrimmedAvg, trimming the share of attackers from each end (at least 10 %, below 50 %)."""
+
+    def build(self, ctx):
+        from flwr.serverapp.strategy import FedTrimmedAvg
+        beta = min(0.45, max(0.1, ctx.n_malicious / ctx.n_clients))
+        return FedTrimmedAvg(beta=beta, **ctx.common)
+
+
+@DEFENCES.register("bulyan")
+class _Bulyan(_Defence):
+    """Flower's Bulyan (El Mhamdi et al., 2018); needs at least 4f + 3 clients."""
+
+    def build(self, ctx):
+        from flwr.serverapp.strategy import Bulyan
+        if ctx.n_clients < 4 * ctx.n_malicious + 3:
+            raise InvalidParameterError(f"defence bulyan needs --clients >= 4 x attackers + 3 "
+                                        f"({4 * ctx.n_malicious + 3}); got {ctx.n_clients}")
+        return Bulyan(num_malicious_nodes=ctx.n_malicious, **ctx.common)
+
+
+@DEFENCES.register("lfighter")
+class _LFighter(_Defence):
+    """flipguard's :class:`~flipguard.federated.LFighter`."""
+
+    names_suspects = True
+
+    def build(self, ctx):
+        from ._strategies import LFighter
+        return LFighter(random_state=ctx.random_state, **ctx.common)
+
+
+@DEFENCES.register("tolpegin")
+class _Tolpegin(_Defence):
+    """flipguard's :class:`~flipguard.federated.TolpeginPCA` (source class found automatically)."""
+
+    names_suspects = True
+
+    def build(self, ctx):
+        from ._strategies import TolpeginPCA
+        return TolpeginPCA(random_state=ctx.random_state, **ctx.common)
+
+
+@DEFENCES.register("fltrust")
+class _FLTrust(_Defence):
+    """flipguard's :class:`~flipguard.federated.FLTrust` with the server's root set."""
+
+    names_suspects = True
+
+    def build(self, ctx):
+        from ._strategies import FLTrust
+        return FLTrust(root_update_fn=ctx.root_update_fn, random_state=ctx.random_state, **ctx.common)
+
+
+def make_defence(name: str, *, n_clients: int, n_malicious: int = 0, random_state: int = 0,
+                 root_update_fn=None):
+    """The Flower strategy registered as ``name``, configured for ``n_clients`` clients."""
+    return DEFENCES.get_class(name)().build(DefenceContext(n_clients, n_malicious, random_state, root_update_fn))
+
+
+# -- Ray and logging ------------------------------------------------------------
+def ray_backend_config(num_cpus: int = 2, object_store_mb: int = 100) -> dict[str, Any]:
+    """A small Ray backend: one CPU per client, ``num_cpus`` in total, a small object store, no dashboard."""
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": int(num_cpus), "num_gpus": 0, "address": "local",
+                      "object_store_memory": int(object_store_mb) * 1024 * 1024,
+                      "include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False,
+                      "configure_logging": True},
+    }
+
+
+def _init_ray(num_cpus: int) -> None:
+    """Start the small local Ray instance ourselves (Flower's backend then reuses it and shuts it down).
+
+    Flower would start Ray with a ``runtime_env`` that makes every actor
+    start slowly; flipguard is installed in the interpreter Ray's workers
+    use, so it needs none.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(**ray_backend_config(num_cpus)["init_args"])
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Silence Flower's and Ray's loggers (and telemetry) unless ``verbose``."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    names = ("flwr", "ray")
+    old = {n: logging.getLogger(n).level for n in names}
+    if not verbose:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, lvl in old.items():
+            logging.getLogger(n).setLevel(lvl)
+
+
+# -- client side ------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _client_data(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def _arrays_to_dict(record) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def _dict_to_arrays(params: dict[str, np.ndarray]):
+    from flwr.app import Array, ArrayRecord
+
+    rec = ArrayRecord()
+    for k, v in params.items():
+        rec[k] = Array(np.ascontiguousarray(v))
+    return rec
+
+
+def build_client_app(data_path: str, model: NumpyModel, attack_from: int, random_state: int):
+    """The simulation's ``ClientApp``: client ``partition-id`` trains ``model`` on its rows.
+
+    The server's train config says how many attackers are active in the
+    current run (``"flipguard-attack"``); client ``pid`` is one of them when
+    its attacker rank is below that number, and then trains on its flipped
+    labels from round ``attack_from`` on.
+    The data live in an ``.npz`` file each Ray worker reads once.
+    """
+    from flwr.app import Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from threadpoolctl import threadpool_limits
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        pid = int(context.node_config[PARTITION_KEY])
+        d = _client_data(data_path)
+        lo, hi = int(d["offsets"][pid]), int(d["offsets"][pid + 1])
+        cfg = msg.content["config"]
+        rnd = int(cfg["server-round"])
+        n_attackers = int(cfg.get(ATTACK_KEY, 0))
+        poisoned = int(d["rank"][pid]) < n_attackers and rnd >= attack_from
+        y = (d["y_poisoned"] if poisoned else d["y"])[lo:hi]
+        with threadpool_limits(1):
+            params = model.fit(_arrays_to_dict(msg.content["arrays"]), d["X"][lo:hi], y,
+                               random_state=_seed(random_state, pid, rnd))
+        content = RecordDict({"arrays": _dict_to_arrays(params),
+                              "metrics": MetricRecord({"num-examples": hi - lo, PARTITION_KEY: pid})})
+        return Message(content=content, reply_to=msg)
+
+    return app
+
+
+# -- server side ----------------------------------------------------------------------
+class _OrderedGrid:
+    """A Grid that hands replies to the strategy in client order and fails loudly on a client error."""
+
+    def __init__(self, grid):
+        self._grid = grid
+        self.partition_of: dict[int, int] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if not messages:
+            return []
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for r in replies:
+            if r.has_error():
+                raise RuntimeError(f"a federated client failed: {r.error.reason}")
+        if len(replies) != len(messages):
+            raise RuntimeError(f"only {len(replies)} of {len(messages)} clients replied")
+        for r in replies:
+            self.partition_of[int(r.metadata.src_node_id)] = int(r.content["metrics"][PARTITION_KEY])
+        return sorted(replies, key=lambda r: self.partition_of[int(r.metadata.src_node_id)])
+
+
+def _score(model, params, X, y, source, target) -> tuple[float, float | None, float | None]:
+    pred = model.predict(params, X)
+    acc = float(np.mean(pred == y))
+    if source is None:
+        return acc, None, None
+    rows = y == source
+    recall = float(np.mean(pred[rows] == source))
+    asr = float(np.mean(pred[rows] == target)) if target is not None else None
+    return acc, recall, asr
+
+
+def _detection(suspects, malicious) -> tuple[float | None, float | None]:
+    if suspects is None:
+        return None, None
+    s, m = set(suspects), set(malicious)
+    precision = len(s & m) / len(s) if s else None
+    recall = len(s & m) / len(m) if m else None
+    return precision, recall
+
+
+# -- the public entry point ------------------------------------------------------------
+def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_from: int = 1,
+             partition: str = "iid", alpha: float = 0.5, rounds: int = 20,
+             defences=("fedavg", "lfighter"), model: str = "logreg", source=None, target=None,
+             test_size: float = 0.2, root_size: int = 100, epochs: int = 2, lr: float = 0.1,
+             batch_size: int = 16, hidden: int = 32, random_state: int = 0, num_cpus: int = 2,
+             verbose: bool = False, dataset: str | None = None) -> FederatedResult:
+    """Simulate label-flipping clients against each defence on Flower's simulation engine.
+
+    The rows are split (stratified, seeded) into a clean test split
+    (``test_size``), a small clean root set the server keeps
+    (``root_size`` rows, used only by FLTrust) and the clients' rows, which
+    are partitioned iid or with a Dirichlet(``alpha``) prior.  A fraction
+    ``malicious`` of the clients flips its labels with ``attack`` (any
+    flipguard flipper; cloned and seeded per client) from round
+    ``attack_from`` on.  Features are standardised with the clients' pooled
+    mean and deviation (a simulation shortcut).  The no-attacker FedAvg
+    baseline always runs first.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,)
+        Labels (any values).
+    attack : flipper, default=None
+        A :mod:`flipguard.attacks` flipper, e.g. ``TargetedFlip(source=3,
+        target=8, rate=1.0)``.  ``None`` with ``malicious > 0`` is an error.
+    n_clients : int, default=10
+    malicious : float in [0, 0.5) or sequence of them, default=0.4
+        Fraction of clients that attack.  With several fractions every
+        defence runs once per fraction against the same clients, with
+        nested attacker sets (the 10 % attackers are among the 20 %).
+    attack_from : int, default=1
+        First round in which the attackers flip labels.
+    partition : {"iid", "dirichlet"}, default="iid"
+    alpha : float, default=0.5
+        Dirichlet concentration (smaller = less iid).
+    rounds : int, default=20
+    defences : sequence of str, default=("fedavg", "lfighter")
+        Names from :func:`defence_names`.
+    model : {"logreg", "mlp"}, default="logreg"
+    source, target : label, default=None
+        Classes for source recall and attack success; default: the
+        attack's own source and target (``TargetedFlip``), otherwise none.
+    random_state : int, default=0
+        Seeds everything; the same seed gives the same result.
+    num_cpus : int, default=2
+        CPUs Ray may use (one per concurrently training client).
+    verbose : bool, default=False
+        Let Flower and Ray log.
+
+    Returns
+    -------
+    FederatedResult
+
+    References
+    ----------
+    V. Tolpegin et al., "Data poisoning attacks against federated learning
+    systems", ESORICS 2020 (the attack and its metrics).
+    """
+    try:
+        import flwr  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError:
+        raise InvalidParameterError("federated simulation needs Flower: pip install 'flipguard[federated]'") \
+            from None
+    from sklearn.model_selection import train_test_split
+
+    X = np.asarray(X, dtype=np.float64)
+    labels = np.asarray(y)
+    if X.ndim != 2 or len(X) != len(labels):
+        raise InvalidParameterError(f"X must be 2-D with one row per label; got {X.shape} and {labels.shape}")
+    classes, codes = np.unique(labels, return_inverse=True)
+    codes = codes.astype(np.int64)
+    if len(classes) < 2:
+        raise InvalidParameterError("the label column has a single class; federated training needs two or more")
+    defences = list(defences)
+    for name in defences:
+        DEFENCES.get_class(name)
+    if len(set(defences)) != len(defences):
+        raise InvalidParameterError(f"--defence lists a defence twice: {','.join(defences)}")
+    fractions = [float(m) for m in np.atleast_1d(malicious)]
+    for m in fractions:
+        if not 0 <= m < 0.5:
+            raise InvalidParameterError(f"--malicious must be a fraction in [0, 0.5); got {m}")
+    if len(set(fractions)) != len(fractions) or not fractions:
+        raise InvalidParameterError(f"--malicious: give distinct fractions; got {malicious}")
+    if rounds < 1:
+        raise InvalidParameterError(f"--rounds must be at least 1; got {rounds}")
+    if attack_from < 1:
+        raise InvalidParameterError(f"--attack-from must be at least 1; got {attack_from}")
+    if partition not in ("iid", "dirichlet"):
+        raise InvalidParameterError(f"--partition must be iid or dirichlet; got {partition!r}")
+    if model not in MODEL_NAMES:
+        raise InvalidParameterError(f"--model must be one of {', '.join(MODEL_NAMES)}; got {model!r}")
+    counts = [int(round(m * n_clients)) for m in fractions]
+    n_malicious = max(counts)
+    if n_malicious > 0 and attack is None:
+        raise InvalidParameterError("--malicious > 0 needs an --attack")
+    if n_clients < 3:
+        raise InvalidParameterError(f"--clients must be at least 3; got {n_clients}")
+
+    rng = check_random_state(random_state)
+    idx = np.arange(len(codes))
+    rest, test = train_test_split(idx, test_size=test_size, stratify=codes, random_state=rng.randint(2**31 - 1))
+    root_size = min(int(root_size), len(rest) // 5)
+    if root_size >= len(classes):
+        rest, root = train_test_split(rest, test_size=root_size, stratify=codes[rest],
+                                      random_state=rng.randint(2**31 - 1))
+    else:
+        root = rest[:0]
+    mu, sd = X[rest].mean(axis=0), X[rest].std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    Z = (X - mu) / sd
+
+    if partition == "iid":
+        parts = iid_partition(len(rest), n_clients, random_state=rng.randint(2**31 - 1))
+    else:
+        parts = dirichlet_partition(codes[rest], n_clients, alpha, random_state=rng.randint(2**31 - 1))
+    parts = [rest[p] for p in parts]
+    rank = np.empty(n_clients, dtype=np.int64)  # attacker rank: the first k ranks attack in a run with k attackers
+    rank[rng.permutation(n_clients)] = np.arange(n_clients)
+    bad = rank < n_malicious
+
+    # source / target for the metrics
+    src_code = tgt_code = None
+    if source is not None:
+        _code_of(classes, source, "--source")
+    if target is not None:
+        _code_of(classes, target, "--target")
+    if source is None and attack is not None and hasattr(attack, "source"):
+        probe = clone(attack).set_params(random_state=0)
+        probe.fit_resample(None, classes[codes[rest]])
+        source = probe.source_ if source is None else source
+        target = getattr(probe, "target_", None) if target is None else target
+    if source is not None:
+        src_code = _code_of(classes, source, "--source")
+        tgt_code = _code_of(classes, target, "--target") if target is not None else None
+
+    # the attackers' labels, flipped once (they switch them on from attack_from)
+    y_clean = np.concatenate([codes[p] for p in parts])
+    y_bad = y_clean.copy()
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+    n_flipped = {}
+    for i in np.flatnonzero(bad):
+        local = classes[codes[parts[i]]]
+        flipper = clone(attack)
+        if "random_state" in flipper.get_params():
+            flipper.set_params(random_state=_seed(random_state, 7, i))
+        try:
+            _, flipped = flipper.fit_resample(None, local)
+        except FlipguardError as exc:
+            if len(np.unique(local)) < 2 or "is not in y" in str(exc):
+                flipped = local  # the class to flip is absent from this client: nothing to flip
+            else:
+                raise
+        new = np.searchsorted(classes, np.asarray(flipped, dtype=classes.dtype))
+        y_bad[offsets[i]:offsets[i + 1]] = new
+        n_flipped[int(i)] = int(np.sum(new != codes[parts[i]]))
+
+    net = NumpyModel(kind=model, n_features=X.shape[1], n_classes=len(classes), hidden=hidden, epochs=epochs,
+                     lr=lr, batch_size=batch_size)
+    init = net.init(_seed(random_state, 11))
+    X_root, y_root = Z[root], codes[root]
+    X_test, y_test = Z[test], codes[test]
+
+    def root_update(params, server_round):
+        return net.fit(params, X_root, y_root, random_state=_seed(random_state, 13, server_round))
+
+    runs: list[FederatedRun] = []
+    plan = [("fedavg", 0.0, 0)] + [(name, m, k) for m, k in zip(fractions, counts) for name in defences]
+    attackers = {k: sorted(int(i) for i in np.flatnonzero(rank < k)) for k in counts}
+
+    def server_main(grid, context):
+        from flwr.app import ConfigRecord
+        from threadpoolctl import threadpool_limits
+
+        ordered = _OrderedGrid(grid)
+        for name, fraction, k in plan:
+            spec = DEFENCES.get_class(name)()
+            strategy = spec.build(DefenceContext(n_clients, k, int(random_state), root_update))
+            run = FederatedRun(defence="baseline" if not runs else name, malicious=fraction, attacked=k > 0)
+
+            def evaluate(server_round, arrays, strategy=strategy, run=run, spec=spec, k=k):
+                if server_round == 0:
+                    return None
+                with threadpool_limits(1):
+                    acc, rec, asr = _score(net, _arrays_to_dict(arrays), X_test, y_test, src_code, tgt_code)
+                active = attackers.get(k, []) if k > 0 and server_round >= attack_from else []
+                suspects = None
+                if spec.names_suspects:
+                    suspects = sorted(ordered.partition_of[n] for n in strategy.suspects_.get(server_round, []))
+                prec, recl = _detection(suspects, active)
+                run.rounds.append(RoundMetrics(server_round, acc, rec, asr, list(active), suspects, prec, recl))
+                return None
+
+            strategy.start(grid=ordered, initial_arrays=_dict_to_arrays(init), num_rounds=rounds,
+                           train_config=ConfigRecord({ATTACK_KEY: k}), evaluate_fn=evaluate)
+            runs.append(run)
+
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    server_app = ServerApp()
+    server_app.main()(server_main)
+    with tempfile.TemporaryDirectory(prefix="flipguard-fl-") as tmp, _quiet(verbose):
+        path = str(Path(tmp) / "clients.npz")
+        np.savez(path, X=Z[np.concatenate(parts)], y=y_clean, y_poisoned=y_bad, offsets=offsets, rank=rank)
+        client_app = build_client_app(path, net, attack_from, int(random_state))
+        _init_ray(num_cpus)
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=n_clients,
+                       backend_config=ray_backend_config(num_cpus), verbose_logging=verbose)
+        _client_data.cache_clear()
+    if len(runs) != len(plan):
+        raise RuntimeError(f"the federated simulation stopped early ({len(runs)} of {len(plan)} runs finished)")
+
+    settings = {
+        "dataset": dataset, "n_rows": int(len(codes)), "n_features": int(X.shape[1]),
+        "classes": [str(c) for c in classes], "n_clients": n_clients, "malicious": fractions[0] if len(fractions) == 1 else fractions,
+        "malicious_clients": attackers[n_malicious] if n_malicious else [],
+        "flipped_rows": {str(k): v for k, v in n_flipped.items()},
+        "attack": getattr(attack, "strategy_name", type(attack).__name__) if attack is not None else None,
+        "attack_params": _attack_params(attack), "attack_from": attack_from,
+        "source": None if src_code is None else str(classes[src_code]),
+        "target": None if tgt_code is None else str(classes[tgt_code]),
+        "partition": partition, "alpha": alpha if partition == "dirichlet" else None, "rounds": rounds,
+        "model": model, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": random_state,
+        "n_test": int(len(test)), "n_root": int(len(root)),
+        "client_rows": [int(len(p)) for p in parts], "defences": defences,
+    }
+    return FederatedResult(runs=runs, settings=settings)
+
+
+def _attack_params(attack) -> dict[str, Any] | None:
+    if attack is None or not hasattr(attack, "get_params"):
+        return None
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+            for k, v in attack.get_params().items() if k != "random_state"}
+
+
+def _code_of(classes: np.ndarray, label, flag: str) -> int:
+    hit = np.flatnonzero(classes.astype(str) == str(label))
+    if len(hit) == 0:
+        raise InvalidParameterError(f"{flag} {label!r} is not a class of the label column "
+                                    f"(classes: {', '.join(map(str, classes))})")
+    return int(hit[0])

@@ -1,0 +1,246 @@
+"""flipguard.federated: label-flipping clients and defences on Flower's real simulation engine.
+
+Two simulations in total (10 clients, 5 rounds, digits): one through the CLI
+with every defence, one through the Python API, which must reproduce the
+CLI's numbers exactly (same seed, fresh Ray instance, new random node ids).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+import flipguard.cli._federated  # noqa: F401  (registers the command group)
+from flipguard.cli import main
+from flipguard.federated import (
+    FLTrust,
+    LFighter,
+    NumpyModel,
+    TolpeginPCA,
+    dirichlet_partition,
+    iid_partition,
+    simulate,
+)
+
+DEFENCES = "fedavg,krum,median,trimmed_mean,lfighter,tolpegin,fltrust"
+SETTINGS = dict(clients=10, malicious=0.4, source="3", target="8", rounds=5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def digits_csv(tmp_path_factory, digits):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    X, y = digits
+    path = tmp_path_factory.mktemp("fl") / "digits.csv"
+    cols = {f"px{j}": X[:, j] for j in range(X.shape[1])}
+    cols["digit"] = y
+    pacsv.write_csv(pa.table(cols), path)
+    return path
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def cli_run(digits_csv, tmp_path_factory):
+    """One real simulation through the CLI: baseline + 7 defences, 10 clients, 5 rounds."""
+    report = tmp_path_factory.mktemp("flr") / "fl.html"
+    s = SETTINGS
+    args = ["federated", "simulate", str(digits_csv), "--label", "digit", "--clients", str(s["clients"]),
+            "--malicious", str(s["malicious"]), "--attack", "targeted", "--source", s["source"],
+            "--target", s["target"], "--rounds", str(s["rounds"]), "--defence", DEFENCES,
+            "--seed", str(s["seed"]), "--json", "--report", str(report)]
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf), pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    return json.loads(buf.getvalue()), report
+
+
+def records(doc):
+    return {r["defence"]: r for r in doc["runs"]}
+
+
+# -- the simulation ------------------------------------------------------------------
+def test_json_has_a_record_per_run_with_the_issue_fields(cli_run):
+    doc, _ = cli_run
+    recs = records(doc)
+    assert list(recs) == ["baseline"] + DEFENCES.split(",")
+    for name, r in recs.items():
+        for key in ("defence", "malicious", "accuracy", "source_recall", "attack_success_rate",
+                    "detection_precision", "detection_recall", "per_round"):
+            assert key in r, (name, key)
+        assert len(r["per_round"]["source_recall"]) == SETTINGS["rounds"]
+    assert recs["baseline"]["malicious"] == 0 and recs["fedavg"]["malicious"] == 0.4
+    assert recs["baseline"]["detection_precision"] is None  # FedAvg names nobody
+    assert recs["krum"]["detection_recall"] is None
+    assert len(doc["settings"]["malicious_clients"]) == 4
+    assert doc["settings"]["source"] == "3" and doc["settings"]["target"] == "8"
+
+
+def test_attack_bites_fedavg_loses_source_recall(cli_run):
+    """Tolpegin et al.: 40 % of clients flipping 3 -> 8 cut the global model's recall of class 3."""
+    recs = records(cli_run[0])
+    base, fedavg = recs["baseline"], recs["fedavg"]
+    assert base["source_recall"] > 0.85
+    assert fedavg["source_recall"] <= base["source_recall"] - 0.10
+    assert fedavg["attack_success_rate"] >= base["attack_success_rate"] + 0.10
+
+
+def test_lfighter_finds_the_malicious_clients_on_iid_data(cli_run):
+    """Jebreel et al.: the source/target output rows separate attackers from honest clients."""
+    doc = cli_run[0]
+    lf = records(doc)["lfighter"]
+    assert lf["suspects"] == doc["settings"]["malicious_clients"]
+    assert lf["detection_precision"] == 1.0 and lf["detection_recall"] == 1.0
+    assert all(p == 1.0 for p in lf["per_round"]["detection_precision"])
+    assert lf["source_recall"] >= records(doc)["baseline"]["source_recall"] - 0.05
+
+
+def test_label_flip_aware_defences_beat_fedavg(cli_run):
+    recs = records(cli_run[0])
+    for name in ("lfighter", "tolpegin"):
+        assert recs[name]["source_recall"] > recs["fedavg"]["source_recall"], name
+        assert recs[name]["detection_recall"] is not None
+
+
+def test_api_reproduces_the_cli_exactly(cli_run, digits):
+    """Same seed, a fresh Ray instance and new random Flower node ids: the same numbers, round by round."""
+    from flipguard.attacks import TargetedFlip
+
+    X, y = digits
+    s = SETTINGS
+    res = simulate(X, y, attack=TargetedFlip(source=3, target=8, rate=1.0, random_state=0),
+                   n_clients=s["clients"], malicious=[0.2, s["malicious"]], rounds=s["rounds"],
+                   defences=["lfighter"], random_state=s["seed"])
+    recs = records(cli_run[0])
+    for mine in (res.baseline, res.run("lfighter", s["malicious"])):
+        theirs = recs[mine.defence]
+        assert mine.to_dict()["per_round"] == theirs["per_round"], mine.defence
+    assert res.settings["malicious_clients"] == cli_run[0]["settings"]["malicious_clients"]
+    # several fractions run against the same clients with nested attacker sets
+    fewer = res.run("lfighter", 0.2).final.malicious
+    assert len(fewer) == 2 and set(fewer) < set(res.settings["malicious_clients"])
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(cli_run, chromium, tmp_path):
+    from matplotlib.image import imread
+
+    _, report = cli_run
+    html = report.read_text()
+    assert "Source-class recall" in html and "data:image/png;base64," in html and "http://" not in html
+    shot = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600", f"--screenshot={shot}",
+           report.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), proc.stderr[-2000:]
+    pixels = (imread(shot)[..., :3].reshape(-1, 3) * 255).round().astype(np.uint8)
+    assert len(np.unique(pixels[::7], axis=0)) > 100
+    assert 0.05 < float(np.mean(np.any(pixels < 245, axis=1))) < 0.95
+
+
+# -- CLI input errors (no simulation starts) --------------------------------------------
+@pytest.mark.parametrize("extra, message", [
+    (["--defence", "fedavg,nope"], "Error: --defence nope is not a defence"),
+    (["--malicious", "0.6"], "Error: --malicious must be a fraction in [0, 0.5); got 0.6"),
+    (["--attack", "random"], "Error: --attack random needs --rate"),
+    (["--clients", "2"], "Error: --clients must be at least 3; got 2"),
+    (["--source", "42", "--target", "8"], "Error: --source '42' is not a class of the label column"),
+    (["--partition", "shards"], "Error: --partition must be iid or dirichlet; got 'shards'"),
+])
+def test_cli_rejects_bad_input_with_one_line(digits_csv, capsys, extra, message):
+    code, out, err = run_cli(["federated", "simulate", str(digits_csv), "--label", "digit", *extra], capsys)
+    assert code == 2
+    assert err.startswith(message), err
+    assert err.count("\n") == 1 and out == ""
+
+
+# -- pieces, without the engine -----------------------------------------------------------
+def test_iid_partition_is_a_seeded_split_of_every_row():
+    parts = iid_partition(103, 10, random_state=1)
+    allrows = np.concatenate(parts)
+    assert sorted(allrows) == list(range(103)) and {len(p) for p in parts} == {10, 11}
+    assert all(np.array_equal(a, b) for a, b in zip(parts, iid_partition(103, 10, random_state=1)))
+
+
+def test_dirichlet_partition_skews_classes_more_for_small_alpha():
+    y = np.repeat(np.arange(10), 100)
+
+    def skew(alpha):
+        parts = dirichlet_partition(y, 10, alpha, random_state=0)
+        assert sorted(np.concatenate(parts)) == list(range(1000))
+        return np.mean([np.bincount(y[p], minlength=10).max() / len(p) for p in parts])
+
+    assert skew(0.1) > 0.5 > skew(100.0)
+    assert skew(100.0) < 0.25
+
+
+def test_numpy_model_learns_and_is_deterministic(digits):
+    X, y = digits
+    X = (X - X.mean(0)) / (X.std(0) + 1e-9)
+    for kind in ("logreg", "mlp"):
+        m = NumpyModel(kind=kind, n_features=64, n_classes=10)
+        p = m.fit(m.init(0), X[:1200], y[:1200], random_state=3)
+        q = m.fit(m.init(0), X[:1200], y[:1200], random_state=3)
+        assert all(np.array_equal(p[k], q[k]) for k in p)
+        assert np.mean(m.predict(p, X[1200:]) == y[1200:]) > 0.85
+
+
+def _updates(n_honest=6, n_bad=4, k=10, d=8, seed=0):
+    """Synthetic output-layer updates: attackers push class 3's row down and class 8's up."""
+    rng = np.random.RandomState(seed)
+    ups = []
+    for i in range(n_honest + n_bad):
+        W = rng.normal(0, 0.05, size=(k, d))
+        if i >= n_honest:
+            W[3] -= 1.0
+            W[8] += 1.0
+        else:
+            W[3] += 0.3
+        ups.append({"W": W, "b": rng.normal(0, 0.01, size=k)})
+    return ups
+
+
+def test_lfighter_and_tolpegin_flag_the_flipping_clients_from_their_updates():
+    ups = _updates()
+    truth = np.array([False] * 6 + [True] * 4)
+    for strategy in (LFighter(random_state=0), TolpeginPCA(random_state=0), TolpeginPCA(source_class=3)):
+        flagged, _ = strategy._suspect(1, ups, np.ones(10))
+        assert np.array_equal(flagged, truth), type(strategy).__name__
+
+
+def test_fltrust_gives_zero_trust_to_updates_against_the_root_update():
+    ups = _updates()
+    glob = {"W": np.zeros((10, 8)), "b": np.zeros(10)}
+
+    def root(params, rnd):
+        out = {k: v.copy() for k, v in params.items()}
+        out["W"][3] += 0.3
+        return out
+
+    s = FLTrust(root_update_fn=root)
+    s._global = glob
+    flagged, scores = s._suspect(1, ups, np.ones(10))
+    assert flagged[6:].all() and not flagged[:6].any()
+    assert np.all(scores[:6] < 1.0)

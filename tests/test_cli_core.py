@@ -63,9 +63,10 @@ def test_attack_errors(cli, tmp_path, breast_cancer_csv):
         (["--rate", "0.1", "--n-flips", "3"], "give exactly one of --rate and --n-flips"),
         (["--rate", "abc"], "--rate must be a number or class=rate pairs"),
         (["--rate", "cancer=0.1"], "--rate names class 'cancer'"),
-        (["--rate", "1.5"], "The 'rate' parameter of RandomFlip must be a float in the range (0.0, 1.0]"),
+        (["--rate", "1.5"], "--rate must be a fraction in (0, 1] (0.2 flips 20% of the rows); got 1.5"),
         (["--n-flips", "100000"], "cannot flip 100000 of 569 eligible rows"),
-        (["--strategy", "random", "--source", "benign", "--rate", "0.1"], "Attack strategy 'random' has no parameter(s) source"),
+        (["--strategy", "random", "--source", "benign", "--rate", "0.1"],
+         "Attack strategy 'random' does not take --source; it takes --n-flips, --rate, --seed."),
     ]
     for extra, message in cases:
         r = cli("attack", breast_cancer_csv, "--label", "diagnosis", *extra, "--out", tmp_path / "x.csv")
@@ -108,6 +109,165 @@ def test_assess_table_output_and_bad_rates(cli, tmp_path, breast_cancer_csv):
 def test_help_has_an_example(cli, command):
     r = cli(command, "--help")
     assert r.exit_code == 0 and "Example" in r.stdout
+
+
+# --- messages in the user's words (exact text, as sqlite-utils tests its CLI) ----------------
+
+def _error(cli, *args) -> str:
+    r = cli(*args)
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r
+    return r.stderr
+
+
+def test_cli_errors_name_flags_not_python_parameters(cli, tmp_path, breast_cancer_csv):
+    out = tmp_path / "p.csv"
+    base = ("attack", breast_cancer_csv, "--label", "diagnosis", "--out", out)
+    assert _error(cli, *base, "--rate", "5") == \
+        "Error: --rate must be a fraction in (0, 1] (0.2 flips 20% of the rows); got 5. For a number of rows use --n-flips\n"
+    assert _error(cli, *base, "--rate", "malignant=2") == \
+        "Error: --rate: 'malignant=2' must give a fraction in (0, 1] of class 'malignant'\n"
+    assert _error(cli, *base, "--rate", "0.1", "--kind", "pair") == \
+        "Error: Attack strategy 'random' does not take --kind; it takes --n-flips, --rate, --seed.\n"
+    assert _error(cli, *base, "--n-flips", "-3") == "Error: --n-flips must be a count >= 0; got -3\n"
+    assert not out.exists()
+    a = ("assess", breast_cancer_csv, "--label", "diagnosis", "--out", tmp_path / "a")
+    assert _error(cli, *a, "--holdout", "2") == "Error: --holdout must be in (0, 1); got 2.0\n"
+    assert _error(cli, *a, "--validation", "0") == "Error: --validation must be in (0, 1); got 0.0\n"
+    assert _error(cli, *a, "--mitigate", "nuke") == ("Error: --mitigate 'nuke' is not a mitigation; choose from "
+                                                     "drop, relabel, weight, loss_correction, blind_drop\n")
+    # ... and every name that message lists is one --help mentions.
+    help_text = " ".join(cli("assess", "--help").stdout.split())
+    for name in ("drop", "relabel", "weight", "loss_correction", "blind_drop"):
+        assert name in help_text
+
+
+def test_library_messages_are_rewritten_for_the_command():
+    from flipguard.cli._words import in_user_words
+
+    assert in_user_words("The 'n_partitions' parameter of PartitionAggregationClassifier must be an int in "
+                         "the range [1, inf). Got 0 instead.", "certify") == \
+        "--partitions must be an int in the range [1, inf); got 0"
+    assert in_user_words("TrustedModel needs a trusted set of verified labels (trusted=...)", "audit") == \
+        "--method trusted needs a trusted set of verified labels (--trusted)"
+    assert in_user_words("keys exist; pass --force (force=True) to replace the key pair", "keygen") == \
+        "keys exist; pass --force to replace the key pair"
+    assert in_user_words("Attack strategy 'cluster' has no parameter(s) kind; it takes model, n_clusters, "
+                         "n_flips, random_state, rate, source, target.", "attack") == \
+        ("Attack strategy 'cluster' does not take --kind; it takes --n-clusters, --n-flips, --rate, --seed, "
+         "--source, --surrogate, --target.")
+    # The library's own wording is kept for Python users and for names the command does not have.
+    assert in_user_words("holdout_size must be in (0, 1). Got 2 instead.", None) == \
+        "holdout_size must be in (0, 1). Got 2 instead."
+    assert in_user_words("column 'rate' not found", "attack") == "column 'rate' not found"
+
+
+def test_unsupported_output_format_is_refused_before_any_work(cli, tmp_path, breast_cancer_csv):
+    out = tmp_path / "p.xlsx"
+    assert _error(cli, "attack", breast_cancer_csv, "--label", "diagnosis", "--rate", "0.1", "--out", out) == \
+        f"Error: --out {out}: unsupported output format '.xlsx'; use .csv or .parquet\n"
+    assert _error(cli, "attack", breast_cancer_csv, "--label", "diagnosis", "--rate", "0.1", "--out",
+                  tmp_path / "p.csv", "--flips", tmp_path / "f.json") == \
+        f"Error: --flips {tmp_path / 'f.json'}: unsupported output format '.json'; use .csv or .parquet\n"
+    assert list(tmp_path.iterdir()) == [breast_cancer_csv]
+
+
+def test_infinite_feature_values_are_reported(cli, tmp_path):
+    src = tmp_path / "inf.csv"
+    rows = ["x,z,y"] + [f"{i % 7},{i},{'a' if i % 2 else 'b'}" for i in range(40)]
+    rows[5] = "inf,4,a"
+    rows[9] = "-inf,8,a"
+    src.write_text("\n".join(rows) + "\n")
+    r = cli("attack", src, "--label", "y", "--rate", "0.1", "--out", tmp_path / "o.csv", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == ("note: column 'x' has 2 infinite value(s); they were treated as missing and replaced "
+                        "by the column's median 3\n")
+
+
+def test_attack_keeps_the_input_csv_dialect(cli, tmp_path):
+    """Only the flipped rows' label fields change; quoting, number and boolean spellings stay."""
+    src = tmp_path / "in.csv"
+    lines = ['id,"name",score,flag,label'] + [
+        f'{i},"item {i}",{i / 4:.2f},{"true" if i % 3 else "false"},{"spam" if i % 2 else chr(34) + "ham" + chr(34)}'
+        for i in range(60)]
+    src.write_text("\r\n".join(lines) + "\r\n")
+    out, flips = tmp_path / "out.csv", tmp_path / "flips.csv"
+    r = cli("attack", src, "--label", "label", "--id", "id", "--rate", "0.2", "--seed", "1", "--out", out,
+            "--flips", flips, "--json")
+    assert r.exit_code == 0, r.stderr
+    before, after = src.read_bytes().split(b"\r\n"), out.read_bytes().split(b"\r\n")
+    assert len(before) == len(after)
+    changed = [i - 1 for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    assert changed == pacsv.read_csv(flips).column("row").to_pylist() and len(changed) == 12
+    for i in changed:
+        a, b = before[i + 1].split(b","), after[i + 1].split(b",")
+        assert a[:4] == b[:4] and {a[4], b[4]} == {b"spam", b'"ham"'}
+    assert load(str(out), label="label").X.tolist() == load(str(src), label="label").X.tolist()
+
+
+def test_help_texts_fit_80_columns_and_speak_plainly():
+    import os
+    import subprocess
+    import sys
+
+    from flipguard.cli._register import COMMANDS
+
+    env = {**os.environ, "COLUMNS": "80", "TERM": "xterm"}
+    commands = sorted(set(COMMANDS) - {"ledger", "pg"}) + ["ledger append", "ledger verify", "pg protect"]
+    for command in commands:
+        text = subprocess.run([sys.executable, "-m", "flipguard", *command.split(), "--help"], env=env,
+                              capture_output=True, text=True, timeout=120).stdout
+        assert "Example" in text, command
+        assert "<bool>" not in text and "{data}" not in text and "BOOLEAN" not in text, command
+        example = text.split("Example:")[1].split("╭")[0].splitlines()
+        for line in example:  # every example line is indented: none wrapped to the margin
+            assert not line.strip() or line.startswith("     flipguard") or line.startswith("         --") \
+                or line.startswith("         "), (command, line)
+    demo = subprocess.run([sys.executable, "-m", "flipguard", "demo", "--help"], env=env, capture_output=True,
+                          text=True, timeout=120).stdout
+    assert "seeds'" not in demo and "synthetic customer reviews" in " ".join(demo.split())
+
+
+def test_fit_example_lines_breaks_before_options():
+    from flipguard.cli._app import fit_example_lines
+
+    doc = ("Do it.\n\nExample:\n\n    flipguard verify reviews.csv --manifest reviews.csv.flipguard.json "
+           "--pubkey keys/flipguard.pub\n\nMore text that is long enough to pass the width limit of the "
+           "example lines but is not an example.")
+    assert fit_example_lines(doc).split("\n")[4:6] == [
+        "    flipguard verify reviews.csv --manifest reviews.csv.flipguard.json \\",
+        "        --pubkey keys/flipguard.pub"]
+    assert fit_example_lines(doc).split("\n")[-1] == doc.split("\n")[-1]
+
+
+def test_summary_table_fits_80_columns_and_is_complete_when_wide(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from flipguard.assess import assess
+    from flipguard.cli import _assess, _common
+    from flipguard.data import make_sentiment_reviews
+
+    result = assess(make_sentiment_reviews(240, random_state=0), strategies=["random", "noise_matrix"],
+                    rates=[0.3], seeds=1, models=["logreg"], views=None, detect=True,
+                    mitigate=["drop", "blind_drop"], n_jobs=1)
+    saved = _assess.console
+    try:
+        for width in (80, 200):
+            buf = io.StringIO()
+            _assess.console = Console(file=buf, width=width, highlight=False)
+            _assess.render_summary(result)
+            lines = buf.getvalue().splitlines()
+            assert max(map(len, lines)) <= width
+            body = [ln for ln in lines if "noise_matrix" in ln]
+            if width == 80:  # one line per row, short headers, detection and mitigation stacked below
+                assert len(body) == 2 and "val acc" in buf.getvalue() and "illusi" not in buf.getvalue()
+            else:
+                assert len(body) == 1 and "validation acc" in buf.getvalue() and "blind_drop" in buf.getvalue()
+            assert "-0.000" not in buf.getvalue()
+    finally:
+        _assess.console = saved
+    assert _common.fmt(-0.0001) == "0.000" and _common.signed(-0.0004) == "+0.000"
 
 
 # --- start-up weight -------------------------------------------------------------------------

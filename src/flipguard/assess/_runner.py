@@ -70,7 +70,7 @@ def assess(
     detect_method: str = "auto",
     mitigate: Sequence[str] = (),
     n_jobs: int | None = None,
-    progress: bool = False,
+    verbose: bool | None = None,
 ) -> Assessment:
     """Sweep attacks x rates x seeds x models and measure the damage and the illusion gap.
 
@@ -103,8 +103,11 @@ def assess(
         the unmitigated model (``extras["mitigation"]``).
     n_jobs : int, optional
         Parallel workers (joblib); BLAS is pinned to one thread per worker.
-    progress : bool, default=False
-        Show a progress bar on stderr.
+    verbose : bool or None, default=None
+        Show a progress bar with the time remaining on stderr.  ``None``
+        shows it only when stderr is an interactive terminal (so scripts,
+        notebooks' captured output and CI logs stay quiet); ``True`` always,
+        ``False`` never.
 
     Returns
     -------
@@ -150,7 +153,8 @@ def assess(
                 delayed(_pinned)(run, t) for t in tasks)
         else:
             gen = (run(t) for t in tasks)
-        outputs = list(_with_progress(gen, len(tasks), progress))
+        show = sys.stderr.isatty() if verbose is None else bool(verbose)
+        outputs = list(_with_progress(gen, len(tasks), show, f"{len(tasks)} runs x {len(models)} model(s)"))
 
     baseline = {(o["seed"], m): o["models"][m] for o in outputs if o["strategy"] == BASELINE
                 for m in model_names}
@@ -350,7 +354,7 @@ def _boundary_view(ds, X_tr, y_clean, y_pois, clean, poisoned, X_hold, y_hold, s
 
 
 # -- progress ----------------------------------------------------------------
-def _with_progress(gen, total: int, show: bool):
+def _with_progress(gen, total: int, show: bool, what: str = "runs"):
     if not show:
         yield from gen
         return
@@ -361,11 +365,12 @@ def _with_progress(gen, total: int, show: bool):
         Progress,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     console = Console(file=sys.stderr)
-    with Progress(TextColumn("assessing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(TextColumn(f"assessing {what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True) as bar:
         job = bar.add_task("runs", total=total)
         for item in gen:
             bar.advance(job)

@@ -18,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state = {"debug": False}
+_state: dict = {"debug": False, "command": None}
 
 
 @app.callback()
@@ -54,12 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     args = _hoist_debug(args)
     command = _command_of(args)
+    _state["command"] = command
     if command is None and "--version" in args and not {"-h", "--help"} & set(args):
         from .. import __version__
 
         sys.stdout.write(f"flipguard {__version__}\n")
         sys.exit(0)
     _register.load(command)
+    _fit_examples(app)
     try:
         app(args=args, prog_name="flipguard")
     except FlipguardError as exc:
@@ -69,6 +71,49 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+
+
+#: Widest example line in help texts: at 80 columns rich wraps longer lines to column 0.
+EXAMPLE_WIDTH = 76
+
+
+def _fit_examples(typer_app) -> None:
+    """Break long example command lines in every help text with shell continuations (``\\``)."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        fn = info.callback
+        if fn is not None and fn.__doc__ and not getattr(fn, "_examples_fitted", False):
+            fn.__doc__ = fit_example_lines(inspect.cleandoc(fn.__doc__))
+            fn._examples_fitted = True
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _fit_examples(group.typer_instance)
+
+
+def fit_example_lines(doc: str, width: int = EXAMPLE_WIDTH) -> str:
+    """``doc`` with each indented line after ``Example`` no wider than ``width``: long lines are
+    split before an option (``--x``) and continued with a trailing backslash, indented 4 more."""
+    out: list[str] = []
+    in_example = False
+    for line in doc.split("\n"):
+        if line.strip().lower().startswith("example"):
+            in_example = True
+        elif line and not line.startswith(" "):
+            in_example = False
+        continued = bool(out) and out[-1].endswith("\\")
+        while in_example and len(line) > width and line.startswith(" "):
+            indent = len(line) - len(line.lstrip())
+            cut = line.rfind(" --", indent + 1, width - 1)
+            if cut <= indent:
+                cut = line.rfind(" ", indent + 1, width - 1)
+            if cut <= indent:
+                break
+            out.append(line[:cut] + " \\")
+            line = " " * (indent if continued else indent + 4) + line[cut + 1:]
+            continued = True
+        out.append(line)
+    return "\n".join(out)
 
 
 def _hoist_debug(args: list[str]) -> list[str]:
@@ -92,6 +137,10 @@ def _command_of(args: list[str]) -> str | None:
 def _fail(exc: BaseException) -> None:
     if _state["debug"]:
         raise exc
+    from ._words import in_user_words
+
     msg = str(exc).strip().replace("\n", " ") or type(exc).__name__
+    if isinstance(exc, FlipguardError):
+        msg = in_user_words(msg, _state["command"])
     sys.stderr.write(f"Error: {msg}\n")
     sys.exit(2)

@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from .._io import atomic_write_text
+from .._names import ASSESS_MITIGATIONS
+from ..exceptions import InvalidParameterError
 from ._app import app
 from ._common import (
     DataArg,
@@ -20,6 +22,7 @@ from ._common import (
     TableOpt,
     TextOpt,
     console,
+    err_console,
     fmt,
     load_data,
     parse_floats,
@@ -47,8 +50,9 @@ def assess_cmd(
     holdout: Annotated[float, typer.Option(help="Clean holdout fraction.")] = 0.25,
     validation: Annotated[float, typer.Option(help="Validation fraction of the poisoned store.")] = 0.25,
     detect: Annotated[bool, typer.Option("--detect", help="Also score label-flip detection against the true flips.")] = False,
-    mitigate: Annotated[str | None, typer.Option(help="Mitigations to compare, comma-separated "
-                                                 "(drop, relabel, weight, loss_correction).")] = None,
+    mitigate: Annotated[str | None, typer.Option(help="Mitigations to compare, comma-separated: drop, relabel, "
+                                                 "weight, loss_correction, or blind_drop (drop every flagged "
+                                                 "row: the naive baseline).")] = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
     id: IdOpt = None,  # noqa: A002
     table: TableOpt = None,
@@ -69,13 +73,18 @@ def assess_cmd(
     """
     from ..assess import assess
 
+    chosen = split_list(mitigate, "--mitigate") if mitigate else []
+    unknown = [m for m in chosen if m not in ASSESS_MITIGATIONS]
+    if unknown:
+        raise InvalidParameterError(f"--mitigate {unknown[0]!r} is not a mitigation; choose from "
+                                    f"{', '.join(ASSESS_MITIGATIONS[:-1])}")
     ds = load_data(data, label=label, id=id, table=table, text=text)
     result = assess(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,
         validation_size=validation, detect=detect,
-        mitigate=split_list(mitigate, "--mitigate") if mitigate else (),
-        n_jobs=n_jobs, progress=sys.stderr.isatty() and not json_out,
+        mitigate=chosen,
+        n_jobs=n_jobs, verbose=False if json_out else None,
     )
     written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")
     if json_out:
@@ -93,43 +102,82 @@ def write_outputs(result: Assessment, out: Path, *, report: bool, title: str) ->
     if report:
         from ..report import write_assessment_report
 
-        written["report"] = str(write_assessment_report(result, out / "report.html", title=title))
+        path = out / "report.html"
+        if sys.stderr.isatty():
+            with err_console.status(f"writing {path} (figures for {len(result.runs)} runs)..."):
+                written["report"] = str(write_assessment_report(result, path, title=title))
+        else:
+            written["report"] = str(write_assessment_report(result, path, title=title))
     return written
 
 
+#: Below this terminal width the summary uses short headers and puts detection and
+#: mitigation columns in a second table, so no row wraps at 80 columns.
+WIDE = 120
+
+
 def render_summary(result: Assessment) -> None:
+    """The summary table: full headers on a wide terminal (or when piped), compact at 80 columns."""
     rows = result.summary()
     with_detection = any("detection" in r.extras for r in result.runs)
-    t = Table(title=f"Impact of label flipping — {result.dataset['source']} "
-                    f"({result.dataset['n_samples']} rows, {len(result.config['seeds'])} seed(s))")
-    for col in ("strategy", "rate", "model", "flipped", "validation acc\n(poisoned)",
-                "holdout acc\n(clean truth)", "acc drop", "illusion gap"):
-        t.add_column(col, justify="left" if col in ("strategy", "model") else "right")
-    if with_detection:
-        t.add_column("detect F1", justify="right")
-        t.add_column("AUROC", justify="right")
     mitigations = list(result.config.get("mitigate") or [])
+    wide = console.width >= WIDE
+    title = (f"Impact of label flipping — {result.dataset['source']} "
+             f"({result.dataset['n_samples']} rows, {len(result.config['seeds'])} seed(s))")
+    if wide:
+        heads = ["strategy", "rate", "model", "flipped", "validation acc\n(poisoned)",
+                 "holdout acc\n(clean truth)", "acc drop", "illusion gap"]
+    else:
+        heads = ["attack", "model", "flipped", "val acc", "true acc", "drop", "gap"]
+    t = Table(title=title)
+    for col in heads:
+        t.add_column(col, justify="left" if col in ("strategy", "model", "attack") else "right")
+    extra = Table(title="Detection and mitigation (clean-holdout accuracy, gain vs no mitigation)") \
+        if not wide and (with_detection or mitigations) else t
+    if extra is not t:
+        extra.add_column("attack")
+        extra.add_column("model")
+    if with_detection:
+        extra.add_column("detect F1" if wide else "F1", justify="right")
+        extra.add_column("AUROC", justify="right")
     for name in mitigations:
-        t.add_column(f"holdout acc\n{name}", justify="right")
+        extra.add_column(f"holdout acc\n{name}" if wide else name, justify="right")
     for r in rows:
         gap = r["illusion_gap"]["mean"]
         style = "bold red" if gap >= 0.05 else None
-        cells = [r["strategy"], f"{r['rate']:.0%}" if r["rate"] else "-", r["model"],
-                 f"{r['flip_rate']['mean']:.1%}",
-                 _pm(r["poisoned_validation_accuracy"]), _pm(r["poisoned_holdout_accuracy"]),
+        rate = f"{r['rate']:.0%}" if r["rate"] else "-"
+        attack = [r["strategy"], rate] if wide else [r["strategy"] + ("" if rate == "-" else f" {rate}")]
+        cells = [*attack, r["model"], f"{r['flip_rate']['mean']:.1%}",
+                 _pm(r["poisoned_validation_accuracy"], wide), _pm(r["poisoned_holdout_accuracy"], wide),
                  signed(r["accuracy_drop"]["mean"]), f"[{style}]{signed(gap)}[/]" if style else signed(gap)]
+        more = []
         if with_detection:
             d = r.get("detection", {})
-            cells += [fmt(d.get("f1", {}).get("mean")), fmt(d.get("auroc", {}).get("mean"))]
+            more += [fmt(d.get("f1", {}).get("mean")), fmt(d.get("auroc", {}).get("mean"))]
         for name in mitigations:
             m = r.get("mitigation", {}).get(name)
-            cells.append(f"{m['accuracy']['mean']:.3f} ({m['gain']['mean']:+.3f})" if m else "-")
-        t.add_row(*cells)
+            if not m:
+                more.append("-")
+            else:
+                gain = signed(m["gain"]["mean"])
+                more.append(f"{fmt(m['accuracy']['mean'])} " + (f"({gain})" if wide else gain))
+        if extra is t:
+            t.add_row(*cells, *more)
+        else:
+            t.add_row(*cells)
+            if more and r["strategy"] != "none":
+                extra.add_row(attack[0], r["model"], *more)
     console.print(t)
-    console.print(f"[dim]illusion gap = poisoned-validation accuracy - clean-holdout accuracy of the "
-                  f"poisoned model; positive means validation flatters it. {result.seconds:.1f} s.[/]")
+    if extra is not t:
+        console.print(extra)
+    if wide:
+        console.print(f"[dim]illusion gap = poisoned-validation accuracy - clean-holdout accuracy of the "
+                      f"poisoned model; positive means validation flatters it. {result.seconds:.1f} s.[/]")
+    else:
+        console.print(f"[dim]val acc: on the poisoned validation split (what the victim sees); true acc: on a "
+                      f"clean holdout; drop: true acc lost to the attack; gap = val acc - true acc (positive: "
+                      f"validation flatters the model). Means over seeds. {result.seconds:.1f} s.[/]")
 
 
-def _pm(stat: dict) -> str:
-    return f"{stat['mean']:.3f}" + (f" ±{stat['std']:.3f}" if stat["std"] else "")
-
+def _pm(stat: dict, wide: bool = True) -> str:
+    return fmt(stat["mean"]) + (f" ±{fmt(stat['std'])}" if stat["std"] and wide else "")

@@ -71,12 +71,17 @@ def attack_cmd(
 
     from ..attacks import make_flipper
     from ..data import write_table
+    from ..data._rewrite import rewrite_csv
 
     if (rate is None) == (n_flips is None):
         raise InvalidParameterError("give exactly one of --rate and --n-flips")
+    if n_flips is not None and n_flips < 0:
+        raise InvalidParameterError(f"--n-flips must be a count >= 0; got {n_flips}")
     refuse_overwrite(data, out, "--out")
+    out_fmt = output_format(out, "csv")
     if flips is not None:
         refuse_overwrite(data, flips, "--flips")
+        output_format(flips, "csv", "--flips")
     ds = load_data(data, label=label, id=id, table=table, text=text)
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
              "n_clusters": n_clusters, "kind": kind}
@@ -87,7 +92,9 @@ def attack_cmd(
     codes = ds.encode_labels(np.asarray(y_labels, dtype=ds.classes.dtype))
 
     out_fmt = output_format(out, ds.format)
-    write_table(ds.to_table(codes), out, out_fmt)
+    if not (ds.format == "csv" and out_fmt == "csv"
+            and rewrite_csv(data, out, label=ds.label_name, codes_before=ds.y, codes_after=codes)):
+        write_table(ds.to_table(codes), out, out_fmt)
     rows = flipper.flipped_indices_
     if flips is not None:
         write_table(pa.table({
@@ -116,9 +123,13 @@ def attack_cmd(
 def _parse_rate(text: str, ds):
     if "=" not in text:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise InvalidParameterError(f"--rate must be a number or class=rate pairs, got {text!r}") from None
+        if not 0.0 < value <= 1.0:
+            raise InvalidParameterError(f"--rate must be a fraction in (0, 1] (0.2 flips 20% of the rows); "
+                                        f"got {text}. For a number of rows use --n-flips")
+        return value
     spec = {}
     by_name = {str(c): c for c in ds.classes}
     for part in text.split(","):
@@ -131,6 +142,9 @@ def _parse_rate(text: str, ds):
             spec[by_name[name]] = float(value)
         except ValueError:
             raise InvalidParameterError(f"--rate: {value!r} is not a number (in {part!r})") from None
+        if not 0.0 < spec[by_name[name]] <= 1.0:
+            raise InvalidParameterError(f"--rate: {part.strip()!r} must give a fraction in (0, 1] of class "
+                                        f"{name!r}")
     return spec
 
 

@@ -78,8 +78,12 @@ def note_dropped_columns(ds) -> None:
     for col, n in dropped_text_columns(ds):
         err_console.print(f"note: column '{col}' ({n} distinct strings) is not used as a feature; "
                           f"if it is free text, add --text {col}", soft_wrap=True)
-
-
+    for col, how in ds.encoding.items():
+        if " infinite and " in str(how):  # see data._load._encode_column
+            n_inf, rest = str(how).split("(", 1)[1].split(" infinite and ", 1)
+            err_console.print(f"note: column '{col}' has {n_inf} infinite value(s); they were treated as "
+                              f"missing and replaced by the column's median {rest.rsplit(' ', 1)[-1][:-1]}",
+                              soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:
@@ -105,13 +109,13 @@ def parse_floats(text: str, what: str) -> list[float]:
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    return f"{x:.{digits}f}"
+    return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: never "-0.000"
 
 
 def signed(x: float | None, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
         return "-"
-    return f"{x:+.{digits}f}"
+    return f"{round(x, digits) + 0.0:+.{digits}f}"
 
 
 def refuse_overwrite(data: str, path, opt: str) -> None:
@@ -124,8 +128,9 @@ def refuse_overwrite(data: str, path, opt: str) -> None:
         raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
 
 
-def output_format(path, default: str) -> str:
-    """``"csv"`` or ``"parquet"`` from an output name; ``default`` (the input's format) when unsure."""
+def output_format(path, default: str, opt: str = "--out") -> str:
+    """``"csv"`` or ``"parquet"`` from an output name; ``default`` (the input's format) when it has no
+    extension.  Any other extension (``.xlsx``, ``.json``) is refused: flipguard writes CSV or Parquet."""
     from ..data._read import detect_format
 
     name = str(path).lower()
@@ -133,6 +138,10 @@ def output_format(path, default: str) -> str:
         return "parquet"
     if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
         return "csv"
+    suffix = os.path.splitext(os.path.basename(name))[1]
+    if suffix:
+        raise InvalidParameterError(f"{opt} {path}: unsupported output format '{suffix}'; "
+                                    "use .csv or .parquet")
     return default if default in ("csv", "parquet") else detect_format(str(path))
 
 

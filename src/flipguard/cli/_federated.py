@@ -24,7 +24,8 @@ from ._common import (
     split_list,
 )
 
-federated_app = typer.Typer(help="Federated learning (Flower): simulate label-flipping clients against defences.",
+federated_app = typer.Typer(help="Federated learning (Flower): simulate label-flipping clients against defences."
+                            "\n\nExample:\n\n\b\n    flipguard federated simulate digits.csv --label digit --rounds 20",
                             no_args_is_help=True)
 app.add_typer(federated_app, name="federated")
 
@@ -68,7 +69,7 @@ def simulate_cmd(
     baseline.  Per round: global accuracy, source-class recall, attack
     success rate (source rows predicted as the target) and, for defences
     that name suspects (lfighter, tolpegin, fltrust), precision and recall
-    of the malicious clients found.  Needs ``pip install 'flipguard[federated]'``.
+    of the malicious clients found.  Needs the extra: pip install 'flipguard\\[federated]'.
 
     Example:
 

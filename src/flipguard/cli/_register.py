@@ -17,6 +17,7 @@ COMMANDS = {
     "clean": "_clean",
     "demo": "_demo",
     "diff": "_integrity",
+    "federated": "_federated",
     "keygen": "_integrity",
     "ledger": "_ledger",
     "pg": "_pg",

@@ -183,12 +183,21 @@ def _init_ray(num_cpus: int) -> None:
 
     Flower would start Ray with a ``runtime_env`` that makes every actor
     start slowly; flipguard is installed in the interpreter Ray's workers
-    use, so it needs none.
+    use, so it needs none.  A start that times out (Ray waits 30 s for its
+    raylet, which a loaded machine can exceed) is retried twice.
     """
     import ray
 
-    if not ray.is_initialized():
-        ray.init(**ray_backend_config(num_cpus)["init_args"])
+    if ray.is_initialized():
+        return
+    for attempt in range(3):
+        try:
+            ray.init(**ray_backend_config(num_cpus)["init_args"])
+            return
+        except Exception:  # Ray gives its raylet 30 s to register; a busy machine can miss that
+            ray.shutdown()
+            if attempt == 2:
+                raise
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ class _Console(Console):
     command can finish writing its files and choose its own exit code."""
 
     def on_broken_pipe(self) -> None:
-        self.quiet = True
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())

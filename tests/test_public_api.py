@@ -10,7 +10,8 @@ import flipguard
 
 PACKAGES = ["flipguard.data", "flipguard.attacks", "flipguard.assess", "flipguard.detection",
             "flipguard.mitigation", "flipguard.integrity", "flipguard.report", "flipguard.exceptions",
-            "flipguard.models", "flipguard.metrics", "flipguard.engine"]
+            "flipguard.models", "flipguard.metrics", "flipguard.engine",
+            "flipguard.federated"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

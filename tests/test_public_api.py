@@ -11,7 +11,7 @@ import flipguard
 PACKAGES = ["flipguard.data", "flipguard.attacks", "flipguard.assess", "flipguard.detection",
             "flipguard.mitigation", "flipguard.integrity", "flipguard.report", "flipguard.exceptions",
             "flipguard.models", "flipguard.metrics", "flipguard.engine",
-            "flipguard.federated"]
+            "flipguard.federated", "flipguard.monitor"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -20,6 +20,7 @@ COMMANDS = {
     "federated": "_federated",
     "keygen": "_integrity",
     "ledger": "_ledger",
+    "monitor": "_monitor",
     "pg": "_pg",
     "seal": "_integrity",
     "verify": "_integrity",

@@ -1,0 +1,325 @@
+"""Watching a store: new batch files in a folder or bucket prefix, new rows of a PostgreSQL table.
+
+:func:`watch_once` processes every batch not yet seen, in order, each exactly
+once: after each batch the monitor's statistics *and* the record of what has
+been processed are written together, atomically, into one state file.  A
+process killed at any moment (``kill -9`` included) leaves the state of the
+last completed batch; started again, it continues with the next one, so no
+batch is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..exceptions import DataError, InvalidParameterError
+from ._monitor import BatchVerdict, LabelMonitor
+
+__all__ = ["BatchSource", "FolderSource", "PostgresSource", "open_source", "watch_once", "write_metrics"]
+
+_BATCH_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq", ".parq")
+
+
+@dataclass
+class Batch:
+    name: str
+    table: pa.Table
+    mark: Any  # what the state records once the batch is done (file name, or last key value)
+
+
+class BatchSource:
+    """Where batches come from; ``pending(done)`` lists what is not processed yet, in order."""
+
+    description: str = ""
+
+    def check(self) -> None:
+        """Raise :class:`DataError` if the source cannot be read (before any state is written)."""
+
+    def pending(self, done: dict[str, Any]):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    def record(done: dict[str, Any], mark) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FolderSource(BatchSource):
+    """CSV/Parquet batch files in a local folder or an fsspec prefix (``s3://bucket/incoming/``).
+
+    Files are processed in name order, each once (by name).  Names starting with
+    ``.`` or ``_`` are ignored, so a producer can write ``.part`` files and rename
+    them when complete.
+    """
+
+    def __init__(self, location: str):
+        self.location = location.rstrip("/") if "://" in location else os.path.abspath(location)
+        self.description = location
+
+    def _names(self) -> list[str]:
+        if "://" not in self.location:
+            if not os.path.isdir(self.location):
+                raise DataError(f"{self.description}: no such folder")
+            names = os.listdir(self.location)
+        else:
+            try:
+                import fsspec
+            except ImportError:  # pragma: no cover - depends on the environment
+                raise DataError(f"cannot list {self.location}: needs fsspec (pip install 'flipguard[s3]')") from None
+            try:
+                fs, path = fsspec.core.url_to_fs(self.location)
+                fs.invalidate_cache()
+                if not fs.isdir(path):
+                    raise DataError(f"{self.description}: no such folder or prefix")
+                names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
+            except (ImportError, ValueError) as exc:
+                raise DataError(f"cannot list {self.location}: {exc}") from None
+        return sorted(n for n in names if n.lower().endswith(_BATCH_SUFFIXES) and not n.startswith((".", "_")))
+
+    def check(self) -> None:
+        self._names()
+
+    def _path(self, name: str) -> str:
+        return f"{self.location}/{name}" if "://" in self.location else os.path.join(self.location, name)
+
+    def pending(self, done: dict[str, Any]):
+        from ..data import read_table
+
+        seen = set(done.get("files", []))
+        for name in self._names():
+            if name not in seen:
+                yield Batch(name, read_table(self._path(name))[0], name)
+
+    @staticmethod
+    def record(done: dict[str, Any], mark) -> None:
+        done.setdefault("files", []).append(mark)
+
+
+class PostgresSource(BatchSource):
+    """New rows of a PostgreSQL table: those whose ``key`` column exceeds the last one processed.
+
+    ``key`` is the id column (rows arrive with increasing ids) or a
+    ``--since-column`` (e.g. an insertion timestamp).  Each poll reads the new
+    rows in one ``REPEATABLE READ`` snapshot, ordered by the key; ``max_rows``
+    caps a batch.  A row committed later with a key below one already
+    processed is not seen (use a key assigned at commit time when writers race).
+    """
+
+    def __init__(self, dsn: str, table: str, key: str, max_rows: int | None = None):
+        from ..data._postgres import redact_dsn
+
+        self.dsn, self.table, self.key, self.max_rows = dsn, table, key, max_rows
+        self.description = f"{redact_dsn(dsn)} table {table}"
+
+    def check(self) -> None:
+        from psycopg import sql
+
+        from ..data._postgres import pg_snapshot
+
+        with pg_snapshot(self.dsn) as snap:
+            ref = snap.resolve(self.table)
+            names = [c.name for c in snap.conn.execute(
+                sql.SQL("SELECT * FROM {} LIMIT 0").format(ref.ident)).description or []]
+        if self.key not in names:
+            raise DataError(f"{self.description}: column '{self.key}' not found (columns: {', '.join(names)})")
+
+    def pending(self, done: dict[str, Any]):
+        from psycopg import sql
+
+        from ..data._postgres import pg_snapshot
+
+        last = done.get("last")
+        while True:
+            with pg_snapshot(self.dsn) as snap:
+                ref = snap.resolve(self.table)
+                key = sql.Identifier(self.key)
+                where = sql.SQL("WHERE {} > {}").format(key, sql.Literal(last)) if last is not None else sql.SQL("")
+                limit = sql.SQL("LIMIT {}").format(sql.Literal(int(self.max_rows))) if self.max_rows else sql.SQL("")
+                src = sql.SQL("(SELECT * FROM {} {} ORDER BY {} {}) AS flipguard_new").format(
+                    ref.ident, where, key, limit)
+                tbl = snap.read_select(src, where=self.description)
+            if tbl.num_rows == 0:
+                return
+            keys = tbl.column(self.key)
+            if keys.null_count:
+                raise DataError(f"{self.description}: column '{self.key}' has missing values; "
+                                "new rows are found by it, so it must always be set")
+            lo, hi = pc.min(keys).as_py(), pc.max(keys).as_py()
+            mark = hi.isoformat() if hasattr(hi, "isoformat") else hi
+            lo_text = lo.isoformat() if hasattr(lo, "isoformat") else lo
+            yield Batch(f"{self.key} {lo_text}..{mark}", tbl, mark)
+            last = mark
+            if not self.max_rows:
+                return
+
+    @staticmethod
+    def record(done: dict[str, Any], mark) -> None:
+        done["last"] = mark
+
+
+def open_source(source: str, *, table: str | None = None, id: str | None = None,  # noqa: A002
+                since_column: str | None = None, max_rows: int | None = None) -> BatchSource:
+    """A :class:`FolderSource` or, for a ``postgresql://`` DSN, a :class:`PostgresSource`."""
+    from ..data._read import is_postgres
+
+    if is_postgres(source):
+        if table is None:
+            raise InvalidParameterError("a postgresql:// SOURCE needs --table")
+        key = since_column or id
+        if key is None:
+            raise InvalidParameterError("a postgresql:// SOURCE needs --id or --since-column to find new rows")
+        return PostgresSource(source, table, key, max_rows=max_rows)
+    if table is not None or since_column is not None:
+        raise InvalidParameterError("--table and --since-column only apply to a postgresql:// SOURCE")
+    return FolderSource(source)
+
+
+# -- encoding batches like the reference -------------------------------------
+def _columns_plan(ds) -> dict[str, str]:
+    return {c: how for c, how in ds.encoding.items() if not str(how).startswith("dropped")}
+
+
+def _encode_batch(tbl: pa.Table, plan: dict[str, str], feature_names: list[str], label: str,
+                  id_col: str | None, means: np.ndarray, where: str):
+    """Features aligned with the reference's columns, labels and ids of one batch."""
+    names = tbl.column_names
+    for col in [label, *([id_col] if id_col else []), *plan]:
+        if col not in names:
+            raise DataError(f"{where}: column '{col}' not found (columns: {', '.join(names)})")
+    n = tbl.num_rows
+    pos = {f: j for j, f in enumerate(feature_names)}
+    X = np.zeros((n, len(feature_names)))
+    for col, how in plan.items():
+        arr = tbl.column(col)
+        if pa.types.is_dictionary(arr.type):
+            arr = pc.cast(arr, arr.type.value_type)
+        if str(how).startswith("one-hot"):
+            values = np.asarray(pc.fill_null(pc.cast(arr, pa.string()), "\x00").to_numpy(zero_copy_only=False))
+            for j, f in enumerate(feature_names):
+                if f.startswith(col + "="):
+                    X[:, j] = values == f[len(col) + 1:]
+            continue
+        t = arr.type
+        if pa.types.is_temporal(t):
+            arr = pc.cast(pc.cast(arr, pa.timestamp("s")) if pa.types.is_date(t) else arr, pa.int64())
+        try:
+            v = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(f"{where}: column '{col}' is not numeric as in the reference") from None
+        j = pos[col]
+        v[~np.isfinite(v)] = means[j]
+        X[:, j] = v
+    labels = tbl.column(label)
+    if pa.types.is_dictionary(labels.type):
+        labels = pc.cast(labels, labels.type.value_type)
+    ids = np.asarray(tbl.column(id_col).to_numpy(zero_copy_only=False)) if id_col else np.arange(n)
+    return X, labels, ids
+
+
+def _fingerprint(ds) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(ds.X).tobytes())
+    h.update("\x00".join(map(str, ds.labels().tolist())).encode())
+    return h.hexdigest()
+
+
+def _typed_labels(lab: pa.ChunkedArray, classes: np.ndarray) -> np.ndarray:
+    """Batch labels in the reference's type where they convert (CSV ints stay ints), else as text."""
+    target = pa.array(classes.tolist()).type if len(classes) else pa.string()
+    try:
+        arr = pc.cast(lab, target)
+        if arr.null_count == 0:
+            return np.asarray(arr.to_numpy(zero_copy_only=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    text = pc.fill_null(pc.cast(lab, pa.string()), "")
+    return np.asarray(text.to_numpy(zero_copy_only=False)).astype(str)
+
+
+def watch_once(source: BatchSource, state_path, *, label: str, reference=None, id: str | None = None,  # noqa: A002
+               monitor_params: dict | None = None,
+               on_verdict: Callable[[BatchVerdict], None] | None = None) -> tuple[LabelMonitor, list[BatchVerdict]]:
+    """Process every pending batch of ``source`` once, saving the state after each.
+
+    The first run (no state file yet) fits a :class:`LabelMonitor` on
+    ``reference`` (a path/URL/DSN loaded with ``label`` and ``id``); later runs
+    restore it from ``state_path`` and refuse a different reference, source or
+    label column.  ``on_verdict`` is called after each batch's state is saved.
+    """
+    from ..data import load
+
+    state_path = os.fspath(state_path)
+    source.check()
+    ref_ds = load(reference, label=label, id=id) if reference is not None else None
+    if os.path.exists(state_path):
+        mon, extra = LabelMonitor.load(state_path, with_extra=True)
+        if extra.get("label") != label:
+            raise InvalidParameterError(f"--state {state_path} was created for --label {extra.get('label')!r}, "
+                                        f"not {label!r}")
+        if extra.get("source") != source.description:
+            raise InvalidParameterError(f"--state {state_path} belongs to source {extra.get('source')!r}; "
+                                        "use one state file per source")
+        if ref_ds is not None and _fingerprint(ref_ds) != extra.get("reference_sha256"):
+            raise InvalidParameterError(f"--reference differs from the one --state {state_path} was created "
+                                        "with; start a new state file to change the reference")
+    else:
+        if ref_ds is None:
+            raise InvalidParameterError("the first run needs --reference (no --state file yet)")
+        mon = LabelMonitor(**(monitor_params or {})).fit(ref_ds.X, ref_ds.labels())
+        extra = {"label": label, "id": id, "source": source.description, "reference": ref_ds.source,
+                 "reference_sha256": _fingerprint(ref_ds), "plan": _columns_plan(ref_ds),
+                 "feature_names": list(ref_ds.feature_names), "done": {}}
+        mon.save(state_path, extra)
+    verdicts = []
+    for batch in source.pending(extra["done"]):
+        where = f"{source.description}: {batch.name}"
+        X, labels, ids = _encode_batch(batch.table, extra["plan"], extra["feature_names"], label,
+                                       extra.get("id"), mon.mean_, where)
+        v = mon.update(X, _typed_labels(labels, mon.classes_), ids=ids, name=batch.name)
+        type(source).record(extra["done"], batch.mark)
+        mon.save(state_path, extra)  # statistics and progress together, atomically
+        verdicts.append(v)
+        if on_verdict is not None:
+            on_verdict(v)
+    return mon, verdicts
+
+
+def write_metrics(path, mon: LabelMonitor, *, source: str = "") -> None:
+    """Prometheus text-format file for node_exporter's textfile collector (written atomically).
+
+    Uses ``prometheus_client`` (``pip install 'flipguard[monitor]'``).
+    """
+    try:
+        from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    except ImportError:
+        raise DataError("--metrics needs prometheus_client (pip install 'flipguard[monitor]')") from None
+    reg = CollectorRegistry()
+    lab = ["source"]
+    g = lambda name, doc, extra=(): Gauge(name, doc, lab + list(extra), registry=reg)  # noqa: E731
+    g("flipguard_monitor_batches", "Batches processed since the state was created.").labels(source).set(
+        mon.n_batches_)
+    g("flipguard_monitor_alarms", "Alarms raised since the state was created.").labels(source).set(len(mon.alarms_))
+    last = mon.history_[-1] if mon.history_ else {}
+    g("flipguard_monitor_alarm", "1 if the last batch raised an alarm.").labels(source).set(
+        1.0 if last.get("status") == "alarm" else 0.0)
+    g("flipguard_monitor_feature_drift", "1 if the last batch's inputs differ from the reference.").labels(
+        source).set(1.0 if last.get("feature_drift") else 0.0)
+    g("flipguard_monitor_last_suspects", "Suspect labels in the last batch.").labels(source).set(
+        last.get("suspects", 0))
+    g("flipguard_monitor_threshold", "CUSUM alarm threshold (statistics below are divided by it).").labels(
+        source).set(mon.threshold_)
+    stat = g("flipguard_monitor_statistic", "CUSUM statistic / threshold per chart (>= 1 alarms).",
+             ("true_class", "labelled_as"))
+    classes = mon.classes_
+    for (a, b), s in zip(mon.pairs_, mon.statistic_[:-1]):
+        stat.labels(source, str(classes[a]), str(classes[b])).set(s / mon.threshold_)
+    stat.labels(source, "any", "any").set(mon.statistic_[-1] / mon.threshold_)
+    write_to_textfile(os.fspath(path), reg)

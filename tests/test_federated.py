@@ -26,7 +26,7 @@ from flipguard.federated import (
 )
 
 DEFENCES = "fedavg,krum,median,trimmed_mean,lfighter,tolpegin,fltrust"
-SETTINGS = dict(clients=10, malicious=0.4, source="3", target="8", rounds=5, seed=0)
+SETTINGS = dict(clients=10, malicious=0.4, source="3", target="8", rounds=5, seed=0, attack_from=2)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def cli_run(digits_csv, tmp_path_factory):
     args = ["federated", "simulate", str(digits_csv), "--label", "digit", "--clients", str(s["clients"]),
             "--malicious", str(s["malicious"]), "--attack", "targeted", "--source", s["source"],
             "--target", s["target"], "--rounds", str(s["rounds"]), "--defence", DEFENCES,
-            "--seed", str(s["seed"]), "--json", "--report", str(report)]
+            "--attack-from", str(s["attack_from"]), "--seed", str(s["seed"]), "--json", "--report", str(report)]
     import io
     from contextlib import redirect_stdout
 
@@ -111,8 +111,18 @@ def test_lfighter_finds_the_malicious_clients_on_iid_data(cli_run):
     lf = records(doc)["lfighter"]
     assert lf["suspects"] == doc["settings"]["malicious_clients"]
     assert lf["detection_precision"] == 1.0 and lf["detection_recall"] == 1.0
-    assert all(p == 1.0 for p in lf["per_round"]["detection_precision"])
+    assert all(p == 1.0 for p in lf["per_round"]["detection_precision"][1:])  # attackers start in round 2
     assert lf["source_recall"] >= records(doc)["baseline"]["source_recall"] - 0.05
+
+
+def test_attackers_start_at_attack_from(cli_run):
+    """Before --attack-from nobody flips: FedAvg's first round is the baseline's, to the last digit."""
+    recs = records(cli_run[0])
+    base, fedavg = recs["baseline"]["per_round"], recs["fedavg"]["per_round"]
+    assert fedavg["malicious"][0] == [] and fedavg["malicious"][1] == cli_run[0]["settings"]["malicious_clients"]
+    for key in ("accuracy", "source_recall", "attack_success_rate"):
+        assert fedavg[key][0] == base[key][0], key
+    assert fedavg["source_recall"][-1] < base["source_recall"][-1]
 
 
 def test_label_flip_aware_defences_beat_fedavg(cli_run):
@@ -130,7 +140,7 @@ def test_api_reproduces_the_cli_exactly(cli_run, digits):
     s = SETTINGS
     res = simulate(X, y, attack=TargetedFlip(source=3, target=8, rate=1.0, random_state=0),
                    n_clients=s["clients"], malicious=[0.2, s["malicious"]], rounds=s["rounds"],
-                   defences=["lfighter"], random_state=s["seed"])
+                   defences=["lfighter"], attack_from=s["attack_from"], random_state=s["seed"])
     recs = records(cli_run[0])
     for mine in (res.baseline, res.run("lfighter", s["malicious"])):
         theirs = recs[mine.defence]

@@ -62,7 +62,7 @@ class FederatedRun:
             "suspects": f.suspects,
             "per_round": {name: self.series(name) for name in
                           ("accuracy", "source_recall", "attack_success_rate", "detection_precision",
-                           "detection_recall", "suspects")},
+                           "detection_recall", "suspects", "malicious")},
         })
 
 

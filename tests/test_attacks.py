@@ -477,3 +477,73 @@ def test_alfa_hurts_a_linear_model_more_than_random_flips(data, rate, margin, vi
         alfa = np.mean([_clean_accuracy_after("alfa", X, y, rate, s, victim) for s in seeds])
         rand = np.mean([_clean_accuracy_after("random", X, y, rate, s, victim) for s in seeds])
     assert alfa < rand - margin, (alfa, rand)
+
+
+# --- library conventions: flippers are imbalanced-learn samplers with fit --------------------
+
+from imblearn.utils.estimator_checks import parametrize_with_checks as imblearn_checks  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks as sklearn_checks  # noqa: E402
+
+_ALFA_BINARY = ("ALFA (Xiao et al. 2012) attacks binary classifiers and refuses the checks' 3-class data "
+                "with a clear error")
+
+
+def _expected_failures(estimator):
+    if isinstance(estimator, ALFAFlip):
+        return {name: _ALFA_BINARY for name in (
+            "check_samplers_fit_resample", "check_samplers_sparse", "check_samplers_pandas",
+            "check_samplers_pandas_sparse", "check_samplers_list", "check_samplers_multiclass_ova",
+            "check_samplers_preserve_dtype", "check_samplers_sample_indices", "check_samplers_2d_target")}
+    return {}
+
+
+@imblearn_checks([make_flipper(name, random_state=0) for name in ALL],
+                 expected_failed_checks=_expected_failures)
+def test_flippers_pass_imbalanced_learn_sampler_checks(estimator, check):
+    with single_threaded():
+        check(estimator)
+
+
+@sklearn_checks([RandomFlip(random_state=0), ClusterFlip(random_state=0)])
+def test_flippers_pass_scikit_learn_estimator_checks(estimator, check):
+    with single_threaded():
+        check(estimator)
+
+
+def test_fit_returns_self_and_records_what_fit_resample_does(reviews):
+    X, y = reviews
+    f = RandomFlip(rate=0.2, random_state=3)
+    assert f.fit(X, y) is f
+    g = RandomFlip(rate=0.2, random_state=3)
+    g.fit_resample(X, y)
+    assert f.flipped_indices_.tolist() == g.flipped_indices_.tolist()
+    assert sum(f.sampling_strategy_.values()) == f.n_flips_ and f.n_features_in_ == X.shape[1]
+    assert f.get_feature_names_out().tolist() == [f"x{i}" for i in range(X.shape[1])]
+
+
+def test_flippers_work_inside_an_imbalanced_learn_pipeline(reviews):
+    from imblearn.pipeline import make_pipeline
+
+    X, y = reviews
+    pipe = make_pipeline(RandomFlip(rate=0.4, random_state=0), LogisticRegression()).fit(X, y)
+    assert pipe.score(X, y) < LogisticRegression().fit(X, y).score(X, y)
+
+
+def test_pair_noise_follows_the_classes_own_order_or_the_given_pairs():
+    """Han et al. (2018) pair flipping: each class goes to one partner, never alphabetically."""
+    names = ["zero", "one", "two", "three"]
+    y = np.array([names[i % 4] for i in range(400)], dtype=object)
+    f = NoiseMatrixFlip(kind="pair", rate=0.2, random_state=0)
+    f.fit_resample(None, y)
+    assert set(zip(f.original_labels_, f.new_labels_)) == \
+        {("zero", "one"), ("one", "two"), ("two", "three"), ("three", "zero")}
+    f = NoiseMatrixFlip(kind="pair", pairs={"zero": "two"}, rate=0.5, random_state=0)
+    f.fit_resample(None, y)
+    assert set(zip(f.original_labels_, f.new_labels_)) == {("zero", "two")} and f.n_flips_ == 50
+    f = NoiseMatrixFlip(kind="pair", pairs=[(3, 1)], n_flips=7, random_state=0)
+    f.fit_resample(None, np.arange(40) % 4)
+    assert set(zip(f.original_labels_.tolist(), f.new_labels_.tolist())) == {(3, 1)} and f.n_flips_ == 7
+    with pytest.raises(InvalidParameterError, match="pairs names class 'ten'"):
+        NoiseMatrixFlip(kind="pair", pairs={"ten": "one"}).fit_resample(None, y)
+    with pytest.raises(InvalidParameterError, match="maps a class onto itself"):
+        NoiseMatrixFlip(kind="pair", pairs={"one": "one"}).fit_resample(None, y)

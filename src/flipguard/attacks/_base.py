@@ -12,6 +12,8 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_array, check_random_state
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from .._registry import Registry
 from .._validation import Interval, validate_params
@@ -69,6 +71,22 @@ class BaseFlipper(BaseEstimator):
         always different from ``original_labels_``.
     n_flips_ : int
         Number of flipped labels.
+    sampling_strategy_ : dict
+        ``{label: number of rows flipped away from it}`` (imbalanced-learn's
+        name for what a sampler did per class).
+    n_features_in_ : int
+        Number of columns of ``X`` (when ``X`` is 2-D).
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` when it is a pandas DataFrame with string names.
+
+    Notes
+    -----
+    A flipper is an imbalanced-learn sampler (``fit_resample``) that never
+    changes the number of rows or the features; it passes imbalanced-learn's
+    ``parametrize_with_checks`` sampler checks (``tests/test_attacks.py``).
+    ``y`` may be a 1-D array, a list, a pandas Series or DataFrame column, a
+    column vector or a one-hot indicator matrix; it comes back in the same
+    form.
     """
 
     _parameter_constraints: dict = {
@@ -85,20 +103,61 @@ class BaseFlipper(BaseEstimator):
         self.n_flips = n_flips
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        """A sampler's tags: imbalanced-learn's (when installed) so its checks and pipelines know it."""
+        tags = super().__sklearn_tags__()
+        try:
+            from imblearn.utils._tags import InputTags, SamplerTags, Tags
+        except ImportError:  # imbalanced-learn is optional
+            tags.target_tags.required = True
+            return tags
+        out = Tags(estimator_type="sampler", target_tags=tags.target_tags, transformer_tags=None,
+                   regressor_tags=None, classifier_tags=None, sampler_tags=SamplerTags())
+        out.target_tags.required = True
+        out.input_tags = InputTags(two_d_array=True, dataframe=True, sparse=True,
+                                   string=not self._needs_X, allow_nan=not self._needs_X)
+        return out
+
     # -- public ------------------------------------------------------------
+    def fit(self, X, y):
+        """Choose the flips (same as :meth:`fit_resample`) and return ``self``.
+
+        The flipped rows are in ``flip_mask_`` / ``flipped_indices_``; use
+        :meth:`fit_resample` to get the poisoned labels themselves.
+        """
+        self.fit_resample(X, y)
+        return self
+
+    def get_feature_names_out(self, input_features=None):
+        """Feature names of the output: the input's, since a flipper never touches features."""
+        check_is_fitted(self, "n_features_in_")
+        return _check_feature_names_in(self, input_features)
+
     def fit_resample(self, X, y):
         """Flip labels of ``y``; ``X`` is returned unchanged.
 
         Returns
         -------
         X : as given
-        y_poisoned : same container type as ``y`` (ndarray, list or pandas Series)
+        y_poisoned : same container type and shape as ``y`` (ndarray, list,
+            pandas Series or DataFrame, column vector, one-hot matrix)
         """
         validate_params(self)
+        if y is None:
+            raise DataError("requires y to be passed, but the target y is None: flipping needs labels")
+        if X is not None and not self._needs_X:
+            # Checked, not converted: X comes back as given (strings and NaN allowed).
+            check_array(X, accept_sparse=True, dtype=None, ensure_all_finite=False)
+        if X is not None and (hasattr(X, "shape") and len(X.shape) == 2 or hasattr(X, "columns")):
+            validate_data(self, X, skip_check_array=True, reset=True)  # n_features_in_, feature_names_in_
         y_values = _as_1d(y)
         n = len(y_values)
         if self._needs_X:
-            X_arr = check_array(X, dtype=np.float64)
+            # Sparse input (scipy or pandas sparse columns) is densified: these attacks compute
+            # distances or fit surrogate models that expect dense features.
+            X_arr = check_array(X, dtype=np.float64, accept_sparse=["csr", "csc", "coo"])
+            if hasattr(X_arr, "toarray"):
+                X_arr = X_arr.toarray()
         else:
             X_arr = X
         if X is not None and _n_rows(X) != n:
@@ -106,7 +165,7 @@ class BaseFlipper(BaseEstimator):
         classes, codes = np.unique(y_values, return_inverse=True)
         codes = codes.astype(np.int64)
         if len(classes) < 2:
-            raise DataError("y has a single class; flipping needs at least two")
+            raise DataError("y has 1 class (a single class); flipping needs at least two")
         self.classes_ = classes
         rng = check_random_state(self.random_state)
         budget = self._resolve_budget(codes, len(classes))
@@ -124,6 +183,8 @@ class BaseFlipper(BaseEstimator):
         self.original_labels_ = classes[codes[rows]]
         self.new_labels_ = classes[new]
         self.n_flips_ = int(len(rows))
+        away = np.bincount(codes[rows], minlength=len(classes))
+        self.sampling_strategy_ = {_py(c): int(k) for c, k in zip(classes, away)}
         return X, _restore(y, classes[poisoned])
 
     # -- for subclasses ----------------------------------------------------
@@ -188,10 +249,25 @@ def _n_rows(X) -> int:
     return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
+def _py(v):
+    return v.item() if hasattr(v, "item") else v
+
+
 def _as_1d(y) -> np.ndarray:
     arr = np.asarray(y)
+    if arr.ndim == 2 and arr.shape[1] == 1:  # a column vector or one-column DataFrame
+        arr = arr.ravel()
+    elif arr.ndim == 2 and type_of_target(arr) == "multilabel-indicator":
+        if not np.all(arr.sum(axis=1) == 1):
+            raise DataError("Multilabel and multioutput targets are not supported: each row of a 2-D y "
+                            "must be one-hot (exactly one 1)")
+        arr = arr.argmax(axis=1)
     if arr.ndim != 1:
-        raise DataError(f"y must be 1-D, got shape {arr.shape}")
+        raise DataError(f"Multilabel and multioutput targets are not supported: y must be 1-D, "
+                        f"got shape {arr.shape}")
+    kind = type_of_target(arr) if arr.dtype.kind in "fiub" and len(arr) else "binary"
+    if kind in ("continuous", "continuous-multioutput"):
+        raise DataError("Unknown label type: y has continuous values; flipping needs class labels")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise DataError(f"y has {int(np.isnan(arr).sum())} NaN label(s)")
     if arr.dtype.kind == "O" and any(v is None for v in arr):
@@ -200,9 +276,27 @@ def _as_1d(y) -> np.ndarray:
 
 
 def _restore(y_in, values: np.ndarray):
-    """Return ``values`` in the container type of ``y_in``."""
+    """Return ``values`` in the container type and shape of ``y_in``."""
+    if hasattr(y_in, "columns") and hasattr(y_in, "index"):  # pandas DataFrame
+        arr = np.asarray(y_in)
+        if arr.shape[1] == 1:
+            return type(y_in)(values.reshape(-1, 1), index=y_in.index, columns=y_in.columns).astype(y_in.dtypes)
+        return type(y_in)(_one_hot(values, arr), index=y_in.index, columns=y_in.columns)
     if hasattr(y_in, "iloc") and hasattr(y_in, "index"):  # pandas Series
         return type(y_in)(values, index=y_in.index, name=getattr(y_in, "name", None)).astype(y_in.dtype)
     if isinstance(y_in, list):
+        if y_in and isinstance(y_in[0], (list, tuple)):
+            return _restore(np.asarray(y_in), values).tolist()
         return values.tolist()
-    return values.astype(np.asarray(y_in).dtype, copy=False)
+    arr = np.asarray(y_in)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        return values.reshape(-1, 1).astype(arr.dtype, copy=False)
+    if arr.ndim == 2:
+        return _one_hot(values, arr)
+    return values.astype(arr.dtype, copy=False)
+
+
+def _one_hot(codes: np.ndarray, like: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(like)
+    out[np.arange(len(codes)), np.asarray(codes, dtype=np.int64)] = 1
+    return out

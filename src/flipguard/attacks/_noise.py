@@ -22,9 +22,13 @@ class NoiseMatrixFlip(BaseFlipper):
 
     * ``kind="symmetric"``: every class loses the same fraction (``rate``) of
       its rows, spread evenly over all other classes;
-    * ``kind="pair"``: class ``i`` is relabelled as class ``i + 1`` (mod K,
-      in sorted label order) -- the "pair flipping" of Han et al. (2018),
-      where each class is confused with one neighbour;
+    * ``kind="pair"``: each class is relabelled as one partner class -- the
+      "pair flipping" of Han et al. (2018), where each class is confused with
+      one neighbour.  ``pairs`` names the partners (``{"cat": "dog"}``);
+      by default class ``i`` goes to class ``i + 1`` (mod K) in the classes'
+      own order: numeric labels in numeric order, string labels in the order
+      they first appear in ``y`` (never alphabetical, which would pair
+      ``"zero"`` with ``"eight"``);
     * ``T``: any K x K row-stochastic matrix.  Class ``c`` flips a fraction
       ``1 - T[c, c]`` of its rows and the flipped rows go to class ``j`` in
       proportion to ``T[c, j]``.
@@ -38,6 +42,10 @@ class NoiseMatrixFlip(BaseFlipper):
     ----------
     kind : {"symmetric", "pair"}, default="symmetric"
         Shape of the noise when ``T`` is not given.
+    pairs : dict or sequence of (source, target), default=None
+        ``kind="pair"`` only: which class each class is flipped into, by
+        label value.  Classes not named keep their labels, and a float
+        ``rate`` is then a fraction of the named classes' rows.
     T : array-like of shape (n_classes, n_classes), default=None
         Explicit transition matrix; rows and columns follow the sorted label
         values (``classes_``), each row sums to 1.  When given it replaces
@@ -87,12 +95,14 @@ class NoiseMatrixFlip(BaseFlipper):
 
     _parameter_constraints = {**BaseFlipper._parameter_constraints,
                               "kind": [StrOptions({"symmetric", "pair"})],
-                              "T": ["array-like", None]}
+                              "T": ["array-like", None],
+                              "pairs": [dict, list, tuple, None]}
 
-    def __init__(self, *, kind="symmetric", T=None, rate=0.1, n_flips=None, random_state=None):
+    def __init__(self, *, kind="symmetric", T=None, pairs=None, rate=0.1, n_flips=None, random_state=None):
         super().__init__(rate=rate, n_flips=n_flips, random_state=random_state)
         self.kind = kind
         self.T = T
+        self.pairs = pairs
 
     def _flip(self, X, y, n_classes: int, budget: Budget, rng):
         K = n_classes
@@ -103,16 +113,31 @@ class NoiseMatrixFlip(BaseFlipper):
             weights = T.copy()
             np.fill_diagonal(weights, 0.0)
         else:
+            if self.pairs is not None and self.kind != "pair":
+                raise InvalidParameterError("NoiseMatrixFlip: pairs needs kind='pair'")
+            dest = self._partners(y, K) if self.kind == "pair" else np.full(K, -2)
+            eligible = dest != -1  # -2: symmetric, every class
             if budget.per_class is not None:
                 per_class = budget.per_class.astype(np.int64)
+                if np.any(per_class[~eligible] > 0):
+                    c = int(np.flatnonzero((per_class > 0) & ~eligible)[0])
+                    raise InvalidParameterError(f"NoiseMatrixFlip: the budget names class "
+                                                f"{self.classes_[c]!r}, which has no pair")
             else:
-                per_class = _apportion(budget.total, counts.astype(np.float64), rng)
+                total = budget.total
+                if self.n_flips is None and not isinstance(self.rate, dict) and not eligible.all():
+                    total = int(round(float(self.rate) * counts[eligible].sum()))
+                if total > counts[eligible].sum():
+                    raise InvalidParameterError(f"NoiseMatrixFlip: cannot flip {total} of "
+                                                f"{int(counts[eligible].sum())} rows of the paired classes")
+                per_class = _apportion(total, counts * eligible.astype(np.float64), rng)
             weights = np.zeros((K, K))
             if self.kind == "symmetric":
                 weights[:] = 1.0
                 np.fill_diagonal(weights, 0.0)
             else:  # pair
-                weights[np.arange(K), (np.arange(K) + 1) % K] = 1.0
+                src = np.flatnonzero(eligible)
+                weights[src, dest[src]] = 1.0
         # Exact destination counts per source class (largest remainder).
         moves = np.zeros((K, K), dtype=np.int64)
         for c in range(K):  # one pass per class, not per row
@@ -131,6 +156,38 @@ class NoiseMatrixFlip(BaseFlipper):
         self.transition_matrix_ = rates
         self.transition_counts_ = moves
         return rows, new
+
+    def _partners(self, y: np.ndarray, K: int) -> np.ndarray:
+        """Destination code of each class (-1: not flipped)."""
+        if self.pairs is None:
+            if self.classes_.dtype.kind in "iufb":
+                order = np.arange(K)  # numeric labels: numeric order
+            else:  # string labels: order of first appearance
+                _, first = np.unique(y, return_index=True)
+                order = np.argsort(first, kind="stable")
+            dest = np.empty(K, dtype=np.int64)
+            dest[order] = np.roll(order, -1)
+            return dest
+        items = list(self.pairs.items()) if isinstance(self.pairs, dict) else list(self.pairs)
+        dest = np.full(K, -1, dtype=np.int64)
+        by_text = {str(c): i for i, c in enumerate(self.classes_)}
+        for item in items:
+            if len(item) != 2:
+                raise InvalidParameterError(f"NoiseMatrixFlip: pairs must be (source, target) pairs; got {item!r}")
+            codes = []
+            for label in item:
+                hit = np.flatnonzero(self.classes_ == label) if not isinstance(label, str) or \
+                    self.classes_.dtype.kind in "OSU" else np.array([by_text.get(label, -1)])
+                if not len(hit) or hit[0] < 0:
+                    raise InvalidParameterError(f"NoiseMatrixFlip: pairs names class {label!r}, which is not "
+                                                f"in y (classes: {', '.join(map(str, self.classes_))})")
+                codes.append(int(hit[0]))
+            if codes[0] == codes[1]:
+                raise InvalidParameterError(f"NoiseMatrixFlip: pair {item!r} maps a class onto itself")
+            if dest[codes[0]] >= 0:
+                raise InvalidParameterError(f"NoiseMatrixFlip: class {item[0]!r} is paired twice")
+            dest[codes[0]] = codes[1]
+        return dest
 
     def _check_T(self, K: int) -> np.ndarray:
         try:

@@ -29,7 +29,7 @@ from ._common import (
 
 #: CLI option -> flipper parameter name (only passed when given).
 _STRATEGY_OPTIONS = {"source": "source", "target": "target", "surrogate": "model", "mode": "mode",
-                     "n_clusters": "n_clusters", "kind": "kind"}
+                     "n_clusters": "n_clusters", "kind": "kind", "pairs": "pairs"}
 
 
 @app.command("attack")
@@ -54,6 +54,10 @@ def attack_cmd(
     mode: Annotated[str | None, typer.Option(help="boundary: 'least' or 'most' confident rows first.")] = None,
     n_clusters: Annotated[int | None, typer.Option("--n-clusters", help="cluster: k-means clusters per class.")] = None,
     kind: Annotated[str | None, typer.Option(help="noise_matrix: 'symmetric' or 'pair'.")] = None,
+    pairs: Annotated[str | None, typer.Option(
+        "--pairs", help="noise_matrix --kind pair: which class becomes which, e.g. cat=dog,dog=cat "
+                        "(default: each class becomes the next, in numeric order or order of first "
+                        "appearance).", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Flip labels on purpose (red-team) and record exactly which rows changed.
@@ -84,7 +88,7 @@ def attack_cmd(
         output_format(flips, "csv", "--flips")
     ds = load_data(data, label=label, id=id, table=table, text=text)
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
-             "n_clusters": n_clusters, "kind": kind}
+             "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs else None}
     params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}
     budget = {"n_flips": n_flips} if n_flips is not None else {"rate": _parse_rate(rate, ds)}
     flipper = make_flipper(strategy, random_state=seed, **budget, **params)
@@ -146,6 +150,21 @@ def _parse_rate(text: str, ds):
             raise InvalidParameterError(f"--rate: {part.strip()!r} must give a fraction in (0, 1] of class "
                                         f"{name!r}")
     return spec
+
+
+def _parse_pairs(text: str, ds) -> dict:
+    by_name = {str(c): c for c in ds.classes}
+    out = {}
+    for part in text.split(","):
+        src, sep, dst = (t.strip() for t in part.partition("="))
+        if not sep or not src or not dst:
+            raise InvalidParameterError(f"--pairs: expected source=target pairs, got {part.strip()!r}")
+        for name in (src, dst):
+            if name not in by_name:
+                raise InvalidParameterError(f"--pairs names class {name!r}, which is not in column "
+                                            f"'{ds.label_name}' (classes: {', '.join(by_name)})")
+        out[by_name[src]] = by_name[dst]
+    return out
 
 
 def _transitions(ds, old, new) -> list[dict]:

@@ -183,7 +183,7 @@ class LabelMonitor(BaseEstimator):
     pairs_ : ndarray of shape (n_pairs, 2)
         ``(true, labelled)`` class codes of the pair charts.
     p0_, p1_ : ndarray of shape (n_pairs + 1,)
-        Clean (upper 95% bound, out of fold) and design suspect rates per chart;
+        Clean (simultaneous upper 95% bounds, out of fold) and design suspect rates per chart;
         the last entry is the chart over all rows.
     threshold_ : float
         CUSUM alarm threshold ``h``.
@@ -288,10 +288,13 @@ class LabelMonitor(BaseEstimator):
             sens[:, b] = np.bincount(codes, weights=flag.astype(np.float64), minlength=K) / counts
         a_idx, b_idx = np.nonzero(~np.eye(K, dtype=bool))
         self.pairs_ = np.column_stack([a_idx, b_idx]).astype(np.int64)
-        p0_pairs = upper_rate(hits[a_idx, b_idx], n_b[b_idx])
+        # Upper bounds that hold for every chart at once (Bonferroni over the charts): the
+        # false-alarm bound needs each chart's clean rate to be at most its p0.
+        conf = 1.0 - 0.05 / (len(a_idx) + 1)
+        p0_pairs = upper_rate(hits[a_idx, b_idx], n_b[b_idx], confidence=conf)
         sens_pairs = sens[a_idx, b_idx]
         rho = float(self.min_flip_rate)
-        p0_all = upper_rate(np.array([suspect.sum()]), np.array([len(codes)]))
+        p0_all = upper_rate(np.array([suspect.sum()]), np.array([len(codes)]), confidence=conf)
         # A random flip of a row of class a goes to any of the other classes: average sensitivity.
         sens_all = float(np.sum(sens_pairs * self.reference_shares_[a_idx]) / (K - 1))
         self.p0_ = np.r_[p0_pairs, p0_all]

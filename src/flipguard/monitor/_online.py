@@ -303,7 +303,7 @@ def prequential_evaluation(estimator, X, y, *, attack=None, guard: bool = False,
 
     References
     ----------
-    J. Gama, R. Sebastian, P. P. Rodrigues (2013). On evaluating stream learning
+    J. Gama, R. Sebastiao, P. P. Rodrigues (2013). On evaluating stream learning
     algorithms. Machine Learning 90, 317-346.
     """
     y = np.asarray(y)

@@ -50,7 +50,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--out", default="bench-federated", help="directory for JSON and figures")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default=None, help="comma-separated dataset-partition tags to run "
+                        "(e.g. wine-iid,digits-dirichlet); default: all")
+    parser.add_argument("--table", action="store_true", help="only print the table of the JSON files in --out")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.table:
+        print_table(summarize(sorted(out.glob("*-*.json"))))
+        return
 
     from flipguard.attacks import TargetedFlip
     from flipguard.federated import simulate
@@ -58,13 +65,15 @@ def main() -> None:
 
     rounds = args.rounds or (10 if args.quick else 20)
     fractions = (0.4,) if args.quick else (0.1, 0.2, 0.4)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(",")) if args.only else None
     print(machine())
     print(f"{args.clients} clients, {rounds} rounds, logreg clients (2 local epochs), defences {', '.join(DEFENCES)}")
     rows = []
     for name, X, y, src, tgt in datasets(args.quick):
         for partition in ("iid", "dirichlet"):
+            if only is not None and f"{name}-{partition}" not in only:
+                continue
             t0 = time.perf_counter()
             res = simulate(X, y, attack=TargetedFlip(source=src, target=tgt, rate=1.0), n_clients=args.clients,
                            malicious=fractions, partition=partition, alpha=0.5, rounds=rounds,
@@ -78,30 +87,41 @@ def main() -> None:
                 fig.suptitle(f"{name}, {partition}, {frac:.0%} malicious")
                 fig.savefig(out / f"{tag}-{int(frac * 100)}.png", dpi=110, facecolor="white")
             base = res.baseline.final
-            for run in res.runs[1:]:
-                f = run.final
-                rows.append({"dataset": name, "partition": partition, "malicious": run.malicious,
-                             "defence": run.defence, "accuracy": f.accuracy, "source_recall": f.source_recall,
-                             "lost": base.source_recall - f.source_recall,
-                             "attack_success_rate": f.attack_success_rate,
-                             "detection_precision": f.detection_precision, "detection_recall": f.detection_recall,
-                             "baseline_source_recall": base.source_recall})
+            rows += summarize([out / f"{tag}.json"])
             print(f"{tag}: baseline source recall {base.source_recall:.3f}, accuracy {base.accuracy:.3f}; "
                   f"{len(res.runs)} runs x {rounds} rounds in {secs:.0f} s", flush=True)
-    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    print_table(rows)
+    print(f"\nload average at the end: {machine().rsplit('load average', 1)[1]}")
 
+
+def summarize(paths) -> list[dict]:
+    """One row per attacked run of each simulation JSON: final-round metrics and recall lost vs the baseline."""
+    rows = []
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        s, base = doc["settings"], doc["runs"][0]
+        for r in doc["runs"][1:]:
+            rows.append({"dataset": s["dataset"], "partition": s["partition"], "rounds": s["rounds"],
+                         "malicious": r["malicious"], "defence": r["defence"], "accuracy": r["accuracy"],
+                         "source_recall": r["source_recall"], "lost": base["source_recall"] - r["source_recall"],
+                         "attack_success_rate": r["attack_success_rate"],
+                         "detection_precision": r["detection_precision"], "detection_recall": r["detection_recall"],
+                         "baseline_source_recall": base["source_recall"]})
+    return rows
+
+
+def print_table(rows) -> None:
     def c(x):
         return "-" if x is None else f"{x:.2f}"
 
     print()
-    print("| dataset | partition | malicious | defence | source recall | lost vs baseline | attack success "
+    print("| dataset | partition | rounds | malicious | defence | source recall | lost vs baseline | attack success "
           "| accuracy | det. precision | det. recall |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['partition']} | {r['malicious']:.0%} | {r['defence']} | "
+        print(f"| {r['dataset']} | {r['partition']} | {r['rounds']} | {r['malicious']:.0%} | {r['defence']} | "
               f"{c(r['source_recall'])} | {r['lost'] * 100:+.0f} pts | {c(r['attack_success_rate'])} | "
               f"{c(r['accuracy'])} | {c(r['detection_precision'])} | {c(r['detection_recall'])} |")
-    print(f"\nload average at the end: {machine().rsplit('load average', 1)[1]}")
 
 
 if __name__ == "__main__":

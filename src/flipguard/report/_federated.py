@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ._figures import INK, class_colors, figure_to_image, text
 from ._html import Section, Table, write_report
@@ -49,6 +50,7 @@ def federated_figure(result, metrics: Sequence[str] = ("source_recall", "attack_
                     color=color, label=text(label))
         ax.set_title(titles.get(m, m))
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")

@@ -387,7 +387,7 @@ def test_unprotect_keeps_the_trail_and_protect_continues_it(env, pg_dsn, cli):
     assert res.exit_code == 0 and "was not protected" in res.stdout
 
 
-def test_concurrent_writers_keep_one_chain(env, pg_dsn):
+def test_eight_concurrent_writers_keep_one_chain(env, pg_dsn):
     import psycopg
     from psycopg import sql
 
@@ -404,14 +404,19 @@ def test_concurrent_writers_keep_one_chain(env, pg_dsn):
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(ids,)) for ids in ([1, 2], [3, 4], [5, 6])]
+    threads = [threading.Thread(target=work, args=([2 * k + 1, 2 * k + 2],)) for k in range(8)]  # 8 writers
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
     report = verify_postgres(pg_dsn, env.name, schema=env.audit_schema)
-    assert report.ok and report.n_events == 1 + 3 * 2 * 15
+    assert report.ok and report.n_events == 1 + 8 * 2 * 15  # nothing lost: one step per committed statement
+    status = protection_status(pg_dsn, env.name, schema=env.audit_schema)
+    from psycopg import sql as _sql
+
+    n_rows = env.admin.execute(_sql.SQL("SELECT sum(n_rows) FROM {}").format(_trail(env, status))).fetchone()[0]
+    assert n_rows == 8 * 2 * 15
 
 
 def test_repeatable_read_writer_cannot_fork_the_chain(env, pg_dsn):

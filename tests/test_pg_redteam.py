@@ -461,7 +461,7 @@ REWRITES = {
 def rewritten(lab):
     out = {}
     for name, stmt in REWRITES.items():
-        tbl = lab.make_table(f"rewrite_{name}", seal=True)
+        tbl = lab.make_table(f"rewrite_{name}")
         tbl.run(lab.writer, "UPDATE {t} SET label = 'spam' WHERE id IN (2, 4)")
         tbl.run(lab.writer, "UPDATE {t} SET label = 'ham' WHERE id = 1")
         tbl.checkpoint()
@@ -679,3 +679,67 @@ def test_a_bypassed_float_change_below_display_precision_is_detected(lab):
         lab.su.execute(lab.sql.SQL("UPDATE {} SET label = 0.50000000000000011 WHERE id = 1").format(tbl.ident))
     report = tbl.verify()
     assert [m["id"] for m in report.trail_mismatches] == ["1"]
+
+
+# =========================================================================== bad input: exit 2, one line, nothing left
+def test_checkpoint_and_verify_bad_inputs(lab, fortress, cli, tmp_path):
+    import os
+
+    from flipguard.integrity import write_keypair
+
+    dsn, t, s = lab.dsn_of(lab.auditor), fortress.full, fortress.schema
+    good = fortress.checkpoints.read_bytes()
+    deep = tmp_path / "deep.checkpoints"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    edited = tmp_path / "edited.checkpoints"
+    edited.write_bytes(good.replace(b'"head_seq":', b'"head_seq":1', 1))
+    garbage = tmp_path / "garbage.checkpoints"
+    garbage.write_bytes(b"\xff\xfe not json\n")
+    fifo = tmp_path / "fifo.checkpoints"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.checkpoints"
+    link.symlink_to(fortress.checkpoints)
+    other = write_keypair(tmp_path / "other")
+    pub = lab.keys.public
+    cases = {
+        "no pubkey": (["--checkpoint", fortress.checkpoints], "Error: give --checkpoint and --pubkey together"),
+        "deep json": (["--checkpoint", deep, "--pubkey", pub], f"Error: checkpoint file {deep} line 1: not a JSON"),
+        "edited": (["--checkpoint", edited, "--pubkey", pub], f"Error: checkpoint file {edited} line 1: the "
+                                                              "signature is not valid"),
+        "garbage": (["--checkpoint", garbage, "--pubkey", pub], f"Error: checkpoint file {garbage}: not UTF-8"),
+        "fifo": (["--checkpoint", fifo, "--pubkey", pub], f"Error: checkpoint file {fifo}: is a FIFO"),
+        "symlink": (["--checkpoint", link, "--pubkey", pub], f"Error: checkpoint file {link}: is a symbolic link"),
+        "other key": (["--checkpoint", fortress.checkpoints, "--pubkey", other.public],
+                      f"Error: checkpoint file {fortress.checkpoints} line 1: the signature is not valid"),
+        "missing": (["--checkpoint", tmp_path / "nope", "--pubkey", pub],
+                    f"Error: checkpoint file {tmp_path / 'nope'}: no such file"),
+        "bad schema": (["--audit-schema", ""], "Error: --audit-schema must be a PostgreSQL name"),
+        "pubkey alone": (["--pubkey", pub], "Error: --pubkey needs --manifest or --checkpoint"),
+    }
+    for name, (args, start) in cases.items():
+        res = cli("pg", "verify", dsn, "--table", t, *args)
+        assert res.exit_code == 2 and res.stderr.startswith(start), (name, res.stderr)
+        assert res.stderr.count("\n") == 1, (name, res.stderr)
+    wrong = lab.make_table("wrong_trail")
+    res = cli("pg", "verify", dsn, "--table", wrong.full, "--audit-schema", s, "--checkpoint",
+              fortress.checkpoints, "--pubkey", pub)
+    assert res.exit_code == 2 and "wrong --checkpoint file" in res.stderr and res.stderr.count("\n") == 1
+    # checkpoint: bad key, output at a directory, a link or a FIFO; nothing written, the good file untouched
+    for args, start in (
+        (["--key", tmp_path / "nokey", "--out", tmp_path / "new.ck"], "Error: private key"),
+        (["--key", lab.keys.private, "--out", tmp_path], "Error: checkpoint file"),
+        (["--key", lab.keys.private, "--out", link], "Error: checkpoint file"),
+        (["--key", lab.keys.private, "--out", fifo], "Error: checkpoint file"),
+        (["--key", lab.keys.private, "--out", edited], "Error: checkpoint file"),
+    ):
+        res = cli("pg", "checkpoint", dsn, "--table", t, "--audit-schema", s, *args)
+        assert res.exit_code == 2 and res.stderr.startswith(start) and res.stderr.count("\n") == 1, res.stderr
+    assert not (tmp_path / "new.ck").exists() and fortress.checkpoints.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["deep.checkpoints", "edited.checkpoints", "garbage.checkpoints", "fifo.checkpoints", "link.checkpoints",
+         "other", "nokey"][:-1])
+    res = cli("pg", "protect", lab.dsn, "--table", t, "--id", "id", "--label", "label", "--audit-role", "")
+    assert res.exit_code == 2 and res.stderr.startswith("Error: --audit-role must be a PostgreSQL name")
+    res = cli("pg", "protect", lab.dsn_of(lab.owner), "--table", t, "--id", "id", "--label", "label",
+              "--audit-schema", s, "--audit-role", lab.audit_role)
+    assert res.exit_code == 2 and "administrator's act" in res.stderr and res.stderr.count("\n") == 1

@@ -297,12 +297,13 @@ def _chain_append(n: _Names) -> str:
     return f"""
   -- one writer extends the chain at a time: the first audited statement of a
   -- transaction locks the registry row until commit
-  SELECT chain_txid INTO v_holder FROM {s['registry']} WHERE trail = {s['trail_lit']} FOR UPDATE;
+  SELECT chain_txid INTO v_holder FROM {s['registry']} WHERE trail = {s['trail_lit']};
   IF NOT FOUND THEN
     RAISE EXCEPTION 'flipguard: audit registry entry % is missing', {s['trail_lit']}
       USING ERRCODE = 'object_not_in_prerequisite_state';
   END IF;
   IF v_holder IS DISTINCT FROM v_txid THEN
+    -- the UPDATE takes the row lock (a later writer waits for this one's commit, then re-reads the row)
     UPDATE {s['registry']} SET chain_txid = v_txid,
         (checkpoint_seq, checkpoint_hash) = (SELECT seq, row_hash FROM {s['trail']} ORDER BY seq DESC LIMIT 1)
       WHERE trail = {s['trail_lit']};
@@ -1272,12 +1273,12 @@ WITH ev AS (
   WHERE ev.op IN ('INSERT', 'UPDATE', 'DELETE') AND ev.prot_epoch = (SELECT prot_epoch FROM cur)
 ), tr AS (
   SELECT seq, 0 AS ord, k, op, trunc_epoch,
-         CASE WHEN op = 'INSERT' THEN ni ELSE oi END AS rid,
+         (CASE WHEN op = 'INSERT' THEN ni ELSE oi END) COLLATE "C" AS rid,
          op <> 'INSERT' AS bp, ol AS b,
          op = 'INSERT' OR (op = 'UPDATE' AND oi = ni) AS ap, nl AS a
   FROM rws WHERE (CASE WHEN op = 'INSERT' THEN ni ELSE oi END) IS NOT NULL
   UNION ALL
-  SELECT seq, 1, k, op, trunc_epoch, ni, false, NULL::text, true, nl
+  SELECT seq, 1, k, op, trunc_epoch, ni COLLATE "C", false, NULL::text, true, nl
   FROM rws WHERE op = 'UPDATE' AND oi IS DISTINCT FROM ni AND ni IS NOT NULL
 )
 """
@@ -1368,29 +1369,39 @@ def _check_temporary(conn, n: _Names, report: PgVerifyReport) -> None:
     sql = _sql()
     rows = conn.execute(sql.SQL(_TRANSITIONS + """
         , tx AS (
-          SELECT tr.*, ev.txid, ev.logged_at, ev.session_user_name AS who FROM tr JOIN ev USING (seq)
-        ), steps AS (
-          SELECT rid, txid, min(seq) AS first_seq, max(seq) AS last_seq,
-                 (array_agg(bp ORDER BY seq, ord, k))[1] AS bp, (array_agg(b ORDER BY seq, ord, k))[1] AS b,
-                 (array_agg(ap ORDER BY seq DESC, ord DESC, k DESC))[1] AS ap,
-                 (array_agg(a ORDER BY seq DESC, ord DESC, k DESC))[1] AS a,
-                 min(logged_at) AS t_first, max(logged_at) AS t_last, min(who) AS who
-          FROM tx GROUP BY rid, txid
-        ), real AS (
-          SELECT * FROM steps
-          WHERE (bp, CASE WHEN bp THEN b END) IS DISTINCT FROM (ap, CASE WHEN ap THEN a END)
-        ), multi AS (
-          SELECT * FROM real WHERE rid IN (SELECT rid FROM real GROUP BY rid HAVING count(*) > 1)
-        ), pairs AS (
-          SELECT DISTINCT ON (j.rid, j.first_seq)
-                 j.rid, i.bp AS p0, i.b AS v0, i.ap AS p1, i.a AS v1, i.first_seq AS from_seq, i.t_first AS from_at,
-                 i.who AS from_who, i.txid AS from_txid, j.last_seq AS to_seq, j.t_last AS to_at, j.who AS to_who,
-                 j.txid AS to_txid
-          FROM multi j JOIN multi i ON i.rid = j.rid AND i.last_seq < j.first_seq
-               AND (i.bp, CASE WHEN i.bp THEN i.b END) IS NOT DISTINCT FROM (j.ap, CASE WHEN j.ap THEN j.a END)
-          ORDER BY j.rid, j.first_seq, i.first_seq DESC
+          SELECT tr.rid, tr.seq, tr.ord, tr.k, tr.bp, tr.b, tr.ap, tr.a, ev.txid, ev.logged_at,
+                 ev.session_user_name AS who
+          FROM tr JOIN ev USING (seq)
+        ), runs AS (  -- the chain lock makes each transaction's steps contiguous: one run per (id, txid)
+          SELECT rid, txid, seq, logged_at, who,
+                 first_value(bp) OVER w AS bp, first_value(b) OVER w AS b,
+                 last_value(ap) OVER w AS ap, last_value(a) OVER w AS a,
+                 last_value(seq) OVER w AS last_seq, last_value(logged_at) OVER w AS t_last,
+                 row_number() OVER w AS rn
+          FROM tx
+          WINDOW w AS (PARTITION BY rid, txid ORDER BY seq, ord, k
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+        ), steps AS (  -- what each transaction did to each id, when it made a difference
+          SELECT rid, txid, seq AS first_seq, last_seq, logged_at AS t_first, t_last, who, bp, b, ap, a
+          FROM runs
+          WHERE rn = 1 AND (bp, CASE WHEN bp THEN b END) IS DISTINCT FROM (ap, CASE WHEN ap THEN a END)
+        ), moves AS (  -- per (id, state): a transaction left it (kind 0) or entered it (kind 1)
+          SELECT rid, first_seq AS at_seq, 0 AS kind, bp AS sp, CASE WHEN bp THEN b END AS sv,
+                 first_seq AS e_seq, t_first AS e_at, who, txid, ap AS p1, CASE WHEN ap THEN a END AS v1
+          FROM steps
+          UNION ALL
+          SELECT rid, first_seq, 1, ap, CASE WHEN ap THEN a END, last_seq, t_last, who, txid, NULL, NULL
+          FROM steps
+        ), back AS (  -- an id leaves and enters a given state alternately: entering it right after
+                      -- leaving it closes the window the leaving opened
+          SELECT m.*, lag(kind) OVER w AS pk, lag(e_seq) OVER w AS i_seq, lag(e_at) OVER w AS i_at,
+                 lag(who) OVER w AS i_who, lag(txid) OVER w AS i_txid, lag(p1) OVER w AS i_p1,
+                 lag(v1) OVER w AS i_v1
+          FROM moves m WINDOW w AS (PARTITION BY rid, sp, sv ORDER BY at_seq, kind)
         )
-        SELECT *, count(*) OVER () FROM pairs ORDER BY from_seq, rid LIMIT %s""").format(t=n.trail_ident),
+        SELECT rid, sp, sv, i_p1, i_v1, i_seq, i_at, i_who, i_txid, e_seq, e_at, who, txid, count(*) OVER ()
+        FROM back WHERE kind = 1 AND pk = 0
+        ORDER BY i_seq, rid LIMIT %s""").format(t=n.trail_ident),
         (_LIST_LIMIT,)).fetchall()
     for (rid, p0, v0, p1, v1, from_seq, from_at, from_who, from_txid, to_seq, to_at, to_who, to_txid,
          total) in rows:

@@ -234,3 +234,31 @@ def test_partitioned_audit_cli_local(tmp_path, cli):
     assert sorted(os.listdir(tmp_path / "res")) == ["_audit.json", "p0.parquet", "p1.parquet"]
     r = cli("audit", root, "--label", "y", "--method", "knn")
     assert r.exit_code == 2 and "not available on a partitioned dataset" in r.stderr
+
+
+def test_diff_of_two_partitioned_versions_names_partitions_rows_and_shape(tmp_path, cli):
+    import shutil
+
+    from flipguard.integrity import diff_lake
+
+    old = make_lake(tmp_path / "v1", parts=3, csv_part=False)
+    new = tmp_path / "v2"
+    shutil.copytree(old, new)
+    target = new / "year=2020" / "part-0.parquet"
+    labels = pq.read_table(target).column("y").to_pylist()
+    cats = [i for i, v in enumerate(labels) if v == "cat"][:12]
+    set_labels(target, cats, ["dog"] * len(cats))
+    os.remove(new / "year=2021" / "part-1.parquet")
+    pq.write_table(pa.table({"rid": [1], "y": ["fox"]}), new / "year=2021" / "part-9.parquet")
+    rep = diff_lake(old, new, label="y", id="rid")
+    assert rep.partitions == {"identical": 1, "changed": ["year=2020/part-0.parquet"],
+                              "added": ["year=2021/part-9.parquet"], "removed": ["year=2021/part-1.parquet"]}
+    assert rep.changed["row"] == cats and set(rep.changed["partition"]) == {"year=2020/part-0.parquet"}
+    assert rep.transitions == [{"from": "cat", "to": "dog", "count": 12}]
+    assert rep.shape["verdict"] in ("concentrated", "single_pair")
+    r = cli("diff", old, new, "--label", "y", "--id", "rid", "--json")
+    assert r.exit_code == 1
+    import json
+
+    assert json.loads(r.stdout)["n_changed"] == 12
+    assert cli("diff", old, old, "--label", "y", "--id", "rid").exit_code == 0

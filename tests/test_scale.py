@@ -133,3 +133,34 @@ def test_unreadable_partition_on_ray_is_named_in_one_line_and_nothing_is_written
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("Error: partition year=2020/part-2.parquet: cannot read as PARQUET")
     assert sorted(os.listdir(tmp_path)) == ["lake"]
+
+
+def test_diff_on_ray_equals_the_local_engine(ray_session, tmp_path, cli):
+    import shutil
+
+    from flipguard.integrity import diff_lake
+
+    old = make_lake(tmp_path / "v1", parts=3, csv_part=False)
+    shutil.copytree(old, tmp_path / "v2")
+    target = tmp_path / "v2" / "year=2021" / "part-1.parquet"
+    rows = [i for i, v in enumerate(pq.read_table(target).column("y").to_pylist()) if v != "fox"][:3]
+    set_labels(target, rows, ["fox"] * 3)
+    local = diff_lake(old, tmp_path / "v2", label="y", id="rid").to_dict()
+    remote = diff_lake(old, tmp_path / "v2", label="y", id="rid", engine="ray").to_dict()
+    assert remote.pop("engine")["engine"] == "ray" and local.pop("engine")["engine"] == "local"
+    assert local == remote and local["partitions"]["changed"] == ["year=2021/part-1.parquet"]
+
+
+def test_assess_on_ray_gives_the_same_runs_as_in_process(ray_session):
+    from flipguard.assess import assess
+    from flipguard.data import load
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    ds = load((X, (X[:, 0] + X[:, 1] > 0).astype(int)))
+    kw = dict(strategies=["random"], rates=[0.2], seeds=1, views=None)
+    local = assess(ds, **kw).to_dict()
+    remote = assess(ds, engine="ray", **kw).to_dict()
+    strip = [{k: v for k, v in r.items() if k != "fit_seconds"} for r in local["runs"]]
+    assert strip == [{k: v for k, v in r.items() if k != "fit_seconds"} for r in remote["runs"]]
+    assert [(r["strategy"], r["seed"]) for r in strip] == [("none", 0), ("random", 0)]

@@ -71,6 +71,8 @@ def assess(
     mitigate: Sequence[str] = (),
     n_jobs: int | None = None,
     verbose: bool | None = None,
+    engine=None,
+    ray_address: str | None = None,
 ) -> Assessment:
     """Sweep attacks x rates x seeds x models and measure the damage and the illusion gap.
 
@@ -108,6 +110,12 @@ def assess(
         shows it only when stderr is an interactive terminal (so scripts,
         notebooks' captured output and CI logs stay quiet); ``True`` always,
         ``False`` never.
+    engine : {"local", "ray"} or Engine, optional
+        ``"ray"`` runs each (seed, attack, rate) task as a Ray task (the data
+        goes to Ray's object store once; see :func:`flipguard.engine.get_engine`)
+        instead of joblib; ``n_jobs`` is then ignored.  Results are identical.
+    ray_address : str, optional
+        With ``engine="ray"``: ``"auto"`` or ``"ray://host:10001"`` to join a cluster.
 
     Returns
     -------
@@ -146,15 +154,30 @@ def assess(
 
     parallel = n_jobs not in (None, 1)
     outputs = []
+    if engine not in (None, "local") or ray_address is not None:  # Ray tasks: one per (seed, attack, rate)
+        from ..engine import get_engine
+
+        eng = get_engine(engine, ray_address=ray_address,
+                         progress=sys.stderr.isatty() if verbose is None else bool(verbose))
+        shared = {"ds": ds, "splits": splits, "models": models, "model_names": model_names,
+                  "attack_params": attack_params, "view_set": view_set, "view_seed": seed_list[0],
+                  "detect": detect, "detect_method": detect_method, "mitigate": tuple(mitigate)}
+        try:
+            outputs = eng.map(_engine_task, tasks, shared=shared, desc=f"{len(tasks)} runs")
+        finally:
+            eng.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if parallel:
+        if outputs:
+            gen = iter(())
+        elif parallel:
             gen = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
                 delayed(_pinned)(run, t) for t in tasks)
         else:
             gen = (run(t) for t in tasks)
         show = sys.stderr.isatty() if verbose is None else bool(verbose)
-        outputs = list(_with_progress(gen, len(tasks), show, f"{len(tasks)} runs x {len(models)} model(s)"))
+        outputs = outputs or list(_with_progress(gen, len(tasks), show,
+                                                  f"{len(tasks)} runs x {len(models)} model(s)"))
 
     baseline = {(o["seed"], m): o["models"][m] for o in outputs if o["strategy"] == BASELINE
                 for m in model_names}
@@ -263,6 +286,16 @@ def _order(strategies, s):
 def _pinned(fn, task):
     with single_threaded():
         return fn(task)
+
+
+def _engine_task(task, shared):
+    """One (seed, strategy, rate) task on an engine worker (:mod:`flipguard.engine`)."""
+    seed, strategy, rate = task
+    with warnings.catch_warnings(), single_threaded():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _run_task(shared["ds"], shared["splits"][seed], seed, strategy, rate, shared["models"],
+                         shared["model_names"], shared["attack_params"].get(strategy, {}), shared["view_set"],
+                         shared["view_seed"], shared["detect"], shared["detect_method"], shared["mitigate"])
 
 
 def _run_task(ds, split, seed, strategy, rate, models, model_names, params, view_set, view_seed,

@@ -15,10 +15,12 @@ from ..exceptions import InvalidParameterError
 from ._app import app
 from ._common import (
     DataArg,
+    EngineOpt,
     IdOpt,
     JobsOpt,
     JsonOpt,
     LabelOpt,
+    RayAddressOpt,
     TableOpt,
     TextOpt,
     console,
@@ -58,6 +60,8 @@ def assess_cmd(
     table: TableOpt = None,
     text: TextOpt = None,
     n_jobs: JobsOpt = -1,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure what label flipping does to a model: on the poisoned validation split
@@ -84,7 +88,7 @@ def assess_cmd(
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,
         validation_size=validation, detect=detect,
         mitigate=chosen,
-        n_jobs=n_jobs, verbose=False if json_out else None,
+        n_jobs=n_jobs, verbose=False if json_out else None, engine=engine, ray_address=ray_address,
     )
     written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")
     if json_out:

@@ -289,6 +289,8 @@ def diff_cmd(
     label: LabelOpt,
     id: IdReq,
     table: TableOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     limit: LimitOpt = 50,
     json_out: JsonOpt = False,
 ) -> None:
@@ -305,7 +307,12 @@ def diff_cmd(
         flipguard diff reviews-v1.csv reviews-v2.csv --label sentiment --id review_id
     """
     from ..integrity import diff
+    from . import _scale
 
+    if _scale.is_partitioned_source(old, table) and _scale.is_partitioned_source(new, table):
+        return _scale.diff(old, new, label=label, id=id, engine=engine, ray_address=ray_address, limit=limit,
+                           json_out=json_out)
+    _scale.note_single(engine, ray_address)
     report = diff(old, new, label=label, id=id, table=table)
     if json_out:
         print_json(report.to_dict())

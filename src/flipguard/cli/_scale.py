@@ -106,6 +106,40 @@ def render_lake_verify(rep, limit: int) -> None:
             console.print(t)
 
 
+def diff(old, new, *, label, id, engine, ray_address, limit, json_out) -> None:
+    from ..integrity._lake import diff_lake
+
+    rep = diff_lake(old, new, label=label, id=id, engine=engine, ray_address=ray_address)
+    if json_out:
+        print_json(rep.to_dict())
+    elif rep.identical:
+        p = rep.partitions
+        _say(f"[bold green]Identical labels[/]: {p['identical']} partitions of {rep.old} and {rep.new} "
+             f"({_engine_text(rep.engine)})")
+    else:
+        p = rep.partitions
+        _say(f"[bold]{rep.old} -> {rep.new}[/]: {p['identical']} partitions identical, {len(p['changed'])} "
+             f"changed, {len(p['added'])} added, {len(p['removed'])} removed ({_engine_text(rep.engine)})")
+        for f in rep.findings:
+            _say(f"  - {f}")
+        c = rep.changed
+        if c["row"]:
+            t = Table("partition", "row", "id", "old", "new", title=f"Changed labels ({len(c['row'])})")
+            for i in range(min(limit, len(c["row"]))):
+                t.add_row(c["partition"][i], str(c["row"][i]), str(c["id"][i]), str(c["old"][i]), str(c["new"][i]))
+            console.print(t)
+            if len(c["row"]) > limit:
+                _say(f"  ... and {len(c['row']) - limit} more (--limit N, or --json for all)")
+        if rep.transitions:
+            t = Table("from", "to", "rows", title="Label transitions (all partitions)")
+            for tr in rep.transitions[:20]:
+                t.add_row(str(tr["from"]), str(tr["to"]), str(tr["count"]))
+            console.print(t)
+            _say(rep.shape["reading"])
+    if not rep.identical:
+        raise typer.Exit(1)
+
+
 def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, json_out, engine,
           ray_address) -> None:
     from ..engine import audit_partitioned

@@ -42,7 +42,7 @@ from ._ledger import (
 )
 from ._manifest import Manifest, SignatureCheck, load_manifest
 from ._pg import PgProtection, PgVerifyReport, protect, protection_status, unprotect, verify_postgres
-from ._lake import LakeSealResult, LakeVerifyReport, seal_lake, verify_lake
+from ._lake import LakeDiffReport, LakeSealResult, LakeVerifyReport, diff_lake, seal_lake, verify_lake
 from ._seal import SealResult, seal, seal_table
 from ._snapshot import read_secret
 from ._verify import VerifyReport, open_snapshot, verify, verify_table
@@ -51,6 +51,7 @@ __all__ = [
     "DiffReport",
     "KeyPaths",
     "LabelChanges",
+    "LakeDiffReport",
     "LakeSealResult",
     "LakeVerifyReport",
     "LedgerAppend",
@@ -62,6 +63,7 @@ __all__ = [
     "SignatureCheck",
     "VerifyReport",
     "diff",
+    "diff_lake",
     "diff_tables",
     "generate_keypair",
     "key_id",

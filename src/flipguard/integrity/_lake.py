@@ -60,7 +60,8 @@ from ._columns import block_rows_for, code_dtype, commit, label_codes, normalize
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import Manifest, SignatureCheck, canonical_json, check_signature, sign_body, strict_json
 
-__all__ = ["LakeSealResult", "LakeVerifyReport", "is_lake_manifest", "merkle_root", "seal_lake", "verify_lake"]
+__all__ = ["LakeDiffReport", "LakeSealResult", "LakeVerifyReport", "diff_lake", "is_lake_manifest", "merkle_root",
+           "seal_lake", "verify_lake"]
 
 LAKE_KIND = "flipguard.lake-seal"
 LAKE_FORMAT_VERSION = 1
@@ -576,3 +577,151 @@ def _assemble(source, info, sig, results, removed, engine_info) -> LakeVerifyRep
     return LakeVerifyReport(source, info, sig, parts, changed, added, removed_rows, dup, columns, findings,
                             engine_info)
 
+
+
+# -- diff of two partitioned versions -------------------------------------------------------
+def _diff_task(item: tuple, shared: dict) -> dict:
+    """Diff one partition present in both versions (``diff_tables``); class counts for the merge."""
+    from ._diff import diff_tables
+
+    name, old_part, new_part = item
+    label, id_ = shared["label"], shared["id"]
+    old = _read(old_part, label, id_, [])
+    new = _read(new_part, label, id_, [])
+    rep = diff_tables(old, new, label=label, id=id_ or ROW_ID, old_name=f"old {name}", new_name=f"new {name}")
+    ch = rep.changes
+    return {"name": name, "identical": rep.identical, "classes": list(ch.classes),
+            "counts_before": ch.counts_before.tolist(), "counts_after": ch.counts_after.tolist(),
+            "transitions": ch.transitions.tolist(), "changes": ch.to_dict("old", "new"),
+            "findings": list(rep.findings)}
+
+
+def _count_task(part: Partition, shared: dict) -> dict:
+    """Rows and class counts of a partition only one version has."""
+    tbl = read_partition(part, [shared["label"]], dictionary=[shared["label"]])
+    values, codes = label_codes(tbl.column(shared["label"]))
+    counts = np.bincount(codes.astype(np.int64), minlength=len(values)) if len(codes) else np.zeros(len(values), int)
+    return {"name": part.name, "rows": tbl.num_rows, "classes": {v: int(n) for v, n in zip(values, counts) if n}}
+
+
+@dataclass(frozen=True)
+class LakeDiffReport:
+    """Label changes between two versions of a partitioned dataset (partitions matched by name).
+
+    Attributes
+    ----------
+    partitions : dict
+        ``identical`` (count), ``changed``, ``added``, ``removed`` (names).
+    changed, added, removed : dict of lists
+        Row-level differences inside partitions both versions have, with ``partition``.
+    transitions : list of dict
+        Class-to-class changes summed over partitions; ``shape`` reads them
+        (concentrated in one pair or spread), ``balance`` tests the class counts.
+    """
+
+    old: str
+    new: str
+    label: str
+    id: str | None
+    partitions: dict
+    changed: dict
+    added: dict
+    removed: dict
+    transitions: list
+    shape: dict
+    balance: dict
+    findings: list
+    engine: dict = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        p = self.partitions
+        return not (p["changed"] or p["added"] or p["removed"])
+
+    def to_dict(self) -> dict:
+        return {"identical": self.identical, "old": self.old, "new": self.new, "label": self.label, "id": self.id,
+                "partitions": self.partitions, "n_changed": len(self.changed["row"]),
+                "n_added": len(self.added["row"]), "n_removed": len(self.removed["row"]),
+                "changed": self.changed, "added": self.added, "removed": self.removed,
+                "transitions": self.transitions, "shape": self.shape, "balance": self.balance,
+                "findings": list(self.findings), "engine": self.engine}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
+
+
+def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  # noqa: A002
+              ray_address: str | None = None) -> LakeDiffReport:
+    """Compare two versions of a partitioned dataset, partition by partition, on any engine.
+
+    Partitions are matched by name; each pair is compared with
+    :func:`diff_tables` as one task.  The transitions and class counts are
+    summed over partitions before the shape and balance tests, so the reading
+    is the same as for the whole dataset at once.
+    """
+    from ..engine import get_engine
+    from ._stats import balance_drift, change_shape, transition_list
+
+    a, b = discover(old), discover(new)
+    old_parts, new_parts = {p.name: p for p in a.partitions}, {p.name: p for p in b.partitions}
+    both = [(n, old_parts[n], new_parts[n]) for n in sorted(old_parts) if n in new_parts]
+    only_old = [old_parts[n] for n in sorted(old_parts) if n not in new_parts]
+    only_new = [new_parts[n] for n in sorted(new_parts) if n not in old_parts]
+    eng = get_engine(engine, ray_address=ray_address)
+    try:
+        shared = {"label": label, "id": id}
+        pairs = eng.map(_diff_task, both, shared=shared, desc="comparing partitions")
+        gone = eng.map(_count_task, only_old, shared=shared, desc="removed partitions")
+        came = eng.map(_count_task, only_new, shared=shared, desc="added partitions")
+    finally:
+        info = eng.describe()
+        eng.close()
+    classes = sorted({c for r in pairs for c in r["classes"]} | {c for r in gone + came for c in r["classes"]},
+                     key=lambda v: (v is None, v or ""))
+    index = {c: i for i, c in enumerate(classes)}
+    k = len(classes)
+    trans = np.zeros((k, k), dtype=np.int64)
+    before = np.zeros(k, dtype=np.int64)
+    after = np.zeros(k, dtype=np.int64)
+    for r in pairs:
+        idx = np.array([index[c] for c in r["classes"]], dtype=np.int64)
+        if len(idx):
+            trans[np.ix_(idx, idx)] += np.asarray(r["transitions"], dtype=np.int64)
+            before[idx] += np.asarray(r["counts_before"], dtype=np.int64)
+            after[idx] += np.asarray(r["counts_after"], dtype=np.int64)
+    for rows, side in ((gone, before), (came, after)):
+        for r in rows:
+            for c, n in r["classes"].items():
+                side[index[c]] += n
+    changed = {"partition": [], "row": [], "id": [], "old": [], "new": []}
+    added = {"partition": [], "row": [], "id": [], "label": []}
+    removed = {"partition": [], "row": [], "id": [], "label": []}
+    findings = []
+    for r in pairs:
+        ch = r["changes"]
+        c = ch["changed"]
+        changed["partition"] += [r["name"]] * len(c["row"])
+        for key in ("row", "id", "old", "new"):
+            changed[key] += c[key]
+        for src, dst in ((ch["added"], added), (ch["removed"], removed)):
+            dst["partition"] += [r["name"]] * len(src["row"])
+            for key in ("row", "id", "label"):
+                dst[key] += src[key]
+        findings += [f"partition {r['name']}: {f}" for f in r["findings"] if "class balance" not in f]
+    parts = {"identical": sum(r["identical"] for r in pairs),
+             "changed": [r["name"] for r in pairs if not r["identical"]],
+             "added": [r["name"] for r in came], "removed": [r["name"] for r in gone]}
+    if parts["added"]:
+        findings.append(f"{len(parts['added'])} partition(s) added ({sum(r['rows'] for r in came)} rows): "
+                        + ", ".join(parts["added"][:10]))
+    if parts["removed"]:
+        findings.append(f"{len(parts['removed'])} partition(s) removed ({sum(r['rows'] for r in gone)} rows): "
+                        + ", ".join(parts["removed"][:10]))
+    balance = balance_drift(before, after, classes)
+    if balance.get("drifted"):
+        findings.append(f"class balance drifted (chi-square p = {balance['p_value']:.2g})")
+    return LakeDiffReport(os.fspath(a.root), os.fspath(b.root), label, id, parts, changed, added, removed,
+                          transition_list(trans, classes), change_shape(trans, before, classes), balance,
+                          findings, info)

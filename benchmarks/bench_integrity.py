@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/bench_integrity.py                 # 10M rows, int64 and UUID ids
     python benchmarks/bench_integrity.py --rows 1000000 --repeat 5 --ids int64
+    python benchmarks/bench_integrity.py --quick           # 1M rows, 3 repeats
 """
 
 from __future__ import annotations
@@ -156,11 +157,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--ids", default="int64,uuid", help="comma-separated: int64, uuid")
+    ap.add_argument("--quick", action="store_true", help="1,000,000 rows, 3 repeats (a few minutes)")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--make", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        args.rows, args.repeat = 1_000_000, 3
     if args.step:
         print(json.dumps(run_step(args.step, args.data, args.work)))
         return

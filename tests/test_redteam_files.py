@@ -888,9 +888,10 @@ def test_hostile_input_is_one_line_exit_2_and_leaves_everything_valid(w, world, 
     assert _state(w) == before  # nothing written, nothing replaced
     assert not (w / "target.ledger").exists() and not (w / "n.ledger.snapshots").exists()
     assert not list((w / "elsewhere").iterdir()) if (w / "elsewhere").exists() else True
-    if _state(w)["data.csv"] == world_state["data.csv"]:  # the earlier seal still verifies
+    writes = command(w)[0] == "seal" or command(w)[:2] == ("ledger", "append")
+    if writes and _state(w)["data.csv"] == world_state["data.csv"]:  # the earlier seal still verifies
         assert _verify(cli, w).exit_code == 0
-    if _state(w)["pipeline.ledger"] == world_state["pipeline.ledger"]:  # and so does the ledger
+    if writes and _state(w)["pipeline.ledger"] == world_state["pipeline.ledger"]:  # and so does the ledger
         assert _ledger_verify(cli, w).exit_code == 0
 
 

@@ -63,16 +63,10 @@ def read_bytes(path: str | os.PathLike, what: str, *, follow_symlinks: bool = Tr
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IntegrityError(f"{what} {path}: {_kind(st.st_mode)}")
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 24)
-            except IsADirectoryError:
-                raise IntegrityError(f"{what} {path}: is a directory") from None
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        # FileIO.readall sizes one buffer from fstat and reads straight into it: no second copy
+        # of a snapshot that may be hundreds of megabytes
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
+            return fh.readall()
     finally:
         os.close(fd)
 

@@ -15,11 +15,14 @@ partition, so a worker needs memory for its largest partition, not the data):
 4. **thresholds**: per partition, the sum and count of ``p[y = k, k]`` per
    class; merged in partition order into ``t_k = sum / count``.
 5. **joint**: per partition, the confident joint counts (integers, merged by
-   summing), then calibrated once (Northcutt et al. 2021, eq. 3).
-6. **prune**: per partition and (label ``k``, class ``j``) cell, the rows
-   with the largest margins ``p_j - p_k`` (no more than the cell's prune
-   count); the global top of every cell is chosen on the driver with ties
-   broken by (partition, row), so the selection is exactly the global one.
+   summing), then calibrated once (Northcutt et al. 2021, eq. 3); also a
+   4096-bin histogram of the margins ``p_j - p_k`` of every (label ``k``,
+   class ``j``) cell, merged by summing.
+6. **prune**: the merged histogram gives each cell the bin holding its
+   ``count``-th largest margin; per partition, the rows in or above that bin
+   (at most ``count``) come back, and the global top ``count`` of every cell is
+   chosen on the driver with ties broken by (partition, row): exactly the
+   global selection, with about ``count`` candidates per cell on the driver.
 7. **write**: per partition, the per-row results (score, flag, suggested
    label, fold) written as Parquet under the output folder.
 
@@ -192,16 +195,34 @@ def _guess(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return guess
 
 
-def _joint_task(part: Partition, shared: dict) -> np.ndarray:
+#: Bins of the margin histograms (margins lie in [-1, 1]).
+_BINS = 4096
+
+
+def _margin_bins(margin: np.ndarray) -> np.ndarray:
+    """Histogram bin of each margin; the same formula in every task, so bin choices are consistent."""
+    return np.clip(((margin + 1.0) * (_BINS / 2)).astype(np.int64), 0, _BINS - 1)
+
+
+def _joint_task(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Confident-joint counts and, per (label k, class j) cell, a histogram of margins ``p_j - p_k``."""
     p, y, _, _ = _oof(part, shared)
     K = p.shape[1]
     guess = _guess(p, shared["thresholds"])
     sure = guess >= 0
-    return np.bincount(guess[sure] * K + y[sure], minlength=K * K).reshape(K, K).T
+    joint = np.bincount(guess[sure] * K + y[sure], minlength=K * K).reshape(K, K).T
+    hist = np.zeros((K, K, _BINS), dtype=np.int64)
+    for k in range(K):
+        rows = np.flatnonzero(y == k)
+        for j in range(K):
+            if j != k and len(rows):
+                hist[k, j] = np.bincount(_margin_bins(p[rows, j] - p[rows, k]), minlength=_BINS)
+    return joint, hist
 
 
 def _candidate_task(part: Partition, shared: dict) -> dict:
-    """Per (label k, class j) cell: this partition's rows with the largest margins, at most the cell's count."""
+    """Per (label k, class j) cell: this partition's rows in or above the cell's cut-off bin (the bin
+    holding the cell's ``count``-th largest margin over all partitions), at most ``count`` of them."""
     p, y, _, _ = _oof(part, shared)
     pcm = shared["prune_counts"]
     K = p.shape[1]
@@ -215,10 +236,9 @@ def _candidate_task(part: Partition, shared: dict) -> dict:
             if j == k or count <= 0 or not len(rows):
                 continue
             margin = p[rows, j] - p[rows, k]
-            if count < len(rows):
-                top = np.argpartition(-margin, count - 1)[:count]
-            else:
-                top = np.arange(len(rows))
+            top = np.flatnonzero(_margin_bins(margin) >= shared["cutoff_bins"][k, j])
+            if count < len(top):
+                top = top[np.argpartition(-margin[top], count - 1)[:count]]
             out[(k, j)] = (margin[top], rows[top])
     return out
 
@@ -449,12 +469,21 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
         thresholds = np.clip(np.where(counts > 0, sums / np.maximum(counts, 1), 2.0), 2 * _EPS, None)
         shared["thresholds"] = thresholds
         raw = np.zeros((K, K), dtype=np.int64)
-        for j in eng.map(_joint_task, parts, shared=shared, desc="confident joint"):
+        hist = np.zeros((K, K, _BINS), dtype=np.int64)
+        for j, h in eng.map(_joint_task, parts, shared=shared, desc="confident joint"):
             raw += j
+            hist += h
         np.fill_diagonal(raw, raw.diagonal().clip(min=1))
         joint = calibrate_confident_joint(raw, counts).astype(np.int64)
         pcm = _prune_counts(joint, min_examples_per_class, frac_noise)
-        shared.update(prune_counts=pcm, label_counts=counts, min_examples_per_class=min_examples_per_class)
+        # the bin holding each cell's count-th largest margin: only rows in or above it can be selected,
+        # so the driver receives about `count` candidates per cell, not `count` per partition
+        above = np.cumsum(hist[:, :, ::-1], axis=2)[:, :, ::-1]  # rows with bin >= b
+        want = pcm.T[:, :, None]  # pcm[j, k] rows to take from cell (label k, class j)
+        cutoff = np.where((above >= np.maximum(want, 1)).any(axis=2),
+                          _BINS - 1 - np.argmax((above >= np.maximum(want, 1))[:, :, ::-1], axis=2), 0)
+        shared.update(prune_counts=pcm, label_counts=counts, min_examples_per_class=min_examples_per_class,
+                      cutoff_bins=cutoff)
         cands = eng.map(_candidate_task, parts, shared=shared, desc="ranking candidates")
         selected: dict[str, list] = {p.name: [] for p in parts}
         for k in range(K):

@@ -267,13 +267,10 @@ def test_prevented(lab, fortress, who, stmt):
             .replace("{guard}", guard_trigger_name(fortress.schema))
             .replace("{trail_seq}", f"{schema}.{trail[:-1]}_seq\""))
     before = fortress.run("postgres", "SELECT count(*), max(seq) FROM {trail}").fetchone()
-    conn = lab.connect(role)
-    try:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            with conn.transaction():
-                conn.execute(sql.SQL(text).format(t=fortress.ident, trail=fortress.trail))
-    finally:
-        conn.close()
+    conn = lab.conn(role)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with conn.transaction(force_rollback=True):  # were it to succeed, nothing would stay
+            conn.execute(sql.SQL(text).format(t=fortress.ident, trail=fortress.trail))
     assert fortress.run("postgres", "SELECT count(*), max(seq) FROM {trail}").fetchone() == before
     assert fortress.label_of(7) == "spam" and fortress.label_of(2) == "spam"
 

@@ -42,13 +42,13 @@ def _csv_text(rows, header="id,f1,f2,label", eol="\n") -> str:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, request):
+def world(tmp_path_factory):
     """The sealed world every case starts from (built once, copied per test)."""
     from conftest import run_cli as cli
 
     base = tmp_path_factory.mktemp("world")
     assert cli("keygen", "--out", base / "keys").exit_code == 0
-    key, pub = base / "keys" / "flipguard.key", base / "keys" / "flipguard.pub"
+    key = base / "keys" / "flipguard.key"
     (base / "old").mkdir()
     old_rows = list(ROWS)
     (base / "old" / "data.csv").write_text(_csv_text(old_rows))

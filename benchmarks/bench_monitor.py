@@ -56,7 +56,7 @@ def text_corpus(n=12000, seed=0):
     docs = []
     for c in y:
         k = rng.randint(20, 40)
-        n_topic = rng.binomial(k, 0.25)
+        n_topic = rng.binomial(k, 0.35)
         other = rng.randint(0, 4)
         words = list(rng.choice(topics[c], n_topic)) + list(rng.choice(common, k - n_topic - 2)) \
             + list(rng.choice(topics[other], 2))

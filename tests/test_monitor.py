@@ -194,3 +194,34 @@ def test_prequential_guard_keeps_accuracy_an_attack_takes():
                           - runs["attacked"].accuracy_true, equal_nan=True)
     assert runs["guarded"].alarms and runs["guarded"].alarms[0] >= 15
     assert runs["clean"].flipped.sum() == 0 and runs["attacked"].flipped[15:].all()
+
+
+@pytest.mark.browser
+def test_time_series_report_renders_in_headless_chromium(chromium, fitted, tmp_path):
+    import subprocess
+
+    from matplotlib.image import imread
+    from sklearn.linear_model import SGDClassifier
+
+    from flipguard.report import write_report
+    from flipguard.report._monitor import monitor_sections, prequential_sections
+
+    mon = fitted.reset()
+    _run(mon, make_stream_attack("swap", a="ant", b="cat", rate=0.3, start=8), 14, batch_size=100)
+    X, y = blobs(1500, seed=4)
+    runs = compare_prequential(SGDClassifier(random_state=0), X, y, monitor=fitted, batch_size=100, n_batches=14,
+                               attack=make_stream_attack("targeted", source="ant", target="bee", rate=0.4, start=7))
+    page = tmp_path / "monitor.html"
+    write_report(page, monitor_sections(mon) + prequential_sections(runs), title="Label monitor")
+    html = page.read_text()
+    assert html.count("<img") == 2 and "Alarms" in html and "estimated start" in html
+    shot = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1800", f"--screenshot={shot}",
+           page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.exists(), proc.stderr[-2000:]
+    pixels = (imread(shot)[..., :3].reshape(-1, 3) * 255).round().astype(np.uint8)
+    assert len(np.unique(pixels[::7], axis=0)) > 100
+    assert 0.05 < float(np.mean(np.any(pixels < 245, axis=1))) < 0.95

@@ -26,7 +26,7 @@ from sklearn.utils import check_array, check_random_state
 from .._json import to_jsonable
 from .._validation import Interval, validate_params
 from ..exceptions import DataError, InvalidParameterError
-from ._sequential import cusum_step, log_ratio_weights, threshold_for_arl, upper_rate
+from ._sequential import cusum_step, log_ratio_weights, pooled_upper_rate, threshold_for_arl, upper_rate
 from ._state import read_state, write_state
 
 __all__ = ["BatchVerdict", "LabelMonitor"]
@@ -157,7 +157,7 @@ class LabelMonitor(BaseEstimator):
         expected false alarms by one per ``expected_run_length`` clean batches
         over all charts together (Lorden, 1971), as long as clean batches come
         from the reference's distribution.
-    min_flip_rate : float in (0, 1), default=0.05
+    min_flip_rate : float in (0, 1), default=0.1
         Design point of the charts: the share of a class's rows carrying a
         flipped label that the charts are tuned to detect fastest.  Larger
         shifts are caught faster, smaller ones slower.
@@ -183,7 +183,7 @@ class LabelMonitor(BaseEstimator):
     pairs_ : ndarray of shape (n_pairs, 2)
         ``(true, labelled)`` class codes of the pair charts.
     p0_, p1_ : ndarray of shape (n_pairs + 1,)
-        Clean (simultaneous upper 95% bounds, out of fold) and design suspect rates per chart;
+        Clean (upper 99% bounds, out of fold) and design suspect rates per chart;
         the last entry is the chart over all rows.
     threshold_ : float
         CUSUM alarm threshold ``h``.
@@ -227,7 +227,7 @@ class LabelMonitor(BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, *, expected_run_length=1000, min_flip_rate=0.05, suspect_threshold=0.3,
+    def __init__(self, *, expected_run_length=1000, min_flip_rate=0.1, suspect_threshold=0.3,
                  n_neighbors=10, cv=5, C=1.0, drift_alpha=None, random_state=0):
         self.expected_run_length = expected_run_length
         self.min_flip_rate = min_flip_rate
@@ -288,10 +288,12 @@ class LabelMonitor(BaseEstimator):
             sens[:, b] = np.bincount(codes, weights=flag.astype(np.float64), minlength=K) / counts
         a_idx, b_idx = np.nonzero(~np.eye(K, dtype=bool))
         self.pairs_ = np.column_stack([a_idx, b_idx]).astype(np.int64)
-        # Upper bounds that hold for every chart at once (Bonferroni over the charts): the
-        # false-alarm bound needs each chart's clean rate to be at most its p0.
-        conf = 1.0 - 0.05 / (len(a_idx) + 1)
-        p0_pairs = upper_rate(hits[a_idx, b_idx], n_b[b_idx], confidence=conf)
+        # Upper 99% bounds: the false-alarm bound needs each chart's clean rate to be at most its p0
+        # (a chart only drifts up on clean data if the true rate exceeds a point between p0 and p1).
+        # Pair rates are sparse (many pairs, few rows each): their bounds borrow strength from
+        # each other (empirical Bayes), see pooled_upper_rate.
+        conf = 0.99
+        p0_pairs = pooled_upper_rate(hits[a_idx, b_idx], n_b[b_idx], confidence=conf)
         sens_pairs = sens[a_idx, b_idx]
         rho = float(self.min_flip_rate)
         p0_all = upper_rate(np.array([suspect.sum()]), np.array([len(codes)]), confidence=conf)

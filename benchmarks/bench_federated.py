@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default=None, help="comma-separated dataset-partition tags to run "
                         "(e.g. wine-iid,digits-dirichlet); default: all")
+    parser.add_argument("--defences", default=",".join(DEFENCES), help="comma-separated defences")
     parser.add_argument("--table", action="store_true", help="only print the table of the JSON files in --out")
     args = parser.parse_args()
     out = Path(args.out)
@@ -68,7 +69,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
     print(machine())
-    print(f"{args.clients} clients, {rounds} rounds, logreg clients (2 local epochs), defences {', '.join(DEFENCES)}")
+    print(f"{args.clients} clients, {rounds} rounds, logreg clients (2 local epochs), defences {args.defences}")
     rows = []
     for name, X, y, src, tgt in datasets(args.quick):
         for partition in ("iid", "dirichlet"):
@@ -77,7 +78,7 @@ def main() -> None:
             t0 = time.perf_counter()
             res = simulate(X, y, attack=TargetedFlip(source=src, target=tgt, rate=1.0), n_clients=args.clients,
                            malicious=fractions, partition=partition, alpha=0.5, rounds=rounds,
-                           defences=DEFENCES, random_state=args.seed, dataset=name)
+                           defences=args.defences.split(","), random_state=args.seed, dataset=name)
             secs = time.perf_counter() - t0
             tag = f"{name}-{partition}"
             (out / f"{tag}.json").write_text(res.to_json(indent=1))

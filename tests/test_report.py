@@ -140,9 +140,10 @@ def test_sections_in_reading_order(sections):
 
 def test_headline_names_the_largest_illusion(full_html):
     # boundary at 30%: validation 0.975 (mean of 0.97, 0.98), holdout 0.815, gap +0.160
-    assert ("Under the boundary attack with 30% of the training labels flipped, validation said 0.975, "
+    assert ("Under the boundary attack (30% of the training labels flipped), validation said 0.975, "
             "the clean holdout says 0.815: an illusion of +0.160 (mean of 2 seeds).") in full_html
     assert 'class="finding alarm"' in full_html
+    assert "Largest illusion gap</div>" in full_html  # far outside the noise band
     for fact in ("reviews.csv", "534", "sentiment", "2: neg, pos", "random, boundary, plus the no-attack baseline",
                  "10%, 30%", "train 300, poisoned validation 100, clean holdout 134 rows"):
         assert fact in full_html, fact
@@ -306,3 +307,161 @@ def test_renders_in_headless_chromium(chromium, evil_report, tmp_path):
     # the header band has the stylesheet's colour (#17263d), so the inline CSS was applied
     header = pixels.reshape(2400, 1280, 3)[20, 640].astype(int)
     assert np.abs(header - [0x17, 0x26, 0x3D]).max() <= 3, header
+
+
+# -- issue 12: honest headline, every model's confusion matrices, sampled views ---------------
+def _with(a: Assessment, strategy: str, val: float, hold: float, flip_rate: float | None = None) -> Assessment:
+    for r in a.runs:
+        if r.strategy == strategy:
+            r.poisoned_model["poisoned_validation"]["accuracy"] = val
+            r.poisoned_model["clean_holdout"]["accuracy"] = hold
+            r.illusion_gap = val - hold
+            if flip_rate is not None:
+                r.flip_rate = flip_rate
+    return a
+
+
+def test_a_gap_within_noise_is_not_an_alarm(tmp_path):
+    a = make_assessment(strategies=("random",), rates=(0.2,))
+    _with(a, "random", 0.902, 0.900)
+    html = write_assessment_report(a, tmp_path / "r.html").read_text()
+    assert "Largest illusion gap (within noise)" in html and 'class="finding alarm"' not in html
+    assert "No attack clearly made the poisoned validation split look better than the truth" in html
+    assert "is within noise" in html and "-0.000" not in html
+
+
+def test_headline_rate_is_the_share_of_rows_flipped(tmp_path):
+    a = make_assessment(strategies=("targeted",), rates=(0.3,))
+    _with(a, "targeted", 0.97, 0.80, flip_rate=0.12)
+    html = write_assessment_report(a, tmp_path / "r.html").read_text()
+    assert ("Under the targeted attack (rate 30%, which flipped 12.0% of the training labels (the rate "
+            "applies to the source class))") in html
+
+
+def test_confusion_matrices_for_every_model_summed_over_seeds(tmp_path):
+    a = make_assessment(models=("logreg", "hgb"), seeds=(0, 1, 2))
+    sections = {s.title: s for s in assessment_sections(a)}
+    conf = sections["Confusion matrices"]
+    assert len(conf.images) == 2 * 3  # models x (baseline, random, boundary)
+    assert all("3 seeds summed" in img.caption for img in conf.images)
+    assert {img.alt.split(" model")[0].split()[-1] for img in conf.images} == {"logreg", "hgb"}
+
+
+def test_boundary_view_standardises_before_pca_and_says_when_it_samples(tmp_path):
+    import pyarrow as pa
+
+    from flipguard.assess import assess
+    from flipguard.data import from_table
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    y = rng.integers(0, 2, n)
+    area = 1000 + 300 * rng.normal(size=n)        # a large unit, uninformative
+    ratio = 0.1 + 0.02 * y + 0.01 * rng.normal(size=n)  # a small unit, informative
+    other = y + rng.normal(size=n)
+    ds = from_table(pa.table({"area": area, "ratio": ratio, "other": other, "y": y}), label="y")
+    a = assess(ds, strategies=["random"], rates=[0.2], seeds=1, models=["logreg"], views="auto", n_jobs=1)
+    v = a.views[0]
+    assert v.projection == "the first two principal components of the standardised features"
+    # Standardised: neither axis swamps the other (raw PCA would put ~all variance on "area").
+    spread = np.std(v.points, axis=0)
+    assert spread.max() / spread.min() < 3
+    assert v.n_rows == 3375 > len(v.points) and v.n_flipped >= int(v.flip_mask.sum()) > 0
+    sec = {s.title: s for s in assessment_sections(a)}["Decision boundaries"]
+    assert re.search(r"a sample of [\d,]+ of the 3,375 training rows is drawn", sec.images[0].caption), \
+        sec.images[0].caption
+
+
+def test_png_canvas_includes_every_label():
+    """bbox_inches='tight': a long y-label widens the picture instead of being cut off."""
+    from flipguard.report._figures import confusion_figure, figure_to_image
+
+    fig = confusion_figure([[[5, 1], [2, 7]]], ["t"], ["a", "b"], ylabels=["a very long label " * 3])
+    img = figure_to_image(fig, alt="x")
+    assert img.width > round(fig.get_figwidth() * 96)  # the label made the picture wider
+
+
+# -- no clipped text at 1,400 px in a real browser ---------------------------------------------
+_CHECK_JS = r"""
+(function () {
+  function describe(el) {
+    var t = (el.textContent || "").trim().replace(/\s+/g, " ").slice(0, 50);
+    return el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") + " '" + t + "'";
+  }
+  function scrolls(el) {  // inside a box the reader can scroll sideways: not clipped
+    for (var p = el.parentElement; p; p = p.parentElement) {
+      if (/(auto|scroll)/.test(getComputedStyle(p).overflowX) && p.scrollWidth > p.clientWidth + 1) return p;
+    }
+    return null;
+  }
+  var out = [], vw = document.documentElement.clientWidth;
+  var all = document.body.getElementsByTagName("*");
+  for (var i = 0; i < all.length; i++) {
+    var el = all[i], cs = getComputedStyle(el), r = el.getBoundingClientRect();
+    if (cs.display === "none" || cs.visibility === "hidden" || (r.width === 0 && r.height === 0)) continue;
+    if (r.right > vw + 1) out.push("past the window edge: " + describe(el));
+    if (/(hidden|clip)/.test(cs.overflowX) && el.scrollWidth > el.clientWidth + 1) out.push("clipped: " + describe(el));
+    var s = scrolls(el);
+    if (s && el.tagName === "TABLE") out.push("needs sideways scrolling: " + describe(el));
+  }
+  document.body.setAttribute("data-clipped", JSON.stringify(out));
+  document.body.setAttribute("data-width", String(vw));
+})();
+"""
+
+
+def clipped_elements(chromium, html_path, tmp_path, width: int = 1400) -> tuple[int, list[str]]:
+    """Elements whose text is cut off or sticks out, per their bounding boxes in headless Chromium."""
+    import html as htmllib
+    import json
+
+    page = html_path.read_text(encoding="utf-8")
+    probe = tmp_path / (html_path.stem + ".probe.html")
+    probe.write_text(page.replace("</body>", "<script>window.addEventListener('load', function () {"
+                                  + _CHECK_JS + "});</script></body>"), encoding="utf-8")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},1200",
+           "--virtual-time-budget=10000", "--dump-dom", probe.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    found = re.search(r'data-clipped="([^"]*)"', proc.stdout)
+    vw = re.search(r'data-width="(\d+)"', proc.stdout)
+    assert found and vw, proc.stderr[-2000:]
+    return int(vw.group(1)), json.loads(htmllib.unescape(found.group(1)))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_no_clipped_text_at_1400px_demo_and_audit_reports(chromium, tmp_path):
+    import pyarrow as pa
+    from sklearn.datasets import load_breast_cancer
+
+    from flipguard.assess import assess
+    from flipguard.attacks import ClusterFlip
+
+    # The demo's report (its own data, strategies and models, at a reduced size).
+    from flipguard.cli._demo import DEMO_MODELS, DEMO_RATES, DEMO_STRATEGIES
+    from flipguard.data import from_table, make_sentiment_reviews
+    from flipguard.detection import audit_dataset
+    from flipguard.report._audit import audit_sections
+
+    a = assess(make_sentiment_reviews(300, random_state=0), strategies=DEMO_STRATEGIES, rates=DEMO_RATES,
+               seeds=1, models=DEMO_MODELS, views=[(s, 0.2, m) for s in DEMO_STRATEGIES for m in DEMO_MODELS],
+               n_jobs=1)
+    demo = write_assessment_report(a, tmp_path / "demo.html", title="flipguard demo")
+    # An audit of all 30 breast-cancer features with long names (the widest suspects table).
+    bc = load_breast_cancer()
+    cols = {name: bc.data[:, j] for j, name in enumerate(bc.feature_names)}
+    y = np.where(bc.target == 0, "malignant", "benign")
+    _, y_bad = ClusterFlip(rate=0.15, random_state=0).fit_resample(bc.data, y)
+    ds = from_table(pa.table({**cols, "patient_id": np.arange(1000, 1000 + len(y)), "diagnosis": y_bad}),
+                    label="diagnosis", id="patient_id")
+    audit = audit_dataset(ds, model="logreg", random_state=0)
+    report = write_report(tmp_path / "audit.html", audit_sections(audit, ds), title="Label audit")
+    for path in (demo, report):
+        width, problems = clipped_elements(chromium, path, tmp_path)
+        assert width > 1300, width
+        assert problems == [], (path.name, problems[:10])
+    # The probe does find overflow: the same audit report in a 700 px window has a table too wide.
+    _, narrow = clipped_elements(chromium, report, tmp_path, width=700)
+    assert any("suspects" in p or "row" in p for p in narrow), narrow[:5]

@@ -80,6 +80,12 @@ class BoundaryView:
     poisoned_grid: np.ndarray
     clean_holdout_accuracy: float
     poisoned_holdout_accuracy: float
+    #: Training rows the view was drawn from; ``len(points)`` when every row is drawn.
+    n_rows: int | None = None
+    #: Flipped training rows among them.
+    n_flipped: int | None = None
+    #: How the plane was made, e.g. "PCA of the standardised features".
+    projection: str = ""
 
     @property
     def flip_mask(self) -> np.ndarray:

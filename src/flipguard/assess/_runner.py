@@ -356,11 +356,20 @@ def _boundary_view(ds, X_tr, y_clean, y_pois, clean, poisoned, X_hold, y_hold, s
                    resolution: int = 160, max_points: int = 3000) -> BoundaryView:
     if ds.n_features == 2:
         pts, to_model, axes = X_tr, (lambda G: G), list(ds.feature_names)
+        projection = "the two features"
     else:
         from sklearn.decomposition import PCA
+        from sklearn.preprocessing import StandardScaler
 
-        pca = PCA(n_components=2, random_state=0).fit(X_tr)
-        pts, to_model, axes = pca.transform(X_tr), pca.inverse_transform, ["PCA 1", "PCA 2"]
+        # Standardise first: on raw features the component with the largest unit (an
+        # area in the thousands next to ratios near 0.1) takes the whole picture and the
+        # points bunch in a corner.
+        scaler = StandardScaler().fit(X_tr)
+        pca = PCA(n_components=2, random_state=0).fit(scaler.transform(X_tr))
+        pts = pca.transform(scaler.transform(X_tr))
+        to_model = (lambda G: scaler.inverse_transform(pca.inverse_transform(G)))
+        axes = ["PCA 1", "PCA 2"]
+        projection = "the first two principal components of the standardised features"
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     pad = (hi - lo) * 0.08 + 1e-9
     gx = np.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution)
@@ -383,6 +392,7 @@ def _boundary_view(ds, X_tr, y_clean, y_pois, clean, poisoned, X_hold, y_hold, s
         poisoned_grid=poisoned.predict(grid).reshape(GX.shape),
         clean_holdout_accuracy=float(np.mean(clean.predict(X_hold) == y_hold)),
         poisoned_holdout_accuracy=float(np.mean(poisoned.predict(X_hold) == y_hold)),
+        n_rows=int(len(pts)), n_flipped=int(np.count_nonzero(y_clean != y_pois)), projection=projection,
     )
 
 

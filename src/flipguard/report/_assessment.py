@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from markupsafe import Markup
 
 from ..exceptions import InvalidParameterError
@@ -32,11 +33,31 @@ __all__ = ["assessment_sections", "write_assessment_report"]
 
 # -- formatting ---------------------------------------------------------------
 def _num(x: float, digits: int = 3) -> str:
-    return f"{x:.{digits}f}"
+    return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: never "-0.000"
 
 
 def _signed(x: float, digits: int = 3) -> str:
-    return f"{x:+.{digits}f}"
+    return f"{round(x, digits) + 0.0:+.{digits}f}"
+
+
+def gap_noise(row: Mapping, n_validation: int, n_holdout: int) -> float:
+    """Two standard errors of a mean illusion gap: the binomial sampling error of the two
+    accuracies on splits of this size, or the spread over seeds if larger.  A gap inside
+    it is not evidence that validation flattered (or wronged) the model."""
+    seeds = max(int(row.get("n_seeds", 1)), 1)
+    pv, ph = row["poisoned_validation_accuracy"]["mean"], row["poisoned_holdout_accuracy"]["mean"]
+    binom = np.sqrt(pv * (1 - pv) / max(n_validation, 1) + ph * (1 - ph) / max(n_holdout, 1))
+    spread = row["illusion_gap"].get("std", 0.0) or 0.0
+    return float(2.0 * max(binom, spread) / np.sqrt(seeds))
+
+
+def _flipped_text(row: Mapping) -> str:
+    """The attack's budget and the share of training rows it actually flipped."""
+    share = row.get("flip_rate", {}).get("mean")
+    if share is None or abs(share - row["rate"]) < 0.005:
+        return f"{pct(row['rate'])} of the training labels flipped"
+    return (f"rate {pct(row['rate'])}, which flipped {share:.1%} of the training labels"
+            + (" (the rate applies to the source class)" if row["strategy"] == "targeted" else ""))
 
 
 def _stat(s: Mapping[str, float], n_seeds: int, signed: bool = False) -> str:
@@ -91,6 +112,10 @@ class _Facts:
         return per_class if len(per_class) == k else [str(i) for i in range(k)]
 
 
+#: Unflipped training rows drawn in a decision-boundary picture (more make a solid blob).
+BOUNDARY_POINTS = 2000
+
+
 # -- sections -----------------------------------------------------------------
 def _headline(f: _Facts) -> Section:
     a = f.assessment
@@ -108,10 +133,17 @@ def _headline(f: _Facts) -> Section:
         seeds = worst_gap["n_seeds"]
         over = f" (mean of {seeds} seeds)" if seeds > 1 else ""
         model_note = f" ({worst_gap['model']})" if multi_model else ""
-        if g > 0:
+        first_run = a.runs[0]
+        noise = gap_noise(worst_gap, first_run.n_validation, first_run.n_holdout)
+        within = abs(g) <= noise
+        if g > 0 and within:
+            finding = (f"No attack clearly made the poisoned validation split look better than the truth: "
+                       f"the largest illusion gap, {_signed(g)} ({_label(worst_gap, multi_model)}){over}, "
+                       f"is within noise (±{_num(noise)}: two standard errors for splits of this size "
+                       f"and {seeds} seed(s)).")
+        elif g > 0:
             alarm = True
-            finding = (f"Under the {worst_gap['strategy']} attack with {pct(worst_gap['rate'])} of the "
-                       f"training labels flipped{model_note}, "
+            finding = (f"Under the {worst_gap['strategy']} attack ({_flipped_text(worst_gap)}){model_note}, "
                        f"validation said {_num(worst_gap['poisoned_validation_accuracy']['mean'])}, "
                        f"the clean holdout says {_num(worst_gap['poisoned_holdout_accuracy']['mean'])}: "
                        f"an illusion of {_signed(g)}{over}.")
@@ -124,7 +156,9 @@ def _headline(f: _Facts) -> Section:
             f"from {_num(worst_drop['clean_holdout_accuracy']['mean'])} (model trained on the true labels) to "
             f"{_num(worst_drop['poisoned_holdout_accuracy']['mean'])} (model trained on the poisoned labels), "
             f"a drop of {_num(d)}.")
-        stats.append(("Largest illusion gap", _signed(g), _label(worst_gap, multi_model), "pos" if g > 0 else ""))
+        stats.append(("Largest illusion gap" + (" (within noise)" if within else ""), _signed(g),
+                      f"{_label(worst_gap, multi_model)}; noise ±{_num(noise)}",
+                      "pos" if g > 0 and not within else ""))
         stats.append(("Largest accuracy drop", _num(d),
                       f"{_label(worst_drop, multi_model)}: {_num(worst_drop['clean_holdout_accuracy']['mean'])} "
                       f"\u2192 {_num(worst_drop['poisoned_holdout_accuracy']['mean'])}", "pos" if d > 0 else ""))
@@ -181,13 +215,20 @@ def _boundary_section(f: _Facts) -> Section:
     images = []
     for v in f.assessment.views:
         n_flip = int(v.flip_mask.sum())
-        where = ("in the plane of the first two principal components"
+        where = (f"in the plane of {v.projection}" if v.projection else
+                 "in the plane of the first two principal components"
                  if any("pca" in str(n).lower() for n in v.axis_names) else "in the plane of the two features")
+        n_rows = v.n_rows or len(v.y_true)
+        drawn = min(len(v.y_true), BOUNDARY_POINTS + n_flip)
+        if n_rows > drawn:
+            sample = (f"a sample of {drawn:,} of the {n_rows:,} training rows is drawn "
+                      f"({n_flip:,} of them flipped, of {v.n_flipped or n_flip:,} flipped in all)")
+        else:
+            sample = f"{n_flip:,} of the {n_rows:,} training rows are flipped"
         images.append(figure_to_image(
-            boundary_figure(v),
+            boundary_figure(v, max_points=BOUNDARY_POINTS),
             alt=f"Decision regions of the clean and the poisoned {v.model} model, {v.strategy} at {pct(v.rate)}",
-            caption=f"{v.title}: {n_flip} of the {len(v.y_true):,} training rows drawn are flipped; "
-                    f"shown {where}."))
+            caption=f"{v.title}: {sample}; shown {where}."))
     return Section(
         "Decision boundaries",
         paragraphs=["Left: the model trained on the true labels. Right: the same model trained on the poisoned "
@@ -229,15 +270,18 @@ def _gap_section(f: _Facts) -> Section:
 
 
 def _confusion_section(f: _Facts) -> Section | None:
-    model = f.models[0]
     images = []
-    for s in f.strategies:
+    for model, s in ((m, s) for m in f.models for s in f.strategies):
         runs = [r for r in f.assessment.runs if r.strategy == s and r.model == model]
         if not runs:
             continue
         top = max(r.rate for r in runs)
-        run = next(r for r in runs if r.rate == top)
-        val, hold = run.poisoned_model["poisoned_validation"], run.poisoned_model["clean_holdout"]
+        at_top = [r for r in runs if r.rate == top]
+        run = at_top[0]
+        # Summed over every seed: one matrix per model and strategy covers all runs.
+        val = _summed(r.poisoned_model["poisoned_validation"] for r in at_top)
+        hold = _summed(r.poisoned_model["clean_holdout"] for r in at_top)
+        seeds_note = f"{len(at_top)} seeds summed" if len(at_top) > 1 else f"seed {run.seed}"
         k = len(val["confusion_matrix"])
         names = f.class_names(hold, k)
         baseline = s == "none" or top == 0
@@ -250,16 +294,29 @@ def _confusion_section(f: _Facts) -> Section | None:
             names, ylabels=["label in the validation split (poisoned)", "true label"])
         images.append(figure_to_image(
             fig, alt=f"Confusion matrices of the poisoned {model} model, {what}",
-            caption=f"{what}: {model} trained on {trained}, seed {run.seed}. Rows: label in the "
+            caption=f"{what}: {model} trained on {trained}, {seeds_note}. Rows: label in the "
                     f"split; columns: prediction; colour: share of the row."))
     if not images:
         return None
     return Section(
         "Confusion matrices",
-        paragraphs=[f"For each strategy at its highest flip rate ({model}, first seed): the poisoned model on "
+        paragraphs=["For each model and strategy at its highest flip rate (counts summed over every seed): the "
+                    "poisoned model on "
                     "the poisoned validation split and on the clean holdout. Cells off the diagonal on the "
                     "right that look right on the left are errors the victim cannot see."],
         images=images, anchor="confusion")
+
+
+def _summed(reports) -> dict:
+    """Confusion matrices added up over runs, with the accuracy of the sum."""
+    m = None
+    for rep in reports:
+        cm = np.asarray(rep["confusion_matrix"], dtype=np.int64)
+        m = cm if m is None else m + cm
+        names = rep.get("per_class") or {}
+    total = int(m.sum())
+    return {"confusion_matrix": m.tolist(), "accuracy": float(np.trace(m) / total) if total else float("nan"),
+            "per_class": names}
 
 
 def _tables_section(f: _Facts) -> Section:

@@ -19,7 +19,7 @@ __all__ = ["audit_sections"]
 #: Unflagged points drawn at most in the 2-D view (flagged ones are always drawn).
 MAX_POINTS = 5000
 #: Feature columns listed next to each suspect.
-MAX_FEATURES = 10
+MAX_FEATURES = 6  # more would push the suspects table past a 1400 px page
 
 
 def audit_sections(audit, dataset=None, *, top: int = 50) -> list[Section]:

@@ -98,9 +98,14 @@ def figure_to_image(fig: Figure, alt: str, caption: str | None = None, *, dpi: i
     """
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": None})
-    width = int(round(fig.get_figwidth() * CSS_DPI))
-    return Image(buf.getvalue(), alt=alt, caption=caption, width=width)
+    # bbox_inches="tight" grows the canvas to every label, so nothing is clipped (a long
+    # y-label of a heatmap, a legend outside the axes); the display width follows the PNG.
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", metadata={"Software": None},
+                bbox_inches="tight", pad_inches=0.06)
+    png = buf.getvalue()
+    width_px = int.from_bytes(png[16:20], "big")  # IHDR width
+    width = int(round(width_px / dpi * CSS_DPI))
+    return Image(png, alt=alt, caption=caption, width=width)
 
 
 # -- decision boundaries ----------------------------------------------------
@@ -264,6 +269,9 @@ def illusion_gap_figure(rows: Sequence[Mapping], models: Sequence[str],
     n_s = max(len(strategies), 1)
     bar_w = 0.8 / n_s
     annotate = len(strategies) * len(rates) <= 24
+    # A value label is ~0.45 in wide; on narrower bars it is turned upright so neighbours never overlap.
+    bar_in = (width_in / ncols - 0.8) / max(len(rates) + 2 * max(0.0, (3 - len(rates)) / 2), 1) * bar_w
+    upright = bar_in < 0.5
     by_key = {(r["strategy"], r["rate"], r["model"]): r for r in attacked}
     for ax, model in zip(axes, models):
         _style(ax)
@@ -285,8 +293,8 @@ def illusion_gap_figure(rows: Sequence[Mapping], models: Sequence[str],
             if annotate:
                 for x, m, sd in zip(xs, means, stds):
                     tip = m + sd if m >= 0 else m - sd
-                    ax.annotate(f"{m:+.3f}", (x, tip), xytext=(0, 3 if m >= 0 else -3),
-                                textcoords="offset points", ha="center",
+                    ax.annotate(f"{round(m, 3) + 0.0:+.3f}", (x, tip), xytext=(0, 3 if m >= 0 else -3),
+                                textcoords="offset points", ha="center", rotation=90 if upright else 0,
                                 va="bottom" if m >= 0 else "top", fontsize=7.5, color=INK)
         ax.axhline(0, color=INK, lw=1)
         ax.set_xticks(range(len(rates)), [pct(r) for r in rates])
@@ -300,8 +308,9 @@ def illusion_gap_figure(rows: Sequence[Mapping], models: Sequence[str],
     span = max(hi - lo, 0.02)
     lo, hi = min(lo, -0.1 * span), max(hi, 0.1 * span)
     for ax in axes[:len(models)]:
-        ax.set_ylim(lo - 0.06 * span, hi + 0.08 * span)
-        ax.axhspan(0, hi + 0.08 * span, color=BAD, alpha=0.045, zorder=0)
+        room = 0.3 if upright and annotate else 0.08  # upright labels need headroom
+        ax.set_ylim(lo - (room if lo < 0 else 0.06) * span, hi + room * span)
+        ax.axhspan(0, hi + room * span, color=BAD, alpha=0.045, zorder=0)
         ax.text(0.01, 0.98, "validation flatters the model \u2191", transform=ax.transAxes, ha="left",
                 va="top", fontsize=8.5, color=BAD)
         ax.text(0.01, 0.02, "validation is pessimistic \u2193", transform=ax.transAxes, ha="left",

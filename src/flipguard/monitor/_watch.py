@@ -120,9 +120,10 @@ class PostgresSource(BatchSource):
         self.description = f"{redact_dsn(dsn)} table {table}"
 
     def check(self) -> None:
-        from psycopg import sql
+        from ..data._postgres import import_psycopg, pg_snapshot
 
-        from ..data._postgres import pg_snapshot
+        import_psycopg()  # a DataError naming the extra when psycopg is missing
+        from psycopg import sql
 
         with pg_snapshot(self.dsn) as snap:
             ref = snap.resolve(self.table)

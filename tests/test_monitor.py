@@ -110,6 +110,19 @@ def test_state_restores_exactly_and_detects_edits(fitted, tmp_path):
         a, b = mon.update(xb, yp, name=f"b{i}"), back.update(xb, yp, name=f"b{i}")
         assert a.to_dict() == b.to_dict()
     assert back.drift_detected == mon.drift_detected
+    # an edited record (JSON part) is refused as well as damaged arrays
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        members = {k: z[k] for k in z.files}
+    doc = json.loads(bytes(members["__meta__"]).decode())
+    doc["meta"]["extra"]["files"] = []
+    members["__meta__"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+    edited = tmp_path / "edited.state"
+    with open(edited, "wb") as fh:
+        np.savez(fh, **members)
+    with pytest.raises(IntegrityError, match="digest mismatch"):
+        LabelMonitor.load(edited)
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))

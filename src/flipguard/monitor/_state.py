@@ -3,8 +3,8 @@
 A state file is read back from disk, so it is input that could be damaged or
 edited.  It is a plain ``.npz`` archive loaded with ``allow_pickle=False``
 (no code can run on load); one member, ``__meta__``, holds canonical JSON
-(format version, parameters, history) and the SHA-256 digest of every other
-member's name, dtype, shape and bytes.  A truncated, corrupted or edited file
+(format version, parameters, history) and the SHA-256 digest of that JSON and
+of every other member's name, dtype, shape and bytes.  A truncated, corrupted or edited file
 fails the digest and raises :class:`~flipguard.exceptions.IntegrityError`.
 The digest is not a signature: someone who can write the file can recompute
 it.  Protect the file like any other configuration (permissions), or seal it
@@ -34,8 +34,9 @@ FORMAT = "flipguard.monitor-state"
 VERSION = 1
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
+def _digest(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
     h = hashlib.sha256()
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8"))
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
@@ -49,7 +50,7 @@ def write_state(path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> No
         if name.startswith("__") or np.asarray(a).dtype == object:
             raise ValueError(f"state array {name!r} must be a plain numeric/string array")  # a bug
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    doc = {"format": FORMAT, "version": VERSION, "meta": meta, "sha256": _digest(arrays)}
+    doc = {"format": FORMAT, "version": VERSION, "meta": meta, "sha256": _digest(arrays, meta)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
     buf = io.BytesIO()
     np.savez(buf, __meta__=np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays)
@@ -76,7 +77,7 @@ def read_state(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if doc.get("version") != VERSION:
         raise IntegrityError(f"{path}: state format version {doc.get('version')} is not supported "
                              f"(this flipguard reads version {VERSION})")
-    if doc.get("sha256") != _digest(arrays):
+    if not isinstance(doc.get("meta"), dict) or doc.get("sha256") != _digest(arrays, doc["meta"]):
         raise IntegrityError(f"{path}: state file digest mismatch (damaged or edited); "
                              "restore it from a backup or start a new state")
     return arrays, doc["meta"]

@@ -84,7 +84,7 @@ def test_ray_audit_gives_exactly_the_local_engines_flags(ray_session, tmp_path, 
     s_local = audit_partitioned(root, label="y", out=tmp_path / "s1", random_state=5, max_train_rows=900)
     s_ray = audit_partitioned(root, label="y", out=tmp_path / "s2", random_state=5, max_train_rows=900,
                               engine="ray")
-    assert not s_local.exact_training and s_local.train_rows <= 900
+    assert not s_local.exact_training and s_local.train_rows <= 900 and s_ray.joint == s_local.joint
     assert pq.read_table(tmp_path / "s1").equals(pq.read_table(tmp_path / "s2"))
     # the CLI on Ray: same summary as the local engine
     r = cli("audit", root, "--label", "y", "--id", "rid", "--method", "confident_learning", "--seed", "5",

@@ -197,8 +197,7 @@ def main():
     print(f"false alarms: monitor {false_alarms} in {clean_batches} clean batches; chi-square {chi_false}")
     print(f"total {time.perf_counter() - t0:.0f} s")
     if a.report:
-        from flipguard.report import write_report
-        from flipguard.report._monitor import prequential_sections
+        from flipguard.report import prequential_sections, write_report
 
         write_report(a.report, prequential_sections(runs), title="Guarded online learning under a targeted flip")
 

@@ -216,8 +216,7 @@ def test_time_series_report_renders_in_headless_chromium(chromium, fitted, tmp_p
     from matplotlib.image import imread
     from sklearn.linear_model import SGDClassifier
 
-    from flipguard.report import write_report
-    from flipguard.report._monitor import monitor_sections, prequential_sections
+    from flipguard.report import monitor_sections, prequential_sections, write_report
 
     mon = fitted.reset()
     _run(mon, make_stream_attack("swap", a="ant", b="cat", rate=0.3, start=8), 14, batch_size=100)

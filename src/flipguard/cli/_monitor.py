@@ -133,8 +133,7 @@ def _print_line(v) -> None:
 
 
 def _write_report(path: Path, mon, description: str) -> None:
-    from ..report import write_report
-    from ..report._monitor import monitor_sections
+    from ..report import monitor_sections, write_report
 
     write_report(path, monitor_sections(mon), title=f"Label monitor of {description}",
                  subtitle=f"{mon.n_batches_} batches, {len(mon.alarms_)} alarm(s)")

@@ -17,6 +17,7 @@ Examples
 from ._assessment import assessment_sections, write_assessment_report
 from ._figures import figure_to_image
 from ._html import Image, Section, Table, render_report, write_report
+from ._monitor import monitor_sections, prequential_sections
 
 __all__ = [
     "Image",
@@ -24,6 +25,8 @@ __all__ = [
     "Table",
     "assessment_sections",
     "figure_to_image",
+    "monitor_sections",
+    "prequential_sections",
     "render_report",
     "write_assessment_report",
     "write_report",

@@ -240,6 +240,17 @@ def test_lfighter_and_tolpegin_flag_the_flipping_clients_from_their_updates():
         assert np.array_equal(flagged, truth), type(strategy).__name__
 
 
+def test_lfighter_never_drops_the_majority_even_when_it_is_the_denser_cluster():
+    """Two classes, iid: honest updates almost identical, the attackers' spread by how much each flipped."""
+    rng = np.random.RandomState(1)
+    honest = [np.array([[1.0, 0.5, 0.2], [-1.0, -0.5, -0.2]]) + rng.normal(0, 1e-3, (2, 3)) for _ in range(6)]
+    bad = [np.array([[-a, 0.5 * b, 0.3], [a, -0.5 * b, -0.3]]) for a, b in ((0.8, 1.0), (1.5, -0.5), (1.1, 2.0),
+                                                                                (2.5, 0.1))]
+    ups = [{"W": W, "b": np.zeros(2)} for W in honest + bad]
+    flagged, _ = LFighter(random_state=0)._suspect(1, ups, np.ones(10))
+    assert np.array_equal(flagged, [False] * 6 + [True] * 4)
+
+
 def test_fltrust_gives_zero_trust_to_updates_against_the_root_update():
     ups = _updates()
     glob = {"W": np.zeros((10, 8)), "b": np.zeros(10)}

@@ -158,14 +158,23 @@ class LFighter(LabelFlipStrategy):
        the absolute bias update): the two largest are the likely source and
        target classes (with two classes, the whole output layer is used);
     2. clusters the clients on those two rows (k-means, k=2, seeded);
-    3. scores each cluster by its size share times its dissimilarity
+    3. drops the smaller cluster (the paper assumes fewer than half of the
+       clients attack); only for two clusters of equal size it uses the
+       paper's rule: score each by its size share times its dissimilarity
        (one minus the mean over members of the lowest cosine similarity to
-       another member) and keeps the cluster with the larger score: the
-       attackers' cluster is the smaller, denser one;
+       another member) and keep the higher score;
     4. averages (FedAvg) the updates of the kept cluster.
 
     It always drops one cluster, also when nobody attacks (the honest
     clients then lose some of their updates, not the model's accuracy).
+
+    The size guard in step 3 is flipguard's: the paper keeps the cluster
+    with the larger size-weighted dissimilarity whatever the sizes, and on
+    two-class data, where honest iid updates are almost identical (dense)
+    and the attackers' differ with how many rows each flips, that rule
+    dropped the honest majority every round (breast cancer, 10 clients:
+    source recall 0.00 at 40 % attackers, measured with
+    ``benchmarks/bench_federated.py``).
 
     Parameters
     ----------
@@ -200,8 +209,13 @@ class LFighter(LabelFlipStrategy):
         labels = _kmeans2(data, self.random_state)
         if labels.min() == labels.max():
             return np.zeros(m, dtype=bool), np.zeros(m)
-        score = [_size_weighted_dissimilarity(data[labels == c], m) for c in (0, 1)]
-        good = int(np.argmax(score))
+        sizes = np.bincount(labels, minlength=2)
+        if sizes[0] != sizes[1]:
+            # flipguard's guard: like the paper, assume fewer than half attack, so never drop the larger cluster
+            good = int(np.argmax(sizes))
+        else:
+            score = [_size_weighted_dissimilarity(data[labels == c], m) for c in (0, 1)]
+            good = int(np.argmax(score))
         flagged = labels != good
         return flagged, flagged.astype(float)
 

@@ -61,7 +61,7 @@ def test_done_when_estimate_and_top_suspects(cli, poisoned_csv):
     assert sum(t["count"] for t in out["transitions"]) == out["estimated_flips"]
     assert out["n_flagged"] == sum(r["flagged"] for r in rows)
     assert out["model_quality"]["usable"] is True and 0.5 < out["model_quality"]["accuracy"] < 1
-    assert set(rows[0]) == {"row", "id", "label", "suggested_label", "score", "flagged"}
+    assert set(rows[0]) == {"row", "id", "label", "suggested_label", "score", "flagged", "likely", "reasons"}
     assert _digest(path) == before  # the input is never modified
 
 
@@ -72,7 +72,8 @@ def test_csv_output_is_the_per_row_table(cli, poisoned_csv, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert res.stdout == ""
     table = pacsv.read_csv(out)
-    assert table.column_names == ["row", "id", "label", "suggested_label", "score", "flagged"]
+    assert table.column_names == ["row", "id", "label", "suggested_label", "score", "flagged",
+                                  "likely", "reasons"]
     assert table.num_rows == len(mask)
     assert table.column("row").to_pylist() == list(range(len(mask)))
 
@@ -182,7 +183,7 @@ def test_reference_column_is_not_a_feature(breast_cancer_frame, tmp_path):
      ("Unknown detection method 'magic'; choose one of auto, confident_learning, disagreement, knn, "
       "margin, rules, self_confidence, trusted.")),
     (("{data}", "--label", LABEL, "--model", "svm"),
-     "Unknown model 'svm'; choose one of logreg, linsvm, rf, hgb, knn, mlp."),
+     "Unknown model 'svm'; choose one of auto, logreg, linsvm, rf, hgb, knn, mlp."),
     (("{data}", "--label", LABEL, "--format", "xml"), "--format must be one of table, json, csv; got 'xml'"),
     (("{data}", "--label", LABEL, "--rules", "{bad_rules}"), "rule 'r': cannot evaluate 'nope > 1'"),
     (("{data}", "--label", LABEL, "--trusted", "{bad_trusted}"),

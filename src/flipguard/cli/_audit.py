@@ -19,13 +19,14 @@ from ._common import (
     IdOpt,
     JsonOpt,
     LabelOpt,
-    ModelOpt,
     RayAddressOpt,
     SeedOpt,
     TableOpt,
+    TextOpt,
     console,
     err_console,
     fmt,
+    note_dropped_columns,
     refuse_overwrite,
 )
 
@@ -37,10 +38,21 @@ def audit_cmd(
     data: DataArg,
     label: LabelOpt,
     id: IdOpt = None,
-    model: ModelOpt = "logreg",
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="auto (chosen by out-of-fold log-loss), logreg, linsvm, rf, hgb, knn "
+                              "or mlp.")] = "auto",
     method: Annotated[str, typer.Option(
         "--method", help="auto, confident_learning, self_confidence, margin, knn, disagreement, "
                          "trusted or rules.")] = "auto",
+    text: TextOpt = None,
+    pred_probs: Annotated[Path | None, typer.Option(
+        "--pred-probs", help="CSV/Parquet of out-of-fold probabilities from any model: one column per "
+                             "class, named by the class value; matched by --id, else by row. "
+                             "No model is trained.", show_default=False)] = None,
+    features: Annotated[Path | None, typer.Option(
+        "--features", help="CSV/Parquet of numeric features computed elsewhere (embeddings) to judge "
+                           "the labels by instead of DATA's columns; matched by --id, else by row.",
+        show_default=False)] = None,
     trusted: Annotated[Path | None, typer.Option(
         "--trusted", help="CSV/Parquet of verified rows (same columns); matched to the data by --id.")] = None,
     rules: Annotated[Path | None, typer.Option(
@@ -67,31 +79,33 @@ def audit_cmd(
     """Find labels that look flipped: a score per row, how many, which class pairs.
 
     Out-of-fold probabilities of --model (so no row is judged by a model that
-    saw its label) are combined with neighbour votes and any independent
-    evidence (--trusted, --rules, --reference-label).  Exit 1 with
+    saw its label), or your own (--pred-probs), are combined with neighbour
+    votes and any independent evidence (--trusted, --rules,
+    --reference-label).  Free-text columns need --text.  Exit 1 with
     --fail-above when the estimated flip rate is higher; 2 on bad input.
 
     Example:
 
         flipguard audit reviews.csv --label sentiment --id review_id \\
-            --format json --fail-above 0.05 --report audit.html
+            --text review --format json --fail-above 0.05 --report audit.html
     """
-    from ..detection import audit_dataset, detector_names, load_trusted
-    from ..detection._io import audit_sources, load_audit_data
+    import warnings
 
+    if json_out and output_format not in ("table", "json"):
+        raise InvalidParameterError(f"--json and --format {output_format} conflict (--json means "
+                                    "--format json); give only one of them")
     if json_out:
         output_format = "json"
     if output_format not in _FORMATS:
         raise InvalidParameterError(f"--format must be one of {', '.join(_FORMATS)}; got {output_format!r}")
-    if method not in detector_names():
-        raise InvalidParameterError(f"Unknown detection method {method!r}; choose one of "
-                                    f"{', '.join(detector_names())}.")
-    if model not in MODEL_NAMES:
-        raise InvalidParameterError(f"Unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}.")
+    if model != "auto" and model not in MODEL_NAMES:
+        raise InvalidParameterError(f"Unknown model {model!r}; choose one of auto, {', '.join(MODEL_NAMES)}.")
     if fail_above is not None and not 0 <= fail_above <= 1:
         raise InvalidParameterError(f"--fail-above must be a rate in [0, 1]; got {fail_above}")
-    if top < 0 or cv < 2:
-        raise InvalidParameterError("--top must be >= 0 and --cv >= 2")
+    if top < 0:
+        raise InvalidParameterError(f"--top must be 0 or more; got {top}")
+    if cv < 2:
+        raise InvalidParameterError(f"--cv must be at least 2 (folds); got {cv}")
     for path, opt in ((out, "--out"), (report, "--report")):
         refuse_overwrite(data, path, opt)
     from . import _scale
@@ -101,45 +115,90 @@ def audit_cmd(
                             top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
                             ray_address=ray_address)
     _scale.note_single(engine, ray_address)
+    from . import _scale
 
-    with _status("Loading data"):
-        ds = load_audit_data(data, label=label, id=id, reference_label=reference_label, table=table)
-        trusted_rows = load_trusted(trusted, ds) if trusted is not None else None
-        sources, source_warnings = audit_sources(ds, rules=rules, reference_label=reference_label)
-    with _status(f"Auditing {ds.n_samples} labels"):
-        audit = audit_dataset(ds, method=method, model=model, cv=cv, trusted=trusted_rows,
-                              sources=sources, random_state=seed)
-    audit.warnings.extend(source_warnings)
+    if _scale.is_partitioned_source(data, table):  # a folder or prefix: confident learning per partition
+        return _scale.audit(data, label=label, id=id, model="logreg" if model == "auto" else model,
+                            method=method, cv=cv, seed=seed, out=out,
+                            top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
+                            ray_address=ray_address)
+    _scale.note_single(engine, ray_address)
 
-    if report is not None:
-        from ..report import write_report
-        from ..report._audit import audit_sections
+    from ..detection import audit_dataset, detector_names, load_trusted
+    from ..detection._io import audit_sources, load_audit_data, read_features, read_pred_probs
 
-        write_report(report, audit_sections(audit, ds), title=f"Label audit of {ds.source}",
-                     subtitle=f"label column '{ds.label_name}', method {audit.method}, model {model}")
+    if method not in detector_names():
+        raise InvalidParameterError(f"Unknown detection method {method!r}; choose one of "
+                                    f"{', '.join(detector_names())}.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _status("Loading data"):
+            ds = load_audit_data(data, label=label, id=id, reference_label=reference_label, table=table,
+                                 text=text, require_features=features is None)
+            note_dropped_columns(ds)
+            probs = read_pred_probs(pred_probs, ds, id=id) if pred_probs is not None else None
+            feats = read_features(features, ds, id=id) if features is not None else None
+            if feats is not None and trusted is not None:
+                raise InvalidParameterError("--trusted cannot be combined with --features (the trusted "
+                                            "rows would need the same embeddings)")
+            trusted_rows = load_trusted(trusted, ds) if trusted is not None else None
+            sources, source_warnings = audit_sources(ds, rules=rules, reference_label=reference_label)
+        with _status(f"Auditing {ds.n_samples} labels"):
+            audit = audit_dataset(ds, method=method, model=model, cv=cv, trusted=trusted_rows,
+                                  sources=sources, random_state=seed, pred_probs=probs, features=feats)
+        audit.warnings.extend(source_warnings)
+        model_desc = f"probabilities from {pred_probs}" if pred_probs is not None else \
+            f"model {audit.model_quality.get('model') or model}" + (" (auto)" if model == "auto" else "")
+        if report is not None:
+            from ..report import write_report
+            from ..report._audit import audit_sections
 
-    if output_format == "json":
-        text = audit.to_json(rows=True) + "\n"
-        _emit(text, out)
-    elif output_format == "csv":
-        _emit_csv(audit, out)
-    else:
-        _print_table(audit, ds, top)
-        if out is not None:
+            write_report(report, audit_sections(audit, ds), title=f"Label audit of {ds.source}",
+                         subtitle=f"label column '{ds.label_name}', method {audit.method}, {model_desc}")
+        if out is not None and output_format == "table":
             from ..data import write_table
 
             write_table(audit.to_table(), out, "parquet" if str(out).lower().endswith(
                 (".parquet", ".pq", ".parq")) else "csv")
-            console.print(f"per-row results written to {out}")
-        if report is not None:
-            console.print(f"audit report written to {report}")
-    for w in audit.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
-    if fail_above is not None and audit.estimated_flip_rate > fail_above:
+    notes = [w for w in audit.warnings]
+    notes += [f"{w.category.__name__}: {str(w.message).strip().splitlines()[0]}" for w in caught
+              if str(w.message).strip()]
+
+    try:
+        if output_format == "json":
+            _emit(audit.to_json(rows=True) + "\n", out)
+        elif output_format == "csv":
+            _emit_csv(audit, out)
+        else:
+            _print_table(audit, ds, top)
+            if out is not None:
+                console.print(f"per-row results written to {out}")
+            if report is not None:
+                console.print(f"audit report written to {report}")
+    except BrokenPipeError:
+        _stdout_closed()
+    for w in dict.fromkeys(notes):
+        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    inconsistent = str(audit.verdict.get("status", "")).startswith("labels inconsistent")
+    if fail_above is not None and (audit.estimated_flip_rate > fail_above or inconsistent):
         if output_format == "table":
             err_console.print(f"estimated flip rate {audit.estimated_flip_rate:.1%} exceeds "
-                              f"--fail-above {fail_above:.1%}")
+                              f"--fail-above {fail_above:.1%}" if not inconsistent else
+                              f"verdict: {audit.verdict['status']} (--fail-above {fail_above:.1%})")
         raise typer.Exit(1)
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (``| head``): every file is already written, so stop
+    printing quietly (and keep Python from complaining when it flushes stdout at exit)."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture stdout)
+        pass
 
 
 def _status(message: str):
@@ -180,9 +239,18 @@ def _print_table(audit, ds, top: int) -> None:
         console.print(f"model {q.get('model')}: out-of-fold accuracy {fmt(q.get('accuracy'))}, "
                       f"balanced accuracy {fmt(q.get('balanced_accuracy'))}, AUROC {fmt(q.get('auroc'))} "
                       "(against the observed labels)")
+    v = audit.verdict
+    if v:
+        console.print(f"verdict: [bold]{v['status']}[/] - {v['reason']}")
+        console.print(f"flagged: {audit.n_likely} likely flipped (false-discovery rate <= {v['fdr']:.0%}), "
+                      f"{audit.n_ambiguous} ambiguous; estimated flips {v['estimated_flips']} "
+                      f"(clean labels would give about {v['clean_estimate']}, up to "
+                      f"{v['clean_estimate_upper']}; false-alarm rate {v['alpha']:.0%})")
+    if q.get("selection"):
+        console.print(f"model chosen: {q.get('model')} - {q['selection']}")
     conf = audit.details.get("confident_estimate")
     if conf is not None:
-        console.print(f"confident-learning estimate (conservative): {conf}")
+        console.print(f"confident-learning estimate: {conf}")
     if audit.transition_list():
         t = Table("true (suggested)", "observed", "rows", title="Estimated flips by class pair")
         for tr in audit.transition_list()[:20]:
@@ -196,11 +264,14 @@ def _print_table(audit, ds, top: int) -> None:
     shown = audit.top(top)
     if len(shown):
         ids = audit.row_ids()
-        t = Table("row", ds.id_name or "id", "label", "suggested", "score", "flagged",
+        reasons = audit.reasons()
+        likely = audit.likely if audit.likely is not None else audit.flags
+        t = Table("row", ds.id_name or "id", "label", "suggested", "score", "flagged", "why",
                   title=f"Top {len(shown)} suspects")
         for r in shown:
             t.add_row(str(r), str(ids[r]), str(audit.label_values(audit.labels[r])),
-                      str(audit.label_values(audit.suggested[r])),
+                      str(audit.suggested[r]),
                       f"{audit.scores[r]:.3f}" if math.isfinite(audit.scores[r]) else "-",
-                      "yes" if audit.flags[r] else "")
+                      ("likely" if likely[r] else "ambiguous") if audit.flags[r] else "",
+                      str(reasons[r]).replace(";", ", "))
         console.print(t)

@@ -45,6 +45,7 @@ from ._knn import KNNConsistency, knn_label_probs
 from ._ranking import NormalizedMargin, SelfConfidence, adjusted_probs
 from ._rules import Rule, RuleEvidence, load_rules, reference_source, rule_sources
 from ._trusted import RoniResult, TrustedModel, roni_test, trusted_model_probs
+from ._verdict import NoiseFit, f1_selection, fdr_selection, fit_noise_model
 
 __all__ = [
     "AutoDetector",
@@ -56,6 +57,7 @@ __all__ = [
     "LabelAuditor",
     "LabelSource",
     "ModelDisagreement",
+    "NoiseFit",
     "NormalizedMargin",
     "RoniResult",
     "Rule",
@@ -72,7 +74,10 @@ __all__ = [
     "detector_names",
     "embed_2d",
     "evaluate_detection",
+    "f1_selection",
+    "fdr_selection",
     "find_flipped_labels",
+    "fit_noise_model",
     "knn_label_probs",
     "load_rules",
     "load_trusted",

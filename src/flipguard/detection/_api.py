@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from numbers import Integral
 from typing import Any
 
@@ -12,9 +13,24 @@ from sklearn.utils import check_random_state
 
 from .._validation import HasMethods, Interval, StrOptions, validate_params
 from ..exceptions import DataError, InvalidParameterError
-from ..models import MODEL_NAMES, model_name, out_of_fold_proba, single_threaded
+from ..models import (
+    MODEL_NAMES,
+    auto_out_of_fold_proba,
+    make_model,
+    model_name,
+    out_of_fold_proba,
+    predict_scores,
+    single_threaded,
+)
 from ._audit import LabelAudit
-from ._base import TrustedLabels, make_detector
+from ._base import (
+    LabelSource,
+    TrustedLabels,
+    check_pred_probs,
+    is_sparse,
+    make_detector,
+    summarise_sources,
+)
 
 __all__ = ["LabelAuditor", "audit_dataset", "embed_2d", "evaluate_detection", "find_flipped_labels"]
 
@@ -72,9 +88,9 @@ def find_flipped_labels(labels, pred_probs=None, *, method: str = "auto", X=None
     >>> probs = np.where(true[:, None] == [0, 1], 0.9, 0.1)  # out-of-fold, say
     >>> labels = true.copy()
     >>> labels[[3, 60, 61]] = [1, 0, 0]
-    >>> audit = find_flipped_labels(labels, probs, classes=["ham", "spam"])
-    >>> audit.flagged_indices.tolist(), audit.transition_list()
-    ([3, 60, 61], [{'from': 'spam', 'to': 'ham', 'count': 2}, {'from': 'ham', 'to': 'spam', 'count': 1}])
+    >>> audit = find_flipped_labels(labels, probs, classes=["ham", "spam"], random_state=0)
+    >>> audit.flagged_indices.tolist(), audit.suggested[[3, 60, 61]].tolist()
+    ([3, 60, 61], ['ham', 'spam', 'spam'])
     """
     detector = make_detector(method, **params)
     return detector.audit(labels, pred_probs, X=X, trusted=trusted, sources=sources, classes=classes,
@@ -86,15 +102,35 @@ class LabelAuditor(BaseEstimator):
 
     ``fit(X, y)`` computes out-of-fold probabilities with
     :func:`flipguard.models.out_of_fold_proba` (seeded, stratified folds,
-    BLAS pinned to one thread) when the method needs them, runs the
-    detector, and stores the :class:`LabelAudit` as ``audit_`` with 2-D
-    coordinates of every row for plotting.
+    BLAS pinned to one thread) when the method needs them (or takes the
+    ``pred_probs`` you bring), runs the detector, and stores the
+    :class:`LabelAudit` as ``audit_`` with 2-D coordinates of every row for
+    plotting.
+
+    ``X`` may be a dense array or a scipy sparse matrix (TF-IDF): sparse
+    input stays sparse (models scale it without centring, neighbours are
+    searched on it directly).
+
+    Classes with fewer rows than ``cv`` cannot be judged out-of-fold (a
+    fold's model would never see them).  Their rows are set aside: the other
+    rows are audited without them, and they come back **flagged for review**
+    with score 1, the model's best other class as suggested label, and a
+    warning naming the class (``details["rare_classes"]``).  They are not
+    counted in ``estimated_flips``.  When fewer than two classes have
+    ``cv`` rows, nothing can be judged: nothing is flagged, scores are NaN
+    and a warning says the audit is inconclusive.
+
+    Warnings raised by scikit-learn or numpy while fitting are caught and
+    kept in ``audit_.warnings`` (one line each), never printed.
 
     Parameters
     ----------
-    model : str or scikit-learn classifier, default="logreg"
+    model : str or scikit-learn classifier, default="auto"
         Model for the out-of-fold probabilities (logreg, linsvm, rf, hgb,
-        knn, mlp, or any classifier).
+        knn, mlp, or any classifier).  ``"auto"`` chooses among logreg,
+        knn and hgb by out-of-fold log-loss on a subsample within a time
+        budget (:func:`flipguard.models.select_model`); the choice and why
+        are in ``audit_.model_quality`` (``model``, ``selection``).
     method : str, default="auto"
         Detector name (see :func:`find_flipped_labels`).
     cv : int, default=5
@@ -111,9 +147,14 @@ class LabelAuditor(BaseEstimator):
     classes_ : ndarray
         Label values seen in ``y`` (codes are positions in it).
     pred_probs_ : ndarray of shape (n_samples, n_classes) or None
-        The out-of-fold probabilities.
+        The out-of-fold probabilities (columns follow ``classes_``; NaN
+        rows for set-aside rows of rare classes).
     audit_ : LabelAudit
     detector_ : BaseDetector
+    model_used_ : str or classifier
+        The model whose out-of-fold probabilities were used.
+    model_selection_ : dict or None
+        With ``model="auto"``: the :func:`flipguard.models.select_model` report.
     n_features_in_ : int
 
     Examples
@@ -129,7 +170,7 @@ class LabelAuditor(BaseEstimator):
     """
 
     _parameter_constraints = {
-        "model": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
+        "model": [StrOptions(set(MODEL_NAMES) | {"auto"}), HasMethods(["fit", "predict"])],
         "method": [str],
         "cv": [Interval(Integral, 2, None, closed="left")],
         "method_params": [dict, None],
@@ -137,7 +178,7 @@ class LabelAuditor(BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, *, model="logreg", method="auto", cv=5, method_params=None, n_jobs=None,
+    def __init__(self, *, model="auto", method="auto", cv=5, method_params=None, n_jobs=None,
                  random_state=None):
         self.model = model
         self.method = method
@@ -146,61 +187,289 @@ class LabelAuditor(BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.input_tags.sparse = True
+        return tags
+
     def fit(self, X, y, *, trusted: TrustedLabels | None = None, sources=(), ids=None,
-            embed: bool = True):
+            pred_probs=None, embed: bool = True):
         """Audit the labels ``y`` of ``X``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or scipy sparse matrix of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-            Labels in any vocabulary (strings, integers, booleans).
+            Class labels in any vocabulary (strings, integers, booleans);
+            continuous values are refused.
         trusted : TrustedLabels, optional
             Verified labels; ``trusted.y`` are codes into ``numpy.unique(y)``.
         sources : sequence of LabelSource
         ids : array-like, optional
             Row ids for the result.
+        pred_probs : array-like of shape (n_samples, n_classes), optional
+            Out-of-fold probabilities computed elsewhere (columns in the
+            order of ``numpy.unique(y)``); no model is trained then.
         embed : bool, default=True
             Compute 2-D coordinates (``audit_.embedding``).
         """
         validate_params(self)
-        X = np.asarray(X, dtype=np.float64)
-        y_arr = np.asarray(y)
-        if X.ndim != 2 or y_arr.ndim != 1 or X.shape[0] != y_arr.shape[0]:
-            raise DataError(f"X must be 2-D and y 1-D with one label per row (got X {X.shape}, "
-                            f"y {y_arr.shape})")
+        X, y_arr = _check_X_y(self, X, y)
         classes, codes = np.unique(y_arr, return_inverse=True)
+        codes = codes.astype(np.int64)
         if len(classes) < 2:
-            raise DataError("y has a single class; auditing needs at least two")
+            raise DataError("y has one class; auditing needs at least two")
         self.classes_ = classes
-        self.n_features_in_ = X.shape[1]
         rng = check_random_state(self.random_state)
         detector = make_detector(self.method, **(self.method_params or {}))
         if "random_state" in detector.get_params() and detector.get_params()["random_state"] is None:
             detector.set_params(random_state=rng.randint(_SEED_MAX))
         self.detector_ = detector
         oof_seed = rng.randint(_SEED_MAX)
-        self.pred_probs_ = None
-        if detector.needs_pred_probs:
-            with single_threaded():
-                self.pred_probs_ = out_of_fold_proba(self.model, X, codes, cv=self.cv,
-                                                     random_state=oof_seed, n_jobs=self.n_jobs)
-        audit = detector.audit(codes, self.pred_probs_, X=X, trusted=trusted, sources=sources,
-                               classes=classes, ids=ids,
-                               quality={"model": model_name(self.model), "cv": self.cv})
+        K = len(classes)
+        if pred_probs is not None:
+            pred_probs = check_pred_probs(pred_probs, len(codes))
+            if pred_probs.shape[1] != K:
+                raise DataError(f"pred_probs has {pred_probs.shape[1]} columns but y has {K} classes")
+        quality = {"model": "pred_probs" if pred_probs is not None else model_name(self.model),
+                   "cv": None if pred_probs is not None else self.cv}
+
+        counts = np.bincount(codes, minlength=K)
+        judged_classes = np.flatnonzero(counts >= self.cv)
+        rare_classes = np.flatnonzero(counts < self.cv)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if len(judged_classes) < 2:
+                audit = _inconclusive(detector.detector_name, codes, classes, ids, self.cv, counts)
+                self.pred_probs_ = pred_probs
+            elif len(rare_classes) == 0:
+                self.pred_probs_ = pred_probs
+                if detector.needs_pred_probs and pred_probs is None:
+                    with single_threaded():
+                        self.pred_probs_ = self._oof(X, codes, oof_seed, quality)
+                audit = detector.audit(codes, self.pred_probs_, X=X, trusted=trusted, sources=sources,
+                                       classes=classes, ids=ids, quality=quality)
+            else:
+                audit = self._audit_without_rare(X, codes, classes, counts, judged_classes, detector,
+                                                 pred_probs, trusted, sources, ids, quality, oof_seed)
+        audit.warnings.extend(_warning_notes(caught))
+        self.n_features_in_ = X.shape[1]
         if embed:
             audit.embedding, audit.embedding_axes = embed_2d(X)
         self.audit_ = audit
         return self
 
+    def _oof(self, X, codes, seed, quality: dict) -> np.ndarray:
+        """Out-of-fold probabilities of ``self.model``; ``"auto"`` chooses the model first
+        (:func:`flipguard.models.select_model`) and records the choice in ``quality``."""
+        if self.model != "auto":
+            self.model_used_ = self.model
+            self.model_selection_ = None
+            return out_of_fold_proba(self.model, X, codes, cv=self.cv, random_state=seed,
+                                     n_jobs=self.n_jobs)
+        probs, choice = auto_out_of_fold_proba(X, codes, cv=self.cv, random_state=seed,
+                                               n_jobs=self.n_jobs)
+        self.model_used_ = choice["model"]
+        self.model_selection_ = choice
+        quality.update({"model": choice["model"], "selected_by": "auto", "selection": choice["reason"],
+                        "candidates": choice["candidates"]})
+        return probs
 
-def audit_dataset(dataset, *, method: str = "auto", model="logreg", cv: int = 5,
+    def _audit_without_rare(self, X, codes, classes, counts, judged_classes, detector, pred_probs,
+                            trusted, sources, ids, quality, oof_seed) -> LabelAudit:
+        """Audit the rows of classes with at least ``cv`` rows; flag the others for review."""
+        K = len(classes)
+        keep = np.isin(codes, judged_classes)
+        new_code = np.full(K, -1, dtype=np.int64)
+        new_code[judged_classes] = np.arange(len(judged_classes))
+        sub_codes = new_code[codes[keep]]
+        Xs = X[keep] if X is not None else None
+        if pred_probs is not None:
+            sub_probs = pred_probs[keep][:, judged_classes]
+            total = sub_probs.sum(axis=1, keepdims=True)
+            sub_probs = np.divide(sub_probs, total, out=np.full_like(sub_probs, 1.0 / len(judged_classes)),
+                                  where=total > 0)
+            rare_probs = pred_probs[~keep][:, judged_classes]
+        else:
+            sub_probs = rare_probs = None
+            if detector.needs_pred_probs:
+                with single_threaded():
+                    sub_probs = self._oof(Xs, sub_codes, oof_seed, quality)
+            with single_threaded():  # rare rows are unseen by a model fitted on the judged rows
+                est = make_model(getattr(self, "model_used_", None) or _fixed(self.model), random_state=oof_seed, sparse=is_sparse(X)).fit(Xs, sub_codes)
+                rare_probs = predict_scores(est, X[~keep], len(judged_classes))
+        position = np.full(len(codes), -1, dtype=np.int64)
+        position[keep] = np.arange(int(keep.sum()))
+        sub_trusted = None
+        if trusted is not None:
+            ty = np.asarray(trusted.y, dtype=np.int64)
+            ok = np.isin(ty, judged_classes)
+            rows = None
+            if trusted.rows is not None:
+                r = np.asarray(trusted.rows, dtype=np.int64)[ok]
+                rows = np.where(r >= 0, position[np.maximum(r, 0)], -1)
+            sub_trusted = TrustedLabels(X=trusted.X[ok], y=new_code[ty[ok]], rows=rows)
+        sub_sources = []
+        for src in sources:
+            exp = np.asarray(src.expected, dtype=np.int64)[keep]
+            sub_sources.append(LabelSource(src.name, np.where(exp >= 0, new_code[np.maximum(exp, 0)], -1),
+                                           src.kind))
+        sub_ids = (np.arange(len(codes)) if ids is None else np.asarray(ids))[keep]
+        sub = detector.audit(sub_codes, sub_probs, X=Xs, trusted=sub_trusted, sources=sub_sources,
+                             classes=classes[judged_classes], ids=sub_ids, quality=quality)
+
+        full_probs = None
+        if sub_probs is not None:
+            full_probs = np.full((len(codes), K), np.nan)
+            full_probs[np.ix_(keep, judged_classes)] = sub_probs
+            full_probs[np.ix_(~keep, judged_classes)] = rare_probs
+            if pred_probs is not None:
+                full_probs = pred_probs
+        self.pred_probs_ = full_probs
+        audit = _expand(sub, keep, judged_classes, codes, classes, ids, sources, trusted,
+                        rare_suggested=judged_classes[np.argmax(rare_probs, axis=1)])
+        rare = [(classes[c], int(counts[c])) for c in np.flatnonzero((counts < self.cv) & (counts > 0))]
+        named = ", ".join(f"'{_py(c)}' ({n} row{'s' if n != 1 else ''})" for c, n in rare[:5])
+        more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+        n_rare = int((~keep).sum())
+        audit.warnings.insert(0, (
+            f"class{'es' if len(rare) > 1 else ''} {named}{more} "
+            f"{'have' if len(rare) > 1 else 'has'} fewer rows than the {self.cv} folds and cannot be "
+            f"judged out-of-fold: {'their' if n_rare > 1 else 'its'} {n_rare} row{'s are' if n_rare > 1 else ' is'} "
+            "flagged for review (a stray value or a typo?) and left out of the flip estimate; "
+            "the other rows were audited without them"))
+        audit.details["rare_classes"] = {str(_py(c)): n for c, n in rare}
+        audit.details["unjudged_rows"] = np.flatnonzero(~keep).tolist()
+        return audit
+
+
+def _check_X_y(estimator, X, y):
+    """scikit-learn's input checks (sparse kept as CSR, complex and NaN/inf refused, at least
+    two rows), then the label checks: one label per row, class labels only."""
+    from sklearn.utils.multiclass import type_of_target
+    from sklearn.utils.validation import validate_data
+
+    if y is None:
+        raise DataError(f"{type(estimator).__name__} requires y to be passed, but the target y is None "
+                        "(the labels to audit)")
+    try:
+        X = validate_data(estimator, X, accept_sparse="csr", dtype=np.float64, ensure_min_samples=2,
+                          reset=True)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    y_arr = np.asarray(y)
+    if y_arr.ndim == 2 and y_arr.shape[1] == 1:
+        y_arr = y_arr.ravel()
+    if y_arr.ndim != 1 or len(y_arr) != X.shape[0]:
+        raise DataError(f"X must be 2-D and y 1-D with one label per row (got X {X.shape}, "
+                        f"y {y_arr.shape})")
+    if y_arr.dtype.kind in "fc" or y_arr.dtype == object:
+        try:
+            kind = type_of_target(y_arr)
+        except ValueError:
+            kind = "unknown"
+        if kind == "continuous" or (y_arr.dtype.kind == "f" and not np.all(np.isfinite(y_arr))):
+            raise DataError("y looks continuous (non-integer numbers); auditing needs class labels: "
+                            "bin the values into classes first")
+        if y_arr.dtype.kind == "c":
+            raise DataError("Complex data not supported for y")
+    return X, y_arr
+
+
+def _inconclusive(method, codes, classes, ids, cv, counts) -> LabelAudit:
+    n, K = len(codes), len(classes)
+    audit = LabelAudit(method=method, labels=codes, scores=np.full(n, np.nan), flags=np.zeros(n, bool),
+                       suggested_codes=codes.copy(), estimated_flips=0,
+                       transitions=np.diag(np.bincount(codes, minlength=K)).astype(np.int64),
+                       classes=np.asarray(classes), ids=None if ids is None else np.asarray(ids))
+    audit.warnings.append(f"no two classes have at least {cv} rows (one per fold; the largest has "
+                          f"{int(counts.max())}): no label can be judged out-of-fold, the audit is "
+                          "inconclusive. Lower the number of folds or add rows.")
+    audit.details["unjudged_rows"] = list(range(n))
+    return audit
+
+
+def _expand(sub: LabelAudit, keep, judged_classes, codes, classes, ids, sources, trusted, *,
+            rare_suggested) -> LabelAudit:
+    """A sub-audit of the rows ``keep`` (classes ``judged_classes`` recoded ``0..K'-1``) as an
+    audit of every row: set-aside rows flagged for review with score 1."""
+    n, K = len(codes), len(classes)
+    scores = np.ones(n)
+    scores[keep] = sub.scores
+    flags = np.ones(n, dtype=bool)
+    flags[keep] = sub.flags
+    suggested = np.empty(n, dtype=np.int64)
+    suggested[keep] = judged_classes[sub.suggested_codes]
+    suggested[~keep] = rare_suggested
+    transitions = np.zeros((K, K), dtype=np.int64)
+    transitions[np.ix_(judged_classes, judged_classes)] = sub.transitions
+    rare_counts = np.bincount(codes[~keep], minlength=K)
+    transitions[np.arange(K), np.arange(K)] += rare_counts
+    position = np.flatnonzero(keep)
+    sources = list(sources)
+    if trusted is not None and len(trusted.in_data()[0]):
+        rows, verified = trusted.in_data()
+        expected = np.full(n, -1, dtype=np.int64)
+        expected[rows] = verified
+        sources.append(LabelSource("trusted rows", expected, "trusted"))
+    components = {}
+    for name, values in sub.components.items():
+        full = np.full(n, np.nan)
+        full[keep] = values
+        components[name] = full
+    evidence, disagreements = summarise_sources(codes, sources)
+    audit = LabelAudit(method=sub.method, labels=codes, scores=scores, flags=flags,
+                       suggested_codes=suggested, estimated_flips=sub.estimated_flips,
+                       transitions=transitions, classes=np.asarray(classes),
+                       ids=None if ids is None else np.asarray(ids), model_quality=sub.model_quality,
+                       warnings=list(sub.warnings), evidence=evidence, disagreements=disagreements,
+                       components=components, params=sub.params, details=dict(sub.details))
+    for key in ("verified_rows", "trusted_rows"):
+        if isinstance(audit.details.get(key), list):
+            audit.details[key] = [int(position[r]) for r in audit.details[key]]
+    return audit
+
+
+def _fixed(model):
+    """The model to refit for set-aside rows when ``model="auto"`` never ran (logreg)."""
+    return "logreg" if model == "auto" else model
+
+
+def _warning_notes(caught) -> list[str]:
+    """Caught library warnings as one deduplicated line each."""
+    notes: list[str] = []
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
+        note = f"{w.category.__name__} during the audit: {text}"
+        if note not in notes:
+            notes.append(note)
+    return notes[:5]
+
+
+def _py(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def audit_dataset(dataset, *, method: str = "auto", model="auto", cv: int = 5,
                   trusted: TrustedLabels | None = None, sources=(), method_params=None,
-                  n_jobs=None, random_state=None, embed: bool = True) -> LabelAudit:
+                  n_jobs=None, random_state=None, pred_probs=None, features=None,
+                  embed: bool = True) -> LabelAudit:
     """Audit a :class:`~flipguard.data.LabeledDataset` (what ``flipguard audit`` runs).
 
     The result speaks the dataset's label values and ids; see
-    :class:`LabelAuditor` for the parameters.
+    :class:`LabelAuditor` for the parameters.  The dataset's ``X`` may be
+    sparse (``load(..., sparse=True)``, TF-IDF).
+
+    Parameters
+    ----------
+    pred_probs : array-like of shape (n_samples, n_classes), optional
+        Out-of-fold probabilities computed elsewhere, columns in the order
+        of ``dataset.classes`` (see :func:`read_pred_probs` for a file).
+    features : array-like or sparse matrix of shape (n_samples, d), optional
+        Features to judge the labels by instead of ``dataset.X`` (for
+        instance embeddings from an image or text model; see
+        :func:`read_features` for a file).
     """
     counts = np.bincount(dataset.y, minlength=dataset.n_classes)
     if np.count_nonzero(counts) < 2:
@@ -209,40 +478,65 @@ def audit_dataset(dataset, *, method: str = "auto", model="logreg", cv: int = 5,
     if counts.min() == 0:
         raise DataError(f"{dataset.source}: every class must have at least one row "
                         f"(no rows labelled {dataset.classes[np.argmin(counts)]!r})")
+    if np.count_nonzero(counts >= cv) < 2:
+        raise DataError(f"{dataset.source}: label column '{dataset.label_name}' has fewer than two "
+                        f"classes with at least {cv} rows (one per fold; counts: "
+                        f"{_counts_text(dataset.classes, counts)}); lower --cv or add rows")
+    X = dataset.X if features is None else features
     auditor = LabelAuditor(model=model, method=method, cv=cv, method_params=method_params,
                            n_jobs=n_jobs, random_state=random_state)
-    # Fit on codes so trusted codes and sources line up with dataset.classes.
-    auditor.fit(dataset.X, dataset.y, trusted=trusted, sources=sources, ids=dataset.ids, embed=False)
+    # Fit on the label values (so warnings name them); numpy.unique orders them like
+    # dataset.classes, so trusted codes and sources line up.
+    auditor.fit(X, dataset.labels(), trusted=trusted, sources=sources, ids=dataset.ids,
+                pred_probs=pred_probs, embed=False)
+    if not np.array_equal(auditor.classes_, dataset.classes):  # pragma: no cover - defensive
+        raise DataError(f"{dataset.source}: cannot order the classes of label column '{dataset.label_name}'")
     audit = auditor.audit_
     audit.classes = np.asarray(dataset.classes)
     if embed:
-        audit.embedding, audit.embedding_axes = embed_2d(dataset.X, dataset.feature_names)
+        audit.embedding, audit.embedding_axes = embed_2d(X, dataset.feature_names if features is None
+                                                         else None)
     return audit
+
+
+def _counts_text(classes, counts, limit: int = 6) -> str:
+    parts = [f"{_py(c)} {int(n)}" for c, n in zip(classes, counts)]
+    return ", ".join(parts[:limit]) + (", ..." if len(parts) > limit else "")
 
 
 def embed_2d(X, feature_names=None) -> tuple[np.ndarray, list[str]]:
     """2-D coordinates of every row for plotting: the two features themselves when
     there are two, else the first two principal components of the standardised
-    features (computed from the correlation matrix, without copying ``X``)."""
-    X = np.asarray(X, dtype=np.float64)
+    features (computed from the correlation matrix, without copying ``X``; a
+    sparse ``X`` stays sparse)."""
+    sparse = is_sparse(X)
+    X = X.tocsr().astype(np.float64) if sparse else np.asarray(X, dtype=np.float64)
     n, d = X.shape
     names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
-    if d == 1:
-        return np.column_stack([X[:, 0], np.zeros(n)]), [names[0], "-"]
-    if d == 2:
-        return X.copy(), names[:2]
+    if d <= 2:
+        dense = X.toarray() if sparse else X
+        if d == 1:
+            return np.column_stack([dense[:, 0], np.zeros(n)]), [names[0], "-"]
+        return dense.copy(), names[:2]
     with single_threaded():
-        mu = X.mean(axis=0)
-        sd = X.std(axis=0)
+        if sparse:
+            from sklearn.utils.sparsefuncs import mean_variance_axis
+
+            mu, var = mean_variance_axis(X, axis=0)
+            sd = np.sqrt(var)
+            gram = np.asarray((X.T @ X).toarray()) / n - np.outer(mu, mu)
+        else:
+            mu = X.mean(axis=0)
+            sd = X.std(axis=0)
+            gram = X.T @ X / n - np.outer(mu, mu)
         sd[sd == 0] = 1.0
-        gram = X.T @ X / n - np.outer(mu, mu)
         corr = gram / np.outer(sd, sd)
         vals, vecs = np.linalg.eigh(corr)
         order = np.argsort(vals)[::-1][:2]
         V = vecs[:, order]
         V *= np.where(V[np.argmax(np.abs(V), axis=0), [0, 1]] < 0, -1.0, 1.0)  # deterministic signs
         share = vals[order] / max(vals.sum(), 1e-300)
-        coords = X @ (V / sd[:, None]) - (mu / sd) @ V
+        coords = np.asarray(X @ (V / sd[:, None])) - (mu / sd) @ V
     return coords, [f"PC1 ({share[0]:.0%} of variance)", f"PC2 ({share[1]:.0%} of variance)"]
 
 

@@ -35,10 +35,11 @@ class LabelAudit:
         its own score.
     flags : ndarray of bool, shape (n_samples,)
         True for rows the detector calls flipped.
-    suggested : ndarray of int, shape (n_samples,)
+    suggested_codes : ndarray of int, shape (n_samples,)
         The most likely true label code of every row.  Always different from
         ``labels`` where ``flags`` is True; may differ on unflagged rows too
-        (a weaker suspicion).
+        (a weaker suspicion).  :attr:`suggested` gives the same in the
+        user's label values.
     estimated_flips : int
         Estimated number of flipped labels in the data.  Not always equal to
         ``flags.sum()``: confident learning, for instance, flags fewer rows
@@ -79,6 +80,25 @@ class LabelAudit:
         Names of the two embedding axes.
     params : dict
         The detector's parameters, for the record.
+    verdict : dict
+        The dataset-level answer (``method="auto"``; empty for detectors
+        without one): ``status`` (``"poisoned"``, ``"consistent with clean
+        labels"``, ``"inconclusive"`` or ``"labels inconsistent with
+        features: possible heavy poisoning"``), ``reason`` (one sentence),
+        ``alpha`` (the test's false-alarm rate), ``p_value``, ``fdr`` (target
+        false-discovery rate of the likely-flipped rows),
+        ``estimated_flips``, ``clean_estimate`` / ``clean_estimate_upper``
+        (mean and 95th percentile of the estimate on clean labels),
+        ``confident_estimate``, ``n_likely``, ``n_ambiguous`` and the
+        noise model's parameters.
+    likely : ndarray of bool or None
+        Flagged rows in the FDR-controlled *likely flipped* set; flagged
+        rows outside it are *ambiguous* (None: the detector makes no split).
+    reason_codes : ndarray of uint16 or None
+        Per row, a bit set of the evidence that flagged it: bit ``i`` is
+        ``reason_names[i]`` (see :meth:`reasons`).
+    reason_names : list of str
+        Names of the reason bits.
     details : dict
         Detector-specific facts (e.g. ``"confident_estimate"``: confident
         learning's more conservative flip count; which evidence was used).
@@ -88,7 +108,7 @@ class LabelAudit:
     labels: np.ndarray
     scores: np.ndarray
     flags: np.ndarray
-    suggested: np.ndarray
+    suggested_codes: np.ndarray
     estimated_flips: int
     transitions: np.ndarray
     classes: np.ndarray | None = None
@@ -102,6 +122,33 @@ class LabelAudit:
     embedding_axes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)
+    likely: np.ndarray | None = field(default=None, repr=False)
+    reason_codes: np.ndarray | None = field(default=None, repr=False)
+    reason_names: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        """A one-screen summary, never the per-row arrays."""
+        names = self.label_values(np.arange(self.n_classes))
+        pairs = ", ".join(f"{t['from']}->{t['to']} {t['count']}" for t in self.transition_list()[:4])
+        more = ", ..." if len(self.transition_list()) > 4 else ""
+        q = self.model_quality or {}
+        quality = (f"model {q.get('model')}: out-of-fold accuracy {q['accuracy']:.3f}, "
+                   f"AUROC {q['auroc']:.3f}" if "accuracy" in q and "auroc" in q else "model: -")
+        lines = [
+            f"LabelAudit(method={self.method!r}): {self.n_flagged} of {self.n_samples} rows flagged, "
+            f"estimated flips {self.estimated_flips} ({self.estimated_flip_rate:.1%})",
+            f"  classes: {', '.join(map(str, names[:8]))}{', ...' if self.n_classes > 8 else ''}",
+            f"  estimated flips (true->observed): {pairs + more or 'none'}",
+            f"  {quality}",
+        ]
+        if self.evidence:
+            lines.append("  evidence: " + ", ".join(f"{e['name']} ({e['n_disagree']} disagree)"
+                                                    for e in self.evidence[:4]))
+        lines.extend(f"  warning: {w[:160]}{'...' if len(w) > 160 else ''}" for w in self.warnings[:3])
+        if len(self.warnings) > 3:
+            lines.append(f"  ... {len(self.warnings) - 3} more warning(s)")
+        return "\n".join(lines)
 
     # -- sizes ----------------------------------------------------------------
     @property
@@ -120,6 +167,29 @@ class LabelAudit:
     def estimated_flip_rate(self) -> float:
         """``estimated_flips / n_samples``."""
         return float(self.estimated_flips / self.n_samples) if self.n_samples else 0.0
+
+    @property
+    def n_likely(self) -> int:
+        """Flagged rows in the FDR-controlled *likely flipped* set (all flagged rows without a split)."""
+        return self.n_flagged if self.likely is None else int(np.count_nonzero(self.likely & self.flags))
+
+    @property
+    def n_ambiguous(self) -> int:
+        """Flagged rows outside the *likely flipped* set."""
+        return self.n_flagged - self.n_likely
+
+    def reasons(self) -> np.ndarray:
+        """Per row, the evidence that flagged it as ``"a;b"`` (empty string for unflagged rows).
+
+        Built once per distinct bit set, so it stays vectorised on millions of rows."""
+        n = self.n_samples
+        if self.reason_codes is None or not self.reason_names:
+            return np.where(np.asarray(self.flags, dtype=bool), self.method, "").astype(object)
+        codes = np.where(np.asarray(self.flags, dtype=bool), np.asarray(self.reason_codes, dtype=np.int64), 0)
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        text = np.array([";".join(name for i, name in enumerate(self.reason_names) if c >> i & 1)
+                         for c in uniq.tolist()], dtype=object)
+        return text[inverse.reshape(n)] if n else np.array([], dtype=object)
 
     # -- rankings ---------------------------------------------------------------
     def ranking(self) -> np.ndarray:
@@ -142,6 +212,17 @@ class LabelAudit:
         codes = np.asarray(codes)
         return codes if self.classes is None else np.asarray(self.classes)[codes]
 
+    @property
+    def suggested(self) -> np.ndarray:
+        """The most likely true label of every row, in the user's label values
+        (:attr:`suggested_codes` holds the integer codes)."""
+        return self.label_values(self.suggested_codes)
+
+    @property
+    def observed(self) -> np.ndarray:
+        """The audited labels in the user's label values (:attr:`labels` holds the codes)."""
+        return self.label_values(self.labels)
+
     def row_ids(self) -> np.ndarray:
         return np.arange(self.n_samples) if self.ids is None else np.asarray(self.ids)
 
@@ -160,7 +241,9 @@ class LabelAudit:
     # -- output -----------------------------------------------------------------
     def to_table(self):
         """Per-row results as a :class:`pyarrow.Table` in input order:
-        ``row, id, label, suggested_label, score, flagged``."""
+        ``row, id, label, suggested_label, score, flagged, likely, reasons``
+        (``likely``: flagged and in the FDR-controlled likely-flipped set;
+        ``reasons``: the evidence that flagged the row, ``;``-separated)."""
         import pyarrow as pa
 
         def col(values):
@@ -171,10 +254,22 @@ class LabelAudit:
             "row": pa.array(np.arange(self.n_samples, dtype=np.int64)),
             "id": col(self.row_ids()),
             "label": col(self.label_values(self.labels)),
-            "suggested_label": col(self.label_values(self.suggested)),
+            "suggested_label": col(self.suggested),
             "score": pa.array(np.asarray(self.scores, dtype=np.float64)),
             "flagged": pa.array(np.asarray(self.flags, dtype=bool)),
+            "likely": pa.array(np.asarray(self.flags, dtype=bool) if self.likely is None
+                               else np.asarray(self.likely & self.flags, dtype=bool)),
+            "reasons": pa.array(self.reasons().tolist(), type=pa.string()),
         })
+
+    def to_arrow(self):
+        """Per-row results as a :class:`pyarrow.Table` (same as :meth:`to_table`)."""
+        return self.to_table()
+
+    def to_pandas(self):
+        """Per-row results as a :class:`pandas.DataFrame` (``row, id, label,
+        suggested_label, score, flagged, likely, reasons``; pandas is imported only here)."""
+        return self.to_table().to_pandas()
 
     def rows(self) -> list[dict[str, Any]]:
         """Per-row results as a list of dicts (see :meth:`to_table`)."""
@@ -187,6 +282,9 @@ class LabelAudit:
             "method": self.method,
             "n_rows": self.n_samples,
             "n_flagged": self.n_flagged,
+            "n_likely": self.n_likely,
+            "n_ambiguous": self.n_ambiguous,
+            "verdict": self.verdict,
             "estimated_flips": int(self.estimated_flips),
             "estimated_flip_rate": self.estimated_flip_rate,
             "classes": None if self.classes is None else list(self.label_values(np.arange(self.n_classes))),
@@ -206,7 +304,7 @@ class LabelAudit:
 
     def to_dict(self, rows: bool = True) -> dict[str, Any]:
         """:meth:`summary` plus, with ``rows=True``, ``"rows"``: every row as
-        ``{row, id, label, suggested_label, score, flagged}`` in input order."""
+        ``{row, id, label, suggested_label, score, flagged, likely, reasons}`` in input order."""
         out = self.summary()
         if rows:
             out["rows"] = to_jsonable(self.rows())

@@ -1,4 +1,4 @@
-"""The default detector: every available piece of evidence, one combined vote."""
+"""The default detector: a dataset verdict with a stated false-alarm rate, and row flags with a controlled FDR."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from ._base import (
     BaseDetector,
     _Findings,
     _Inputs,
+    best_other,
     model_quality,
-    quality_warning,
     register,
 )
-from ._confident import confident_joint
+from ._confident import _prune_by_noise_rate, confident_joint, confident_learning_issues
 from ._knn import knn_label_probs
 from ._ranking import adjusted_probs, margin_scores
 from ._rules import source_votes
 from ._trusted import trusted_evidence
+from ._verdict import f1_selection, fdr_selection, fit_noise_model
 
-__all__ = ["AutoDetector", "stack_weight"]
+__all__ = ["REASONS", "AutoDetector", "stack_weight"]
 
 
 def stack_weight(probs: np.ndarray, other: np.ndarray, labels: np.ndarray,
@@ -47,85 +48,129 @@ def stack_weight(probs: np.ndarray, other: np.ndarray, labels: np.ndarray,
     return float(grid[int(np.argmin(np.round(brier, 9)))])
 
 
+#: Names of the per-row reasons (bit ``i`` of :attr:`LabelAudit.reason_codes` is ``REASONS[i]``).
+REASONS = (
+    "noise_model",         # posterior flip probability in the FDR-controlled set
+    "confident_learning",  # confident learning's prune-by-noise-rate rule
+    "neighbours",          # the nearest neighbours' majority is another class
+    "trusted_verified",    # a verified label differs from the observed one
+    "trusted_roni",        # in a group whose labels hurt the trusted rows (RONI)
+    "rules",               # a rule or a reference labeller expects another class
+    "expected_f1",         # in the expected-F1-optimal set of a dataset judged poisoned
+)
+_BIT = {name: np.uint16(1 << i) for i, name in enumerate(REASONS)}
+
+#: Verdict strings of :attr:`LabelAudit.verdict` (``"status"``).
+POISONED = "poisoned"
+CLEAN = "consistent with clean labels"
+INCONCLUSIVE = "inconclusive"
+INCONSISTENT = "labels inconsistent with features: possible heavy poisoning"
+
+
 @register("auto")
 class AutoDetector(BaseDetector):
-    """Combine every available piece of evidence into one vote per row; flag where it is outvoted.
+    """Two questions, answered separately: is the dataset poisoned, and which rows?
 
-    The evidence, each an estimate of the row's true class:
+    The evidence about each row's true class:
 
     1. **Model**: the out-of-fold probabilities (``pred_probs``).
     2. **Neighbours** (when ``X`` is given and there are at most
        ``knn_max_samples`` rows): leave-one-out label frequencies of the
-       ``n_neighbors`` nearest rows (Paudice et al., 2018).  Model and
-       neighbours are averaged with the weight that minimises the Brier
-       score of the mix on the observed labels (a linear stack; both are
-       out-of-sample), so neighbours count where they predict well and fade
-       where the features are mostly noise.
-    3. The mix is **class-adjusted**: each class's probability is divided by
-       the class's mean self-confidence (confident learning's per-class
-       threshold), so a rare class the model is unsure about is judged
-       against its own typical confidence and not flagged wholesale.
-    4. **Trusted rows** (``trusted``): candidates the trusted model disputes
-       are RONI-tested in groups (see :class:`TrustedModel`); in groups the
-       test rejects, the model/neighbour vote, which was formed from the
-       poisoned labels, is replaced by the trusted model's.  Trusted rows in
-       the data vote with their verified label.
-    5. **Rules and a reference labeller** (``sources``): each source adds a
-       vote of weight ``rule_weight`` / ``reference_weight`` for the label
-       it expects.
+       ``n_neighbors`` nearest rows (Paudice et al., 2018), averaged with the
+       model with the weight that minimises the Brier score (a linear
+       stack; both are out-of-sample).
 
-    A row is flagged when another class gets more of the combined vote than
-    its label; that class is the suggested label.  The estimated number of
-    flips is the number of flagged rows, and ``transitions`` counts them by
-    (suggested, observed) pair.
+    **Dataset verdict** (:func:`~flipguard.detection.fit_noise_model`): a
+    likelihood-ratio test of "the labels are what the (temperature-
+    calibrated) evidence predicts" against "... seen through a
+    class-conditional flip matrix", with a parametric-bootstrap null, so
+    its false-alarm rate is ``alpha``.  ``verdict["status"]`` is
 
-    Unlike confident learning, which only counts rows that pass a per-class
-    confidence threshold, this also counts flips near the decision boundary
-    (confident learning's main blind spot).  The price: rows that are
-    genuinely ambiguous (overlapping classes) are counted too.  The audit
-    reports confident learning's more conservative count as
-    ``details["confident_estimate"]``; a large gap between the two means
-    much of the estimate sits in ambiguous territory.  When the model's
-    out-of-fold predictions are no better than chance (see
-    :func:`~flipguard.detection.model_quality`), the model and neighbour
-    votes are withheld, only independent evidence can flag rows, and a
-    warning says so.
+    * ``"poisoned"``: the test rejects at level ``alpha`` and the estimate
+      exceeds the 95th percentile of what clean labels give (statistical
+      and practical significance), or verified (trusted) rows in the data
+      carry other labels;
+    * ``"consistent with clean labels"``: the test does not reject, it had
+      power (it flags 10% random flips added to labels drawn from the
+      clean model in at least 80% of simulations), and confident learning
+      disputes at most ``max(1% of the rows, the clean-label estimate's
+      95th percentile)`` labels: a dataset whose model confidently
+      disagrees with more labels is never called clean;
+    * ``"inconclusive"``: no rejection, but too little power to call the
+      labels clean (e.g. the model absorbed the flips into soft
+      probabilities);
+    * ``"labels inconsistent with features: possible heavy poisoning"``:
+      the evidence agrees with the labels hardly better than chance
+      (:func:`~flipguard.detection.model_quality`).  Heavy flipping causes
+      exactly this, so it is a finding, not a reason to abstain.
 
-    Score: ``(v[best other] - v[given] + 1) / 2`` of the combined vote ``v``
-    (a normalised margin in ``[0, 1]``); above 0.5 means flagged.  Higher =
-    more likely flipped.
+    **Row flags.**  Every row gets the posterior probability that its label
+    was flipped under the fitted flip model (``components["posterior"]``);
+    *likely flipped* rows are the largest set whose mean local fdr is at
+    most ``fdr`` (Bayesian FDR control, Sun & Cai 2007; cf. Benjamini &
+    Hochberg 1995).  Rows are flagged when they are likely flipped, or
+    when confident learning's thresholds single them out (Northcutt et al.
+    2021; it never goes silent under heavy noise): on the model's own
+    probabilities (exactly cleanlab's flags) unless the dataset is judged
+    poisoned; then on the model/neighbour mix, together with the set
+    maximising the expected F1 given the posteriors (Nan et al. 2012), as
+    recall matters once an attack is established.  Flagged rows outside the
+    FDR-controlled set are *ambiguous* (``likely`` is False).  Trusted
+    rows in the data override with their verified label; RONI-rejected
+    groups and rule violations are flagged too; ``reason_codes`` records
+    which evidence flagged each row.
+
+    **Estimate.**  ``estimated_flips`` is the sum of the posteriors (the
+    flip model's expected number of flips; calibrated: its mean on labels
+    drawn from the clean model is reported as ``verdict["clean_estimate"]``).
+    Under the "labels inconsistent" verdict it is confident learning's
+    estimate instead; ``details["confident_estimate"]`` always holds it.
+
+    Score: one minus the class-adjusted probability of the given label
+    under the combined evidence (:func:`adjusted_probs`); rows flagged by
+    independent evidence (trusted rows, rules) are lifted to at least 0.5
+    + half their score.  Higher = more likely flipped.
 
     Parameters
     ----------
     n_neighbors : int, default=20
         Neighbours per row for the neighbour vote.
     knn_max_samples : int, default=30_000
-        Skip the neighbour vote above this many rows (exact neighbour search
-        is quadratic in the number of rows).
+        Skip the neighbour vote above this many rows.
     knn_weight : float in [0, 1] or "stack", default="stack"
         Weight of the neighbour vote; ``"stack"`` picks it by Brier score.
+    alpha : float in (0, 1), default=0.05
+        False-alarm rate of the dataset verdict.
+    fdr : float in (0, 1), default=0.1
+        Target false-discovery rate of the *likely flipped* rows.
+    n_bootstrap : int, default=19
+        Bootstrap draws for the verdict (at least ``1/alpha - 1``).
     trusted_model : str or scikit-learn classifier, default="logreg"
         Model fitted on trusted rows and used for the RONI refits.
     roni : bool, default=True
-        RONI-test the trusted model's candidates (without it, every row the
-        trusted model disputes takes the trusted model's vote).
+        RONI-test the trusted model's candidates.
     rule_weight : float, default=1.0
-        Vote weight of each rule that applies to a row (the model/neighbour
-        vote weighs 1).
+        Vote weight of each rule that applies to a row (the evidence weighs 1).
     reference_weight : float, default=0.5
         Vote weight of the reference labeller.
     random_state : int, RandomState instance or None, default=None
-        Seeds the RONI grouping and refits.
 
     References
     ----------
     .. [1] C. Northcutt, L. Jiang, I. Chuang. "Confident Learning: Estimating
        Uncertainty in Dataset Labels". JAIR 70, 2021.
-    .. [2] A. Paudice, L. Munoz-Gonzalez, E. C. Lupu. "Label Sanitization
+    .. [2] Y. Benjamini, Y. Hochberg. "Controlling the false discovery rate".
+       JRSS B 57(1), 1995.
+    .. [3] W. Sun, T. T. Cai. "Oracle and adaptive compound decision rules for
+       false discovery rate control". JASA 102, 2007.
+    .. [4] A. P. Dawid, A. M. Skene. "Maximum likelihood estimation of observer
+       error-rates using the EM algorithm". Applied Statistics 28, 1979.
+    .. [5] A. Paudice, L. Munoz-Gonzalez, E. C. Lupu. "Label Sanitization
        against Label Flipping Poisoning Attacks". ECML PKDD Workshops, 2018.
-    .. [3] B. Nelson et al. "Exploiting Machine Learning to Subvert Your Spam
+    .. [6] B. Nelson et al. "Exploiting Machine Learning to Subvert Your Spam
        Filter". USENIX LEET, 2008 (RONI).
-    .. [4] L. Breiman. "Stacked regressions". Machine Learning 24, 1996.
+    .. [7] Y. Nan, K. M. Chai, W. S. Lee, H. L. Chieu. "Optimizing F-measure:
+       a tale of two approaches". ICML 2012.
 
     Examples
     --------
@@ -135,15 +180,18 @@ class AutoDetector(BaseDetector):
     >>> probs = np.where(true[:, None] == [0, 1], 0.9, 0.1)  # out-of-fold, say
     >>> labels = true.copy()
     >>> labels[[3, 60]] = [1, 0]  # two flipped labels
-    >>> audit = AutoDetector().audit(labels, probs)
-    >>> audit.flags.nonzero()[0].tolist(), audit.estimated_flips, audit.suggested[[3, 60]].tolist()
-    ([3, 60], 2, [0, 1])
+    >>> audit = AutoDetector(random_state=0).audit(labels, probs)
+    >>> audit.flags.nonzero()[0].tolist(), audit.suggested_codes[[3, 60]].tolist()
+    ([3, 60], [0, 1])
     """
 
     _parameter_constraints = {
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "knn_max_samples": [Interval(Integral, 0, None, closed="left")],
         "knn_weight": [Interval(Real, 0, 1, closed="both"), StrOptions({"stack"})],
+        "alpha": [Interval(Real, 0, 1, closed="neither")],
+        "fdr": [Interval(Real, 0, 1, closed="neither")],
+        "n_bootstrap": [Interval(Integral, 1, None, closed="left")],
         "trusted_model": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
         "roni": ["boolean"],
         "rule_weight": [Interval(Real, 0, None, closed="left")],
@@ -151,12 +199,15 @@ class AutoDetector(BaseDetector):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, *, n_neighbors=20, knn_max_samples=30_000, knn_weight="stack",
-                 trusted_model="logreg", roni=True, rule_weight=1.0, reference_weight=0.5,
-                 random_state=None):
+    def __init__(self, *, n_neighbors=20, knn_max_samples=30_000, knn_weight="stack", alpha=0.05,
+                 fdr=0.1, n_bootstrap=19, trusted_model="logreg", roni=True, rule_weight=1.0,
+                 reference_weight=0.5, random_state=None):
         self.n_neighbors = n_neighbors
         self.knn_max_samples = knn_max_samples
         self.knn_weight = knn_weight
+        self.alpha = alpha
+        self.fdr = fdr
+        self.n_bootstrap = n_bootstrap
         self.trusted_model = trusted_model
         self.roni = roni
         self.rule_weight = rule_weight
@@ -170,9 +221,11 @@ class AutoDetector(BaseDetector):
         components = {"model": 1.0 - p[rows, labels]}
         details: dict = {}
         warns: list[str] = []
+        reasons = np.zeros(n, dtype=np.uint16)
 
         # 1-2. model, plus neighbours where affordable.
         mix = p
+        pk = None
         if inputs.X is not None and 1 < n <= self.knn_max_samples and self.knn_weight != 0:
             pk = knn_label_probs(inputs.X, labels, K, n_neighbors=self.n_neighbors)
             w = stack_weight(p, pk, labels) if self.knn_weight == "stack" else float(self.knn_weight)
@@ -185,51 +238,162 @@ class AutoDetector(BaseDetector):
         base_quality = model_quality(labels, p)
         quality = base_quality if mix is p else model_quality(labels, mix)
         details["ensemble_quality"] = {k: quality[k] for k in ("accuracy", "balanced_accuracy", "auroc")}
+        usable = bool(base_quality["usable"] or quality["usable"])
+
+        # Dataset level: flips vs clean labels, with a bootstrap null.
+        fit = fit_noise_model(labels, mix, n_bootstrap=self.n_bootstrap, rng=inputs.rng)
+        post = fit.posterior
+        components["posterior"] = post
         joint, _ = confident_joint(labels, mix)
-        details["confident_estimate"] = int(joint.sum() - np.trace(joint))
+        cl_estimate = int(joint.sum() - np.trace(joint))
+        details["confident_estimate"] = cl_estimate
 
-        # 3. class adjustment; withheld when the evidence is no better than chance.
-        usable = base_quality["usable"] or quality["usable"]
-        if usable:
-            vote = adjusted_probs(labels, mix)
+        # Row level: FDR-controlled posterior set; confident learning never goes silent.
+        likely = fdr_selection(post, self.fdr)
+        cl_flags = _prune_by_noise_rate(labels, mix, joint, 1.0, 1)
+        reasons[likely] |= _BIT["noise_model"]
+        reasons[cl_flags] |= _BIT["confident_learning"]
+
+        v_rows, v_codes = (inputs.trusted.in_data() if inputs.trusted is not None
+                           else (np.array([], dtype=np.int64), np.array([], dtype=np.int64)))
+        verified_flipped = int(np.count_nonzero(v_codes != labels[v_rows]))
+        power = fit.extra.get("power", float("nan"))
+        if verified_flipped:
+            status = POISONED
+            why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "
+                   "another label than the verified one")
+        elif not usable:
+            status = INCONSISTENT
+            why = ("the evidence agrees with the labels hardly better than chance "
+                   f"(AUROC {quality['auroc']:.2f}): heavy flipping does this, and so do features "
+                   "that do not predict the label")
+        elif fit.p_value <= self.alpha and fit.estimated_flips > fit.clean_estimate_upper:
+            status = POISONED
+            why = (f"labels contradict confident predictions more often than any calibration of the "
+                   f"model allows (likelihood-ratio test, bootstrap p = {fit.p_value:.3f} <= "
+                   f"alpha {self.alpha:g}), and the {fit.estimated_flips:.0f} estimated flips exceed "
+                   f"the {fit.clean_estimate_upper:.0f} clean labels give at most (95th percentile)")
+        elif np.isfinite(power) and power >= 0.8 and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n):
+            status = CLEAN
+            why = (f"no sign of flips at false-alarm rate {self.alpha:g} (p = {fit.p_value:.2f}; the "
+                   f"test flags 10% random flips in {power:.0%} of simulations) and the model "
+                   f"confidently disputes only {cl_estimate} labels; flips placed where the model "
+                   "is unsure (boundary) or moved in coherent regions can still hide")
         else:
-            vote = np.full((n, K), 1.0 / K)
-            warns.append(quality_warning({**quality, "model": "the model"})
-                         + " No row is flagged on the model's evidence.")
-        weight = np.ones(n)
+            status = INCONCLUSIVE
+            low_power = not (np.isfinite(power) and power >= 0.8)
+            why = (f"no significant sign of flips (p = {fit.p_value:.2f}), but "
+                   + (f"the test has little power here (it flags 10% random flips in {power:.0%} of "
+                      "simulations)" if low_power else
+                      f"the model confidently disputes {cl_estimate} labels "
+                      f"({cl_estimate / n:.1%}), more than clean labels explain by themselves")
+                   + ": flips the model absorbed into its probabilities cannot be ruled out")
 
-        # 4. trusted rows.
+        if status == POISONED:
+            # The data is judged attacked: recall matters; the evidence mix and the
+            # expected-F1-optimal posterior set both vote.
+            f1set = f1_selection(post)
+            flags = likely | cl_flags | f1set
+            reasons[f1set & ~likely & ~cl_flags] |= _BIT["expected_f1"]
+        else:
+            # No (or no conclusive) sign of an attack: confident learning on the model's own
+            # probabilities, exactly cleanlab's flags, never silent and no more alarmist.
+            cl_model = cl_flags if mix is p else confident_learning_issues(labels, p)
+            reasons[:] = np.where(cl_model, _BIT["confident_learning"], 0) | (reasons & _BIT["noise_model"])
+            flags = likely | cl_model
+
+        # Class-adjusted vote: scores and suggested labels.
+        vote = adjusted_probs(labels, mix)
+        _, other = margin_scores(labels, vote)
+        post_other = best_other(fit.true_posterior, labels)
+        suggested = np.where(flags, np.where(likely, post_other, other), labels)
+        scores = 1.0 - vote[rows, labels]
+        if pk is not None:
+            reasons[flags & (np.argmax(pk, axis=1) != labels)] |= _BIT["neighbours"]
+
+        # Trusted rows: RONI-tested groups, and the verified rows themselves.
         if inputs.trusted is not None and inputs.X is None:
             raise DataError("trusted rows need the features X of the audited rows")
         if inputs.trusted is not None:
             ev = trusted_evidence(inputs, model=self.trusted_model, roni=self.roni, max_groups=24,
-                                  min_group_size=5, max_fit_samples=20_000, cv=5)
-            vote[ev.rejected] = ev.probs[ev.rejected]
-            onehot = np.zeros((len(ev.verified_rows), K))
-            onehot[np.arange(len(ev.verified_rows)), ev.verified_codes] = 1.0
-            vote[ev.verified_rows] = onehot
-            components["trusted"] = ev.scores
+                                  min_group_size=5, max_fit_samples=20_000, cv=5,
+                                  evidence_probs=mix)
             details.update(ev.details)
             warns.extend(ev.warnings)
+            components["trusted"] = ev.scores
+            roni_rows = ev.rejected & ~flags
+            flags |= ev.rejected
+            reasons[ev.rejected] |= _BIT["trusted_roni"]
+            suggested[roni_rows] = np.argmax(ev.probs[roni_rows], axis=1)
+            scores[ev.rejected] = np.maximum(scores[ev.rejected], 0.5 + 0.5 * scores[ev.rejected])
+            if len(v_rows):
+                clean_v = v_codes == labels[v_rows]
+                details["trusted_clean_rows_flagged"] = int(np.count_nonzero(flags[v_rows][clean_v]))
+                details["trusted_clean_rows"] = int(np.count_nonzero(clean_v))
+                details["trusted_flip_rate"] = round(verified_flipped / len(v_rows), 4)
+                direct = ~clean_v
+                flags[v_rows] = direct
+                likely[v_rows] = direct
+                reasons[v_rows] = np.where(direct, _BIT["trusted_verified"], 0).astype(np.uint16)
+                suggested[v_rows] = np.where(direct, v_codes, labels[v_rows])
+                scores[v_rows] = direct.astype(float)
 
-        # 5. rules and reference labellers.
+        # Rules and reference labellers: a violated rule is evidence on its own.
         if inputs.sources:
             votes, total = source_votes(inputs.sources, n, K, self.rule_weight, self.reference_weight)
-            vote = (vote * weight[:, None] + votes) / (weight + total)[:, None]
+            combined = (vote + votes) / (1.0 + total)[:, None]
+            margin, src_other = margin_scores(labels, combined)
+            ruled = (margin > 1e-12) & (total > 0) & (votes[rows, labels] < total)
+            new = ruled & ~flags
+            flags |= ruled
+            reasons[ruled] |= _BIT["rules"]
+            suggested[new] = src_other[new]
+            scores[ruled] = np.maximum(scores[ruled], 0.5 + 0.5 * scores[ruled])
             agree = votes[rows, labels]
             components["evidence"] = np.where(total > 0, (total - agree) / np.where(total > 0, total, 1), 0)
 
-        margin, other = margin_scores(labels, vote)
-        flags = margin > 1e-12
-        excess = int(flags.sum()) - details["confident_estimate"]
-        if usable and excess > max(0.25 * details["confident_estimate"], 0.01 * n):
-            warns.append(f"{excess} of the {int(flags.sum())} flagged rows are ones the model is not "
-                         f"confident about (confident learning counts {details['confident_estimate']}): "
-                         "flips placed near the decision boundary, or labels that are genuinely "
-                         "ambiguous for this model. Review them, try a more flexible --model, or add "
-                         "trusted rows to tell the two apart.")
-        suggested = np.where(flags, other, labels)
-        scores = (margin + 1.0) / 2.0
+        suggested = np.where(flags & (suggested == labels), other, suggested)
+        likely &= flags
+        estimate = fit.estimated_flips if status != INCONSISTENT else float(cl_estimate)
+        if status == INCONSISTENT:
+            warns.append("labels are inconsistent with the features: possible heavy poisoning (or "
+                         "features that do not predict the label). Rows are still ranked and flagged "
+                         "with confident learning's per-class thresholds; verify a sample by hand, "
+                         "or add --trusted rows.")
+        verdict = {
+            "status": status,
+            "reason": why,
+            "alpha": float(self.alpha),
+            "fdr": float(self.fdr),
+            "p_value": float(fit.p_value),
+            "power_at_10pct_random_flips": None if not np.isfinite(power) else float(power),
+            "estimated_flips": int(round(estimate)),
+            "clean_estimate": int(round(fit.clean_estimate)),
+            "clean_estimate_upper": int(round(fit.clean_estimate_upper)),
+            "confident_estimate": cl_estimate,
+            "n_likely": int(np.count_nonzero(likely)),
+            "n_ambiguous": int(np.count_nonzero(flags & ~likely)),
+            "noise_model": fit.summary(),
+        }
+        transitions = _transitions(fit, labels, K, estimate, status, joint)
+        verdict["estimated_flips"] = int(transitions.sum() - np.trace(transitions))
         return _Findings(scores=scores, flags=flags, suggested=suggested, components=components,
-                         warnings=warns, quality_usable=bool(usable), quality=base_quality,
-                         details=details)
+                         warnings=warns, quality_usable=usable, quality=base_quality,
+                         details=details, estimated_flips=verdict["estimated_flips"],
+                         transitions=transitions,
+                         verdict=verdict, likely=likely, reason_codes=reasons,
+                         reason_names=list(REASONS))
+
+
+def _transitions(fit, labels, K, estimate, status, joint) -> np.ndarray:
+    """Estimated ``[true, observed]`` counts: the expected counts under the flip model
+    (posteriors summed by observed label), rounded preserving each observed total;
+    confident learning's joint under the "labels inconsistent" verdict."""
+    if status == INCONSISTENT:
+        return joint.T.astype(np.int64)
+    from ._confident import _round_preserving_sum
+
+    exp = np.zeros((K, K))
+    for k in range(K):  # K passes, each vectorised over the rows labelled k
+        exp[:, k] = fit.true_posterior[labels == k].sum(axis=0)
+    return np.column_stack([_round_preserving_sum(exp[:, k]) for k in range(K)]).astype(np.int64)

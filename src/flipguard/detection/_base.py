@@ -90,9 +90,11 @@ class LabelSource:
         ``"reference:<column>"``).
     expected : ndarray of int, shape (n_samples,)
         The label code the source expects for each row, ``-1`` where it has no opinion.
-    kind : {"rule", "reference"}
+    kind : {"rule", "reference", "trusted"}
         A rule applies to the rows its condition selects; a reference
-        labeller has an opinion on every row it labelled.
+        labeller has an opinion on every row it labelled; ``"trusted"`` is
+        the verified label of a trusted row that is part of the data (listed
+        in a :class:`LabelAudit`'s evidence, never passed as a source).
     """
 
     name: str
@@ -135,6 +137,10 @@ class _Findings:
     quality_usable: bool | None = None
     quality: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] | None = None
+    likely: np.ndarray | None = None
+    reason_codes: np.ndarray | None = None
+    reason_names: list[str] | None = None
 
 
 def check_labels(labels, n_classes: int | None = None) -> np.ndarray:
@@ -171,6 +177,25 @@ def check_pred_probs(pred_probs, n_samples: int) -> np.ndarray:
     if p.min() < 0 or p.max() > 1 + 1e-6:
         raise DataError("pred_probs must be probabilities in [0, 1] (rows summing to 1)")
     return p
+
+
+def check_features(X, what: str = "X"):
+    """Features as a float64 ndarray, or a CSR matrix when ``X`` is scipy-sparse (kept sparse:
+    TF-IDF features of a large corpus do not fit in memory densely).  Rejects NaN/inf."""
+    if is_sparse(X):
+        Xa = X.tocsr().astype(np.float64)
+        values = Xa.data
+    else:
+        Xa = np.asarray(X, dtype=np.float64)
+        values = Xa
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"{what} contains NaN or infinite values")
+    return Xa
+
+
+def is_sparse(X) -> bool:
+    """True for scipy sparse matrices and arrays."""
+    return not isinstance(X, np.ndarray) and hasattr(X, "tocsr")
 
 
 #: One-sided 1% critical value of the standard normal distribution.
@@ -340,14 +365,12 @@ class BaseDetector(BaseEstimator):
             raise DataError("labels has a single class; auditing needs at least two")
         Xa = None
         if X is not None:
-            Xa = np.asarray(X, dtype=np.float64)
+            Xa = check_features(X)
             if Xa.ndim != 2 or Xa.shape[0] != n:
                 raise DataError(f"X must be 2-D with one row per label; got shape {Xa.shape} "
                                 f"for {n} labels")
-            if not np.all(np.isfinite(Xa)):
-                raise DataError("X contains NaN or infinite values")
         if trusted is not None:
-            tX = np.asarray(trusted.X, dtype=np.float64)
+            tX = check_features(trusted.X, "trusted.X")
             ty = check_labels(trusted.y)
             if tX.ndim != 2 or tX.shape[0] != len(ty):
                 raise DataError("trusted.X must be 2-D with one row per trusted label")
@@ -400,16 +423,25 @@ class BaseDetector(BaseEstimator):
                          f"(AUROC {mq['auroc']:.2f} against the observed labels): the flip estimate "
                          "mixes flipped labels with rows the model itself gets wrong. A stronger "
                          "--model or independent evidence (--trusted, --rules) would sharpen it.")
-        evidence, disagreements = summarise_sources(labels, inputs.sources)
+        sources = list(inputs.sources)
+        if inputs.trusted is not None and len(inputs.trusted.in_data()[0]):
+            rows, verified = inputs.trusted.in_data()
+            expected = np.full(len(labels), -1, dtype=np.int64)
+            expected[rows] = verified
+            sources.append(LabelSource("trusted rows", expected, "trusted"))
+        evidence, disagreements = summarise_sources(labels, sources)
         return LabelAudit(
             method=self.detector_name, labels=labels, scores=np.asarray(found.scores, dtype=np.float64),
-            flags=flags, suggested=suggested, estimated_flips=estimated,
+            flags=flags, suggested_codes=suggested, estimated_flips=estimated,
             transitions=np.asarray(transitions, dtype=np.int64),
             classes=None if classes is None else np.asarray(classes),
             ids=None if ids is None else np.asarray(ids),
             model_quality=mq, warnings=warns, evidence=evidence, disagreements=disagreements,
             components=found.components, params=_plain_params(self.get_params()),
-            details=dict(found.details),
+            details=dict(found.details), verdict=dict(found.verdict or {}),
+            likely=None if found.likely is None else np.asarray(found.likely, dtype=bool),
+            reason_codes=None if found.reason_codes is None else np.asarray(found.reason_codes),
+            reason_names=list(found.reason_names or []),
         )
 
 

@@ -11,26 +11,40 @@ from ..exceptions import DataError
 from ._base import LabelSource, TrustedLabels
 from ._rules import load_rules, reference_source, rule_sources
 
-__all__ = ["audit_sources", "load_audit_data", "load_trusted"]
+__all__ = ["audit_sources", "load_audit_data", "load_trusted", "read_features", "read_pred_probs"]
+
+#: Rows of a --pred-probs file must sum to 1 within this tolerance.
+PROBS_SUM_TOLERANCE = 0.01
 
 
 def load_audit_data(source, *, label: str, id: str | None = None,
-                    reference_label: str | None = None, table: str | None = None):
+                    reference_label: str | None = None, table: str | None = None,
+                    text=None, sparse: bool | None = None, require_features: bool = True):
     """Load data to audit; a reference-label column is kept out of the features.
 
+    ``text`` names free-text column(s) turned into TF-IDF features; they
+    stay sparse (``sparse=None`` means: sparse when there is a text column).
     Returns a :class:`~flipguard.data.LabeledDataset` whose ``table`` still
-    holds every column (rules may refer to any of them).
+    holds every column (rules may refer to any of them).  ``require_features=False``
+    accepts a table without feature columns (features come from a ``--features`` file).
     """
+    texts = [text] if isinstance(text, str) else list(text or [])
+    if sparse is None:
+        sparse = bool(texts)
     tbl, fmt, where = read_table(source, table=table)
     if reference_label is not None and reference_label not in tbl.column_names:
         raise DataError(f"{where}: reference-label column '{reference_label}' not found "
                         f"(columns: {', '.join(tbl.column_names[:12])})")
     if reference_label is not None and reference_label == label:
         raise DataError("the reference-label column must differ from the label column")
+    if reference_label is not None and reference_label in texts:
+        raise DataError(f"{where}: column '{reference_label}' cannot be both the reference label and a "
+                        "text column")
     features = None
     if reference_label is not None:
         features = [c for c in tbl.column_names if c not in (label, id, reference_label)]
-    return from_table(tbl, label=label, id=id, features=features, source=where, format=fmt)
+    return from_table(tbl, label=label, id=id, features=features, text=texts or None, source=where,
+                      format=fmt, sparse=sparse, require_features=require_features)
 
 
 def load_trusted(source, dataset) -> TrustedLabels:
@@ -42,11 +56,12 @@ def load_trusted(source, dataset) -> TrustedLabels:
     column and the trusted file has it too, trusted rows are matched to
     data rows by id (``rows``); unmatched ones are extra verified examples.
 
+    Text columns are encoded with the dataset's own TF-IDF vocabulary.
+
     Raises
     ------
     DataError
-        Missing file or column, unknown label values, a text feature (TF-IDF
-        features cannot be re-encoded), or an empty file.
+        Missing file or column, unknown label values, or an empty file.
     """
     tbl, _, where = read_table(source)
     if tbl.num_rows == 0:
@@ -58,6 +73,10 @@ def load_trusted(source, dataset) -> TrustedLabels:
         raise DataError(f"{where}: {col.null_count} trusted row(s) have no label")
     y = _encode_like(col, dataset, where)
     X = _features_like(tbl, dataset, where)
+    if getattr(dataset, "is_sparse", False):
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix(X)
     rows = None
     if dataset.id_name is not None and dataset.id_name in tbl.column_names:
         rows = _match_ids(tbl.column(dataset.id_name), dataset.ids)
@@ -90,7 +109,130 @@ def audit_sources(dataset, *, rules=None, reference_label: str | None = None
     return sources, warns
 
 
+def read_pred_probs(source, dataset, *, id: str | None = None) -> np.ndarray:
+    """Read out-of-fold probabilities computed elsewhere (``--pred-probs FILE``).
+
+    The file (CSV or Parquet) has one column per class, named by the class
+    value exactly as in the label column (``benign``, ``malignant``; ``0``,
+    ``1``; ``true``, ``false``), and optionally the id column: with ``id``
+    rows are matched to the data by id, otherwise by position.  Any other
+    column is an error (so a misspelt class never goes unnoticed), except
+    the label column, which is ignored.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_classes)
+        Columns in the order of ``dataset.classes``.
+
+    Raises
+    ------
+    DataError
+        Missing or extra class columns, a row count or ids that do not match
+        the data, values outside [0, 1], NaN, or rows that do not sum to 1
+        (within 0.01).
+    """
+    tbl, _, where = read_table(source)
+    names = tbl.column_names
+    by_key = {_key(c): i for i, c in enumerate(dataset.classes.tolist())}
+    cols: dict[int, str] = {}
+    extra = []
+    for name in names:
+        if name == id or name == dataset.label_name:
+            continue
+        code = by_key.get(_key(name), by_key.get(str(name).lower()))
+        if code is None:
+            extra.append(name)
+        else:
+            cols[code] = name
+    classes = [str(_py(c)) for c in dataset.classes.tolist()]
+    if extra:
+        raise DataError(f"{where}: column(s) {', '.join(extra[:6])} are not classes of label column "
+                        f"'{dataset.label_name}' (expected one column per class: {', '.join(classes[:12])}"
+                        f"{', and the id column' if id else ''})")
+    absent = [classes[k] for k in range(dataset.n_classes) if k not in cols]
+    if absent:
+        raise DataError(f"{where}: no probability column for class(es) {', '.join(absent[:12])} "
+                        f"(one column per class of label column '{dataset.label_name}')")
+    P = np.column_stack([_numeric(tbl.column(cols[k]), where, cols[k]) for k in range(dataset.n_classes)])
+    P = _align(tbl, P, dataset, id, where, "probabilities")
+    if not np.all(np.isfinite(P)):
+        bad = np.flatnonzero(~np.isfinite(P).all(axis=1))
+        raise DataError(f"{where}: {len(bad)} row(s) have missing or non-finite probabilities "
+                        f"(first: data row {int(bad[0])})")
+    if P.min() < 0 or P.max() > 1:
+        raise DataError(f"{where}: probabilities must be in [0, 1] (found {P.min():g} .. {P.max():g})")
+    off = np.abs(P.sum(axis=1) - 1.0)
+    if off.max() > PROBS_SUM_TOLERANCE:
+        r = int(np.argmax(off))
+        raise DataError(f"{where}: each row's probabilities must sum to 1; data row {r} sums to "
+                        f"{P[r].sum():.4g} ({int((off > PROBS_SUM_TOLERANCE).sum())} such row(s))")
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def read_features(source, dataset, *, id: str | None = None) -> np.ndarray:
+    """Read features computed elsewhere (``--features FILE``: embeddings from an image or text
+    model, say) to judge the labels by instead of the data's own columns.
+
+    Every numeric column but the id (and the label, if present) is a feature;
+    rows are matched to the data by ``id`` when given, otherwise by position.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_features), float64
+    """
+    tbl, _, where = read_table(source)
+    cols = [c for c in tbl.column_names if c not in (id, dataset.label_name)]
+    if not cols:
+        raise DataError(f"{where}: no feature columns (only the id/label columns)")
+    non_numeric = [c for c in cols if not (pa.types.is_integer(tbl.schema.field(c).type)
+                                           or pa.types.is_floating(tbl.schema.field(c).type)
+                                           or pa.types.is_boolean(tbl.schema.field(c).type))]
+    if non_numeric:
+        raise DataError(f"{where}: feature column(s) {', '.join(non_numeric[:6])} are not numeric "
+                        "(--features takes numbers only, e.g. embeddings)")
+    F = np.column_stack([_numeric(tbl.column(c), where, c) for c in cols])
+    F = _align(tbl, F, dataset, id, where, "features")
+    if not np.all(np.isfinite(F)):
+        bad = np.flatnonzero(~np.isfinite(F).all(axis=1))
+        raise DataError(f"{where}: {len(bad)} row(s) have missing or non-finite features "
+                        f"(first: data row {int(bad[0])})")
+    return F
+
+
 # -- helpers ---------------------------------------------------------------------------
+def _numeric(col, where: str, name: str) -> np.ndarray:
+    try:
+        return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"{where}: column '{name}' is not numeric") from None
+
+
+def _align(tbl: pa.Table, values: np.ndarray, dataset, id: str | None, where: str, what: str) -> np.ndarray:
+    """Rows of ``values`` in the data's row order: by the id column, or by position."""
+    if id is None:
+        if tbl.num_rows != dataset.n_samples:
+            raise DataError(f"{where}: {tbl.num_rows} rows of {what} for {dataset.n_samples} data rows "
+                            "(rows are matched by position; give --id to match them by id)")
+        return values
+    if id not in tbl.column_names:
+        raise DataError(f"{where}: id column '{id}' not found (columns: {', '.join(tbl.column_names[:12])})")
+    col = tbl.column(id)
+    if pc.count_distinct(col).as_py() != tbl.num_rows or col.null_count:
+        raise DataError(f"{where}: id column '{id}' has missing or duplicated values")
+    pos = _match_ids(col, dataset.ids)  # position in the data of each file row, -1 if absent
+    found = np.full(dataset.n_samples, -1, dtype=np.int64)
+    found[pos[pos >= 0]] = np.flatnonzero(pos >= 0)
+    if (found < 0).any():
+        lost = dataset.ids[found < 0]
+        raise DataError(f"{where}: {int((found < 0).sum())} data row(s) have no {what} "
+                        f"(ids {', '.join(map(str, lost[:5]))}{', ...' if len(lost) > 5 else ''})")
+    return values[found]
+
+
+def _py(value):
+    return value.item() if hasattr(value, "item") else value
+
+
 def _encode_like(col, dataset, where: str) -> np.ndarray:
     """Label codes of a trusted label column in the dataset's vocabulary (vectorised)."""
     if isinstance(col, pa.ChunkedArray):
@@ -117,10 +259,19 @@ def _key(value) -> str:
 
 
 def _features_like(tbl: pa.Table, dataset, where: str) -> np.ndarray:
+    from ..data._load import text_docs
+
     names = tbl.column_names
     n = tbl.num_rows
     out = np.empty((n, dataset.n_features), dtype=np.float64)
     missing = []
+    tfidf = {}
+    for col, vec in getattr(dataset, "vectorizers", {}).items():
+        if col not in names:
+            missing.append(col)
+            continue
+        M = vec.transform(text_docs(tbl.column(col))).toarray()
+        tfidf.update({f"{col}:{t}": M[:, k] for k, t in enumerate(vec.get_feature_names_out())})
     for j, fname in enumerate(dataset.feature_names):
         prefix = fname.split("=", 1)[0]
         if fname in dataset.encoding:
@@ -138,6 +289,8 @@ def _features_like(tbl: pa.Table, dataset, where: str) -> np.ndarray:
             if bad.any():
                 vals[bad] = float(np.median(dataset.X[:, j]))
             out[:, j] = vals
+        elif fname in tfidf:
+            out[:, j] = tfidf[fname]
         elif "=" in fname and str(dataset.encoding.get(prefix, "")).startswith("one-hot"):
             col, cat = fname.split("=", 1)
             if col not in names:
@@ -146,9 +299,10 @@ def _features_like(tbl: pa.Table, dataset, where: str) -> np.ndarray:
             c = pc.cast(tbl.column(col), pa.string())
             out[:, j] = np.asarray(pc.fill_null(pc.equal(c, cat), False).to_numpy(zero_copy_only=False),
                                    dtype=np.float64)
-        else:  # TF-IDF terms of a text column: the vectoriser is not kept
-            raise DataError(f"{where}: trusted rows cannot be encoded like feature '{fname}' "
-                            "(text columns are not supported with --trusted)")
+        elif fname.split(":", 1)[0] in missing:
+            continue
+        else:
+            raise DataError(f"{where}: trusted rows cannot be encoded like feature '{fname}'")
     if missing:
         uniq = list(dict.fromkeys(missing))
         raise DataError(f"{where}: trusted file lacks feature column(s) {', '.join(uniq[:12])}")

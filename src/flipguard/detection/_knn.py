@@ -28,9 +28,16 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
     -------
     ndarray of shape (n_samples, n_classes)
     """
+    if not isinstance(X, np.ndarray) and hasattr(X, "tocsr"):  # sparse (TF-IDF): scale, never centre
+        from sklearn.utils.sparsefuncs import inplace_column_scale, mean_variance_axis
+
+        Z = X.tocsr().astype(np.float32)
+        if scale:
+            sd = np.sqrt(mean_variance_axis(Z, axis=0)[1])
+            sd[sd == 0] = 1.0
+            inplace_column_scale(Z, (1.0 / sd).astype(np.float32))
+        return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs)
     X = np.asarray(X, dtype=np.float64)
-    n = X.shape[0]
-    k = int(min(n_neighbors, n - 1))
     if scale:
         mu = X.mean(axis=0)
         sd = X.std(axis=0)
@@ -38,6 +45,12 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
         Z = ((X - mu) / sd).astype(np.float32)
     else:
         Z = X.astype(np.float32)
+    return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs)
+
+
+def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs) -> np.ndarray:
+    n = Z.shape[0]
+    k = int(min(n_neighbors, n - 1))
     nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", n_jobs=n_jobs).fit(Z)
     idx = nn.kneighbors(Z, return_distance=False)
     # Drop the row itself: it is usually column 0, but ties may put it elsewhere.

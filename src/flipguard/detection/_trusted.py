@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .._validation import HasMethods, Interval, StrOptions
 from ..exceptions import DataError
 from ..models import MODEL_NAMES, make_model, predict_scores, single_threaded
-from ._base import BaseDetector, TrustedLabels, _Findings, _Inputs, register
+from ._base import BaseDetector, TrustedLabels, _Findings, _Inputs, is_sparse, register
 
 __all__ = ["RoniResult", "TrustedModel", "roni_test", "trusted_model_probs"]
 
@@ -36,7 +36,7 @@ def trusted_model_probs(X: np.ndarray, trusted: TrustedLabels, n_classes: int, *
     tX, ty = trusted.X, trusted.y
     if len(np.unique(ty)) < 2:
         raise DataError("the trusted set has a single class; a trusted model needs at least two")
-    est = _fit(make_model(model, random_state=rng.randint(_SEED_MAX)), tX, ty)
+    est = _fit(make_model(model, random_state=rng.randint(_SEED_MAX), sparse=is_sparse(tX)), tX, ty)
     probs = predict_scores(est, X, n_classes)
     rows, _ = trusted.in_data()
     if len(rows):
@@ -47,7 +47,8 @@ def trusted_model_probs(X: np.ndarray, trusted: TrustedLabels, n_classes: int, *
             train = folds != f
             if not test.any() or len(np.unique(ty[train])) < 2:
                 continue
-            est_f = _fit(make_model(model, random_state=rng.randint(_SEED_MAX)), tX[train], ty[train])
+            est_f = _fit(make_model(model, random_state=rng.randint(_SEED_MAX), sparse=is_sparse(tX)),
+                         tX[train], ty[train])
             probs[np.asarray(trusted.rows)[test]] = predict_scores(est_f, tX[test], n_classes)
     return probs
 
@@ -113,7 +114,7 @@ def roni_test(X: np.ndarray, labels: np.ndarray, trusted: TrustedLabels, groups,
         y_fit = labels[train_rows]
         if len(np.unique(y_fit)) < 2:
             return float("inf")
-        est = _fit(make_model(model, random_state=seed), X[train_rows], y_fit)
+        est = _fit(make_model(model, random_state=seed, sparse=is_sparse(X)), X[train_rows], y_fit)
         p = predict_scores(est, tX, n_classes)
         return float(-np.mean(np.log(np.clip(p[np.arange(len(ty)), ty], 1e-6, 1.0))))
 
@@ -139,8 +140,14 @@ def candidate_groups(X: np.ndarray, labels: np.ndarray, suggested: np.ndarray, c
     cand = np.asarray(candidates)
     if len(cand) == 0:
         return []
-    mu = X.mean(axis=0)
-    sd = X.std(axis=0)
+    if is_sparse(X):
+        from sklearn.utils.sparsefuncs import mean_variance_axis
+
+        mu, var = mean_variance_axis(X.tocsr(), axis=0)
+        sd = np.sqrt(var)
+    else:
+        mu = X.mean(axis=0)
+        sd = X.std(axis=0)
     sd[sd == 0] = 1.0
     pair = labels[cand] * (int(max(labels.max(), suggested.max())) + 1) + suggested[cand]
     parts = [cand[pair == v] for v in np.unique(pair)]
@@ -151,7 +158,7 @@ def candidate_groups(X: np.ndarray, labels: np.ndarray, suggested: np.ndarray, c
         if k == 1:
             groups.append(np.sort(part))
             continue
-        Z = (X[part] - mu) / sd
+        Z = ((X[part].toarray() if is_sparse(X) else X[part]) - mu) / sd  # one small group, dense
         km = KMeans(n_clusters=k, n_init=3, random_state=rng.randint(_SEED_MAX)).fit(Z)
         for c in range(k):
             members = part[km.labels_ == c]
@@ -258,7 +265,25 @@ class _TrustedEvidence:
 
 
 def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size, max_fit_samples,
-                     cv) -> _TrustedEvidence:
+                     cv, evidence_probs=None, n_null_groups: int = 8) -> _TrustedEvidence:
+    """The trusted model's probabilities and RONI-rejected rows.
+
+    Two safeguards keep trusted rows from doing harm:
+
+    * **A calibrated cut-off.**  Besides the candidate groups, ``n_null_groups``
+      groups of the same (median) size are drawn from rows nobody disputes;
+      a candidate group is rejected only when its impact exceeds every null
+      group's, so a clean group is rejected with probability at most
+      ``1 / (n_null_groups + 1)`` (a permutation-style test; Good 2005).
+    * **A fallback judged on the trusted rows.**  With ``evidence_probs``
+      (the main out-of-sample evidence) and at least 5 trusted rows in the
+      data: on the verified rows where the trusted model (cross-fitted)
+      and the evidence predict different classes, whichever is right more
+      often wins; when it is the main evidence, the trusted model's
+      disputes are not RONI-tested and ``details["trusted_fallback"]``
+      says why; when it is the trusted model, every row it disputes is
+      flagged (``details["trusted_preferred"]``); on a tie, RONI decides.
+    """
     labels, K, X, trusted, rng = inputs.labels, inputs.n_classes, inputs.X, inputs.trusted, inputs.rng
     n = len(labels)
     rows = np.arange(n)
@@ -280,16 +305,49 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
     rejected = np.zeros(n, dtype=bool)
     details = {"trusted_rows": trusted.n_samples, "trusted_rows_in_data": len(v_rows),
                "candidates": len(candidates)}
+    if roni and len(candidates) and evidence_probs is not None and len(v_rows) >= 5 \
+            and len(np.unique(trusted.y)) >= 2:
+        own_pred = np.argmax(probs[v_rows], axis=1)
+        main_pred = np.argmax(np.asarray(evidence_probs)[v_rows], axis=1)
+        split = own_pred != main_pred
+        own_right = int(np.count_nonzero(split & (own_pred == v_codes)))
+        main_right = int(np.count_nonzero(split & (main_pred == v_codes)))
+        details["trusted_vs_evidence_on_verified"] = {"disagree": int(split.sum()),
+                                                      "trusted_model_right": own_right,
+                                                      "evidence_right": main_right}
+        if main_right > own_right:
+            roni = False
+            candidates = candidates[:0]
+            details["trusted_fallback"] = (
+                f"where the trusted model and the main evidence disagree on verified rows, the main "
+                f"evidence is right more often ({main_right} vs {own_right} of {int(split.sum())}, "
+                "out-of-sample): the trusted model's disputes were not used")
+        elif own_right > main_right:
+            details["trusted_preferred"] = (
+                f"where the trusted model and the main evidence disagree on verified rows, the trusted "
+                f"model is right more often ({own_right} vs {main_right} of {int(split.sum())}, "
+                "out-of-sample): every row it disputes is flagged, without RONI")
+            rejected[candidates] = True
+            roni = False
+            candidates = candidates[:0]
     if roni and len(candidates):
         groups = candidate_groups(X, labels, pred, candidates, max_groups=max_groups,
                                   min_group_size=min_group_size, rng=rng)
-        result = roni_test(X, labels, trusted, groups, K, model=model,
+        quiet = np.flatnonzero(~is_verified & (pred == labels))
+        size = int(np.median([len(g) for g in groups])) if groups else 0
+        null = [np.sort(rng.choice(quiet, size=size, replace=False))
+                for _ in range(n_null_groups)] if 0 < size <= len(quiet) else []
+        result = roni_test(X, labels, trusted, list(groups) + null, K, model=model,
                            max_fit_samples=max_fit_samples, rng=rng)
-        for g, bad in zip(result.groups, result.rejected):
-            if bad:
+        impact = result.impact[: len(groups)]
+        cutoff = max(0.0, float(result.impact[len(groups):].max())) if null else 0.0
+        bad = impact > cutoff
+        for g, b in zip(groups, bad):
+            if b:
                 rejected[g] = True
-        details.update({"roni_groups": len(groups), "roni_rejected_groups": int(result.rejected.sum()),
-                        "roni_rejected_rows": int(rejected.sum())})
+        details.update({"roni_groups": len(groups), "roni_rejected_groups": int(bad.sum()),
+                        "roni_rejected_rows": int(rejected.sum()), "roni_null_groups": len(null),
+                        "roni_cutoff": round(cutoff, 6)})
     elif not roni:
         rejected[candidates] = True
     scores = (1.0 - probs[rows, labels] + rejected) / 2.0

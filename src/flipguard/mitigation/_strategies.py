@@ -159,7 +159,7 @@ class RelabelStrategy(BaseStrategy):
     """Give flagged rows the audit's suggested label (within each class's flip budget)."""
 
     def plan(self, y, audit, *, protected, n_classes, max_fraction, transition=None) -> Plan:
-        suggested = np.asarray(audit.suggested, dtype=np.int64)
+        suggested = np.asarray(audit.suggested_codes, dtype=np.int64)
         cand = np.asarray(audit.flags, bool) & ~protected & (suggested != y)
         chosen = select_within_budget(cand, audit.scores, y, flip_budget(audit, y, n_classes, max_fraction))
         y_new = np.where(chosen, suggested, y)

@@ -46,11 +46,21 @@ def audit_sections(audit, dataset=None, *, top: int = 50) -> list[Section]:
 
 def _summary(audit, names) -> Section:
     q = audit.model_quality or {}
-    paras = [
-        (f"{audit.n_flagged} of {audit.n_samples} labels are flagged as likely flipped by method "
+    paras = []
+    v = audit.verdict or {}
+    if v:
+        paras.append(f"Verdict: {v['status']}. {v['reason'][0].upper()}{v['reason'][1:]}.")
+        paras.append(f"Flagged: {audit.n_likely} likely flipped (false-discovery rate at most "
+                     f"{v['fdr']:.0%}) and {audit.n_ambiguous} ambiguous. Estimated flips "
+                     f"{v['estimated_flips']}; clean labels would give about {v['clean_estimate']} "
+                     f"(up to {v['clean_estimate_upper']}); the test's false-alarm rate is "
+                     f"{v['alpha']:.0%}.")
+    if q.get("selection"):
+        paras.append(f"Model chosen automatically: {q.get('model')} ({q['selection']}).")
+    paras.append(
+        (f"{audit.n_flagged} of {audit.n_samples} labels are flagged by method "
          f"'{audit.method}'. Estimated flipped labels: {audit.estimated_flips} "
-         f"({audit.estimated_flip_rate:.1%} of the rows)."),
-    ]
+         f"({audit.estimated_flip_rate:.1%} of the rows)."))
     if q:
         paras.append(
             f"Out-of-fold quality of {q.get('model') or 'the model'} against the observed labels: "
@@ -163,11 +173,14 @@ def _suspects(audit, dataset, top: int) -> Section:
             and dataset.X.shape[0] == audit.n_samples:
         feats = list(dataset.feature_names[:MAX_FEATURES])
         X = dataset.X
-    cols = ["row", "id", "label", "suggested", "score", "flagged"] + feats
+    cols = ["row", "id", "label", "suggested", "score", "flagged", "why"] + feats
+    reasons = audit.reasons()
+    likely = audit.likely if audit.likely is not None else audit.flags
     rows = []
     for r in order:
-        row = [int(r), ids[r], audit.label_values(audit.labels[r]), audit.label_values(audit.suggested[r]),
-               f"{audit.scores[r]:.3f}", "yes" if audit.flags[r] else ""]
+        row = [int(r), ids[r], audit.label_values(audit.labels[r]), audit.suggested[r],
+               f"{audit.scores[r]:.3f}", ("likely" if likely[r] else "ambiguous") if audit.flags[r] else "",
+               str(reasons[r]).replace(";", ", ")]
         if X is not None:
             row += [f"{X[r, j]:.4g}" for j in range(len(feats))]
         rows.append(row)
@@ -176,7 +189,7 @@ def _suspects(audit, dataset, top: int) -> Section:
         paras.append(f"Showing the first {MAX_FEATURES} of {dataset.n_features} feature columns.")
     return Section(f"Top {len(order)} suspects", paragraphs=paras,
                    tables=[Table(cols, rows, caption="Most suspicious rows first",
-                                 align="r" + "lll" + "rl" + "r" * len(feats))])
+                                 align="r" + "lll" + "rll" + "r" * len(feats))])
 
 
 def _disagreements(audit) -> Section:

@@ -1,0 +1,202 @@
+"""The audit's verdict (issue 7): a dataset-level test with a stated false-alarm rate,
+row flags with a controlled false-discovery rate, never silent, trusted rows that do
+not hurt, ``model="auto"``, and the verdict in JSON, CSV and the CLI table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from flipguard.attacks import make_flipper
+from flipguard.detection import (
+    LabelAuditor,
+    TrustedLabels,
+    f1_selection,
+    fdr_selection,
+    find_flipped_labels,
+    fit_noise_model,
+)
+from flipguard.metrics import detection_report
+from flipguard.models import select_model
+
+
+def _calibrated(n, seed, spread=3.0):
+    """True clean posteriors with varied confidence, and labels drawn from them."""
+    rng = np.random.RandomState(seed)
+    z = rng.normal(0, spread, n)
+    p1 = 1.0 / (1.0 + np.exp(-z))
+    probs = np.column_stack([1 - p1, p1])
+    y = (rng.random_sample(n) < p1).astype(np.int64)
+    return probs, y, rng
+
+
+@pytest.fixture(scope="module")
+def breast():
+    return load_breast_cancer(return_X_y=True)
+
+
+# -- the statistics ------------------------------------------------------------------
+def test_fdr_selection_keeps_the_running_mean_lfdr_below_the_target():
+    """Sun & Cai (2007): flag the rows of smallest local fdr while their mean stays <= q."""
+    post = np.array([0.99, 0.2, 0.95, 0.85, 0.5, 0.0])
+    assert np.flatnonzero(fdr_selection(post, 0.1)).tolist() == [0, 2, 3]   # mean lfdr 0.07
+    assert np.flatnonzero(fdr_selection(post, 0.01)).tolist() == [0]
+    assert not fdr_selection(np.zeros(5), 0.1).any()
+
+
+def test_f1_selection_maximises_the_plug_in_expected_f1():
+    post = np.array([0.9, 0.8, 0.1, 0.05])
+    # E[F1](m) = 2 * sum_top_m / (m + 1.85): m=1 0.63, m=2 0.89, m=3 0.79
+    assert np.flatnonzero(f1_selection(post)).tolist() == [0, 1]
+
+
+def test_dataset_test_keeps_its_false_alarm_rate_on_clean_labels():
+    """Labels drawn from the (calibrated) probabilities: the bootstrap test at
+    alpha = 0.05 should rarely call them poisoned (parametric-bootstrap null)."""
+    alarms = 0
+    reps = 12
+    for seed in range(reps):
+        probs, y, rng = _calibrated(300, seed)
+        fit = fit_noise_model(y, probs, rng=rng, n_power=0)
+        alarms += fit.p_value <= 0.05
+    assert alarms <= 3  # expected 0.6; P(>3 | p=0.05, n=12) < 0.003
+
+
+def test_dataset_test_sees_random_flips_and_estimates_their_number():
+    probs, y, rng = _calibrated(1000, 7)
+    flipped = rng.random_sample(len(y)) < 0.15
+    noisy = np.where(flipped, 1 - y, y)
+    fit = fit_noise_model(noisy, probs, rng=rng, n_power=0)
+    assert fit.p_value <= 0.05
+    assert abs(fit.estimated_flips - flipped.sum()) <= 0.25 * flipped.sum()
+    assert fit.clean_estimate_upper < 0.5 * flipped.sum()
+
+
+def test_likely_flipped_rows_keep_roughly_their_false_discovery_rate():
+    """With calibrated clean posteriors and random flips, the FDR-controlled set's
+    share of clean rows stays near the target 10% (mean over seeds)."""
+    fdps = []
+    for seed in range(4):
+        probs, y, rng = _calibrated(1500, 100 + seed, spread=4.0)
+        flipped = rng.random_sample(len(y)) < 0.2
+        noisy = np.where(flipped, 1 - y, y)
+        audit = find_flipped_labels(noisy, probs, random_state=seed, fdr=0.1)
+        likely = audit.likely & audit.flags
+        assert likely.sum() > 50
+        fdps.append(1.0 - flipped[likely].mean())
+    assert np.mean(fdps) <= 0.15
+
+
+# -- verdicts on real data --------------------------------------------------------------
+def test_clean_breast_cancer_is_not_called_poisoned_and_flags_little(breast):
+    X, y = breast
+    calls = []
+    for seed in range(2):
+        audit = LabelAuditor(model="logreg", random_state=seed).fit(X, y).audit_
+        calls.append(audit.verdict["status"])
+        assert audit.flags.mean() <= 0.03
+        assert audit.estimated_flip_rate < 0.05  # --fail-above 0.05 stays quiet
+        assert audit.verdict["clean_estimate_upper"] >= 0
+    assert calls.count("poisoned") <= 1  # a 5% false-alarm rate, twice
+
+
+def test_heavy_random_flips_are_never_silent(breast):
+    """40% random flips (Northcutt et al. 2021's confident learning still ranks
+    them well): the audit flags rows and its F1 is far from zero."""
+    X, y = breast
+    flipper = make_flipper("random", rate=0.4, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad).audit_
+    report = detection_report(flipper.flip_mask_, audit.scores, audit.flags)
+    assert audit.n_flagged > 0.1 * len(y)
+    assert report["f1"] > 0.5 and report["auroc"] > 0.8
+
+
+def test_trusted_rows_do_not_lower_f1_on_random_flips(breast):
+    """Where the trusted model is the weaker judge (judged on the verified rows
+    themselves), its disputes are not used: 5% trusted rows cost no F1."""
+    X, y = breast
+    flipper = make_flipper("random", rate=0.1, random_state=1)
+    _, y_bad = flipper.fit_resample(X, y)
+    rows = np.sort(np.random.RandomState(5).choice(len(y), 28, replace=False))
+    trusted = TrustedLabels(X=X[rows], y=y[rows], rows=rows)
+    blind = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad)
+    helped = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, trusted=trusted,
+                                                              pred_probs=blind.pred_probs_).audit_
+    f_blind = detection_report(flipper.flip_mask_, blind.audit_.scores, blind.audit_.flags)["f1"]
+    f_help = detection_report(flipper.flip_mask_, helped.scores, helped.flags)["f1"]
+    assert f_help >= f_blind - 0.02
+    assert "trusted_clean_rows_flagged" in helped.details
+    if (y_bad[rows] != y[rows]).any():
+        assert helped.verdict["status"] == "poisoned"
+
+
+# -- model="auto" -----------------------------------------------------------------------
+def test_select_model_prefers_a_flexible_model_on_non_linear_data():
+    rng = np.random.RandomState(0)
+    X = rng.uniform(-1, 1, (600, 2))
+    y = ((X[:, 0] * X[:, 1]) > 0).astype(int)  # XOR: no linear model can fit it
+    choice = select_model(X, y, random_state=0)
+    assert choice["model"] in ("hgb", "knn")
+    assert choice["candidates"]["logreg"]["log_loss"] > choice["candidates"][choice["model"]]["log_loss"]
+    assert "log-loss" in choice["reason"] and choice["pred_probs"].shape == (600, 2)
+
+
+def test_auditor_reports_the_model_it_chose(breast):
+    X, y = breast
+    auditor = LabelAuditor(random_state=0).fit(X[:300], y[:300])
+    q = auditor.audit_.model_quality
+    assert auditor.model_used_ in ("logreg", "knn", "hgb") and q["model"] == auditor.model_used_
+    assert q["selected_by"] == "auto" and "log-loss" in q["selection"]
+
+
+# -- outputs ----------------------------------------------------------------------------
+def test_verdict_fields_in_json_and_rows(breast):
+    X, y = breast
+    flipper = make_flipper("random", rate=0.2, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad).audit_
+    d = json.loads(audit.to_json())
+    v = d["verdict"]
+    assert {"status", "reason", "alpha", "p_value", "fdr", "estimated_flips", "clean_estimate",
+            "clean_estimate_upper", "confident_estimate", "n_likely", "n_ambiguous"} <= set(v)
+    assert v["status"] == "poisoned" and v["p_value"] <= v["alpha"]
+    assert d["n_likely"] + d["n_ambiguous"] == d["n_flagged"] == v["n_likely"] + v["n_ambiguous"]
+    assert v["estimated_flips"] == d["estimated_flips"]
+    rows = d["rows"]
+    assert all(r["reasons"] for r in rows if r["flagged"])
+    assert not any(r["reasons"] or r["likely"] for r in rows if not r["flagged"])
+    names = {n for r in rows for n in r["reasons"].split(";") if n}
+    assert names <= set(audit.reason_names) and "confident_learning" in names
+
+
+def test_cli_table_shows_verdict_split_and_model(cli, tmp_path, breast_cancer_frame):
+    res = cli("audit", _csv(tmp_path, breast_cancer_frame), "--label", "diagnosis", "--id", "patient_id",
+              "--top", "5")
+    assert res.exit_code == 0, res.stderr
+    assert "verdict:" in res.stdout and "likely flipped" in res.stdout and "ambiguous" in res.stdout
+    assert "model chosen:" in res.stdout
+
+
+def test_cli_fail_above_exits_1_when_labels_are_inconsistent_with_features(cli, tmp_path):
+    rng = np.random.RandomState(0)
+    table = pa.table({"a": rng.randn(400), "b": rng.randn(400),
+                      "y": rng.choice(["x", "z"], 400).tolist()})
+    path = tmp_path / "noise.csv"
+    pacsv.write_csv(table, path)
+    res = cli("audit", path, "--label", "y", "--model", "logreg", "--fail-above", "0.5", "--format", "json")
+    assert res.exit_code == 1, res.stderr
+    out = json.loads(res.stdout)
+    assert out["verdict"]["status"].startswith("labels inconsistent with features")
+    assert out["n_flagged"] > 0
+
+
+def _csv(tmp_path, table):
+    path = tmp_path / "data.csv"
+    pacsv.write_csv(table, path)
+    return path

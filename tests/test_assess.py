@@ -141,3 +141,28 @@ def test_detection_and_mitigation_are_scored_against_the_truth(cli, tmp_path, br
     assert row["mitigation"]["drop"]["gain"]["mean"] == pytest.approx(gain)
     html = (out / "report.html").read_text()
     assert "Detection and mitigation" in html and "Precision @ true count" in html
+
+
+def test_results_convert_to_arrow_and_pandas():
+    from flipguard.assess import assess
+    from flipguard.data import make_sentiment_reviews
+    from flipguard.exceptions import InvalidParameterError
+    from flipguard.mitigation import PartitionAggregationClassifier
+
+    a = assess(make_sentiment_reviews(200, random_state=0), strategies=["random"], rates=[0.2], seeds=2,
+               views=None, n_jobs=1)
+    runs = a.to_arrow()
+    assert runs.num_rows == len(a.runs) == 4
+    assert runs.column("illusion_gap").to_pylist() == [r.illusion_gap for r in a.runs]
+    summary = a.to_pandas("summary")
+    row = summary[(summary.strategy == "random")].iloc[0]
+    assert row["illusion_gap_mean"] == pytest.approx(a.find("random", 0.2)["illusion_gap"]["mean"])
+    with pytest.raises(InvalidParameterError):
+        a.to_arrow("nope")
+    ds = make_sentiment_reviews(300, random_state=0)
+    labels = ds.labels()
+    clf = PartitionAggregationClassifier("logreg", n_partitions=5, random_state=0).fit(ds.X[:200], labels[:200])
+    cert = clf.certify(ds.X[200:], labels[200:])
+    df = cert.to_pandas()
+    assert list(df.columns) == ["row", "id", "label", "prediction", "radius"] and len(df) == 100
+    assert set(df["prediction"]) <= set(labels) and df["radius"].tolist() == cert.radii.tolist()

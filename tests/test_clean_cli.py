@@ -118,7 +118,7 @@ def test_clean_bad_input_exits_2_with_one_line(cli, poisoned_csv, tmp_path):
     assert run(path, "--label", "diagnosis", "--mode", "burn", "--out", out) == \
         "Error: --mode must be one of drop, relabel, weight; got 'burn'\n"
     assert run(path, "--label", "diagnosis", "--model", "svm", "--out", out) == \
-        "Error: --model must be one of logreg, linsvm, rf, hgb, knn, mlp; got 'svm'\n"
+        "Error: --model must be one of auto, logreg, linsvm, rf, hgb, knn, mlp; got 'svm'\n"
     assert run(path, "--label", "nope", "--out", out).startswith(
         f"Error: {path}: label column 'nope' not found (columns: patient_id, ")
     assert run(tmp_path / "missing.csv", "--label", "diagnosis", "--out", out) == \
@@ -146,3 +146,58 @@ def test_clean_help_has_an_example(cli):
     assert r.exit_code == 0 and "flipguard clean reviews.csv" in r.stdout
     r = cli("certify", "--help")
     assert r.exit_code == 0 and "flipguard certify patients.csv" in r.stdout
+
+
+# --- issue 12: clean and audit agree, the input's CSV is edited not rewritten, weights shown -----
+
+def test_clean_acts_on_the_numbers_audit_reports(cli, poisoned_csv, tmp_path):
+    """Same file, same --model and --seed: `clean` reports the flagged count and estimate `audit` reports."""
+    path, _, _ = poisoned_csv
+    a = cli("audit", path, "--label", "diagnosis", "--id", "patient_id", "--model", "logreg", "--json")
+    assert a.exit_code in (0, 1), a.stderr
+    audit = json.loads(a.stdout)
+    c = cli("clean", path, "--label", "diagnosis", "--id", "patient_id", "--out", tmp_path / "c.csv", "--json")
+    assert c.exit_code == 0, c.stderr
+    cleaned = json.loads(c.stdout)["audit"]
+    assert (cleaned["n_flagged"], cleaned["estimated_flips"]) == (audit["n_flagged"], audit["estimated_flips"])
+
+
+def test_clean_edits_only_the_changed_lines_of_a_csv(cli, poisoned_csv, tmp_path):
+    path, _, _ = poisoned_csv
+    before = path.read_text().splitlines()
+    for mode in ("relabel", "drop", "weight"):
+        out, log = tmp_path / f"{mode}.csv", tmp_path / f"{mode}.log.csv"
+        r = cli("clean", path, "--label", "diagnosis", "--id", "patient_id", "--mode", mode, "--model", "logreg",
+                "--out", out, "--log", log)
+        assert r.exit_code == 0, r.stderr
+        after = out.read_text().splitlines()
+        changed = pacsv.read_csv(log).to_pydict()
+        assert changed["row"], mode
+        if mode == "relabel":  # only the relabelled rows' lines differ, and only in the label field
+            diff = [i - 1 for i, (x, y) in enumerate(zip(before, after)) if x != y]
+            assert diff == changed["row"]
+            assert all(before[i + 1].replace(o, n) == after[i + 1]
+                       for i, o, n in zip(changed["row"], changed["old_label"], changed["new_label"]))
+        elif mode == "drop":  # the other lines, byte for byte
+            gone = set(changed["row"])
+            assert after == [before[0]] + [ln for i, ln in enumerate(before[1:]) if i not in gone]
+        else:  # the weight column appended; nothing else touched
+            assert after[0] == before[0] + ",flipguard_weight"
+            assert [ln.rsplit(",", 1)[0] for ln in after] == before
+            # ... and the terminal table shows the weight, not the old label as "new label"
+            assert "weight" in r.stdout and "new label" not in r.stdout
+            w = dict(zip(changed["row"], changed["weight"]))
+            top = changed["row"][int(np.argmax(changed["score"]))]
+            assert f"{w[top]:.3f}" in r.stdout
+
+
+def test_guard_reason_says_when_a_kept_cleaning_scored_lower():
+    from flipguard.mitigation._robust import _guard_text
+
+    g = {"on": "cv", "plain": {"balanced_accuracy": 0.88, "accuracy": 0.895},
+         "mitigated": {"balanced_accuracy": 0.89, "accuracy": 0.891},
+         "allowed_drop": {"balanced_accuracy": 0.0, "accuracy": 0.012}}
+    assert _guard_text(g) == (
+        "held-out folds (observed labels): balanced_accuracy 0.890 with it vs 0.880 without, accuracy 0.891 "
+        "with it vs 0.895 without; accuracy lower by 0.004, within the allowed 0.012 (two standard errors: "
+        "scored against labels that may themselves be flipped, a correct fix counts as an error)")

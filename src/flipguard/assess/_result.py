@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._json import to_jsonable
+from ..exceptions import InvalidParameterError
 
 __all__ = ["Assessment", "BoundaryView", "RunResult"]
 
@@ -177,6 +178,37 @@ class Assessment:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+    def to_arrow(self, kind: str = "runs"):
+        """A pyarrow Table: one row per run (``kind="runs"``) or per summary row (``"summary"``,
+        each statistic as ``<metric>_mean`` / ``<metric>_std`` columns)."""
+        import pyarrow as pa
+
+        if kind == "runs":
+            rows = [{"strategy": r.strategy, "rate": r.rate, "seed": r.seed, "model": r.model,
+                     "n_train": r.n_train, "n_validation": r.n_validation, "n_holdout": r.n_holdout,
+                     "n_flipped": r.n_flipped, "flip_rate": r.flip_rate,
+                     "validation_accuracy": r.validation_accuracy, "holdout_accuracy": r.holdout_accuracy,
+                     "clean_model_holdout_accuracy": r.clean_model["clean_holdout"]["accuracy"],
+                     "accuracy_drop": r.accuracy_drop, "illusion_gap": r.illusion_gap,
+                     "fit_seconds": r.fit_seconds} for r in self.runs]
+        elif kind == "summary":
+            rows = []
+            for s in self.summary():
+                flat: dict[str, Any] = {}
+                for k, v in s.items():
+                    if isinstance(v, dict) and "mean" in v:
+                        flat[f"{k}_mean"], flat[f"{k}_std"] = v["mean"], v.get("std")
+                    elif not isinstance(v, (dict, list)):
+                        flat[k] = v
+                rows.append(flat)
+        else:
+            raise InvalidParameterError(f"kind must be 'runs' or 'summary'; got {kind!r}")
+        return pa.Table.from_pylist(rows)
+
+    def to_pandas(self, kind: str = "runs"):
+        """:meth:`to_arrow` as a pandas DataFrame (pandas is imported only here)."""
+        return self.to_arrow(kind).to_pandas()
 
 
 _DETECTION_METRICS = ("precision", "recall", "f1", "auroc", "average_precision",

@@ -20,7 +20,6 @@ from ._common import (
     JobsOpt,
     JsonOpt,
     LabelOpt,
-    ModelOpt,
     SeedOpt,
     TableOpt,
     TextOpt,
@@ -51,7 +50,9 @@ def clean_cmd(
         "--trusted", help="Verified labels: a file with DATA's columns, or just the --id and --label "
                           "columns. Verified rows are never cleaned and are corrected where DATA disagrees.")
     ] = None,
-    model: ModelOpt = "logreg",
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="logreg, linsvm, rf, hgb, knn, mlp, or auto (chosen by out-of-fold log-loss, "
+                              "as audit --model auto does).")] = "logreg",
     log: Annotated[Path | None, typer.Option(
         "--log", help="Write every change: row, id, old_label, new_label, action, score (.csv, .parquet or .json).")
                    ] = None,
@@ -65,11 +66,13 @@ def clean_cmd(
 ) -> None:
     """Write a cleaned copy of a dataset: suspected flips dropped, relabelled or down-weighted.
 
-    Labels are audited with out-of-fold predictions; at most the estimated
-    number of flips per class is touched, and the cleaning is kept only if
-    it does not hurt accuracy or balanced accuracy on held-out folds
-    (otherwise the copy equals the input and the summary says why).  The
-    input is never modified.
+    Labels are audited exactly as `flipguard audit` does with the same
+    --model and --seed (same flagged rows, same estimate); at most the
+    estimated number of flips per class is touched.  The cleaning is kept
+    only if, on held-out folds, balanced accuracy does not drop and accuracy
+    drops by no more than two standard errors (the folds' labels may be
+    flipped too, so a correct fix can count as an error); otherwise the copy
+    equals the input and the summary says why.  The input is never modified.
 
     Example:
 
@@ -82,9 +85,9 @@ def clean_cmd(
 
     if mode not in CLEAN_MODES:
         raise InvalidParameterError(f"--mode must be one of {', '.join(CLEAN_MODES)}; got {mode!r}")
-    if model not in MODEL_NAMES:
-        raise InvalidParameterError(f"--model must be one of {', '.join(MODEL_NAMES)}; got {model!r}")
-    if mode == "weight" and not accepts_sample_weight(model):
+    if model != "auto" and model not in MODEL_NAMES:
+        raise InvalidParameterError(f"--model must be one of auto, {', '.join(MODEL_NAMES)}; got {model!r}")
+    if mode == "weight" and model != "auto" and not accepts_sample_weight(model):
         raise InvalidParameterError(f"--mode weight needs a model whose training accepts sample weights; "
                                     f"{model} does not (use --mode drop or relabel, or another --model)")
     for src in [data] + ([trusted] if trusted else []):
@@ -98,7 +101,8 @@ def clean_cmd(
     cleaned, changes = clean_dataset(ds, mode=mode, trusted=verified, model=model, guard=not no_guard,
                                      random_state=seed, n_jobs=n_jobs)
     out_fmt = output_format(out, ds.format)
-    write_table(cleaned_table(cleaned, changes), out, out_fmt)
+    if not (ds.format == "csv" and out_fmt == "csv" and _rewrite(data, out, ds, changes)):
+        write_table(cleaned_table(cleaned, changes), out, out_fmt)
     if log is not None:
         _write_log(changes, log)
 
@@ -108,6 +112,26 @@ def clean_cmd(
         print_json(result)
         return
     _render(changes, result, ds)
+
+
+def _rewrite(data, out, ds, changes) -> bool:
+    """Edit a copy of the input CSV: only changed label fields, dropped lines, the weight column."""
+    import numpy as np
+
+    from ..data._rewrite import rewrite_csv
+    from ..mitigation import WEIGHT_COLUMN
+
+    after = ds.y.copy()
+    keep = np.ones(ds.n_samples, dtype=bool)
+    dropped = changes.actions == "dropped"
+    keep[changes.rows[dropped]] = False
+    moved = ~dropped & (changes.actions != "reweighted")
+    if moved.any():
+        after[changes.rows[moved]] = ds.encode_labels(np.asarray(list(changes.new_labels[moved]),
+                                                                 dtype=ds.classes.dtype))
+    add = (WEIGHT_COLUMN, changes.weights) if changes.weights is not None else None
+    return rewrite_csv(data, out, label=ds.label_name, codes_before=ds.y, codes_after=after,
+                       keep=None if keep.all() else keep, add_column=add)
 
 
 def _read_trusted(path: str, ds):
@@ -155,13 +179,18 @@ def _render(changes, result: dict, ds) -> None:
     if len(changes.rows):
         import numpy as np
 
-        t = Table("row", "id", "label", "new label", "action", "score",
+        weighted = changes.weights is not None
+        t = Table("row", "id", "label", "weight" if weighted else "new label", "action", "score",
                   title=f"Changes ({min(SHOWN, len(changes.rows))} most suspicious of {len(changes.rows)})")
         order = np.argsort(-np.nan_to_num(changes.scores, nan=-1.0), kind="stable")[:SHOWN]
         for i in order:
             new = changes.new_labels[i]
+            if weighted and changes.actions[i] == "reweighted":
+                cell = fmt(float(changes.weights[changes.rows[i]]))
+            else:
+                cell = "-" if new is None else str(new)
             t.add_row(str(changes.rows[i]), str(changes.ids[i]), str(changes.old_labels[i]),
-                      "-" if new is None else str(new), changes.actions[i], fmt(float(changes.scores[i])))
+                      cell, changes.actions[i], fmt(float(changes.scores[i])))
         console.print(t)
     for w in changes.warnings:
         err_console.print(f"[yellow]warning:[/] {w}")

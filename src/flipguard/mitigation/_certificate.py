@@ -138,6 +138,28 @@ class Certificate:
     def to_json(self, rows: bool = True, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(rows=rows), indent=indent)
 
+    def to_arrow(self):
+        """A pyarrow Table, one row per certified row: ``row, id, label, prediction, radius``
+        (label values as the classifier was given them)."""
+        import pyarrow as pa
+
+        def col(values):
+            values = np.asarray(values)
+            return pa.array(values.tolist() if values.dtype == object else values)
+
+        n = self.n_samples
+        return pa.table({
+            "row": pa.array(np.arange(n), type=pa.int64()),
+            "id": col(self.ids) if self.ids is not None else pa.nulls(n),
+            "label": col(self.y_true) if self.y_true is not None else pa.nulls(n),
+            "prediction": col(self.predictions),
+            "radius": pa.array(np.asarray(self.radii, dtype=np.int64)),
+        })
+
+    def to_pandas(self):
+        """:meth:`to_arrow` as a pandas DataFrame (pandas is imported only here)."""
+        return self.to_arrow().to_pandas()
+
 
 def _py(value):
     return value.item() if hasattr(value, "item") else value

@@ -14,6 +14,7 @@ from .._json import to_jsonable
 from ..data import LabeledDataset
 from ..detection import TrustedLabels
 from ..exceptions import DataError, InvalidParameterError
+from ..models import MODEL_NAMES
 from ._hashing import _as_string_array
 from ._robust import DEFAULT_DETECTOR, RobustClassifier
 
@@ -158,6 +159,8 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
         corrected (action ``"verified"``) in every mode; extra verified rows
         inform the audit and judge the guard (20 or more).
     model : str or classifier, default="logreg"
+        ``"auto"`` lets the audit choose the model (as ``flipguard audit``
+        does by default) and trains that one.
     detector : str or detector, default="auto"
     guard : bool, default=True
     max_fraction : float, default=0.5
@@ -201,9 +204,21 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
                                 y=np.concatenate([verified_codes, ey]),
                                 rows=np.concatenate([verified_rows, np.full(len(ey), -1)]))
 
+    # The same audit ``flipguard audit`` runs (same model, method, folds and seed), so the
+    # cleaning acts on the numbers the audit reports.
+    from ..detection import audit_dataset
+
+    audit = None
+    counts = np.bincount(y, minlength=dataset.n_classes)
+    if counts.min() >= max(cv, 2):
+        audit = audit_dataset(dataset, method=detector, model=model, cv=cv, trusted=for_clf,
+                              random_state=random_state, n_jobs=n_jobs, embed=False)
+    if model == "auto":  # train the model the audit chose
+        model = (audit.model_quality or {}).get("model") if audit is not None else None
+        model = model if model in MODEL_NAMES else "logreg"
     clf = RobustClassifier(model, strategy=mode, detector=detector, guard=guard,
                            max_fraction=max_fraction, cv=cv, random_state=random_state, n_jobs=n_jobs)
-    clf.fit(dataset.X, y_fixed, trusted=for_clf)
+    clf.fit(dataset.X, y_fixed, trusted=for_clf, audit=audit)
     scores = clf.audit_.scores if clf.audit_ is not None else np.full(n, np.nan)
 
     action = np.full(n, "", dtype=object)

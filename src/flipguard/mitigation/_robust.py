@@ -189,7 +189,7 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # -- fit ---------------------------------------------------------------------------
-    def fit(self, X, y, trusted=None):
+    def fit(self, X, y, trusted=None, audit=None):
         """Audit the labels, mitigate, check the mitigation helps, and train.
 
         Parameters
@@ -208,6 +208,11 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
               validation set when there are at least 20 of them, and extra
               training rows;
             - a :class:`flipguard.detection.TrustedLabels` (label codes).
+        audit : LabelAudit, optional
+            An audit of exactly these rows already made (e.g. by
+            :func:`flipguard.detection.audit_dataset`, what ``flipguard
+            audit`` runs), used instead of auditing again, so the cleaning
+            acts on the same numbers the audit reported.
 
         Returns
         -------
@@ -238,10 +243,13 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
                                   f"too few rows to audit (smallest class has {counts.min()}; "
                                   f"at least {MIN_CLASS_ROWS} needed)")
 
-        probs = out_of_fold_proba(self.estimator, X, codes, cv=self.cv, random_state=int(seeds[0]),
-                                  n_jobs=self.n_jobs)
-        audit = detector.audit(codes, probs, X=X, trusted=tl, classes=self.classes_,
-                               random_state=int(seeds[1]))
+        if audit is None:
+            probs = out_of_fold_proba(self.estimator, X, codes, cv=self.cv, random_state=int(seeds[0]),
+                                      n_jobs=self.n_jobs)
+            audit = detector.audit(codes, probs, X=X, trusted=tl, classes=self.classes_,
+                                   random_state=int(seeds[1]))
+        elif len(audit.scores) != len(codes):
+            raise DataError(f"audit covers {len(audit.scores)} rows but X has {len(codes)}")
         self.audit_ = audit
         plan = strategy.plan(codes, audit, protected=protected, n_classes=K,
                              max_fraction=float(self.max_fraction), transition=self.transition)
@@ -439,8 +447,16 @@ def _describe(counts: dict) -> str:
 
 def _guard_text(g: dict) -> str:
     where = "the trusted rows" if g["on"] == "trusted" else "held-out folds (observed labels)"
-    return where + ": " + ", ".join(f"{m} {g['mitigated'][m]:.3f} with it vs {g['plain'][m]:.3f} without"
+    text = where + ": " + ", ".join(f"{m} {g['mitigated'][m]:.3f} with it vs {g['plain'][m]:.3f} without"
                                     for m in _METRICS)
+    allowed = g.get("allowed_drop") or {}
+    lower = [m for m in _METRICS if g["mitigated"][m] < g["plain"][m] <= g["mitigated"][m] + allowed.get(m, 0.0)]
+    if lower:  # kept although lower: say why that is not harm
+        text += ("; " + ", ".join(f"{m} lower by {g['plain'][m] - g['mitigated'][m]:.3f}, within the allowed "
+                                  f"{allowed[m]:.3f}" for m in lower)
+                 + (" (two standard errors: scored against labels that may themselves be flipped, a "
+                    "correct fix counts as an error)" if g["on"] == "cv" else ""))
+    return text
 
 
 def _name(estimator) -> str:

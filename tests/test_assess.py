@@ -166,3 +166,8 @@ def test_results_convert_to_arrow_and_pandas():
     df = cert.to_pandas()
     assert list(df.columns) == ["row", "id", "label", "prediction", "radius"] and len(df) == 100
     assert set(df["prediction"]) <= set(labels) and df["radius"].tolist() == cert.radii.tolist()
+    # Predictions speak the user's label values (classes_), never integer codes.
+    from flipguard.mitigation import RobustClassifier
+
+    robust = RobustClassifier("logreg", random_state=0).fit(ds.X[:200], labels[:200])
+    assert set(robust.predict(ds.X[200:])) <= {"negative", "positive"} == set(robust.classes_)

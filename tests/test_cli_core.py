@@ -357,3 +357,16 @@ def test_debug_is_accepted_after_the_command(cli, tmp_path):
         main(args + ["--debug"])
     with pytest.raises(DataError):
         main(args[:2] + ["--debug"] + args[2:])
+
+
+def test_attack_pairs_flag(cli, tmp_path, breast_cancer_csv):
+    out = tmp_path / "p.csv"
+    base = ("attack", breast_cancer_csv, "--label", "diagnosis", "--strategy", "noise_matrix", "--kind", "pair",
+            "--rate", "0.5", "--out", out)
+    r = cli(*base, "--pairs", "malignant=benign", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [(t["from"], t["to"]) for t in json.loads(r.stdout)["transitions"]] == [("malignant", "benign")]
+    assert _error(cli, *base, "--pairs", "malignant=cat") == \
+        "Error: --pairs names class 'cat', which is not in column 'diagnosis' (classes: benign, malignant)\n"
+    assert _error(cli, *base, "--pairs", "malignant") == \
+        "Error: --pairs: expected source=target pairs, got 'malignant'\n"

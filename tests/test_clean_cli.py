@@ -151,9 +151,9 @@ def test_clean_help_has_an_example(cli):
 # --- issue 12: clean and audit agree, the input's CSV is edited not rewritten, weights shown -----
 
 def test_clean_acts_on_the_numbers_audit_reports(cli, poisoned_csv, tmp_path):
-    """Same file, same --model and --seed: `clean` reports the flagged count and estimate `audit` reports."""
+    """Same file, same defaults: `clean` reports the flagged count and estimate `audit` reports."""
     path, _, _ = poisoned_csv
-    a = cli("audit", path, "--label", "diagnosis", "--id", "patient_id", "--model", "logreg", "--json")
+    a = cli("audit", path, "--label", "diagnosis", "--id", "patient_id", "--json")
     assert a.exit_code in (0, 1), a.stderr
     audit = json.loads(a.stdout)
     c = cli("clean", path, "--label", "diagnosis", "--id", "patient_id", "--out", tmp_path / "c.csv", "--json")

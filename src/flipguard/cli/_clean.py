@@ -51,8 +51,8 @@ def clean_cmd(
                           "columns. Verified rows are never cleaned and are corrected where DATA disagrees.")
     ] = None,
     model: Annotated[str, typer.Option(
-        "--model", "-m", help="logreg, linsvm, rf, hgb, knn, mlp, or auto (chosen by out-of-fold log-loss, "
-                              "as audit --model auto does).")] = "logreg",
+        "--model", "-m", help="auto (chosen by out-of-fold log-loss, as audit does), logreg, linsvm, rf, hgb, "
+                              "knn or mlp.")] = "auto",
     log: Annotated[Path | None, typer.Option(
         "--log", help="Write every change: row, id, old_label, new_label, action, score (.csv, .parquet or .json).")
                    ] = None,

@@ -167,26 +167,30 @@ def test_imbalanced_minority_blind_cleaning_hurts_and_the_guard_falls_back():
 def test_imbalanced_minority_full_of_flips_guard_keeps_what_helps_and_refuses_what_hurts():
     """Random flips swamp a 3% class (389 of its 492 observed rows are flipped majority rows).
 
-    Relabelling the suspects blindly costs about 6 points of holdout accuracy
-    (many majority rows are turned into minority ones); the guard sees the
-    significant accuracy drop on held-out folds and falls back.  Dropping or
-    down-weighting the suspects helps and is kept.
+    Relabelling the suspects of an eager detector (``self_confidence``: every
+    row whose class-adjusted prediction is another class) blindly costs many
+    points of holdout accuracy (many majority rows are turned into minority
+    ones); the guard sees the significant accuracy drop on held-out folds and
+    falls back.  Dropping or down-weighting the default detector's suspects
+    helps and is kept.  (The default ``auto`` detector is no longer eager
+    enough to cause the relabelling harm.)
     """
+    det = "self_confidence"
     X, y = make_classification(6000, n_features=10, n_informative=5, weights=[0.97, 0.03],
                                class_sep=1.5, flip_y=0.0, random_state=1)
     Xtr, ytr, Xh, yh = X[:4000], y[:4000], X[4000:], y[4000:]
     _, yb = RandomFlip(rate=0.1, random_state=0).fit_resample(Xtr, ytr)
     plain_pred = make_model("logreg").fit(Xtr, yb).predict(Xh)
     plain = np.mean(plain_pred == yh)
-    blind = RobustClassifier(strategy="relabel", guard=False, random_state=0).fit(Xtr, yb)
+    blind = RobustClassifier(strategy="relabel", detector=det, guard=False, random_state=0).fit(Xtr, yb)
     assert np.mean(blind.predict(Xh) == yh) < plain - 0.03  # the harm
-    guarded = RobustClassifier(strategy="relabel", random_state=0).fit(Xtr, yb)
+    guarded = RobustClassifier(strategy="relabel", detector=det, random_state=0).fit(Xtr, yb)
     assert guarded.fallback_ and "relabel did not help" in guarded.reason_
     g = guarded.guard_scores_
     assert g["mitigated"]["accuracy"] < g["plain"]["accuracy"] - g["allowed_drop"]["accuracy"]
     assert np.array_equal(guarded.predict(Xh), plain_pred)
     for strategy in ("drop", "weight"):
-        clf = RobustClassifier(strategy=strategy, random_state=0).fit(Xtr, yb)
+        clf = RobustClassifier(strategy=strategy, random_state=0).fit(Xtr, yb)  # the default detector
         assert not clf.fallback_, clf.reason_
         assert np.mean(clf.predict(Xh) == yh) >= plain
     drop = RobustClassifier(strategy="drop", random_state=0).fit(Xtr, yb)

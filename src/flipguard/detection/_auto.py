@@ -120,11 +120,14 @@ class AutoDetector(BaseDetector):
     groups and rule violations are flagged too; ``reason_codes`` records
     which evidence flagged each row.
 
-    **Estimate.**  ``estimated_flips`` is the sum of the posteriors (the
-    flip model's expected number of flips; calibrated: its mean on labels
-    drawn from the clean model is reported as ``verdict["clean_estimate"]``).
-    Under the "labels inconsistent" verdict it is confident learning's
-    estimate instead; ``details["confident_estimate"]`` always holds it.
+    **Estimate.**  For a dataset judged poisoned, ``estimated_flips`` is
+    the sum of the posteriors (the flip model's expected number of flips;
+    calibrated: its mean on labels drawn from the clean model is reported as
+    ``verdict["clean_estimate"]``).  Under any other verdict the flip model
+    may have been blind to flips the model absorbed, and the estimate (and
+    ``transitions``) is confident learning's calibrated count, never more
+    alarmist than cleanlab's; ``details["confident_estimate"]`` always holds
+    it and ``verdict["noise_model"]["estimated_flips"]`` the posterior sum.
 
     Score: one minus the class-adjusted probability of the given label
     under the combined evidence (:func:`adjusted_probs`); rows flagged by
@@ -354,7 +357,9 @@ class AutoDetector(BaseDetector):
 
         suggested = np.where(flags & (suggested == labels), other, suggested)
         likely &= flags
-        estimate = fit.estimated_flips if status != INCONSISTENT else float(cl_estimate)
+        # Calibrated when an attack is established; otherwise the flip model may have been
+        # blind (absorbed flips), and confident learning's count is the reading to act on.
+        estimate = fit.estimated_flips if status == POISONED else float(cl_estimate)
         if status == INCONSISTENT:
             warns.append("labels are inconsistent with the features: possible heavy poisoning (or "
                          "features that do not predict the label). Rows are still ranked and flagged "
@@ -388,8 +393,8 @@ class AutoDetector(BaseDetector):
 def _transitions(fit, labels, K, estimate, status, joint) -> np.ndarray:
     """Estimated ``[true, observed]`` counts: the expected counts under the flip model
     (posteriors summed by observed label), rounded preserving each observed total;
-    confident learning's joint under the "labels inconsistent" verdict."""
-    if status == INCONSISTENT:
+    confident learning's calibrated joint under any other verdict."""
+    if status != POISONED:
         return joint.T.astype(np.int64)
     from ._confident import _round_preserving_sum
 

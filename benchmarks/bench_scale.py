@@ -8,7 +8,7 @@ Each step then runs in a **fresh subprocess**:
 * ``floor``        pyarrow reads the id and label columns of every partition (the read floor of seal/verify)
 * ``floor_all``    pyarrow reads every column of every partition (the read floor of one audit pass)
 * ``seal`` / ``verify``  :func:`flipguard.integrity.seal_lake` / ``verify_lake`` (intact data: no snapshot read)
-* ``audit``        :func:`flipguard.engine.audit_partitioned` (confident learning, logreg, 5 folds,
+* ``audit``        :func:`flipguard.detection.audit_partitioned` (confident learning, logreg, 5 folds,
   fold models fitted on a ``--max-train-rows`` sample, default 1M)
 
 with ``--engine local`` and with Ray at 1 and 2 workers (a fresh local Ray
@@ -134,7 +134,7 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
         assert rep.ok, rep.findings
         out["snapshots_read"] = len(rep.partitions["snapshots_read"])
     elif step == "audit":
-        from flipguard.engine import audit_partitioned
+        from flipguard.detection import audit_partitioned
 
         res = audit_partitioned(root, label="label", id="id", engine=eng, out=Path(work) / f"audit-{engine}",
                                 random_state=0, max_train_rows=int(max_train_rows))

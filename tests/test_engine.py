@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from flipguard.data._partitioned import discover, is_partitioned, read_partition
-from flipguard.engine import LocalEngine, audit_partitioned, get_engine
+from flipguard.detection import audit_partitioned
+from flipguard.engine import LocalEngine, get_engine
 from flipguard.exceptions import DataError, IntegrityError, InvalidParameterError
 from flipguard.integrity import generate_keypair
 from flipguard.integrity._lake import merkle_root, seal_lake, verify_lake

@@ -508,3 +508,19 @@ def test_pg_verify_bad_inputs(env, pg_dsn, sealed, cli, tmp_path):
     other = write_keypair(tmp_path / "other")
     res = cli("pg", "verify", pg_dsn, "--table", env.name, "--manifest", manifest, "--pubkey", other.public)
     assert res.exit_code == 1 and "signature is not valid" in res.stdout
+
+
+def test_pg_verify_refuses_a_seal_made_for_another_dataset(env, pg_dsn, tmp_path, cli):
+    """Mix-and-match: a valid seal of another dataset is refused, as file ``verify`` refuses it."""
+    from flipguard.integrity import seal, write_keypair
+
+    protect(pg_dsn, env.name, id=WEIRD_ID, label=WEIRD_LABEL, **env.audit)
+    keys = write_keypair(tmp_path / "keys")
+    other = seal(pg_dsn, label=WEIRD_LABEL, id=WEIRD_ID, private_key=keys.private, name="public.other_table",
+                 out=tmp_path / "other.seal.json", table=env.name)
+    res = cli("pg", "verify", pg_dsn, "--table", env.name, "--manifest", other.manifest_path, "--pubkey", keys.public)
+    assert res.exit_code == 1
+    assert "seals dataset 'public.other_table'" in res.stdout
+    res = cli("pg", "verify", pg_dsn, "--table", env.name, "--manifest", other.manifest_path, "--pubkey", keys.public,
+              "--name", "public.other_table")
+    assert res.exit_code == 0, res.stdout

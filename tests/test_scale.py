@@ -15,7 +15,8 @@ import pytest
 from test_engine import make_lake, noisy_lake, set_labels
 
 from flipguard.data._partitioned import discover
-from flipguard.engine import LocalEngine, audit_partitioned
+from flipguard.detection import audit_partitioned
+from flipguard.engine import LocalEngine
 from flipguard.exceptions import DataError
 from flipguard.integrity import generate_keypair
 from flipguard.integrity._lake import seal_lake, verify_lake

@@ -103,7 +103,6 @@ def seal_cmd(
         flipguard seal reviews.csv --label sentiment --id review_id --key keys/flipguard.key
     """
     from ..integrity import seal
-
     from . import _scale
 
     cols = ("all" if columns.strip() == "all" else split_list(columns, "--columns")) if columns is not None else None
@@ -174,7 +173,6 @@ def verify_cmd(
         flipguard verify reviews.csv --manifest reviews.csv.flipguard.json --pubkey keys/flipguard.pub
     """
     from ..integrity import read_secret, verify
-
     from . import _scale
 
     secret = read_secret(secret_file)

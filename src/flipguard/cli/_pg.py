@@ -164,6 +164,8 @@ def verify_cmd(
         "--secret-file", help="Secret of a private seal (or $FLIPGUARD_SECRET).")] = None,
     allow_recorded: Annotated[bool, typer.Option(
         "--allow-recorded", help="Exit 0 when every change since the seal is recorded in the trail.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Dataset name the seal was made for (default: the table, as `seal --table` named it).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a table against its seal, its signed checkpoints and its audit trail, in one snapshot.
@@ -196,7 +198,7 @@ def verify_cmd(
 
         secret = read_secret(secret_file)
     report = verify_postgres(dsn, table, manifest=manifest, public_key=pubkey, anchor=anchor, secret=secret,
-                             checkpoints=checkpoint, schema=audit_schema)
+                             checkpoints=checkpoint, schema=audit_schema, name=name)
     passed = report.ok_if_recorded if allow_recorded else report.ok
     if json_out:
         print_json(report.to_dict())

@@ -142,7 +142,7 @@ def diff(old, new, *, label, id, engine, ray_address, limit, json_out) -> None:
 
 def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, json_out, engine,
           ray_address) -> None:
-    from ..engine import audit_partitioned
+    from ..detection import audit_partitioned
 
     if model == "auto":  # the single-process model search needs every row in one process
         model = "logreg"

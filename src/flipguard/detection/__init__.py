@@ -42,6 +42,7 @@ from ._confident import (
 from ._family import ModelDisagreement
 from ._io import load_trusted
 from ._knn import KNNConsistency, knn_label_probs
+from ._partitioned import PartitionedAudit, audit_partitioned
 from ._ranking import NormalizedMargin, SelfConfidence, adjusted_probs
 from ._rules import Rule, RuleEvidence, load_rules, reference_source, rule_sources
 from ._trusted import RoniResult, TrustedModel, roni_test, trusted_model_probs
@@ -59,6 +60,7 @@ __all__ = [
     "ModelDisagreement",
     "NoiseFit",
     "NormalizedMargin",
+    "PartitionedAudit",
     "RoniResult",
     "Rule",
     "RuleEvidence",
@@ -67,6 +69,7 @@ __all__ = [
     "TrustedModel",
     "adjusted_probs",
     "audit_dataset",
+    "audit_partitioned",
     "calibrate_confident_joint",
     "confident_joint",
     "confident_learning_issues",

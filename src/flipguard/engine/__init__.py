@@ -6,20 +6,18 @@ in partition order; callers merge them exactly (sums, counts, top-k), so
 results do not depend on the engine.  Ray is imported only when the Ray engine
 is used (``pip install 'flipguard[ray]'``).
 
-Lake-scale audit: :func:`audit_partitioned` (confident learning with
-out-of-fold probabilities per fold, thresholds and joint merged exactly).
-Lake-scale seal/verify live in :mod:`flipguard.integrity`
+The engine sits below the layers that use it: the lake-scale audit is
+:func:`flipguard.detection.audit_partitioned` (confident learning with
+out-of-fold probabilities per fold, thresholds and joint merged exactly), and
+lake-scale seal/verify live in :mod:`flipguard.integrity`
 (:func:`~flipguard.integrity.seal_lake`, :func:`~flipguard.integrity.verify_lake`).
 """
 
-from ._audit import PartitionedAudit, audit_partitioned
 from ._base import ENGINE_NAMES, Engine, LocalEngine, get_engine
 
 __all__ = [
     "ENGINE_NAMES",
     "Engine",
     "LocalEngine",
-    "PartitionedAudit",
-    "audit_partitioned",
     "get_engine",
 ]

@@ -33,6 +33,7 @@ from ._keys import (
     load_public_key,
     write_keypair,
 )
+from ._lake import LakeDiffReport, LakeSealResult, LakeVerifyReport, diff_lake, seal_lake, verify_lake
 from ._ledger import (
     LedgerAppend,
     LedgerReport,
@@ -42,7 +43,6 @@ from ._ledger import (
 )
 from ._manifest import Manifest, SignatureCheck, load_manifest
 from ._pg import PgProtection, PgVerifyReport, protect, protection_status, unprotect, verify_postgres
-from ._lake import LakeDiffReport, LakeSealResult, LakeVerifyReport, diff_lake, seal_lake, verify_lake
 from ._seal import SealResult, seal, seal_table
 from ._snapshot import read_secret
 from ._verify import VerifyReport, open_snapshot, verify, verify_table

@@ -1075,7 +1075,8 @@ def checkpoint(dsn: str, table: str, private_key, *, out, schema: str = AUDIT_SC
 
 # --------------------------------------------------------------------------- verify
 def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anchor: str | None = None,
-                    secret: bytes | None = None, checkpoints=None, schema: str = AUDIT_SCHEMA) -> PgVerifyReport:
+                    secret: bytes | None = None, checkpoints=None, schema: str = AUDIT_SCHEMA,
+                    name: str | None = None) -> PgVerifyReport:
     """Check ``table`` against its seal, its signed checkpoints and its audit trail, all in one snapshot.
 
     The table, the audit trail and the registry are read in one ``REPEATABLE
@@ -1127,7 +1128,7 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
                 report.problems.append(f"table {ref} is not protected (no audit trail registered in "
                                        f"schema {schema})")
                 if manifest is not None:
-                    _check_seal(snap, ref, manifest, public_key, report, None, secret)
+                    _check_seal(snap, ref, manifest, public_key, report, None, secret, name)
                 return report
             reg = _registry_row(snap.conn, ref, schema)
             n = _Names(snap.conn, ref, reg["trail"], reg["id_column"], reg["label_column"], schema)
@@ -1137,7 +1138,7 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
             if not trail_ok:
                 report.problems.append(f"audit trail {status.trail} is missing")
                 if manifest is not None:
-                    _check_seal(snap, ref, manifest, public_key, report, None, secret)
+                    _check_seal(snap, ref, manifest, public_key, report, None, secret, name)
                 return report
             _check_chain(snap.conn, n, reg, anchor_pair, report)
             if marks is not None:
@@ -1145,7 +1146,7 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
             _check_replay(snap.conn, n, report)
             _check_temporary(snap.conn, n, report)
             if manifest is not None:
-                _check_seal(snap, ref, manifest, public_key, report, n, secret)
+                _check_seal(snap, ref, manifest, public_key, report, n, secret, name)
         except psycopg.Error as exc:
             raise DataError(f"{where}: cannot verify {table}: {_msg(exc)}") from None
     return report
@@ -1454,17 +1455,20 @@ def _fmt(value) -> str:
 
 
 def _check_seal(snap, ref: TableRef, manifest, public_key, report: PgVerifyReport, n: _Names | None,
-                secret: bytes | None = None) -> None:
+                secret: bytes | None = None, name: str | None = None) -> None:
     """Verify the seal on the table read in this snapshot and explain its findings with the trail."""
     from ._pg_seal import explain_changes, seal_changes
 
     report.seal_checked = True
-    seal_report, changes = seal_changes(snap, ref, manifest, public_key, secret)
+    seal_report, changes = seal_changes(snap, ref, manifest, public_key, secret, name)
     report.seal = seal_report
     report.seal_ok = bool(seal_report.get("ok"))
     if not seal_report.get("signature", {}).get("valid", True):
         report.problems.append("the manifest's signature is not valid for this public key: "
                                + "; ".join(seal_report.get("findings", [])))
+        return
+    if not seal_report.get("ok") and not changes and seal_report.get("findings"):
+        report.problems.extend(seal_report["findings"])  # refused (another dataset's seal) or unreadable
         return
     if n is None:
         report.unexplained = [{**c, "explanation": "no audit trail"} for c in changes[:_LIST_LIMIT]]

@@ -31,18 +31,21 @@ from ..exceptions import IntegrityError
 __all__: list[str] = []
 
 
-def seal_changes(snap, ref, manifest_path, public_key, secret: bytes | None = None
+def seal_changes(snap, ref, manifest_path, public_key, secret: bytes | None = None, name: str | None = None
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(seal report as a dict, changes)`` where each change is ``{id, kind, sealed, current}``.
 
     ``sealed``/``current`` are label texts (``None`` for a missing label);
-    ``present_before``/``present_after`` say whether the row existed.
+    ``present_before``/``present_after`` say whether the row existed.  A seal
+    made for another dataset name than this table (``name``, default: the
+    table however it was written at seal time) is refused, like ``verify``
+    refuses a seal copied from another file.
     """
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from ._keys import load_public_key
     from ._manifest import load_manifest
-    from ._verify import read_snapshot_file, verify_table
+    from ._verify import read_snapshot_file, refusal, verify_table
 
     if public_key is None:
         raise IntegrityError("pg verify needs the signer's public key with the manifest (--pubkey)")
@@ -56,10 +59,19 @@ def seal_changes(snap, ref, manifest_path, public_key, secret: bytes | None = No
         report = verify_table(pa.table({}), manifest, key, snapshot=b"", source=where,
                               manifest_path=str(manifest_path))
         return report.to_dict(), []
+    if name is None:  # the table as `seal --table` may have spelt it
+        spellings = {str(ref), ref.name, f'"{ref.name}"', f'"{ref.schema}"."{ref.name}"', f'{ref.schema}."{ref.name}"'}
+        name = manifest.name if manifest.name in spellings else str(ref)
+    if refusal(manifest, name):  # read no data for a seal of another dataset
+        import pyarrow as pa
+
+        report = verify_table(pa.table({}), manifest, key, snapshot=b"", source=where,
+                              manifest_path=str(manifest_path), name=name)
+        return report.to_dict(), []
     data, _ = read_snapshot_file(manifest, Path(manifest_path))
     tbl = snap.read(table=ref, columns=list(dict.fromkeys([manifest.id, manifest.label, *manifest.columns])))
     report = verify_table(tbl, manifest, key, snapshot=data, secret=secret, source=where,
-                          manifest_path=str(manifest_path))
+                          manifest_path=str(manifest_path), name=name)
     out = report.to_dict()
     changes: list[dict[str, Any]] = []
     ch = report.changes

@@ -52,8 +52,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data._partitioned import Partition, discover, read_partition
+from ..engine import get_engine
 from ..exceptions import DataError, InvalidParameterError
-from ._base import get_engine
+from ._confident import _prune_counts, calibrate_confident_joint
 
 __all__ = ["PartitionedAudit", "audit_partitioned"]
 
@@ -398,7 +399,6 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
     .. [1] C. Northcutt, L. Jiang, I. Chuang. "Confident Learning: Estimating
        Uncertainty in Dataset Labels". JAIR 70, 2021.
     """
-    from ..detection._confident import _prune_counts, calibrate_confident_joint
 
     if method not in ("confident_learning", "auto"):
         raise InvalidParameterError(f"--method {method} is not available on a partitioned dataset; use "

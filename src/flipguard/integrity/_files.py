@@ -147,10 +147,11 @@ def write_files_atomically(files: list[tuple[Path, bytes | Path]], *, mode: int 
             if backup is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(backup)
-    _fsync_dir({t.parent for t, _ in files})
+    fsync_dirs({t.parent for t, _ in files})
 
 
-def _fsync_dir(dirs) -> None:
+def fsync_dirs(dirs) -> None:
+    """Make renames in ``dirs`` durable (best effort: a file system that cannot fsync a folder is skipped)."""
     for d in dirs:
         with contextlib.suppress(OSError):
             dfd = os.open(d, os.O_RDONLY)

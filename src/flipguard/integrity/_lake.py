@@ -59,6 +59,7 @@ from ..exceptions import DataError, IntegrityError, InvalidParameterError
 from ._columns import block_rows_for, code_dtype, commit, label_codes, normalize_ids
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import Manifest, SignatureCheck, canonical_json, check_signature, sign_body, strict_json
+from ._verify import SignedFindings
 
 __all__ = ["LakeDiffReport", "LakeSealResult", "LakeVerifyReport", "diff_lake", "is_lake_manifest", "merkle_root",
            "seal_lake", "verify_lake"]
@@ -257,7 +258,7 @@ class LakeSealResult:
 
 
 @dataclass(frozen=True)
-class LakeVerifyReport:
+class LakeVerifyReport(SignedFindings):
     """Outcome of :func:`verify_lake`.
 
     Attributes
@@ -283,15 +284,6 @@ class LakeVerifyReport:
     columns: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
     engine: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.signature.valid and not self.findings
-
-    def check(self) -> LakeVerifyReport:
-        if not self.ok:
-            raise IntegrityError(f"{self.source}: " + "; ".join(self.findings))
-        return self
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "source": self.source, "manifest": self.manifest,

@@ -60,7 +60,7 @@ from .._io import atomic_write_bytes
 from ..exceptions import DataError, IntegrityError, InvalidParameterError
 from ._compare import Side, compare
 from ._diff import diff_tables
-from ._files import read_bytes, refuse_symlink
+from ._files import fsync_dirs, read_bytes, refuse_symlink
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import (
     Manifest,
@@ -807,7 +807,7 @@ def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey, before_write)
                 view = view[os.write(fd, view):]
             os.fsync(fd)
             if size == 0:
-                _fsync_dir(path.parent)
+                fsync_dirs([path.parent])
             ok = True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -818,10 +818,3 @@ def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey, before_write)
                 if os.path.getsize(path) == 0:
                     os.unlink(path)
     return seq, hashlib.sha256(line).hexdigest(), doc
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)

@@ -43,8 +43,23 @@ from ._source import check_columns, default_name, describe, read_columns
 __all__ = ["VerifyReport", "open_snapshot", "verify", "verify_table"]
 
 
+class SignedFindings:
+    """``ok`` and ``check()`` for a report with a ``signature`` check and a list of ``findings``."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the signature is valid and no sealed row or value differs."""
+        return self.signature.valid and not self.findings
+
+    def check(self):
+        """Return ``self`` when :attr:`ok`, else raise :class:`IntegrityError` listing the findings."""
+        if not self.ok:
+            raise IntegrityError(f"{self.source}: " + "; ".join(self.findings))
+        return self
+
+
 @dataclass(frozen=True)
-class VerifyReport:
+class VerifyReport(SignedFindings):
     """Outcome of :func:`verify_table` / :func:`verify`.
 
     Attributes
@@ -76,17 +91,6 @@ class VerifyReport:
     findings: list = field(default_factory=list)
     label_type: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the signature is valid and no sealed row or value differs."""
-        return self.signature.valid and not self.findings
-
-    def check(self) -> VerifyReport:
-        """Return ``self`` when :attr:`ok`, else raise :class:`IntegrityError` listing the findings."""
-        if not self.ok:
-            raise IntegrityError(f"{self.source}: " + "; ".join(self.findings))
-        return self
 
     def to_dict(self) -> dict:
         out = {"ok": self.ok, "source": self.source, "manifest": self.manifest,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -88,20 +89,37 @@ def monitor_cmd(
             _print_line(v)
 
     params = {"expected_run_length": expected_run_length, "min_flip_rate": min_flip_rate}
+    # With --follow, Ctrl-C / SIGTERM only set a flag: the run stops at the next safe point (between
+    # batches, or by abandoning a read pyarrow cancels), never inside model code that may hold worker
+    # threads, so the process always exits promptly and the state stays exactly-once.
+    stop = threading.Event()
+    previous = {}
+    if follow:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     try:
-        while True:
-            mon, _ = watch_once(src, state, label=label, reference=reference, id=id, monitor_params=params,
-                                on_verdict=emit)
+        while not stop.is_set():
+            try:
+                mon, _ = watch_once(src, state, label=label, reference=reference, id=id, monitor_params=params,
+                                    on_verdict=emit)
+            except Exception as exc:
+                if stop.is_set() and type(exc).__name__ == "ArrowCancelled":
+                    break  # a read cancelled by the signal: that batch was not counted and runs next time
+                raise
             if metrics is not None:
                 write_metrics(metrics, mon, source=src.description)
             if report is not None:
                 _write_report(report, mon, src.description)
             if not follow:
                 break
-            time.sleep(interval)
+            stop.wait(interval)
     except KeyboardInterrupt:
-        if not json_out:
-            console.print("Interrupted; the state is saved up to the last completed batch.")
+        stop.set()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop.is_set() and not json_out:
+        console.print("Interrupted; the state is saved up to the last completed batch.")
     raise typer.Exit(1 if alarmed else 0)
 
 

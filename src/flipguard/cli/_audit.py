@@ -115,14 +115,6 @@ def audit_cmd(
                             top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
                             ray_address=ray_address)
     _scale.note_single(engine, ray_address)
-    from . import _scale
-
-    if _scale.is_partitioned_source(data, table):  # a folder or prefix: confident learning per partition
-        return _scale.audit(data, label=label, id=id, model="logreg" if model == "auto" else model,
-                            method=method, cv=cv, seed=seed, out=out,
-                            top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
-                            ray_address=ray_address)
-    _scale.note_single(engine, ray_address)
 
     from ..detection import audit_dataset, detector_names, load_trusted
     from ..detection._io import audit_sources, load_audit_data, read_features, read_pred_probs

@@ -91,6 +91,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
+def finish_report(report, json_out: bool, render, *, ok: bool | None = None) -> None:
+    """Print ``report`` as JSON or with ``render(report)``, then exit 1 unless it passed (``ok``, default ``report.ok``)."""
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        render(report)
+    if not (report.ok if ok is None else ok):
+        raise typer.Exit(1)
+
+
 def split_list(text: str | None, what: str) -> list[str]:
     items = [t.strip() for t in (text or "").split(",") if t.strip()]
     if not items:

@@ -19,6 +19,7 @@ from ._common import (
     RayAddressOpt,
     TableOpt,
     console,
+    finish_report,
     print_json,
     split_list,
 )
@@ -181,12 +182,7 @@ def verify_cmd(
                              ray_address=ray_address, limit=limit, json_out=json_out)
     _scale.note_single(engine, ray_address)
     report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger)
-    if json_out:
-        print_json(report.to_dict())
-    else:
-        render_verify(report, limit=limit)
-    if not report.ok:
-        raise typer.Exit(1)
+    finish_report(report, json_out, lambda r: render_verify(r, limit=limit))
 
 
 def render_verify(report, *, limit: int = 50) -> None:

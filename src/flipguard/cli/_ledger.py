@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ._app import app
-from ._common import JsonOpt, LabelOpt, TableOpt, console, print_json
+from ._common import JsonOpt, LabelOpt, TableOpt, console, finish_report, print_json
 from ._integrity import IdReq, KeyOpt, LimitOpt, _txt, say
 
 ledger_app = typer.Typer(
@@ -134,12 +134,7 @@ def show_cmd(
     from ..integrity import show_ledger
 
     report = show_ledger(ledger, pubkey)
-    if json_out:
-        print_json(report.to_dict())
-    else:
-        _render_show(report, limit)
-    if not report.ok:
-        raise typer.Exit(1)
+    finish_report(report, json_out, lambda r: _render_show(r, limit))
 
 
 def _render_show(report, limit: int) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ._app import app
-from ._common import JsonOpt, console, print_json
+from ._common import JsonOpt, console, finish_report, print_json
 
 pg_app = typer.Typer(
     help="Protect PostgreSQL label columns: audit trigger, hash-chained trail, verify against a seal.",
@@ -200,12 +200,7 @@ def verify_cmd(
     report = verify_postgres(dsn, table, manifest=manifest, public_key=pubkey, anchor=anchor, secret=secret,
                              checkpoints=checkpoint, schema=audit_schema, name=name)
     passed = report.ok_if_recorded if allow_recorded else report.ok
-    if json_out:
-        print_json(report.to_dict())
-    else:
-        _render_verify(report, passed)
-    if not passed:
-        raise typer.Exit(1)
+    finish_report(report, json_out, lambda r: _render_verify(r, passed), ok=passed)
 
 
 def _render_verify(r, passed: bool) -> None:

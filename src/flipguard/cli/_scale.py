@@ -13,7 +13,7 @@ import os
 import typer
 from rich.table import Table
 
-from ._common import console, err_console, print_json
+from ._common import console, err_console, finish_report, print_json
 
 
 def is_partitioned_source(data: str, table: str | None = None) -> bool:
@@ -67,12 +67,7 @@ def verify(data, *, manifest, pubkey, secret, name, engine, ray_address, limit, 
     from ..integrity._lake import verify_lake
 
     rep = verify_lake(data, manifest, pubkey, secret=secret, name=name, engine=engine, ray_address=ray_address)
-    if json_out:
-        print_json(rep.to_dict())
-    else:
-        render_lake_verify(rep, limit)
-    if not rep.ok:
-        raise typer.Exit(1)
+    finish_report(rep, json_out, lambda r: render_lake_verify(r, limit))
 
 
 def render_lake_verify(rep, limit: int) -> None:

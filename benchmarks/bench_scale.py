@@ -10,6 +10,8 @@ Each step then runs in a **fresh subprocess**:
 * ``seal`` / ``verify``  :func:`flipguard.integrity.seal_lake` / ``verify_lake`` (intact data: no snapshot read)
 * ``audit``        :func:`flipguard.detection.audit_partitioned` (confident learning, logreg, 5 folds,
   fold models fitted on a ``--max-train-rows`` sample, default 1M)
+* ``audit_inc``    the same with ``training="incremental"``: each fold model learns from every row by
+  ``partial_fit`` streamed over the partitions (one epoch), so no task holds more than one partition
 
 with ``--engine local`` and with Ray at 1 and 2 workers (a fresh local Ray
 instance with that many CPUs; its start-up time is reported apart).  Each
@@ -23,6 +25,7 @@ Usage::
     python benchmarks/bench_scale.py                    # 10M rows, 40 files
     python benchmarks/bench_scale.py --rows 1000000 --quick
     python benchmarks/bench_scale.py --rows 40000000 --steps seal,verify,audit --engines local,ray2
+    python benchmarks/bench_scale.py --rows 10000000 --steps audit_inc --dir /tmp/lake10m
 """
 
 from __future__ import annotations
@@ -133,12 +136,14 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
         rep = verify_lake(root, Path(work) / "lake.json", key_path.with_suffix(".pub"), engine=eng)
         assert rep.ok, rep.findings
         out["snapshots_read"] = len(rep.partitions["snapshots_read"])
-    elif step == "audit":
+    elif step in ("audit", "audit_inc"):
         from flipguard.detection import audit_partitioned
 
-        res = audit_partitioned(root, label="label", id="id", engine=eng, out=Path(work) / f"audit-{engine}",
-                                random_state=0, max_train_rows=int(max_train_rows))
-        out.update(flagged=res.n_flagged, estimated_flips=res.estimated_flips, train_rows=res.train_rows)
+        res = audit_partitioned(root, label="label", id="id", engine=eng, out=Path(work) / f"{step}-{engine}",
+                                random_state=0, max_train_rows=int(max_train_rows),
+                                training="incremental" if step == "audit_inc" else "sample")
+        out.update(flagged=res.n_flagged, estimated_flips=res.estimated_flips, train_rows=res.train_rows,
+                   training=res.training)
     wall = time.perf_counter() - t0
     out.update(step=step, engine=engine, seconds=round(wall, 3), cpu_seconds=round(time.process_time() - c0, 3),
                driver_peak_mib=round(_peak_kib() / 1024, 1), ray_start_seconds=round(ray_start, 2))
@@ -193,6 +198,7 @@ def main() -> None:
     results = []
     for step in args.steps.split(","):
         for engine in (["local"] if step.startswith("floor") else args.engines.split(",")):
+            load_before = os.getloadavg()[0]
             proc = subprocess.run([sys.executable, __file__, "--_step", step, engine, str(root), str(work),
                                    str(args.max_train_rows)],
                                   capture_output=True, text=True)
@@ -200,12 +206,12 @@ def main() -> None:
                 print(f"{step} {engine}: FAILED\n{proc.stderr[-2000:]}")
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            r.update(rows_total=args.rows, files=args.files, load=os.getloadavg()[0])
+            r.update(rows_total=args.rows, files=args.files, load_before=load_before, load=os.getloadavg()[0])
             results.append(r)
             print(f"{step:10s} {engine:6s} {r['seconds']:8.2f} s  cpu {r['cpu_seconds']:7.2f} s  "
                   f"peak/worker {r['worker_peak_mib']:7.1f} MiB  driver {r['driver_peak_mib']:7.1f} MiB"
                   + (f"  ray start {r['ray_start_seconds']:.1f} s" if engine != "local" else "")
-                  + f"  load {r['load']:.1f}", flush=True)
+                  + f"  load {r['load_before']:.1f} -> {r['load']:.1f}", flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
                     fh.write(json.dumps(r) + "\n")
@@ -215,7 +221,7 @@ def main() -> None:
         for eng in args.engines.split(","):
             if floor and (step, eng) in by:
                 print(f"{step} {eng} / read floor: {by[(step, eng)]['seconds'] / floor['seconds']:.2f}x")
-    for step in ("seal", "verify", "audit"):
+    for step in ("seal", "verify", "audit", "audit_inc"):
         if (step, "local") in by and (step, "ray1") in by:
             print(f"{step}: Ray 1 worker / local = {by[(step, 'ray1')]['seconds'] / by[(step, 'local')]['seconds']:.2f}x")
         if (step, "ray1") in by and (step, "ray2") in by:

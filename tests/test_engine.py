@@ -223,6 +223,53 @@ def test_partitioned_confident_learning_equals_the_single_array_computation(tmp_
     assert not np.array_equal(folds, read_audit(tmp_path / "out2").column("fold").to_numpy())
 
 
+def test_incremental_training_learns_from_every_row_one_partition_at_a_time(tmp_path, monkeypatch):
+    """partial_fit streamed over partitions: every row learnt from, flips found as well as by the batch fit."""
+    from flipguard.detection import _partitioned
+
+    root, flipped = noisy_lake(tmp_path / "lake")
+    res = audit_partitioned(root, label="y", id="rid", out=tmp_path / "inc", random_state=3,
+                            training="incremental", epochs=30)
+    assert res.training == "incremental" and res.exact_training and res.train_rows == 2400
+    assert res.model.startswith("logreg (softmax MLPClassifier")
+    flags = read_audit(tmp_path / "inc").column("flagged").to_numpy(zero_copy_only=False)
+    truth = np.concatenate([flipped[f"p{i}.parquet"] for i in range(3)])
+    assert flags.sum() > 150 and truth[flags].mean() > 0.9 and flags[truth].mean() > 0.75
+    # auto samples while the sample is small; streams when the sample's features would exceed the limit
+    small = audit_partitioned(root, label="y", out=tmp_path / "a1", random_state=3, max_train_rows=900)
+    assert small.training == "sample" and not small.exact_training and small.train_rows <= 900
+    monkeypatch.setattr(_partitioned, "_SAMPLE_BYTES_LIMIT", 900 * 4 * 8 - 1)
+    big = audit_partitioned(root, label="y", id="rid", out=tmp_path / "a2", random_state=3, max_train_rows=900,
+                            epochs=30)
+    assert big.training == "incremental" and big.joint == res.joint and big.n_flagged == res.n_flagged
+    # every row fits the sample: one batch fit on all rows, whatever the limit
+    assert audit_partitioned(root, label="y", out=tmp_path / "a3", random_state=3).training == "sample"
+
+
+def test_incremental_training_needs_a_partial_fit_model_and_is_refused_on_a_single_file(tmp_path, cli):
+    root, _ = noisy_lake(tmp_path / "lake", parts=2, rows=300)
+    with pytest.raises(InvalidParameterError, match=r"needs a model that learns with partial_fit.*got rf$"):
+        audit_partitioned(root, label="y", model="rf", training="incremental", out=tmp_path / "x")
+    with pytest.raises(InvalidParameterError, match="--training must be one of auto, sample, incremental"):
+        audit_partitioned(root, label="y", training="stream", out=tmp_path / "x")
+    assert sorted(os.listdir(tmp_path)) == ["lake"]
+    from sklearn.linear_model import SGDClassifier
+
+    res = audit_partitioned(root, label="y", model=SGDClassifier(loss="log_loss"), training="incremental",
+                            epochs=3, out=tmp_path / "sgd")
+    assert res.training == "incremental" and res.model == "SGDClassifier"
+    r = cli("audit", root, "--label", "y", "--method", "confident_learning", "--training", "incremental", "--json",
+            "--out", tmp_path / "cli")
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout)["training"] == "incremental"
+    r = cli("audit", os.path.join(root, "p0.parquet"), "--label", "y", "--training", "incremental")
+    assert r.exit_code == 2 and r.stderr.strip() == (
+        "Error: --training and --max-train-rows apply to partitioned datasets (a folder or prefix of files); "
+        "a single file is audited on all its rows")
+
+
 def test_partitioned_audit_cli_local(tmp_path, cli):
     root, _ = noisy_lake(tmp_path / "lake", parts=2, rows=400)
     r = cli("audit", root, "--label", "y", "--id", "rid", "--method", "confident_learning", "--json",

@@ -95,6 +95,19 @@ def test_ray_audit_gives_exactly_the_local_engines_flags(ray_session, tmp_path, 
     assert doc["engine"]["engine"] == "ray" and doc["joint"] == local.joint and doc["n_flagged"] == local.n_flagged
 
 
+def test_incremental_training_on_ray_gives_exactly_the_local_engines_result(ray_session, tmp_path, cli):
+    """Fold models learnt by partial_fit over the partitions (one task per fold): identical on both engines."""
+    root, _ = noisy_lake(tmp_path / "lake", parts=3, rows=600)
+    kw = dict(label="y", id="rid", random_state=7, training="incremental", epochs=2)
+    local = audit_partitioned(root, out=tmp_path / "local", **kw)
+    remote = audit_partitioned(root, out=tmp_path / "ray", engine="ray", **kw)
+    assert remote.engine["engine"] == "ray" and remote.training == local.training == "incremental"
+    assert pq.read_table(tmp_path / "local").equals(pq.read_table(tmp_path / "ray"))
+    for k in ("n_flagged", "estimated_flips", "thresholds", "joint", "partitions", "top", "train_rows"):
+        assert getattr(local, k) == getattr(remote, k), k
+    assert local.n_flagged > 0
+
+
 def test_a_killed_worker_is_retried_by_ray_with_an_identical_result(ray_session, tmp_path):
     from flipguard.engine._ray import RayEngine
     from flipguard.integrity._lake import _seal_task

@@ -74,6 +74,13 @@ def audit_cmd(
     table: TableOpt = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
+    training: Annotated[str, typer.Option(
+        "--training", help="Partitioned datasets: how fold models learn from more rows than --max-train-rows: "
+                           "sample (fit on a seeded sample), incremental (partial_fit streamed over every "
+                           "partition) or auto (incremental only when the sample's features would exceed "
+                           "1 GiB).")] = "auto",
+    max_train_rows: Annotated[int, typer.Option(
+        "--max-train-rows", help="Partitioned datasets: rows of the training sample.")] = 1_000_000,
     json_out: JsonOpt = False,
 ) -> None:
     """Find labels that look flipped: a score per row, how many, which class pairs.
@@ -113,8 +120,11 @@ def audit_cmd(
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: confident learning per partition
         return _scale.audit(data, label=label, id=id, model=model, method=method, cv=cv, seed=seed, out=out,
                             top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
-                            ray_address=ray_address)
+                            ray_address=ray_address, training=training, max_train_rows=max_train_rows)
     _scale.note_single(engine, ray_address)
+    if training != "auto" or max_train_rows != 1_000_000:
+        raise InvalidParameterError("--training and --max-train-rows apply to partitioned datasets (a folder or "
+                                    "prefix of files); a single file is audited on all its rows")
 
     from ..detection import audit_dataset, detector_names, load_trusted
     from ..detection._io import audit_sources, load_audit_data, read_features, read_pred_probs

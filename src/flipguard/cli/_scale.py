@@ -136,21 +136,26 @@ def diff(old, new, *, label, id, engine, ray_address, limit, json_out) -> None:
 
 
 def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, json_out, engine,
-          ray_address) -> None:
+          ray_address, training="auto", max_train_rows=1_000_000) -> None:
     from ..detection import audit_partitioned
 
     if model == "auto":  # the single-process model search needs every row in one process
         model = "logreg"
     res = audit_partitioned(data, label=label, id=id, model=model, method=method, cv=cv, random_state=seed,
-                            out=out, top=top, engine=engine, ray_address=ray_address)
+                            out=out, top=top, engine=engine, ray_address=ray_address, training=training,
+                            max_train_rows=max_train_rows)
     if json_out:
         print_json(res.to_dict())
     else:
         _say(f"[bold]{res.n_flagged}[/] of {res.n_samples} labels flagged in {len(res.partitions)} partitions; "
              f"estimated flips [bold]{res.estimated_flips}[/] ({res.estimated_flip_rate:.1%}) by method "
              f"{res.method} ({_engine_text(res.engine)})")
-        _say(f"fold models: {model}, {cv} folds, fitted on {res.train_rows} rows"
-             + ("" if res.exact_training else " (a seeded sample; every row is still judged out-of-fold)"))
+        if res.training == "incremental":
+            _say(f"fold models: {res.model}, {cv} folds, learnt incrementally from all {res.train_rows} rows "
+                 "(one partition at a time)")
+        else:
+            _say(f"fold models: {model}, {cv} folds, fitted on {res.train_rows} rows"
+                 + ("" if res.exact_training else " (a seeded sample; every row is still judged out-of-fold)"))
         if res.transitions:
             t = Table("true (suggested)", "observed", "rows", title="Estimated flips by class pair")
             for tr in res.transitions[:20]:

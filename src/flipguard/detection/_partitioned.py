@@ -9,9 +9,23 @@ partition, so a worker needs memory for its largest partition, not the data):
    depend on the engine, the worker or the other partitions.  A seeded sample
    of at most ``max_train_rows`` rows (all rows when the data is smaller) is
    collected.
-3. **fit**: one task per fold fits the model on the sampled rows of the other
-   folds.  A row is only ever predicted by the model of its own fold, which
-   never saw it: probabilities stay out-of-fold with or without sampling.
+3. **fit**: one task per fold fits the model on the rows of the other folds,
+   in one of two ways (``training=``):
+
+   * ``"sample"``: a batch fit on the seeded sample of pass 2 (every row when
+     the data has at most ``max_train_rows``);
+   * ``"incremental"``: pass 2 is skipped; the fold's task streams the
+     partitions itself, one at a time, first into a ``StandardScaler``
+     (``partial_fit``) and then, for ``epochs`` sweeps in a seeded order, into
+     an estimator's ``partial_fit`` (``logreg`` becomes a softmax
+     ``MLPClassifier`` without hidden layer: the same multinomial logistic
+     model and loss, learnt by stochastic gradient descent [2]_ with Adam
+     [3]_).  Every row of the other folds is learnt from while the task holds
+     one partition, so memory per worker is bounded by the largest partition,
+     not the data or a sample.
+
+   A row is only ever predicted by the model of its own fold, which never saw
+   it: probabilities stay out-of-fold in both ways.
 4. **thresholds**: per partition, the sum and count of ``p[y = k, k]`` per
    class; merged in partition order into ``t_k = sum / count``.
 5. **joint**: per partition, the confident joint counts (integers, merged by
@@ -35,6 +49,9 @@ References
 ----------
 .. [1] C. Northcutt, L. Jiang, I. Chuang. "Confident Learning: Estimating
    Uncertainty in Dataset Labels". JAIR 70, 1373-1411, 2021.
+.. [2] L. Bottou. "Large-Scale Machine Learning with Stochastic Gradient
+   Descent". COMPSTAT 2010, 177-186.
+.. [3] D. Kingma, J. Ba. "Adam: A Method for Stochastic Optimization". ICLR 2015.
 """
 
 from __future__ import annotations
@@ -163,6 +180,75 @@ def _fit_task(fold: int, shared: dict):
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(shared["X"][train], shared["y"][train])
     return est
+
+
+#: ``training="auto"`` streams (incremental) instead of sampling when the sample's feature matrix
+#: (``max_train_rows`` x features x 8 bytes) would exceed this: it must fit in one worker.
+_SAMPLE_BYTES_LIMIT = 1 << 30
+
+TRAINING_MODES = ("auto", "sample", "incremental")
+
+
+def incremental_model(model, random_state):
+    """``(estimator with partial_fit, scale)`` for incremental training, or an error naming what works.
+
+    ``"logreg"`` is learnt as ``MLPClassifier(hidden_layer_sizes=())`` on standardised features: no
+    hidden layer, so the same multinomial logistic model and log-loss, fitted by Adam in mini-batches [3]_.
+    (``SGDClassifier(loss="log_loss")`` is one-vs-rest: it cannot represent a class lying between two
+    others, e.g. the middle of ordered classes, so its probabilities are worse there.)  A classifier
+    with ``partial_fit`` is used as given (cloned, seeded, no scaling added).
+    """
+    from ..models import make_model
+
+    if isinstance(model, str) and model == "logreg":
+        from sklearn.neural_network import MLPClassifier
+
+        # no hidden layer: multinomial logistic regression (softmax), learnt by Adam in mini-batches
+        return MLPClassifier(hidden_layer_sizes=(), learning_rate_init=0.01, random_state=random_state), True
+    if isinstance(model, str) or not hasattr(model, "partial_fit"):
+        name = model if isinstance(model, str) else type(model).__name__
+        raise InvalidParameterError(f"--training incremental needs a model that learns with partial_fit: logreg "
+                                    f"(learnt as a softmax MLPClassifier without hidden layer) or a scikit-learn "
+                                    f"classifier with partial_fit (SGDClassifier, MultinomialNB, ...); got {name}")
+    return make_model(model, random_state=random_state), False
+
+
+def _fit_incremental_task(fold: int, shared: dict):
+    """Fit fold ``fold``'s model by streaming every partition through ``partial_fit``, one at a time."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from ..models import single_threaded
+
+    seed = shared["model_seeds"][fold]
+    est, scale = incremental_model(shared["model"], seed)
+    parts = shared["partitions"]
+    classes = np.arange(len(shared["classes"]))
+
+    def training_rows(part):
+        X, y, _ = _read(part, shared)
+        keep = _folds(part, len(y), shared)[0] != fold
+        return X[keep], y[keep]
+
+    with warnings.catch_warnings(), single_threaded():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scaler = None
+        if scale:
+            scaler = StandardScaler()
+            for part in parts:
+                X, _ = training_rows(part)
+                if len(X):
+                    scaler.partial_fit(X)
+        order_rng = np.random.default_rng(seed)
+        for _ in range(shared["epochs"]):
+            for i in order_rng.permutation(len(parts)):  # a seeded partition order per sweep
+                X, y = training_rows(parts[i])
+                if len(y):
+                    est.partial_fit(scaler.transform(X) if scaler is not None else X, y, classes=classes)
+    return make_pipeline(scaler, est) if scaler is not None else est
 
 
 def _oof(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Table]:
@@ -303,7 +389,13 @@ class PartitionedAudit:
     partitions : list of dict
         ``name``, ``rows``, ``flagged`` per partition.
     train_rows : int
-        Rows the fold models were fitted on (all rows when ``exact_training``).
+        Rows the fold models learnt from (all rows when ``exact_training``; each fold
+        model learns from the rows of the other folds).
+    training : str
+        ``"sample"`` (batch fit on a sample, or on all rows when they fit) or
+        ``"incremental"`` (``partial_fit`` streamed over every partition).
+    exact_training : bool
+        Every row was learnt from (not a sample).
     out : str
         Folder of per-row results (one Parquet file per partition, same names).
     """
@@ -324,6 +416,7 @@ class PartitionedAudit:
     train_rows: int
     exact_training: bool
     out: str | None
+    training: str = "sample"
     top: list = field(default_factory=list)
     engine: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
@@ -355,8 +448,9 @@ def default_audit_out(source: str) -> Path:
 
 def audit_partitioned(source, *, label: str, id: str | None = None, features: list[str] | None = None,  # noqa: A002
                       model="logreg", cv: int = 5, random_state: int = 0, method: str = "confident_learning",
-                      max_train_rows: int = 1_000_000, frac_noise: float = 1.0, min_examples_per_class: int = 1,
-                      out=None, top: int = 20, engine="local", ray_address: str | None = None) -> PartitionedAudit:
+                      max_train_rows: int = 1_000_000, training: str = "auto", epochs: int = 1,
+                      frac_noise: float = 1.0, min_examples_per_class: int = 1, out=None, top: int = 20,
+                      engine="local", ray_address: str | None = None) -> PartitionedAudit:
     """Audit the labels of a partitioned dataset with confident learning, on any engine.
 
     Parameters
@@ -378,8 +472,22 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
         ``auto`` runs confident learning here: the kNN and ensemble stages of the
         single-process ``auto`` need all rows in one process (documented in docs/scale.md).
     max_train_rows : int, default=1_000_000
-        Rows sampled (seeded, proportionally per partition) to fit the fold models.
-        When the data has at most this many rows every row is used.
+        Rows sampled (seeded, proportionally per partition) to fit the fold models
+        with ``training="sample"``.  When the data has at most this many rows every row is used.
+    training : {"auto", "sample", "incremental"}, default="auto"
+        How the fold models learn when the data is larger than one worker.
+        ``"sample"``: a batch fit on a ``max_train_rows`` sample (held in one
+        task).  ``"incremental"``: each fold's task streams every partition
+        through ``partial_fit`` (``logreg`` is learnt as a softmax ``MLPClassifier``
+        without hidden layer; or pass a classifier with ``partial_fit``),
+        holding one partition at a time.  ``"auto"``: all rows
+        in one batch fit when there are at most ``max_train_rows``; otherwise
+        ``"incremental"`` when the model can learn incrementally and the sample's
+        feature matrix (``max_train_rows`` x features x 8 bytes) would exceed
+        1 GiB, else ``"sample"``.
+    epochs : int, default=1
+        Sweeps over the partitions with ``training="incremental"`` (a seeded
+        partition order per sweep).
     frac_noise, min_examples_per_class
         As in :class:`flipguard.detection.ConfidentLearning`.
     out : path, optional
@@ -407,6 +515,12 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
         raise InvalidParameterError(f"--cv must be an integer >= 2; got {cv!r}")
     if not (isinstance(max_train_rows, int) and max_train_rows >= 2):
         raise InvalidParameterError(f"--max-train-rows must be an integer >= 2; got {max_train_rows!r}")
+    if training not in TRAINING_MODES:
+        raise InvalidParameterError(f"--training must be one of {', '.join(TRAINING_MODES)}; got {training!r}")
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise InvalidParameterError(f"epochs must be an integer >= 1; got {epochs!r}")
+    if training == "incremental":
+        incremental_model(model, None)  # refuse a model without partial_fit before reading anything
     if not 0 < frac_noise <= 1:
         raise InvalidParameterError(f"frac_noise must be in (0, 1]; got {frac_noise!r}")
     if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
@@ -445,19 +559,36 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
             raise DataError(f"{ds.root}: the label column '{label}' has {len(classes)} class(es); an audit needs two")
         N = sum(s["rows"] for s in scans)
         shared["classes"] = classes
-        exact = N <= max_train_rows
-        shared["quota"] = {s["name"]: s["rows"] if exact else int(s["rows"] * max_train_rows // N) for s in scans}
-        samples = eng.map(_sample_task, ds.partitions, shared=shared, desc="sampling training rows")
-        fit_data = {"X": np.concatenate([s["X"] for s in samples]), "y": np.concatenate([s["y"] for s in samples]),
-                    "fold": np.concatenate([s["fold"] for s in samples]), "model": model,
-                    "model_seeds": np.random.default_rng(random_state).integers(0, 2**31 - 1, cv).tolist()}
-        del samples
-        missing = [f for f in range(cv) if len(np.unique(fit_data["y"][fit_data["fold"] != f])) < 2]
-        if missing:
-            raise DataError(f"{ds.root}: too few rows to fit {cv} fold models (fold(s) {missing} see one class)")
-        shared["models"] = eng.map(_fit_task, list(range(cv)), shared=fit_data, desc="fitting fold models")
-        train_rows = len(fit_data["y"])
-        del fit_data
+        mode = training
+        if mode == "auto":
+            can_stream = (isinstance(model, str) and model == "logreg") or \
+                (not isinstance(model, str) and hasattr(model, "partial_fit"))
+            big = max_train_rows * len(shared["features"]) * 8 > _SAMPLE_BYTES_LIMIT
+            mode = "incremental" if N > max_train_rows and can_stream and big else "sample"
+        model_seeds = np.random.default_rng(random_state).integers(0, 2**31 - 1, cv).tolist()
+        if mode == "incremental":
+            exact = True
+            inc = {**shared, "partitions": list(ds.partitions), "model": model, "model_seeds": model_seeds,
+                   "epochs": epochs}
+            shared["models"] = eng.map(_fit_incremental_task, list(range(cv)), shared=inc,
+                                       desc="fitting fold models (partial_fit over partitions)")
+            train_rows = N
+        else:
+            exact = N <= max_train_rows
+            shared["quota"] = {s["name"]: s["rows"] if exact else int(s["rows"] * max_train_rows // N)
+                               for s in scans}
+            samples = eng.map(_sample_task, ds.partitions, shared=shared, desc="sampling training rows")
+            fit_data = {"X": np.concatenate([s["X"] for s in samples]),
+                        "y": np.concatenate([s["y"] for s in samples]),
+                        "fold": np.concatenate([s["fold"] for s in samples]), "model": model,
+                        "model_seeds": model_seeds}
+            del samples
+            missing = [f for f in range(cv) if len(np.unique(fit_data["y"][fit_data["fold"] != f])) < 2]
+            if missing:
+                raise DataError(f"{ds.root}: too few rows to fit {cv} fold models (fold(s) {missing} see one class)")
+            shared["models"] = eng.map(_fit_task, list(range(cv)), shared=fit_data, desc="fitting fold models")
+            train_rows = len(fit_data["y"])
+            del fit_data
         parts = list(ds.partitions)
         K = len(classes)
         stats = eng.map(_threshold_task, parts, shared=shared, desc="thresholds")
@@ -510,17 +641,20 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
         shared["staging"] = str(staging)
         written = eng.map(_write_task, parts, shared=shared, desc="writing per-row results")
         transitions = _transition_list(joint, classes)
+        model_text = model if isinstance(model, str) else type(model).__name__
+        if mode == "incremental" and model == "logreg":
+            model_text = "logreg (softmax MLPClassifier without hidden layer, partial_fit)"
         tops = sorted((t for w in written for t in w["top"]), key=lambda t: -t["score"])[:top]
         for t in tops:
             t["label"], t["suggested"] = classes[t["label"]], classes[t["suggested"]]
         result = PartitionedAudit(
             source=os.fspath(ds.root), method="confident_learning" if method == "confident_learning"
-            else "confident_learning (auto on a partitioned dataset)", model=str(model), cv=cv,
+            else "confident_learning (auto on a partitioned dataset)", model=model_text, cv=cv,
             random_state=random_state, n_samples=int(N), n_flagged=int(sum(w["flagged"] for w in written)),
             estimated_flips=int(joint.sum() - np.trace(joint)), classes=classes, thresholds=thresholds.tolist(),
             joint=joint.tolist(), transitions=transitions,
             partitions=[{"name": w["name"], "rows": w["rows"], "flagged": w["flagged"]} for w in written],
-            train_rows=int(train_rows), exact_training=exact, out=str(out_path), top=tops,
+            train_rows=int(train_rows), exact_training=exact, out=str(out_path), training=mode, top=tops,
             engine=eng.describe(), warnings=warnings_)
         (staging / "_audit.json").write_text(result.to_json() + "\n")
         _replace_dir(staging, out_path)

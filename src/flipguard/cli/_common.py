@@ -52,8 +52,9 @@ EngineOpt = Annotated[str, typer.Option(
     "--engine", help="Where partitioned datasets (a folder or prefix of files) are processed: local (this "
                      "process) or ray (pip install 'flipguard[ray]').")]
 RayAddressOpt = Annotated[str | None, typer.Option(
-    "--ray-address", help="With --engine ray: 'auto' or ray://host:10001 to join a cluster "
-                          "(default: start a local Ray instance sized to this machine).", show_default=False)]
+    "--ray-address", help="With --engine ray: HOST:6379 (the head's address, as 'ray start --head' prints it), "
+                          "'auto' or ray://host:10001 to join a cluster (default: start a local Ray instance "
+                          "sized to this machine).", show_default=False)]
 TextOpt = Annotated[list[str] | None, typer.Option(
     "--text", help="Free-text column turned into TF-IDF features (repeat for several columns).",
     show_default=False)]

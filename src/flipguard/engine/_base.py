@@ -167,8 +167,9 @@ def get_engine(engine: str | Engine | None = "local", *, ray_address: str | None
     engine : {"local", "ray"} or Engine, default="local"
     ray_address : str, optional
         For ``"ray"``: ``None`` starts a local Ray instance sized to the machine
-        (or uses the one already running in this process); ``"auto"`` joins the
-        cluster this machine belongs to; ``"ray://host:10001"`` connects a client.
+        (or uses the one already running in this process); ``"host:6379"`` (the
+        head's address) or ``"auto"`` joins the cluster as a driver on one of its
+        nodes; ``"ray://host:10001"`` connects a Ray client from outside it.
     workers : int, optional
         Tasks at once (default: the local engine 1, Ray the cluster's CPUs).
     """

@@ -36,7 +36,8 @@ class RayEngine(Engine):
     address : str, optional
         ``None``: use the Ray instance this process already started, else start
         a local one sized to the machine (shut down again by :meth:`close`).
-        ``"auto"``: join the running cluster; ``"ray://host:10001"``: Ray client.
+        ``"host:6379"`` (the head's address) or ``"auto"``: join the running
+        cluster; ``"ray://host:10001"``: Ray client.
     workers : int, optional
         Tasks in flight at once (default: the cluster's CPUs).  Bounds memory:
         each task holds one partition.

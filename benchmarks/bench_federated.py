@@ -10,12 +10,19 @@ partition, malicious, defence) with the final-round source recall, the
 points of it lost against the baseline, attack success, accuracy and
 detection precision / recall, a markdown table (for docs/federated.md),
 and writes figures (source recall per round) and the JSON of every
-simulation into ``--out``.
+simulation into ``--out``.  ``--seeds 0,1,2`` repeats every simulation
+with other seeds (other split, partition, attackers and training order);
+the summary then gives the mean over seeds beside each seed's row.  Each
+row also says which share of the clients' source-class rows the attackers
+held ("src share"): an attack whose attackers hold few source rows cannot
+bite, whatever the defence.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_federated.py --quick       # digits only, 40 %, 10 rounds
-    .venv/bin/python benchmarks/bench_federated.py --out bench-fl  # the full grid (about 30 min on 2 busy cores)
+    .venv/bin/python benchmarks/bench_federated.py --out bench-fl  # the full grid, 20 rounds, seed 0
+    .venv/bin/python benchmarks/bench_federated.py --out bench-fl --seeds 1,2 --defences fedavg,lfighter
+    .venv/bin/python benchmarks/bench_federated.py --out bench-fl --table   # tables of every saved JSON
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 20; 10 with --quick)")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--out", default="bench-federated", help="directory for JSON and figures")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--epochs", type=int, default=5, help="local epochs per round (default 5)")
     parser.add_argument("--only", default=None, help="comma-separated dataset-partition tags to run "
                         "(e.g. wine-iid,digits-dirichlet); default: all")
     parser.add_argument("--defences", default=",".join(DEFENCES), help="comma-separated defences")
@@ -57,8 +65,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if args.table:
-        print_table(summarize(sorted(out.glob("*-*.json"))))
+        rows = summarize(sorted(out.glob("*-s*.json")))
+        print_table(rows)
+        print_bar(rows)
         return
+
+    import matplotlib.pyplot as plt
 
     from flipguard.attacks import TargetedFlip
     from flipguard.federated import simulate
@@ -69,29 +81,35 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
     print(machine())
-    print(f"{args.clients} clients, {rounds} rounds, logreg clients (2 local epochs), defences {args.defences}")
+    seeds = [int(x) for x in args.seeds.split(",")]
+    print(f"{args.clients} clients, {rounds} rounds, logreg clients ({args.epochs} local epochs), "
+          f"defences {args.defences}, seeds {seeds}")
     rows = []
-    for name, X, y, src, tgt in datasets(args.quick):
-        for partition in ("iid", "dirichlet"):
-            if only is not None and f"{name}-{partition}" not in only:
-                continue
-            t0 = time.perf_counter()
-            res = simulate(X, y, attack=TargetedFlip(source=src, target=tgt, rate=1.0), n_clients=args.clients,
-                           malicious=fractions, partition=partition, alpha=0.5, rounds=rounds,
-                           defences=args.defences.split(","), random_state=args.seed, dataset=name)
-            secs = time.perf_counter() - t0
-            tag = f"{name}-{partition}"
-            (out / f"{tag}.json").write_text(res.to_json(indent=1))
-            for frac in fractions:
-                sub = res.subset(frac)
-                fig = federated_figure(sub)
-                fig.suptitle(f"{name}, {partition}, {frac:.0%} malicious")
-                fig.savefig(out / f"{tag}-{int(frac * 100)}.png", dpi=110, facecolor="white")
-            base = res.baseline.final
-            rows += summarize([out / f"{tag}.json"])
-            print(f"{tag}: baseline source recall {base.source_recall:.3f}, accuracy {base.accuracy:.3f}; "
-                  f"{len(res.runs)} runs x {rounds} rounds in {secs:.0f} s", flush=True)
+    for seed in seeds:
+        for name, X, y, src, tgt in datasets(args.quick):
+            for partition in ("iid", "dirichlet"):
+                if only is not None and f"{name}-{partition}" not in only:
+                    continue
+                t0 = time.perf_counter()
+                res = simulate(X, y, attack=TargetedFlip(source=src, target=tgt, rate=1.0),
+                               n_clients=args.clients, malicious=fractions, partition=partition, alpha=0.5,
+                               rounds=rounds, epochs=args.epochs, defences=args.defences.split(","),
+                               random_state=seed, dataset=name)
+                secs = time.perf_counter() - t0
+                tag = f"{name}-{partition}-s{seed}"
+                (out / f"{tag}.json").write_text(res.to_json(indent=1))
+                for frac in fractions:
+                    fig = federated_figure(res.subset(frac))
+                    fig.suptitle(f"{name}, {partition}, {frac:.0%} malicious, seed {seed}")
+                    fig.savefig(out / f"{tag}-{int(frac * 100)}.png", dpi=110, facecolor="white")
+                    plt.close(fig)
+                base = res.baseline.final
+                rows += summarize([out / f"{tag}.json"])
+                print(f"{tag}: baseline source recall {base.source_recall:.3f}, accuracy {base.accuracy:.3f}; "
+                      f"{len(res.runs)} runs x {rounds} rounds in {secs:.0f} s; {machine().rsplit(';', 1)[1]}",
+                      flush=True)
     print_table(rows)
+    print_bar(rows)
     print(f"\nload average at the end: {machine().rsplit('load average', 1)[1]}")
 
 
@@ -101,28 +119,70 @@ def summarize(paths) -> list[dict]:
     for path in paths:
         doc = json.loads(Path(path).read_text())
         s, base = doc["settings"], doc["runs"][0]
+        src_rows = s.get("client_source_rows")
         for r in doc["runs"][1:]:
+            attackers = r["per_round"]["malicious"][-1]
+            share = None if not src_rows else sum(src_rows[a] for a in attackers) / max(1, sum(src_rows))
             rows.append({"dataset": s["dataset"], "partition": s["partition"], "rounds": s["rounds"],
-                         "malicious": r["malicious"], "defence": r["defence"], "accuracy": r["accuracy"],
-                         "source_recall": r["source_recall"], "lost": base["source_recall"] - r["source_recall"],
+                         "seed": s["seed"], "malicious": r["malicious"], "defence": r["defence"],
+                         "accuracy": r["accuracy"], "source_recall": r["source_recall"],
+                         "lost": base["source_recall"] - r["source_recall"],
                          "attack_success_rate": r["attack_success_rate"],
                          "detection_precision": r["detection_precision"], "detection_recall": r["detection_recall"],
-                         "baseline_source_recall": base["source_recall"]})
+                         "baseline_source_recall": base["source_recall"], "attackers_source_share": share})
     return rows
 
 
-def print_table(rows) -> None:
-    def c(x):
-        return "-" if x is None else f"{x:.2f}"
+def _c(x, fmt="{:.2f}"):
+    return "-" if x is None else fmt.format(x)
 
+
+def print_table(rows) -> None:
     print()
-    print("| dataset | partition | rounds | malicious | defence | source recall | lost vs baseline | attack success "
-          "| accuracy | det. precision | det. recall |")
-    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| dataset | partition | seed | rounds | malicious | src share | defence | source recall | lost vs baseline "
+          "| attack success | accuracy | det. precision | det. recall |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['partition']} | {r['rounds']} | {r['malicious']:.0%} | {r['defence']} | "
-              f"{c(r['source_recall'])} | {r['lost'] * 100:+.0f} pts | {c(r['attack_success_rate'])} | "
-              f"{c(r['accuracy'])} | {c(r['detection_precision'])} | {c(r['detection_recall'])} |")
+        print(f"| {r['dataset']} | {r['partition']} | {r['seed']} | {r['rounds']} | {r['malicious']:.0%} | "
+              f"{_c(r['attackers_source_share'])} | {r['defence']} | {_c(r['source_recall'])} | "
+              f"{r['lost'] * 100:+.1f} pts | {_c(r['attack_success_rate'])} | {_c(r['accuracy'])} | "
+              f"{_c(r['detection_precision'])} | {_c(r['detection_recall'])} |")
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def print_bar(rows) -> None:
+    """The issue's bar per (dataset, partition, malicious): FedAvg's loss, LFighter's loss and detection."""
+    from collections import defaultdict
+
+    cells = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        cells[(r["dataset"], r["partition"], r["malicious"])][r["defence"]].append(r)
+    print()
+    print("| dataset | partition | malicious | seeds | baseline | src share | FedAvg lost | LFighter lost "
+          "| LFighter det. precision | LFighter det. recall |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for (ds, part, mal), by in sorted(cells.items()):
+        fa, lf = by.get("fedavg", []), by.get("lfighter", [])
+        if not fa and not lf:
+            continue
+        ref = fa or lf
+        seeds = ",".join(str(r["seed"]) for r in ref)
+
+        def each(runs, key, scale=1.0, fmt="{:.2f}"):
+            vals = [None if r[key] is None else r[key] * scale for r in runs]
+            if not vals:
+                return "-"
+            mean = _mean(vals)
+            return " / ".join(_c(v, fmt) for v in vals) + (f" (mean {_c(mean, fmt)})" if len(vals) > 1 else "")
+
+        print(f"| {ds} | {part} | {mal:.0%} | {seeds} | {each(ref, 'baseline_source_recall')} | "
+              f"{each(ref, 'attackers_source_share')} | {each(fa, 'lost', 100, '{:+.1f}')} | "
+              f"{each(lf, 'lost', 100, '{:+.1f}')} | {each(lf, 'detection_precision')} | "
+              f"{each(lf, 'detection_recall')} |")
 
 
 if __name__ == "__main__":

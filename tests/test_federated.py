@@ -112,7 +112,11 @@ def test_lfighter_finds_the_malicious_clients_on_iid_data(cli_run):
     assert lf["suspects"] == doc["settings"]["malicious_clients"]
     assert lf["detection_precision"] == 1.0 and lf["detection_recall"] == 1.0
     assert all(p == 1.0 for p in lf["per_round"]["detection_precision"][1:])  # attackers start in round 2
-    assert lf["source_recall"] >= records(doc)["baseline"]["source_recall"] - 0.05
+    # it averages exactly the 6 honest clients; after 5 rounds that model may miss up to 2 of the 37 test
+    # rows of class 3 the 10-client baseline gets (the benchmark's 20 rounds and seeds are in the docs)
+    base = records(doc)["baseline"]
+    assert lf["source_recall"] >= base["source_recall"] - 2 / 37 - 1e-9
+    assert lf["attack_success_rate"] <= base["attack_success_rate"] + 2 / 37 + 1e-9
 
 
 def test_attackers_start_at_attack_from(cli_run):
@@ -240,15 +244,70 @@ def test_lfighter_and_tolpegin_flag_the_flipping_clients_from_their_updates():
         assert np.array_equal(flagged, truth), type(strategy).__name__
 
 
-def test_lfighter_never_drops_the_majority_even_when_it_is_the_denser_cluster():
-    """Two classes, iid: honest updates almost identical, the attackers' spread by how much each flipped."""
+def test_lfighter_cluster_score_is_the_papers_share_times_dissimilarity():
+    """Jebreel et al.'s score: |C|/m * (1 - mean_i min_j (cos_ij - [i = j])), as in their aggregation.py."""
+    from flipguard.federated._strategies import _lfighter_score
+
+    same_way = np.array([[1.0, 0.0], [2.0, 0.1], [0.5, 0.05]])  # all cosines > 0: the minimum is the own 0
+    assert _lfighter_score(same_way, 10) == pytest.approx(0.3)
+    opposed = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])  # cos(a, b) = -1, the third at 90 degrees
+    assert _lfighter_score(opposed, 10) == pytest.approx(0.3 * (1 + (1 + 1 + 0) / 3))
+    assert _lfighter_score(np.array([[3.0, 4.0]]), 10) == pytest.approx(0.1)  # a lone client: its share
+
+
+def test_lfighter_keeps_a_dense_honest_majority_on_two_class_data():
+    """Two classes, iid: honest updates almost identical, the attackers' spread by how much each flipped.
+
+    The paper's rule keeps the majority here (it scores exactly its share); the minimum taken over the
+    *other* members only (flipguard's earlier reading) scored the dense majority near 0 and dropped it.
+    """
     rng = np.random.RandomState(1)
     honest = [np.array([[1.0, 0.5, 0.2], [-1.0, -0.5, -0.2]]) + rng.normal(0, 1e-3, (2, 3)) for _ in range(6)]
     bad = [np.array([[-a, 0.5 * b, 0.3], [a, -0.5 * b, -0.3]]) for a, b in ((0.8, 1.0), (1.5, -0.5), (1.1, 2.0),
                                                                                 (2.5, 0.1))]
     ups = [{"W": W, "b": np.zeros(2)} for W in honest + bad]
-    flagged, _ = LFighter(random_state=0)._suspect(1, ups, np.ones(10))
+    strategy = LFighter(random_state=0)
+    flagged, _ = strategy._suspect(1, ups, np.ones(10))
     assert np.array_equal(flagged, [False] * 6 + [True] * 4)
+    kept, dropped = strategy.cluster_scores_[1]
+    assert kept == pytest.approx(0.6) and dropped == pytest.approx(0.4)  # both clusters are one-directional
+
+
+def test_lfighter_keeps_the_more_dissimilar_smaller_cluster_as_the_paper_does():
+    """The paper's rule is not "keep the larger cluster": 4 disagreeing clients outscore 6 aligned ones."""
+    rng = np.random.RandomState(2)
+    aligned = [np.array([[1.0, 1.0], [-1.0, -1.0]]) * 3 + rng.normal(0, 1e-3, (2, 2)) for _ in range(6)]
+    spread = [np.array([[c, s], [-c, -s]]) for c, s in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    ups = [{"W": W, "b": np.zeros(2)} for W in aligned + spread]
+    flagged, _ = LFighter(random_state=0)._suspect(1, ups, np.ones(10))
+    assert np.array_equal(flagged, [True] * 6 + [False] * 4)  # 0.4 * (1 + 1) = 0.8 > 0.6
+
+
+@pytest.mark.parametrize("loader, source, target", [("load_digits", 3, 8), ("load_breast_cancer", 0, 1)])
+def test_lfighter_drops_exactly_the_attackers_with_real_client_updates(loader, source, target):
+    """The paper's claim: with 40 % of iid clients flipping source -> target, the attackers are the cluster dropped.
+
+    Real local updates of flipguard's client model (10 iid clients, 4 flip every source row from the first
+    round on), 5 rounds in which the server averages the clients LFighter keeps; on breast cancer (two output
+    neurons) the whole layer is clustered.  The earlier reading of the score dropped the honest majority in
+    the first breast-cancer round.
+    """
+    import sklearn.datasets
+
+    X, y = getattr(sklearn.datasets, loader)(return_X_y=True)
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    parts = iid_partition(len(y), 10, random_state=0)
+    net = NumpyModel(n_features=X.shape[1], n_classes=len(np.unique(y)))
+    bad = np.zeros(10, dtype=bool)
+    bad[[1, 4, 6, 9]] = True
+    strategy = LFighter(random_state=0)
+    g = net.init(0)
+    for rnd in range(1, 6):
+        locals_ = [net.fit(g, X[p], np.where(bad[i] & (y[p] == source), target, y[p]), random_state=10 * rnd + i)
+                   for i, p in enumerate(parts)]
+        flagged, _ = strategy._suspect(rnd, [{k: m[k] - g[k] for k in g} for m in locals_], np.ones(10))
+        assert np.array_equal(flagged, bad), rnd
+        g = {k: np.mean([m[k] for m, f in zip(locals_, flagged) if not f], axis=0) for k in g}
 
 
 def test_fltrust_gives_zero_trust_to_updates_against_the_root_update():

@@ -54,7 +54,7 @@ def simulate_cmd(
     defence: Annotated[str, typer.Option("--defence", help="Comma-separated: " + ", ".join(DEFENCE_CHOICES)
                                          + ".")] = "fedavg,lfighter",
     model: Annotated[str, typer.Option("--model", "-m", help="Client model: logreg or mlp.")] = "logreg",
-    epochs: Annotated[int, typer.Option("--epochs", help="Local epochs per round.")] = 2,
+    epochs: Annotated[int, typer.Option("--epochs", help="Local epochs per round.")] = 5,
     seed: SeedOpt = 0,
     id: IdOpt = None,  # noqa: A002
     table: TableOpt = None,

@@ -328,7 +328,7 @@ def _detection(suspects, malicious) -> tuple[float | None, float | None]:
 def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_from: int = 1,
              partition: str = "iid", alpha: float = 0.5, rounds: int = 20,
              defences=("fedavg", "lfighter"), model: str = "logreg", source=None, target=None,
-             test_size: float = 0.2, root_size: int = 100, epochs: int = 2, lr: float = 0.1,
+             test_size: float = 0.2, root_size: int = 100, epochs: int = 5, lr: float = 0.1,
              batch_size: int = 16, hidden: int = 32, random_state: int = 0, num_cpus: int = 2,
              verbose: bool = False, dataset: str | None = None) -> FederatedResult:
     """Simulate label-flipping clients against each defence on Flower's simulation engine.
@@ -365,6 +365,8 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
     defences : sequence of str, default=("fedavg", "lfighter")
         Names from :func:`defence_names`.
     model : {"logreg", "mlp"}, default="logreg"
+    epochs, lr, batch_size, hidden : default=5, 0.1, 16, 32
+        Local training of every client each round (see :class:`NumpyModel`).
     source, target : label, default=None
         Classes for source recall and attack success; default: the
         attack's own source and target (``TargetedFlip``), otherwise none.
@@ -552,7 +554,9 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
         "partition": partition, "alpha": alpha if partition == "dirichlet" else None, "rounds": rounds,
         "model": model, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": random_state,
         "n_test": int(len(test)), "n_root": int(len(root)),
-        "client_rows": [int(len(p)) for p in parts], "defences": defences,
+        "client_rows": [int(len(p)) for p in parts],
+        "client_source_rows": None if src_code is None else [int(np.sum(codes[p] == src_code)) for p in parts],
+        "defences": defences,
     }
     return FederatedResult(runs=runs, settings=settings)
 

@@ -150,48 +150,66 @@ class LFighter(LabelFlipStrategy):
     """LFighter: cluster the output-layer updates of the two most-moved classes, drop the worse cluster.
 
     Jebreel et al. observe that an honest and a label-flipping client's
-    updates are nearly parallel overall but point in opposite directions on
-    the output neurons of the source and target classes, because the two
-    fight over the source-class examples.  Each round the strategy
+    updates are nearly parallel overall but point apart on the output
+    neurons of the source and target classes, because the two fight over the
+    source-class examples.  Each round the strategy follows the authors'
+    aggregation (``LFD.aggregate`` in their released code):
 
-    1. sums, over clients, the norm of each class's output-layer update (plus
-       the absolute bias update): the two largest are the likely source and
-       target classes (with two classes, the whole output layer is used);
-    2. clusters the clients on those two rows (k-means, k=2, seeded);
-    3. drops the smaller cluster (the paper assumes fewer than half of the
-       clients attack); only for two clusters of equal size it uses the
-       paper's rule: score each by its size share times its dissimilarity
-       (one minus the mean over members of the lowest cosine similarity to
-       another member) and keep the higher score;
-    4. averages (FedAvg) the updates of the kept cluster.
+    1. takes every client's output-layer update; with more than two
+       classes it sums, over clients, the norm of each class's row plus the
+       absolute bias update, and keeps the rows of the two largest (the
+       likely source and target classes); with one or two output neurons it
+       keeps the whole output layer;
+    2. clusters the clients on those rows (k-means, k=2, seeded);
+    3. scores each cluster ``C`` by its size share times its dissimilarity,
+       ``|C| / m * (1 - mean_i min_j (cos(g_i, g_j) - [i = j]))``: the
+       cosine-similarity matrix of the members minus the identity, so a
+       member's own entry counts as 0 and the per-member minimum is at most
+       0.  A cluster whose members all point the same way (the attackers,
+       who share one objective) scores exactly its share; members pointing
+       against each other (honest clients with different data) raise it.
+       The cluster with the **higher** score is kept (ties: the first);
+    4. averages the kept clients' models (Flower's FedAvg, weighted by
+       ``weighted_by_key``; the authors' code takes an unweighted mean).
 
-    It always drops one cluster, also when nobody attacks (the honest
-    clients then lose some of their updates, not the model's accuracy).
+    Because the dense cluster scores exactly its share, a coherent honest
+    majority is never dropped for being dense; the smaller cluster is kept
+    only when its members disagree among themselves more than the size gap.
+    (Taking the minimum over the *other* members only, as flipguard did
+    before, makes a dense honest majority score near 0, and on two-class
+    data it dropped the honest majority every round: breast cancer, 40 %
+    attackers, source recall 0.00.)
 
-    The size guard in step 3 is flipguard's: the paper keeps the cluster
-    with the larger size-weighted dissimilarity whatever the sizes, and on
-    two-class data, where honest iid updates are almost identical (dense)
-    and the attackers' differ with how many rows each flips, that rule
-    dropped the honest majority every round (breast cancer, 10 clients:
-    source recall 0.00 at 40 % attackers, measured with
-    ``benchmarks/bench_federated.py``).
+    It always drops one of the two clusters, also when nobody attacks (the
+    honest clients then lose some of their updates, not the model's
+    accuracy).
 
     Parameters
     ----------
     See :class:`LabelFlipStrategy`.
 
+    Attributes
+    ----------
+    cluster_scores_ : dict[int, tuple[float, float]]
+        Server round -> (score of the kept cluster, score of the dropped one).
+
     References
     ----------
     N. M. Jebreel, J. Domingo-Ferrer, D. Sánchez, A. Blanco-Justicia,
-    "Defending against the label-flipping attack in federated learning",
-    arXiv:2207.01982 (2022); "LFighter: Defending against the label-flipping
-    attack in federated learning", Neural Networks 170 (2024) 111-126.
+    "LFighter: Defending against the label-flipping attack in federated
+    learning", Neural Networks 170 (2024) 111-126 (arXiv:2207.01982);
+    reference code https://github.com/NajeebJebreel/LFighter
+    (``aggregation.py``, class ``LFD``).
 
     Examples
     --------
     >>> from flipguard.federated import LFighter
     >>> strategy = LFighter(fraction_evaluate=0.0, random_state=0)  # pass to your ServerApp
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.cluster_scores_: dict[int, tuple[float, float]] = {}
 
     def _suspect(self, server_round, updates, weights):
         W, bias = self._output_rows(updates)
@@ -209,26 +227,27 @@ class LFighter(LabelFlipStrategy):
         labels = _kmeans2(data, self.random_state)
         if labels.min() == labels.max():
             return np.zeros(m, dtype=bool), np.zeros(m)
-        sizes = np.bincount(labels, minlength=2)
-        if sizes[0] != sizes[1]:
-            # flipguard's guard: like the paper, assume fewer than half attack, so never drop the larger cluster
-            good = int(np.argmax(sizes))
-        else:
-            score = [_size_weighted_dissimilarity(data[labels == c], m) for c in (0, 1)]
-            good = int(np.argmax(score))
+        score = [_lfighter_score(data[labels == c], m) for c in (0, 1)]
+        good = 1 if score[0] < score[1] else 0
+        self.cluster_scores_[server_round] = (score[good], score[1 - good])
         flagged = labels != good
         return flagged, flagged.astype(float)
 
 
-def _size_weighted_dissimilarity(members: np.ndarray, m: int) -> float:
-    """Cluster share times (1 - mean lowest cosine similarity to another member); larger = the honest cluster."""
+def _lfighter_score(members: np.ndarray, m: int) -> float:
+    """LFighter's cluster score: share ``|C|/m`` times ``1 - mean_i min_j (cos_ij - [i = j])``; higher = kept.
+
+    ``members`` holds one client's extracted output-layer update per row,
+    ``m`` is the number of clients in the round.  As in the authors' code,
+    the identity is subtracted from the cosine-similarity matrix, so each
+    row's minimum is at most 0: a cluster whose members all have positive
+    cosines scores exactly its share.
+    """
+    members = np.asarray(members, dtype=np.float64)
     n = len(members)
-    if n < 2:
-        return n / m
     norms = np.linalg.norm(members, axis=1)
     unit = members / np.where(norms > 0, norms, 1.0)[:, None]
-    cos = unit @ unit.T
-    np.fill_diagonal(cos, np.inf)
+    cos = unit @ unit.T - np.eye(n)
     return n / m * (1.0 - float(np.mean(cos.min(axis=1))))
 
 

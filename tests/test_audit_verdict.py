@@ -16,13 +16,14 @@ from flipguard.attacks import make_flipper
 from flipguard.detection import (
     LabelAuditor,
     TrustedLabels,
+    boundary_test,
     f1_selection,
     fdr_selection,
     find_flipped_labels,
     fit_noise_model,
 )
 from flipguard.metrics import detection_report
-from flipguard.models import select_model
+from flipguard.models import select_model, stack_weights
 
 
 def _calibrated(n, seed, spread=3.0):
@@ -92,6 +93,77 @@ def test_likely_flipped_rows_keep_roughly_their_false_discovery_rate():
     assert np.mean(fdps) <= 0.15
 
 
+def test_boundary_test_keeps_its_false_alarm_rate_on_clean_labels():
+    """Labels drawn from the calibrated model: the uncertain rows disagree with the top
+    class exactly as often as calibration says (Monte Carlo null, Besag & Clifford 1989)."""
+    alarms = 0
+    reps = 40
+    for seed in range(reps):
+        probs, y, rng = _calibrated(400, 200 + seed)
+        alarms += boundary_test(y, probs, 1.0, n_draws=199, rng=rng).p_value <= 0.025
+    assert alarms <= 4  # expected 1; P(>4 | p=0.025, n=40) < 0.003
+
+
+def test_boundary_test_sees_an_inverted_band_that_the_likelihood_ratio_misses():
+    """Boundary flips (Biggio et al. 2011): labels of the rows nearest the boundary moved to
+    the other side.  The confident rows are untouched, so the flip model has nothing to fit,
+    but the uncertain rows now disagree with the model far more than calibration allows."""
+    probs, y, rng = _calibrated(2000, 11)
+    margin = np.abs(probs[:, 1] - 0.5)
+    band = margin < np.quantile(margin, 0.15)
+    moved = np.where(band, (probs[:, 1] < 0.5).astype(np.int64), y)  # each band row to the far side
+    bt = boundary_test(moved, probs, 1.0, rng=rng)
+    assert bt.p_value <= 0.01 and bt.excess > 0.05 * len(y)
+    assert bt.rows.sum() >= bt.observed and bt.rows[band].all()  # every moved row is named
+    fit = fit_noise_model(moved, probs, rng=rng, n_power=0)
+    assert fit.p_value > 0.05  # the likelihood ratio alone would have said nothing
+
+
+def test_boundary_flips_are_called_poisoned_and_found_better_than_confident_learning(breast):
+    from cleanlab.filter import find_label_issues
+
+    X, y = breast
+    flipper = make_flipper("boundary", rate=0.15, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    auditor = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, embed=False)
+    audit = auditor.audit_
+    assert audit.verdict["status"] == "poisoned" and "boundary_band" in audit.verdict["rejected_by"]
+    mask = flipper.flip_mask_
+    ours = detection_report(mask, audit.scores, audit.flags)["f1"]
+    theirs = detection_report(mask, audit.scores, find_label_issues(y_bad, auditor.pred_probs_))["f1"]
+    assert ours >= theirs + 0.1
+    bit = 1 << list(audit.reason_names).index("boundary")
+    assert ((audit.reason_codes & bit) > 0).sum() > 0
+
+
+def test_verified_neighbours_find_a_flipped_cluster_and_stay_out_of_random_flips():
+    """A flipped region shows in the verified rows that fall in it: their nearest-neighbour
+    flip rate (Cover & Hart 1967) finds the region; added to other flags it is used only where
+    leave-one-out on the verified rows shows it helps, so it does not lower their F1."""
+    from flipguard.detection import verified_neighbour_flags
+
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(1200, 2))
+    y = (X[:, 0] > 0).astype(np.int64)
+    region = (X[:, 0] > 0.5) & (X[:, 1] > 0.5)
+    y_bad = np.where(region, 0, y)
+    v_rows = np.sort(rng.choice(1200, 80, replace=False))
+    flags, info = verified_neighbour_flags(X, y_bad, v_rows, y[v_rows])
+    assert info["used"]
+    found = flags | np.isin(np.arange(1200), v_rows[y_bad[v_rows] != y[v_rows]])
+    assert (found & region).sum() >= 0.8 * region.sum()
+    assert (flags & ~region).sum() <= 0.2 * flags.sum()
+    random = rng.random_sample(1200) < 0.1
+    y_rand = np.where(random, 1 - y, y)
+    main = random & (rng.random_sample(1200) < 0.9)  # main evidence catching most of them
+    flags, info = verified_neighbour_flags(X, y_rand, v_rows, y[v_rows], main_flags=main)
+    f1 = lambda f: 2 * (f & random).sum() / (f.sum() + random.sum())  # noqa: E731
+    assert f1(main | flags) >= f1(main) - 0.02  # used only where it helps on the verified rows
+    # verified labels equal to the observed ones: no flip to learn from, nothing flagged
+    flags, info = verified_neighbour_flags(X, y_rand, v_rows, y_rand[v_rows], main_flags=main)
+    assert not info["used"] and not flags.any()
+
+
 # -- verdicts on real data --------------------------------------------------------------
 def test_clean_breast_cancer_is_not_called_poisoned_and_flags_little(breast):
     X, y = breast
@@ -137,22 +209,44 @@ def test_trusted_rows_do_not_lower_f1_on_random_flips(breast):
 
 
 # -- model="auto" -----------------------------------------------------------------------
-def test_select_model_prefers_a_flexible_model_on_non_linear_data():
+def test_select_model_stacks_towards_a_flexible_model_on_non_linear_data():
     rng = np.random.RandomState(0)
     X = rng.uniform(-1, 1, (600, 2))
     y = ((X[:, 0] * X[:, 1]) > 0).astype(int)  # XOR: no linear model can fit it
     choice = select_model(X, y, random_state=0)
-    assert choice["model"] in ("hgb", "knn")
-    assert choice["candidates"]["logreg"]["log_loss"] > choice["candidates"][choice["model"]]["log_loss"]
+    weights = dict(zip(choice["members"], choice["weights"]))
+    assert abs(sum(choice["weights"]) - 1) < 1e-9 and all(w > 0 for w in choice["weights"])
+    assert weights.get("logreg", 0.0) <= 0.2  # the linear member is (almost) weighed out
     assert "log-loss" in choice["reason"] and choice["pred_probs"].shape == (600, 2)
+    probs = choice["pred_probs"]
+    stack_loss = -np.mean(np.log(np.clip(probs[np.arange(600), y], 1e-6, 1)))
+    assert stack_loss <= min(v["log_loss"] for v in choice["candidates"].values() if v["log_loss"]) + 1e-4
 
 
-def test_auditor_reports_the_model_it_chose(breast):
+def test_stack_weights_never_lose_to_a_member():
+    """Breiman's stack with convex weights contains every member (a vertex of the simplex),
+    so its log-loss is at most the best member's, and it mixes when the members err apart."""
+    rng = np.random.RandomState(1)
+    y = rng.randint(0, 3, 500)
+    truth = np.eye(3)[y]
+    a = np.where(rng.rand(500, 1) < 0.5, truth, 1 / 3) * 0.9 + 0.1 / 3  # right on half the rows
+    b = np.where(rng.rand(500, 1) < 0.5, truth, 1 / 3) * 0.9 + 0.1 / 3  # right on another half
+    w = stack_weights([a, b], y)
+    loss = lambda p: -np.mean(np.log(p[np.arange(500), y]))  # noqa: E731
+    assert loss(w[0] * a + w[1] * b) <= min(loss(a), loss(b)) + 1e-12
+    assert 0 < w[0] < 1
+
+
+def test_auditor_reports_the_models_it_stacked(breast):
     X, y = breast
     auditor = LabelAuditor(random_state=0).fit(X[:300], y[:300])
     q = auditor.audit_.model_quality
-    assert auditor.model_used_ in ("logreg", "knn", "hgb") and q["model"] == auditor.model_used_
     assert q["selected_by"] == "auto" and "log-loss" in q["selection"]
+    assert set(q["members"]) <= {"logreg", "knn", "hgb"} and abs(sum(q["weights"]) - 1) < 1e-9
+    if len(q["members"]) > 1:
+        assert q["model"].startswith("stack(") and hasattr(auditor.model_used_, "estimators")
+    else:
+        assert q["model"] == auditor.model_used_ == q["members"][0]
 
 
 # -- outputs ----------------------------------------------------------------------------

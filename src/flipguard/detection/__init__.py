@@ -45,12 +45,13 @@ from ._knn import KNNConsistency, knn_label_probs
 from ._partitioned import PartitionedAudit, audit_partitioned
 from ._ranking import NormalizedMargin, SelfConfidence, adjusted_probs
 from ._rules import Rule, RuleEvidence, load_rules, reference_source, rule_sources
-from ._trusted import RoniResult, TrustedModel, roni_test, trusted_model_probs
-from ._verdict import NoiseFit, f1_selection, fdr_selection, fit_noise_model
+from ._trusted import RoniResult, TrustedModel, roni_test, trusted_model_probs, verified_neighbour_flags
+from ._verdict import BoundaryTest, NoiseFit, boundary_test, f1_selection, fdr_selection, fit_noise_model
 
 __all__ = [
     "AutoDetector",
     "BaseDetector",
+    "BoundaryTest",
     "ConfidentLearning",
     "DETECTORS",
     "KNNConsistency",
@@ -70,6 +71,7 @@ __all__ = [
     "adjusted_probs",
     "audit_dataset",
     "audit_partitioned",
+    "boundary_test",
     "calibrate_confident_joint",
     "confident_joint",
     "confident_learning_issues",
@@ -92,4 +94,5 @@ __all__ = [
     "rule_sources",
     "stack_weight",
     "trusted_model_probs",
+    "verified_neighbour_flags",
 ]

@@ -15,6 +15,7 @@ from .._validation import HasMethods, Interval, StrOptions, validate_params
 from ..exceptions import DataError, InvalidParameterError
 from ..models import (
     MODEL_NAMES,
+    auto_model,
     auto_out_of_fold_proba,
     make_model,
     model_name,
@@ -127,10 +128,13 @@ class LabelAuditor(BaseEstimator):
     ----------
     model : str or scikit-learn classifier, default="auto"
         Model for the out-of-fold probabilities (logreg, linsvm, rf, hgb,
-        knn, mlp, or any classifier).  ``"auto"`` chooses among logreg,
-        knn and hgb by out-of-fold log-loss on a subsample within a time
-        budget (:func:`flipguard.models.select_model`); the choice and why
-        are in ``audit_.model_quality`` (``model``, ``selection``).
+        knn, mlp, or any classifier).  ``"auto"`` stacks the out-of-fold
+        probabilities of logreg, knn and hgb, as many as fit a time budget,
+        with the convex weights of least log-loss
+        (:func:`flipguard.models.select_model`): the single model that best
+        fits possibly flipped labels is often the one that learnt the
+        flips; the members, weights and why are in ``audit_.model_quality``
+        (``model``, ``members``, ``weights``, ``selection``).
     method : str, default="auto"
         Detector name (see :func:`find_flipped_labels`).
     cv : int, default=5
@@ -152,7 +156,9 @@ class LabelAuditor(BaseEstimator):
     audit_ : LabelAudit
     detector_ : BaseDetector
     model_used_ : str or classifier
-        The model whose out-of-fold probabilities were used.
+        The model whose out-of-fold probabilities were used (with
+        ``model="auto"`` and several members, a soft-voting
+        :class:`~sklearn.ensemble.VotingClassifier` of them).
     model_selection_ : dict or None
         With ``model="auto"``: the :func:`flipguard.models.select_model` report.
     n_features_in_ : int
@@ -261,8 +267,8 @@ class LabelAuditor(BaseEstimator):
         return self
 
     def _oof(self, X, codes, seed, quality: dict) -> np.ndarray:
-        """Out-of-fold probabilities of ``self.model``; ``"auto"`` chooses the model first
-        (:func:`flipguard.models.select_model`) and records the choice in ``quality``."""
+        """Out-of-fold probabilities of ``self.model``; ``"auto"`` stacks the candidates that fit
+        the time budget (:func:`flipguard.models.select_model`) and records them in ``quality``."""
         if self.model != "auto":
             self.model_used_ = self.model
             self.model_selection_ = None
@@ -270,10 +276,13 @@ class LabelAuditor(BaseEstimator):
                                      n_jobs=self.n_jobs)
         probs, choice = auto_out_of_fold_proba(X, codes, cv=self.cv, random_state=seed,
                                                n_jobs=self.n_jobs)
-        self.model_used_ = choice["model"]
+        members = choice["members"]
+        self.model_used_ = members[0] if len(members) == 1 else auto_model(
+            members, choice["weights"], random_state=seed, sparse=is_sparse(X))
         self.model_selection_ = choice
-        quality.update({"model": choice["model"], "selected_by": "auto", "selection": choice["reason"],
-                        "candidates": choice["candidates"]})
+        quality.update({"model": choice["model"], "members": members, "weights": choice["weights"],
+                        "selected_by": "auto",
+                        "selection": choice["reason"], "candidates": choice["candidates"]})
         return probs
 
     def _audit_without_rare(self, X, codes, classes, counts, judged_classes, detector, pred_probs,

@@ -21,8 +21,8 @@ from ._confident import _prune_by_noise_rate, confident_joint, confident_learnin
 from ._knn import knn_label_probs
 from ._ranking import adjusted_probs, margin_scores
 from ._rules import source_votes
-from ._trusted import trusted_evidence
-from ._verdict import f1_selection, fdr_selection, fit_noise_model
+from ._trusted import trusted_evidence, verified_neighbour_flags
+from ._verdict import boundary_test, f1_selection, fdr_selection, fit_noise_model
 
 __all__ = ["REASONS", "AutoDetector", "stack_weight"]
 
@@ -57,6 +57,8 @@ REASONS = (
     "trusted_roni",        # in a group whose labels hurt the trusted rows (RONI)
     "rules",               # a rule or a reference labeller expects another class
     "expected_f1",         # in the expected-F1-optimal set of a dataset judged poisoned
+    "boundary",            # an uncertain row on the other side of the boundary, in a band judged inverted
+    "verified_neighbours", # its nearest verified rows with the same observed label were mostly flipped
 )
 _BIT = {name: np.uint16(1 << i) for i, name in enumerate(REASONS)}
 
@@ -195,6 +197,7 @@ class AutoDetector(BaseDetector):
         "alpha": [Interval(Real, 0, 1, closed="neither")],
         "fdr": [Interval(Real, 0, 1, closed="neither")],
         "n_bootstrap": [Interval(Integral, 1, None, closed="left")],
+        "band": [Interval(Real, 0, 1, closed="right")],
         "trusted_model": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
         "roni": ["boolean"],
         "rule_weight": [Interval(Real, 0, None, closed="left")],
@@ -203,7 +206,7 @@ class AutoDetector(BaseDetector):
     }
 
     def __init__(self, *, n_neighbors=20, knn_max_samples=30_000, knn_weight="stack", alpha=0.05,
-                 fdr=0.1, n_bootstrap=19, trusted_model="logreg", roni=True, rule_weight=1.0,
+                 fdr=0.1, n_bootstrap=39, band=0.8, trusted_model="logreg", roni=True, rule_weight=1.0,
                  reference_weight=0.5, random_state=None):
         self.n_neighbors = n_neighbors
         self.knn_max_samples = knn_max_samples
@@ -211,6 +214,7 @@ class AutoDetector(BaseDetector):
         self.alpha = alpha
         self.fdr = fdr
         self.n_bootstrap = n_bootstrap
+        self.band = band
         self.trusted_model = trusted_model
         self.roni = roni
         self.rule_weight = rule_weight
@@ -245,6 +249,7 @@ class AutoDetector(BaseDetector):
 
         # Dataset level: flips vs clean labels, with a bootstrap null.
         fit = fit_noise_model(labels, mix, n_bootstrap=self.n_bootstrap, rng=inputs.rng)
+        bt = boundary_test(labels, mix, fit.inverse_temperature_clean, band=self.band, rng=inputs.rng)
         post = fit.posterior
         components["posterior"] = post
         joint, _ = confident_joint(labels, mix)
@@ -261,6 +266,10 @@ class AutoDetector(BaseDetector):
                            else (np.array([], dtype=np.int64), np.array([], dtype=np.int64)))
         verified_flipped = int(np.count_nonzero(v_codes != labels[v_rows]))
         power = fit.extra.get("power", float("nan"))
+        # Two tests, each at alpha / 2 (Bonferroni): the false-alarm rate of the verdict is alpha.
+        level = self.alpha / 2.0
+        lr_reject = bool(usable and fit.p_value <= level and fit.estimated_flips > fit.clean_estimate_upper)
+        band_reject = bool(usable and bt.p_value <= level and bt.excess >= max(1.0, 0.005 * n))
         if verified_flipped:
             status = POISONED
             why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "
@@ -270,12 +279,20 @@ class AutoDetector(BaseDetector):
             why = ("the evidence agrees with the labels hardly better than chance "
                    f"(AUROC {quality['auroc']:.2f}): heavy flipping does this, and so do features "
                    "that do not predict the label")
-        elif fit.p_value <= self.alpha and fit.estimated_flips > fit.clean_estimate_upper:
+        elif lr_reject or band_reject:
             status = POISONED
-            why = (f"labels contradict confident predictions more often than any calibration of the "
-                   f"model allows (likelihood-ratio test, bootstrap p = {fit.p_value:.3f} <= "
-                   f"alpha {self.alpha:g}), and the {fit.estimated_flips:.0f} estimated flips exceed "
-                   f"the {fit.clean_estimate_upper:.0f} clean labels give at most (95th percentile)")
+            parts = []
+            if lr_reject:
+                parts.append(f"labels contradict confident predictions more often than any calibration of "
+                             f"the model allows (likelihood-ratio test, bootstrap p = {fit.p_value:.3f} <= "
+                             f"{level:g}), and the {fit.estimated_flips:.0f} estimated flips exceed the "
+                             f"{fit.clean_estimate_upper:.0f} clean labels give at most (95th percentile)")
+            if band_reject:
+                parts.append(f"{bt.observed:.0f} of {bt.n_band} uncertain rows carry a label other than the "
+                             f"model's most probable class where calibration expects {bt.expected:.0f} "
+                             f"(p = {bt.p_value:.3f} <= {level:g}): labels near the decision boundary look "
+                             "moved to its other side")
+            why = "; and ".join(parts) + f" (each test at alpha/2; false-alarm rate {self.alpha:g})"
         elif np.isfinite(power) and power >= 0.8 and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n):
             status = CLEAN
             why = (f"no sign of flips at false-alarm rate {self.alpha:g} (p = {fit.p_value:.2f}; the "
@@ -293,11 +310,17 @@ class AutoDetector(BaseDetector):
                    + ": flips the model absorbed into its probabilities cannot be ruled out")
 
         if status == POISONED:
-            # The data is judged attacked: recall matters; the evidence mix and the
-            # expected-F1-optimal posterior set both vote.
-            f1set = f1_selection(post)
-            flags = likely | cl_flags | f1set
-            reasons[f1set & ~likely & ~cl_flags] |= _BIT["expected_f1"]
+            # The data is judged attacked: recall matters.  Confident learning on the evidence mix
+            # and the FDR-controlled set always vote; the expected-F1-optimal posterior set where
+            # the flip model saw the attack; the inverted band's rows where that test did.
+            flags = cl_flags | likely
+            if lr_reject:
+                f1set = f1_selection(post)
+                reasons[f1set & ~likely & ~cl_flags] |= _BIT["expected_f1"]
+                flags |= f1set
+            if band_reject:
+                reasons[bt.rows] |= _BIT["boundary"]
+                flags |= bt.rows
         else:
             # No (or no conclusive) sign of an attack: confident learning on the model's own
             # probabilities, exactly cleanlab's flags, never silent and no more alarmist.
@@ -320,7 +343,7 @@ class AutoDetector(BaseDetector):
         if inputs.trusted is not None:
             ev = trusted_evidence(inputs, model=self.trusted_model, roni=self.roni, max_groups=24,
                                   min_group_size=5, max_fit_samples=20_000, cv=5,
-                                  evidence_probs=mix)
+                                  evidence_probs=mix, main_flags=flags.copy())
             details.update(ev.details)
             warns.extend(ev.warnings)
             components["trusted"] = ev.scores
@@ -329,6 +352,15 @@ class AutoDetector(BaseDetector):
             reasons[ev.rejected] |= _BIT["trusted_roni"]
             suggested[roni_rows] = np.argmax(ev.probs[roni_rows], axis=1)
             scores[ev.rejected] = np.maximum(scores[ev.rejected], 0.5 + 0.5 * scores[ev.rejected])
+            if len(v_rows) >= 5:
+                near, info = verified_neighbour_flags(inputs.X, labels, v_rows, v_codes, main_flags=flags)
+                details["verified_neighbours"] = info
+                new = near & ~flags
+                flags |= near
+                reasons[near] |= _BIT["verified_neighbours"]
+                top_other = np.argmax(np.where(np.arange(K) == labels[:, None], -1.0, mix), axis=1)
+                suggested[new] = top_other[new]
+                scores[near] = np.maximum(scores[near], 0.5 + 0.5 * scores[near])
             if len(v_rows):
                 clean_v = v_codes == labels[v_rows]
                 details["trusted_clean_rows_flagged"] = int(np.count_nonzero(flags[v_rows][clean_v]))
@@ -359,7 +391,11 @@ class AutoDetector(BaseDetector):
         likely &= flags
         # Calibrated when an attack is established; otherwise the flip model may have been
         # blind (absorbed flips), and confident learning's count is the reading to act on.
-        estimate = fit.estimated_flips if status == POISONED else float(cl_estimate)
+        if status == POISONED:
+            estimate = (fit.estimated_flips if lr_reject else float(cl_estimate)) \
+                + (max(bt.excess, 0.0) if band_reject else 0.0)
+        else:
+            estimate = float(cl_estimate)
         if status == INCONSISTENT:
             warns.append("labels are inconsistent with the features: possible heavy poisoning (or "
                          "features that do not predict the label). Rows are still ranked and flagged "
@@ -379,8 +415,16 @@ class AutoDetector(BaseDetector):
             "n_likely": int(np.count_nonzero(likely)),
             "n_ambiguous": int(np.count_nonzero(flags & ~likely)),
             "noise_model": fit.summary(),
+            "boundary": bt.summary(),
+            "rejected_by": [t for t, r in (("likelihood_ratio", lr_reject), ("boundary_band", band_reject)) if r],
         }
-        transitions = _transitions(fit, labels, K, estimate, status, joint)
+        transitions = _transitions(fit, labels, K, estimate, status if lr_reject else None, joint)
+        if band_reject and bt.observed > 0:
+            # The band's excess, spread over its rows' (true = model's top class, observed) pairs.
+            top = np.argmax(mix, axis=1)
+            band_counts = np.zeros((K, K))
+            np.add.at(band_counts, (top[bt.rows], labels[bt.rows]), max(bt.excess, 0.0) / bt.rows.sum())
+            transitions = _add_off_diagonal(transitions, band_counts)
         verdict["estimated_flips"] = int(transitions.sum() - np.trace(transitions))
         return _Findings(scores=scores, flags=flags, suggested=suggested, components=components,
                          warnings=warns, quality_usable=usable, quality=base_quality,
@@ -402,3 +446,20 @@ def _transitions(fit, labels, K, estimate, status, joint) -> np.ndarray:
     for k in range(K):  # K passes, each vectorised over the rows labelled k
         exp[:, k] = fit.true_posterior[labels == k].sum(axis=0)
     return np.column_stack([_round_preserving_sum(exp[:, k]) for k in range(K)]).astype(np.int64)
+
+
+def _add_off_diagonal(transitions: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """``[true, observed]`` counts with ``extra`` expected flips moved off the diagonal, each observed
+    column keeping its total (the rows are observed with that label either way)."""
+    from ._confident import _round_preserving_sum
+
+    out = transitions.astype(np.float64).copy()
+    extra = extra.copy()
+    np.fill_diagonal(extra, 0.0)
+    out += extra
+    out[np.diag_indices_from(out)] -= extra.sum(axis=0)
+    out = np.maximum(out, 0.0)
+    totals = transitions.sum(axis=0)
+    cols = [_round_preserving_sum(out[:, k] * (totals[k] / out[:, k].sum() if out[:, k].sum() else 0.0))
+            for k in range(out.shape[1])]
+    return np.column_stack(cols).astype(np.int64)

@@ -15,7 +15,7 @@ from ..exceptions import DataError
 from ..models import MODEL_NAMES, make_model, predict_scores, single_threaded
 from ._base import BaseDetector, TrustedLabels, _Findings, _Inputs, is_sparse, register
 
-__all__ = ["RoniResult", "TrustedModel", "roni_test", "trusted_model_probs"]
+__all__ = ["RoniResult", "TrustedModel", "roni_test", "trusted_model_probs", "verified_neighbour_flags"]
 
 _SEED_MAX = np.iinfo(np.int32).max
 
@@ -265,7 +265,8 @@ class _TrustedEvidence:
 
 
 def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size, max_fit_samples,
-                     cv, evidence_probs=None, n_null_groups: int = 8) -> _TrustedEvidence:
+                     cv, evidence_probs=None, n_null_groups: int = 8,
+                     roni_when_unsure: bool = True, main_flags=None) -> _TrustedEvidence:
     """The trusted model's probabilities and RONI-rejected rows.
 
     Two safeguards keep trusted rows from doing harm:
@@ -278,11 +279,25 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
     * **A fallback judged on the trusted rows.**  With ``evidence_probs``
       (the main out-of-sample evidence) and at least 5 trusted rows in the
       data: on the verified rows where the trusted model (cross-fitted)
-      and the evidence predict different classes, whichever is right more
-      often wins; when it is the main evidence, the trusted model's
-      disputes are not RONI-tested and ``details["trusted_fallback"]``
-      says why; when it is the trusted model, every row it disputes is
-      flagged (``details["trusted_preferred"]``); on a tie, RONI decides.
+      and the evidence predict different classes, count how often each is
+      right.  Unless the trusted model is right more often, its disputes
+      are not used at all (``details["trusted_fallback"]`` says why): a
+      tie is no evidence that a model fitted on 5 % of the rows knows
+      better.  When it is right more often and an exact one-sided sign
+      test (McNemar 1947) says so at the 5 % level, every row it disputes
+      is flagged (``details["trusted_preferred"]``); when it is right more
+      often but not significantly, RONI decides, group by group, unless
+      ``roni_when_unsure`` is False (the default detector's choice: a
+      weak RONI cut-off on 5 % of the rows rejected most groups on clean
+      data), and then the disputes are not used either.
+
+    With ``main_flags`` (the rows the main evidence flags) the choice is
+    made on what the user is after instead, the flags' F1 on the verified
+    rows (out-of-sample for both: the trusted model is cross-fitted there):
+    the trusted model's disputes are added when the union of both flag
+    sets has a higher F1 on the verified rows than the main flags alone
+    and catches at least two verified flips the main flags miss, and are
+    not used otherwise.
     """
     labels, K, X, trusted, rng = inputs.labels, inputs.n_classes, inputs.X, inputs.trusted, inputs.rng
     n = len(labels)
@@ -305,7 +320,28 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
     rejected = np.zeros(n, dtype=bool)
     details = {"trusted_rows": trusted.n_samples, "trusted_rows_in_data": len(v_rows),
                "candidates": len(candidates)}
-    if roni and len(candidates) and evidence_probs is not None and len(v_rows) >= 5 \
+    if main_flags is not None and len(v_rows) >= 5 and len(np.unique(trusted.y)) >= 2:
+        truth = v_codes != labels[v_rows]
+        main_v = np.asarray(main_flags)[v_rows]
+        union_v = main_v | (pred[v_rows] != labels[v_rows])
+        f_main, f_union = _f1(truth, main_v), _f1(truth, union_v)
+        new = int(np.count_nonzero(truth & union_v & ~main_v))
+        details["trusted_model_on_verified"] = {"f1_main": round(f_main, 4),
+                                                "f1_with_trusted_model": round(f_union, 4),
+                                                "flips_only_it_catches": new}
+        roni = False
+        if f_union > f_main + 1e-12 and new >= 2:
+            rejected[candidates] = True
+            details["trusted_preferred"] = (
+                f"adding the trusted model's disputes raises the F1 on the verified rows from {f_main:.2f} "
+                f"to {f_union:.2f} (out-of-sample): every row it disputes is flagged")
+        else:
+            details["trusted_fallback"] = (
+                f"adding the trusted model's disputes would not raise the F1 on the verified rows enough "
+                f"({f_main:.2f} -> {f_union:.2f}, {new} more verified flips caught; out-of-sample): they "
+                "were not used")
+        candidates = candidates[:0]
+    elif roni and len(candidates) and evidence_probs is not None and len(v_rows) >= 5 \
             and len(np.unique(trusted.y)) >= 2:
         own_pred = np.argmax(probs[v_rows], axis=1)
         main_pred = np.argmax(np.asarray(evidence_probs)[v_rows], axis=1)
@@ -315,14 +351,14 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
         details["trusted_vs_evidence_on_verified"] = {"disagree": int(split.sum()),
                                                       "trusted_model_right": own_right,
                                                       "evidence_right": main_right}
-        if main_right > own_right:
+        if main_right >= own_right:
             roni = False
             candidates = candidates[:0]
             details["trusted_fallback"] = (
-                f"where the trusted model and the main evidence disagree on verified rows, the main "
-                f"evidence is right more often ({main_right} vs {own_right} of {int(split.sum())}, "
-                "out-of-sample): the trusted model's disputes were not used")
-        elif own_right > main_right:
+                f"where the trusted model and the main evidence disagree on verified rows, the trusted "
+                f"model is not right more often ({own_right} vs {main_right} of {int(split.sum())}, "
+                "out-of-sample): its disputes were not used")
+        elif _sign_test(own_right, main_right) <= 0.05:
             details["trusted_preferred"] = (
                 f"where the trusted model and the main evidence disagree on verified rows, the trusted "
                 f"model is right more often ({own_right} vs {main_right} of {int(split.sum())}, "
@@ -330,6 +366,13 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
             rejected[candidates] = True
             roni = False
             candidates = candidates[:0]
+        elif not roni_when_unsure:
+            roni = False
+            candidates = candidates[:0]
+            details["trusted_fallback"] = (
+                f"the trusted model is right more often than the main evidence where they disagree on "
+                f"verified rows ({own_right} vs {main_right}), but not significantly (one-sided sign "
+                "test, 5% level): its disputes were not used")
     if roni and len(candidates):
         groups = candidate_groups(X, labels, pred, candidates, max_groups=max_groups,
                                   min_group_size=min_group_size, rng=rng)
@@ -348,7 +391,7 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
         details.update({"roni_groups": len(groups), "roni_rejected_groups": int(bad.sum()),
                         "roni_rejected_rows": int(rejected.sum()), "roni_null_groups": len(null),
                         "roni_cutoff": round(cutoff, 6)})
-    elif not roni:
+    elif not roni and main_flags is None:
         rejected[candidates] = True
     scores = (1.0 - probs[rows, labels] + rejected) / 2.0
     flags = rejected.copy()
@@ -361,6 +404,103 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
     return _TrustedEvidence(probs=probs, scores=scores, flags=flags, suggested=suggested,
                             rejected=rejected, verified_rows=v_rows, verified_codes=v_codes,
                             details=details, warnings=warns)
+
+
+def _f1(truth: np.ndarray, flags: np.ndarray) -> float:
+    tp = int(np.count_nonzero(truth & flags))
+    denom = int(truth.sum() + flags.sum())
+    return 2.0 * tp / denom if denom else 1.0
+
+
+def _sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips)."""
+    from scipy.stats import binomtest
+
+    n = wins + losses
+    return 1.0 if n == 0 else float(binomtest(wins, n, 0.5, alternative="greater").pvalue)
+
+
+def verified_neighbour_flags(X, labels: np.ndarray, v_rows: np.ndarray, v_codes: np.ndarray, *,
+                             main_flags=None, n_neighbors=(1, 3, 5)) -> tuple[np.ndarray, dict]:
+    """Rows whose nearest verified rows with the same observed label were mostly flipped.
+
+    The verified rows in the data are ground truth about *where* labels were
+    flipped: among the ``k`` verified rows nearest to row ``i`` that carry
+    ``i``'s observed label, the share whose verified label differs is a
+    nearest-neighbour estimate of the local flip rate for that label (Cover
+    & Hart 1967), from verified labels only; row ``i`` is flagged when it
+    exceeds one half.  Flips of one label in one region -- a flipped
+    cluster (:class:`~flipguard.attacks.ClusterFlip`), a targeted class
+    pair -- are what it finds; scattered random flips have no flipped
+    verified neighbours and are left to the main evidence.
+
+    ``k`` is chosen among ``n_neighbors`` on the verified rows themselves:
+    each is predicted by the *other* verified rows (leave-one-out), and the
+    ``k`` whose flags, added to ``main_flags`` (the main evidence's, all
+    False when not given), give the best F1 on the verified rows wins.  The
+    rule is applied only when that F1 is higher than the main flags' alone
+    and it catches at least two verified flips they miss; otherwise nothing is
+    flagged (``details`` says which and why): trusted rows never make the
+    flags worse on the rows where the truth is known.
+
+    Returns
+    -------
+    flags : ndarray of bool, shape (n_samples,)
+    details : dict
+    """
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    n = len(labels)
+    none = np.zeros(n, dtype=bool)
+    flipped = v_codes != labels[v_rows]
+    info = {"verified_rows": int(len(v_rows)), "verified_flipped": int(flipped.sum())}
+    if flipped.sum() < 2 or is_sparse(X):
+        info["used"] = False
+        info["why"] = ("fewer than two verified flips" if flipped.sum() < 2 else
+                       "sparse features: no Euclidean neighbourhoods")
+        return none, info
+    Z = StandardScaler().fit_transform(X)
+    Zv = Z[v_rows]
+    ks = [int(k) for k in np.atleast_1d(n_neighbors)]
+    kmax = max(ks)
+    by_class = {}
+    for c in np.unique(labels[v_rows]):  # one pass per observed class, vectorised over its rows
+        mine = np.flatnonzero(labels[v_rows] == c)
+        if len(mine) < 2:
+            continue
+        nn = NearestNeighbors(n_neighbors=min(kmax + 1, len(mine))).fit(Zv[mine])
+        loo = flipped[mine][nn.kneighbors(Zv[mine], return_distance=False)[:, 1:]]  # drop each row itself
+        by_class[c] = (mine, nn, loo)
+    main_v = np.zeros(len(v_rows), dtype=bool) if main_flags is None else np.asarray(main_flags)[v_rows]
+    f_main = _f1(flipped, main_v)
+    best = None
+    for k in ks:
+        hit = np.zeros(len(v_rows), dtype=bool)
+        for mine, _, loo in by_class.values():
+            hit[mine] = loo[:, :k].mean(axis=1) > 0.5
+        caught = int(np.count_nonzero(hit & flipped & ~main_v))  # verified flips only the rule catches
+        f1 = _f1(flipped, main_v | hit)
+        if best is None or f1 > best[0] + 1e-12:
+            best = (f1, k, caught, int(hit.sum()))
+    f1, k, caught, n_hit = best
+    info.update({"k": k, "loo_flagged": n_hit, "loo_caught_beyond_main": caught, "f1_main": round(f_main, 4),
+                 "f1_with_rule": round(f1, 4)})
+    if caught < 2 or f1 <= f_main + 1e-12:
+        info["used"] = False
+        info["why"] = (f"leave-one-out on the verified rows: the rule caught {caught} of {int(flipped.sum())} "
+                       f"flips the main evidence misses, and the F1 there would go from {f_main:.2f} to {f1:.2f} "
+                       "(needs at least 2 and a higher F1)")
+        return none, info
+    flags = none.copy()
+    for c, (mine, nn, _) in by_class.items():
+        rows_c = np.flatnonzero(labels == c)
+        idx = nn.kneighbors(Z[rows_c], n_neighbors=min(k, len(mine)), return_distance=False)
+        flags[rows_c] = flipped[mine][idx].mean(axis=1) > 0.5
+    flags[v_rows] = False  # the verified rows speak for themselves
+    info["used"] = True
+    info["flagged"] = int(flags.sum())
+    return flags, info
 
 
 def _fit(est, X, y):

@@ -33,6 +33,15 @@ The two questions are answered separately, each with a stated error rate:
   of flips is the sum of the posteriors, which is the off-diagonal mass of
   the fitted joint at the EM fixed point.
 
+* **Boundary band** (:func:`boundary_test`).  Flips placed on the
+  decision boundary (each row near it moved to the other side) leave the
+  confident rows alone, so the likelihood ratio above does not see them;
+  they invert the labels of a band of *uncertain* rows instead.  Under H0
+  the number of uncertain rows whose label is not the calibrated model's
+  most probable class is a sum of independent Bernoulli variables with
+  known means; an inverted band gives more such rows than any calibration
+  of the model allows.  One-sided Monte Carlo test (Besag & Clifford 1989).
+
 Identifiability: from features and labels alone, random class-conditional
 flips can only be told from genuine ambiguity where the clean classes are
 well separated (the "anchor point" assumption of Liu & Tao 2016 and
@@ -56,6 +65,8 @@ References
    Uncertainty in Dataset Labels". JAIR 70, 2021.
 .. [7] T. Liu, D. Tao. "Classification with noisy labels by importance
    reweighting". IEEE TPAMI 38(3), 2016.
+.. [8] J. Besag, P. Clifford. "Generalized Monte Carlo significance
+   tests". Biometrika 76(4), 1989.
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NoiseFit", "f1_selection", "fdr_selection", "fit_noise_model"]
+__all__ = ["BoundaryTest", "NoiseFit", "boundary_test", "f1_selection", "fdr_selection", "fit_noise_model"]
 
 _EPS = 1e-6
 _A_BOUNDS = (0.05, 20.0)
@@ -346,3 +357,93 @@ def f1_selection(posterior: np.ndarray) -> np.ndarray:
     if len(post) and f1.max() > 0:
         mask[order[: int(np.argmax(f1)) + 1]] = True
     return mask
+
+
+@dataclass
+class BoundaryTest:
+    """Outcome of :func:`boundary_test`.
+
+    Attributes
+    ----------
+    rows : ndarray of bool, shape (n_samples,)
+        Uncertain rows (calibrated top probability below ``band``) whose
+        label is not the calibrated model's most probable class.
+    observed, expected : float
+        Their number and its expectation under clean labels (on the rows
+        tested: every row, or a seeded subsample).
+    excess : float
+        ``observed - expected``, scaled to every row: the number of labels in
+        the band that calibration does not explain.
+    p_value : float
+        One-sided Monte Carlo p-value of ``observed`` under clean labels.
+    n_band : int
+        Uncertain rows tested.
+    """
+
+    rows: np.ndarray
+    observed: float
+    expected: float
+    excess: float
+    p_value: float
+    n_band: int
+
+    def summary(self) -> dict[str, Any]:
+        return {"test": "labels of uncertain rows against the calibrated model's most probable class "
+                        "(Monte Carlo, one-sided)",
+                "observed": round(float(self.observed), 2), "expected": round(float(self.expected), 2),
+                "excess": round(float(self.excess), 2), "p_value": float(self.p_value),
+                "n_band": int(self.n_band)}
+
+
+def boundary_test(labels: np.ndarray, probs: np.ndarray, inverse_temperature: float, *, band: float = 0.8,
+                  n_draws: int = 999, max_samples: int = 20_000, rng=None) -> BoundaryTest:
+    """Do the uncertain rows disagree with the model more often than calibration allows?
+
+    ``pi = normalise(probs ** a)`` is the temperature-calibrated model (``a``
+    fitted under clean labels, :func:`fit_noise_model`).  Among the rows
+    whose top calibrated probability is below ``band``, count those whose
+    label is not the top class: under clean labels each does so with
+    probability ``1 - max(pi)``, independently, so the count's null
+    distribution is a Poisson-binomial, sampled ``n_draws`` times (Besag &
+    Clifford 1989).  Boundary flips -- labels of rows near the decision
+    boundary moved to the other side (:class:`~flipguard.attacks.BoundaryFlip`;
+    Biggio et al. 2011) -- invert the band and push the count up; random
+    flips of confident rows do not (temperature scaling absorbs them into a
+    lower ``a``, which lowers the count).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_samples,)
+    probs : ndarray of shape (n_samples, K)
+        Out-of-sample probabilities.
+    inverse_temperature : float
+        ``a`` of the clean-label fit (``NoiseFit.inverse_temperature_clean``).
+    band : float, default=0.8
+        Rows whose calibrated top probability is below this are "uncertain".
+    n_draws : int, default=999
+    max_samples : int, default=20_000
+        Test on a seeded subsample of at most this many rows; ``excess`` is
+        scaled to every row and ``rows`` covers every row.
+    rng : numpy RandomState
+    """
+    rng = np.random.RandomState(0) if rng is None else rng
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    pi = _tempered(_log_q(probs), float(inverse_temperature))
+    top = np.argmax(pi, axis=1)
+    pmax = pi[np.arange(n), top]
+    uncertain = pmax < band
+    rows = uncertain & (top != labels)
+    sub = np.arange(n) if n <= max_samples else np.sort(rng.choice(n, max_samples, replace=False))
+    q = 1.0 - pmax[sub][uncertain[sub]]
+    observed = float(np.count_nonzero(rows[sub]))
+    expected = float(q.sum())
+    exceed = 0
+    for start in range(0, n_draws, 64):  # chunks keep the draws' memory small
+        k = min(64, n_draws - start)
+        draws = (rng.random_sample((k, len(q))) < q).sum(axis=1)
+        exceed += int(np.count_nonzero(draws >= observed))
+    p_value = (1 + exceed) / (n_draws + 1)
+    return BoundaryTest(rows=rows, observed=observed, expected=expected,
+                        excess=(observed - expected) * n / len(sub), p_value=float(p_value),
+                        n_band=int(len(q)))

@@ -4,7 +4,8 @@ Needs the optional extra ``pip install 'flipguard[federated]'`` (Flower with
 its Ray simulation engine).  Importing this package imports Flower.
 
 * :class:`LFighter` -- cluster the output-layer updates of the two classes
-  that moved most and drop the worse cluster (Jebreel et al., 2022/2024);
+  that moved most and drop the cluster with the lower size-weighted
+  dissimilarity (Jebreel et al., Neural Networks 2024);
 * :class:`TolpeginPCA` -- PCA of one class's output-layer updates, the
   minority cluster dropped (Tolpegin et al., ESORICS 2020);
 * :class:`FLTrust` -- trust scores from the server's own update on a small

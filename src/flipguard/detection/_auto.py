@@ -82,25 +82,35 @@ class AutoDetector(BaseDetector):
        model with the weight that minimises the Brier score (a linear
        stack; both are out-of-sample).
 
-    **Dataset verdict** (:func:`~flipguard.detection.fit_noise_model`): a
-    likelihood-ratio test of "the labels are what the (temperature-
-    calibrated) evidence predicts" against "... seen through a
-    class-conditional flip matrix", with a parametric-bootstrap null, so
-    its false-alarm rate is ``alpha``.  ``verdict["status"]`` is
+    **Dataset verdict.**  Two tests, each at level ``alpha / 2`` (Bonferroni),
+    so the verdict's false-alarm rate is ``alpha``:
 
-    * ``"poisoned"``: the test rejects at level ``alpha`` and the estimate
-      exceeds the 95th percentile of what clean labels give (statistical
-      and practical significance), or verified (trusted) rows in the data
-      carry other labels;
-    * ``"consistent with clean labels"``: the test does not reject, it had
-      power (it flags 10% random flips added to labels drawn from the
-      clean model in at least 80% of simulations), and confident learning
-      disputes at most ``max(1% of the rows, the clean-label estimate's
-      95th percentile)`` labels: a dataset whose model confidently
-      disagrees with more labels is never called clean;
-    * ``"inconclusive"``: no rejection, but too little power to call the
+    * a likelihood-ratio test (:func:`~flipguard.detection.fit_noise_model`)
+      of "the labels are what the (temperature-calibrated) evidence
+      predicts" against "... seen through a class-conditional flip matrix",
+      with a parametric-bootstrap null: flips of rows the model is sure
+      about (random, class-pair, targeted);
+    * a boundary-band test (:func:`~flipguard.detection.boundary_test`): do
+      the uncertain rows carry a label other than the model's most probable
+      class more often than calibration allows?  Flips placed on the
+      decision boundary invert that band and leave the confident rows alone.
+
+    ``verdict["status"]`` is
+
+    * ``"poisoned"``: a test rejects *and* the flips it implies exceed the
+      clean-label expectation by at least ``min_effect`` of the rows (and 3
+      rows), statistical and practical significance; or verified (trusted)
+      rows in the data carry other labels.  ``verdict["rejected_by"]``
+      names the test(s);
+    * ``"consistent with clean labels"``: neither test rejects, the
+      likelihood-ratio test had power (it flags 10% random flips added to
+      labels drawn from the clean model in at least 80% of simulations),
+      and confident learning disputes at most ``max(1% of the rows, the
+      clean-label estimate's 95th percentile)`` labels: a dataset whose
+      model confidently disagrees with more labels is never called clean;
+    * ``"inconclusive"``: no rejection but too little power to call the
       labels clean (e.g. the model absorbed the flips into soft
-      probabilities);
+      probabilities), or a rejection by fewer rows than ``min_effect``;
     * ``"labels inconsistent with features: possible heavy poisoning"``:
       the evidence agrees with the labels hardly better than chance
       (:func:`~flipguard.detection.model_quality`).  Heavy flipping causes
@@ -115,17 +125,26 @@ class AutoDetector(BaseDetector):
     2021; it never goes silent under heavy noise): on the model's own
     probabilities (exactly cleanlab's flags) unless the dataset is judged
     poisoned; then on the model/neighbour mix, together with the set
-    maximising the expected F1 given the posteriors (Nan et al. 2012), as
-    recall matters once an attack is established.  Flagged rows outside the
-    FDR-controlled set are *ambiguous* (``likely`` is False).  Trusted
-    rows in the data override with their verified label; RONI-rejected
-    groups and rule violations are flagged too; ``reason_codes`` records
+    maximising the expected F1 given the posteriors (Nan et al. 2012)
+    when the likelihood ratio rejected, and the band's rows on the other
+    side of the boundary when the band test did, as recall matters once
+    an attack is established.  Flagged rows outside the FDR-controlled set
+    are *ambiguous* (``likely`` is False).  Trusted rows in the data
+    override with their verified label; the trusted model's disputes are
+    added only when they raise the F1 on the verified rows themselves
+    (out-of-sample), and so are rows whose nearest verified rows of the
+    same observed label were mostly flipped
+    (:func:`~flipguard.detection.verified_neighbour_flags`, validated the
+    same way); rule violations are flagged too; ``reason_codes`` records
     which evidence flagged each row.
 
-    **Estimate.**  For a dataset judged poisoned, ``estimated_flips`` is
-    the sum of the posteriors (the flip model's expected number of flips;
-    calibrated: its mean on labels drawn from the clean model is reported as
-    ``verdict["clean_estimate"]``).  Under any other verdict the flip model
+    **Estimate.**  For a dataset judged poisoned by the likelihood ratio,
+    ``estimated_flips`` is the sum of the posteriors (the flip model's
+    expected number of flips; calibrated: its mean on labels drawn from the
+    clean model is reported as ``verdict["clean_estimate"]``); the band
+    test adds its excess (``verdict["boundary"]["excess"]``).  Flips that
+    moved a label *towards* what the features predict cannot be counted by
+    any evidence from the features.  Under any other verdict the flip model
     may have been blind to flips the model absorbed, and the estimate (and
     ``transitions``) is confident learning's calibrated count, never more
     alarmist than cleanlab's; ``details["confident_estimate"]`` always holds
@@ -148,8 +167,16 @@ class AutoDetector(BaseDetector):
         False-alarm rate of the dataset verdict.
     fdr : float in (0, 1), default=0.1
         Target false-discovery rate of the *likely flipped* rows.
-    n_bootstrap : int, default=19
-        Bootstrap draws for the verdict (at least ``1/alpha - 1``).
+    n_bootstrap : int, default=39
+        Bootstrap draws for the likelihood-ratio test (at least
+        ``2/alpha - 1``, so its p-value can reach ``alpha / 2``).
+    band : float in (0, 1], default=0.8
+        Rows whose calibrated top probability is below this are the
+        "uncertain" rows of the boundary-band test.
+    min_effect : float in [0, 1), default=0.005
+        Practical significance: a test's rejection makes the verdict
+        "poisoned" only when the flips it implies exceed the clean-label
+        expectation by at least this share of the rows (and 3 rows).
     trusted_model : str or scikit-learn classifier, default="logreg"
         Model fitted on trusted rows and used for the RONI refits.
     roni : bool, default=True
@@ -198,6 +225,7 @@ class AutoDetector(BaseDetector):
         "fdr": [Interval(Real, 0, 1, closed="neither")],
         "n_bootstrap": [Interval(Integral, 1, None, closed="left")],
         "band": [Interval(Real, 0, 1, closed="right")],
+        "min_effect": [Interval(Real, 0, 1, closed="left")],
         "trusted_model": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
         "roni": ["boolean"],
         "rule_weight": [Interval(Real, 0, None, closed="left")],
@@ -206,8 +234,8 @@ class AutoDetector(BaseDetector):
     }
 
     def __init__(self, *, n_neighbors=20, knn_max_samples=30_000, knn_weight="stack", alpha=0.05,
-                 fdr=0.1, n_bootstrap=39, band=0.8, trusted_model="logreg", roni=True, rule_weight=1.0,
-                 reference_weight=0.5, random_state=None):
+                 fdr=0.1, n_bootstrap=39, band=0.8, min_effect=0.005, trusted_model="logreg", roni=True,
+                 rule_weight=1.0, reference_weight=0.5, random_state=None):
         self.n_neighbors = n_neighbors
         self.knn_max_samples = knn_max_samples
         self.knn_weight = knn_weight
@@ -215,6 +243,7 @@ class AutoDetector(BaseDetector):
         self.fdr = fdr
         self.n_bootstrap = n_bootstrap
         self.band = band
+        self.min_effect = min_effect
         self.trusted_model = trusted_model
         self.roni = roni
         self.rule_weight = rule_weight
@@ -268,8 +297,13 @@ class AutoDetector(BaseDetector):
         power = fit.extra.get("power", float("nan"))
         # Two tests, each at alpha / 2 (Bonferroni): the false-alarm rate of the verdict is alpha.
         level = self.alpha / 2.0
-        lr_reject = bool(usable and fit.p_value <= level and fit.estimated_flips > fit.clean_estimate_upper)
-        band_reject = bool(usable and bt.p_value <= level and bt.excess >= max(1.0, 0.005 * n))
+        # Practical significance too: a verdict of poisoning needs more unexplained labels than
+        # min_effect of the rows (and at least 3), or a handful of odd rows would page a team.
+        floor = max(3.0, self.min_effect * n)
+        lr_significant = bool(usable and fit.p_value <= level and fit.estimated_flips > fit.clean_estimate_upper)
+        lr_reject = lr_significant and fit.estimated_flips - fit.clean_estimate >= floor
+        band_significant = bool(usable and bt.p_value <= level)
+        band_reject = band_significant and bt.excess >= floor
         if verified_flipped:
             status = POISONED
             why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "
@@ -293,6 +327,13 @@ class AutoDetector(BaseDetector):
                              f"(p = {bt.p_value:.3f} <= {level:g}): labels near the decision boundary look "
                              "moved to its other side")
             why = "; and ".join(parts) + f" (each test at alpha/2; false-alarm rate {self.alpha:g})"
+        elif lr_significant or band_significant:
+            status = INCONCLUSIVE
+            extra = (fit.estimated_flips - fit.clean_estimate) if lr_significant else bt.excess
+            why = (f"a few labels contradict the model more than calibration allows (p = "
+                   f"{min(fit.p_value if lr_significant else 1.0, bt.p_value if band_significant else 1.0):.3f}), "
+                   f"but about {max(extra, 0):.0f} of them, fewer than the {floor:.0f} rows "
+                   f"({self.min_effect:.1%}) a verdict of poisoning needs: check the flagged rows by hand")
         elif np.isfinite(power) and power >= 0.8 and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n):
             status = CLEAN
             why = (f"no sign of flips at false-alarm rate {self.alpha:g} (p = {fit.p_value:.2f}; the "

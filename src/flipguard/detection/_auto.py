@@ -350,8 +350,8 @@ class AutoDetector(BaseDetector):
                       f"({cl_estimate / n:.1%}), more than clean labels explain by themselves")
                    + ": flips the model absorbed into its probabilities cannot be ruled out")
 
-        if status == POISONED:
-            # The data is judged attacked: recall matters.  Confident learning on the evidence mix
+        if lr_reject or band_reject:
+            # A test found the attack: recall matters.  Confident learning on the evidence mix
             # and the FDR-controlled set always vote; the expected-F1-optimal posterior set where
             # the flip model saw the attack; the inverted band's rows where that test did.
             flags = cl_flags | likely
@@ -363,7 +363,8 @@ class AutoDetector(BaseDetector):
                 reasons[bt.rows] |= _BIT["boundary"]
                 flags |= bt.rows
         else:
-            # No (or no conclusive) sign of an attack: confident learning on the model's own
+            # No (or no conclusive) sign of an attack in the evidence (verified rows may still prove
+            # one; they speak for themselves below): confident learning on the model's own
             # probabilities, exactly cleanlab's flags, never silent and no more alarmist.
             cl_model = cl_flags if mix is p else confident_learning_issues(labels, p)
             reasons[:] = np.where(cl_model, _BIT["confident_learning"], 0) | (reasons & _BIT["noise_model"])

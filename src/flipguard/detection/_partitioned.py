@@ -38,7 +38,8 @@ partition, so a worker needs memory for its largest partition, not the data):
    chosen on the driver with ties broken by (partition, row): exactly the
    global selection, with about ``count`` candidates per cell on the driver.
 7. **write**: per partition, the per-row results (score, flag, suggested
-   label, fold) written as Parquet under the output folder.
+   label, fold) written as Parquet under the output folder; each task gets only
+   its own partition's selected rows.
 
 The probabilities are recomputed in passes 4-7 from the fitted fold models
 (cheap next to reading) instead of being kept, so no pass holds more than one
@@ -334,14 +335,16 @@ def _candidate_task(part: Partition, shared: dict) -> dict:
     return out
 
 
-def _write_task(part: Partition, shared: dict) -> dict:
+def _write_task(item: tuple[Partition, np.ndarray], shared: dict) -> dict:
+    """Per-row results of one partition; ``item`` is the partition and its selected rows (sent with the
+    task, so a worker receives its own partition's selection, never the whole dataset's)."""
     import pyarrow.parquet as pq
 
+    part, sel = item
     p, y, folds, tbl = _oof(part, shared)
     n = len(y)
     flags = np.zeros(n, dtype=bool)
-    sel = shared["selected"].get(part.name)
-    if sel is not None and len(sel):
+    if len(sel):
         flags[sel] = True
     bumped = p.copy()
     bumped[np.arange(n), y] += _EPS
@@ -638,12 +641,13 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
                 order = np.lexsort((r, pi, -m))[:count]
                 for i in np.unique(pi[order]):
                     selected[parts[i].name].append(r[order][pi[order] == i])
-        shared["selected"] = {n: np.unique(np.concatenate(v)) for n, v in selected.items() if v}
-        del cands
+        rows_of = [(p, np.unique(np.concatenate(selected[p.name])) if selected[p.name] else np.zeros(0, np.int64))
+                   for p in parts]
+        del cands, selected
         out_path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent))
         shared["staging"] = str(staging)
-        written = eng.map(_write_task, parts, shared=shared, desc="writing per-row results")
+        written = eng.map(_write_task, rows_of, shared=shared, desc="writing per-row results")
         transitions = _transition_list(joint, classes)
         model_text = model if isinstance(model, str) else type(model).__name__
         if mode == "incremental" and model == "logreg":

@@ -119,6 +119,21 @@ def test_boundary_test_sees_an_inverted_band_that_the_likelihood_ratio_misses():
     assert fit.p_value > 0.05  # the likelihood ratio alone would have said nothing
 
 
+@pytest.mark.parametrize("model", ["logreg", "knn", "hgb"])
+def test_boundary_test_stays_quiet_on_clean_real_data_whatever_the_model(breast, model):
+    """Real models are not calibrated like the simulation; the temperature absorbs most of it,
+    and on clean labels the band test does not fire for linear, neighbour or boosted models."""
+    from sklearn.datasets import load_wine
+
+    from flipguard.detection._verdict import _fit_h0, _log_q
+    from flipguard.models import out_of_fold_proba
+
+    for X, y in (breast, load_wine(return_X_y=True)):
+        probs = out_of_fold_proba(model, X, y, random_state=0)
+        a0 = _fit_h0(_log_q(probs), y)[0]
+        assert boundary_test(y, probs, a0, rng=np.random.RandomState(0)).p_value > 0.025
+
+
 def test_boundary_flips_are_called_poisoned_and_found_better_than_confident_learning(breast):
     from cleanlab.filter import find_label_issues
 

@@ -14,8 +14,9 @@ simulation into ``--out``.  ``--seeds 0,1,2`` repeats every simulation
 with other seeds (other split, partition, attackers and training order);
 the summary then gives the mean over seeds beside each seed's row.  Each
 row also says which share of the clients' source-class rows the attackers
-held ("src share"): an attack whose attackers hold few source rows cannot
-bite, whatever the defence.
+held ("src share") and their share of all client rows, which is their
+weight in FedAvg ("FedAvg weight"): an attack whose attackers hold few
+source rows, or are small clients, cannot bite, whatever the defence.
 
 Usage::
 
@@ -35,6 +36,14 @@ from pathlib import Path
 from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 DEFENCES = ("fedavg", "krum", "median", "trimmed_mean", "lfighter", "tolpegin", "fltrust")
+DATASETS = ("digits", "breast_cancer", "wine")
+
+
+def _order(item):
+    """Sort key for table cells keyed (dataset, partition, ...): datasets as run, iid before Dirichlet."""
+    key = item[0]
+    ds = DATASETS.index(key[0]) if key[0] in DATASETS else len(DATASETS)
+    return (ds, key[1] != "iid", *key[2:])
 
 
 def datasets(quick: bool):
@@ -67,6 +76,8 @@ def main() -> None:
     if args.table:
         rows = summarize(sorted(out.glob("*-s*.json")))
         print_table(rows)
+        print_wide(rows)
+        print_means(rows)
         print_bar(rows)
         return
 
@@ -109,6 +120,8 @@ def main() -> None:
                       f"{len(res.runs)} runs x {rounds} rounds in {secs:.0f} s; {machine().rsplit(';', 1)[1]}",
                       flush=True)
     print_table(rows)
+    print_wide(rows)
+    print_means(rows)
     print_bar(rows)
     print(f"\nload average at the end: {machine().rsplit('load average', 1)[1]}")
 
@@ -123,13 +136,15 @@ def summarize(paths) -> list[dict]:
         for r in doc["runs"][1:]:
             attackers = r["per_round"]["malicious"][-1]
             share = None if not src_rows else sum(src_rows[a] for a in attackers) / max(1, sum(src_rows))
+            weight = sum(s["client_rows"][a] for a in attackers) / sum(s["client_rows"])
             rows.append({"dataset": s["dataset"], "partition": s["partition"], "rounds": s["rounds"],
                          "seed": s["seed"], "malicious": r["malicious"], "defence": r["defence"],
                          "accuracy": r["accuracy"], "source_recall": r["source_recall"],
                          "lost": base["source_recall"] - r["source_recall"],
                          "attack_success_rate": r["attack_success_rate"],
                          "detection_precision": r["detection_precision"], "detection_recall": r["detection_recall"],
-                         "baseline_source_recall": base["source_recall"], "attackers_source_share": share})
+                         "baseline_source_recall": base["source_recall"], "attackers_source_share": share,
+                         "attackers_weight": weight})
     return rows
 
 
@@ -154,6 +169,57 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def print_wide(rows) -> None:
+    """One row per (dataset, partition, seed, malicious): every defence's source recall, (precision / recall)."""
+    from collections import defaultdict
+
+    cells = defaultdict(dict)
+    order = []
+    for r in rows:
+        cells[(r["dataset"], r["partition"], r["seed"], r["malicious"])][r["defence"]] = r
+        if r["defence"] not in order:
+            order.append(r["defence"])
+    print()
+    print("| data | split | seed | mal. | src share | baseline | " + " | ".join(order) + " |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(order))
+    for (ds, part, seed, mal), by in sorted(cells.items(), key=_order):
+        ref = next(iter(by.values()))
+        out = []
+        for name in order:
+            r = by.get(name)
+            if r is None:
+                out.append("")
+                continue
+            cell = _c(r["source_recall"])
+            if r["detection_recall"] is not None or r["detection_precision"] is not None:
+                cell += f" ({_c(r['detection_precision'])}/{_c(r['detection_recall'])})"
+            out.append(cell)
+        split = "iid" if part == "iid" else "Dir 0.5"
+        print(f"| {ds} | {split} | {seed} | {mal:.0%} | {_c(ref['attackers_source_share'])} | "
+              f"{_c(ref['baseline_source_recall'])} | " + " | ".join(out) + " |")
+
+
+def print_means(rows) -> None:
+    """Points of source recall lost vs the baseline, mean over seeds (worst seed in brackets), per defence."""
+    from collections import defaultdict
+
+    cells = defaultdict(lambda: defaultdict(list))
+    order = []
+    for r in rows:
+        cells[(r["dataset"], r["partition"], r["malicious"])][r["defence"]].append(r["lost"] * 100)
+        if r["defence"] not in order:
+            order.append(r["defence"])
+    print()
+    print("| data | split | mal. | seeds | " + " | ".join(order) + " |")
+    print("|---|---|---:|---:|" + "---:|" * len(order))
+    for (ds, part, mal), by in sorted(cells.items(), key=_order):
+        n = max(len(v) for v in by.values())
+        out = [("" if not v else f"{v[0]:+.0f}" if len(v) == 1 else f"{sum(v) / len(v):+.0f} ({max(v):+.0f})")
+               for v in (by.get(name, []) for name in order)]
+        split = "iid" if part == "iid" else "Dir 0.5"
+        print(f"| {ds} | {split} | {mal:.0%} | {n} | " + " | ".join(out) + " |")
+
+
 def print_bar(rows) -> None:
     """The issue's bar per (dataset, partition, malicious): FedAvg's loss, LFighter's loss and detection."""
     from collections import defaultdict
@@ -162,10 +228,10 @@ def print_bar(rows) -> None:
     for r in rows:
         cells[(r["dataset"], r["partition"], r["malicious"])][r["defence"]].append(r)
     print()
-    print("| dataset | partition | malicious | seeds | baseline | src share | FedAvg lost | LFighter lost "
-          "| LFighter det. precision | LFighter det. recall |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for (ds, part, mal), by in sorted(cells.items()):
+    print("| dataset | partition | malicious | seeds | baseline | src share | FedAvg weight | FedAvg lost "
+          "| LFighter lost | LFighter det. precision | LFighter det. recall |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (ds, part, mal), by in sorted(cells.items(), key=_order):
         fa, lf = by.get("fedavg", []), by.get("lfighter", [])
         if not fa and not lf:
             continue
@@ -180,7 +246,8 @@ def print_bar(rows) -> None:
             return " / ".join(_c(v, fmt) for v in vals) + (f" (mean {_c(mean, fmt)})" if len(vals) > 1 else "")
 
         print(f"| {ds} | {part} | {mal:.0%} | {seeds} | {each(ref, 'baseline_source_recall')} | "
-              f"{each(ref, 'attackers_source_share')} | {each(fa, 'lost', 100, '{:+.1f}')} | "
+              f"{each(ref, 'attackers_source_share')} | {each(ref, 'attackers_weight')} | "
+              f"{each(fa, 'lost', 100, '{:+.1f}')} | "
               f"{each(lf, 'lost', 100, '{:+.1f}')} | {each(lf, 'detection_precision')} | "
               f"{each(lf, 'detection_recall')} |")
 

@@ -165,9 +165,10 @@ class LFighter(LabelFlipStrategy):
        ``|C| / m * (1 - mean_i min_j (cos(g_i, g_j) - [i = j]))``: the
        cosine-similarity matrix of the members minus the identity, so a
        member's own entry counts as 0 and the per-member minimum is at most
-       0.  A cluster whose members all point the same way (the attackers,
-       who share one objective) scores exactly its share; members pointing
-       against each other (honest clients with different data) raise it.
+       0.  A cluster whose members all point the same way scores exactly
+       its share (the attackers, who share one objective, and on iid data
+       the honest clients too); members pointing against each other (honest
+       clients with different data) raise it.
        The cluster with the **higher** score is kept (ties: the first);
     4. averages the kept clients' models (Flower's FedAvg, weighted by
        ``weighted_by_key``; the authors' code takes an unweighted mean).
@@ -180,9 +181,10 @@ class LFighter(LabelFlipStrategy):
     data it dropped the honest majority every round: breast cancer, 40 %
     attackers, source recall 0.00.)
 
-    It always drops one of the two clusters, also when nobody attacks (the
-    honest clients then lose some of their updates, not the model's
-    accuracy).
+    It always drops one of the two clusters, also when nobody attacks.  On
+    iid data that costs honest updates, not accuracy; on non-iid data with
+    few attackers it can drop the honest clients that hold most of the
+    source class (docs/federated.md, "Where each defence breaks").
 
     Parameters
     ----------

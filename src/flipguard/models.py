@@ -198,6 +198,10 @@ def select_model(X, y, *, candidates=AUTO_CANDIDATES, cv: int = 5, max_samples: 
     ``time_budget`` seconds; ``logreg`` always joins.  Candidates that fail
     (e.g. ``hgb`` on very wide sparse input) are skipped, and so is every
     candidate once ``logreg`` alone already projects beyond the budget.
+    When the table has at most ``max_samples`` rows the subsample *is* the
+    table and every candidate joins whatever its time: the budget only
+    saves recomputing on all rows, and so the members (and the result) do
+    not depend on how busy the machine is.
 
     The eligible candidates' out-of-fold probabilities are then combined
     with the convex weights (a grid of step 0.1 on the simplex) that
@@ -334,8 +338,9 @@ def _score_candidates(candidates, Xs, ys, n, m, cv, seed, n_jobs, time_budget, w
     report: dict = {}
     eligible_probs: dict = {}
     spent = 0.0
+    whole = m == n  # the subsample is the table: every candidate's probabilities come for free
     for name in candidates:
-        if spent > time_budget:
+        if spent > time_budget and not whole:
             # Candidates come cheapest first: when the members already overrun the budget
             # on all rows, a costlier one cannot join; do not even try.
             report[name] = {"log_loss": None, "seconds": 0.0, "projected_seconds": None,
@@ -356,7 +361,7 @@ def _score_candidates(candidates, Xs, ys, n, m, cv, seed, n_jobs, time_budget, w
         scale = n / m
         projected = seconds * (scale ** 2 if name == "knn" else scale)
         loss = float(-np.mean(np.log(np.clip(probs[np.arange(m), ys], 1e-6, 1.0))))
-        eligible = name == "logreg" or spent + projected <= time_budget
+        eligible = name == "logreg" or whole or spent + projected <= time_budget
         spent += projected
         report[name] = {"log_loss": round(loss, 5), "seconds": round(seconds, 3),
                         "projected_seconds": round(projected, 2), "eligible": bool(eligible)}

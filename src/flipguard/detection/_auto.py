@@ -336,7 +336,8 @@ class AutoDetector(BaseDetector):
                 parts.append(f"{bt.observed:.0f} of {bt.n_band} uncertain rows carry a label other than the "
                              f"model's most probable class where calibration expects {bt.expected:.0f} "
                              f"(p = {bt.p_value:.3f} <= {level:g}): labels near the decision boundary look "
-                             "moved to its other side")
+                             f"moved to its other side (at least {max(bt.excess, 0):.0f} of them; flips the "
+                             "model learnt are not counted)")
             why = "; and ".join(parts) + f" (each test at alpha/2; false-alarm rate {self.alpha:g})"
         elif lr_significant or band_significant:
             status = INCONCLUSIVE

@@ -295,9 +295,11 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
     made on what the user is after instead, the flags' F1 on the verified
     rows (out-of-sample for both: the trusted model is cross-fitted there):
     the trusted model's disputes are added when the union of both flag
-    sets has a higher F1 on the verified rows than the main flags alone
-    and catches at least two verified flips the main flags miss, and are
-    not used otherwise.
+    sets has a higher F1 on the verified rows than the main flags alone,
+    catches at least two verified flips the main flags miss, and the share
+    of flipped rows among the verified rows it adds is convincingly above
+    half the main flags' F1 there (:func:`_adds_to_f1`); they are not used
+    otherwise.
     """
     labels, K, X, trusted, rng = inputs.labels, inputs.n_classes, inputs.X, inputs.trusted, inputs.rng
     n = len(labels)
@@ -325,12 +327,15 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
         main_v = np.asarray(main_flags)[v_rows]
         union_v = main_v | (pred[v_rows] != labels[v_rows])
         f_main, f_union = _f1(truth, main_v), _f1(truth, union_v)
-        new = int(np.count_nonzero(truth & union_v & ~main_v))
+        added = union_v & ~main_v
+        new = int(np.count_nonzero(truth & added))
+        new_precision = new / max(1, int(added.sum()))
         details["trusted_model_on_verified"] = {"f1_main": round(f_main, 4),
                                                 "f1_with_trusted_model": round(f_union, 4),
-                                                "flips_only_it_catches": new}
+                                                "flips_only_it_catches": new,
+                                                "precision_of_its_additions": round(new_precision, 4)}
         roni = False
-        if f_union > f_main + 1e-12 and new >= 2:
+        if f_union > f_main + 1e-12 and new >= 2 and _adds_to_f1(new, int(added.sum()), f_main):
             rejected[candidates] = True
             details["trusted_preferred"] = (
                 f"adding the trusted model's disputes raises the F1 on the verified rows from {f_main:.2f} "
@@ -412,6 +417,22 @@ def _f1(truth: np.ndarray, flags: np.ndarray) -> float:
     return 2.0 * tp / denom if denom else 1.0
 
 
+def _adds_to_f1(hits: int, added: int, f1: float, confidence: float = 0.8) -> bool:
+    """Does adding a set whose verified rows show ``hits`` flips in ``added`` raise an F1 of ``f1``?
+
+    Adding flags of precision ``p`` raises F1 exactly when ``p > F1 / 2``
+    (Lipton, Elkan & Naryanaswamy 2014: the F1-optimal threshold is half
+    the optimal F1).  On a few verified rows ``p`` is uncertain, so its
+    one-sided ``confidence`` Clopper-Pearson lower bound must clear it.
+    """
+    from scipy.stats import binomtest
+
+    if added == 0 or hits == 0:
+        return False
+    low = binomtest(hits, added).proportion_ci(confidence_level=2 * confidence - 1, method="exact").low
+    return bool(low > f1 / 2.0)
+
+
 def _sign_test(wins: int, losses: int) -> float:
     """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips)."""
     from scipy.stats import binomtest
@@ -438,8 +459,10 @@ def verified_neighbour_flags(X, labels: np.ndarray, v_rows: np.ndarray, v_codes:
     each is predicted by the *other* verified rows (leave-one-out), and the
     ``k`` whose flags, added to ``main_flags`` (the main evidence's, all
     False when not given), give the best F1 on the verified rows wins.  The
-    rule is applied only when that F1 is higher than the main flags' alone
-    and it catches at least two verified flips they miss; otherwise nothing is
+    rule is applied only when that F1 is higher than the main flags' alone,
+    it catches at least two verified flips they miss, and the precision of
+    the verified rows it adds is convincingly above half the main flags' F1
+    (:func:`_adds_to_f1`); otherwise nothing is
     flagged (``details`` says which and why): trusted rows never make the
     flags worse on the rows where the truth is known.
 
@@ -480,17 +503,20 @@ def verified_neighbour_flags(X, labels: np.ndarray, v_rows: np.ndarray, v_codes:
         for mine, _, loo in by_class.values():
             hit[mine] = loo[:, :k].mean(axis=1) > 0.5
         caught = int(np.count_nonzero(hit & flipped & ~main_v))  # verified flips only the rule catches
+        added = int(np.count_nonzero(hit & ~main_v))
         f1 = _f1(flipped, main_v | hit)
         if best is None or f1 > best[0] + 1e-12:
-            best = (f1, k, caught, int(hit.sum()))
-    f1, k, caught, n_hit = best
-    info.update({"k": k, "loo_flagged": n_hit, "loo_caught_beyond_main": caught, "f1_main": round(f_main, 4),
+            best = (f1, k, caught, int(hit.sum()), caught / max(1, added), added)
+    f1, k, caught, n_hit, new_precision, added = best
+    info.update({"k": k, "loo_flagged": n_hit, "loo_caught_beyond_main": caught,
+                 "loo_precision_of_additions": round(new_precision, 4), "f1_main": round(f_main, 4),
                  "f1_with_rule": round(f1, 4)})
-    if caught < 2 or f1 <= f_main + 1e-12:
+    if caught < 2 or f1 <= f_main + 1e-12 or not _adds_to_f1(caught, added, f_main):
         info["used"] = False
         info["why"] = (f"leave-one-out on the verified rows: the rule caught {caught} of {int(flipped.sum())} "
                        f"flips the main evidence misses, and the F1 there would go from {f_main:.2f} to {f1:.2f} "
-                       "(needs at least 2 and a higher F1)")
+                       f"with precision {new_precision:.2f} among the rows it adds (needs at least 2, a "
+                       "higher F1 and a precision convincingly above half that F1)")
         return none, info
     flags = none.copy()
     for c, (mine, nn, _) in by_class.items():

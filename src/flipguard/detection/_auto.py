@@ -398,7 +398,7 @@ class AutoDetector(BaseDetector):
         if inputs.trusted is not None:
             ev = trusted_evidence(inputs, model=self.trusted_model, roni=self.roni, max_groups=24,
                                   min_group_size=5, max_fit_samples=20_000, cv=5,
-                                  evidence_probs=mix, main_flags=flags.copy())
+                                  main_flags=flags.copy())
             details.update(ev.details)
             warns.extend(ev.warnings)
             components["trusted"] = ev.scores
@@ -473,7 +473,7 @@ class AutoDetector(BaseDetector):
             "boundary": bt.summary(),
             "rejected_by": [t for t, r in (("likelihood_ratio", lr_reject), ("boundary_band", band_reject)) if r],
         }
-        transitions = _transitions(fit, labels, K, estimate, status if lr_reject else None, joint)
+        transitions = _transitions(fit, labels, K, lr_reject, joint)
         if band_reject and bt.observed > 0:
             # The band's excess, spread over its rows' (true = model's top class, observed) pairs.
             top = np.argmax(mix, axis=1)
@@ -489,11 +489,11 @@ class AutoDetector(BaseDetector):
                          reason_names=list(REASONS))
 
 
-def _transitions(fit, labels, K, estimate, status, joint) -> np.ndarray:
+def _transitions(fit, labels, K, from_posteriors, joint) -> np.ndarray:
     """Estimated ``[true, observed]`` counts: the expected counts under the flip model
-    (posteriors summed by observed label), rounded preserving each observed total;
-    confident learning's calibrated joint under any other verdict."""
-    if status != POISONED:
+    (posteriors summed by observed label), rounded preserving each observed total, when the
+    likelihood ratio found the attack; confident learning's calibrated joint otherwise."""
+    if not from_posteriors:
         return joint.T.astype(np.int64)
     from ._confident import _round_preserving_sum
 

@@ -265,8 +265,7 @@ class _TrustedEvidence:
 
 
 def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size, max_fit_samples,
-                     cv, evidence_probs=None, n_null_groups: int = 8,
-                     roni_when_unsure: bool = True, main_flags=None) -> _TrustedEvidence:
+                     cv, n_null_groups: int = 8, main_flags=None) -> _TrustedEvidence:
     """The trusted model's probabilities and RONI-rejected rows.
 
     Two safeguards keep trusted rows from doing harm:
@@ -276,30 +275,18 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
       a candidate group is rejected only when its impact exceeds every null
       group's, so a clean group is rejected with probability at most
       ``1 / (n_null_groups + 1)`` (a permutation-style test; Good 2005).
-    * **A fallback judged on the trusted rows.**  With ``evidence_probs``
-      (the main out-of-sample evidence) and at least 5 trusted rows in the
-      data: on the verified rows where the trusted model (cross-fitted)
-      and the evidence predict different classes, count how often each is
-      right.  Unless the trusted model is right more often, its disputes
-      are not used at all (``details["trusted_fallback"]`` says why): a
-      tie is no evidence that a model fitted on 5 % of the rows knows
-      better.  When it is right more often and an exact one-sided sign
-      test (McNemar 1947) says so at the 5 % level, every row it disputes
-      is flagged (``details["trusted_preferred"]``); when it is right more
-      often but not significantly, RONI decides, group by group, unless
-      ``roni_when_unsure`` is False (the default detector's choice: a
-      weak RONI cut-off on 5 % of the rows rejected most groups on clean
-      data), and then the disputes are not used either.
-
-    With ``main_flags`` (the rows the main evidence flags) the choice is
-    made on what the user is after instead, the flags' F1 on the verified
-    rows (out-of-sample for both: the trusted model is cross-fitted there):
-    the trusted model's disputes are added when the union of both flag
-    sets has a higher F1 on the verified rows than the main flags alone,
-    catches at least two verified flips the main flags miss, and the share
-    of flipped rows among the verified rows it adds is convincingly above
-    half the main flags' F1 there (:func:`_adds_to_f1`); they are not used
-    otherwise.
+    * **A fallback judged on the trusted rows.**  With ``main_flags`` (the
+      rows the main evidence flags) and at least 5 trusted rows in the data,
+      the trusted model's disputes are judged on what the user is after, the
+      flags' F1 on the verified rows (out-of-sample for both: the trusted
+      model is cross-fitted there).  They are added when the union of both
+      flag sets has a higher F1 on the verified rows than the main flags
+      alone, catches at least two verified flips the main flags miss, and
+      the share of flipped rows among the verified rows it adds is
+      convincingly above half the main flags' F1 there
+      (:func:`_adds_to_f1`); otherwise they are not used and
+      ``details["trusted_fallback"]`` says why.  Without ``main_flags``
+      (the ``trusted`` method) RONI tests them group by group.
     """
     labels, K, X, trusted, rng = inputs.labels, inputs.n_classes, inputs.X, inputs.trusted, inputs.rng
     n = len(labels)
@@ -346,38 +333,6 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
                 f"({f_main:.2f} -> {f_union:.2f}, {new} more verified flips caught; out-of-sample): they "
                 "were not used")
         candidates = candidates[:0]
-    elif roni and len(candidates) and evidence_probs is not None and len(v_rows) >= 5 \
-            and len(np.unique(trusted.y)) >= 2:
-        own_pred = np.argmax(probs[v_rows], axis=1)
-        main_pred = np.argmax(np.asarray(evidence_probs)[v_rows], axis=1)
-        split = own_pred != main_pred
-        own_right = int(np.count_nonzero(split & (own_pred == v_codes)))
-        main_right = int(np.count_nonzero(split & (main_pred == v_codes)))
-        details["trusted_vs_evidence_on_verified"] = {"disagree": int(split.sum()),
-                                                      "trusted_model_right": own_right,
-                                                      "evidence_right": main_right}
-        if main_right >= own_right:
-            roni = False
-            candidates = candidates[:0]
-            details["trusted_fallback"] = (
-                f"where the trusted model and the main evidence disagree on verified rows, the trusted "
-                f"model is not right more often ({own_right} vs {main_right} of {int(split.sum())}, "
-                "out-of-sample): its disputes were not used")
-        elif _sign_test(own_right, main_right) <= 0.05:
-            details["trusted_preferred"] = (
-                f"where the trusted model and the main evidence disagree on verified rows, the trusted "
-                f"model is right more often ({own_right} vs {main_right} of {int(split.sum())}, "
-                "out-of-sample): every row it disputes is flagged, without RONI")
-            rejected[candidates] = True
-            roni = False
-            candidates = candidates[:0]
-        elif not roni_when_unsure:
-            roni = False
-            candidates = candidates[:0]
-            details["trusted_fallback"] = (
-                f"the trusted model is right more often than the main evidence where they disagree on "
-                f"verified rows ({own_right} vs {main_right}), but not significantly (one-sided sign "
-                "test, 5% level): its disputes were not used")
     if roni and len(candidates):
         groups = candidate_groups(X, labels, pred, candidates, max_groups=max_groups,
                                   min_group_size=min_group_size, rng=rng)
@@ -396,7 +351,7 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
         details.update({"roni_groups": len(groups), "roni_rejected_groups": int(bad.sum()),
                         "roni_rejected_rows": int(rejected.sum()), "roni_null_groups": len(null),
                         "roni_cutoff": round(cutoff, 6)})
-    elif not roni and main_flags is None:
+    elif not roni:
         rejected[candidates] = True
     scores = (1.0 - probs[rows, labels] + rejected) / 2.0
     flags = rejected.copy()
@@ -431,14 +386,6 @@ def _adds_to_f1(hits: int, added: int, f1: float, confidence: float = 0.8) -> bo
         return False
     low = binomtest(hits, added).proportion_ci(confidence_level=2 * confidence - 1, method="exact").low
     return bool(low > f1 / 2.0)
-
-
-def _sign_test(wins: int, losses: int) -> float:
-    """One-sided exact sign test: P(at least ``wins`` of ``wins + losses`` fair coin flips)."""
-    from scipy.stats import binomtest
-
-    n = wins + losses
-    return 1.0 if n == 0 else float(binomtest(wins, n, 0.5, alternative="greater").pvalue)
 
 
 def verified_neighbour_flags(X, labels: np.ndarray, v_rows: np.ndarray, v_codes: np.ndarray, *,

@@ -309,3 +309,40 @@ def _csv(tmp_path, table):
     path = tmp_path / "data.csv"
     pacsv.write_csv(table, path)
     return path
+
+
+def _breast_csv(tmp_path, y):
+    X, _ = load_breast_cancer(return_X_y=True)
+    cols = {f"f{i}": X[:, i] for i in range(X.shape[1])}
+    return _csv(tmp_path, pa.table({**cols, "y": np.where(y == 1, "benign", "malignant").tolist()}))
+
+
+def test_cli_fail_on_poisoned_gates_a_verdict_whose_estimate_is_only_a_lower_bound(cli, tmp_path, breast):
+    """Boundary flips: the band test calls the data poisoned, but its count is a lower bound,
+    so a CI gate on the estimate alone passes an attacked table; --fail-on poisoned does not."""
+    X, y = breast
+    _, y_bad = make_flipper("boundary", rate=0.15, random_state=0).fit_resample(X, y)
+    path = _breast_csv(tmp_path, y_bad)
+    args = ("audit", path, "--label", "y", "--model", "logreg", "--format", "json")
+    rate_only = cli(*args, "--fail-above", "0.1")
+    out = json.loads(rate_only.stdout)
+    assert out["verdict"]["status"] == "poisoned" and out["estimated_flip_rate"] < 0.1
+    assert rate_only.exit_code == 0, rate_only.stderr
+    gated = cli(*args, "--fail-above", "0.1", "--fail-on", "poisoned")
+    assert gated.exit_code == 1, gated.stderr
+    table = cli("audit", path, "--label", "y", "--model", "logreg", "--fail-on", "inconclusive,poisoned")
+    assert table.exit_code == 1 and "verdict: poisoned (--fail-on poisoned)" in table.stderr
+
+
+def test_cli_fail_on_stays_quiet_on_clean_labels_and_refuses_bad_values(cli, tmp_path, breast):
+    X, y = breast
+    path = _breast_csv(tmp_path, y)
+    ok = cli("audit", path, "--label", "y", "--model", "logreg", "--fail-on", "poisoned", "--format", "json")
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["verdict"]["status"] != "poisoned"
+    for extra in (("--fail-on", "dirty"), ("--fail-on", "poisoned", "--method", "confident_learning")):
+        out = tmp_path / "rows.csv"
+        bad = cli("audit", path, "--label", "y", *extra, "--format", "csv", "--out", out)
+        assert bad.exit_code == 2 and not out.exists()
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error:") and "--fail-on" in lines[0], bad.stderr

@@ -65,7 +65,12 @@ def audit_cmd(
         "--out", "-o", help="Write the json/csv output to FILE instead of stdout; with --format table, "
                             "write the per-row table (CSV or Parquet by extension).")] = None,
     fail_above: Annotated[float | None, typer.Option(
-        "--fail-above", help="Exit 1 when the estimated flip rate exceeds RATE (e.g. 0.05).")] = None,
+        "--fail-above", help="Exit 1 when the estimated flip rate exceeds RATE (e.g. 0.05). Under a "
+                             "boundary verdict the estimate is a lower bound: gate on --fail-on too.")] = None,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", help="Exit 1 when the verdict is one of these: poisoned, inconclusive, inconsistent "
+                          "(repeatable or comma-separated), whatever the estimate.",
+        show_default=False)] = None,
     report: Annotated[Path | None, typer.Option(
         "--report", help="Write an HTML audit page.")] = None,
     top: Annotated[int, typer.Option("--top", help="Suspects shown by --format table.")] = 20,
@@ -89,12 +94,14 @@ def audit_cmd(
     saw its label), or your own (--pred-probs), are combined with neighbour
     votes and any independent evidence (--trusted, --rules,
     --reference-label).  Free-text columns need --text.  Exit 1 with
-    --fail-above when the estimated flip rate is higher; 2 on bad input.
+    --fail-above when the estimated flip rate is higher, or with --fail-on
+    when the verdict is one named; 2 on bad input.
 
     Example:
 
         flipguard audit reviews.csv --label sentiment --id review_id \\
-            --text review --format json --fail-above 0.05 --report audit.html
+            --text review --format json --fail-above 0.05 --fail-on poisoned \\
+            --report audit.html
     """
     import warnings
 
@@ -109,6 +116,7 @@ def audit_cmd(
         raise InvalidParameterError(f"Unknown model {model!r}; choose one of auto, {', '.join(MODEL_NAMES)}.")
     if fail_above is not None and not 0 <= fail_above <= 1:
         raise InvalidParameterError(f"--fail-above must be a rate in [0, 1]; got {fail_above}")
+    fail_verdicts = _fail_verdicts(fail_on)
     if top < 0:
         raise InvalidParameterError(f"--top must be 0 or more; got {top}")
     if cv < 2:
@@ -118,6 +126,10 @@ def audit_cmd(
     from . import _scale
 
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: confident learning per partition
+        if fail_verdicts:
+            raise InvalidParameterError("--fail-on needs the dataset verdict of a single-table audit; a "
+                                        "partitioned dataset is audited by confident learning per "
+                                        "partition: gate it with --fail-above")
         return _scale.audit(data, label=label, id=id, model=model, method=method, cv=cv, seed=seed, out=out,
                             top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
                             ray_address=ray_address, training=training, max_train_rows=max_train_rows)
@@ -132,6 +144,9 @@ def audit_cmd(
     if method not in detector_names():
         raise InvalidParameterError(f"Unknown detection method {method!r}; choose one of "
                                     f"{', '.join(detector_names())}.")
+    if fail_verdicts and method != "auto":
+        raise InvalidParameterError(f"--fail-on needs the dataset verdict, which only --method auto gives "
+                                    f"(got --method {method}); gate on --fail-above instead")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with _status("Loading data"):
@@ -181,13 +196,34 @@ def audit_cmd(
         _stdout_closed()
     for w in dict.fromkeys(notes):
         err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-    inconsistent = str(audit.verdict.get("status", "")).startswith("labels inconsistent")
-    if fail_above is not None and (audit.estimated_flip_rate > fail_above or inconsistent):
+    status = str(audit.verdict.get("status", ""))
+    inconsistent = status.startswith("labels inconsistent")
+    why = None
+    if fail_above is not None and inconsistent:
+        why = f"verdict: {status} (--fail-above {fail_above:.1%})"
+    elif fail_above is not None and audit.estimated_flip_rate > fail_above:
+        why = f"estimated flip rate {audit.estimated_flip_rate:.1%} exceeds --fail-above {fail_above:.1%}"
+    elif _VERDICT_KEYS.get(status) in fail_verdicts:
+        why = f"verdict: {status} (--fail-on {_VERDICT_KEYS[status]})"
+    if why is not None:
         if output_format == "table":
-            err_console.print(f"estimated flip rate {audit.estimated_flip_rate:.1%} exceeds "
-                              f"--fail-above {fail_above:.1%}" if not inconsistent else
-                              f"verdict: {audit.verdict['status']} (--fail-above {fail_above:.1%})")
+            err_console.print(why)
         raise typer.Exit(1)
+
+
+#: ``--fail-on`` keywords of the verdict statuses (``AutoDetector``'s ``verdict["status"]``).
+_VERDICT_KEYS = {"poisoned": "poisoned", "inconclusive": "inconclusive",
+                 "labels inconsistent with features: possible heavy poisoning": "inconsistent"}
+
+
+def _fail_verdicts(values: list[str] | None) -> set[str]:
+    """The ``--fail-on`` keywords, each checked (repeatable and comma-separated forms)."""
+    chosen = {v.strip().lower() for value in values or [] for v in value.split(",") if v.strip()}
+    unknown = sorted(chosen - set(_VERDICT_KEYS.values()))
+    if unknown:
+        raise InvalidParameterError(f"--fail-on takes poisoned, inconclusive or inconsistent; got "
+                                    f"{', '.join(map(repr, unknown))}")
+    return chosen
 
 
 def _stdout_closed() -> None:

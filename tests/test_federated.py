@@ -324,3 +324,63 @@ def test_fltrust_gives_zero_trust_to_updates_against_the_root_update():
     flagged, scores = s._suspect(1, ups, np.ones(10))
     assert flagged[6:].all() and not flagged[:6].any()
     assert np.all(scores[:6] < 1.0)
+
+
+# -- attackers and their flips (no engine) -----------------------------------------------------
+def test_an_attacker_without_the_target_class_still_flips_every_source_row():
+    """Tolpegin et al.'s attacker relabels all its source rows; on non-iid data it may hold no target row.
+
+    A flipguard flipper only knows the classes it is shown, so the simulation shows it every class of the
+    federation: a client holding only class-0 rows (breast cancer's malignant, Dirichlet split) flipped
+    nothing before, and now flips all of them to class 1.
+    """
+    from flipguard.attacks import TargetedFlip
+    from flipguard.federated._simulate import flip_client
+
+    classes = np.array(["benign", "malignant"])  # sorted; codes index them
+    attack = TargetedFlip(source="malignant", target="benign", rate=1.0)
+    only_source = np.full(10, 1)  # every row malignant
+    new = flip_client(attack, np.zeros((10, 3)), only_source, classes, seed=0)
+    assert new.tolist() == [0] * 10
+    mixed = np.array([1, 0, 1, 0, 1])
+    assert flip_client(attack, np.ones((5, 3)), mixed, classes, seed=0).tolist() == [0] * 5
+    three = np.array([0, 1, 2])
+    no_source = np.array([1, 1, 2, 2])  # nothing of the source class: nothing flipped
+    assert flip_client(TargetedFlip(source=0, target=1, rate=1.0), np.ones((4, 2)), no_source, three,
+                       seed=0).tolist() == no_source.tolist()
+
+
+def test_attackers_that_need_features_get_the_clients_features():
+    """Flippers that cluster or fit a surrogate on X (ClusterFlip, ...) need the client's rows, not None."""
+    from flipguard.attacks import ClusterFlip
+    from flipguard.federated._simulate import flip_client
+
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(-2, 1, (20, 2)), rng.normal(2, 1, (20, 2))])
+    codes = np.repeat([0, 1], 20)
+    new = flip_client(ClusterFlip(n_clusters=2, rate=0.25), X, codes, np.array([0, 1, 2]), seed=1)
+    assert len(new) == 40 and 0 < np.sum(new != codes) <= 12
+    assert set(np.unique(new)) <= {0, 1, 2}
+
+
+def test_attackers_are_drawn_among_the_clients_holding_the_source_class():
+    """As in Jebreel et al.'s experiments: a random draw among the clients that can flip something, nested."""
+    from flipguard.federated._simulate import attacker_ranks
+
+    order = np.array([3, 0, 7, 1, 9, 2, 5, 8, 4, 6])
+    plain = attacker_ranks(order)
+    assert [int(np.flatnonzero(plain == r)[0]) for r in range(10)] == order.tolist()
+    holds = np.array([True, False, True, False, True, True, True, False, True, True])  # 0, 2, 4, 5, 6, 8, 9
+    rank = attacker_ranks(order, holds)
+    by_rank = [int(np.flatnonzero(rank == r)[0]) for r in range(10)]
+    assert by_rank == [0, 9, 2, 5, 8, 4, 6, 3, 7, 1]  # holders in draw order, then the others
+    for k in (1, 2, 4, 7):
+        assert all(holds[by_rank[:k]])  # every attacker holds source rows while enough clients do
+    assert set(by_rank[:2]) < set(by_rank[:4])
+    assert np.array_equal(attacker_ranks(order, np.ones(10, dtype=bool)), plain)  # iid: the same attackers
+
+
+def test_simulate_rejects_an_unknown_attacker_pool(digits):
+    X, y = digits
+    with pytest.raises(Exception, match="attacker_pool must be 'source' or 'any'"):
+        simulate(X, y, attack=None, malicious=0.0, attacker_pool="rich")

@@ -30,7 +30,7 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 
 from .._registry import Registry
-from ..exceptions import FlipguardError, InvalidParameterError
+from ..exceptions import InvalidParameterError
 from ._model import MODEL_NAMES, NumpyModel
 from ._partition import dirichlet_partition, iid_partition
 from ._result import FederatedResult, FederatedRun, RoundMetrics
@@ -330,7 +330,7 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
              defences=("fedavg", "lfighter"), model: str = "logreg", source=None, target=None,
              test_size: float = 0.2, root_size: int = 100, epochs: int = 5, lr: float = 0.1,
              batch_size: int = 16, hidden: int = 32, random_state: int = 0, num_cpus: int = 2,
-             verbose: bool = False, dataset: str | None = None) -> FederatedResult:
+             verbose: bool = False, dataset: str | None = None, attacker_pool: str = "source") -> FederatedResult:
     """Simulate label-flipping clients against each defence on Flower's simulation engine.
 
     The rows are split (stratified, seeded) into a clean test split
@@ -338,8 +338,9 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
     (``root_size`` rows, used only by FLTrust) and the clients' rows, which
     are partitioned iid or with a Dirichlet(``alpha``) prior.  A fraction
     ``malicious`` of the clients flips its labels with ``attack`` (any
-    flipguard flipper; cloned and seeded per client) from round
-    ``attack_from`` on.  Features are standardised with the clients' pooled
+    flipguard flipper; cloned and seeded per client, shown the client's
+    features and every class of the federation) from round ``attack_from``
+    on.  Features are standardised with the clients' pooled
     mean and deviation (a simulation shortcut).  The no-attacker FedAvg
     baseline always runs first.
 
@@ -356,6 +357,16 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
         Fraction of clients that attack.  With several fractions every
         defence runs once per fraction against the same clients, with
         nested attacker sets (the 10 % attackers are among the 20 %).
+    attacker_pool : {"source", "any"}, default="source"
+        Where the attackers are drawn (at random, seeded).  ``"source"``:
+        first among the clients that hold at least one row of the attack's
+        ``source`` class, as Jebreel et al.'s experiment code picks its
+        label-flipping peers (``environment_federated.py``); only when fewer
+        clients hold that class do others (who flip nothing) fill the
+        count.  On iid data every client holds the source class and both
+        pools give the same attackers; on non-iid data ``"any"`` can make an
+        "attacker" of a client with nothing to flip.  An attack without a
+        ``source`` (random flips) draws from every client either way.
     attack_from : int, default=1
         First round in which the attackers flip labels.
     partition : {"iid", "dirichlet"}, default="iid"
@@ -419,6 +430,8 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
         raise InvalidParameterError(f"--attack-from must be at least 1; got {attack_from}")
     if partition not in ("iid", "dirichlet"):
         raise InvalidParameterError(f"--partition must be iid or dirichlet; got {partition!r}")
+    if attacker_pool not in ("source", "any"):
+        raise InvalidParameterError(f"attacker_pool must be 'source' or 'any'; got {attacker_pool!r}")
     if model not in MODEL_NAMES:
         raise InvalidParameterError(f"--model must be one of {', '.join(MODEL_NAMES)}; got {model!r}")
     counts = [int(round(m * n_clients)) for m in fractions]
@@ -446,9 +459,7 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
     else:
         parts = dirichlet_partition(codes[rest], n_clients, alpha, random_state=rng.randint(2**31 - 1))
     parts = [rest[p] for p in parts]
-    rank = np.empty(n_clients, dtype=np.int64)  # attacker rank: the first k ranks attack in a run with k attackers
-    rank[rng.permutation(n_clients)] = np.arange(n_clients)
-    bad = rank < n_malicious
+    order = rng.permutation(n_clients)  # the attackers' draw (attacker_ranks, below)
 
     # source / target for the metrics
     src_code = tgt_code = None
@@ -465,24 +476,19 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
         src_code = _code_of(classes, source, "--source")
         tgt_code = _code_of(classes, target, "--target") if target is not None else None
 
+    # the attackers: the first k ranks attack in a run with k attackers
+    attack_source = _attack_source(attack, classes) if attacker_pool == "source" else None
+    holds = None if attack_source is None else [bool(np.any(codes[p] == attack_source)) for p in parts]
+    rank = attacker_ranks(order, holds)
+    bad = rank < n_malicious
+
     # the attackers' labels, flipped once (they switch them on from attack_from)
     y_clean = np.concatenate([codes[p] for p in parts])
     y_bad = y_clean.copy()
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
     n_flipped = {}
     for i in np.flatnonzero(bad):
-        local = classes[codes[parts[i]]]
-        flipper = clone(attack)
-        if "random_state" in flipper.get_params():
-            flipper.set_params(random_state=_seed(random_state, 7, i))
-        try:
-            _, flipped = flipper.fit_resample(None, local)
-        except FlipguardError as exc:
-            if len(np.unique(local)) < 2 or "is not in y" in str(exc):
-                flipped = local  # the class to flip is absent from this client: nothing to flip
-            else:
-                raise
-        new = np.searchsorted(classes, np.asarray(flipped, dtype=classes.dtype))
+        new = flip_client(attack, Z[parts[i]], codes[parts[i]], classes, _seed(random_state, 7, i))
         y_bad[offsets[i]:offsets[i + 1]] = new
         n_flipped[int(i)] = int(np.sum(new != codes[parts[i]]))
 
@@ -545,7 +551,7 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
     settings = {
         "dataset": dataset, "n_rows": int(len(codes)), "n_features": int(X.shape[1]),
         "classes": [str(c) for c in classes], "n_clients": n_clients, "malicious": fractions[0] if len(fractions) == 1 else fractions,
-        "malicious_clients": attackers[n_malicious] if n_malicious else [],
+        "malicious_clients": attackers[n_malicious] if n_malicious else [], "attacker_pool": attacker_pool,
         "flipped_rows": {str(k): v for k, v in n_flipped.items()},
         "attack": getattr(attack, "strategy_name", type(attack).__name__) if attack is not None else None,
         "attack_params": _attack_params(attack), "attack_from": attack_from,
@@ -559,6 +565,54 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
         "defences": defences,
     }
     return FederatedResult(runs=runs, settings=settings)
+
+
+def attacker_ranks(order: np.ndarray, holds=None) -> np.ndarray:
+    """Attacker rank of every client: in a run with ``k`` attackers, the clients ranked below ``k`` attack.
+
+    ``order`` is a seeded permutation of the clients.  With ``holds`` (one
+    bool per client: it holds rows of the attack's source class) the
+    holders come first, each group in ``order``: attackers are drawn at
+    random among the clients that can flip something, and the sets stay
+    nested (the 10 % attackers are among the 20 %).
+    """
+    order = np.asarray(order, dtype=np.int64)
+    if holds is not None:
+        holds = np.asarray(holds, dtype=bool)
+        order = np.concatenate([order[holds[order]], order[~holds[order]]])
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def flip_client(attack, X: np.ndarray, codes: np.ndarray, classes: np.ndarray, seed: int) -> np.ndarray:
+    """One attacker's labels (class codes) after ``attack`` flips them, with the client's features.
+
+    A flipguard flipper knows only the classes in the labels it is given, so
+    on non-iid data a client without the target class could not flip its
+    source rows (Tolpegin et al.'s attackers relabel every source row as the
+    target whatever else they hold).  The flipper therefore sees one extra
+    row of each class the client lacks (features at the clients' pooled
+    mean, i.e. zeros after standardising); those rows are dropped again.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    absent = np.setdiff1d(np.arange(len(classes)), codes)
+    X_pad = np.vstack([X, np.zeros((len(absent), X.shape[1]))])
+    flipper = clone(attack)
+    if "random_state" in flipper.get_params():
+        flipper.set_params(random_state=seed)
+    _, flipped = flipper.fit_resample(X_pad, classes[np.concatenate([codes, absent])])
+    return np.searchsorted(classes, np.asarray(flipped, dtype=classes.dtype))[:len(codes)].astype(np.int64)
+
+
+def _attack_source(attack, classes: np.ndarray) -> int | None:
+    """Class code of the attack's ``source`` parameter (None: the attack has no fixed source class)."""
+    if attack is None or not hasattr(attack, "get_params"):
+        return None
+    source = attack.get_params().get("source")
+    if source is None:
+        return None
+    return _code_of(classes, source, "the attack's source")
 
 
 def _attack_params(attack) -> dict[str, Any] | None:

@@ -14,8 +14,17 @@ Each step then runs in a **fresh subprocess**:
   ``partial_fit`` streamed over the partitions (one epoch), so no task holds more than one partition
 
 with ``--engine local`` and with Ray at 1 and 2 workers (a fresh local Ray
-instance with that many CPUs; its start-up time is reported apart).  Each
-step reports wall seconds and **peak memory per worker**: the subprocess's
+instance with that many CPUs).  Ray's start-up is reported apart, in two
+figures: ``ray.init`` returning, and every worker process answering a no-op
+task (``ray.init`` returns before its worker processes have booted; a step
+timed from there would include Ray's own worker start-up).  The step's time
+starts once the workers answer; it includes what flipguard's tasks cost in a
+fresh worker (importing pyarrow, pandas through pyarrow, numpy and flipguard,
+about 0.4-0.6 s per worker here).  ``--warm`` runs floor, seal and verify a
+second time in the same process (and Ray instance) and reports that run too:
+imports done and workers warm, what a long-lived driver pays.  ``--tasks-per-worker`` sets the Ray engine's
+batching (default: the engine's, 4; a large value gives one task per
+partition).  Each step reports wall seconds and **peak memory per worker**: the subprocess's
 ``VmHWM`` for the local engine and the floors; for Ray, the largest
 ``VmHWM`` over the Ray worker processes (read by tasks run on every worker
 after the step) next to the driver's.
@@ -26,6 +35,7 @@ Usage::
     python benchmarks/bench_scale.py --rows 1000000 --quick
     python benchmarks/bench_scale.py --rows 40000000 --steps seal,verify,audit --engines local,ray2
     python benchmarks/bench_scale.py --rows 10000000 --steps audit_inc --dir /tmp/lake10m
+    python benchmarks/bench_scale.py --steps floor,seal,verify --engines local,ray1,ray2 --warm --dir /tmp/lake10m
 """
 
 from __future__ import annotations
@@ -94,14 +104,29 @@ def _ray_worker_peaks(workers: int) -> list[int]:
     return sorted(seen.values())
 
 
-def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str = "1000000") -> dict:
+def _workers_ready(workers: int) -> None:
+    """Return once ``workers`` distinct Ray worker processes have each run a no-op task."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def pid():
+        time.sleep(0.02)  # keeps one worker from answering for all
+        return os.getpid()
+
+    seen: set = set()
+    while len(seen) < workers:
+        seen.update(ray.get([pid.remote() for _ in range(workers)]))
+
+
+def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str = "1000000",
+             warm: str = "0", tasks_per_worker: str = "0") -> dict:
     """One step in this (fresh) process; returns figures as a dict."""
     import pyarrow.parquet as pq
 
     from flipguard.data._partitioned import discover
 
     kind, workers = ENGINES[engine]
-    ray_start = 0.0
+    ray_start = ray_ready = 0.0
     if kind == "ray":
         import ray
 
@@ -110,13 +135,43 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  object_store_memory=1 << 30)
         ray_start = time.perf_counter() - t
+        _workers_ready(workers)
+        ray_ready = time.perf_counter() - t
     from flipguard.engine import get_engine
 
-    eng = get_engine(kind, workers=workers, progress=False)
+    if kind == "ray" and int(tasks_per_worker):
+        from flipguard.engine._ray import RayEngine
+
+        eng = RayEngine(workers=workers, tasks_per_worker=int(tasks_per_worker), progress=False)
+    else:
+        eng = get_engine(kind, workers=workers, progress=False)
     key_path = Path(work) / "keys" / "flipguard.key"
-    t0 = time.perf_counter()
-    c0 = time.process_time()
     out: dict = {}
+    times = []
+    for _ in range(2 if int(warm) and step in ("floor", "seal", "verify") else 1):
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        _run(step, eng, root, work, key_path, max_train_rows, engine, pq, discover, out)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    (wall, cpu), warm_run = times[0], times[1:]  # "seconds" is the first (cold) run, as without --warm
+    if warm_run:
+        out.update(warm_seconds=round(warm_run[0][0], 3), warm_cpu_seconds=round(warm_run[0][1], 3))
+    out.update(step=step, engine=engine, seconds=round(wall, 3), cpu_seconds=round(cpu, 3),
+               driver_peak_mib=round(_peak_kib() / 1024, 1), ray_start_seconds=round(ray_start, 2),
+               ray_workers_ready_seconds=round(ray_ready, 2),
+               tasks_per_worker=getattr(eng, "tasks_per_worker", None))
+    if kind == "ray":
+        peaks = _ray_worker_peaks(workers)
+        out["worker_peak_mib"] = round(max(peaks) / 1024, 1)
+        import ray
+
+        ray.shutdown()
+    else:
+        out["worker_peak_mib"] = out["driver_peak_mib"]
+    return out
+
+
+def _run(step, eng, root, work, key_path, max_train_rows, engine, pq, discover, out) -> None:
     if step in ("floor", "floor_all"):
         ds = discover(root)
         rows = 0
@@ -144,18 +199,6 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
                                 training="incremental" if step == "audit_inc" else "sample")
         out.update(flagged=res.n_flagged, estimated_flips=res.estimated_flips, train_rows=res.train_rows,
                    training=res.training)
-    wall = time.perf_counter() - t0
-    out.update(step=step, engine=engine, seconds=round(wall, 3), cpu_seconds=round(time.process_time() - c0, 3),
-               driver_peak_mib=round(_peak_kib() / 1024, 1), ray_start_seconds=round(ray_start, 2))
-    if kind == "ray":
-        peaks = _ray_worker_peaks(workers)
-        out["worker_peak_mib"] = round(max(peaks) / 1024, 1)
-        import ray
-
-        ray.shutdown()
-    else:
-        out["worker_peak_mib"] = out["driver_peak_mib"]
-    return out
 
 
 def main() -> None:
@@ -169,7 +212,11 @@ def main() -> None:
     ap.add_argument("--dir", help="Keep the data here instead of a temporary folder (reused if present).")
     ap.add_argument("--json", help="Append the results as JSON lines to this file.")
     ap.add_argument("--max-train-rows", type=int, default=1_000_000, help="Sample size for the fold models.")
-    ap.add_argument("--_step", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--warm", action="store_true",
+                    help="Run floor, seal and verify twice in the same process (and Ray instance); report the second run too.")
+    ap.add_argument("--tasks-per-worker", type=int, default=0,
+                    help="Ray engine batching (0: the engine's default; large: one task per partition).")
+    ap.add_argument("--_step", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._step:
         print(json.dumps(run_step(*args._step)))
@@ -200,7 +247,7 @@ def main() -> None:
         for engine in (["local"] if step.startswith("floor") else args.engines.split(",")):
             load_before = os.getloadavg()[0]
             proc = subprocess.run([sys.executable, __file__, "--_step", step, engine, str(root), str(work),
-                                   str(args.max_train_rows)],
+                                   str(args.max_train_rows), str(int(args.warm)), str(args.tasks_per_worker)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{step} {engine}: FAILED\n{proc.stderr[-2000:]}")
@@ -210,7 +257,9 @@ def main() -> None:
             results.append(r)
             print(f"{step:10s} {engine:6s} {r['seconds']:8.2f} s  cpu {r['cpu_seconds']:7.2f} s  "
                   f"peak/worker {r['worker_peak_mib']:7.1f} MiB  driver {r['driver_peak_mib']:7.1f} MiB"
-                  + (f"  ray start {r['ray_start_seconds']:.1f} s" if engine != "local" else "")
+                  + (f"  warm {r['warm_seconds']:.2f} s" if "warm_seconds" in r else "")
+                  + (f"  ray start {r['ray_start_seconds']:.1f} s (workers ready {r['ray_workers_ready_seconds']:.1f} s)"
+                     if engine != "local" else "")
                   + f"  load {r['load_before']:.1f} -> {r['load']:.1f}", flush=True)
             if args.json:
                 with open(args.json, "a") as fh:
@@ -220,7 +269,10 @@ def main() -> None:
     for step in ("seal", "verify"):
         for eng in args.engines.split(","):
             if floor and (step, eng) in by:
-                print(f"{step} {eng} / read floor: {by[(step, eng)]['seconds'] / floor['seconds']:.2f}x")
+                r = by[(step, eng)]
+                print(f"{step} {eng} / read floor: {r['seconds'] / floor['seconds']:.2f}x"
+                      + (f"  (warm: {r['warm_seconds'] / floor['warm_seconds']:.2f}x)"
+                         if "warm_seconds" in r and "warm_seconds" in floor else ""))
     for step in ("seal", "verify", "audit", "audit_inc"):
         if (step, "local") in by and (step, "ray1") in by:
             print(f"{step}: Ray 1 worker / local = {by[(step, 'ray1')]['seconds'] / by[(step, 'local')]['seconds']:.2f}x")

@@ -135,6 +135,32 @@ def test_a_killed_worker_is_retried_by_ray_with_an_identical_result(ray_session,
     assert sorted(os.listdir(tmp_path / "a")) == sorted(os.listdir(tmp_path / "b"))
 
 
+def test_ray_batches_consecutive_items_into_a_few_tasks_per_worker_keeping_item_order(ray_session):
+    from flipguard.engine._ray import RayEngine, batches
+
+    def _task_of(item, shared):  # pickled by value: which Ray task ran this item
+        import ray
+
+        from flipguard.exceptions import DataError as Err
+
+        if item == shared:
+            raise Err(f"partition p{item}: cannot read")
+        return item * 10, ray.get_runtime_context().get_task_id()
+
+    assert [list(r) for r in batches(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [list(r) for r in batches(2, 8)] == [[0], [1]] and batches(0, 4) == [range(0, 0)]
+    out = RayEngine(workers=2, tasks_per_worker=2).map(_task_of, range(11), shared=-1)
+    assert [v for v, _ in out] == [i * 10 for i in range(11)]
+    tasks = [t for _, t in out]
+    first_seen = list(dict.fromkeys(tasks))  # 2 workers x 2 tasks, consecutive items in one task
+    assert [first_seen.index(t) for t in tasks] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+    per_item = RayEngine(workers=2, tasks_per_worker=100).map(_task_of, range(5), shared=-1)
+    assert len({t for _, t in per_item}) == 5
+    # the first flipguard error in item order is raised, as by the local engine
+    with pytest.raises(DataError, match="^partition p7: cannot read$"):
+        RayEngine(workers=2, tasks_per_worker=2).map(_task_of, range(11), shared=7)
+
+
 def test_unreadable_partition_on_ray_is_named_in_one_line_and_nothing_is_written(ray_session, tmp_path, cli):
     root = make_lake(tmp_path / "lake", parts=3, csv_part=False)
     with open(os.path.join(root, "year=2020", "part-2.parquet"), "wb") as fh:

@@ -36,6 +36,7 @@ Usage::
     python benchmarks/bench_scale.py --rows 40000000 --steps seal,verify,audit --engines local,ray2
     python benchmarks/bench_scale.py --rows 10000000 --steps audit_inc --dir /tmp/lake10m
     python benchmarks/bench_scale.py --steps floor,seal,verify --engines local,ray1,ray2 --warm --dir /tmp/lake10m
+    python benchmarks/bench_scale.py --steps seal,verify --engines ray2 --ray-address 127.0.0.1:6379 --dir /tmp/lake10m
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _workers_ready(workers: int) -> None:
 
 
 def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str = "1000000",
-             warm: str = "0", tasks_per_worker: str = "0") -> dict:
+             warm: str = "0", tasks_per_worker: str = "0", ray_address: str = "") -> dict:
     """One step in this (fresh) process; returns figures as a dict."""
     import pyarrow.parquet as pq
 
@@ -132,8 +133,11 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
 
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         t = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 object_store_memory=1 << 30)
+        if ray_address:  # join a running cluster as a driver, as --ray-address does
+            ray.init(address=ray_address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     object_store_memory=1 << 30)
         ray_start = time.perf_counter() - t
         _workers_ready(workers)
         ray_ready = time.perf_counter() - t
@@ -216,7 +220,10 @@ def main() -> None:
                     help="Run floor, seal and verify twice in the same process (and Ray instance); report the second run too.")
     ap.add_argument("--tasks-per-worker", type=int, default=0,
                     help="Ray engine batching (0: the engine's default; large: one task per partition).")
-    ap.add_argument("--_step", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument("--ray-address", default="",
+                    help="Ray steps join this running cluster (HOST:PORT) instead of starting a local instance; "
+                         "ray1/ray2 then mean 1/2 tasks in flight.")
+    ap.add_argument("--_step", nargs=8, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._step:
         print(json.dumps(run_step(*args._step)))
@@ -247,7 +254,7 @@ def main() -> None:
         for engine in (["local"] if step.startswith("floor") else args.engines.split(",")):
             load_before = os.getloadavg()[0]
             proc = subprocess.run([sys.executable, __file__, "--_step", step, engine, str(root), str(work),
-                                   str(args.max_train_rows), str(int(args.warm)), str(args.tasks_per_worker)],
+                                   str(args.max_train_rows), str(int(args.warm)), str(args.tasks_per_worker), args.ray_address],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{step} {engine}: FAILED\n{proc.stderr[-2000:]}")

@@ -262,6 +262,39 @@ def test_adjusted_probs_divide_by_class_thresholds():
     assert np.allclose(q, expected)
 
 
+def test_robust_thresholds_come_from_the_undisputed_rows_of_each_class():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.4, 0.6]])
+    t = np.array([0.8, 0.7])  # class 1: rows 3, 4 agree (0.8, 0.6); row 2 (0.4) is disputed
+    expected = (p / t) / (p / t).sum(axis=1, keepdims=True)
+    assert np.allclose(adjusted_probs(y, p, robust=True), expected)
+    # A class with no undisputed row, and an absent class, keep their probabilities.
+    y2, p3 = np.array([0, 0, 1]), np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.7, 0.2, 0.1]])
+    t2 = np.array([0.85, 1.0, 1.0])
+    assert np.allclose(adjusted_probs(y2, p3, robust=True), (p3 / t2) / (p3 / t2).sum(axis=1, keepdims=True))
+
+
+def test_robust_adjustment_keeps_the_ranking_when_flips_dominate_a_class():
+    """20% random flips of a 95/5 table: most rows labelled with the rare class are flips.
+    Their low confidence drags the plain threshold down and the adjustment hides them; judged
+    against the class's undisputed rows they rank as well as the raw probabilities do."""
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import roc_auc_score
+
+    from flipguard.models import out_of_fold_proba
+
+    X, y = make_classification(n_samples=2000, n_features=20, weights=[0.95], random_state=3)
+    y_bad, mask = flip("random", X, y, rate=0.2)
+    p = out_of_fold_proba("logreg", X, y_bad, random_state=0)
+    rows = np.arange(len(y))
+    auc = {name: roc_auc_score(mask, 1 - q[rows, y_bad]) for name, q in
+           (("raw", p), ("plain", adjusted_probs(y_bad, p)), ("robust", adjusted_probs(y_bad, p, robust=True)))}
+    assert auc["plain"] < auc["raw"] - 0.1
+    assert auc["robust"] >= auc["raw"] - 0.02
+    audit = AutoDetector(random_state=0).audit(y_bad, p)
+    assert roc_auc_score(mask, audit.scores) >= auc["raw"] - 0.02
+
+
 # -- trusted rows and RONI ----------------------------------------------------------------------
 def test_trusted_rows_catch_the_cluster_attack(breast):
     X, y = breast

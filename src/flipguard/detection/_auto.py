@@ -152,7 +152,8 @@ class AutoDetector(BaseDetector):
     it and ``verdict["noise_model"]["estimated_flips"]`` the posterior sum.
 
     Score: one minus the class-adjusted probability of the given label
-    under the combined evidence (:func:`adjusted_probs`); rows flagged by
+    under the combined evidence (:func:`adjusted_probs` with ``robust=True``:
+    each class judged against its undisputed rows' mean confidence); rows flagged by
     independent evidence (trusted rows, rules) are lifted to at least 0.5
     + half their score.  Higher = more likely flipped.
 
@@ -384,7 +385,7 @@ class AutoDetector(BaseDetector):
             flags = likely | cl_model
 
         # Class-adjusted vote: scores and suggested labels.
-        vote = adjusted_probs(labels, mix)
+        vote = adjusted_probs(labels, mix, robust=True)
         _, other = margin_scores(labels, vote)
         post_other = best_other(fit.true_posterior, labels)
         suggested = np.where(flags, np.where(likely, post_other, other), labels)

@@ -32,6 +32,7 @@ __all__ = [
     "predict_scores",
     "select_model",
     "single_threaded",
+    "stack_out_of_fold_proba",
     "stack_weights",
 ]
 
@@ -140,11 +141,14 @@ def predict_scores(estimator, X, n_classes: int) -> np.ndarray:
     return full
 
 
-def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=None) -> np.ndarray:
+def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=None,
+                      exclude=None) -> np.ndarray:
     """Out-of-fold predicted probabilities (each row predicted by a model that never saw it).
 
     Stratified, shuffled, seeded folds; the number of folds shrinks to the
-    smallest class size when a class has fewer than ``cv`` rows.
+    smallest class size when a class has fewer than ``cv`` rows.  ``exclude``
+    (a boolean mask) keeps rows out of every training fold: they are still
+    predicted, by models that never saw them, and so is every other row.
 
     Returns
     -------
@@ -161,6 +165,9 @@ def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=Non
                             random_state=rs.randint(np.iinfo(np.int32).max))
     est = make_model(model, random_state=rs.randint(np.iinfo(np.int32).max), sparse=_is_sparse(X))
     method = "predict_proba" if hasattr(est, "predict_proba") else "decision_function"
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool)
+        folds = [(train[~exclude[train]], test) for train, test in folds.split(np.zeros(len(y)), y)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if n_jobs not in (None, 1):
@@ -392,8 +399,18 @@ def auto_out_of_fold_proba(X, y, *, cv: int = 5, random_state=None, n_jobs=None,
                           n_jobs=n_jobs, time_budget=time_budget)
     probs = choice.pop("pred_probs")
     if probs is None:
-        seed = rs.randint(np.iinfo(np.int32).max)
-        with single_threaded():  # the same folds for every member
-            probs = sum(w * out_of_fold_proba(_auto_model(name), X, y, cv=cv, random_state=seed, n_jobs=n_jobs)
-                        for name, w in zip(choice["members"], choice["weights"]))
+        probs = stack_out_of_fold_proba(choice["members"], choice["weights"], X, y, cv=cv,
+                                        random_state=rs.randint(np.iinfo(np.int32).max), n_jobs=n_jobs)
     return probs, choice
+
+
+def stack_out_of_fold_proba(members, weights, X, y, *, cv: int = 5, random_state=None, n_jobs=None,
+                            exclude=None) -> np.ndarray:
+    """The weighted sum of the ``model="auto"`` members' out-of-fold probabilities, every member on
+    the same folds (``exclude`` as in :func:`out_of_fold_proba`)."""
+    seed = random_state if isinstance(random_state, (int, np.integer)) else \
+        check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    with single_threaded():
+        return sum(w * out_of_fold_proba(_auto_model(name), X, y, cv=cv, random_state=seed, n_jobs=n_jobs,
+                                         exclude=exclude)
+                   for name, w in zip(members, weights))

@@ -22,6 +22,7 @@ from ..models import (
     out_of_fold_proba,
     predict_scores,
     single_threaded,
+    stack_out_of_fold_proba,
 )
 from ._audit import LabelAudit
 from ._base import (
@@ -251,11 +252,13 @@ class LabelAuditor(BaseEstimator):
                 self.pred_probs_ = pred_probs
             elif len(rare_classes) == 0:
                 self.pred_probs_ = pred_probs
+                refit = None
                 if detector.needs_pred_probs and pred_probs is None:
                     with single_threaded():
                         self.pred_probs_ = self._oof(X, codes, oof_seed, quality)
+                    refit = self._refitter(X, codes, oof_seed)
                 audit = detector.audit(codes, self.pred_probs_, X=X, trusted=trusted, sources=sources,
-                                       classes=classes, ids=ids, quality=quality)
+                                       classes=classes, ids=ids, quality=quality, refit=refit)
             else:
                 audit = self._audit_without_rare(X, codes, classes, counts, judged_classes, detector,
                                                  pred_probs, trusted, sources, ids, quality, oof_seed)
@@ -284,6 +287,19 @@ class LabelAuditor(BaseEstimator):
                         "selected_by": "auto",
                         "selection": choice["reason"], "candidates": choice["candidates"]})
         return probs
+
+    def _refitter(self, X, codes, seed):
+        """``refit(drop)``: out-of-fold probabilities of the model just used, every fold trained
+        without the ``drop`` rows (the detector's suspects); see ``BaseDetector.audit``."""
+        def refit(drop):
+            with single_threaded():
+                if self.model_selection_ is None:
+                    return out_of_fold_proba(self.model, X, codes, cv=self.cv, random_state=seed,
+                                             n_jobs=self.n_jobs, exclude=drop)
+                choice = self.model_selection_
+                return stack_out_of_fold_proba(choice["members"], choice["weights"], X, codes, cv=self.cv,
+                                               random_state=seed, n_jobs=self.n_jobs, exclude=drop)
+        return refit
 
     def _audit_without_rare(self, X, codes, classes, counts, judged_classes, detector, pred_probs,
                             trusted, sources, ids, quality, oof_seed) -> LabelAudit:

@@ -59,6 +59,7 @@ REASONS = (
     "expected_f1",         # in the expected-F1-optimal set of a dataset judged poisoned
     "boundary",            # an uncertain row on the other side of the boundary, in a band judged inverted
     "verified_neighbours", # its nearest verified rows with the same observed label were mostly flipped
+    "retrained",           # flagged once the model was retrained without the band test's suspects
 )
 _BIT = {name: np.uint16(1 << i) for i, name in enumerate(REASONS)}
 
@@ -376,6 +377,11 @@ class AutoDetector(BaseDetector):
             if band_reject:
                 reasons[bt.rows] |= _BIT["boundary"]
                 flags |= bt.rows
+                retrained = self._retrain_pass(inputs, flags)
+                if retrained is not None:
+                    reasons[retrained & ~flags] |= _BIT["retrained"]
+                    details["retrained_flags"] = int(np.count_nonzero(retrained & ~flags))
+                    flags |= retrained
         else:
             # No (or no conclusive) sign of an attack in the evidence (verified rows may still prove
             # one; they speak for themselves below): confident learning on the model's own
@@ -488,6 +494,30 @@ class AutoDetector(BaseDetector):
                          transitions=transitions,
                          verdict=verdict, likely=likely, reason_codes=reasons,
                          reason_names=list(REASONS))
+
+
+    def _retrain_pass(self, inputs: _Inputs, suspects: np.ndarray) -> np.ndarray | None:
+        """Flags of a second audit on probabilities from the same model retrained without
+        ``suspects`` (``inputs.extra["refit"]``), or None when no refit is available.
+
+        Boundary flips are the ones a model learns: they sit where it is unsure,
+        so it moves its boundary to fit them and then agrees with most of them.
+        Trained without the rows the band test found, every fold's model puts the
+        boundary back nearer where clean labels have it, and a second pass (every
+        row still judged by models that never saw it) finds more of the moved
+        labels: one step of iterative trimmed-loss minimisation (Shen & Sanghavi,
+        ICML 2019: refit on the rows that look clean, re-score every row).  Only
+        after the band test has rejected: flips in confident regions are found
+        without it, and re-scoring them added false positives (measured in
+        docs/detection.md).
+        """
+        refit = inputs.extra.get("refit")
+        if refit is None or not suspects.any() or suspects.all():
+            return None
+        probs = np.asarray(refit(suspects), dtype=np.float64)
+        again = _Inputs(labels=inputs.labels, pred_probs=probs, X=inputs.X, n_classes=inputs.n_classes,
+                        trusted=None, sources=[], rng=inputs.rng)
+        return self._audit(again).flags
 
 
 def _transitions(fit, labels, K, from_posteriors, joint) -> np.ndarray:

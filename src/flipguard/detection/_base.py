@@ -299,7 +299,7 @@ class BaseDetector(BaseEstimator):
 
     def audit(self, labels, pred_probs=None, *, X=None, trusted: TrustedLabels | None = None,
               sources=(), classes=None, ids=None, quality: dict | None = None,
-              random_state=None) -> LabelAudit:
+              random_state=None, refit=None) -> LabelAudit:
         """Audit ``labels``.
 
         Parameters
@@ -323,6 +323,11 @@ class BaseDetector(BaseEstimator):
         random_state : int, RandomState instance or None
             Seeds any random choice the detector makes (overrides its own
             ``random_state`` parameter when given).
+        refit : callable, optional
+            ``refit(drop)`` returns out-of-sample probabilities like
+            ``pred_probs`` from the same model trained without the rows of the
+            boolean mask ``drop`` (:class:`LabelAuditor` passes one).  A
+            detector may use it to re-score once it has found an attack.
 
         Returns
         -------
@@ -333,6 +338,8 @@ class BaseDetector(BaseEstimator):
         # (and the OpenMP pools of models) on a busy machine.
         with threadpool_limits(limits=1, user_api="blas"):
             inputs = self._check(labels, pred_probs, X, trusted, sources, classes, random_state)
+            if refit is not None:
+                inputs.extra["refit"] = refit
             found = self._audit(inputs)
             return self._assemble(inputs, found, classes, ids, quality)
 

@@ -374,3 +374,41 @@ def test_retraining_without_the_band_suspects_finds_more_boundary_flips():
     # Clean labels: the band test does not reject, so nothing is retrained.
     clean = LabelAuditor(model="logreg", random_state=0).fit(X, y, embed=False).audit_
     assert "retrained_flags" not in clean.details
+
+
+def test_confident_count_null_matches_the_count_on_clean_labels():
+    """Labels drawn from calibrated probabilities are clean by construction; confident
+    learning still counts the rows whose label is not the most probable class.  The null
+    says how many, so that count is not read as flips."""
+    from flipguard.detection import confident_count_null
+    from flipguard.detection._confident import confident_joint
+
+    inside = 0
+    for seed in range(5):
+        probs, y, rng = _calibrated(4000, seed, spread=1.5)
+        joint, _ = confident_joint(y, probs)
+        observed = joint.sum() - np.trace(joint)
+        mean, upper = confident_count_null(probs, 1.0, rng=rng)
+        assert observed > 0.05 * len(y)  # overlapping classes: many clean "issues"
+        assert abs(observed - mean) <= 0.15 * mean
+        inside += observed <= upper
+    assert inside >= 4
+
+
+def test_clean_overlapping_table_reports_the_count_clean_labels_give(cli, tmp_path):
+    """A clean table whose classes overlap (out-of-fold accuracy below 0.85): confident
+    learning's count is large, and the verdict says clean labels give as many."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=2000, n_features=20, n_informative=4, class_sep=0.4, flip_y=0,
+                               random_state=4)
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, y, embed=False).audit_
+    v = audit.verdict
+    assert v["status"] != "poisoned" and audit.estimated_flips > 0.05 * len(y)
+    assert v["clean_estimate"] == v["confident_clean_estimate"]
+    assert v["clean_estimate_upper"] >= audit.estimated_flips >= 0.7 * v["clean_estimate"]
+    assert "prove nothing either way" in v["reason"]
+    path = _csv(tmp_path, pa.table({**{f"f{i}": X[:, i] for i in range(X.shape[1])}, "y": y}))
+    res = cli("audit", path, "--label", "y", "--model", "logreg")
+    assert res.exit_code == 0, res.stderr
+    assert "clean labels this uncertain give about" in res.stdout

@@ -288,7 +288,9 @@ def _print_table(audit, ds, top: int) -> None:
         console.print(f"model chosen: {q.get('model')} - {q['selection']}")
     conf = audit.details.get("confident_estimate")
     if conf is not None:
-        console.print(f"confident-learning estimate: {conf}")
+        clean = audit.verdict.get("confident_clean_estimate") if audit.verdict else None
+        console.print(f"confident-learning estimate: {conf}"
+                      + (f" (clean labels this uncertain give about {clean})" if clean is not None else ""))
     if audit.transition_list():
         t = Table("true (suggested)", "observed", "rows", title="Estimated flips by class pair")
         for tr in audit.transition_list()[:20]:

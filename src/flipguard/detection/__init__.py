@@ -46,7 +46,15 @@ from ._partitioned import PartitionedAudit, audit_partitioned
 from ._ranking import NormalizedMargin, SelfConfidence, adjusted_probs
 from ._rules import Rule, RuleEvidence, load_rules, reference_source, rule_sources
 from ._trusted import RoniResult, TrustedModel, roni_test, trusted_model_probs, verified_neighbour_flags
-from ._verdict import BoundaryTest, NoiseFit, boundary_test, f1_selection, fdr_selection, fit_noise_model
+from ._verdict import (
+    BoundaryTest,
+    NoiseFit,
+    boundary_test,
+    confident_count_null,
+    f1_selection,
+    fdr_selection,
+    fit_noise_model,
+)
 
 __all__ = [
     "AutoDetector",
@@ -72,6 +80,7 @@ __all__ = [
     "audit_dataset",
     "audit_partitioned",
     "boundary_test",
+    "confident_count_null",
     "calibrate_confident_joint",
     "confident_joint",
     "confident_learning_issues",

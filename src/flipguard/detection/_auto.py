@@ -22,7 +22,7 @@ from ._knn import knn_label_probs
 from ._ranking import adjusted_probs, margin_scores
 from ._rules import source_votes
 from ._trusted import trusted_evidence, verified_neighbour_flags
-from ._verdict import boundary_test, f1_selection, fdr_selection, fit_noise_model
+from ._verdict import boundary_test, confident_count_null, f1_selection, fdr_selection, fit_noise_model
 
 __all__ = ["REASONS", "AutoDetector", "stack_weight"]
 
@@ -151,6 +151,12 @@ class AutoDetector(BaseDetector):
     ``transitions``) is confident learning's calibrated count, never more
     alarmist than cleanlab's; ``details["confident_estimate"]`` always holds
     it and ``verdict["noise_model"]["estimated_flips"]`` the posterior sum.
+    ``verdict["clean_estimate"]`` (and ``_upper``, the 95th percentile) is
+    always what the *reported* estimate would be on clean labels: the
+    posterior sum's under H0, or confident learning's count on labels drawn
+    from the tempered evidence (:func:`confident_count_null`; kept as
+    ``verdict["confident_clean_estimate"]``), which on overlapping classes
+    is far from zero.
 
     Score: one minus the class-adjusted probability of the given label
     under the combined evidence (:func:`adjusted_probs` with ``robust=True``:
@@ -296,6 +302,7 @@ class AutoDetector(BaseDetector):
         joint, _ = confident_joint(labels, mix)
         cl_estimate = int(joint.sum() - np.trace(joint))
         details["confident_estimate"] = cl_estimate
+        cl_clean, cl_clean_upper = confident_count_null(mix, fit.inverse_temperature_clean, rng=inputs.rng)
 
         # Row level: FDR-controlled posterior set; confident learning never goes silent.
         likely = fdr_selection(post, self.fdr)
@@ -358,12 +365,15 @@ class AutoDetector(BaseDetector):
         else:
             status = INCONCLUSIVE
             low_power = not (np.isfinite(power) and power >= 0.8)
+            disputes = (f"the model confidently disputes {cl_estimate} labels ({cl_estimate / n:.1%})"
+                        + (f", about what clean labels this uncertain give (about {cl_clean:.0f}, up to "
+                           f"{cl_clean_upper:.0f}), so they prove nothing either way" if cl_estimate <= cl_clean_upper else
+                           f", more than clean labels this uncertain give (about {cl_clean:.0f}, up to "
+                           f"{cl_clean_upper:.0f})"))
             why = (f"no significant sign of flips (p = {fit.p_value:.2f}), but "
                    + (f"the test has little power here (it flags 10% random flips in {power:.0%} of "
-                      "simulations)" if low_power else
-                      f"the model confidently disputes {cl_estimate} labels "
-                      f"({cl_estimate / n:.1%}), more than clean labels explain by themselves")
-                   + ": flips the model absorbed into its probabilities cannot be ruled out")
+                      f"simulations), and {disputes}" if low_power else disputes)
+                   + "; flips the model absorbed into its probabilities cannot be ruled out")
 
         if lr_reject or band_reject:
             # A test found the attack: recall matters.  Confident learning on the evidence mix
@@ -471,9 +481,13 @@ class AutoDetector(BaseDetector):
             "p_value": float(fit.p_value),
             "power_at_10pct_random_flips": None if not np.isfinite(power) else float(power),
             "estimated_flips": int(round(estimate)),
-            "clean_estimate": int(round(fit.clean_estimate)),
-            "clean_estimate_upper": int(round(fit.clean_estimate_upper)),
+            # What the reported estimate would be on clean labels: the posterior sum's when the
+            # likelihood ratio gave it, confident learning's count's otherwise.
+            "clean_estimate": int(round(fit.clean_estimate if lr_reject else cl_clean)),
+            "clean_estimate_upper": int(round(fit.clean_estimate_upper if lr_reject else cl_clean_upper)),
             "confident_estimate": cl_estimate,
+            "confident_clean_estimate": int(round(cl_clean)),
+            "confident_clean_estimate_upper": int(round(cl_clean_upper)),
             "n_likely": int(np.count_nonzero(likely)),
             "n_ambiguous": int(np.count_nonzero(flags & ~likely)),
             "noise_model": fit.summary(),

@@ -68,9 +68,12 @@ def _summary(audit, names) -> Section:
             f"AUROC {_num(q.get('auroc'))} (chance: balanced accuracy {_num(q.get('chance'))}, AUROC 0.5). "
             "The labels it is scored against are the audited ones, flips included.")
     if "confident_estimate" in audit.details:
-        paras.append(f"Confident learning's more conservative estimate: "
-                     f"{audit.details['confident_estimate']} flipped labels. A large gap between the "
-                     "two estimates means many suspects sit where the classes overlap.")
+        clean = v.get("confident_clean_estimate")
+        paras.append(f"Confident learning's estimate: {audit.details['confident_estimate']} flipped labels"
+                     + (f" (clean labels as uncertain as the model's evidence give about {clean})"
+                        if clean is not None else "")
+                     + ". A large gap between the two estimates means many suspects sit where the "
+                     "classes overlap.")
     for w in audit.warnings:
         paras.append(f"Warning: {w}")
     rows = [[e["name"], e["kind"], e["n_applicable"], e["n_disagree"]] for e in audit.evidence]

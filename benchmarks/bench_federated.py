@@ -15,8 +15,12 @@ with other seeds (other split, partition, attackers and training order);
 the summary then gives the mean over seeds beside each seed's row.  Each
 row also says which share of the clients' source-class rows the attackers
 held ("src share") and their share of all client rows, which is their
-weight in FedAvg ("FedAvg weight"): an attack whose attackers hold few
-source rows, or are small clients, cannot bite, whatever the defence.
+weight in FedAvg ("FedAvg weight"), and their share of rows x local SGD
+steps ("rows x steps": a client with more rows also takes more steps, so
+this is closer to its pull on FedAvg's mean): an attack whose attackers
+hold few source rows, or are small clients, cannot bite, whatever the
+defence.  Attackers are drawn among the clients holding source rows
+(``simulate(attacker_pool="source")``, as in Jebreel et al.'s code).
 
 Usage::
 
@@ -137,6 +141,10 @@ def summarize(paths) -> list[dict]:
             attackers = r["per_round"]["malicious"][-1]
             share = None if not src_rows else sum(src_rows[a] for a in attackers) / max(1, sum(src_rows))
             weight = sum(s["client_rows"][a] for a in attackers) / sum(s["client_rows"])
+            work = _local_work(s)
+            work_share = sum(work[a] for a in attackers) / sum(work)
+            pr = r["per_round"]
+            active = [i for i, m in enumerate(pr["malicious"]) if m]
             rows.append({"dataset": s["dataset"], "partition": s["partition"], "rounds": s["rounds"],
                          "seed": s["seed"], "malicious": r["malicious"], "defence": r["defence"],
                          "accuracy": r["accuracy"], "source_recall": r["source_recall"],
@@ -144,8 +152,21 @@ def summarize(paths) -> list[dict]:
                          "attack_success_rate": r["attack_success_rate"],
                          "detection_precision": r["detection_precision"], "detection_recall": r["detection_recall"],
                          "baseline_source_recall": base["source_recall"], "attackers_source_share": share,
-                         "attackers_weight": weight})
+                         "attackers_weight": weight, "attackers_work": work_share,
+                         "detection_precision_rounds": _mean([pr["detection_precision"][i] for i in active]),
+                         "detection_recall_rounds": _mean([pr["detection_recall"][i] for i in active])})
     return rows
+
+
+def _local_work(settings) -> list[float]:
+    """Each client's rows x local SGD steps per round: how far its update moves FedAvg's weighted mean.
+
+    FedAvg weights a client by its rows, and a client with more rows also
+    takes more steps (epochs x batches), so a small client's pull on the
+    global model grows with the square of its rows, not linearly.
+    """
+    bs, ep = settings.get("batch_size", 16), settings.get("epochs", 5)
+    return [n * ep * -(-n // bs) for n in settings["client_rows"]]
 
 
 def _c(x, fmt="{:.2f}"):
@@ -221,16 +242,22 @@ def print_means(rows) -> None:
 
 
 def print_bar(rows) -> None:
-    """The issue's bar per (dataset, partition, malicious): FedAvg's loss, LFighter's loss and detection."""
+    """The issue's bar per (dataset, partition, malicious): FedAvg's loss, LFighter's loss and detection.
+
+    Every figure per seed, then the mean over seeds; detection in the final
+    round (the issue's definition) and, in the last column, averaged over
+    every round in which the attackers flipped, over all seeds.
+    """
     from collections import defaultdict
 
     cells = defaultdict(lambda: defaultdict(list))
     for r in rows:
         cells[(r["dataset"], r["partition"], r["malicious"])][r["defence"]].append(r)
     print()
-    print("| dataset | partition | malicious | seeds | baseline | src share | FedAvg weight | FedAvg lost "
-          "| LFighter lost | LFighter det. precision | LFighter det. recall |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| dataset | partition | malicious | seeds | baseline | src share | FedAvg weight | rows x steps "
+          "| FedAvg lost | LFighter lost | LFighter det. precision | LFighter det. recall "
+          "| LFighter det. P / R, mean of rounds |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (ds, part, mal), by in sorted(cells.items(), key=_order):
         fa, lf = by.get("fedavg", []), by.get("lfighter", [])
         if not fa and not lf:
@@ -247,9 +274,10 @@ def print_bar(rows) -> None:
 
         print(f"| {ds} | {part} | {mal:.0%} | {seeds} | {each(ref, 'baseline_source_recall')} | "
               f"{each(ref, 'attackers_source_share')} | {each(ref, 'attackers_weight')} | "
-              f"{each(fa, 'lost', 100, '{:+.1f}')} | "
+              f"{each(ref, 'attackers_work')} | {each(fa, 'lost', 100, '{:+.1f}')} | "
               f"{each(lf, 'lost', 100, '{:+.1f}')} | {each(lf, 'detection_precision')} | "
-              f"{each(lf, 'detection_recall')} |")
+              f"{each(lf, 'detection_recall')} | {_c(_mean([r['detection_precision_rounds'] for r in lf]))} / "
+              f"{_c(_mean([r['detection_recall_rounds'] for r in lf]))} |")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ class NumpyModel:
         Hidden units of the MLP.
     epochs : int, default=5
         Local epochs per federated round.  Five epochs of batches of 16 give
-        a digits client (about 115 rows) about 40 SGD steps per round, close
+        a digits client (about 134 rows) 45 SGD steps per round, close
         to the local work of Jebreel et al.'s MNIST clients (3 epochs of
         batches of 64 over about 600 rows).  With 2 epochs (flipguard's
         earlier default) a client of a dozen rows took 2 steps per round, too

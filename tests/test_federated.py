@@ -64,7 +64,8 @@ def cli_run(digits_csv, tmp_path_factory):
     args = ["federated", "simulate", str(digits_csv), "--label", "digit", "--clients", str(s["clients"]),
             "--malicious", str(s["malicious"]), "--attack", "targeted", "--source", s["source"],
             "--target", s["target"], "--rounds", str(s["rounds"]), "--defence", DEFENCES,
-            "--attack-from", str(s["attack_from"]), "--seed", str(s["seed"]), "--json", "--report", str(report)]
+            "--attack-from", str(s["attack_from"]), "--seed", str(s["seed"]), "--json", "--report", str(report),
+            "--attacker-pool", "any"]  # on iid data every client holds the source class: same attackers
     import io
     from contextlib import redirect_stdout
 
@@ -94,6 +95,7 @@ def test_json_has_a_record_per_run_with_the_issue_fields(cli_run):
     assert recs["krum"]["detection_recall"] is None
     assert len(doc["settings"]["malicious_clients"]) == 4
     assert doc["settings"]["source"] == "3" and doc["settings"]["target"] == "8"
+    assert doc["settings"]["attacker_pool"] == "any"
 
 
 def test_attack_bites_fedavg_loses_source_recall(cli_run):
@@ -182,6 +184,7 @@ def test_report_renders_in_headless_chromium(cli_run, chromium, tmp_path):
     (["--clients", "2"], "Error: --clients must be at least 3; got 2"),
     (["--source", "42", "--target", "8"], "Error: --source '42' is not a class of the label column"),
     (["--partition", "shards"], "Error: --partition must be iid or dirichlet; got 'shards'"),
+    (["--attacker-pool", "rich"], "Error: --attacker-pool must be source or any; got 'rich'"),
 ])
 def test_cli_rejects_bad_input_with_one_line(digits_csv, capsys, extra, message):
     code, out, err = run_cli(["federated", "simulate", str(digits_csv), "--label", "digit", *extra], capsys)

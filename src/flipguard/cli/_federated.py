@@ -48,6 +48,9 @@ def simulate_cmd(
     rate: Annotated[float | None, typer.Option("--rate", help="Fraction flipped per attacker (targeted: of the "
                                                "source class, default 1.0; other attacks: of all rows).")] = None,
     attack_from: Annotated[int, typer.Option("--attack-from", help="First round in which attackers flip.")] = 1,
+    attacker_pool: Annotated[str, typer.Option(
+        "--attacker-pool", help="Where attackers are drawn: source (among clients holding the attack's "
+                                "source class, as Jebreel et al.'s code does) or any client.")] = "source",
     partition: Annotated[str, typer.Option("--partition", help="iid or dirichlet.")] = "iid",
     alpha: Annotated[float, typer.Option("--alpha", help="dirichlet: concentration (smaller = less iid).")] = 0.5,
     rounds: Annotated[int, typer.Option("--rounds", help="Federated rounds.")] = 20,
@@ -90,6 +93,8 @@ def simulate_cmd(
     for m in fractions:
         if not 0 <= m < 0.5:
             raise InvalidParameterError(f"--malicious must be a fraction in [0, 0.5); got {m}")
+    if attacker_pool not in ("source", "any"):
+        raise InvalidParameterError(f"--attacker-pool must be source or any; got {attacker_pool!r}")
     if rate is not None and not 0 < rate <= 1:
         raise InvalidParameterError(f"--rate must be in (0, 1]; got {rate}")
     if attack == "targeted":
@@ -107,7 +112,7 @@ def simulate_cmd(
                       malicious=fractions, attack_from=attack_from, partition=partition, alpha=alpha,
                       rounds=rounds, defences=defences, model=model, epochs=epochs,
                       source=source, target=target, random_state=seed,
-                      verbose=_state["debug"], dataset=ds.source)
+                      verbose=_state["debug"], dataset=ds.source, attacker_pool=attacker_pool)
     if report is not None:
         from ..report._federated import write_federated_report
 

@@ -148,7 +148,7 @@ def test_ray_batches_consecutive_items_into_a_few_tasks_per_worker_keeping_item_
         return item * 10, ray.get_runtime_context().get_task_id()
 
     assert [list(r) for r in batches(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
-    assert [list(r) for r in batches(2, 8)] == [[0], [1]] and batches(0, 4) == [range(0, 0)]
+    assert [list(r) for r in batches(2, 8)] == [[0], [1]] and batches(0, 4) == []
     out = RayEngine(workers=2, tasks_per_worker=2).map(_task_of, range(11), shared=-1)
     assert [v for v, _ in out] == [i * 10 for i in range(11)]
     tasks = [t for _, t in out]
@@ -156,6 +156,7 @@ def test_ray_batches_consecutive_items_into_a_few_tasks_per_worker_keeping_item_
     assert [first_seen.index(t) for t in tasks] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
     per_item = RayEngine(workers=2, tasks_per_worker=100).map(_task_of, range(5), shared=-1)
     assert len({t for _, t in per_item}) == 5
+    assert RayEngine(workers=2).map(_task_of, [], shared=-1) == []
     # the first flipguard error in item order is raised, as by the local engine
     with pytest.raises(DataError, match="^partition p7: cannot read$"):
         RayEngine(workers=2, tasks_per_worker=2).map(_task_of, range(11), shared=7)

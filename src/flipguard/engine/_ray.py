@@ -38,7 +38,12 @@ def run_batch(fn, items: list, shared) -> list:
 
 
 def batches(n_items: int, n_batches: int) -> list[range]:
-    """``n_items`` consecutive indices split into ``n_batches`` ranges whose sizes differ by at most one."""
+    """``n_items`` consecutive indices split into ``n_batches`` ranges whose sizes differ by at most one.
+
+    Never an empty range: fewer ranges when there are fewer items, none for no items.
+    """
+    if n_items <= 0:
+        return []
     n_batches = max(1, min(n_items, n_batches))
     size, extra = divmod(n_items, n_batches)
     out, start = [], 0

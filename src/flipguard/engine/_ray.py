@@ -13,10 +13,11 @@ Items are **batched**: consecutive items go to one Ray task, about
 ``tasks_per_worker`` (4) tasks per worker, and the task runs them one after
 another (one partition in memory at a time) and returns their results as a
 list.  Each Ray task costs a round trip through the driver, the raylet and the
-worker (lease, argument resolution, result: about a millisecond of CPU on
-each side), and with at most ``workers`` tasks in flight a worker waits for
-that round trip before its next task; seal and verify spend only 10-25 ms per
-250k-row partition, so that cost is paid per batch instead of per partition.
+worker (submission, lease, argument resolution, result: about 2 ms of CPU in
+each, 6.4-6.9 ms per task measured, docs/performance.md), and with at most
+``workers`` tasks in flight a worker waits for that round trip before its
+next task; seal and verify spend only 10-25 ms per 250k-row partition, so
+that cost is paid per batch instead of per partition.
 Several batches per worker keep the load balanced; results are the same item
 by item whatever the batching, and a retried batch re-runs deterministic
 tasks.

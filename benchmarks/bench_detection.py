@@ -362,6 +362,26 @@ def cli_small(n_rows: int = 500, repeats: int = 3) -> None:
         print(f"  all runs: flipguard {', '.join(f'{x:.2f}' for x in fg)}; cleanlab {', '.join(f'{x:.2f}' for x in cl)}")
 
 
+def merge(paths) -> dict:
+    """The quality table and targets over the cells of several ``--json`` files (one per seed)."""
+    cells: dict = {}
+    for path in paths:
+        with open(path) as fh:
+            for key, runs in json.load(fh)["cells"].items():
+                cells.setdefault(tuple(key.split(" | ")), []).extend(runs)
+    summary = print_quality(cells)
+    attacked = {k: v for k, v in cells.items() if k[1] != "no flips"}
+    for who in ("flipguard", "flipguard+trusted", "cleanlab-logreg", "cleanlab-hgb", "cleanlab-same"):
+        per_attack = {}
+        for (_, aname), runs in attacked.items():
+            per_attack.setdefault(aname, []).append(np.mean([r[who]["f1"] for r in runs]))
+        overall = np.mean([np.mean([r[who]["f1"] for r in runs]) for runs in attacked.values()])
+        auroc = np.nanmean([np.mean([r[who]["auroc"] for r in runs]) for runs in attacked.values()])
+        print(f"{who}: mean F1 {overall:.3f}, mean AUROC {auroc:.3f}; by attack "
+              + ", ".join(f"{a} {np.mean(v):.3f}" for a, v in per_attack.items()))
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one seed, no scale run")
@@ -374,7 +394,12 @@ def main() -> None:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--json", help="also write the raw cells to this file")
     ap.add_argument("--skip-cli", action="store_true", help="skip the 500-row CLI timing")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="print the table and targets of --json files from split runs (seeds side by side) and exit")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     seeds = [args.first_seed] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
     print("Machine:", machine())
     if not args.skip_quality:

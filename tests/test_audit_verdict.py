@@ -334,6 +334,28 @@ def test_cli_fail_on_poisoned_gates_a_verdict_whose_estimate_is_only_a_lower_bou
     assert table.exit_code == 1 and "verdict: poisoned (--fail-on poisoned)" in table.stderr
 
 
+def test_a_stray_class_value_keeps_the_verdict_and_the_gate(cli, tmp_path, breast):
+    """One typo row (a class with fewer rows than folds) in a table with 20 % random flips: the
+    other rows' audit still gives the verdict, the likely/ambiguous split and per-row reasons, so
+    --fail-on poisoned still fails; the stray row is flagged for review, never "likely"."""
+    X, y = breast
+    _, y_bad = make_flipper("random", rate=0.2, random_state=0).fit_resample(X, y)
+    labels = np.where(y_bad == 1, "benign", "malignant").astype(object)
+    labels[7] = "unicorn"
+    cols = {f"f{i}": X[:, i] for i in range(X.shape[1])}
+    path = _csv(tmp_path, pa.table({**cols, "y": labels.tolist()}))
+    res = cli("audit", path, "--label", "y", "--model", "logreg", "--format", "json", "--fail-on", "poisoned")
+    assert res.exit_code == 1, res.stderr
+    out = json.loads(res.stdout)
+    assert out["verdict"]["status"] == "poisoned"
+    assert out["details"]["rare_classes"] == {"unicorn": 1}
+    stray = out["rows"][7]
+    assert stray["flagged"] and not stray["likely"] and stray["reasons"] == "class_too_small"
+    others = [r for i, r in enumerate(out["rows"]) if r["flagged"] and i != 7]
+    assert others and all(r["reasons"] and "class_too_small" not in r["reasons"] for r in others)
+    assert out["n_likely"] > 0.5 * int((y_bad != y).sum())
+
+
 def test_cli_fail_on_stays_quiet_on_clean_labels_and_refuses_bad_values(cli, tmp_path, breast):
     X, y = breast
     path = _breast_csv(tmp_path, y)

@@ -444,16 +444,30 @@ def _expand(sub: LabelAudit, keep, judged_classes, codes, classes, ids, sources,
         full[keep] = values
         components[name] = full
     evidence, disagreements = summarise_sources(codes, sources)
+    likely = None
+    if sub.likely is not None:  # set-aside rows are for review, not "likely flipped"
+        likely = np.zeros(n, dtype=bool)
+        likely[keep] = sub.likely
+    reason_names = list(sub.reason_names) or [sub.method]
+    reason_codes = np.full(n, 1 << len(reason_names), dtype=np.int64)
+    reason_codes[keep] = sub.reason_codes if sub.reason_codes is not None else 1
+    reason_names.append(RARE_CLASS_REASON)
     audit = LabelAudit(method=sub.method, labels=codes, scores=scores, flags=flags,
                        suggested_codes=suggested, estimated_flips=sub.estimated_flips,
                        transitions=transitions, classes=np.asarray(classes),
                        ids=None if ids is None else np.asarray(ids), model_quality=sub.model_quality,
                        warnings=list(sub.warnings), evidence=evidence, disagreements=disagreements,
-                       components=components, params=sub.params, details=dict(sub.details))
+                       components=components, params=sub.params, details=dict(sub.details),
+                       verdict=dict(sub.verdict), likely=likely, reason_codes=reason_codes,
+                       reason_names=reason_names)
     for key in ("verified_rows", "trusted_rows"):
         if isinstance(audit.details.get(key), list):
             audit.details[key] = [int(position[r]) for r in audit.details[key]]
     return audit
+
+
+#: The reason given for rows of a class too small to be judged out-of-fold.
+RARE_CLASS_REASON = "class_too_small"
 
 
 def _fixed(model):

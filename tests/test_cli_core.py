@@ -372,3 +372,10 @@ def test_attack_pairs_flag(cli, tmp_path, breast_cancer_csv):
         "Error: --pairs names class 'cat', which is not in column 'diagnosis' (classes: benign, malignant)\n"
     assert _error(cli, *base, "--pairs", "malignant") == \
         "Error: --pairs: expected source=target pairs, got 'malignant'\n"
+
+
+def test_a_mistyped_command_gets_one_suggestion(cli):
+    r = cli("keys")
+    assert r.exit_code == 2
+    text = r.stdout + r.stderr
+    assert text.count("Did you mean") == 1 and "keygen" in text

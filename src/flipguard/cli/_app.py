@@ -17,6 +17,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+# click (8.2+) already says "Did you mean 'keygen'?" for a mistyped command; typer's own
+# suggestion (0.16+) repeated it.  An attribute, not a keyword, so older typer ignores it.
+app.suggest_commands = False
 
 _state: dict = {"debug": False, "command": None}
 

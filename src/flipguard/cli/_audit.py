@@ -95,8 +95,9 @@ def audit_cmd(
     saw its label), or your own (--pred-probs), are combined with neighbour
     votes and any independent evidence (--trusted, --rules,
     --reference-label).  Free-text columns need --text.  Exit 1 with
-    --fail-above when the estimated flip rate is higher, or with --fail-on
-    when the verdict is one named; 2 on bad input.
+    --fail-above when the estimated flip rate is higher and beyond what clean
+    labels would give, or with --fail-on when the verdict is one named; 2 on
+    bad input.
 
     Example:
 

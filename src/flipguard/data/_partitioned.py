@@ -24,8 +24,10 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
+from .._arrow import from_numpy, string_array
 from ..exceptions import DataError
 from ._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _is_url, _open_url
 
@@ -191,7 +193,9 @@ def read_partition(part: Partition, columns: list[str] | None = None, *,
 
     def read(src):
         if part.format == "parquet":
-            return pq.read_table(src, columns=file_cols, read_dictionary=dictionary or None)
+            # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset, which imports pandas
+            # (0.3 s in every fresh Ray worker); a column it lacks is reported below
+            return pq.ParquetFile(src, read_dictionary=dictionary or None).read(columns=file_cols)
         delimiter = "\t" if part.name.lower().endswith(".tsv") else ","
         return pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                               convert_options=pacsv.ConvertOptions(
@@ -216,7 +220,8 @@ def read_partition(part: Partition, columns: list[str] | None = None, *,
         raise DataError(f"partition {part.name}: cannot read as {part.format.upper()}: {first}") from None
     for k, v in part.keys.items():
         if (wanted is None or k in wanted) and k not in tbl.column_names:
-            tbl = tbl.append_column(k, pa.array([v] * tbl.num_rows, pa.string()).dictionary_encode())
+            tbl = tbl.append_column(k, pa.DictionaryArray.from_arrays(
+                from_numpy(np.zeros(tbl.num_rows, np.int32)), string_array([v])))
     if wanted is not None:
         missing = [c for c in wanted if c not in tbl.column_names]
         if missing:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._arrow import from_numpy, to_numpy
 from ..exceptions import DataError
 
 __all__: list[str] = []
@@ -116,9 +117,9 @@ def _integer_codes(col: pa.ChunkedArray):
     if n == 0:
         return [], np.zeros(0, np.uint8)
     if pa.types.is_boolean(col.type):
-        v = pc.cast(col, pa.int8()).to_numpy()
+        v = to_numpy(pc.cast(col, pa.int8()))
         return ["false", "true"], v.view(np.uint8)
-    v = col.to_numpy()
+    v = to_numpy(col)
     lo, hi = int(v.min()), int(v.max())
     if hi - lo < (1 << 20):
         counts = np.bincount((v - lo).astype(np.intp), minlength=hi - lo + 1)
@@ -166,7 +167,7 @@ def _dictionary_codes(col: pa.ChunkedArray, classes: list | None):
         if idx.null_count:
             idx = pc.fill_null(idx, -1)
         n = len(ch)
-        np.take(luts[w], idx.to_numpy(zero_copy_only=False), out=codes[pos:pos + n])
+        np.take(luts[w], to_numpy(idx), out=codes[pos:pos + n])
         pos += n
     return values, codes
 
@@ -235,12 +236,12 @@ class Ids:
     def numpy(self) -> np.ndarray:
         """Integer ids as one int64 array (concatenated once, then kept)."""
         if not isinstance(self.values, np.ndarray):
-            self.values = self.values.to_numpy()
+            self.values = to_numpy(self.values)
         return self.values
 
     def arrow(self):
         if self.kind == "int64":
-            return pa.array(self.values) if isinstance(self.values, np.ndarray) else self.values
+            return from_numpy(self.values) if isinstance(self.values, np.ndarray) else self.values
         return self.values
 
     def chunked(self) -> pa.ChunkedArray:
@@ -271,9 +272,9 @@ def take_chunked(col: pa.ChunkedArray, positions: np.ndarray) -> pa.Array:
     positions = np.asarray(positions, dtype=np.int64)
     chunks = [ch for ch in col.chunks if len(ch)]
     if len(positions) == 0:
-        return pa.array([], col.type)
+        return pa.nulls(0, col.type)
     if len(chunks) <= 1:
-        return (chunks[0] if chunks else pa.array([], col.type)).take(pa.array(positions))
+        return (chunks[0] if chunks else pa.nulls(0, col.type)).take(from_numpy(positions))
     starts = np.cumsum([0] + [len(ch) for ch in chunks])
     which = np.searchsorted(starts, positions, side="right") - 1
     if len(chunks) < 2**15:  # numpy's stable sort of int16 is a radix sort: linear
@@ -284,11 +285,11 @@ def take_chunked(col: pa.ChunkedArray, positions: np.ndarray) -> pa.Array:
     for c in range(len(chunks)):
         sel = order[bounds[c]:bounds[c + 1]]
         if len(sel):
-            pieces.append(chunks[c].take(pa.array(positions[sel] - starts[c])))
+            pieces.append(chunks[c].take(from_numpy(positions[sel] - starts[c])))
     grouped = pa.concat_arrays(pieces)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    return grouped.take(pa.array(inverse))
+    return grouped.take(from_numpy(inverse))
 
 
 def normalize_ids(col: pa.ChunkedArray | pa.Array, *, what: str) -> Ids:
@@ -521,7 +522,7 @@ def dense_keys(*columns: Ids, exact: bool = False) -> tuple[list[np.ndarray], in
     typ = arrays[0].type
     encoded = pc.dictionary_encode(pa.chunked_array([ch for a in arrays for ch in a.chunks], type=typ))
     size = max((len(ch.dictionary) for ch in encoded.chunks), default=0)
-    flat = [ch.indices.to_numpy(zero_copy_only=False) for ch in encoded.chunks]
+    flat = [to_numpy(ch.indices) for ch in encoded.chunks]
     allk = np.concatenate(flat) if flat else np.zeros(0, np.int32)
     keys, pos = [], 0
     for c in columns:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._arrow import from_numpy, to_numpy
 from ._columns import Ids, class_counts, dense_keys, ids_equal, map_codes, reconcile, take_chunked
 from ._stats import balance_drift, change_shape, transition_list
 
@@ -310,7 +311,7 @@ def column_changes(before: pa.ChunkedArray, after: pa.ChunkedArray, al: Alignmen
     same = pc.or_(same, pc.and_(pc.is_null(b), pc.is_null(a)))
     if pa.types.is_floating(b.type):
         same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(b), pc.is_nan(a)), False))
-    differ = np.flatnonzero(~np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool))
+    differ = np.flatnonzero(~to_numpy(same))
     pos_a = differ if rows_a is None else rows_a[differ]
     return {"row": _rows(after_side, pos_a), "id": after_side.ids.take(pos_a),
             "before": _take(b, differ), "after": _take(a, differ)}
@@ -320,4 +321,4 @@ def _take(col, positions: np.ndarray) -> list:
     if not len(positions):
         return []
     return (take_chunked(col, positions) if isinstance(col, pa.ChunkedArray)
-            else col.take(pa.array(positions))).to_pylist()
+            else col.take(from_numpy(positions))).to_pylist()

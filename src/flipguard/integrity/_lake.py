@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .._arrow import from_numpy
 from .._io import atomic_write_bytes
 from ..data._partitioned import Partition, discover, read_partition
 from ..data._read import _is_url
@@ -132,7 +133,7 @@ def _raw_public(key: Ed25519PublicKey) -> str:
 
 
 def _with_row_ids(tbl: pa.Table) -> pa.Table:
-    return tbl.append_column(ROW_ID, pa.array(np.arange(tbl.num_rows, dtype=np.int64)))
+    return tbl.append_column(ROW_ID, from_numpy(np.arange(tbl.num_rows, dtype=np.int64)))
 
 
 def _read(part: Partition, label: str, id: str | None, columns: list[str]) -> pa.Table:  # noqa: A002

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .._arrow import from_numpy, to_numpy
 from ..exceptions import IntegrityError
 from ._columns import Ids, code_dtype
 
@@ -163,10 +164,10 @@ def write(sink, ids: Ids, codes: np.ndarray, classes: list, counts: np.ndarray,
         delta = np.empty_like(v)
         delta[:1] = v[:1]
         np.subtract(v[1:], v[:-1], out=delta[1:])
-        id_col, id_encoding, codec = pa.array(delta), "delta", "lz4"
+        id_col, id_encoding, codec = from_numpy(delta), "delta", "lz4"
     else:  # zstd would halve hex ids at twice the cost of the whole seal; LZ4 cannot shrink them
         id_col, id_encoding, codec = ids.values, "plain", None
-    cols = {"id": id_col, "code": pa.array(np.ascontiguousarray(codes, dtype=width))}
+    cols = {"id": id_col, "code": from_numpy(np.ascontiguousarray(codes, dtype=width))}
     for name, col in features.items():
         cols[FEATURE_PREFIX + name] = col
     meta = {"format_version": 1, "classes": classes, "counts": [int(c) for c in counts], "rows": len(codes),
@@ -203,7 +204,7 @@ def decode(data: bytes, *, rows: int, columns: list[str], id_type: str, where: s
     if kind != id_type:
         bad(f"id type {id_col.type} does not match the manifest's {id_type}")
     if kind == "int64":
-        values = id_col.to_numpy()
+        values = to_numpy(id_col)
         if meta.get("id_encoding") == "delta":
             values = np.cumsum(values)
         ids = Ids("int64", values)
@@ -212,7 +213,7 @@ def decode(data: bytes, *, rows: int, columns: list[str], id_type: str, where: s
     code_col = table.column("code")
     if code_col.null_count or not pa.types.is_unsigned_integer(code_col.type):
         bad("label codes are not unsigned integers")
-    codes = code_col.to_numpy()
+    codes = to_numpy(code_col)
     if rows and int(codes.max()) >= len(classes):
         bad("a label code is out of range")
     features = {c: table.column(FEATURE_PREFIX + c) for c in columns}

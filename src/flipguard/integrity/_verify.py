@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .._arrow import to_numpy
 from ..exceptions import DataError, IntegrityError
 from . import _snapshot
 from ._columns import label_codes, normalize_ids, type_family
@@ -203,7 +204,7 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
     rows = None
     if id_col.null_count:
         valid = pc.is_valid(id_col)
-        rows = pc.indices_nonzero(valid).to_numpy()
+        rows = to_numpy(pc.indices_nonzero(valid))
         findings.append(f"{id_col.null_count} row(s) have no id (rows "
                         f"{', '.join(map(str, pc.indices_nonzero(pc.invert(valid)).to_numpy()[:10].tolist()))})")
         table = table.filter(valid)

@@ -5,7 +5,8 @@ an int64 id and a string label (4 classes, 10% of labels flipped at random)
 into ``--files`` Parquet files (40) in a temporary folder, one file at a time.
 Each step then runs in a **fresh subprocess**:
 
-* ``floor``        pyarrow reads the id and label columns of every partition (the read floor of seal/verify)
+* ``floor``        pyarrow reads the id and label columns of every partition (the read floor of seal/verify;
+  ``pq.ParquetFile(...).read``, which, unlike ``pq.read_table``, does not import pandas)
 * ``floor_all``    pyarrow reads every column of every partition (the read floor of one audit pass)
 * ``seal`` / ``verify``  :func:`flipguard.integrity.seal_lake` / ``verify_lake`` (intact data: no snapshot read)
 * ``audit``        :func:`flipguard.detection.audit_partitioned` (confident learning, logreg, 5 folds,
@@ -19,8 +20,8 @@ figures: ``ray.init`` returning, and every worker process answering a no-op
 task (``ray.init`` returns before its worker processes have booted; a step
 timed from there would include Ray's own worker start-up).  The step's time
 starts once the workers answer; it includes what flipguard's tasks cost in a
-fresh worker (importing pyarrow, pandas through pyarrow, numpy and flipguard,
-about 0.4-0.6 s per worker here).  ``--warm`` runs floor, seal and verify a
+fresh worker (importing pyarrow, numpy and flipguard; since 505c0c7 seal and
+verify no longer import pandas through pyarrow, which cost 0.3-0.4 s per worker).  ``--warm`` runs floor, seal and verify a
 second time in the same process (and Ray instance) and reports that run too:
 imports done and workers warm, what a long-lived driver pays.  ``--tasks-per-worker`` sets the Ray engine's
 batching (default: the engine's, 4; a large value gives one task per
@@ -181,7 +182,7 @@ def _run(step, eng, root, work, key_path, max_train_rows, engine, pq, discover, 
         rows = 0
         for p in ds.partitions:
             cols = ["id", "label"] if step == "floor" else None
-            rows += pq.read_table(p.path, columns=cols, read_dictionary=["label"]).num_rows
+            rows += pq.ParquetFile(p.path, read_dictionary=["label"]).read(columns=cols).num_rows
         out["rows"] = rows
     elif step == "seal":
         from flipguard.integrity._lake import seal_lake

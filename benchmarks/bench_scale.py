@@ -8,13 +8,17 @@ Each step then runs in a **fresh subprocess**:
 * ``floor``        pyarrow reads the id and label columns of every partition (the read floor of seal/verify;
   ``pq.ParquetFile(...).read``, which, unlike ``pq.read_table``, does not import pandas)
 * ``floor_all``    pyarrow reads every column of every partition (the read floor of one audit pass)
+* ``floor_engine`` the same read as ``floor``, run by the engine itself (its threads, or Ray tasks
+  on fresh workers batched as seal's are): what any work on that engine pays before flipguard's
+  own, fresh worker processes importing pyarrow included
 * ``seal`` / ``verify``  :func:`flipguard.integrity.seal_lake` / ``verify_lake`` (intact data: no snapshot read)
 * ``audit``        :func:`flipguard.detection.audit_partitioned` (confident learning, logreg, 5 folds,
   fold models fitted on a ``--max-train-rows`` sample, default 1M)
 * ``audit_inc``    the same with ``training="incremental"``: each fold model learns from every row by
   ``partial_fit`` streamed over the partitions (one epoch), so no task holds more than one partition
 
-with ``--engine local`` and with Ray at 1 and 2 workers (a fresh local Ray
+with ``--engine local`` (``local``: as a user gets it, one thread per core for
+seal/verify; ``local1``: one thread) and with Ray at 1 and 2 workers (a fresh local Ray
 instance with that many CPUs).  Ray's start-up is reported apart, in two
 figures: ``ray.init`` returning, and every worker process answering a no-op
 task (``ray.init`` returns before its worker processes have booted; a step
@@ -51,7 +55,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ENGINES = {"local": ("local", None), "ray1": ("ray", 1), "ray2": ("ray", 2)}
+# "local" is what a user gets from --engine local (lake seal/verify/diff: one thread per core);
+# "local1" is the local engine held to one thread.
+ENGINES = {"local": ("local", None), "local1": ("local", 1), "ray1": ("ray", 1), "ray2": ("ray", 2)}
 
 
 def make_lake(root: Path, rows: int, files: int, features: int, seed: int = 0) -> None:
@@ -148,12 +154,14 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
         from flipguard.engine._ray import RayEngine
 
         eng = RayEngine(workers=workers, tasks_per_worker=int(tasks_per_worker), progress=False)
+    elif kind == "local" and workers is None:
+        eng = "local"  # the library's own default for each step
     else:
         eng = get_engine(kind, workers=workers, progress=False)
     key_path = Path(work) / "keys" / "flipguard.key"
     out: dict = {}
     times = []
-    for _ in range(2 if int(warm) and step in ("floor", "seal", "verify") else 1):
+    for _ in range(2 if int(warm) and step in ("floor", "floor_engine", "seal", "verify") else 1):
         t0 = time.perf_counter()
         c0 = time.process_time()
         _run(step, eng, root, work, key_path, max_train_rows, engine, pq, discover, out)
@@ -176,8 +184,21 @@ def run_step(step: str, engine: str, root: str, work: str, max_train_rows: str =
     return out
 
 
+def _floor_task(part, shared) -> int:
+    """The engine floor's task: read a partition's id and label columns, as seal and verify do."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(part.path, read_dictionary=["label"]).read(columns=["id", "label"]).num_rows
+
+
 def _run(step, eng, root, work, key_path, max_train_rows, engine, pq, discover, out) -> None:
-    if step in ("floor", "floor_all"):
+    if step == "floor_engine":
+        from flipguard.engine import get_engine
+
+        if eng == "local":  # as seal/verify run it: one thread per core
+            eng = get_engine("local", workers=os.cpu_count() or 1, progress=False)
+        out["rows"] = sum(eng.map(_floor_task, list(discover(root).partitions)))
+    elif step in ("floor", "floor_all"):
         ds = discover(root)
         rows = 0
         for p in ds.partitions:
@@ -252,7 +273,7 @@ def main() -> None:
         write_keypair(work / "keys", force=True)
     results = []
     for step in args.steps.split(","):
-        for engine in (["local"] if step.startswith("floor") else args.engines.split(",")):
+        for engine in (["local"] if step in ("floor", "floor_all") else args.engines.split(",")):
             load_before = os.getloadavg()[0]
             proc = subprocess.run([sys.executable, __file__, "--_step", step, engine, str(root), str(work),
                                    str(args.max_train_rows), str(int(args.warm)), str(args.tasks_per_worker), args.ray_address],
@@ -278,9 +299,11 @@ def main() -> None:
         for eng in args.engines.split(","):
             if floor and (step, eng) in by:
                 r = by[(step, eng)]
+                own = by.get(("floor_engine", eng))
                 print(f"{step} {eng} / read floor: {r['seconds'] / floor['seconds']:.2f}x"
                       + (f"  (warm: {r['warm_seconds'] / floor['warm_seconds']:.2f}x)"
-                         if "warm_seconds" in r and "warm_seconds" in floor else ""))
+                         if "warm_seconds" in r and "warm_seconds" in floor else "")
+                      + (f"; / the engine's own floor: {r['seconds'] / own['seconds']:.2f}x" if own else ""))
     for step in ("seal", "verify", "audit", "audit_inc"):
         if (step, "local") in by and (step, "ray1") in by:
             print(f"{step}: Ray 1 worker / local = {by[(step, 'ray1')]['seconds'] / by[(step, 'local')]['seconds']:.2f}x")

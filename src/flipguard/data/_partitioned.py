@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from .._arrow import from_numpy, string_array
 from ..exceptions import DataError
-from ._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _is_url, _open_url
+from ._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _is_url, _open_url, read_parquet_file
 
 __all__ = ["Partition", "PartitionedDataset", "discover", "is_partitioned"]
 
@@ -185,17 +185,14 @@ def read_partition(part: Partition, columns: list[str] | None = None, *,
                    dictionary: list[str] | None = None) -> pa.Table:
     """One partition's ``columns`` (hive keys included) as an Arrow table; errors name the partition."""
     import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
     wanted = None if columns is None else list(dict.fromkeys(columns))
     file_cols = None if wanted is None else [c for c in wanted if c not in part.keys]
     dictionary = [c for c in dictionary or [] if file_cols is None or c in file_cols]
 
     def read(src):
-        if part.format == "parquet":
-            # ParquetFile, not pq.read_table: the latter imports pyarrow.dataset, which imports pandas
-            # (0.3 s in every fresh Ray worker); a column it lacks is reported below
-            return pq.ParquetFile(src, read_dictionary=dictionary or None).read(columns=file_cols)
+        if part.format == "parquet":  # without pandas (see read_parquet_file); a missing column is named below
+            return read_parquet_file(src, file_cols, dictionary)[0]
         delimiter = "\t" if part.name.lower().endswith(".tsv") else ","
         return pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delimiter),
                               convert_options=pacsv.ConvertOptions(

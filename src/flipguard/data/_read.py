@@ -116,7 +116,14 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
                  dictionary: list[str] | None = None) -> pa.Table:
     try:
         if fmt == "parquet":
-            return pq.read_table(src, columns=columns, read_dictionary=dictionary or None)
+            if isinstance(src, str) and os.path.isdir(src):
+                return pq.read_table(src, columns=columns, read_dictionary=dictionary or None)
+            tbl, names = read_parquet_file(src, columns, dictionary)
+            missing = [c for c in columns or [] if c not in tbl.column_names]
+            if missing:
+                raise DataError(f"{name}: column(s) {', '.join(repr(c) for c in missing)} not found "
+                                f"(columns: {', '.join(names[:12])})")
+            return tbl
         delimiter = "\t" if name.lower().endswith(".tsv") else ","
         return pacsv.read_csv(
             src,
@@ -128,6 +135,28 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{name}: cannot read as {fmt.upper()}: {first}") from None
+
+
+def read_parquet_file(src, columns: list[str] | None = None,
+                      dictionary: list[str] | None = None) -> tuple[pa.Table, list[str]]:
+    """One Parquet file (path or file object): ``(table of the columns found, in the order asked; all column names)``.
+
+    ``pq.ParquetFile``, not ``pq.read_table``: the latter imports ``pyarrow.dataset``
+    and through it pandas, 0.3 s in every fresh process and Ray worker.  Unlike
+    ``read_table`` it ignores a column the file lacks, so the caller names it.
+    ``dictionary`` columns are read dictionary-encoded where they are flat
+    (``read_dictionary`` refuses a nested column; that one is read as it is and
+    refused by the caller for its type).
+    """
+    try:
+        pf = pq.ParquetFile(src, read_dictionary=dictionary or None)
+    except KeyError:
+        pf = pq.ParquetFile(src)
+    names = pf.schema_arrow.names
+    if columns is None:
+        return pf.read(), names
+    found = [c for c in dict.fromkeys(columns) if c in names]
+    return pf.read(columns=found).select(found), names
 
 
 def write_table(tbl: pa.Table, target, fmt: str | None = None) -> str:

@@ -286,36 +286,6 @@ def test_lfighter_keeps_the_more_dissimilar_smaller_cluster_as_the_paper_does():
     assert np.array_equal(flagged, [True] * 6 + [False] * 4)  # 0.4 * (1 + 1) = 0.8 > 0.6
 
 
-def _weak_attacker_updates(seed=0):
-    """6 honest clients pull class 3 up a little, 3 attackers push it down hard, one attacker (index 9,
-    few source rows flipped) pushes it down a little: nearer the honest clients in Euclidean distance."""
-    rng = np.random.RandomState(seed)
-    ups = []
-    for pull in [0.1] * 6 + [-1.0] * 3 + [-0.25]:
-        W = rng.normal(0, 0.01, size=(10, 8))
-        W[3] += pull
-        W[8] -= pull
-        ups.append({"W": W, "b": np.zeros(10)})
-    return ups
-
-
-def test_lfighter_sign_refinement_catches_an_attacker_the_papers_k_means_misses():
-    """k-means on the raw rows (Jebreel et al.) puts the weak attacker with the honest clients; it points
-    toward the dropped cluster and away from the kept one, so the refinement flags it, and only it."""
-    ups = _weak_attacker_updates()
-    paper, _ = LFighter(random_state=0, refine=False)._suspect(1, ups, np.ones(10))
-    assert np.array_equal(paper, [False] * 6 + [True] * 3 + [False])
-    refined, _ = LFighter(random_state=0)._suspect(1, ups, np.ones(10))
-    assert np.array_equal(refined, [False] * 6 + [True] * 4)
-
-
-def test_lfighter_sign_refinement_changes_nothing_when_no_kept_client_points_the_other_way():
-    for ups in (_updates(), _updates(seed=3), _updates(n_honest=8, n_bad=2)):
-        a, _ = LFighter(random_state=0, refine=False)._suspect(1, ups, np.ones(len(ups)))
-        b, _ = LFighter(random_state=0)._suspect(1, ups, np.ones(len(ups)))
-        assert np.array_equal(a, b)
-
-
 @pytest.mark.parametrize("loader, source, target", [("load_digits", 3, 8), ("load_breast_cancer", 0, 1)])
 def test_lfighter_drops_exactly_the_attackers_with_real_client_updates(loader, source, target):
     """The paper's claim: with 40 % of iid clients flipping source -> target, the attackers are the cluster dropped.

@@ -209,9 +209,8 @@ class LFighter(LabelFlipStrategy):
     >>> strategy = LFighter(fraction_evaluate=0.0, random_state=0)  # pass to your ServerApp
     """
 
-    def __init__(self, *, refine: bool = True, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.refine = refine
         self.cluster_scores_: dict[int, tuple[float, float]] = {}
 
     def _suspect(self, server_round, updates, weights):
@@ -234,21 +233,7 @@ class LFighter(LabelFlipStrategy):
         good = 1 if score[0] < score[1] else 0
         self.cluster_scores_[server_round] = (score[good], score[1 - good])
         flagged = labels != good
-        if self.refine:
-            flagged = _sign_refine(data, flagged)
         return flagged, flagged.astype(float)
-
-
-def _sign_refine(data: np.ndarray, flagged: np.ndarray) -> np.ndarray:
-    """Also flag kept clients that point *toward* the dropped cluster's mean and *away* from the kept one's."""
-    if flagged.all() or not flagged.any():
-        return flagged
-
-    def cos(v):
-        return data @ v / (np.linalg.norm(data, axis=1) * np.linalg.norm(v) + 1e-300)
-
-    toward = (cos(data[flagged].mean(axis=0)) > 0) & (cos(data[~flagged].mean(axis=0)) < 0)
-    return flagged | toward
 
 
 def _lfighter_score(members: np.ndarray, m: int) -> float:

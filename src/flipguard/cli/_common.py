@@ -50,7 +50,8 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed
 JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).")]
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="Where partitioned datasets (a folder or prefix of files) are processed: local (this "
-                     "process) or ray (pip install 'flipguard[ray]').")]
+                     "process; seal, verify and diff use a thread per core) or ray (pip install "
+                     "'flipguard[ray]').")]
 RayAddressOpt = Annotated[str | None, typer.Option(
     "--ray-address", help="With --engine ray: HOST:6379 (the head's address, as 'ray start --head' prints it), "
                           "'auto' or ray://host:10001 to join a cluster (default: start a local Ray instance "

@@ -311,7 +311,7 @@ def column_changes(before: pa.ChunkedArray, after: pa.ChunkedArray, al: Alignmen
     same = pc.or_(same, pc.and_(pc.is_null(b), pc.is_null(a)))
     if pa.types.is_floating(b.type):
         same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(b), pc.is_nan(a)), False))
-    differ = np.flatnonzero(~to_numpy(same))
+    differ = np.flatnonzero(~np.asarray(to_numpy(same), dtype=bool))
     pos_a = differ if rows_a is None else rows_a[differ]
     return {"row": _rows(after_side, pos_a), "id": after_side.ids.take(pos_a),
             "before": _take(b, differ), "after": _take(a, differ)}

@@ -310,3 +310,19 @@ def test_diff_of_two_partitioned_versions_names_partitions_rows_and_shape(tmp_pa
 
     assert json.loads(r.stdout)["n_changed"] == 12
     assert cli("diff", old, old, "--label", "y", "--id", "rid").exit_code == 0
+
+
+def test_a_local_lake_seal_runs_a_thread_per_core_it_may_use_at_most_eight():
+    """Seal, verify and diff tasks release the GIL, so "local" threads them; the process's CPU affinity
+    (a container's or taskset's share), not the host's core count, and never more than 8 partitions in memory."""
+    from flipguard.integrity._lake import MAX_LOCAL_THREADS, _engine
+
+    cores = os.sched_getaffinity(0)
+    assert _engine("local", None).workers == min(len(cores), MAX_LOCAL_THREADS) == min(len(cores), 8)
+    mine = LocalEngine(n_jobs=1)
+    assert _engine(mine, None) is mine
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        assert _engine("local", None).workers == 1
+    finally:
+        os.sched_setaffinity(0, cores)

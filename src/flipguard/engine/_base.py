@@ -112,6 +112,14 @@ class Engine:
         return {"engine": self.name, "workers": self.workers}
 
 
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity (a container's or taskset's share), not the host's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class LocalEngine(Engine):
     """In-process engine: tasks run in this process (threads when ``n_jobs > 1``).
 
@@ -137,7 +145,7 @@ class LocalEngine(Engine):
 
     @property
     def workers(self) -> int:
-        return max(1, os.cpu_count() or 1) if self.n_jobs == -1 else max(1, int(self.n_jobs))
+        return available_cores() if self.n_jobs == -1 else max(1, int(self.n_jobs))
 
     def _map(self, fn, items, shared, desc):
         with progress_bar(desc, len(items), self.progress) as advance:

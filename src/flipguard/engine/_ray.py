@@ -25,10 +25,8 @@ tasks.
 
 from __future__ import annotations
 
-import os
-
 from ..exceptions import FlipguardError, InvalidParameterError
-from ._base import Engine, progress_bar, run_task
+from ._base import Engine, available_cores, progress_bar, run_task
 
 __all__ = ["RayEngine"]
 
@@ -105,7 +103,7 @@ class RayEngine(Engine):
                           configure_logging=False)
             try:
                 if self.address is None:
-                    ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+                    ray.init(num_cpus=available_cores(), **kwargs)
                 else:
                     ray.init(address=self.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:

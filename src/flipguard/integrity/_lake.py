@@ -144,13 +144,10 @@ def _engine(engine, ray_address):
     (``LocalEngine(n_jobs=16)`` for more threads).
     """
     from ..engine import get_engine
+    from ..engine._base import available_cores
 
     if engine in (None, "local") and ray_address is None:
-        try:
-            cores = len(os.sched_getaffinity(0))  # a container's or taskset's share, not the host's
-        except AttributeError:  # pragma: no cover - not on Linux
-            cores = os.cpu_count() or 1
-        return get_engine("local", workers=max(1, min(cores, MAX_LOCAL_THREADS)))
+        return get_engine("local", workers=min(available_cores(), MAX_LOCAL_THREADS))
     return get_engine(engine, ray_address=ray_address)
 
 

@@ -142,8 +142,12 @@ def run_cell(X, y, strategy, params, seed) -> dict:
         t = time.perf_counter()
         b = LabelAuditor(random_state=seed).fit(X, y_bad, trusted=trusted,
                                                 embed=False).audit_
+        ve = b.verdict.get("verified_estimate") or {}
         out["flipguard+trusted"] = {**detection_report(mask, b.scores, b.flags),
-                                    "seconds": time.perf_counter() - t, "verdict": b.verdict.get("status")}
+                                    "seconds": time.perf_counter() - t, "verdict": b.verdict.get("status"),
+                                    "estimated": int(b.estimated_flips),
+                                    "model_estimate": ve.get("model_estimate", int(b.estimated_flips)),
+                                    "verified_used": bool(ve.get("used", False))}
     return out
 
 
@@ -180,7 +184,7 @@ def print_quality(cells) -> dict:
           "| AUROC fg / cl-logreg | flagged share fg / cl-same | est. fg / cl-logreg | s fg |")
     print("|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     checks: dict[str, list] = {k: [] for k in ("clean", "boundary", "random40", "estimate", "trusted",
-                                                "cluster_recall")}
+                                                "cluster_recall", "trusted_estimate")}
     f1_fg, f1_best = [], []
     for (dname, aname), runs in cells.items():
         flips = np.mean([r["true_flips"] for r in runs])
@@ -215,6 +219,12 @@ def print_quality(cells) -> dict:
                 if t >= 0.05 * r["n"]:
                     ok = abs(r["flipguard"]["estimated"] - t) <= 0.25 * t
                     checks["estimate"].append((f"{dname} {aname}", ok, f"{r['flipguard']['estimated']} vs {t}"))
+                    tr = r["flipguard+trusted"]
+                    if "estimated" in tr:  # not in JSON files written before the verified-sample estimate
+                        checks["trusted_estimate"].append((
+                            f"{dname} {aname}", abs(tr["estimated"] - t) <= 0.25 * t,
+                            f"{tr['estimated']} vs {t} (model's count {tr['model_estimate']}"
+                            + (", replaced by the verified rows'" if tr["verified_used"] else "") + ")"))
         for r in runs:
             checks["trusted"].append((f"{dname} {aname}", r["flipguard+trusted"]["f1"] >= r["flipguard"]["f1"] - 0.02,
                                       f"{r['flipguard+trusted']['f1']:.3f} vs {r['flipguard']['f1']:.3f}"))

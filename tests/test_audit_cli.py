@@ -134,6 +134,12 @@ def test_trusted_file_catches_the_cluster_attack(cli, breast_cancer_frame, tmp_p
     blind = json.loads(cli("audit", data, "--label", LABEL, "--format", "json").stdout)
     blind_flags = np.array([r["flagged"] for r in blind["rows"]])
     assert (blind_flags & mask).sum() < (flagged & mask).sum()
+    # the verified rows' own count, with its interval, in the JSON and on the table
+    v = out["verdict"]["verified_estimate"]
+    assert v["verified"] == len(rows) and v["flips_low"] <= mask.sum() <= v["flips_high"]
+    shown = cli("audit", data, "--label", LABEL, "--id", "patient_id", "--trusted", trusted)
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("verified rows: "))
+    assert f"{v['flipped']} of {len(rows)} carry another label" in line and "random sample" in line
 
 
 def test_rules_and_reference_label(cli, breast_cancer_frame, tmp_path):

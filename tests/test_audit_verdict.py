@@ -468,3 +468,50 @@ def test_clean_overlapping_table_reports_the_count_clean_labels_give(cli, tmp_pa
     res = cli("audit", path, "--label", "y", "--model", "logreg")
     assert res.exit_code == 0, res.stderr
     assert "clean labels this uncertain give about" in res.stdout
+
+
+# -- the verified rows' own estimate --------------------------------------------------
+def test_verified_sample_interval_covers_the_true_number_of_flips():
+    """Clopper-Pearson is exact: over random samples of verified rows its 95% interval, scaled to the
+    data, covers the true number of flips at least 95% of the time (here: in 190 of 200 draws or more),
+    and the stratified estimate is unbiased (its mean is within 3% of the truth)."""
+    from flipguard.detection._auto import verified_sample_estimate
+
+    rng = np.random.RandomState(0)
+    n, K = 4000, 3
+    true = rng.randint(0, K, n)
+    flip = rng.random_sample(n) < 0.12
+    labels = np.where(flip, (true + 1 + rng.randint(0, K - 1, n)) % K, true)
+    model = np.diag(np.bincount(labels, minlength=K)).astype(np.int64)  # a model that sees no flip
+    covered, estimates = 0, []
+    for _ in range(200):
+        rows = np.sort(rng.choice(n, 120, replace=False))
+        summary, transitions = verified_sample_estimate(labels, rows, true[rows], K, model)
+        covered += summary["flips_low"] <= flip.sum() <= summary["flips_high"]
+        estimates.append(summary["flips"])
+        assert transitions.sum(axis=0).tolist() == np.bincount(labels, minlength=K).tolist()
+        assert summary["flips"] == transitions.sum() - np.trace(transitions)
+    assert covered >= 190
+    assert abs(np.mean(estimates) - flip.sum()) <= 0.03 * flip.sum()
+
+
+def test_verified_rows_replace_a_count_they_contradict_and_leave_one_they_allow(breast):
+    """Boundary flips are absorbed by the model (its count is a lower bound); 5% verified rows drawn at
+    random say how many there are.  Random flips the model counts well keep the model's estimate."""
+    X, y = breast
+    rows = np.sort(np.random.RandomState(0).choice(len(y), 28, replace=False))
+    trusted = TrustedLabels(X=X[rows], y=y[rows], rows=rows)
+    flipper = make_flipper("boundary", rate=0.15, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    audit = LabelAuditor(random_state=0).fit(X, y_bad, trusted=trusted, embed=False).audit_
+    v, truth = audit.verdict["verified_estimate"], int(flipper.flip_mask_.sum())
+    assert v["used"] and v["flipped"] == int((y_bad[rows] != y[rows]).sum()) > 0
+    assert abs(audit.estimated_flips - truth) < abs(v["model_estimate"] - truth)
+    assert v["flips_low"] <= truth <= v["flips_high"]
+
+    flipper = make_flipper("random", rate=0.1, random_state=1)
+    _, y_bad = flipper.fit_resample(X, y)
+    audit = LabelAuditor(random_state=0).fit(X, y_bad, trusted=trusted, embed=False).audit_
+    v = audit.verdict["verified_estimate"]
+    assert not v["used"] and audit.estimated_flips == v["model_estimate"]
+    assert v["flips_low"] <= audit.estimated_flips <= v["flips_high"]

@@ -310,6 +310,10 @@ def _print_table(audit, ds, top: int) -> None:
         clean = audit.verdict.get("confident_clean_estimate") if audit.verdict else None
         console.print(f"confident-learning estimate: {conf}"
                       + (f" (clean labels this uncertain give about {clean})" if clean is not None else ""))
+    if audit.verdict and audit.verdict.get("verified_estimate"):
+        from ..detection._auto import verified_estimate_text
+
+        console.print(f"verified rows: {verified_estimate_text(audit.verdict['verified_estimate'])}")
     if audit.transition_list():
         t = Table("true (suggested)", "observed", "rows", title="Estimated flips by class pair")
         for tr in audit.transition_list()[:20]:

@@ -501,6 +501,14 @@ class AutoDetector(BaseDetector):
             band_counts = np.zeros((K, K))
             np.add.at(band_counts, (top[bt.rows], labels[bt.rows]), max(bt.excess, 0.0) / bt.rows.sum())
             transitions = _add_off_diagonal(transitions, band_counts)
+        if len(v_rows):
+            sample, sample_transitions = verified_sample_estimate(labels, v_rows, v_codes, K, transitions)
+            model_count = int(transitions.sum() - np.trace(transitions))
+            sample["used"] = not sample["flips_low"] <= model_count <= sample["flips_high"]
+            sample["model_estimate"] = model_count
+            if sample["used"]:
+                transitions = sample_transitions
+            verdict["verified_estimate"] = sample
         verdict["estimated_flips"] = int(transitions.sum() - np.trace(transitions))
         return _Findings(scores=scores, flags=flags, suggested=suggested, components=components,
                          warnings=warns, quality_usable=usable, quality=base_quality,
@@ -532,6 +540,56 @@ class AutoDetector(BaseDetector):
         again = _Inputs(labels=inputs.labels, pred_probs=probs, X=inputs.X, n_classes=inputs.n_classes,
                         trusted=None, sources=[], rng=inputs.rng)
         return self._audit(again).flags
+
+
+def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np.ndarray, K: int,
+                             transitions: np.ndarray, confidence: float = 0.95) -> tuple[dict, np.ndarray]:
+    """The flips implied by the verified rows, read as a random sample of the data, and their range.
+
+    Returns ``(summary, transitions)``.  ``summary`` holds the verified and
+    flipped counts, the flip rate with its exact (Clopper-Pearson) ``confidence``
+    interval and those scaled to every row (``flips``, ``flips_low``,
+    ``flips_high``).  ``transitions`` are the ``[true, observed]`` counts
+    estimated per observed class: the rows observed with label ``k`` split by
+    the true labels of the verified rows observed with ``k`` (a stratified
+    estimate; a class with no verified row keeps its column of
+    ``transitions``).  The audit uses them when its own count lies outside the
+    interval: the model's count is then inconsistent with direct evidence (a
+    flipped cluster or boundary the model absorbed makes it a lower bound; an
+    overlapping table's own errors make it too high).
+    """
+    from scipy.stats import binomtest
+
+    from ._confident import _round_preserving_sum
+
+    m, n = len(v_rows), len(labels)
+    observed = labels[v_rows]
+    k = int(np.count_nonzero(v_codes != observed))
+    ci = binomtest(k, m).proportion_ci(confidence_level=confidence, method="exact")
+    out = transitions.astype(np.float64).copy()
+    totals = np.bincount(labels, minlength=K)
+    counts = np.zeros((K, K))
+    np.add.at(counts, (v_codes, observed), 1.0)
+    for c in np.flatnonzero(counts.sum(axis=0)):
+        out[:, c] = totals[c] * counts[:, c] / counts[:, c].sum()
+    strat = np.column_stack([_round_preserving_sum(out[:, c]) for c in range(K)]).astype(np.int64)
+    summary = {"verified": int(m), "flipped": k, "rate": k / m, "rate_low": float(ci.low),
+               "rate_high": float(ci.high), "confidence": confidence,
+               "flips": int(strat.sum() - np.trace(strat)),
+               "flips_low": int(np.floor(ci.low * n)), "flips_high": int(np.ceil(ci.high * n))}
+    return summary, strat
+
+
+def verified_estimate_text(v: dict) -> str:
+    """One sentence for the CLI and the report: what the verified rows say about the number of flips."""
+    text = (f"{v['flipped']} of {v['verified']} carry another label than the verified one: "
+            f"{v['rate']:.1%} ({v['confidence']:.0%} interval {v['rate_low']:.1%}-{v['rate_high']:.1%}), "
+            f"about {v['flips']} flips in the data ({v['flips_low']}-{v['flips_high']}) if they are a "
+            "random sample")
+    if v["used"]:
+        return (text + f"; the estimate uses them, because the model's count ({v['model_estimate']}) "
+                "lies outside that range")
+    return text + f"; the model's estimate ({v['model_estimate']}) lies within it"
 
 
 def _transitions(fit, labels, K, from_posteriors, joint) -> np.ndarray:

@@ -55,6 +55,10 @@ def _summary(audit, names) -> Section:
                      f"{v['estimated_flips']}; clean labels would give about {v['clean_estimate']} "
                      f"(up to {v['clean_estimate_upper']}); the test's false-alarm rate is "
                      f"{v['alpha']:.0%}.")
+    if v.get("verified_estimate"):
+        from ..detection._auto import verified_estimate_text
+
+        paras.append(f"Verified (trusted) rows: {verified_estimate_text(v['verified_estimate'])}.")
     if q.get("selection"):
         paras.append(f"Model chosen automatically: {q.get('model')} ({q['selection']}).")
     paras.append(

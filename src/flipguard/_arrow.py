@@ -42,13 +42,8 @@ def to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """
     if isinstance(arr, pa.ChunkedArray):
         chunks = arr.chunks
-        if len(chunks) == 1:
-            return to_numpy(chunks[0])
-        if not chunks:
-            dtype = _numpy_dtype(arr.type)
-            if dtype is not None or pa.types.is_boolean(arr.type):
-                return np.empty(0, dtype=bool if dtype is None else dtype)
-            return arr.to_numpy()
+        if len(chunks) <= 1:
+            return to_numpy(chunks[0] if chunks else pa.nulls(0, arr.type))
         return np.concatenate([to_numpy(ch) for ch in chunks])
     n, off = len(arr), arr.offset
     if arr.null_count == 0 and _LITTLE:

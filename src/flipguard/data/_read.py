@@ -119,10 +119,7 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
             if isinstance(src, str) and os.path.isdir(src):
                 return pq.read_table(src, columns=columns, read_dictionary=dictionary or None)
             tbl, names = read_parquet_file(src, columns, dictionary)
-            missing = [c for c in columns or [] if c not in tbl.column_names]
-            if missing:
-                raise DataError(f"{name}: column(s) {', '.join(repr(c) for c in missing)} not found "
-                                f"(columns: {', '.join(names[:12])})")
+            check_columns(names, columns or [], name)
             return tbl
         delimiter = "\t" if name.lower().endswith(".tsv") else ","
         return pacsv.read_csv(
@@ -135,6 +132,15 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{name}: cannot read as {fmt.upper()}: {first}") from None
+
+
+def check_columns(available: list[str], wanted: list[str], where: str, hint: str = "") -> None:
+    """One-line :class:`DataError` naming the ``wanted`` columns ``available`` lacks (and a few it has)."""
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        shown = ", ".join(available[:12]) + (f", ... ({len(available)} in all)" if len(available) > 12 else "")
+        raise DataError(f"{where}: column(s) {', '.join(repr(c) for c in missing)} not found "
+                        f"(columns: {shown}){hint}")
 
 
 def read_parquet_file(src, columns: list[str] | None = None,

@@ -502,13 +502,8 @@ class AutoDetector(BaseDetector):
             np.add.at(band_counts, (top[bt.rows], labels[bt.rows]), max(bt.excess, 0.0) / bt.rows.sum())
             transitions = _add_off_diagonal(transitions, band_counts)
         if len(v_rows):
-            sample, sample_transitions = verified_sample_estimate(labels, v_rows, v_codes, K, transitions)
-            model_count = int(transitions.sum() - np.trace(transitions))
-            sample["used"] = not sample["flips_low"] <= model_count <= sample["flips_high"]
-            sample["model_estimate"] = model_count
-            if sample["used"]:
-                transitions = sample_transitions
-            verdict["verified_estimate"] = sample
+            verdict["verified_estimate"], transitions = verified_sample_estimate(labels, v_rows, v_codes, K,
+                                                                                 transitions)
         verdict["estimated_flips"] = int(transitions.sum() - np.trace(transitions))
         return _Findings(scores=scores, flags=flags, suggested=suggested, components=components,
                          warnings=warns, quality_usable=usable, quality=base_quality,
@@ -549,14 +544,16 @@ def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np
     Returns ``(summary, transitions)``.  ``summary`` holds the verified and
     flipped counts, the flip rate with its exact (Clopper-Pearson) ``confidence``
     interval and those scaled to every row (``flips``, ``flips_low``,
-    ``flips_high``).  ``transitions`` are the ``[true, observed]`` counts
-    estimated per observed class: the rows observed with label ``k`` split by
-    the true labels of the verified rows observed with ``k`` (a stratified
-    estimate; a class with no verified row keeps its column of
-    ``transitions``).  The audit uses them when its own count lies outside the
-    interval: the model's count is then inconsistent with direct evidence (a
+    ``flips_high``), the model's count (``model_estimate``, from the
+    ``[true, observed]`` counts ``transitions``) and whether the sample's
+    count replaces it (``used``).  It does when the model's count lies outside
+    the interval: the count is then inconsistent with direct evidence (a
     flipped cluster or boundary the model absorbed makes it a lower bound; an
-    overlapping table's own errors make it too high).
+    overlapping table's own errors make it too high).  The returned
+    transitions are then the sample's, estimated per observed class: the rows
+    observed with label ``k`` split by the true labels of the verified rows
+    observed with ``k`` (a stratified estimate; a class with no verified row
+    keeps the model's column); otherwise ``transitions`` unchanged.
     """
     from scipy.stats import binomtest
 
@@ -573,11 +570,14 @@ def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np
     for c in np.flatnonzero(counts.sum(axis=0)):
         out[:, c] = totals[c] * counts[:, c] / counts[:, c].sum()
     strat = np.column_stack([_round_preserving_sum(out[:, c]) for c in range(K)]).astype(np.int64)
+    low, high = int(np.floor(ci.low * n)), int(np.ceil(ci.high * n))
+    model_count = int(transitions.sum() - np.trace(transitions))
+    used = not low <= model_count <= high
     summary = {"verified": int(m), "flipped": k, "rate": k / m, "rate_low": float(ci.low),
                "rate_high": float(ci.high), "confidence": confidence,
-               "flips": int(strat.sum() - np.trace(strat)),
-               "flips_low": int(np.floor(ci.low * n)), "flips_high": int(np.ceil(ci.high * n))}
-    return summary, strat
+               "flips": int(strat.sum() - np.trace(strat)), "flips_low": low, "flips_high": high,
+               "model_estimate": model_count, "used": used}
+    return summary, (strat if used else transitions)
 
 
 def verified_estimate_text(v: dict) -> str:

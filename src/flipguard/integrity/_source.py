@@ -23,7 +23,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from ..data._read import _is_url, _open_url, detect_format, is_postgres, read_table
+from ..data._read import _is_url, _open_url, check_columns, detect_format, is_postgres, read_table
 from ..exceptions import DataError
 
 __all__: list[str] = []
@@ -187,14 +187,6 @@ def read_columns(source, columns: list[str] | None, *, dictionary: list[str] | N
     _check_unique(tbl.column_names, wanted, where)
     check_columns(tbl.column_names, wanted, where)
     return tbl.select(wanted), where
-
-
-def check_columns(available: list[str], wanted: list[str], where: str, hint: str = "") -> None:
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        shown = ", ".join(available[:12]) + (f", ... ({len(available)} in all)" if len(available) > 12 else "")
-        raise DataError(f"{where}: column(s) {', '.join(repr(c) for c in missing)} not found "
-                        f"(columns: {shown}){hint}")
 
 
 def available_columns(source) -> list[str] | None:

@@ -326,3 +326,13 @@ def test_a_local_lake_seal_runs_a_thread_per_core_it_may_use_at_most_eight():
         assert _engine("local", None).workers == 1
     finally:
         os.sched_setaffinity(0, cores)
+
+
+def test_a_missing_column_is_named_with_the_columns_the_partition_has(tmp_path):
+    """Reading only the columns asked (ParquetFile, no pandas) must not shrink the list shown to the user."""
+    lake = make_lake(tmp_path / "lake", parts=2)
+    part = discover(str(lake)).partitions[0]
+    with pytest.raises(DataError, match=r"partition year=2020/part-0.parquet: column\(s\) 'nope' not found "
+                                        r"\(columns: rid, f0, f1, f2, y, year\)$"):
+        read_partition(part, ["rid", "nope"], dictionary=["y"])
+    assert read_partition(part, ["y", "year", "rid"], dictionary=["y"]).column_names == ["y", "year", "rid"]

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from .._arrow import from_numpy, string_array
 from ..exceptions import DataError
-from ._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _is_url, _open_url, read_parquet_file
+from ._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, _is_url, _open_url, check_columns, read_parquet_file
 
 __all__ = ["Partition", "PartitionedDataset", "discover", "is_partitioned"]
 
@@ -190,21 +190,23 @@ def read_partition(part: Partition, columns: list[str] | None = None, *,
     file_cols = None if wanted is None else [c for c in wanted if c not in part.keys]
     dictionary = [c for c in dictionary or [] if file_cols is None or c in file_cols]
 
-    def read(src):
+    def read(src) -> tuple[pa.Table, list[str]]:
+        """The table and the file's column names."""
         if part.format == "parquet":  # without pandas (see read_parquet_file); a missing column is named below
-            return read_parquet_file(src, file_cols, dictionary)[0]
+            return read_parquet_file(src, file_cols, dictionary)
         delimiter = "\t" if part.name.lower().endswith(".tsv") else ","
-        return pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delimiter),
-                              convert_options=pacsv.ConvertOptions(
-                                  strings_can_be_null=True, include_columns=file_cols,
-                                  column_types={c: pa.dictionary(pa.int32(), pa.string()) for c in dictionary}))
+        tbl = pacsv.read_csv(src, parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                             convert_options=pacsv.ConvertOptions(
+                                 strings_can_be_null=True, include_columns=file_cols,
+                                 column_types={c: pa.dictionary(pa.int32(), pa.string()) for c in dictionary}))
+        return tbl, tbl.column_names
 
     try:
         if _is_url(part.path):
             with _open_url(part.path) as fh:
-                tbl = read(fh)
+                tbl, names = read(fh)
         else:
-            tbl = read(part.path)
+            tbl, names = read(part.path)
     except FileNotFoundError:
         raise DataError(f"partition {part.name}: no such file (removed while reading?)") from None
     except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError,
@@ -220,9 +222,6 @@ def read_partition(part: Partition, columns: list[str] | None = None, *,
             tbl = tbl.append_column(k, pa.DictionaryArray.from_arrays(
                 from_numpy(np.zeros(tbl.num_rows, np.int32)), string_array([v])))
     if wanted is not None:
-        missing = [c for c in wanted if c not in tbl.column_names]
-        if missing:
-            raise DataError(f"partition {part.name}: column(s) {', '.join(repr(c) for c in missing)} not found "
-                            f"(columns: {', '.join(tbl.column_names[:12])})")
+        check_columns([*names, *(k for k in part.keys if k not in names)], wanted, f"partition {part.name}")
         tbl = tbl.select(wanted)
     return tbl

@@ -379,3 +379,25 @@ def test_a_mistyped_command_gets_one_suggestion(cli):
     assert r.exit_code == 2
     text = r.stdout + r.stderr
     assert text.count("Did you mean") == 1 and "keygen" in text
+
+
+@pytest.mark.parametrize("args, says", [
+    (("seal", "."), "flipguard seal: Missing option '--label'"),
+    (("audit", "x.csv", "--labl", "y"), "flipguard audit: No such option '--labl'"),
+    (("verify", "x.csv", "--manifest"), "Option '--manifest' requires an argument"),
+    (("attak",), "No such command 'attak'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(cli, args, says):
+    """click frames usage errors over several lines; a CI log gets one, like every input error."""
+    r = cli(*args)
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("Error: ") and says in r.stderr, r.stderr
+
+
+def test_exit_codes_of_commands_pass_through(cli, tmp_path):
+    """Without click's standalone mode the entry point itself turns `typer.Exit(n)` into exit n."""
+    assert cli("--version").exit_code == 0
+    assert cli("keygen", "-h").exit_code == 0
+    r = cli()  # no command: the help, exit 2 as click gives
+    assert r.exit_code == 2 and "Usage" in r.stdout + r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import click
 import typer
 
 from ..exceptions import FlipguardError
@@ -66,7 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     _register.load(command)
     _fit_examples(app)
     try:
-        app(args=args, prog_name="flipguard")
+        code = app(args=args, prog_name="flipguard", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        _usage_error(exc)
+    except click.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(1)
     except FlipguardError as exc:
         _fail(exc)
     except (OSError, MemoryError) as exc:
@@ -74,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+    # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 #: Widest example line in help texts: at 80 columns rich wraps longer lines to column 0.
@@ -135,6 +146,20 @@ def _command_of(args: list[str]) -> str | None:
         if not a.startswith("-"):
             return a
     return None
+
+
+def _usage_error(exc: click.ClickException) -> None:
+    """A usage error (missing or unknown option, bad value) as one ``Error: ...`` line, exit 2.
+
+    click prints the usage, a hint and a framed message on several lines; a CI log wants one
+    line, like every other input error, and the help command to run.
+    """
+    msg = exc.format_message().strip().replace("\n", " ")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and isinstance(exc, click.UsageError):
+        msg = f"{ctx.command_path}: {msg} (see '{ctx.command_path} -h')"
+    sys.stderr.write(f"Error: {msg}\n")
+    sys.exit(exc.exit_code)
 
 
 def _fail(exc: BaseException) -> None:

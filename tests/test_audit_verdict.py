@@ -515,3 +515,104 @@ def test_verified_rows_replace_a_count_they_contradict_and_leave_one_they_allow(
     v = audit.verdict["verified_estimate"]
     assert not v["used"] and audit.estimated_flips == v["model_estimate"]
     assert v["flips_low"] <= audit.estimated_flips <= v["flips_high"]
+
+
+# -- a targeted attack's footprint in the boundary band ---------------------------------
+
+def test_anchor_flip_rates_recover_a_class_conditional_flip_matrix():
+    """Patrini et al. (2017): where every class has anchor points (rows certainly of it), the
+    probabilities of the *noisy* labels at a class's anchors are that class's row of the flip
+    matrix -- for two classes and for three."""
+    from flipguard.detection._verdict import anchor_flip_rates
+
+    clean, _, _ = _calibrated(5000, 0, spread=8.0)
+    T = np.array([[0.75, 0.25], [0.03, 0.97]])
+    assert np.allclose(anchor_flip_rates(clean @ T), T, atol=0.01)
+    rng = np.random.RandomState(1)
+    logits = rng.normal(0, 6, (6000, 3))
+    clean3 = np.exp(logits - logits.max(axis=1, keepdims=True))
+    clean3 /= clean3.sum(axis=1, keepdims=True)
+    T3 = np.array([[0.8, 0.0, 0.2], [0.0, 1.0, 0.0], [0.05, 0.1, 0.85]])
+    assert np.allclose(anchor_flip_rates(clean3 @ T3), T3, atol=0.02)
+    # No flips: the anchors are (almost) pure.
+    assert anchor_flip_rates(clean)[~np.eye(2, dtype=bool)].max() < 0.01
+
+
+def test_backward_correction_undoes_a_one_sided_flip_matrix():
+    """``q = p @ T`` for the flip matrix of one class moved to another; the correction is
+    ``q @ inv(T)`` (Patrini et al. 2017), so it gives back ``p``."""
+    from flipguard.detection._auto import backward_corrected
+
+    clean, _, _ = _calibrated(1000, 2)
+    T = np.array([[0.8, 0.2], [0.0, 1.0]])
+    back = backward_corrected(clean @ T, [{"source": 0, "target": 1, "anchor_rate": 0.2}])
+    assert np.allclose(back, clean, atol=1e-9)
+    # A rate the matrix cannot be inverted stably for leaves the evidence alone.
+    assert backward_corrected(clean, [{"source": 0, "target": 1, "anchor_rate": 0.6}]) is clean
+
+
+def _overlapping_table():
+    from sklearn.datasets import make_classification
+
+    return make_classification(n_samples=2000, n_features=20, n_informative=4, class_sep=0.4, flip_y=0,
+                               random_state=4)
+
+
+def test_a_targeted_attack_is_named_and_its_victims_are_not_flagged():
+    """30 % of class 0 moved to 1 on a table whose classes overlap: the poisoned model leans
+    toward 1, so the uncertain band fills with *clean* rows of 0 that it now calls 1, and the
+    band test rejects.  Flagging them would suggest relabelling clean rows as the attacker's
+    target.  The anchors of class 0 lean toward 1 and not back: the audit names a 0 -> 1
+    attack, flags no row labelled 0 outside the FDR-controlled set, and finds the flips far
+    better than confident learning on the same probabilities, which flags those victims."""
+    from cleanlab.filter import find_label_issues
+
+    X, y = _overlapping_table()
+    flipper = make_flipper("targeted", rate=0.3, source=0, target=1, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    mask = flipper.flip_mask_
+    auditor = LabelAuditor(random_state=0).fit(X, y_bad, embed=False)
+    audit = auditor.audit_
+    v = audit.verdict
+    assert v["status"] == "poisoned" and "boundary_band" in v["rejected_by"]
+    attacks = v["boundary"]["targeted"]["attacks"]
+    assert [(a["source"], a["target"]) for a in attacks] == [(0, 1)]
+    assert attacks[0]["anchor_rate"] >= 3 * attacks[0]["reverse_rate"]
+    assert v["boundary"]["targeted"]["band_rows_not_flagged"] > 0
+    assert "footprint of a targeted attack" in v["reason"]
+    assert any("targeted 0 -> 1 attack" in w for w in audit.warnings)
+    assert not (audit.flags & (y_bad == 0) & ~audit.likely).any()
+    ours = detection_report(mask, audit.scores, audit.flags)
+    theirs = detection_report(mask, audit.scores, find_label_issues(y_bad, auditor.pred_probs_))
+    assert ours["precision"] >= theirs["precision"] + 0.2 and ours["f1"] >= theirs["f1"] + 0.1
+
+
+def test_symmetric_boundary_flips_are_not_read_as_a_targeted_attack():
+    """Boundary flips in both directions leave the anchors alone: the band's rows stay flagged."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=2000, n_features=20, n_informative=5, n_clusters_per_class=1,
+                               flip_y=0, random_state=1)
+    flipper = make_flipper("boundary", rate=0.15, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    audit = LabelAuditor(random_state=0).fit(X, y_bad, embed=False).audit_
+    assert "boundary_band" in audit.verdict["rejected_by"]
+    assert "targeted" not in audit.verdict["boundary"]
+    assert not any("targeted" in w for w in audit.warnings)
+
+
+def test_cli_names_a_targeted_attack_with_the_users_labels(cli, tmp_path):
+    X, y = _overlapping_table()
+    names = np.where(y == 0, "fraud", "legit")
+    _, y_bad = make_flipper("targeted", rate=0.3, source="fraud", target="legit",
+                            random_state=0).fit_resample(X, names)
+    path = _csv(tmp_path, pa.table({**{f"f{i}": X[:, i] for i in range(X.shape[1])},
+                                    "label": np.asarray(y_bad).tolist()}))
+    res = cli("audit", path, "--label", "label", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    d = json.loads(res.stdout)
+    attack = d["verdict"]["boundary"]["targeted"]["attacks"][0]
+    assert (attack["source"], attack["target"]) == ("fraud", "legit")
+    assert any("targeted fraud -> legit attack" in w for w in d["warnings"])
+    table = cli("audit", path, "--label", "label")
+    assert "targeted fraud -> legit attack" in table.stdout + table.stderr

@@ -430,6 +430,14 @@ class BaseDetector(BaseEstimator):
                          f"(AUROC {mq['auroc']:.2f} against the observed labels): the flip estimate "
                          "mixes flipped labels with rows the model itself gets wrong. A stronger "
                          "--model or independent evidence (--trusted, --rules) would sharpen it.")
+        verdict = dict(found.verdict or {})
+        targeted = (verdict.get("boundary") or {}).get("targeted")
+        if targeted:
+            warns.extend(targeted_warnings(targeted, classes))
+            if classes is not None:  # the verdict speaks the user's labels, as the rest of the audit
+                verdict["boundary"] = {**verdict["boundary"], "targeted": {**targeted, "attacks": [
+                    {**a, "source": classes[a["source"]], "target": classes[a["target"]]}
+                    for a in targeted["attacks"]]}}
         sources = list(inputs.sources)
         if inputs.trusted is not None and len(inputs.trusted.in_data()[0]):
             rows, verified = inputs.trusted.in_data()
@@ -445,11 +453,26 @@ class BaseDetector(BaseEstimator):
             ids=None if ids is None else np.asarray(ids),
             model_quality=mq, warnings=warns, evidence=evidence, disagreements=disagreements,
             components=found.components, params=_plain_params(self.get_params()),
-            details=dict(found.details), verdict=dict(found.verdict or {}),
+            details=dict(found.details), verdict=verdict,
             likely=None if found.likely is None else np.asarray(found.likely, dtype=bool),
             reason_codes=None if found.reason_codes is None else np.asarray(found.reason_codes),
             reason_names=list(found.reason_names or []),
         )
+
+
+def targeted_warnings(targeted: dict, classes) -> list[str]:
+    """One warning per targeted attack the boundary band's footprint points to, with class names."""
+    def name(code):
+        return str(code if classes is None else classes[code])
+
+    return [f"the boundary band looks like the footprint of a targeted {name(a['source'])} -> "
+            f"{name(a['target'])} attack: the rows the model is surest are {name(a['source'])} lean "
+            f"{a['anchor_rate']:.0%} toward {name(a['target'])} ({a['reverse_rate']:.0%} the other way). "
+            f"Look for flips among rows labelled {name(a['target'])}; the "
+            f"{a['band_rows_not_flagged']} uncertain rows labelled {name(a['source'])} that the model "
+            f"now calls {name(a['target'])} were not flagged: they are more likely clean rows the "
+            f"attack moved the model across than flips, so do not relabel them without review."
+            for a in targeted["attacks"]]
 
 
 def quality_warning(quality: dict) -> str:

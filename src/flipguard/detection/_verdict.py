@@ -473,3 +473,33 @@ def boundary_test(labels: np.ndarray, probs: np.ndarray, inverse_temperature: fl
     return BoundaryTest(rows=rows, observed=observed, expected=expected,
                         excess=(observed - expected) * n / len(sub), p_value=float(p_value),
                         n_band=int(len(q)))
+
+
+def anchor_flip_rates(probs: np.ndarray, quantile: float = 0.97) -> np.ndarray:
+    """Class-conditional flip rates read off the rows each class is surest of.
+
+    ``T[s, t]`` is the mean probability of ``t`` over the rows whose
+    probability of ``s`` is in its top ``1 - quantile``: where the clean
+    classes have "anchor points" (rows certainly of one class), a model fitted
+    to labels of which a share ``rho`` of class ``s`` was moved to ``t``
+    predicts about ``rho`` for ``t`` there (Patrini et al. 2017, who take the
+    97th percentile for robustness; Menon et al. 2015 for the binary case).
+    Flips near the boundary leave the anchors alone; a targeted attack that
+    moves rows of ``s`` anywhere in its region raises ``T[s, t]``.
+
+    References
+    ----------
+    .. [1] G. Patrini, A. Rozza, A. K. Menon, R. Nock, L. Qu. "Making deep
+       neural networks robust to label noise: a loss correction approach".
+       CVPR 2017.
+    .. [2] A. K. Menon, B. van Rooyen, C. S. Ong, R. C. Williamson. "Learning
+       from corrupted binary labels via class-probability estimation". ICML
+       2015.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    K = probs.shape[1]
+    T = np.zeros((K, K))
+    for s in range(K):
+        anchors = probs[:, s] >= np.quantile(probs[:, s], quantile)
+        T[s] = probs[anchors].mean(axis=0)
+    return T

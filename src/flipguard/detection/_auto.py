@@ -22,8 +22,14 @@ from ._knn import knn_label_probs
 from ._ranking import adjusted_probs, margin_scores
 from ._rules import source_votes
 from ._trusted import trusted_evidence, verified_neighbour_flags
-from ._verdict import (anchor_flip_rates, boundary_test, confident_count_null, f1_selection, fdr_selection,
-                       fit_noise_model)
+from ._verdict import (
+    anchor_flip_rates,
+    boundary_test,
+    confident_count_null,
+    f1_selection,
+    fdr_selection,
+    fit_noise_model,
+)
 
 __all__ = ["REASONS", "AutoDetector", "stack_weight"]
 

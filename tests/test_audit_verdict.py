@@ -616,3 +616,46 @@ def test_cli_names_a_targeted_attack_with_the_users_labels(cli, tmp_path):
     assert any("targeted fraud -> legit attack" in w for w in d["warnings"])
     table = cli("audit", path, "--label", "label")
     assert "targeted fraud -> legit attack" in table.stdout + table.stderr
+
+
+# -- the band's excess must be there in a single model ----------------------------------
+
+def test_band_replication_asks_each_single_model_with_its_own_temperature():
+    """Labels drawn from a calibrated model: no single model sees an excess in its band.
+    Labels of the band moved across the boundary: every model that reads them does."""
+    from flipguard.detection._verdict import band_replication
+
+    probs, y, _ = _calibrated(3000, 21)
+    rng = np.random.RandomState(3)
+    noisy = np.clip(probs + rng.normal(0, 0.03, probs.shape), 1e-3, None)
+    noisy /= noisy.sum(axis=1, keepdims=True)
+    models = (np.arange(len(y)), {"exact": probs, "noisy": noisy})
+    clean = band_replication(y, models)
+    assert clean["replicated"] is False and min(clean["p_values"].values()) > 0.025
+    margin = np.abs(probs[:, 1] - 0.5)
+    band = margin < np.quantile(margin, 0.1)
+    moved = np.where(band, (probs[:, 1] < 0.5).astype(np.int64), y)
+    assert band_replication(moved, models)["replicated"]
+    # Rows: a subsample's models are read against the subsample's labels.
+    sub = np.arange(0, len(y), 2)
+    assert band_replication(moved, (sub, {"exact": probs[sub]}))["replicated"]
+    assert band_replication(y, None) is None
+
+
+def test_a_clean_table_whose_pooled_evidence_is_miscalibrated_is_not_called_poisoned():
+    """A clean 5-class table (2 clusters per class, classes overlapping): the default stack's
+    uncertain rows disagree with it more than its calibration allows (the band test alone
+    rejects), but no single candidate model's own probabilities do.  Before the replication
+    check this clean table was called poisoned with 38 % of its rows flagged."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(3000, 30, n_informative=10, n_classes=5, n_clusters_per_class=2,
+                               class_sep=0.8, random_state=7)
+    auditor = LabelAuditor(random_state=1).fit(X, y, embed=False)
+    v = auditor.audit_.verdict
+    assert v["status"] != "poisoned"
+    assert v["boundary"]["p_value"] <= 0.025 and v["boundary"]["replication"]["replicated"] is False
+    assert "no single model's own" in v["reason"]
+    cleanlab = find_label_issues(y, auditor.pred_probs_).mean()
+    assert auditor.audit_.flags.mean() <= cleanlab + 0.01

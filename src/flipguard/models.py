@@ -231,10 +231,12 @@ def select_model(X, y, *, candidates=AUTO_CANDIDATES, cv: int = 5, max_samples: 
         single member's name), ``members`` (names), ``weights`` (their
         stacking weights), ``reason`` (one
         sentence), ``candidates`` (name -> ``log_loss``, ``seconds``,
-        ``projected_seconds``, ``eligible``), ``rows`` (the subsample size)
-        and ``pred_probs``: the ensemble's out-of-fold probabilities when
+        ``projected_seconds``, ``eligible``), ``rows`` (the subsample size),
+        ``pred_probs``: the ensemble's out-of-fold probabilities when
         the subsample is the whole data (else None; :func:`auto_out_of_fold_proba`
-        computes them).
+        computes them), ``sample_rows`` (the subsample's row indices) and
+        ``candidate_probs`` (name -> each eligible candidate's own out-of-fold
+        probabilities on those rows).
 
     References
     ----------
@@ -292,7 +294,8 @@ def select_model(X, y, *, candidates=AUTO_CANDIDATES, cv: int = 5, max_samples: 
     if skipped:
         reason += f"; left out: {', '.join(skipped)} (time budget {time_budget:g} s or input)"
     return {"model": auto_model_name(members, weights), "members": members, "weights": weights,
-            "reason": reason, "candidates": report, "rows": int(m), "pred_probs": probs if m == n else None}
+            "reason": reason, "candidates": report, "rows": int(m), "pred_probs": probs if m == n else None,
+            "sample_rows": rows, "candidate_probs": eligible}
 
 
 def stack_weights(probs: list, labels: np.ndarray, step: float = 0.1) -> np.ndarray:

@@ -253,12 +253,15 @@ class LabelAuditor(BaseEstimator):
             elif len(rare_classes) == 0:
                 self.pred_probs_ = pred_probs
                 refit = None
+                singles = None
                 if detector.needs_pred_probs and pred_probs is None:
                     with single_threaded():
                         self.pred_probs_ = self._oof(X, codes, oof_seed, quality)
                     refit = self._refitter(X, codes, oof_seed)
+                    singles = self._singles
                 audit = detector.audit(codes, self.pred_probs_, X=X, trusted=trusted, sources=sources,
-                                       classes=classes, ids=ids, quality=quality, refit=refit)
+                                       classes=classes, ids=ids, quality=quality, refit=refit,
+                                       single_models=singles)
             else:
                 audit = self._audit_without_rare(X, codes, classes, counts, judged_classes, detector,
                                                  pred_probs, trusted, sources, ids, quality, oof_seed)
@@ -275,10 +278,14 @@ class LabelAuditor(BaseEstimator):
         if self.model != "auto":
             self.model_used_ = self.model
             self.model_selection_ = None
-            return out_of_fold_proba(self.model, X, codes, cv=self.cv, random_state=seed,
-                                     n_jobs=self.n_jobs)
+            probs = out_of_fold_proba(self.model, X, codes, cv=self.cv, random_state=seed, n_jobs=self.n_jobs)
+            self._singles = (np.arange(len(codes)), {model_name(self.model): probs})
+            return probs
         probs, choice = auto_out_of_fold_proba(X, codes, cv=self.cv, random_state=seed,
                                                n_jobs=self.n_jobs)
+        # Each candidate's own probabilities (on the selection's rows): the detector checks that
+        # evidence read off the stack is also there in a single model's (see AutoDetector).
+        self._singles = (choice.pop("sample_rows"), choice.pop("candidate_probs"))
         members = choice["members"]
         self.model_used_ = members[0] if len(members) == 1 else auto_model(
             members, choice["weights"], random_state=seed, sparse=is_sparse(X))

@@ -24,6 +24,7 @@ from ._rules import source_votes
 from ._trusted import trusted_evidence, verified_neighbour_flags
 from ._verdict import (
     anchor_flip_rates,
+    band_replication,
     boundary_test,
     confident_count_null,
     f1_selection,
@@ -339,6 +340,15 @@ class AutoDetector(BaseDetector):
         band_significant = bool(usable and bt.p_value <= level)
         band_floor = max(3.0, self.band_min_effect * n)
         band_reject = band_significant and bt.excess >= band_floor
+        replication = None
+        if band_significant:
+            # The evidence pools several models; the excess must be there in one of them alone.
+            singles = inputs.extra.get("single_models")
+            if singles is None and mix is not p:
+                singles = (rows, {"model": p})
+            replication = band_replication(labels, singles, band=self.band, level=level)
+            if replication is not None and not replication["replicated"]:
+                band_significant = band_reject = False
         if verified_flipped:
             status = POISONED
             why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "
@@ -390,6 +400,11 @@ class AutoDetector(BaseDetector):
                       f"simulations), and {disputes}" if low_power else disputes)
                    + "; flips the model absorbed into its probabilities cannot be ruled out")
 
+        if replication is not None and not replication["replicated"]:
+            why += (f"; the uncertain rows disagree with the pooled evidence more than its calibration "
+                    f"allows (p = {bt.p_value:.3f}) but with no single model's own (smallest p = "
+                    f"{min(replication['p_values'].values()):.3f}): a pool of models is not calibrated where "
+                    "they disagree, so that is not read as flips moved across the boundary")
         targeted = None
         band_rows = bt.rows
         band_excess = max(bt.excess, 0.0)
@@ -532,7 +547,8 @@ class AutoDetector(BaseDetector):
             "n_likely": int(np.count_nonzero(likely)),
             "n_ambiguous": int(np.count_nonzero(flags & ~likely)),
             "noise_model": fit.summary(),
-            "boundary": {**bt.summary(), **({"targeted": targeted} if targeted else {})},
+            "boundary": {**bt.summary(), **({"targeted": targeted} if targeted else {}),
+                         **({"replication": replication} if replication is not None else {})},
             "rejected_by": [t for t, r in (("likelihood_ratio", lr_reject), ("boundary_band", band_reject)) if r],
         }
         transitions = _transitions(fit, labels, K, lr_reject, joint)

@@ -299,7 +299,7 @@ class BaseDetector(BaseEstimator):
 
     def audit(self, labels, pred_probs=None, *, X=None, trusted: TrustedLabels | None = None,
               sources=(), classes=None, ids=None, quality: dict | None = None,
-              random_state=None, refit=None) -> LabelAudit:
+              random_state=None, refit=None, single_models=None) -> LabelAudit:
         """Audit ``labels``.
 
         Parameters
@@ -328,6 +328,11 @@ class BaseDetector(BaseEstimator):
             ``pred_probs`` from the same model trained without the rows of the
             boolean mask ``drop`` (:class:`LabelAuditor` passes one).  A
             detector may use it to re-score once it has found an attack.
+        single_models : tuple (rows, dict), optional
+            Out-of-fold probabilities of single models (name -> array of
+            shape (len(rows), K)) on the rows ``rows``, when ``pred_probs``
+            pools several (:class:`LabelAuditor` passes its candidates'); a
+            detector may check that evidence replicates in one of them.
 
         Returns
         -------
@@ -340,6 +345,8 @@ class BaseDetector(BaseEstimator):
             inputs = self._check(labels, pred_probs, X, trusted, sources, classes, random_state)
             if refit is not None:
                 inputs.extra["refit"] = refit
+            if single_models is not None:
+                inputs.extra["single_models"] = single_models
             found = self._audit(inputs)
             return self._assemble(inputs, found, classes, ids, quality)
 

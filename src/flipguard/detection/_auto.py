@@ -347,8 +347,9 @@ class AutoDetector(BaseDetector):
             if singles is None and mix is not p:
                 singles = (rows, {"model": p})
             replication = band_replication(labels, singles, band=self.band, level=level)
-            if replication is not None and not replication["replicated"]:
-                band_significant = band_reject = False
+        unreplicated = replication is not None and not replication["replicated"]
+        if unreplicated:
+            band_significant = band_reject = False
         if verified_flipped:
             status = POISONED
             why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "
@@ -400,7 +401,7 @@ class AutoDetector(BaseDetector):
                       f"simulations), and {disputes}" if low_power else disputes)
                    + "; flips the model absorbed into its probabilities cannot be ruled out")
 
-        if replication is not None and not replication["replicated"]:
+        if unreplicated:
             why += (f"; the uncertain rows disagree with the pooled evidence more than its calibration "
                     f"allows (p = {bt.p_value:.3f}) but with no single model's own (smallest p = "
                     f"{min(replication['p_values'].values()):.3f}): a pool of models is not calibrated where "
@@ -626,10 +627,9 @@ def targeted_footprint(labels: np.ndarray, mix: np.ndarray, probs: np.ndarray,
     times more than ``t``'s lean back, band rows labelled ``s`` that the
     model calls ``t`` are not flagged -- by the band, the retrain pass or
     confident learning -- unless the flip model's FDR-controlled set holds
-    them.  Where a small class has
-    no clean anchors (the model is never sure of it) its lean is the model's
-    and not an attack's, and boundary flips into that class go unflagged:
-    measured in docs/detection.md.
+    them.  Where a small class has no clean anchors (the model is never sure
+    of it) its lean is the model's and not an attack's, and boundary flips
+    into that class go unflagged: measured in docs/detection.md.
     """
     K = probs.shape[1]
     T = anchor_flip_rates(probs)

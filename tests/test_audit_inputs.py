@@ -17,6 +17,7 @@ import pytest
 from flipguard.attacks import RandomFlip
 from flipguard.data import load
 from flipguard.detection import LabelAuditor, audit_dataset, find_flipped_labels
+from flipguard.exceptions import DataError
 
 LABEL = "diagnosis"
 POSITIVE = "great excellent love wonderful perfect amazing".split()
@@ -200,12 +201,41 @@ def test_pred_probs_file_reproduces_the_in_process_audit(cli, breast_cancer_fram
      "match them by id)"),
     ({"benign": [0.7] * 569, "malignant": [0.5] * 569},
      "{p}: each row's probabilities must sum to 1; data row 0 sums to 1.2 (569 such row(s))"),
-    ({"benign": [1.5] * 569, "malignant": [-0.5] * 569}, "{p}: probabilities must be in [0, 1] (found -0.5 .. 1.5)"),
+    ({"benign": [1.5] * 569, "malignant": [-0.5] * 569},
+     "{p}: probabilities must be in [0, 1] (found -0.5 .. 1.5; scores or logits need a softmax first)"),
 ])
 def test_bad_pred_probs_files(cli, cancer_csv, tmp_path, columns, message):
     p = _write(tmp_path, pa.table(columns), "probs.csv")
     res = cli("audit", cancer_csv, "--label", LABEL, "--pred-probs", p)
     _one_line_error(res, message.format(p=p))
+
+
+def test_published_probabilities_with_float32_rounding_are_read(cli, cancer_csv, tmp_path):
+    """Out-of-fold probabilities as published carry a softmax's float32 rounding (the IMDB
+    probabilities of Northcutt et al.'s label-errors release sum to 1.00002, some values are
+    1.00001): they are read, clipped and renormalised, and audit exactly as the exact ones do;
+    the same offsets in the Python API too."""
+    y = np.array([0 if v == "benign" else 1 for v in
+                  pacsv.read_csv(cancer_csv).column(LABEL).to_pylist()])
+    rng = np.random.RandomState(0)
+    exact = np.clip(np.where(y == 1, 0.8, 0.2) + rng.normal(0, 0.15, len(y)), 0.0, 1.0)
+    disputed = rng.choice(len(y), 30, replace=False)   # rows the model confidently disputes
+    exact[disputed] = np.where(y[disputed] == 1, 0.02, 0.98)
+    exact = np.column_stack([1 - exact, exact])
+    rounded = exact * 1.00002          # rows sum to 1.00002; ones become 1.00002
+    assert rounded.max() > 1
+    for probs, name in ((exact, "exact.csv"), (rounded, "rounded.csv")):
+        _write(tmp_path, pa.table({"benign": probs[:, 0], "malignant": probs[:, 1]}), name)
+    a = cli("audit", cancer_csv, "--label", LABEL, "--pred-probs", tmp_path / "exact.csv", "--format", "json")
+    b = cli("audit", cancer_csv, "--label", LABEL, "--pred-probs", tmp_path / "rounded.csv", "--format", "json")
+    assert a.exit_code == 0 and b.exit_code == 0, b.stderr
+    ja, jb = json.loads(a.stdout), json.loads(b.stdout)
+    assert [r["flagged"] for r in ja["rows"]] == [r["flagged"] for r in jb["rows"]] and ja["n_flagged"] > 0
+    assert np.allclose([r["score"] for r in ja["rows"]], [r["score"] for r in jb["rows"]], atol=1e-6)
+    x, z = find_flipped_labels(y, exact, random_state=0), find_flipped_labels(y, rounded, random_state=0)
+    assert np.array_equal(x.flags, z.flags) and x.estimated_flips == pytest.approx(z.estimated_flips)
+    with pytest.raises(DataError, match=r"pred_probs: each row's probabilities must sum to 1; data row 0 sums to 1\.4"):
+        find_flipped_labels(y, np.full((len(y), 2), 0.7), random_state=0)
 
 
 def test_pred_probs_by_id_must_cover_every_row(cli, cancer_csv, tmp_path):

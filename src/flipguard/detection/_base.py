@@ -163,19 +163,45 @@ def check_labels(labels, n_classes: int | None = None) -> np.ndarray:
     return arr
 
 
-def check_pred_probs(pred_probs, n_samples: int) -> np.ndarray:
+#: How far a row of probabilities may stray from summing to 1 (and a value from [0, 1]) and still
+#: be read as probabilities: published out-of-fold probabilities carry rounding of float32
+#: softmaxes (IMDB's in Northcutt et al.'s label-errors release sum to 1.00002).  Beyond it the
+#: input is refused (scores or logits, not probabilities).
+PROBS_SUM_TOLERANCE = 0.01
+
+
+def check_pred_probs(pred_probs, n_samples: int, *, where: str = "pred_probs") -> np.ndarray:
+    """Out-of-fold probabilities as a float array of shape (n_samples, K), rows summing to 1.
+
+    Rows within :data:`PROBS_SUM_TOLERANCE` of summing to 1 (values within it of [0, 1]) are
+    clipped and renormalised; rows already exact (to 1e-9) are returned untouched, so
+    ``confident_learning`` flags exactly what cleanlab flags on the same array.
+    """
     p = np.asarray(pred_probs)
     if p.ndim != 2 or p.shape[0] != n_samples:
-        raise DataError(f"pred_probs must have shape (n_samples, n_classes) = ({n_samples}, K); "
+        raise DataError(f"{where} must have shape (n_samples, n_classes) = ({n_samples}, K); "
                         f"got {p.shape}")
     if p.shape[1] < 2:
-        raise DataError("pred_probs needs at least two columns (classes)")
+        raise DataError(f"{where} needs at least two columns (classes)")
     if p.dtype.kind != "f":
         p = p.astype(np.float64)
     if not np.all(np.isfinite(p)):
-        raise DataError("pred_probs contains NaN or infinite values")
-    if p.min() < 0 or p.max() > 1 + 1e-6:
-        raise DataError("pred_probs must be probabilities in [0, 1] (rows summing to 1)")
+        bad = np.flatnonzero(~np.isfinite(p).all(axis=1))
+        raise DataError(f"{where}: {len(bad)} row(s) have missing or non-finite probabilities "
+                        f"(first: data row {int(bad[0])})")
+    lo, hi = float(p.min()), float(p.max())
+    if lo < -PROBS_SUM_TOLERANCE or hi > 1 + PROBS_SUM_TOLERANCE:
+        raise DataError(f"{where}: probabilities must be in [0, 1] (found {lo:g} .. {hi:g}; "
+                        "scores or logits need a softmax first)")
+    sums = p.sum(axis=1)
+    off = np.abs(sums - 1.0)
+    if off.max() > PROBS_SUM_TOLERANCE:
+        r = int(np.argmax(off))
+        raise DataError(f"{where}: each row's probabilities must sum to 1; data row {r} sums to "
+                        f"{sums[r]:.4g} ({int((off > PROBS_SUM_TOLERANCE).sum())} such row(s))")
+    if lo < 0 or hi > 1 or off.max() > 1e-9:
+        p = np.clip(p, 0.0, None)
+        p = p / p.sum(axis=1, keepdims=True)
     return p
 
 

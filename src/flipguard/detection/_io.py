@@ -8,13 +8,10 @@ import pyarrow.compute as pc
 
 from ..data import from_table, read_table
 from ..exceptions import DataError
-from ._base import LabelSource, TrustedLabels
+from ._base import LabelSource, TrustedLabels, check_pred_probs
 from ._rules import load_rules, reference_source, rule_sources
 
 __all__ = ["audit_sources", "load_audit_data", "load_trusted", "read_features", "read_pred_probs"]
-
-#: Rows of a --pred-probs file must sum to 1 within this tolerance.
-PROBS_SUM_TOLERANCE = 0.01
 
 
 def load_audit_data(source, *, label: str, id: str | None = None,
@@ -155,18 +152,7 @@ def read_pred_probs(source, dataset, *, id: str | None = None) -> np.ndarray:
                         f"(one column per class of label column '{dataset.label_name}')")
     P = np.column_stack([_numeric(tbl.column(cols[k]), where, cols[k]) for k in range(dataset.n_classes)])
     P = _align(tbl, P, dataset, id, where, "probabilities")
-    if not np.all(np.isfinite(P)):
-        bad = np.flatnonzero(~np.isfinite(P).all(axis=1))
-        raise DataError(f"{where}: {len(bad)} row(s) have missing or non-finite probabilities "
-                        f"(first: data row {int(bad[0])})")
-    if P.min() < 0 or P.max() > 1:
-        raise DataError(f"{where}: probabilities must be in [0, 1] (found {P.min():g} .. {P.max():g})")
-    off = np.abs(P.sum(axis=1) - 1.0)
-    if off.max() > PROBS_SUM_TOLERANCE:
-        r = int(np.argmax(off))
-        raise DataError(f"{where}: each row's probabilities must sum to 1; data row {r} sums to "
-                        f"{P[r].sum():.4g} ({int((off > PROBS_SUM_TOLERANCE).sum())} such row(s))")
-    return P / P.sum(axis=1, keepdims=True)
+    return check_pred_probs(P, len(P), where=where)
 
 
 def read_features(source, dataset, *, id: str | None = None) -> np.ndarray:

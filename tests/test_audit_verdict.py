@@ -78,6 +78,48 @@ def test_dataset_test_sees_random_flips_and_estimates_their_number():
     assert fit.clean_estimate_upper < 0.5 * flipped.sum()
 
 
+def _ten_classes(seed, n=5000, K=10, rate=0.0):
+    """A 10-class model of varied confidence, clean labels drawn from it, then random flips."""
+    rng = np.random.RandomState(seed)
+    z = rng.normal(0, 1.0, (n, K))
+    z[np.arange(n), rng.randint(0, K, n)] += rng.uniform(0.5, 6.0, n)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    y = np.minimum((rng.random_sample(n)[:, None] > np.cumsum(probs, axis=1)).sum(axis=1), K - 1)
+    hit = rng.random_sample(n) < rate
+    y[hit] = (y[hit] + rng.randint(1, K, hit.sum())) % K
+    return probs, y, hit
+
+
+def test_the_clean_estimate_shrinks_with_the_rows_it_is_fitted_on():
+    """The flip estimate on clean labels comes from a fitted K x K flip matrix, so it is
+    larger the fewer rows it is fitted on; the bootstrap runs on a subsample, and the
+    estimate it is compared with is taken at the same size (``comparable_estimate``)."""
+    probs, y, _ = _ten_classes(0, rate=0.05)
+    small = fit_noise_model(y, probs, max_bootstrap_samples=1000, n_power=0, rng=np.random.RandomState(1))
+    large = fit_noise_model(y, probs, max_bootstrap_samples=5000, n_power=0, rng=np.random.RandomState(1))
+    assert small.clean_estimate > 1.5 * large.clean_estimate
+    assert large.extra["comparable_estimate"] == large.estimated_flips      # every row: one size
+    assert small.extra["comparable_estimate"] != small.estimated_flips
+
+
+def test_a_significant_likelihood_ratio_with_a_real_effect_is_a_poisoned_verdict():
+    """5 % random flips of calibrated 10-class labels: the bootstrap test rejects and the
+    implied flips exceed the clean expectation by more than min_effect, so the verdict is
+    poisoned.  Until 2026-12-01 the estimate also had to exceed the 95th percentile of
+    clean labels' estimate taken on a 2,000-row subsample (inflated by the small size), and
+    two of these three tables were called inconclusive with "no significant sign of flips
+    (p = 0.03)" (cleanlab's CIFAR-10 probabilities with 5 % flips added, too).  The same
+    tables with clean labels are not called poisoned."""
+    for seed in range(3):
+        probs, y, hit = _ten_classes(seed, rate=0.05)
+        audit = find_flipped_labels(y, probs, random_state=0)
+        assert audit.verdict["status"] == "poisoned", audit.verdict["reason"]
+        assert "no significant sign" not in audit.verdict["reason"]
+        assert abs(audit.estimated_flips - hit.sum()) <= 0.25 * hit.sum()
+        probs, y, _ = _ten_classes(seed)
+        assert find_flipped_labels(y, probs, random_state=0).verdict["status"] != "poisoned"
+
+
 def test_likely_flipped_rows_keep_roughly_their_false_discovery_rate():
     """With calibrated clean posteriors and random flips, the FDR-controlled set's
     share of clean rows stays near the target 10% (mean over seeds)."""

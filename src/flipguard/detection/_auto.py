@@ -335,8 +335,14 @@ class AutoDetector(BaseDetector):
         # Practical significance too: a verdict of poisoning needs more unexplained labels than
         # min_effect of the rows (and at least 3), or a handful of odd rows would page a team.
         floor = max(3.0, self.min_effect * n)
-        lr_significant = bool(usable and fit.p_value <= level and fit.estimated_flips > fit.clean_estimate_upper)
-        lr_reject = lr_significant and fit.estimated_flips - fit.clean_estimate >= floor
+        # The bootstrap p-value is the test; the effect is the estimate's excess over what clean
+        # labels give, both taken at the bootstrap's size (the estimate shrinks toward a middle
+        # value on fewer rows: clean counts rise, flips are missed) or, conservatively, the
+        # estimate on every row against clean labels at the bootstrap's size; the larger one.
+        lr_excess = max(fit.estimated_flips, fit.extra.get("comparable_estimate", fit.estimated_flips)) \
+            - fit.clean_estimate
+        lr_significant = bool(usable and fit.p_value <= level)
+        lr_reject = lr_significant and lr_excess >= floor
         band_significant = bool(usable and bt.p_value <= level)
         band_floor = max(3.0, self.band_min_effect * n)
         band_reject = band_significant and bt.excess >= band_floor
@@ -365,8 +371,8 @@ class AutoDetector(BaseDetector):
             if lr_reject:
                 parts.append(f"labels contradict confident predictions more often than any calibration of "
                              f"the model allows (likelihood-ratio test, bootstrap p = {fit.p_value:.3f} <= "
-                             f"{level:g}), and the {fit.estimated_flips:.0f} estimated flips exceed the "
-                             f"{fit.clean_estimate_upper:.0f} clean labels give at most (95th percentile)")
+                             f"{level:g}), by about {lr_excess:.0f} flips more than clean labels this "
+                             f"uncertain give, where a verdict needs {floor:.0f}")
             if band_reject:
                 parts.append(f"{bt.observed:.0f} of {bt.n_band} uncertain rows carry a label other than the "
                              f"model's most probable class where calibration expects {bt.expected:.0f} "
@@ -376,7 +382,7 @@ class AutoDetector(BaseDetector):
             why = "; and ".join(parts) + f" (each test at alpha/2; false-alarm rate {self.alpha:g})"
         elif lr_significant or band_significant:
             status = INCONCLUSIVE
-            extra, need, share = ((fit.estimated_flips - fit.clean_estimate, floor, self.min_effect)
+            extra, need, share = ((lr_excess, floor, self.min_effect)
                                   if lr_significant else (bt.excess, band_floor, self.band_min_effect))
             why = (f"a few labels contradict the model more than calibration allows (p = "
                    f"{min(fit.p_value if lr_significant else 1.0, bt.p_value if band_significant else 1.0):.3f}), "

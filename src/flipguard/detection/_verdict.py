@@ -191,6 +191,9 @@ class NoiseFit:
     extra : dict
         ``power``: share of draws with ``power_rate`` random flips added to
         H0 labels that the test flags (at its bootstrap critical value);
+        ``comparable_estimate``: the estimate on the bootstrap's rows, scaled
+        to every row, to set against ``clean_estimate`` at one size (the
+        estimate on clean labels grows as the rows it is fitted on shrink);
         ``critical_statistic``; ``bootstrap_rows``.
     """
 
@@ -275,12 +278,16 @@ def fit_noise_model(labels: np.ndarray, probs: np.ndarray, *, n_bootstrap: int =
     m = min(len(fit_rows), max_bootstrap_samples)
     sub = np.arange(len(fit_rows)) if m == len(fit_rows) else np.sort(rng.choice(len(fit_rows), m, replace=False))
     lq_s, y_s = lq[sub], y[sub]
+    rows = np.arange(m)
     if m == len(fit_rows):
         stat_obs = max(0.0, 2.0 * (ll1 - ll0))
+        est_cmp = est
     else:
-        stat_obs = _statistic(lq_s, y_s, K, a0)[0]
+        # The estimate is biased upward by the fitted flip matrix's K(K-1) free entries, and
+        # the more so the fewer rows it is fitted on: compare with the null's at one size.
+        stat_obs, r_s = _statistic(lq_s, y_s, K, a0)
+        est_cmp = float((1.0 - r_s[rows, y_s]).sum()) * n / m
     cum = np.cumsum(_tempered(lq_s, a0), axis=1)
-    rows = np.arange(m)
 
     def draw(rate: float) -> np.ndarray:
         ys = np.minimum((rng.random_sample(m)[:, None] > cum).sum(axis=1), K - 1)
@@ -312,7 +319,7 @@ def fit_noise_model(labels: np.ndarray, probs: np.ndarray, *, n_bootstrap: int =
                     clean_estimate=float(null_ests.mean()),
                     clean_estimate_upper=float(np.quantile(null_ests, 0.95)),
                     n_fit=len(fit_rows), n_bootstrap=int(n_bootstrap),
-                    extra={"power": power, "power_rate": power_rate,
+                    extra={"power": power, "power_rate": power_rate, "comparable_estimate": est_cmp,
                            "critical_statistic": critical, "bootstrap_rows": int(m)})
 
 

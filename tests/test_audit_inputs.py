@@ -238,6 +238,43 @@ def test_published_probabilities_with_float32_rounding_are_read(cli, cancer_csv,
         find_flipped_labels(y, np.full((len(y), 2), 0.7), random_state=0)
 
 
+def test_a_file_of_ids_and_labels_is_audited_by_its_pred_probs_alone(cli, breast_cancer_frame, tmp_path):
+    """Published out-of-fold probabilities come without the images or texts they were computed
+    from: a file holding only ids and labels, with --pred-probs, is audited by those
+    probabilities alone, exactly as find_flipped_labels audits them; without --pred-probs
+    (or with --trusted, which needs features) it is refused in one line."""
+    y = np.asarray(breast_cancer_frame.column(LABEL).to_pylist(), dtype=object)
+    _, y_bad = RandomFlip(rate=0.1, random_state=2).fit_resample(np.zeros((len(y), 1)), y)
+    labels_only = pa.table({"patient_id": breast_cancer_frame.column("patient_id"), LABEL: list(y_bad)})
+    data = _write(tmp_path, labels_only, "labels.csv")
+    ds = load(str(_write(tmp_path, breast_cancer_frame.set_column(
+        breast_cancer_frame.schema.get_field_index(LABEL), LABEL, pa.array(list(y_bad))))), label=LABEL,
+        id="patient_id")
+    probs = LabelAuditor(model="logreg", random_state=0).fit(ds.X, ds.y).pred_probs_
+    cols = {"patient_id": ds.ids, **{str(c): probs[:, k] for k, c in enumerate(ds.classes)}}
+    probs_file = _write(tmp_path, pa.table(cols), "oof.csv")
+
+    res = cli("audit", data, "--label", LABEL, "--id", "patient_id", "--pred-probs", probs_file,
+              "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["n_flagged"] > 0 and out["model_quality"]["model"] == "pred_probs"
+    auditor = LabelAuditor(random_state=0).fit(None, ds.labels(), pred_probs=probs)   # the CLI's seed
+    assert auditor.n_features_in_ == 0
+    assert [r["flagged"] for r in out["rows"]] == auditor.audit_.flags.tolist()
+    assert out["estimated_flips"] == pytest.approx(auditor.audit_.estimated_flips, abs=0.5)
+    assert "knn" not in auditor.audit_.components  # no features, no neighbour votes
+    with pytest.raises(DataError, match="needs X unless pred_probs"):
+        LabelAuditor().fit(None, ds.labels())
+
+    _one_line_error(cli("audit", data, "--label", LABEL, "--id", "patient_id"),
+                    f"{data}: no usable feature column (only label/id columns)")
+    trusted = _write(tmp_path, labels_only.slice(0, 20), "trusted.csv")
+    res = cli("audit", data, "--label", LABEL, "--id", "patient_id", "--pred-probs", probs_file,
+              "--trusted", trusted)
+    assert res.exit_code == 2 and res.stdout == "" and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
 def test_pred_probs_by_id_must_cover_every_row(cli, cancer_csv, tmp_path):
     p = _write(tmp_path, pa.table({"patient_id": [1000, 1001], "benign": [0.5, 0.5],
                                    "malignant": [0.5, 0.5]}), "probs.csv")

@@ -153,7 +153,7 @@ def audit_cmd(
         warnings.simplefilter("always")
         with _status("Loading data"):
             ds = load_audit_data(data, label=label, id=id, reference_label=reference_label, table=table,
-                                 text=text, require_features=features is None)
+                                 text=text, require_features=features is None and pred_probs is None)
             note_dropped_columns(ds)
             probs = read_pred_probs(pred_probs, ds, id=id) if pred_probs is not None else None
             feats = read_features(features, ds, id=id) if features is not None else None

@@ -206,7 +206,9 @@ class LabelAuditor(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or scipy sparse matrix of shape (n_samples, n_features)
+        X : array-like or scipy sparse matrix of shape (n_samples, n_features), or None
+            ``None`` only with ``pred_probs``: the labels are judged by those
+            probabilities alone (no neighbour votes, no trusted model).
         y : array-like of shape (n_samples,)
             Class labels in any vocabulary (strings, integers, booleans);
             continuous values are refused.
@@ -222,6 +224,10 @@ class LabelAuditor(BaseEstimator):
             Compute 2-D coordinates (``audit_.embedding``).
         """
         validate_params(self)
+        if X is None and pred_probs is None:
+            raise DataError("LabelAuditor needs X unless pred_probs (out-of-fold probabilities) are given")
+        if X is None and trusted is not None:
+            raise DataError("trusted rows need features: without X the labels are judged by pred_probs alone")
         X, y_arr = _check_X_y(self, X, y)
         classes, codes = np.unique(y_arr, return_inverse=True)
         codes = codes.astype(np.int64)
@@ -266,8 +272,8 @@ class LabelAuditor(BaseEstimator):
                 audit = self._audit_without_rare(X, codes, classes, counts, judged_classes, detector,
                                                  pred_probs, trusted, sources, ids, quality, oof_seed)
         audit.warnings.extend(_warning_notes(caught))
-        self.n_features_in_ = X.shape[1]
-        if embed:
+        self.n_features_in_ = 0 if X is None else X.shape[1]
+        if embed and X is not None:
             audit.embedding, audit.embedding_axes = embed_2d(X)
         self.audit_ = audit
         return self
@@ -385,15 +391,16 @@ def _check_X_y(estimator, X, y):
     if y is None:
         raise DataError(f"{type(estimator).__name__} requires y to be passed, but the target y is None "
                         "(the labels to audit)")
-    try:
-        X = validate_data(estimator, X, accept_sparse="csr", dtype=np.float64, ensure_min_samples=2,
-                          reset=True)
-    except ValueError as exc:
-        raise DataError(str(exc)) from None
+    if X is not None:
+        try:
+            X = validate_data(estimator, X, accept_sparse="csr", dtype=np.float64, ensure_min_samples=2,
+                              reset=True)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     y_arr = np.asarray(y)
     if y_arr.ndim == 2 and y_arr.shape[1] == 1:
         y_arr = y_arr.ravel()
-    if y_arr.ndim != 1 or len(y_arr) != X.shape[0]:
+    if y_arr.ndim != 1 or (X is not None and len(y_arr) != X.shape[0]):
         raise DataError(f"X must be 2-D and y 1-D with one label per row (got X {X.shape}, "
                         f"y {y_arr.shape})")
     if y_arr.dtype.kind in "fc" or y_arr.dtype == object:
@@ -529,6 +536,11 @@ def audit_dataset(dataset, *, method: str = "auto", model="auto", cv: int = 5,
                         f"classes with at least {cv} rows (one per fold; counts: "
                         f"{_counts_text(dataset.classes, counts)}); lower --cv or add rows")
     X = dataset.X if features is None else features
+    if X is not None and X.shape[1] == 0:  # a file of ids and labels: judged by pred_probs alone
+        if pred_probs is None:
+            raise DataError(f"{dataset.source}: no feature columns to judge the labels by (give "
+                            "--pred-probs or --features)")
+        X = None
     auditor = LabelAuditor(model=model, method=method, cv=cv, method_params=method_params,
                            n_jobs=n_jobs, random_state=random_state)
     # Fit on the label values (so warnings name them); numpy.unique orders them like
@@ -539,7 +551,7 @@ def audit_dataset(dataset, *, method: str = "auto", model="auto", cv: int = 5,
         raise DataError(f"{dataset.source}: cannot order the classes of label column '{dataset.label_name}'")
     audit = auditor.audit_
     audit.classes = np.asarray(dataset.classes)
-    if embed:
+    if embed and X is not None:
         audit.embedding, audit.embedding_axes = embed_2d(X, dataset.feature_names if features is None
                                                          else None)
     return audit

@@ -231,7 +231,7 @@ class NoiseFit:
 
 def fit_noise_model(labels: np.ndarray, probs: np.ndarray, *, n_bootstrap: int = 19,
                     n_power: int = 8, power_rate: float = 0.1, max_fit_samples: int = 20_000,
-                    max_bootstrap_samples: int = 2_000, rng=None) -> NoiseFit:
+                    max_bootstrap_samples: int | None = None, rng=None) -> NoiseFit:
     """Fit the clean (H0) and flipped (H1) label models and test H0 against H1.
 
     Parameters
@@ -250,9 +250,12 @@ def fit_noise_model(labels: np.ndarray, probs: np.ndarray, *, n_bootstrap: int =
     max_fit_samples : int, default=20_000
         Fit the parameters on a seeded subsample of at most this many rows;
         posteriors are then computed for every row.
-    max_bootstrap_samples : int, default=2_000
+    max_bootstrap_samples : int, optional
         Rows per bootstrap refit; the observed statistic is recomputed on
-        the same subsample so both are compared at one size.
+        the same subsample so both are compared at one size.  Default:
+        ``max(2_000, 10_000 // K)`` (a refit costs rows x classes; a binary
+        table of 25,000 rows with 3 % label errors was rejected by 2 of 6
+        seeds at 2,000 rows and by 5 of 6 at 5,000).
     rng : numpy RandomState
 
     Returns
@@ -275,6 +278,8 @@ def fit_noise_model(labels: np.ndarray, probs: np.ndarray, *, n_bootstrap: int =
     est = float(post.sum())
 
     # Parametric bootstrap under H0 on a subsample of at most max_bootstrap_samples rows.
+    if max_bootstrap_samples is None:
+        max_bootstrap_samples = max(2_000, 10_000 // K)
     m = min(len(fit_rows), max_bootstrap_samples)
     sub = np.arange(len(fit_rows)) if m == len(fit_rows) else np.sort(rng.choice(len(fit_rows), m, replace=False))
     lq_s, y_s = lq[sub], y[sub]

@@ -174,8 +174,9 @@ def check_pred_probs(pred_probs, n_samples: int, *, where: str = "pred_probs") -
     """Out-of-fold probabilities as a float array of shape (n_samples, K), rows summing to 1.
 
     Rows within :data:`PROBS_SUM_TOLERANCE` of summing to 1 (values within it of [0, 1]) are
-    clipped and renormalised; rows already exact (to 1e-9) are returned untouched, so
-    ``confident_learning`` flags exactly what cleanlab flags on the same array.
+    clipped and renormalised; arrays within [0, 1] whose rows sum to 1 within 1e-5 (float32
+    rounding) are returned untouched, so ``confident_learning`` flags exactly what cleanlab
+    flags on the same array.
     """
     p = np.asarray(pred_probs)
     if p.ndim != 2 or p.shape[0] != n_samples:
@@ -199,7 +200,7 @@ def check_pred_probs(pred_probs, n_samples: int, *, where: str = "pred_probs") -
         r = int(np.argmax(off))
         raise DataError(f"{where}: each row's probabilities must sum to 1; data row {r} sums to "
                         f"{sums[r]:.4g} ({int((off > PROBS_SUM_TOLERANCE).sum())} such row(s))")
-    if lo < 0 or hi > 1 or off.max() > 1e-9:
+    if lo < 0 or hi > 1 or off.max() > 1e-5:
         p = np.clip(p, 0.0, None)
         p = p / p.sum(axis=1, keepdims=True)
     return p

@@ -88,11 +88,28 @@ def _log_q(q: np.ndarray) -> np.ndarray:
     return np.log(q / q.sum(axis=1, keepdims=True))
 
 
+def _row_max(z: np.ndarray) -> np.ndarray:
+    """Row maxima.  numpy reduces along a short last axis slowly (a (5000, 2) array: 280 us
+    against 13 us for a loop over its columns), and the bootstrap refits call this thousands
+    of times."""
+    if z.shape[1] > 32:
+        return z.max(axis=1)
+    m = z[:, 0].copy()
+    for k in range(1, z.shape[1]):
+        np.maximum(m, z[:, k], out=m)
+    return m
+
+
+def _row_sum(e: np.ndarray) -> np.ndarray:
+    """Row sums, as a matrix-vector product (3-4x faster than ``sum(axis=1)`` on few columns)."""
+    return e @ np.ones(e.shape[1])
+
+
 def _tempered(lq: np.ndarray, a: float) -> np.ndarray:
     z = a * lq
-    z -= z.max(axis=1, keepdims=True)
+    z -= _row_max(z)[:, None]
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / _row_sum(e)[:, None]
 
 
 def _newton_a(lq: np.ndarray, r: np.ndarray, a: float, steps: int = 3) -> float:
@@ -102,8 +119,9 @@ def _newton_a(lq: np.ndarray, r: np.ndarray, a: float, steps: int = 3) -> float:
         pi = _tempered(lq, a)
         m = np.einsum("ij,ij->i", pi, lq)
         v = np.einsum("ij,ij->i", pi, lq * lq) - m * m
-        grad = target - float(r.sum(axis=1) @ m)
-        hess = -float(r.sum(axis=1) @ v)
+        w = _row_sum(r)
+        grad = target - float(w @ m)
+        hess = -float(w @ v)
         if hess > -1e-12:
             break
         step = grad / hess
@@ -129,17 +147,18 @@ def _fit_h1(lq, labels, K, a0, max_iter=100, tol=1e-7, min_diag=0.5):
     T = np.full((K, K), 0.05 / max(K - 1, 1))
     np.fill_diagonal(T, 0.95)
     onehot_idx = labels
+    onehot = np.zeros((n, K))
+    onehot[np.arange(n), labels] = 1.0
     ll_old = -np.inf
     pi = _tempered(lq, a)
     it = 0
     for it in range(max_iter):
         lik = pi * T[:, onehot_idx].T          # (n, K): pi_ij T[j, y_i]
-        tot = lik.sum(axis=1)
+        tot = _row_sum(lik)
         ll = float(np.log(np.clip(tot, 1e-300, None)).sum())
         r = lik / np.clip(tot, 1e-300, None)[:, None]
         # M-step: T[j, k] = sum_{i: y_i = k} r_ij / sum_i r_ij
-        num = (np.bincount(np.repeat(onehot_idx, K) * K + np.tile(np.arange(K), n),
-                           weights=r.ravel(), minlength=K * K).reshape(K, K)).T
+        num = r.T @ onehot
         den = num.sum(axis=1, keepdims=True)
         T = num / np.clip(den, 1e-300, None)
         # Flips are a minority of every true class (diagonal dominance, as in confident learning).
@@ -157,7 +176,7 @@ def _fit_h1(lq, labels, K, a0, max_iter=100, tol=1e-7, min_diag=0.5):
             break
         ll_old = ll
     lik = pi * T[:, onehot_idx].T
-    tot = lik.sum(axis=1)
+    tot = _row_sum(lik)
     ll = float(np.log(np.clip(tot, 1e-300, None)).sum())
     r = lik / np.clip(tot, 1e-300, None)[:, None]
     return a, T, pi, r, ll, it + 1

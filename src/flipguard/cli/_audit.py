@@ -48,7 +48,8 @@ def audit_cmd(
     pred_probs: Annotated[Path | None, typer.Option(
         "--pred-probs", help="CSV/Parquet of out-of-fold probabilities from any model: one column per "
                              "class, named by the class value; matched by --id, else by row. "
-                             "No model is trained.", show_default=False)] = None,
+                             "No model is trained; DATA may then hold only ids and labels.",
+        show_default=False)] = None,
     features: Annotated[Path | None, typer.Option(
         "--features", help="CSV/Parquet of numeric features computed elsewhere (embeddings) to judge "
                            "the labels by instead of DATA's columns; matched by --id, else by row.",

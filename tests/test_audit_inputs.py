@@ -254,10 +254,13 @@ def test_a_file_of_ids_and_labels_is_audited_by_its_pred_probs_alone(cli, breast
     cols = {"patient_id": ds.ids, **{str(c): probs[:, k] for k, c in enumerate(ds.classes)}}
     probs_file = _write(tmp_path, pa.table(cols), "oof.csv")
 
+    report = tmp_path / "audit.html"
     res = cli("audit", data, "--label", LABEL, "--id", "patient_id", "--pred-probs", probs_file,
-              "--format", "json")
+              "--format", "json", "--report", report)
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
+    html = report.read_text()
+    assert "Audit summary" in html and "Top 50 suspects" in html and "<img" in html
     assert out["n_flagged"] > 0 and out["model_quality"]["model"] == "pred_probs"
     auditor = LabelAuditor(random_state=0).fit(None, ds.labels(), pred_probs=probs)   # the CLI's seed
     assert auditor.n_features_in_ == 0

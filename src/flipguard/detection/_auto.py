@@ -642,7 +642,7 @@ def targeted_footprint(labels: np.ndarray, mix: np.ndarray, probs: np.ndarray,
     one_sided = (T >= TARGETED_MIN_RATE) & (T >= TARGETED_RATIO * T.T) & ~np.eye(K, dtype=bool)
     if not one_sided.any():
         return None, np.zeros(len(labels), dtype=bool)
-    other = np.argmax(np.where(np.arange(K) == labels[:, None], -np.inf, mix), axis=1)
+    other = best_other(mix, labels)
     mirror = one_sided[labels, other]
     victims = band_rows & mirror
     attacks = [{"source": int(s), "target": int(t), "anchor_rate": round(float(T[s, t]), 4),

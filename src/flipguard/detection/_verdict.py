@@ -146,14 +146,13 @@ def _fit_h1(lq, labels, K, a0, max_iter=100, tol=1e-7, min_diag=0.5):
     a = a0
     T = np.full((K, K), 0.05 / max(K - 1, 1))
     np.fill_diagonal(T, 0.95)
-    onehot_idx = labels
     onehot = np.zeros((n, K))
     onehot[np.arange(n), labels] = 1.0
     ll_old = -np.inf
     pi = _tempered(lq, a)
     it = 0
     for it in range(max_iter):
-        lik = pi * T[:, onehot_idx].T          # (n, K): pi_ij T[j, y_i]
+        lik = pi * T[:, labels].T          # (n, K): pi_ij T[j, y_i]
         tot = _row_sum(lik)
         ll = float(np.log(np.clip(tot, 1e-300, None)).sum())
         r = lik / np.clip(tot, 1e-300, None)[:, None]
@@ -175,7 +174,7 @@ def _fit_h1(lq, labels, K, a0, max_iter=100, tol=1e-7, min_diag=0.5):
         if ll - ll_old < tol * max(1.0, abs(ll)):
             break
         ll_old = ll
-    lik = pi * T[:, onehot_idx].T
+    lik = pi * T[:, labels].T
     tot = _row_sum(lik)
     ll = float(np.log(np.clip(tot, 1e-300, None)).sum())
     r = lik / np.clip(tot, 1e-300, None)[:, None]

@@ -271,7 +271,8 @@ def test_a_file_of_ids_and_labels_is_audited_by_its_pred_probs_alone(cli, breast
         LabelAuditor().fit(None, ds.labels())
 
     _one_line_error(cli("audit", data, "--label", LABEL, "--id", "patient_id"),
-                    f"{data}: no usable feature column (only label/id columns)")
+                    f"{data}: no feature columns besides the label and the id; an audit of labels "
+                    "alone needs --pred-probs (out-of-fold probabilities) or --features")
     trusted = _write(tmp_path, labels_only.slice(0, 20), "trusted.csv")
     res = cli("audit", data, "--label", LABEL, "--id", "patient_id", "--pred-probs", probs_file,
               "--trusted", trusted)

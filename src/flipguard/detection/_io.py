@@ -40,6 +40,10 @@ def load_audit_data(source, *, label: str, id: str | None = None,
     features = None
     if reference_label is not None:
         features = [c for c in tbl.column_names if c not in (label, id, reference_label)]
+    if require_features and label in tbl.column_names and \
+            not set(tbl.column_names) - {label, id, reference_label}:
+        raise DataError(f"{where}: no feature columns besides the label and the id; an audit of "
+                        "labels alone needs --pred-probs (out-of-fold probabilities) or --features")
     return from_table(tbl, label=label, id=id, features=features, text=texts or None, source=where,
                       format=fmt, sparse=sparse, require_features=require_features)
 

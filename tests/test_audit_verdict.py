@@ -474,6 +474,91 @@ def test_retraining_without_the_band_suspects_finds_more_boundary_flips():
     assert "retrained_flags" not in clean.details
 
 
+def test_retrain_reveals_only_a_significant_rise_in_the_count():
+    """The retrained count must exceed the first by RETRAIN_Z standard errors of the two
+    posterior sums (variance sum(p(1-p)) each) and the verdict's practical floor."""
+    from flipguard.detection._auto import RETRAIN_Z, retrain_reveals
+
+    rng = np.random.RandomState(0)
+    post = rng.beta(0.2, 2.0, 2000)
+    same = retrain_reveals(post, post.copy(), floor=10)
+    assert not same["revealed"] and same["estimate_before"] == same["estimate_after"]
+    se = retrain_reveals(post, post, floor=0)["standard_error"]
+    assert se == pytest.approx(np.sqrt(2 * np.sum(post * (1 - post))), rel=1e-3)
+    # Rows whose posterior rises to 1: a rise of k flips, against RETRAIN_Z * se.
+    order = np.argsort(post)
+    for k, expected in ((int(0.5 * RETRAIN_Z * se), False), (int(3 * RETRAIN_Z * se), True)):
+        raised = post.copy()
+        raised[order[:k]] = 1.0
+        gain = raised.sum() - post.sum()
+        out = retrain_reveals(post, raised, floor=3)
+        assert out["revealed"] is expected, (k, gain, out)
+    # Significant, but fewer flips than a verdict needs: not revealed.
+    raised = post.copy()
+    raised[order[:int(3 * RETRAIN_Z * se)]] = 1.0
+    assert not retrain_reveals(post, raised, floor=raised.sum() - post.sum() + 1)["revealed"]
+
+
+@pytest.fixture(scope="module")
+def digits_attacked():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    out = {}
+    for name, params in (("targeted", {"rate": 0.3}), ("random", {"rate": 0.1})):
+        flipper = make_flipper(name, random_state=1, **params)
+        _, y_bad = flipper.fit_resample(X, y)
+        auditor = LabelAuditor(random_state=1).fit(X, y_bad, embed=False)
+        once = LabelAuditor(random_state=1).fit(X, y_bad, pred_probs=auditor.pred_probs_, embed=False).audit_
+        out[name] = (flipper.flip_mask_, auditor.audit_, once)
+    return out
+
+
+def test_retraining_after_the_likelihood_ratio_counts_flips_the_model_absorbed(digits_attacked):
+    """A targeted attack (30 % of the smallest digit moved to the largest) is partly learnt by
+    the out-of-fold models, which then count too few flips.  Retrained without the rows
+    flagged (Shen & Sanghavi 2019), they count more, significantly: those flags are added
+    and the estimate moves toward the truth."""
+    mask, audit, once = digits_attacked["targeted"]
+    assert audit.verdict["rejected_by"] == ["likelihood_ratio"]
+    info = audit.details["retrain"]
+    assert info["after"] == "likelihood_ratio" and info["revealed"], info
+    assert info["estimate_after"] > info["estimate_before"]
+    truth = int(mask.sum())
+    assert abs(audit.estimated_flips - truth) < abs(once.estimated_flips - truth)
+    bit = 1 << list(audit.reason_names).index("retrained")
+    assert ((audit.reason_codes & bit) > 0).sum() == audit.details["retrained_flags"] > 0
+    assert "retrained without the" in audit.verdict["reason"]
+    assert detection_report(mask, audit.scores, audit.flags)["f1"] >= \
+        detection_report(mask, once.scores, once.flags)["f1"] + 0.05
+    # With pred_probs there is no model to retrain: no second pass.
+    assert "retrain" not in once.details
+
+
+def test_retraining_after_random_flips_keeps_the_first_flags(digits_attacked):
+    """Random flips sit where the model is sure and are not learnt: the retrained count does not
+    rise, and the sharper retrained models' extra disputes are not added."""
+    mask, audit, once = digits_attacked["random"]
+    assert "likelihood_ratio" in audit.verdict["rejected_by"]
+    info = audit.details["retrain"]
+    assert not info["revealed"], info
+    assert "retrained_flags" not in audit.details
+    assert np.array_equal(audit.flags, once.flags)
+    assert audit.estimated_flips == once.estimated_flips
+
+
+def test_no_retrain_beyond_retrain_max_samples():
+    """The retrain pass refits every fold's model: not spent on more rows than
+    ``retrain_max_samples`` (the 1M-row audit stays within its budget)."""
+    X, y = load_breast_cancer(return_X_y=True)
+    _, y_bad = make_flipper("random", rate=0.1, random_state=0).fit_resample(X, y)
+    audit = LabelAuditor(model="logreg", method_params={"retrain_max_samples": 100},
+                         random_state=0).fit(X, y_bad, embed=False).audit_
+    assert "likelihood_ratio" in audit.verdict["rejected_by"] and "retrain" not in audit.details
+    full = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, embed=False).audit_
+    assert "retrain" in full.details
+
+
 def test_confident_count_null_matches_the_count_on_clean_labels():
     """Labels drawn from calibrated probabilities are clean by construction; confident
     learning still counts the rows whose label is not the most probable class.  The null

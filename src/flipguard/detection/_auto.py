@@ -138,7 +138,14 @@ class AutoDetector(BaseDetector):
     maximising the expected F1 given the posteriors (Nan et al. 2012)
     when the likelihood ratio rejected, and the band's rows on the other
     side of the boundary when the band test did, as recall matters once
-    an attack is established.  A *targeted* attack (rows of class ``s``
+    an attack is established.  Once a test rejects and the model is
+    flipguard's to refit, every fold's model is trained again without the
+    flagged rows and every row judged again (iterative trimmed-loss
+    minimisation, Shen & Sanghavi 2019): after a band rejection up to
+    ``RETRAIN_STEPS`` times, adding the new flags; after a likelihood-ratio
+    rejection once, kept only when the retrained models count significantly
+    more flips (:func:`retrain_reveals`): flips the first model had
+    absorbed.  A *targeted* attack (rows of class ``s``
     moved to ``t`` anywhere in ``s``'s region) also fills the band, with
     clean rows of ``s`` that the poisoned model now calls ``t``: when the
     rows the model is surest are ``s`` lean toward ``t`` and not back
@@ -208,6 +215,10 @@ class AutoDetector(BaseDetector):
         calibration among its *uncertain* rows, where real models are least
         reliably calibrated (a gradient-boosting model's steps made a clean
         linear table show an excess of 0.7% of the rows at p = 0.011).
+    retrain_max_samples : int, default=30_000
+        The retrain pass (every fold's model fitted a second time, without
+        the flagged rows) runs up to this many rows; beyond, its cost (a
+        second fit of every model) is not spent.
     trusted_model : str or scikit-learn classifier, default="logreg"
         Model fitted on trusted rows and used for the RONI refits.
     roni : bool, default=True
@@ -258,6 +269,7 @@ class AutoDetector(BaseDetector):
         "band": [Interval(Real, 0, 1, closed="right")],
         "min_effect": [Interval(Real, 0, 1, closed="left")],
         "band_min_effect": [Interval(Real, 0, 1, closed="left")],
+        "retrain_max_samples": [Interval(Integral, 0, None, closed="left")],
         "trusted_model": [StrOptions(set(MODEL_NAMES)), HasMethods(["fit", "predict"])],
         "roni": ["boolean"],
         "rule_weight": [Interval(Real, 0, None, closed="left")],
@@ -267,7 +279,7 @@ class AutoDetector(BaseDetector):
 
     def __init__(self, *, n_neighbors=20, knn_max_samples=30_000, knn_weight="stack", alpha=0.05,
                  fdr=0.1, n_bootstrap=39, band=0.8, min_effect=0.005, band_min_effect=0.01,
-                 trusted_model="logreg", roni=True,
+                 retrain_max_samples=30_000, trusted_model="logreg", roni=True,
                  rule_weight=1.0, reference_weight=0.5, random_state=None):
         self.n_neighbors = n_neighbors
         self.knn_max_samples = knn_max_samples
@@ -278,6 +290,7 @@ class AutoDetector(BaseDetector):
         self.band = band
         self.min_effect = min_effect
         self.band_min_effect = band_min_effect
+        self.retrain_max_samples = retrain_max_samples
         self.trusted_model = trusted_model
         self.roni = roni
         self.rule_weight = rule_weight
@@ -413,6 +426,7 @@ class AutoDetector(BaseDetector):
                     f"{min(replication['p_values'].values()):.3f}): a pool of models is not calibrated where "
                     "they disagree, so that is not read as flips moved across the boundary")
         targeted = None
+        retrained_transitions = None
         band_rows = bt.rows
         band_excess = max(bt.excess, 0.0)
         if lr_reject or band_reject:
@@ -447,12 +461,44 @@ class AutoDetector(BaseDetector):
                             "its clean victims and are not flagged (the warning names the classes)")
                 reasons[band_rows] |= _BIT["boundary"]
                 flags |= band_rows
-                retrained = self._retrain_pass(inputs, flags)
-                if retrained is not None:
-                    retrained &= ~victims
-                    reasons[retrained & ~flags] |= _BIT["retrained"]
-                    details["retrained_flags"] = int(np.count_nonzero(retrained & ~flags))
-                    flags |= retrained
+                # Retrained without the suspects, the models move their boundary back and
+                # disagree with more of the moved labels; again while that finds new ones.
+                added, passes = np.zeros(n, dtype=bool), 0
+                while passes < RETRAIN_STEPS:
+                    again = self._retrain_pass(inputs, flags)
+                    if again is None:
+                        break
+                    passes += 1
+                    new = again.flags & ~victims & ~flags
+                    if not new.any():
+                        break
+                    added |= new
+                    flags |= new
+                if passes:
+                    reasons[added] |= _BIT["retrained"]
+                    details["retrained_flags"] = int(np.count_nonzero(added))
+                    details["retrain"] = {"after": "boundary_band", "passes": passes}
+            elif lr_reject:
+                # Flips a model absorbed (a targeted share of a class, a coherent region) lower
+                # its count; retrained without the suspects it counts them.  Random flips it
+                # did not absorb: the count stays, and so do the flags.
+                again = self._retrain_pass(inputs, flags)
+                if again is not None:
+                    info = retrain_reveals(post, again.components["posterior"], floor)
+                    info.update(suspects=int(np.count_nonzero(flags)),
+                                flags_added=int(np.count_nonzero(again.flags & ~flags)) if info["revealed"] else 0)
+                    details["retrain"] = {"after": "likelihood_ratio", **info}
+                    if info["revealed"]:
+                        new = again.flags & ~flags
+                        reasons[new] |= _BIT["retrained"]
+                        details["retrained_flags"] = int(np.count_nonzero(new))
+                        flags |= new
+                        if "likelihood_ratio" in again.verdict.get("rejected_by", []):
+                            retrained_transitions = again.transitions
+                        why += (f"; retrained without the {info['suspects']} flagged rows, the models count "
+                                f"about {info['estimate_after']:.0f} flips where they counted "
+                                f"{info['estimate_before']:.0f} (more than {RETRAIN_Z:g} standard errors): "
+                                f"flips the first models had learnt, {info['flags_added']} more rows flagged")
         else:
             # No (or no conclusive) sign of an attack in the evidence (verified rows may still prove
             # one; they speak for themselves below): confident learning on the model's own
@@ -558,7 +604,8 @@ class AutoDetector(BaseDetector):
                          **({"replication": replication} if replication is not None else {})},
             "rejected_by": [t for t, r in (("likelihood_ratio", lr_reject), ("boundary_band", band_reject)) if r],
         }
-        transitions = _transitions(fit, labels, K, lr_reject, joint)
+        transitions = (retrained_transitions if retrained_transitions is not None
+                       else _transitions(fit, labels, K, lr_reject, joint))
         if band_reject and bt.observed > 0:
             # The band's excess, spread over its rows' (true = model's top class, observed) pairs.
             top = np.argmax(mix, axis=1)
@@ -578,9 +625,10 @@ class AutoDetector(BaseDetector):
                          reason_names=list(REASONS))
 
 
-    def _retrain_pass(self, inputs: _Inputs, suspects: np.ndarray) -> np.ndarray | None:
-        """Flags of a second audit on probabilities from the same model retrained without
-        ``suspects`` (``inputs.extra["refit"]``), or None when no refit is available.
+    def _retrain_pass(self, inputs: _Inputs, suspects: np.ndarray) -> _Findings | None:
+        """A second audit on probabilities from the same model retrained without ``suspects``
+        (``inputs.extra["refit"]``), or None when no refit is available (or affordable: more
+        rows than ``retrain_max_samples``).
 
         Boundary flips are the ones a model learns: they sit where it is unsure,
         so it moves its boundary to fit them and then agrees with most of them.
@@ -594,12 +642,43 @@ class AutoDetector(BaseDetector):
         docs/detection.md).
         """
         refit = inputs.extra.get("refit")
-        if refit is None or not suspects.any() or suspects.all():
+        if (refit is None or not suspects.any() or suspects.all()
+                or inputs.n_samples > self.retrain_max_samples):
             return None
         probs = np.asarray(refit(suspects), dtype=np.float64)
         again = _Inputs(labels=inputs.labels, pred_probs=probs, X=inputs.X, n_classes=inputs.n_classes,
                         trusted=None, sources=[], rng=inputs.rng)
-        return self._audit(again).flags
+        return self._audit(again)
+
+
+#: Retrain passes at most after a band rejection (each one refits every fold's model).
+RETRAIN_STEPS = 3
+#: The retrained count must exceed the first by this many standard errors (one-sided, about 2.3%).
+RETRAIN_Z = 2.0
+
+
+def retrain_reveals(posterior: np.ndarray, retrained_posterior: np.ndarray, floor: float) -> dict:
+    """Did retraining without the suspects reveal flips the first model had absorbed?
+
+    The flip model's count is a sum of per-row posteriors, whose variance
+    is ``sum(p * (1 - p))`` (independent Bernoulli rows).  A model that
+    learnt part of an attack (a targeted share of one class, a coherent
+    flipped region) counts too few flips; refitted without the rows already
+    flagged, it stops learning them and its count rises (iterative
+    trimmed-loss minimisation, Shen & Sanghavi, ICML 2019).  Random flips
+    it never learnt: the count stays, and the second pass's extra flags
+    would be the clean rows a sharper model now disputes.  The rise must
+    exceed ``RETRAIN_Z`` standard errors of the difference (the two
+    variances summed, conservative for two counts on the same rows) and the
+    verdict's practical ``floor``.
+    """
+    before, after = float(posterior.sum()), float(retrained_posterior.sum())
+    se = float(np.sqrt(np.sum(posterior * (1.0 - posterior))
+                       + np.sum(retrained_posterior * (1.0 - retrained_posterior))))
+    gain = after - before
+    return {"estimate_before": round(before, 1), "estimate_after": round(after, 1),
+            "standard_error": round(se, 2),
+            "revealed": bool(gain >= max(floor, RETRAIN_Z * se))}
 
 
 #: A class's anchors must lean at least this much toward another class, and at least

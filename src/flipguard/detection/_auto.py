@@ -166,7 +166,8 @@ class AutoDetector(BaseDetector):
     **Estimate.**  For a dataset judged poisoned by the likelihood ratio,
     ``estimated_flips`` is the sum of the posteriors (the flip model's
     expected number of flips; calibrated: its mean on labels drawn from the
-    clean model is reported as ``verdict["clean_estimate"]``); the band
+    clean model is reported as ``verdict["clean_estimate"]``; the retrained
+    models' sum when retraining revealed absorbed flips); the band
     test adds its excess (``verdict["boundary"]["excess"]``).  Flips that
     moved a label *towards* what the features predict cannot be counted by
     any evidence from the features.  Under any other verdict the flip model

@@ -547,6 +547,26 @@ def test_retraining_after_random_flips_keeps_the_first_flags(digits_attacked):
     assert audit.estimated_flips == once.estimated_flips
 
 
+def test_band_retrain_passes_fit_the_time_budget():
+    """Extra band passes are spent while the model selection's projected refit cost fits
+    RETRAIN_BUDGET; at least one pass, at most RETRAIN_STEPS; a named model (no projection)
+    gets them all."""
+    from types import SimpleNamespace
+
+    from flipguard.detection._auto import RETRAIN_BUDGET, RETRAIN_STEPS, AutoDetector
+
+    def steps(seconds):
+        refit = lambda drop: None  # noqa: E731
+        if seconds is not None:
+            refit.seconds = seconds
+        return AutoDetector._retrain_steps(SimpleNamespace(extra={"refit": refit}))
+
+    assert steps(None) == RETRAIN_STEPS
+    assert steps(RETRAIN_BUDGET / 10) == RETRAIN_STEPS
+    assert steps(RETRAIN_BUDGET / 2.5) == 2
+    assert steps(RETRAIN_BUDGET * 0.8) == 1 and steps(RETRAIN_BUDGET * 4) == 1
+
+
 def test_no_retrain_beyond_retrain_max_samples():
     """The retrain pass refits every fold's model: not spent on more rows than
     ``retrain_max_samples`` (the 1M-row audit stays within its budget)."""

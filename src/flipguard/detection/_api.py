@@ -312,6 +312,12 @@ class LabelAuditor(BaseEstimator):
                 choice = self.model_selection_
                 return stack_out_of_fold_proba(choice["members"], choice["weights"], X, codes, cv=self.cv,
                                                random_state=seed, n_jobs=self.n_jobs, exclude=drop)
+        # What one refit is projected to cost (model selection timed every member on a
+        # subsample); unknown for a named model.
+        choice = self.model_selection_
+        refit.seconds = (None if choice is None else
+                         sum(choice["candidates"].get(m, {}).get("projected_seconds") or 0.0
+                             for m in choice["members"]))
         return refit
 
     def _audit_without_rare(self, X, codes, classes, counts, judged_classes, detector, pred_probs,

@@ -142,7 +142,9 @@ class AutoDetector(BaseDetector):
     flipguard's to refit, every fold's model is trained again without the
     flagged rows and every row judged again (iterative trimmed-loss
     minimisation, Shen & Sanghavi 2019): after a band rejection up to
-    ``RETRAIN_STEPS`` times, adding the new flags; after a likelihood-ratio
+    ``RETRAIN_STEPS`` times (fewer when the model selection projects a
+    refit to cost more than a third of ``RETRAIN_BUDGET``), adding the new
+    flags; after a likelihood-ratio
     rejection once, kept only when the retrained models count significantly
     more flips (:func:`retrain_reveals`): flips the first model had
     absorbed.  A *targeted* attack (rows of class ``s``
@@ -465,7 +467,7 @@ class AutoDetector(BaseDetector):
                 # Retrained without the suspects, the models move their boundary back and
                 # disagree with more of the moved labels; again while that finds new ones.
                 added, passes = np.zeros(n, dtype=bool), 0
-                while passes < RETRAIN_STEPS:
+                while passes < self._retrain_steps(inputs):
                     again = self._retrain_pass(inputs, flags)
                     if again is None:
                         break
@@ -626,6 +628,16 @@ class AutoDetector(BaseDetector):
                          reason_names=list(REASONS))
 
 
+    @staticmethod
+    def _retrain_steps(inputs: _Inputs) -> int:
+        """Passes after a band rejection: ``RETRAIN_STEPS``, fewer when one refit is projected
+        to cost more than a share of ``RETRAIN_BUDGET`` (the model selection's own timing); at
+        least one."""
+        seconds = getattr(inputs.extra.get("refit"), "seconds", None)
+        if not seconds:
+            return RETRAIN_STEPS
+        return int(max(1, min(RETRAIN_STEPS, RETRAIN_BUDGET // seconds)))
+
     def _retrain_pass(self, inputs: _Inputs, suspects: np.ndarray) -> _Findings | None:
         """A second audit on probabilities from the same model retrained without ``suspects``
         (``inputs.extra["refit"]``), or None when no refit is available (or affordable: more
@@ -654,6 +666,8 @@ class AutoDetector(BaseDetector):
 
 #: Retrain passes at most after a band rejection (each one refits every fold's model).
 RETRAIN_STEPS = 3
+#: Seconds the extra band passes may be projected to take (``model="auto"``'s time budget).
+RETRAIN_BUDGET = 15.0
 #: The retrained count must exceed the first by this many standard errors (one-sided, about 2.3%).
 RETRAIN_Z = 2.0
 

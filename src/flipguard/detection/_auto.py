@@ -650,9 +650,10 @@ class AutoDetector(BaseDetector):
         row still judged by models that never saw it) finds more of the moved
         labels: one step of iterative trimmed-loss minimisation (Shen & Sanghavi,
         ICML 2019: refit on the rows that look clean, re-score every row).  Only
-        after the band test has rejected: flips in confident regions are found
-        without it, and re-scoring them added false positives (measured in
-        docs/detection.md).
+        after a test has rejected, and after the likelihood ratio only kept when
+        :func:`retrain_reveals` says so: random flips in confident regions are
+        found without it, and re-scoring them adds the clean rows a sharper
+        model doubts (measured in docs/detection.md).
         """
         refit = inputs.extra.get("refit")
         if (refit is None or not suspects.any() or suspects.all()

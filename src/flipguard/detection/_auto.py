@@ -466,8 +466,8 @@ class AutoDetector(BaseDetector):
                 flags |= band_rows
                 # Retrained without the suspects, the models move their boundary back and
                 # disagree with more of the moved labels; again while that finds new ones.
-                added, passes = np.zeros(n, dtype=bool), 0
-                while passes < self._retrain_steps(inputs):
+                added, passes, most = np.zeros(n, dtype=bool), 0, self._retrain_steps(inputs)
+                while passes < most:
                     again = self._retrain_pass(inputs, flags)
                     if again is None:
                         break
@@ -488,13 +488,12 @@ class AutoDetector(BaseDetector):
                 again = self._retrain_pass(inputs, flags)
                 if again is not None:
                     info = retrain_reveals(post, again.components["posterior"], floor)
-                    info.update(suspects=int(np.count_nonzero(flags)),
-                                flags_added=int(np.count_nonzero(again.flags & ~flags)) if info["revealed"] else 0)
+                    new = again.flags & ~flags if info["revealed"] else np.zeros(n, dtype=bool)
+                    info.update(suspects=int(np.count_nonzero(flags)), flags_added=int(np.count_nonzero(new)))
                     details["retrain"] = {"after": "likelihood_ratio", **info}
                     if info["revealed"]:
-                        new = again.flags & ~flags
                         reasons[new] |= _BIT["retrained"]
-                        details["retrained_flags"] = int(np.count_nonzero(new))
+                        details["retrained_flags"] = info["flags_added"]
                         flags |= new
                         if "likelihood_ratio" in again.verdict.get("rejected_by", []):
                             retrained_transitions = again.transitions

@@ -354,7 +354,8 @@ class BaseDetector(BaseEstimator):
             ``refit(drop)`` returns out-of-sample probabilities like
             ``pred_probs`` from the same model trained without the rows of the
             boolean mask ``drop`` (:class:`LabelAuditor` passes one).  A
-            detector may use it to re-score once it has found an attack.
+            detector may use it to re-score once it has found an attack.  Its
+            attribute ``seconds``, when set, is the projected cost of one call.
         single_models : tuple (rows, dict), optional
             Out-of-fold probabilities of single models (name -> array of
             shape (len(rows), K)) on the rows ``rows``, when ``pred_probs``

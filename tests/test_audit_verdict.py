@@ -806,3 +806,59 @@ def test_a_clean_table_whose_pooled_evidence_is_miscalibrated_is_not_called_pois
     assert "no single model's own" in v["reason"]
     cleanlab = find_label_issues(y, auditor.pred_probs_).mean()
     assert auditor.audit_.flags.mean() <= cleanlab + 0.01
+
+
+def test_misfit_replication_outvotes_a_model_that_is_confidently_wrong_in_a_region():
+    """Clean labels drawn from known posteriors, read by a model that is confidently wrong in
+    one region: its likelihood ratio rejects; a stack with a model that fits better does not,
+    so the model's excess is not replicated.  Real flips are seen through both."""
+    from flipguard.detection._verdict import misfit_replication
+
+    probs, y, rng = _calibrated(3000, 5)
+    region = (probs[:, 1] > 0.9) & (np.arange(len(y)) % 3 == 0)  # a third of the sure positives
+    wrong = probs.copy()
+    wrong[region] = wrong[region][:, ::-1]  # confidently the other class there
+    assert fit_noise_model(y, wrong, n_bootstrap=39, rng=np.random.RandomState(0)).p_value <= 0.025
+    rows = np.arange(len(y))
+    clean = misfit_replication(y, wrong, (rows, {"exact": probs}), rng=np.random.RandomState(1))
+    assert clean["outfitted"] and clean["log_loss_gain"] > 2.33 * clean["standard_error"]
+    assert clean["replicated"] is False and clean["band_replicated"] is False
+    assert clean["weights"]["exact"] > clean["weights"]["model"]
+    # 10 % random flips: the better stack sees them too.
+    flipped = y.copy()
+    hit = rng.random_sample(len(y)) < 0.10
+    flipped[hit] = 1 - flipped[hit]
+    attacked = misfit_replication(flipped, wrong, (rows, {"exact": probs}), rng=np.random.RandomState(1))
+    assert attacked["outfitted"] and attacked["replicated"] is True
+    # A model the alternatives do not beat stands as it is: no second test.
+    same = misfit_replication(y, probs, (rows, {"wrong": wrong}), rng=np.random.RandomState(1))
+    assert same["outfitted"] is False and same["replicated"] and "p_value" not in same
+    assert misfit_replication(y, probs, None) is None
+
+
+def test_a_named_model_too_simple_for_clean_labels_is_not_called_poisoned():
+    """Gaussian quantiles (3 classes in nested shells): a linear model is confidently wrong in
+    whole shells and its likelihood ratio rejected the clean labels at the smallest p-value the
+    bootstrap reaches (5 of 17 clean tables with --model logreg before this check); the stack
+    of the other candidates fits better and sees nothing."""
+    from sklearn.datasets import make_gaussian_quantiles
+
+    X, y = make_gaussian_quantiles(n_samples=1000, n_features=4, n_classes=3, random_state=0)
+    v = LabelAuditor(model="logreg", random_state=0).fit(X, y, embed=False).audit_.verdict
+    assert v["p_value"] <= 0.025  # the linear model's own test still rejects ...
+    assert v["status"] == "inconclusive" and v["rejected_by"] == []  # ... but is not the verdict
+    misfit = v["model_misfit"]
+    assert misfit["outfitted"] and misfit["dropped"] == ["likelihood_ratio"]
+    assert misfit["weights"]["model"] < 0.5 and misfit["p_value"] > 0.025
+    assert "fits this data worse than the stack" in v["reason"]
+    # model="auto" reads the stack itself: no second check, no field.
+    assert "model_misfit" not in LabelAuditor(random_state=0).fit(X, y, embed=False).audit_.verdict
+
+
+def test_a_named_model_that_fits_keeps_its_poisoned_verdict(breast):
+    X, y = breast
+    flipper = make_flipper("random", rate=0.1, random_state=0)
+    _, y_bad = flipper.fit_resample(X, y)
+    v = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, embed=False).audit_.verdict
+    assert v["status"] == "poisoned" and "likelihood_ratio" in v["rejected_by"]
+    assert v["model_misfit"]["dropped"] == []

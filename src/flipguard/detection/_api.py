@@ -14,6 +14,7 @@ from sklearn.utils import check_random_state
 from .._validation import HasMethods, Interval, StrOptions, validate_params
 from ..exceptions import DataError, InvalidParameterError
 from ..models import (
+    AUTO_CANDIDATES,
     MODEL_NAMES,
     auto_model,
     auto_out_of_fold_proba,
@@ -21,6 +22,7 @@ from ..models import (
     model_name,
     out_of_fold_proba,
     predict_scores,
+    select_model,
     single_threaded,
     stack_out_of_fold_proba,
 )
@@ -260,14 +262,17 @@ class LabelAuditor(BaseEstimator):
                 self.pred_probs_ = pred_probs
                 refit = None
                 singles = None
+                alternatives = None
                 if detector.needs_pred_probs and pred_probs is None:
                     with single_threaded():
                         self.pred_probs_ = self._oof(X, codes, oof_seed, quality)
                     refit = self._refitter(X, codes, oof_seed)
                     singles = self._singles
+                    if self.model != "auto":
+                        alternatives = self._alternatives(X, codes, oof_seed)
                 audit = detector.audit(codes, self.pred_probs_, X=X, trusted=trusted, sources=sources,
                                        classes=classes, ids=ids, quality=quality, refit=refit,
-                                       single_models=singles)
+                                       single_models=singles, alternatives=alternatives)
             else:
                 audit = self._audit_without_rare(X, codes, classes, counts, judged_classes, detector,
                                                  pred_probs, trusted, sources, ids, quality, oof_seed)
@@ -300,6 +305,20 @@ class LabelAuditor(BaseEstimator):
                         "selected_by": "auto",
                         "selection": choice["reason"], "candidates": choice["candidates"]})
         return probs
+
+    def _alternatives(self, X, codes, seed):
+        """``alternatives()``: the ``model="auto"`` candidates other than the named model, each
+        cross-validated on model selection's subsample (within its time budget); the detector
+        asks only when it needs them (see ``BaseDetector.audit``)."""
+        others = tuple(c for c in AUTO_CANDIDATES if not (isinstance(self.model, str) and c == self.model))
+
+        def alternatives():
+            choice = select_model(X, codes, candidates=others, cv=self.cv, random_state=seed,
+                                  n_jobs=self.n_jobs)
+            # select_model always lets logreg join; a named logreg is not its own alternative.
+            return choice["sample_rows"], {k: v for k, v in choice["candidate_probs"].items()
+                                           if v is not None and k in others}
+        return alternatives
 
     def _refitter(self, X, codes, seed):
         """``refit(drop)``: out-of-fold probabilities of the model just used, every fold trained
@@ -360,8 +379,11 @@ class LabelAuditor(BaseEstimator):
             sub_sources.append(LabelSource(src.name, np.where(exp >= 0, new_code[np.maximum(exp, 0)], -1),
                                            src.kind))
         sub_ids = (np.arange(len(codes)) if ids is None else np.asarray(ids))[keep]
+        alternatives = (self._alternatives(Xs, sub_codes, oof_seed)
+                        if pred_probs is None and detector.needs_pred_probs and self.model != "auto" else None)
         sub = detector.audit(sub_codes, sub_probs, X=Xs, trusted=sub_trusted, sources=sub_sources,
-                             classes=classes[judged_classes], ids=sub_ids, quality=quality)
+                             classes=classes[judged_classes], ids=sub_ids, quality=quality,
+                             alternatives=alternatives)
 
         full_probs = None
         if sub_probs is not None:

@@ -25,6 +25,7 @@ from ._trusted import trusted_evidence, verified_neighbour_flags
 from ._verdict import (
     anchor_flip_rates,
     band_replication,
+    misfit_replication,
     boundary_test,
     confident_count_null,
     f1_selection,
@@ -103,6 +104,14 @@ class AutoDetector(BaseDetector):
       the uncertain rows carry a label other than the model's most probable
       class more often than calibration allows?  Flips placed on the
       decision boundary invert that band and leave the confident rows alone.
+
+    A test's rejection must replicate: the band's excess in one of the
+    pooled evidence's single models (:func:`band_replication`), and, when
+    the probabilities come from one model the caller named and a stack with
+    the other candidates predicts the labels significantly better out of
+    fold, both tests' excess in that stack (:func:`misfit_replication`,
+    ``verdict["model_misfit"]``): a model too simple for the data is
+    confidently wrong in whole regions, which no temperature removes.
 
     ``verdict["status"]`` is
 
@@ -372,6 +381,22 @@ class AutoDetector(BaseDetector):
         unreplicated = replication is not None and not replication["replicated"]
         if unreplicated:
             band_significant = band_reject = False
+        misfit = None
+        if (lr_reject or band_reject) and inputs.extra.get("alternatives") is not None:
+            # One named model's confident errors (a model too simple for the data) look like
+            # flips to the tests; evidence that fits the labels better must see them too.
+            misfit = misfit_replication(labels, p, inputs.extra["alternatives"](), level=level,
+                                        min_effect=self.min_effect, n_bootstrap=self.n_bootstrap,
+                                        band=self.band, band_min_effect=self.band_min_effect,
+                                        rng=inputs.rng)
+        if misfit is not None:
+            misfit["dropped"] = [t for t, gone in (
+                ("likelihood_ratio", lr_reject and not misfit["replicated"]),
+                ("boundary_band", band_reject and not misfit["band_replicated"])) if gone]
+        outfitted = bool(misfit and misfit["dropped"])
+        if outfitted:
+            lr_reject = lr_reject and misfit["replicated"]
+            band_reject = band_significant = band_reject and misfit["band_replicated"]
         if verified_flipped:
             status = POISONED
             why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "
@@ -396,6 +421,9 @@ class AutoDetector(BaseDetector):
                              f"moved to its other side (at least {max(bt.excess, 0):.0f} of them; flips the "
                              "model learnt are not counted)")
             why = "; and ".join(parts) + f" (each test at alpha/2; false-alarm rate {self.alpha:g})"
+        elif outfitted:
+            status = INCONCLUSIVE
+            why = _misfit_reason(misfit)
         elif lr_significant or band_significant:
             status = INCONCLUSIVE
             extra, need, share = ((lr_excess, floor, self.min_effect)
@@ -423,6 +451,8 @@ class AutoDetector(BaseDetector):
                       f"simulations), and {disputes}" if low_power else disputes)
                    + "; flips the model absorbed into its probabilities cannot be ruled out")
 
+        if outfitted and status != INCONCLUSIVE:
+            why += "; " + _misfit_reason(misfit)
         if unreplicated:
             why += (f"; the uncertain rows disagree with the pooled evidence more than its calibration "
                     f"allows (p = {bt.p_value:.3f}) but with no single model's own (smallest p = "
@@ -604,6 +634,7 @@ class AutoDetector(BaseDetector):
             "noise_model": fit.summary(),
             "boundary": {**bt.summary(), **({"targeted": targeted} if targeted else {}),
                          **({"replication": replication} if replication is not None else {})},
+            **({"model_misfit": misfit} if misfit is not None else {}),
             "rejected_by": [t for t, r in (("likelihood_ratio", lr_reject), ("boundary_band", band_reject)) if r],
         }
         transitions = (retrained_transitions if retrained_transitions is not None
@@ -670,6 +701,18 @@ RETRAIN_STEPS = 3
 RETRAIN_BUDGET = 15.0
 #: The retrained count must exceed the first by this many standard errors (one-sided, about 2.3%).
 RETRAIN_Z = 2.0
+
+
+def _misfit_reason(misfit: dict) -> str:
+    others = " and ".join(k for k, w in misfit["weights"].items() if k != "model" and w > 0)
+    tests = " and ".join(t.replace("_", " ") for t in misfit["dropped"])
+    tests += " tests" if len(misfit["dropped"]) > 1 else " test"
+    return (f"the labels look flipped to the {tests} on this model's probabilities, but a stack with {others} predicts "
+            f"these labels better out of fold (log-loss lower by {misfit['log_loss_gain']:.3f} per row on "
+            f"{misfit['rows']:,} rows) and sees no such excess (p = {misfit['p_value']:.3f}, band p = "
+            f"{misfit['band_p_value']:.3f}): the model fits this data worse than the stack, and its confident "
+            "errors are not read as flips (model auto reads such a stack; flips that a flexible model "
+            "learns, such as a relabelled cluster, could hide behind this)")
 
 
 def retrain_reveals(posterior: np.ndarray, retrained_posterior: np.ndarray, floor: float) -> dict:

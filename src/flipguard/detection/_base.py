@@ -326,7 +326,7 @@ class BaseDetector(BaseEstimator):
 
     def audit(self, labels, pred_probs=None, *, X=None, trusted: TrustedLabels | None = None,
               sources=(), classes=None, ids=None, quality: dict | None = None,
-              random_state=None, refit=None, single_models=None) -> LabelAudit:
+              random_state=None, refit=None, single_models=None, alternatives=None) -> LabelAudit:
         """Audit ``labels``.
 
         Parameters
@@ -361,6 +361,14 @@ class BaseDetector(BaseEstimator):
             shape (len(rows), K)) on the rows ``rows``, when ``pred_probs``
             pools several (:class:`LabelAuditor` passes its candidates'); a
             detector may check that evidence replicates in one of them.
+        alternatives : callable, optional
+            ``alternatives()`` returns ``(rows, {name: probs})``: out-of-fold
+            probabilities of *other* models on the rows ``rows``, when
+            ``pred_probs`` come from one named model (:class:`LabelAuditor`
+            passes the ``model="auto"`` candidates; computed only when a
+            detector calls it).  A detector may check that evidence read off
+            the named model is also there in a model that fits the labels
+            better.
 
         Returns
         -------
@@ -375,6 +383,8 @@ class BaseDetector(BaseEstimator):
                 inputs.extra["refit"] = refit
             if single_models is not None:
                 inputs.extra["single_models"] = single_models
+            if alternatives is not None:
+                inputs.extra["alternatives"] = alternatives
             found = self._audit(inputs)
             return self._assemble(inputs, found, classes, ids, quality)
 

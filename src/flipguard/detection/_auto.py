@@ -25,12 +25,12 @@ from ._trusted import trusted_evidence, verified_neighbour_flags
 from ._verdict import (
     anchor_flip_rates,
     band_replication,
-    misfit_replication,
     boundary_test,
     confident_count_null,
     f1_selection,
     fdr_selection,
     fit_noise_model,
+    misfit_replication,
 )
 
 __all__ = ["REASONS", "AutoDetector", "stack_weight"]

@@ -844,13 +844,18 @@ def test_a_named_model_too_simple_for_clean_labels_is_not_called_poisoned():
     from sklearn.datasets import make_gaussian_quantiles
 
     X, y = make_gaussian_quantiles(n_samples=1000, n_features=4, n_classes=3, random_state=0)
-    v = LabelAuditor(model="logreg", random_state=0).fit(X, y, embed=False).audit_.verdict
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, y, embed=False).audit_
+    v = audit.verdict
     assert v["p_value"] <= 0.025  # the linear model's own test still rejects ...
     assert v["status"] == "inconclusive" and v["rejected_by"] == []  # ... but is not the verdict
     misfit = v["model_misfit"]
     assert misfit["outfitted"] and misfit["dropped"] == ["likelihood_ratio"]
     assert misfit["weights"]["model"] < 0.5 and misfit["p_value"] > 0.025
     assert "fits this data worse than the stack" in v["reason"]
+    # Its flip posteriors are not trusted either: no row is "likely flipped" on their word;
+    # the flags are confident learning's on the model's probabilities, all ambiguous.
+    assert audit.n_likely == 0 and audit.flags.any()
+    assert not (audit.reason_codes & (1 << audit.reason_names.index("noise_model"))).any()
     # model="auto" reads the stack itself: no second check, no field.
     assert "model_misfit" not in LabelAuditor(random_state=0).fit(X, y, embed=False).audit_.verdict
 

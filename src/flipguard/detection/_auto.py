@@ -397,6 +397,10 @@ class AutoDetector(BaseDetector):
         if outfitted:
             lr_reject = lr_reject and misfit["replicated"]
             band_reject = band_significant = band_reject and misfit["band_replicated"]
+            # The flip model's posteriors read this model's own errors as flips: no row is
+            # "likely flipped" at a stated false-discovery rate on their word.
+            likely = np.zeros(n, dtype=bool)
+            reasons &= np.uint16(~_BIT["noise_model"] & 0xFFFF)
         if verified_flipped:
             status = POISONED
             why = (f"{verified_flipped} of {len(v_rows)} verified (trusted) rows in the data carry "

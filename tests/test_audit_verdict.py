@@ -867,3 +867,19 @@ def test_a_named_model_that_fits_keeps_its_poisoned_verdict(breast):
     v = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, embed=False).audit_.verdict
     assert v["status"] == "poisoned" and "likelihood_ratio" in v["rejected_by"]
     assert v["model_misfit"]["dropped"] == []
+
+
+def test_a_named_model_with_no_alternative_to_ask_keeps_its_verdict(breast):
+    """When no other candidate could be fitted (time budget, input), there is nothing to compare
+    with: the verdict is the named model's own, with no misfit record."""
+    from flipguard.detection import AutoDetector
+
+    X, y = breast
+    _, y_bad = make_flipper("random", rate=0.1, random_state=0).fit_resample(X, y)
+    probs = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, embed=False).pred_probs_
+    det = AutoDetector(random_state=0)
+    plain = det.audit(y_bad, probs, X=X)
+    empty = det.audit(y_bad, probs, X=X, alternatives=lambda: (np.arange(len(y_bad)), {}))
+    assert empty.verdict["status"] == plain.verdict["status"] == "poisoned"
+    assert "model_misfit" not in empty.verdict
+    assert np.array_equal(empty.flags, plain.flags)

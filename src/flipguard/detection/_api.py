@@ -315,9 +315,9 @@ class LabelAuditor(BaseEstimator):
         def alternatives():
             choice = select_model(X, codes, candidates=others, cv=self.cv, random_state=seed,
                                   n_jobs=self.n_jobs)
-            # select_model always lets logreg join; a named logreg is not its own alternative.
+            # With no candidate eligible select_model names logreg without probabilities.
             return choice["sample_rows"], {k: v for k, v in choice["candidate_probs"].items()
-                                           if v is not None and k in others}
+                                           if v is not None}
         return alternatives
 
     def _refitter(self, X, codes, seed):

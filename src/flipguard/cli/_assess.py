@@ -22,6 +22,7 @@ from ._common import (
     LabelOpt,
     RayAddressOpt,
     TableOpt,
+    KeepOpt,
     TextOpt,
     console,
     err_console,
@@ -59,6 +60,7 @@ def assess_cmd(
     id: IdOpt = None,  # noqa: A002
     table: TableOpt = None,
     text: TextOpt = None,
+    keep: KeepOpt = None,
     n_jobs: JobsOpt = -1,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -82,7 +84,7 @@ def assess_cmd(
     if unknown:
         raise InvalidParameterError(f"--mitigate {unknown[0]!r} is not a mitigation; choose from "
                                     f"{', '.join(ASSESS_MITIGATIONS[:-1])}")
-    ds = load_data(data, label=label, id=id, table=table, text=text)
+    ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     result = assess(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,

@@ -18,6 +18,7 @@ from ._common import (
     LabelOpt,
     SeedOpt,
     TableOpt,
+    KeepOpt,
     TextOpt,
     arrow_values,
     console,
@@ -48,6 +49,7 @@ def attack_cmd(
     id: IdOpt = None,  # noqa: A002
     table: TableOpt = None,
     text: TextOpt = None,
+    keep: KeepOpt = None,
     source: Annotated[str | None, typer.Option(help="targeted/cluster: class whose rows are flipped.")] = None,
     target: Annotated[str | None, typer.Option(help="targeted/cluster: class they become.")] = None,
     surrogate: Annotated[str | None, typer.Option(help="boundary/entropy/alfa: surrogate model name.")] = None,
@@ -86,7 +88,7 @@ def attack_cmd(
     if flips is not None:
         refuse_overwrite(data, flips, "--flips")
         output_format(flips, "csv", "--flips")
-    ds = load_data(data, label=label, id=id, table=table, text=text)
+    ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
              "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs else None}
     params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}

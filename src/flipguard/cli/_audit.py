@@ -22,6 +22,7 @@ from ._common import (
     RayAddressOpt,
     SeedOpt,
     TableOpt,
+    KeepOpt,
     TextOpt,
     console,
     err_console,
@@ -46,6 +47,7 @@ def audit_cmd(
         "--method", help="auto, confident_learning, self_confidence, margin, knn, disagreement, "
                          "trusted or rules.")] = "auto",
     text: TextOpt = None,
+    keep: KeepOpt = None,
     pred_probs: Annotated[Path | None, typer.Option(
         "--pred-probs", help="CSV/Parquet of out-of-fold probabilities from any model: one column per "
                              "class, named by the class value; matched by --id, else by row. "
@@ -155,8 +157,9 @@ def audit_cmd(
         warnings.simplefilter("always")
         with _status("Loading data"):
             ds = load_audit_data(data, label=label, id=id, reference_label=reference_label, table=table,
-                                 text=text, require_features=features is None and pred_probs is None)
-            note_dropped_columns(ds)
+                                 text=text, require_features=features is None and pred_probs is None,
+                                 keep=keep or ())
+            note_dropped_columns(ds, leaks=False)  # the audit's own warnings name them
             probs = read_pred_probs(pred_probs, ds, id=id) if pred_probs is not None else None
             feats = read_features(features, ds, id=id) if features is not None else None
             if feats is not None and trusted is not None:

@@ -20,6 +20,7 @@ from ._common import (
     ModelOpt,
     SeedOpt,
     TableOpt,
+    KeepOpt,
     TextOpt,
     arrow_values,
     console,
@@ -50,6 +51,7 @@ def certify_cmd(
     seed: SeedOpt = 0,
     table: TableOpt = None,
     text: TextOpt = None,
+    keep: KeepOpt = None,
     n_jobs: JobsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -79,7 +81,7 @@ def certify_cmd(
         refuse_overwrite(data, out, "--out")
         if test is not None:
             refuse_overwrite(test, out, "--out")
-    split = _train_test(data, test, label, id, table, seed, text)
+    split = _train_test(data, test, label, id, table, seed, text, keep)
     clf = PartitionAggregationClassifier(model, n_partitions=partitions, random_state=seed,
                                          n_jobs=n_jobs)
     clf.fit(split["X_train"], split["y_train"], ids=split["ids_train"])
@@ -101,14 +103,14 @@ def certify_cmd(
     _render(cert, result)
 
 
-def _train_test(data, test, label, id, table, seed, text=None) -> dict:
+def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dict:
     """Training and test arrays, encoded the same way."""
     import numpy as np
     import pyarrow as pa
 
     from ..data import from_table, read_table
 
-    ds = load_data(data, label=label, id=id, table=table, text=text)
+    ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     if test is None:
         from sklearn.model_selection import train_test_split
 
@@ -134,7 +136,10 @@ def _train_test(data, test, label, id, table, seed, text=None) -> dict:
         both = pa.concat_tables([ds.table, test_tbl.select(names)], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise DataError(f"{where}: columns do not match {ds.source} ({str(exc).splitlines()[0]})") from None
-    features = [c for c in names if c not in (label, id, *(text or ()))]
+    # The columns the training data's own encoding used (identifiers and label-sorted
+    # sequence columns stay out, as they did there).
+    features = [c for c, how in ds.encoding.items()
+                if not str(how).startswith("dropped") and c not in (text or ())]
     full = from_table(both, label=label, features=features, text=text, source=f"{ds.source} + {where}")
     n = ds.n_samples
     labels = full.labels()

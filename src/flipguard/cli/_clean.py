@@ -22,6 +22,7 @@ from ._common import (
     LabelOpt,
     SeedOpt,
     TableOpt,
+    KeepOpt,
     TextOpt,
     console,
     err_console,
@@ -61,6 +62,7 @@ def clean_cmd(
     seed: SeedOpt = 0,
     table: TableOpt = None,
     text: TextOpt = None,
+    keep: KeepOpt = None,
     n_jobs: JobsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
@@ -96,7 +98,7 @@ def clean_cmd(
             refuse_overwrite(src, log, "--log")
     if log is not None and os.path.abspath(log) == os.path.abspath(out):
         raise InvalidParameterError("--log and --out must be different files")
-    ds = load_data(data, label=label, id=id, table=table, text=text)
+    ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     verified = _read_trusted(trusted, ds) if trusted is not None else None
     cleaned, changes = clean_dataset(ds, mode=mode, trusted=verified, model=model, guard=not no_guard,
                                      random_state=seed, n_jobs=n_jobs)

@@ -61,27 +61,40 @@ TextOpt = Annotated[list[str] | None, typer.Option(
     show_default=False)]
 
 
+KeepOpt = Annotated[list[str] | None, typer.Option(
+    "--keep", help="Use this column as a feature even if it looks like a row identifier or rises with a "
+                   "label-sorted row order (both are left out by default; repeat for several columns).",
+    show_default=False)]
+
+
 def load_data(data, *, label: str, id: str | None = None, table: str | None = None,
-              text: list[str] | None = None, **kwargs):
+              text: list[str] | None = None, keep: list[str] | None = None, **kwargs):
     """:func:`flipguard.data.load` for a command, plus a note on stderr for each string
     column dropped as too wide to one-hot encode (so free text is never ignored silently)."""
     from ..data import load
 
-    ds = load(data, label=label, id=id, table=table, text=text or None, **kwargs)
+    ds = load(data, label=label, id=id, table=table, text=text or None, keep=keep or (), **kwargs)
     note_dropped_columns(ds)
     return ds
 
 
-def note_dropped_columns(ds) -> None:
-    """One ``note:`` line on stderr per string column the features left out."""
+def note_dropped_columns(ds, *, leaks: bool = True) -> None:
+    """One ``note:`` line on stderr per string column the features left out, and (``leaks``) one per
+    column left out or marked because it carries the observed label (an audit reports those among
+    its warnings instead)."""
     from ..data import dropped_text_columns
+    from ..data._leaks import leak_notes
 
+    if leaks:
+        for text in leak_notes(ds.encoding):
+            err_console.print(f"warning: {text}", soft_wrap=True)
     for col, n in dropped_text_columns(ds):
         err_console.print(f"note: column '{col}' ({n} distinct strings) is not used as a feature; "
                           f"if it is free text, add --text {col}", soft_wrap=True)
     for col, how in ds.encoding.items():
-        if " infinite and " in str(how):  # see data._load._encode_column
-            n_inf, rest = str(how).split("(", 1)[1].split(" infinite and ", 1)
+        how = str(how)
+        if " infinite and " in how:  # see data._load._encode_column
+            n_inf, rest = how.split(";")[0].split("(", 1)[1].split(" infinite and ", 1)
             err_console.print(f"note: column '{col}' has {n_inf} infinite value(s); they were treated as "
                               f"missing and replaced by the column's median {rest.rsplit(' ', 1)[-1][:-1]}",
                               soft_wrap=True)

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from ..exceptions import DataError
 from ._dataset import LabeledDataset
+from ._leaks import DETERMINES, determines_label, follows_row_order, is_row_identifier, sample_rows
 from ._read import read_table
 
 __all__ = ["dropped_text_columns", "encode_labels", "load"]
@@ -37,6 +38,7 @@ def load(
     max_categories: int = MAX_CATEGORIES,
     text_max_features: int = 300,
     sparse: bool = False,
+    keep: Sequence[str] = (),
 ) -> LabeledDataset:
     """Load labelled data from a file, URL, table, data frame or arrays.
 
@@ -52,7 +54,17 @@ def load(
     id : str, optional
         Column of unique row identifiers.  Without it, ids are 0-based row positions.
     features : sequence of str, optional
-        Feature columns to use.  Default: every column but the label, id and text ones.
+        Feature columns to use.  Default: every column but the label, id and
+        text ones, and but columns that would let a model read the observed
+        labels off the row order: a row identifier (unique integers numbering
+        the rows, or unique integers in a column named like an id, such as
+        the index pandas writes), or a column that rises with the row order
+        and determines the observed label on its own (a sequence number or
+        load time of a file sorted by label).  Both are recorded in
+        ``encoding`` as ``"dropped: ..."``.  A column that determines the
+        label without following the row order is kept and marked
+        (``"...; determines the observed label on its own"``): it may be a
+        copy of the label, or the rule that defines it.
     text : str or sequence of str, optional
         Free-text column(s), each turned into TF-IDF features (at most
         ``text_max_features`` terms each, named ``"column:term"``).  A string
@@ -70,6 +82,9 @@ def load(
         sparse; numeric and one-hot columns are stored alongside).  The
         detection API (:class:`~flipguard.detection.LabelAuditor`,
         :func:`~flipguard.detection.audit_dataset`) accepts it as is.
+    keep : sequence of str, default=()
+        Columns used as features even when they look like a row identifier or
+        follow a label-sorted row order (see ``features``).
 
     Returns
     -------
@@ -98,7 +113,7 @@ def load(
         raise DataError(f"{where}: name the label column (label=...)")
     return from_table(tbl, label=label, id=id, features=features, text=text, source=where,
                       format=fmt, max_categories=max_categories,
-                      text_max_features=text_max_features, sparse=sparse)
+                      text_max_features=text_max_features, sparse=sparse, keep=keep)
 
 
 def _bad_tuple():
@@ -108,15 +123,17 @@ def _bad_tuple():
 def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=None, text=None,
                source: str = "<arrow table>", format: str = "table",
                max_categories: int = MAX_CATEGORIES, text_max_features: int = 300,
-               sparse: bool = False, require_features: bool = True) -> LabeledDataset:
+               sparse: bool = False, require_features: bool = True, keep=(),
+               exclude=()) -> LabeledDataset:
     """Build a :class:`LabeledDataset` from an Arrow table (see :func:`load`).
 
     ``require_features=False`` accepts a table with no usable feature column
     (``X`` then has no columns: features come from elsewhere, e.g. embeddings).
+    ``exclude`` names columns that are never features (a reference label).
     """
     names = tbl.column_names
     texts = _text_columns(text)
-    for role, cols in (("label", [label]), ("id", [id]), ("text", texts)):
+    for role, cols in (("label", [label]), ("id", [id]), ("text", texts), ("keep", list(keep))):
         for col in cols:
             if col is not None and col not in names:
                 raise DataError(f"{source}: {role} column '{col}' not found (columns: {_list(names)})")
@@ -129,7 +146,7 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
     classes, y = encode_labels(tbl.column(label), source=source, label=label)
     ids = _ids(tbl, id, source)
 
-    reserved = (label, id, *texts)
+    reserved = (label, id, *texts, *exclude)
     if features is not None:
         missing = [f for f in features if f not in names]
         if missing:
@@ -140,8 +157,12 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
         feature_cols = [c for c in names if c not in reserved]
 
     blocks, fnames, encoding, vectorizers = [], [], {}, {}
+    rows = sample_rows(tbl.num_rows)
     for col in feature_cols:
         block, cols, how = _encode_column(tbl.column(col), col, max_categories)
+        if features is None and block is not None:
+            block, how = _guard_column(tbl.column(col), col, block, how, y[rows], len(classes), rows,
+                                       keep=col in keep)
         encoding[col] = how
         if block is not None:
             blocks.append(block)
@@ -170,6 +191,23 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
     return LabeledDataset(X=X, y=y, classes=classes, ids=ids, feature_names=fnames,
                           label_name=label, id_name=id, source=source, format=format,
                           encoding=encoding, table=tbl, vectorizers=vectorizers)
+
+
+def _guard_column(col: pa.ChunkedArray, name: str, block: np.ndarray, how: str, y_rows: np.ndarray,
+                  n_classes: int, rows: np.ndarray, *, keep: bool = False):
+    """``(block, how)``; ``(None, "dropped: ...")`` for a column that would let a model read the
+    observed labels off the row order, unless ``keep``; ``how`` marked when the column determines
+    the observed label and stays (:mod:`flipguard.data._leaks`)."""
+    if not keep and block.shape[1] == 1 and is_row_identifier(block[:, 0], name, col.null_count > 0):
+        return None, (f"dropped: row identifier (unique integers {block[:, 0].min():.0f} to "
+                      f"{block[:, 0].max():.0f})")
+    key = block[rows, 0] if block.shape[1] == 1 else np.argmax(block[rows], axis=1) + block[rows].any(axis=1)
+    if not determines_label(key, y_rows, n_classes):
+        return block, how
+    if not keep and block.shape[1] == 1 and follows_row_order(key, n_classes):
+        return None, ("dropped: rises with the row order and determines the observed label "
+                      "(a row number or load time of a label-sorted file)")
+    return block, f"{how}{DETERMINES}"
 
 
 def dropped_text_columns(dataset: LabeledDataset) -> list[tuple[str, int]]:

@@ -579,10 +579,29 @@ def audit_dataset(dataset, *, method: str = "auto", model="auto", cv: int = 5,
         raise DataError(f"{dataset.source}: cannot order the classes of label column '{dataset.label_name}'")
     audit = auditor.audit_
     audit.classes = np.asarray(dataset.classes)
+    _label_columns_caveat(audit, dataset.encoding, used=features is None and pred_probs is None)
     if embed and X is not None:
         audit.embedding, audit.embedding_axes = embed_2d(X, dataset.feature_names if features is None
                                                          else None)
     return audit
+
+
+def _label_columns_caveat(audit, encoding: dict, *, used: bool) -> None:
+    """Name the columns the loader left out or marked because they carry the observed label
+    (:mod:`flipguard.data._leaks`), and never call labels clean that such a column explains:
+    the model reads the labels off it, flips included, so no test has power against them."""
+    from ..data._leaks import label_columns, leak_notes
+    from ._auto import CLEAN, INCONCLUSIVE
+
+    audit.warnings[:0] = leak_notes(encoding)
+    cols = label_columns(encoding) if used else []
+    if cols and audit.verdict.get("status") == CLEAN:
+        names = ", ".join(f"'{c}'" for c in cols)
+        audit.verdict["status"] = INCONCLUSIVE
+        audit.verdict["reason"] = (
+            f"column {names} determines the observed label on its own, so the model reads the labels off "
+            "it and no test can see flips it carries (the tests alone said: " + str(audit.verdict.get("reason", "")) + ")")
+        audit.verdict["label_columns"] = cols
 
 
 def _counts_text(classes, counts, limit: int = 6) -> str:

@@ -16,7 +16,7 @@ __all__ = ["audit_sources", "load_audit_data", "load_trusted", "read_features", 
 
 def load_audit_data(source, *, label: str, id: str | None = None,
                     reference_label: str | None = None, table: str | None = None,
-                    text=None, sparse: bool | None = None, require_features: bool = True):
+                    text=None, sparse: bool | None = None, require_features: bool = True, keep=()):
     """Load data to audit; a reference-label column is kept out of the features.
 
     ``text`` names free-text column(s) turned into TF-IDF features; they
@@ -37,15 +37,13 @@ def load_audit_data(source, *, label: str, id: str | None = None,
     if reference_label is not None and reference_label in texts:
         raise DataError(f"{where}: column '{reference_label}' cannot be both the reference label and a "
                         "text column")
-    features = None
-    if reference_label is not None:
-        features = [c for c in tbl.column_names if c not in (label, id, reference_label)]
     if require_features and label in tbl.column_names and \
             not set(tbl.column_names) - {label, id, reference_label}:
         raise DataError(f"{where}: no feature columns besides the label and the id; an audit of "
                         "labels alone needs --pred-probs (out-of-fold probabilities) or --features")
-    return from_table(tbl, label=label, id=id, features=features, text=texts or None, source=where,
-                      format=fmt, sparse=sparse, require_features=require_features)
+    return from_table(tbl, label=label, id=id, text=texts or None, source=where, format=fmt, sparse=sparse,
+                      require_features=require_features, keep=keep,
+                      exclude=[reference_label] if reference_label is not None else [])
 
 
 def load_trusted(source, dataset) -> TrustedLabels:

@@ -192,3 +192,24 @@ def test_other_commands_say_what_they_left_out(tmp_path, cli, sorted_flipped):
     bad = cli("audit", path, "--label", "target", "--keep", "nope")
     assert bad.exit_code == 2
     assert "keep column 'nope' not found" in bad.stderr
+
+
+def test_a_partitioned_audit_leaves_out_integer_columns_named_like_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flipguard.detection._partitioned import audit_partitioned
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "lake"
+    root.mkdir()
+    for i in range(2):
+        X = rng.normal(size=(300, 3))
+        y = np.where(X[:, 0] > 0, "a", "b")
+        pq.write_table(pa.table({"record_id": np.arange(i * 300, (i + 1) * 300), "x0": X[:, 0], "x1": X[:, 1],
+                                 "x2": X[:, 2], "y": y}), root / f"p{i}.parquet")
+    res = audit_partitioned(root, label="y", out=tmp_path / "out", random_state=0)
+    assert any("record_id" in w and "row identifiers" in w for w in res.warnings)
+    named = audit_partitioned(root, label="y", id="record_id", out=tmp_path / "out2", random_state=0)
+    assert not any("row identifiers" in w for w in named.warnings)
+    assert named.n_flagged == res.n_flagged  # the same three features either way

@@ -59,12 +59,12 @@ def is_row_identifier(values: np.ndarray, name: str, has_missing: bool) -> bool:
     """Unique integers numbering the rows (a run of consecutive integers), or unique integers in
     a column named like an identifier (:func:`looks_like_id_name`)."""
     n = len(values)
-    if n < MIN_ROWS or has_missing or not np.all(np.isfinite(values)):
+    if n < MIN_ROWS or has_missing:
+        return False
+    lo, hi = float(np.min(values)), float(np.max(values))  # NaN propagates: not an identifier
+    if not (hi - lo == n - 1 or looks_like_id_name(name)):
         return False
     if not np.array_equal(values, np.round(values)):
-        return False
-    consecutive = float(values.max()) - float(values.min()) == n - 1
-    if not (consecutive or looks_like_id_name(name)):
         return False
     return len(np.unique(values)) == n
 

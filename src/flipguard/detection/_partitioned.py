@@ -111,6 +111,11 @@ def _codes(col: pa.ChunkedArray, classes: list[str], where: str) -> np.ndarray:
     return codes
 
 
+def _is_int(schema, name: str) -> bool:
+    """Is column ``name`` of a scanned schema (``[(name, type string), ...]``) an integer column?"""
+    return any(n == name and t.startswith(("int", "uint")) for n, t in schema)
+
+
 def _features_matrix(tbl: pa.Table, features: list[str], where: str) -> np.ndarray:
     cols = []
     for f in features:
@@ -554,6 +559,13 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
             other = [n for n, t in scans[0]["schema"] if n not in skip and n not in numeric]
             if other:
                 warnings_.append(f"non-numeric column(s) not used as features: {', '.join(other)}")
+            from ..data._leaks import looks_like_id_name
+
+            named_ids = [n for n in numeric if _is_int(scans[0]["schema"], n) and looks_like_id_name(n)]
+            if named_ids:  # a row identifier is never evidence about a label (docs/detection.md)
+                numeric = [n for n in numeric if n not in named_ids]
+                warnings_.append(f"integer column(s) named like row identifiers not used as features: "
+                                 f"{', '.join(named_ids)} (pass --id, or choose features with --features)")
             if not numeric:
                 raise DataError(f"{ds.root}: no numeric feature column (choose them with --features)")
             shared["features"] = numeric

@@ -39,14 +39,15 @@ def _f1(flags, truth) -> float:
 
 
 # -- the checks ----------------------------------------------------------------------------
-def test_row_identifier_is_unique_consecutive_integers_or_an_id_name():
+def test_row_identifier_is_unique_integers_under_an_id_name():
     rng = np.random.default_rng(0)
     n = 200
-    assert is_row_identifier(rng.permutation(n).astype(float) + 1, "rank", False)  # 1..n in any order
     gaps = np.sort(rng.choice(10_000, n, replace=False)).astype(float)
-    assert not is_row_identifier(gaps, "income", False)  # unique integers, not consecutive, not an id name
     assert is_row_identifier(gaps, "customer_id", False)
     assert is_row_identifier(gaps, "", False)  # pandas' unnamed index
+    assert is_row_identifier(rng.permutation(n).astype(float), "idx", False)
+    assert not is_row_identifier(gaps, "income", False)  # unique integers under a feature's name
+    assert not is_row_identifier(np.arange(n, dtype=float), "day", False)  # a day number is a feature
     dup = np.arange(n, dtype=float)
     dup[5] = 6
     assert not is_row_identifier(dup, "id", False)
@@ -57,7 +58,7 @@ def test_row_identifier_is_unique_consecutive_integers_or_an_id_name():
 
 @pytest.mark.parametrize("name, expected", [
     ("id", True), ("ID", True), ("user_id", True), ("userId", True), ("row_number", True),
-    ("Unnamed: 0", True), ("index", True), ("", True),
+    ("Unnamed: 0", True), ("index", True), ("", True), ("idx", True), ("order_no", True), ("seq", True),
     ("paid", False), ("valid", False), ("idle_time", False), ("width", False),
 ])
 def test_id_names(name, expected):
@@ -111,22 +112,22 @@ def test_load_drops_identifiers_and_sorted_sequences_and_marks_copies(tmp_path, 
     df, _ = sorted_flipped
     n = len(df)
     df = df.copy()
-    df.insert(0, "seq", 1000 + 7 * np.arange(n))  # a sequence with gaps, rising with the rows
+    df.insert(0, "ticket", 1000 + 7 * np.arange(n))  # a sequence with gaps, rising with the rows
     df["loaded_at"] = pd.date_range("2024-01-01", periods=n, freq="37s")
     df["target_code"] = df["target"] * 2 + 1
     path = tmp_path / "sorted.csv"
     df.to_csv(path)  # pandas writes its index as an unnamed first column
     ds = load(path, label="target")
     assert ds.encoding[""].startswith("dropped: row identifier (unique integers 0 to 568)")
-    assert ds.encoding["seq"].startswith("dropped: rises with the row order")
+    assert ds.encoding["ticket"].startswith("dropped: rises with the row order")
     assert ds.encoding["loaded_at"].startswith("dropped: rises with the row order")
     assert ds.encoding["target_code"] == "numeric; determines the observed label on its own"
     assert ds.encoding["mean radius"] == "numeric"
-    assert "target_code" in ds.feature_names and "seq" not in ds.feature_names
+    assert "target_code" in ds.feature_names and "ticket" not in ds.feature_names
     assert ds.X.shape[1] == 31  # 30 measurements + the copy
-    kept = load(path, label="target", keep=["seq"])
-    assert "seq" in kept.feature_names
-    assert kept.encoding["seq"].endswith("determines the observed label on its own")  # kept, still named
+    kept = load(path, label="target", keep=["ticket"])
+    assert "ticket" in kept.feature_names
+    assert kept.encoding["ticket"].endswith("determines the observed label on its own")  # kept, still named
     chosen = load(path, label="target", features=["", "mean radius"])  # an explicit choice is obeyed
     assert chosen.feature_names == ["", "mean radius"]
 

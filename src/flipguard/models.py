@@ -141,12 +141,93 @@ def predict_scores(estimator, X, n_classes: int) -> np.ndarray:
     return full
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mixed(bits: np.ndarray) -> np.ndarray:
+    """Bit patterns of float64 values, mixed so their low bits carry information (a small integer
+    stored as a float has 52 zero low bits; a multiplicative hash would keep only its top bits)."""
+    v = bits * _MIX
+    v ^= v >> np.uint64(31)
+    return v
+
+
+def duplicate_groups(X, chunk: int = 8_192) -> np.ndarray | None:
+    """A group number per row, equal for rows with exactly the same features; ``None`` when no two
+    rows are the same.
+
+    Rows are hashed to 64 bits (each value's mixed bit pattern times a seeded
+    odd multiplier per column, summed with wrap-around; for a sparse row over
+    its stored non-zero values and their columns) and sorted once; for dense
+    input the rows whose hashes meet are then compared exactly.  ``0.0`` and
+    ``-0.0`` count as different values.  About 0.1 s for 1M x 20 values.  In a sparse matrix a hash collision (about
+    ``n**2 / 2**65``) would merge two different rows into one group, which
+    only puts them in the same fold.
+    """
+    n = X.shape[0]
+    if n < 2:
+        return None
+    rng = np.random.default_rng(0x5EED)
+    mult = rng.integers(1, 2 ** 63, size=X.shape[1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        if _is_sparse(X):
+            M = X.tocsr()
+            keep = M.data != 0  # an explicitly stored zero is a zero
+            bits = np.ascontiguousarray(M.data, dtype=np.float64).view(np.uint64)
+            vals = np.where(keep, _mixed(bits) * mult[M.indices], np.uint64(0))
+            csum = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(vals, dtype=np.uint64)])
+            h = csum[M.indptr[1:]] - csum[M.indptr[:-1]]
+        else:
+            X = np.asarray(X)
+            h = np.empty(n, dtype=np.uint64)
+            for start in range(0, n, chunk):  # bounded temporaries
+                block = np.ascontiguousarray(X[start:start + chunk], dtype=np.float64).view(np.uint64)
+                h[start:start + chunk] = _mixed(block) @ mult
+    hs = np.sort(h)
+    if not (hs[1:] == hs[:-1]).any():  # the common case: one sort, no duplicates
+        return None
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    # Each run of equal hashes becomes one group (numbered by its first row in sorted order).
+    run = np.concatenate([[0], np.cumsum(~same)])
+    groups = np.empty(n, dtype=np.int64)
+    groups[order] = run
+    if not _is_sparse(X):  # split runs whose rows differ (a collision): exact comparison of few rows
+        sizes = np.bincount(groups)
+        cand = np.flatnonzero(sizes[groups] > 1)
+        _, exact = np.unique(np.column_stack([groups[cand], np.asarray(X)[cand]]), axis=0, return_inverse=True)
+        groups[cand] = groups.max() + 1 + exact.ravel()
+        if np.bincount(groups).max() < 2:
+            return None
+    return groups
+
+
+def _group_folds(folds, groups: np.ndarray, y: np.ndarray) -> list:
+    """``folds`` (a splitter) with every group of duplicate rows moved to the fold of its first row."""
+    n = len(y)
+    fold_of = np.empty(n, dtype=np.int64)
+    splits = list(folds.split(np.zeros(n), y))
+    for f, (_, test) in enumerate(splits):
+        fold_of[test] = f
+    first = np.full(groups.max() + 1, n, dtype=np.int64)
+    np.minimum.at(first, groups, np.arange(n))
+    fold_of = fold_of[first[groups]]
+    rows = np.arange(n)
+    return [(rows[fold_of != f], rows[fold_of == f]) for f in range(len(splits))]
+
+
 def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=None,
                       exclude=None) -> np.ndarray:
     """Out-of-fold predicted probabilities (each row predicted by a model that never saw it).
 
     Stratified, shuffled, seeded folds; the number of folds shrinks to the
-    smallest class size when a class has fewer than ``cv`` rows.  ``exclude``
+    smallest class size when a class has fewer than ``cv`` rows.  Rows with
+    exactly the same features share a fold (:func:`duplicate_groups`): a
+    model that trained on a row's copy has seen the row, and an attacker
+    who flips every copy of a row (or duplicates flipped rows) would
+    otherwise teach each fold's model the flipped label.  Without
+    duplicates the folds are exactly the stratified ones.  ``exclude``
     (a boolean mask) keeps rows out of every training fold: they are still
     predicted, by models that never saw them, and so is every other row.
 
@@ -165,9 +246,13 @@ def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=Non
                             random_state=rs.randint(np.iinfo(np.int32).max))
     est = make_model(model, random_state=rs.randint(np.iinfo(np.int32).max), sparse=_is_sparse(X))
     method = "predict_proba" if hasattr(est, "predict_proba") else "decision_function"
+    groups = duplicate_groups(X)
+    if groups is not None:
+        folds = _group_folds(folds, groups, y)
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=bool)
-        folds = [(train[~exclude[train]], test) for train, test in folds.split(np.zeros(len(y)), y)]
+        splits = folds if isinstance(folds, list) else folds.split(np.zeros(len(y)), y)
+        folds = [(train[~exclude[train]], test) for train, test in splits]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if n_jobs not in (None, 1):

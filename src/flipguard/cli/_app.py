@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     _register.load(command)
     _fit_examples(app)
+    from ._common import flush_notes
+
+    flush_notes(False)
     try:
         code = app(args=args, prog_name="flipguard", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+    flush_notes()  # the input notes of a command that ran (an error above drops them)
     # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
     sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 

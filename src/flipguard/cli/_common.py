@@ -78,6 +78,25 @@ def load_data(data, *, label: str, id: str | None = None, table: str | None = No
     return ds
 
 
+#: Notes about the input, printed when the command has finished (see :func:`flush_notes`).
+_NOTES: list[str] = []
+
+
+def note(text: str) -> None:
+    """A line for stderr about the input, held back until the command finishes, so a command
+    that then fails on bad input still prints one ``Error:`` line and nothing else."""
+    if text not in _NOTES:
+        _NOTES.append(text)
+
+
+def flush_notes(print_them: bool = True) -> None:
+    """Print the held-back notes (after a command ran), or drop them (after an error)."""
+    if print_them:
+        for text in _NOTES:
+            err_console.print(text, soft_wrap=True)
+    _NOTES.clear()
+
+
 def note_dropped_columns(ds, *, leaks: bool = True) -> None:
     """One ``note:`` line on stderr per string column the features left out, and (``leaks``) one per
     column left out or marked because it carries the observed label (an audit reports those among
@@ -87,17 +106,16 @@ def note_dropped_columns(ds, *, leaks: bool = True) -> None:
 
     if leaks:
         for text in leak_notes(ds.encoding):
-            err_console.print(f"warning: {text}", soft_wrap=True)
+            note(f"warning: {text}")
     for col, n in dropped_text_columns(ds):
-        err_console.print(f"note: column '{col}' ({n} distinct strings) is not used as a feature; "
-                          f"if it is free text, add --text {col}", soft_wrap=True)
+        note(f"note: column '{col}' ({n} distinct strings) is not used as a feature; if it is free text, "
+             f"add --text {col}")
     for col, how in ds.encoding.items():
         how = str(how)
         if " infinite and " in how:  # see data._load._encode_column
             n_inf, rest = how.split(";")[0].split("(", 1)[1].split(" infinite and ", 1)
-            err_console.print(f"note: column '{col}' has {n_inf} infinite value(s); they were treated as "
-                              f"missing and replaced by the column's median {rest.rsplit(' ', 1)[-1][:-1]}",
-                              soft_wrap=True)
+            note(f"note: column '{col}' has {n_inf} infinite value(s); they were treated as missing and "
+                 f"replaced by the column's median {rest.rsplit(' ', 1)[-1][:-1]}")
 
 
 def print_json(obj: Any) -> None:

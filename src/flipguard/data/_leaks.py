@@ -12,10 +12,9 @@ controls a preprocessing step can do on purpose.
 
 Two checks, both on the encoded columns:
 
-* :func:`is_row_identifier` -- unique integers that number the rows
-  (0..n-1 or any other run of consecutive integers), or unique integers in a
-  column named like an identifier (``id``, ``user_id``, ``index``, pandas'
-  unnamed index).  Never a feature: dropped.
+* :func:`is_row_identifier` -- unique integers in a column named like an
+  identifier (``id``, ``user_id``, ``idx``, ``row_number``, ``index``,
+  pandas' unnamed index).  Never a feature: dropped.
 * :func:`determines_label` -- the observed label is a step function of the
   column: ordered by the column, the rows fall into at most ``2 K`` runs of
   one label (``K`` classes), up to a tolerance of 0.1 % of the rows.  When the
@@ -44,8 +43,9 @@ SAMPLE_ROWS = 20_000
 #: Rows a near-determining column may get wrong, as a share of the rows checked.
 TOLERANCE = 0.001
 
-_ID_NAME = re.compile(r"(?i)(|index|level_0|unnamed:\s*\d+|id|row(_?(id|num|no|nr|number|index))?|"
-                      r".*[_\s.\-]id|.*[_\s.\-]index)")
+_ID_NAME = re.compile(r"(?i)(|#|index|idx|level_0|unnamed:\s*\d+|id|key|no|nr|num|number|seq|sequence|serial|"
+                      r"row(_?(id|idx|num|no|nr|number|index))?|"
+                      r".*[_\s.\-](id|idx|index|no|nr|num|number|seq|key))")
 _CAMEL_ID = re.compile(r".*[a-z0-9]I[dD]")
 
 
@@ -56,15 +56,16 @@ def looks_like_id_name(name: str) -> bool:
 
 
 def is_row_identifier(values: np.ndarray, name: str, has_missing: bool) -> bool:
-    """Unique integers numbering the rows (a run of consecutive integers), or unique integers in
-    a column named like an identifier (:func:`looks_like_id_name`)."""
+    """Unique integers in a column named like an identifier (:func:`looks_like_id_name`).
+
+    Unique consecutive integers under another name (``x = 0 .. n-1``) are
+    not taken for an identifier: a day number is a feature too.  When they
+    number the rows of a label-sorted file, :func:`determines_label` and
+    :func:`follows_row_order` catch them."""
     n = len(values)
-    if n < MIN_ROWS or has_missing:
+    if n < MIN_ROWS or has_missing or not looks_like_id_name(name):
         return False
-    lo, hi = float(np.min(values)), float(np.max(values))  # NaN propagates: not an identifier
-    if not (hi - lo == n - 1 or looks_like_id_name(name)):
-        return False
-    if not np.array_equal(values, np.round(values)):
+    if not np.all(np.isfinite(values)) or not np.array_equal(values, np.round(values)):
         return False
     return len(np.unique(values)) == n
 

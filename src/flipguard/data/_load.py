@@ -178,6 +178,10 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
     if not blocks:
         wide = [c for c, how in encoding.items() if str(how).startswith("dropped") and "distinct strings" in how]
         hint = (f"; for free text use --text {wide[0]} (text='{wide[0]}' in Python)" if wide else "")
+        guarded = [c for c, how in encoding.items()
+                   if str(how).startswith(("dropped: row identifier", "dropped: rises with the row order"))]
+        if guarded:
+            hint += f"; to use {guarded[0]!r} anyway: --keep {guarded[0]} (keep=[{guarded[0]!r}] in Python)"
         raise DataError(f"{source}: no usable feature column "
                         f"({'; '.join(f'{c}: {h}' for c, h in encoding.items()) or 'only label/id columns'})"
                         f"{hint}")

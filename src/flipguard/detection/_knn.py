@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from .._validation import Interval
+from ..models import duplicate_groups
 from ._base import BaseDetector, _Findings, _Inputs, register
 
 __all__ = ["KNNConsistency", "knn_label_probs"]
@@ -18,9 +19,11 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
     """Leave-one-out label frequencies among each row's nearest neighbours.
 
     ``P[i, c] = (#neighbours of i labelled c + prior / K) / (k + prior)``;
-    row ``i`` itself is never its own neighbour (exact duplicates of it
-    still count), so these are out-of-sample probabilities like out-of-fold
-    model predictions.  Features are standardised first when ``scale``.
+    row ``i`` itself is never its own neighbour, and neither are its exact
+    duplicates (rows with the same features, :func:`flipguard.models.duplicate_groups`;
+    at most 50 of them are skipped), so these are out-of-sample probabilities
+    like out-of-fold model predictions: copies of a flipped row would
+    otherwise vote for its flipped label.  Features are standardised first when ``scale``.
     Exact search with scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`
     (brute force, quadratic in the number of rows).
 
@@ -36,7 +39,7 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
             sd = np.sqrt(mean_variance_axis(Z, axis=0)[1])
             sd[sd == 0] = 1.0
             inplace_column_scale(Z, (1.0 / sd).astype(np.float32))
-        return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs)
+        return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, duplicate_groups(X))
     X = np.asarray(X, dtype=np.float64)
     if scale:
         mu = X.mean(axis=0)
@@ -45,25 +48,39 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
         Z = ((X - mu) / sd).astype(np.float32)
     else:
         Z = X.astype(np.float32)
-    return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs)
+    return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, duplicate_groups(X))
 
 
-def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs) -> np.ndarray:
+def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, groups=None) -> np.ndarray:
     n = Z.shape[0]
-    k = int(min(n_neighbors, n - 1))
-    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", n_jobs=n_jobs).fit(Z)
-    idx = nn.kneighbors(Z, return_distance=False)
-    # Drop the row itself: it is usually column 0, but ties may put it elsewhere.
     rows = np.arange(n)
-    is_self = idx == rows[:, None]
-    has_self = is_self.any(axis=1)
-    drop = np.where(has_self, np.argmax(is_self, axis=1), k)  # no self found: drop the farthest
-    keep = np.ones_like(idx, dtype=bool)
-    keep[rows, drop] = False
-    neigh = idx[keep].reshape(n, k)
+    extra = 0 if groups is None else int(min(MAX_SKIPPED_COPIES, np.bincount(groups).max() - 1))
+    k = int(min(n_neighbors, n - 1 - extra))
+    if k < 1:  # nearly every row is a copy of one row: nothing else to ask
+        k, extra = int(min(n_neighbors, n - 1)), 0
+    nn = NearestNeighbors(n_neighbors=k + 1 + extra, algorithm="brute", n_jobs=n_jobs).fit(Z)
+    idx = nn.kneighbors(Z, return_distance=False)
+    # Drop the row itself and its copies (ties may put the row anywhere among them); keep the
+    # first k of the others, nearest first.
+    mine = idx == rows[:, None]
+    if groups is not None:
+        mine |= groups[idx] == groups[:, None]
+    if extra == 0 and groups is None:
+        has_self = mine.any(axis=1)
+        drop = np.where(has_self, np.argmax(mine, axis=1), k)  # no self found: drop the farthest
+        keep = np.ones_like(idx, dtype=bool)
+        keep[rows, drop] = False
+        neigh = idx[keep].reshape(n, k)
+    else:
+        order = np.argsort(mine, axis=1, kind="stable")[:, :k]  # the others first, in distance order
+        neigh = np.take_along_axis(idx, order, axis=1)
     counts = np.bincount((rows[:, None] * n_classes + labels[neigh]).ravel(),
                          minlength=n * n_classes).reshape(n, n_classes).astype(np.float64)
     return (counts + prior / n_classes) / (k + prior)
+
+
+#: Copies of a row (exact duplicates) skipped at most among its neighbours.
+MAX_SKIPPED_COPIES = 50
 
 
 @register("knn")

@@ -165,11 +165,14 @@ def test_knn_flags_an_isolated_flip_and_suggests_the_neighbour_majority():
 
 
 def test_knn_probabilities_exclude_the_row_itself():
-    X = np.array([[0.0], [0.0], [0.0], [10.0]])
+    X = np.array([[0.0], [0.1], [0.2], [10.0]])
     y = np.array([0, 0, 1, 1])
     p = knn_label_probs(X, y, 2, n_neighbors=2, prior=0.0, scale=False)
     # row 2 (label 1) sees only rows 0 and 1 (label 0), never itself
     assert p[2].tolist() == [1.0, 0.0]
+    # nor its exact copies (tests/test_duplicates.py): rows 0-2 are one point, row 3 the other
+    same = knn_label_probs(np.array([[0.0], [0.0], [0.0], [10.0]]), y, 2, n_neighbors=2, prior=0.0, scale=False)
+    assert same[2].tolist() == [0.0, 1.0]
 
 
 # -- auto -----------------------------------------------------------------------------------

@@ -883,3 +883,41 @@ def test_a_named_model_with_no_alternative_to_ask_keeps_its_verdict(breast):
     assert empty.verdict["status"] == plain.verdict["status"] == "poisoned"
     assert "model_misfit" not in empty.verdict
     assert np.array_equal(empty.flags, plain.flags)
+
+
+# -- power against a targeted attack on a rare class ------------------------------------
+def _rare(n: int, share: float, seed: int, spread: float = 1.0):
+    """Calibrated binary probabilities whose positive class holds about ``share`` of the rows."""
+    rng = np.random.RandomState(seed)
+    logit = rng.normal(0.0, spread, n) + np.log(share / (1 - share))
+    p1 = 1.0 / (1.0 + np.exp(-logit))
+    y = (rng.random_sample(n) < p1).astype(np.int64)
+    return np.column_stack([1 - p1, p1]), y, rng
+
+
+def test_power_is_measured_against_moving_a_rare_class_too():
+    """Power against 10 % random flips (400 rows) says little about 30 % of a 2 % class moved
+    to the majority (about 20 uncertain rows): the second figure is measured, and lower."""
+    probs, y, rng = _rare(4000, 0.01, 0)
+    fit = fit_noise_model(y, probs, rng=rng)
+    assert fit.extra["targeted"]["source"] == 1 and fit.extra["targeted"]["target"] == 0
+    assert abs(fit.extra["targeted"]["rows"] - 0.3 * np.count_nonzero(y == 1)) <= 2
+    assert fit.extra["power"] >= 0.8
+    assert fit.extra["power_targeted"] < 0.5
+    probs, y, rng = _rare(4000, 0.4, 1, spread=1.5)  # 30 % of the smaller class: hundreds of rows
+    assert fit_noise_model(y, probs, rng=rng).extra["power_targeted"] >= 0.8
+
+
+def test_a_rare_class_nobody_could_check_is_not_called_clean():
+    """1 % positives, classes overlapping, clean labels: the test could not see 30 % of the
+    positives relabelled negative, so the verdict is 'inconclusive' and says why, never
+    'consistent with clean labels'."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=6000, n_features=10, n_informative=6, weights=[0.99],
+                               flip_y=0, class_sep=0.7, random_state=0)
+    verdict = LabelAuditor(random_state=0).fit(X, y, embed=False).audit_.verdict
+    assert verdict["status"] == "inconclusive"
+    assert verdict["power_at_10pct_random_flips"] >= 0.8
+    assert verdict["power_at_targeted_flips"] < 0.8
+    assert "smallest class" in verdict["reason"]

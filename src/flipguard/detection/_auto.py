@@ -123,7 +123,8 @@ class AutoDetector(BaseDetector):
       names the test(s);
     * ``"consistent with clean labels"``: neither test rejects, the
       likelihood-ratio test had power (it flags 10% random flips added to
-      labels drawn from the clean model in at least 80% of simulations),
+      labels drawn from the clean model in at least 80% of simulations, and
+      so a targeted attack moving 30% of the smallest class to the largest),
       and confident learning disputes at most ``max(1% of the rows, the
       clean-label estimate's 95th percentile)`` labels: a dataset whose
       model confidently disagrees with more labels is never called clean;
@@ -355,6 +356,10 @@ class AutoDetector(BaseDetector):
                            else (np.array([], dtype=np.int64), np.array([], dtype=np.int64)))
         verified_flipped = int(np.count_nonzero(v_codes != labels[v_rows]))
         power = fit.extra.get("power", float("nan"))
+        t_power = fit.extra.get("power_targeted", float("nan"))
+        t_info = fit.extra.get("targeted", {})
+        t_text = (f"{t_info.get('rate', 0.3):.0%} of the smallest class moved to the largest (about "
+                  f"{t_info.get('rows', 0)} rows)")
         # Two tests, each at alpha / 2 (Bonferroni): the false-alarm rate of the verdict is alpha.
         level = self.alpha / 2.0
         # Practical significance too: a verdict of poisoning needs more unexplained labels than
@@ -435,12 +440,22 @@ class AutoDetector(BaseDetector):
                    f"{min(fit.p_value if lr_significant else 1.0, bt.p_value if band_significant else 1.0):.3f}), "
                    f"but about {max(extra, 0):.0f} of them, fewer than the {need:.0f} rows "
                    f"({share:.1%}) a verdict of poisoning needs: check the flagged rows by hand")
-        elif np.isfinite(power) and power >= 0.8 and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n):
+        elif (np.isfinite(power) and power >= 0.8 and not (np.isfinite(t_power) and t_power < 0.8)
+              and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n)):
             status = CLEAN
             why = (f"no sign of flips at false-alarm rate {self.alpha:g} (p = {fit.p_value:.2f}; the "
-                   f"test flags 10% random flips in {power:.0%} of simulations) and the model "
-                   f"confidently disputes only {cl_estimate} labels; flips placed where the model "
-                   "is unsure (boundary) or moved in coherent regions can still hide")
+                   f"test flags 10% random flips in {power:.0%} of simulations, and {t_text} in "
+                   f"{t_power:.0%}) and the model confidently disputes only {cl_estimate} labels; flips "
+                   "placed where the model is unsure (boundary) or moved in coherent regions can still hide")
+        elif np.isfinite(power) and power >= 0.8 and np.isfinite(t_power) and t_power < 0.8:
+            # Power against thousands of random flips says nothing about a few dozen moved out of
+            # a rare class (fraud relabelled legitimate): no "clean" verdict the test could not back.
+            status = INCONCLUSIVE
+            why = (f"no significant sign of flips (p = {fit.p_value:.2f}), but the test would see a "
+                   f"targeted attack, {t_text}, in only {t_power:.0%} of simulations (10% random flips in "
+                   f"{power:.0%}); the model confidently disputes {cl_estimate} labels ({cl_estimate / n:.1%}, "
+                   f"clean labels this uncertain give about {cl_clean:.0f}, up to {cl_clean_upper:.0f}): "
+                   "check the smallest class's rows, or add --trusted rows")
         else:
             status = INCONCLUSIVE
             low_power = not (np.isfinite(power) and power >= 0.8)
@@ -624,6 +639,7 @@ class AutoDetector(BaseDetector):
             "fdr": float(self.fdr),
             "p_value": float(fit.p_value),
             "power_at_10pct_random_flips": None if not np.isfinite(power) else float(power),
+            "power_at_targeted_flips": None if not np.isfinite(t_power) else float(t_power),
             "estimated_flips": int(round(estimate)),
             # What the reported estimate would be on clean labels: the posterior sum's when the
             # likelihood ratio gave it, confident learning's count's otherwise.

@@ -56,9 +56,9 @@ def load(
     features : sequence of str, optional
         Feature columns to use.  Default: every column but the label, id and
         text ones, and but columns that would let a model read the observed
-        labels off the row order: a row identifier (unique integers numbering
-        the rows, or unique integers in a column named like an id, such as
-        the index pandas writes), or a column that rises with the row order
+        labels off the row order: a row identifier (unique integers in a
+        column named like an id, such as ``user_id``, ``idx`` or the index
+        pandas writes), or a column that rises with the row order
         and determines the observed label on its own (a sequence number or
         load time of a file sorted by label).  Both are recorded in
         ``encoding`` as ``"dropped: ..."``.  A column that determines the

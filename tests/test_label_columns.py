@@ -214,3 +214,19 @@ def test_a_partitioned_audit_leaves_out_integer_columns_named_like_ids(tmp_path)
     named = audit_partitioned(root, label="y", id="record_id", out=tmp_path / "out2", random_state=0)
     assert not any("row identifiers" in w for w in named.warnings)
     assert named.n_flagged == res.n_flagged  # the same three features either way
+
+
+def test_an_embeddings_file_with_its_index_written_does_not_feed_the_row_number(tmp_path, cli, sorted_flipped):
+    """--features FILE written by pandas (index included) beside a label-sorted data file: the
+    index would number the sorted rows; it is left out and named."""
+    df, truth = sorted_flipped
+    data = tmp_path / "labels.csv"
+    df[["target"]].to_csv(data, index=False)
+    emb = tmp_path / "emb.csv"
+    df.drop(columns="target").to_csv(emb)  # 30 "embedding" dimensions + pandas' index
+    res = cli("audit", data, "--label", "target", "--features", emb, "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert any("looks like a row identifier" in w for w in out["warnings"])
+    flags = np.array([r["flagged"] for r in out["rows"]])
+    assert _f1(flags, truth) >= 0.8 and out["verdict"]["status"] == "poisoned"

@@ -161,7 +161,8 @@ def audit_cmd(
                                  keep=keep or ())
             note_dropped_columns(ds, leaks=False)  # the audit's own warnings name them
             probs = read_pred_probs(pred_probs, ds, id=id) if pred_probs is not None else None
-            feats = read_features(features, ds, id=id) if features is not None else None
+            feature_notes: list[str] = []
+            feats = read_features(features, ds, id=id, notes=feature_notes) if features is not None else None
             if feats is not None and trusted is not None:
                 raise InvalidParameterError("--trusted cannot be combined with --features (the trusted "
                                             "rows would need the same embeddings)")
@@ -170,7 +171,7 @@ def audit_cmd(
         with _status(f"Auditing {ds.n_samples} labels"):
             audit = audit_dataset(ds, method=method, model=model, cv=cv, trusted=trusted_rows,
                                   sources=sources, random_state=seed, pred_probs=probs, features=feats)
-        audit.warnings.extend(source_warnings)
+        audit.warnings.extend(source_warnings + feature_notes)
         model_desc = f"probabilities from {pred_probs}" if pred_probs is not None else \
             f"model {audit.model_quality.get('model') or model}" + (" (auto)" if model == "auto" else "")
         if report is not None:

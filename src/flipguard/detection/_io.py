@@ -157,12 +157,15 @@ def read_pred_probs(source, dataset, *, id: str | None = None) -> np.ndarray:
     return check_pred_probs(P, len(P), where=where)
 
 
-def read_features(source, dataset, *, id: str | None = None) -> np.ndarray:
+def read_features(source, dataset, *, id: str | None = None, notes: list | None = None) -> np.ndarray:  # noqa: A002
     """Read features computed elsewhere (``--features FILE``: embeddings from an image or text
     model, say) to judge the labels by instead of the data's own columns.
 
     Every numeric column but the id (and the label, if present) is a feature;
     rows are matched to the data by ``id`` when given, otherwise by position.
+    Unique integers in a column named like an identifier (pandas' unnamed
+    index, ``idx``, ...) are row numbers, not embedding dimensions: left out,
+    and named in ``notes`` (a list to append to) when given.
 
     Returns
     -------
@@ -178,7 +181,16 @@ def read_features(source, dataset, *, id: str | None = None) -> np.ndarray:
     if non_numeric:
         raise DataError(f"{where}: feature column(s) {', '.join(non_numeric[:6])} are not numeric "
                         "(--features takes numbers only, e.g. embeddings)")
-    F = np.column_stack([_numeric(tbl.column(c), where, c) for c in cols])
+    from ..data._leaks import is_row_identifier
+
+    values = {c: _numeric(tbl.column(c), where, c) for c in cols}
+    ids_like = [c for c in cols if is_row_identifier(values[c], c, tbl.column(c).null_count > 0)]
+    if ids_like and len(ids_like) < len(cols):
+        cols = [c for c in cols if c not in ids_like]
+        if notes is not None:
+            notes.extend(f"{where}: column '{c}' looks like a row identifier and is not used as a feature"
+                         for c in ids_like)
+    F = np.column_stack([values[c] for c in cols])
     F = _align(tbl, F, dataset, id, where, "features")
     if not np.all(np.isfinite(F)):
         bad = np.flatnonzero(~np.isfinite(F).all(axis=1))

@@ -65,7 +65,7 @@ def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, groups=No
     mine = idx == rows[:, None]
     if groups is not None:
         mine |= groups[idx] == groups[:, None]
-    if extra == 0 and groups is None:
+    if groups is None:
         has_self = mine.any(axis=1)
         drop = np.where(has_self, np.argmax(mine, axis=1), k)  # no self found: drop the farthest
         keep = np.ones_like(idx, dtype=bool)

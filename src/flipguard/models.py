@@ -217,8 +217,12 @@ def _group_folds(folds, groups: np.ndarray, y: np.ndarray) -> list:
     return [(rows[fold_of != f], rows[fold_of == f]) for f in range(len(splits))]
 
 
+#: ``groups=`` default of :func:`out_of_fold_proba`: look for duplicate rows in ``X``.
+FIND = "find"
+
+
 def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=None,
-                      exclude=None) -> np.ndarray:
+                      exclude=None, groups=FIND) -> np.ndarray:
     """Out-of-fold predicted probabilities (each row predicted by a model that never saw it).
 
     Stratified, shuffled, seeded folds; the number of folds shrinks to the
@@ -230,6 +234,8 @@ def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=Non
     duplicates the folds are exactly the stratified ones.  ``exclude``
     (a boolean mask) keeps rows out of every training fold: they are still
     predicted, by models that never saw them, and so is every other row.
+    ``groups`` (the result of :func:`duplicate_groups` on ``X``, or ``None``)
+    saves looking for duplicates again when several models use one ``X``.
 
     Returns
     -------
@@ -246,7 +252,8 @@ def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=Non
                             random_state=rs.randint(np.iinfo(np.int32).max))
     est = make_model(model, random_state=rs.randint(np.iinfo(np.int32).max), sparse=_is_sparse(X))
     method = "predict_proba" if hasattr(est, "predict_proba") else "decision_function"
-    groups = duplicate_groups(X)
+    if isinstance(groups, str):  # FIND; callers fitting several models on one X pass it once
+        groups = duplicate_groups(X)
     if groups is not None:
         folds = _group_folds(folds, groups, y)
     if exclude is not None:
@@ -433,6 +440,7 @@ def _score_candidates(candidates, Xs, ys, n, m, cv, seed, n_jobs, time_budget, w
     report: dict = {}
     eligible_probs: dict = {}
     spent = 0.0
+    groups = duplicate_groups(Xs)  # once for every candidate
     whole = m == n  # the subsample is the table: every candidate's probabilities come for free
     for name in candidates:
         if spent > time_budget and not whole:
@@ -447,7 +455,8 @@ def _score_candidates(candidates, Xs, ys, n, m, cv, seed, n_jobs, time_budget, w
             continue
         start = time.perf_counter()
         try:
-            probs = out_of_fold_proba(_auto_model(name), Xs, ys, cv=cv, random_state=seed, n_jobs=n_jobs)
+            probs = out_of_fold_proba(_auto_model(name), Xs, ys, cv=cv, random_state=seed, n_jobs=n_jobs,
+                                      groups=groups)
         except (ValueError, MemoryError) as exc:  # a candidate that cannot fit this data
             report[name] = {"log_loss": None, "seconds": time.perf_counter() - start,
                             "projected_seconds": None, "eligible": False, "note": str(exc)[:120]}
@@ -498,7 +507,8 @@ def stack_out_of_fold_proba(members, weights, X, y, *, cv: int = 5, random_state
     the same folds (``exclude`` as in :func:`out_of_fold_proba`)."""
     seed = random_state if isinstance(random_state, (int, np.integer)) else \
         check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    groups = duplicate_groups(X)  # once for every member
     with single_threaded():
         return sum(w * out_of_fold_proba(_auto_model(name), X, y, cv=cv, random_state=seed, n_jobs=n_jobs,
-                                         exclude=exclude)
+                                         exclude=exclude, groups=groups)
                    for name, w in zip(members, weights))

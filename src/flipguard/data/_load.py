@@ -205,7 +205,8 @@ def _guard_column(col: pa.ChunkedArray, name: str, block: np.ndarray, how: str, 
     if not keep and block.shape[1] == 1 and is_row_identifier(block[:, 0], name, col.null_count > 0):
         return None, (f"dropped: row identifier (unique integers {block[:, 0].min():.0f} to "
                       f"{block[:, 0].max():.0f})")
-    key = block[rows, 0] if block.shape[1] == 1 else np.argmax(block[rows], axis=1) + block[rows].any(axis=1)
+    sample = block[rows]
+    key = sample[:, 0] if block.shape[1] == 1 else np.argmax(sample, axis=1) + sample.any(axis=1)
     if not determines_label(key, y_rows, n_classes):
         return block, how
     if not keep and block.shape[1] == 1 and follows_row_order(key, n_classes):

@@ -921,3 +921,47 @@ def test_a_rare_class_nobody_could_check_is_not_called_clean():
     assert verdict["power_at_10pct_random_flips"] >= 0.8
     assert verdict["power_at_targeted_flips"] < 0.8
     assert "smallest class" in verdict["reason"]
+
+
+def test_a_targeted_move_the_models_learn_is_never_called_clean():
+    """Iris with 15 setosa rows relabelled versicolor: the models learn the move as a mixture
+    inside the setosa cluster, so the test cannot see it (p = 0.7), while the simulation that
+    holds the model fixed says it would (100 %).  The rehearsal retrains on such a move, misses
+    it, and the verdict is 'inconclusive' (it was 'consistent with clean labels')."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    flipper = make_flipper("targeted", rate=0.3, random_state=2)
+    _, y_bad = flipper.fit_resample(X, y)
+    verdict = LabelAuditor(random_state=2).fit(X, y_bad, embed=False).audit_.verdict
+    assert verdict["power_at_targeted_flips"] >= 0.8 and verdict["p_value"] > 0.5
+    assert verdict["status"] == "inconclusive"
+    r = verdict["rehearsal"]
+    assert not r["seen"] and min(r["p_value"], r["band_p_value"]) > verdict["alpha"] / 2
+    counts = np.bincount(y_bad)
+    assert (r["source"], r["target"]) == (int(np.argmin(counts)), int(np.argmax(counts)))
+    assert r["rows"] == round(0.3 * counts.min())
+    assert "rehearsal" in verdict["reason"] and "--trusted" in verdict["reason"]
+
+
+def test_a_clean_verdict_rests_on_a_rehearsal_it_saw():
+    """Clean wine: 'consistent with clean labels' only after the rehearsed attack (30 % of the
+    smallest class moved, the models retrained) was seen; the rehearsal moves no other figure
+    (its generator is its own), and without a model to refit there is none."""
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    auditor = LabelAuditor(random_state=0).fit(X, y, embed=False)
+    verdict = auditor.audit_.verdict
+    assert verdict["status"] == "consistent with clean labels"
+    r = verdict["rehearsal"]
+    assert r["seen"] and (r["status"] == "poisoned" or min(r["p_value"], r["band_p_value"]) <= 0.025)
+    assert "rehearsal of that attack" in verdict["reason"]
+    # The same out-of-fold probabilities given from outside: no refit, no rehearsal, and the
+    # dataset test's own figures are unchanged by it.
+    given = LabelAuditor(random_state=0).fit(X, y, pred_probs=auditor.pred_probs_, embed=False).audit_
+    assert "rehearsal" not in given.verdict
+    assert given.verdict["p_value"] == verdict["p_value"]
+    assert given.verdict["power_at_targeted_flips"] == verdict["power_at_targeted_flips"]
+    np.testing.assert_array_equal(given.flags, auditor.audit_.flags)
+    np.testing.assert_array_equal(given.scores, auditor.audit_.scores)

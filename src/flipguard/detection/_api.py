@@ -321,15 +321,18 @@ class LabelAuditor(BaseEstimator):
         return alternatives
 
     def _refitter(self, X, codes, seed):
-        """``refit(drop)``: out-of-fold probabilities of the model just used, every fold trained
-        without the ``drop`` rows (the detector's suspects); see ``BaseDetector.audit``."""
-        def refit(drop):
+        """``refit(drop, labels=None)``: out-of-fold probabilities of the model just used, every
+        fold trained without the ``drop`` rows (the detector's suspects; ``None``: none), on
+        ``labels`` instead of the audited ones when given (the detector's rehearsal of an
+        attack); see ``BaseDetector.audit``."""
+        def refit(drop, labels=None):
+            y = codes if labels is None else labels
             with single_threaded():
                 if self.model_selection_ is None:
-                    return out_of_fold_proba(self.model, X, codes, cv=self.cv, random_state=seed,
+                    return out_of_fold_proba(self.model, X, y, cv=self.cv, random_state=seed,
                                              n_jobs=self.n_jobs, exclude=drop)
                 choice = self.model_selection_
-                return stack_out_of_fold_proba(choice["members"], choice["weights"], X, codes, cv=self.cv,
+                return stack_out_of_fold_proba(choice["members"], choice["weights"], X, y, cv=self.cv,
                                                random_state=seed, n_jobs=self.n_jobs, exclude=drop)
         # What one refit is projected to cost (model selection timed every member on a
         # subsample); unknown for a named model.
@@ -595,7 +598,8 @@ def _label_columns_caveat(audit, encoding: dict, *, used: bool) -> None:
 
     audit.warnings[:0] = leak_notes(encoding)
     cols = label_columns(encoding) if used else []
-    if cols and audit.verdict.get("status") == CLEAN:
+    if cols and audit.verdict.get("status") in (CLEAN, INCONCLUSIVE):
+        # Named whatever else made the verdict inconclusive: it is the first thing to fix.
         names = ", ".join(f"'{c}'" for c in cols)
         audit.verdict["status"] = INCONCLUSIVE
         audit.verdict["reason"] = (

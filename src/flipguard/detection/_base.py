@@ -351,10 +351,12 @@ class BaseDetector(BaseEstimator):
             Seeds any random choice the detector makes (overrides its own
             ``random_state`` parameter when given).
         refit : callable, optional
-            ``refit(drop)`` returns out-of-sample probabilities like
-            ``pred_probs`` from the same model trained without the rows of the
-            boolean mask ``drop`` (:class:`LabelAuditor` passes one).  A
-            detector may use it to re-score once it has found an attack.  Its
+            ``refit(drop, labels=None)`` returns out-of-sample probabilities
+            like ``pred_probs`` from the same model trained without the rows of
+            the boolean mask ``drop`` (or ``None``), on ``labels`` (codes) instead
+            of the audited labels when given (:class:`LabelAuditor` passes one).
+            A detector may use it to re-score once it has found an attack, or
+            to rehearse one before it calls labels clean.  Its
             attribute ``seconds``, when set, is the projected cost of one call.
         single_models : tuple (rows, dict), optional
             Out-of-fold probabilities of single models (name -> array of

@@ -125,7 +125,8 @@ class AutoDetector(BaseDetector):
       likelihood-ratio test had power (it flags 10% random flips added to
       labels drawn from the clean model in at least 80% of simulations, and
       so a targeted attack moving 30% of the smallest class to the largest),
-      and confident learning disputes at most ``max(1% of the rows, the
+      a rehearsal of that attack with the model refitted on it was seen
+      (:meth:`_rehearse`, when ``refit`` is given), and confident learning disputes at most ``max(1% of the rows, the
       clean-label estimate's 95th percentile)`` labels: a dataset whose
       model confidently disagrees with more labels is never called clean;
     * ``"inconclusive"``: no rejection but too little power to call the

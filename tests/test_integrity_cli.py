@@ -131,6 +131,52 @@ def test_reordered_rows_and_other_columns_pass(cli, keys, sealed_csv):
     assert r.exit_code == 0, r.stdout
 
 
+def test_a_file_without_an_id_column_is_sealed_by_row_position(tmp_path, cli, keys, breast_cancer_frame):
+    """No --id: each row is identified by its position.  An edited label is named exactly; a
+    deleted row shifts the rest, which can never pass; Parquet the same; a database table,
+    whose rows have no stable order, needs --id (one line, exit 2, nothing written)."""
+    frame = breast_cancer_frame.drop_columns(["patient_id"])
+    data = tmp_path / "no_ids.csv"
+    pacsv.write_csv(frame, data)
+    r = cli("seal", data, "--label", "diagnosis", "--key", keys[0])
+    assert r.exit_code == 0, r.stderr
+    assert "rows identified by their position" in r.stdout
+    manifest = json.loads(Path(str(data) + ".flipguard.json").read_text())
+    assert manifest["id"] == "(row)" and manifest["rows"] == frame.num_rows
+    assert cli("verify", data, "--pubkey", keys[1]).exit_code == 0
+    labels = frame.column("diagnosis").to_pylist()
+    edited = frame.set_column(frame.column_names.index("diagnosis"), "diagnosis",
+                              pa.array(["benign" if i == 7 else v for i, v in enumerate(labels)]))
+    assert labels[7] == "malignant"
+    pacsv.write_csv(edited, data)
+    j = json.loads(cli("verify", data, "--pubkey", keys[1], "--json").stdout)
+    assert j["ok"] is False
+    assert j["changed"] == {"row": [7], "id": [7], "sealed": ["malignant"], "current": ["benign"]}
+    pacsv.write_csv(frame.slice(1), data)  # the first row deleted: every later row moves up one
+    r = cli("verify", data, "--pubkey", keys[1])
+    assert r.exit_code == 1 and "1 row(s) removed" in r.stdout
+    original = tmp_path / "original.csv"
+    pacsv.write_csv(frame, original)
+    d = json.loads(cli("diff", original, data, "--label", "diagnosis", "--json").stdout)
+    assert d["identical"] is False and d["aligned_by"] == "id"
+    assert d["removed"]["id"] == [frame.num_rows - 1]  # the last position is gone
+    pq_path = tmp_path / "no_ids.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(frame, pq_path)
+    assert cli("seal", pq_path, "--label", "diagnosis", "--key", keys[0]).exit_code == 0
+    pq.write_table(edited, pq_path)
+    j = json.loads(cli("verify", pq_path, "--pubkey", keys[1], "--json").stdout)
+    assert j["changed"]["row"] == [7]
+    out = tmp_path / "db.flipguard.json"
+    r = cli("seal", "postgresql://postgres@127.0.0.1/test", "--table", "labels", "--label", "diagnosis",
+            "--key", keys[0], "--out", out)
+    assert r.exit_code == 2 and not out.exists()
+    assert r.stderr.strip().splitlines() == [
+        "Error: a database table's rows have no stable order, so their position cannot identify them: "
+        "give its key column with --id"]
+
+
 def test_wrong_key_exits_1_with_both_key_ids(tmp_path, cli, keys, sealed_csv):
     data, manifest = sealed_csv
     cli("keygen", "--out", tmp_path / "other")

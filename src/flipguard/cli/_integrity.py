@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .._names import SECRET_ENV
 from ..exceptions import InvalidParameterError
+from ..integrity._source import ROW_ID
 from ._app import app
 from ._common import (
     DataArg,
@@ -25,6 +26,10 @@ from ._common import (
 )
 
 IdReq = Annotated[str, typer.Option("--id", help="Column of unique row ids.", show_default=False)]
+IdPos = Annotated[str | None, typer.Option(
+    "--id", show_default=False,
+    help="Column of unique row ids (default: each row's position in the file, so inserted, deleted or "
+         "reordered rows show as changes; a database table needs its key column).")]
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="Private key file (flipguard keygen).",
                                       show_default=False)]
 PubOpt = Annotated[Path, typer.Option("--pubkey", "-p", help="Public key file of the signer (flipguard.pub).",
@@ -71,8 +76,8 @@ def keygen_cmd(
 def seal_cmd(
     data: DataArg,
     label: LabelOpt,
-    id: IdReq,
     key: KeyOpt,
+    id: IdPos = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Manifest path (default: DATA.flipguard.json; required for URLs and DSNs).")] = None,
     columns: Annotated[str | None, typer.Option(
@@ -94,7 +99,8 @@ def seal_cmd(
     """Seal a dataset's labels in a signed manifest (and a label snapshot beside it).
 
     Reads only the id, label and --columns columns (CSV as exact text).  Row
-    order and other columns do not matter to the seal.  The seal names its
+    order and other columns do not matter to a seal with --id; without one,
+    rows are identified by their position in the file.  The seal names its
     dataset (--name) and version; verify refuses it for any other dataset.
     Writes MANIFEST and MANIFEST's .snapshot sidecar
     (DATA.flipguard.json / DATA.flipguard.snapshot by default), both or neither.
@@ -118,9 +124,13 @@ def seal_cmd(
         print_json(result.to_dict())
         return
     m = result.manifest
-    say(f"Sealed {m.rows} rows of {m.source} as '{m.name}' version {m.version} (label '{m.label}', id '{m.id}'"
+    ident = "rows identified by their position" if m.id == ROW_ID else f"id '{m.id}'"
+    say(f"Sealed {m.rows} rows of {m.source} as '{m.name}' version {m.version} (label '{m.label}', {ident}"
                   + (f", columns {', '.join(m.columns)}" if m.columns else "") + f") with key {m.key_id}"
                   + (" [bold](private)[/]" if m.private else ""))
+    if m.id == ROW_ID:
+        say("  no --id: verify matches rows by position, so an inserted, deleted or reordered row shows "
+            "as changes from there on; give --id when the data has a key column")
     say(f"  manifest: {result.manifest_path}")
     say(f"  snapshot: {result.snapshot_path}")
     if m.class_counts is not None:
@@ -281,7 +291,7 @@ def diff_cmd(
     old: Annotated[str, typer.Argument(help="Earlier version (path, URL or DSN).", show_default=False)],
     new: Annotated[str, typer.Argument(help="Later version (path, URL or DSN).", show_default=False)],
     label: LabelOpt,
-    id: IdReq,
+    id: IdPos = None,
     table: TableOpt = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,

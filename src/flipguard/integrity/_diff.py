@@ -21,7 +21,7 @@ import pyarrow as pa
 from ..exceptions import InvalidParameterError
 from ._columns import class_counts, drop_unused, label_codes, normalize_ids, type_family
 from ._compare import LabelChanges, Side, compare
-from ._source import check_columns, read_columns
+from ._source import ROW_ID, check_columns, check_positional, read_keyed
 
 __all__ = ["DiffReport", "diff", "diff_tables"]
 
@@ -101,9 +101,16 @@ def diff_tables(old: pa.Table, new: pa.Table, *, label: str, id: str,
     return DiffReport(old_name, new_name, label, id, changes, findings, types)
 
 
-def diff(old, new, *, label: str, id: str, table: str | None = None,
+def diff(old, new, *, label: str, id: str | None, table: str | None = None,
          query: str | None = None) -> DiffReport:
-    """Compare the labels of two files, URLs or tables (only id and label columns are read)."""
-    old_tbl, old_where = read_columns(old, [id, label], dictionary=[label], table=table, query=query, id_column=id)
-    new_tbl, new_where = read_columns(new, [id, label], dictionary=[label], table=table, query=query, id_column=id)
+    """Compare the labels of two files, URLs or tables (only id and label columns are read).
+
+    ``id=None`` (files only) matches rows by their 0-based position: an inserted or
+    deleted row then shifts every row after it."""
+    if id is None:
+        check_positional(old, table, query)
+        check_positional(new, table, query)
+        id = ROW_ID  # noqa: A001
+    old_tbl, old_where = read_keyed(old, id, [], label=label, table=table, query=query)
+    new_tbl, new_where = read_keyed(new, id, [], label=label, table=table, query=query)
     return diff_tables(old_tbl, new_tbl, label=label, id=id, old_name=old_where, new_name=new_where)

@@ -52,7 +52,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .._arrow import from_numpy
 from .._io import atomic_write_bytes
 from ..data._partitioned import Partition, discover, read_partition
 from ..data._read import _is_url
@@ -60,6 +59,7 @@ from ..exceptions import DataError, IntegrityError, InvalidParameterError
 from ._columns import block_rows_for, code_dtype, commit, label_codes, normalize_ids
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import Manifest, SignatureCheck, canonical_json, check_signature, sign_body, strict_json
+from ._source import ROW_ID, with_row_ids
 from ._verify import SignedFindings
 
 __all__ = ["LakeDiffReport", "LakeSealResult", "LakeVerifyReport", "diff_lake", "is_lake_manifest", "merkle_root",
@@ -67,7 +67,6 @@ __all__ = ["LakeDiffReport", "LakeSealResult", "LakeVerifyReport", "diff_lake", 
 
 LAKE_KIND = "flipguard.lake-seal"
 LAKE_FORMAT_VERSION = 1
-ROW_ID = "(row)"
 MERKLE_SCHEME = "rfc6962-sha256"
 
 
@@ -155,13 +154,9 @@ def _raw_public(key: Ed25519PublicKey) -> str:
     return base64.b64encode(key.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
 
 
-def _with_row_ids(tbl: pa.Table) -> pa.Table:
-    return tbl.append_column(ROW_ID, from_numpy(np.arange(tbl.num_rows, dtype=np.int64)))
-
-
 def _read(part: Partition, label: str, id: str | None, columns: list[str]) -> pa.Table:  # noqa: A002
     tbl = read_partition(part, [*([id] if id else []), label, *columns], dictionary=[label])
-    return tbl if id else _with_row_ids(tbl)
+    return tbl if id else with_row_ids(tbl)
 
 
 def _seal_task(part: Partition, shared: dict) -> dict:

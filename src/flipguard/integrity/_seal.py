@@ -48,11 +48,13 @@ from ._files import write_files_atomically
 from ._keys import key_id, load_private_key
 from ._manifest import FORMAT_VERSION, KIND, PURPOSES, Manifest, load_manifest, sign_body
 from ._source import (
+    ROW_ID,
     check_columns,
+    check_positional,
     default_name,
     describe,
     is_local_path,
-    read_columns,
+    read_keyed,
 )
 
 __all__ = ["SealResult", "default_manifest_path", "seal", "seal_table", "snapshot_path_for"]
@@ -291,7 +293,7 @@ def snapshot_path_for(manifest_path: str | os.PathLike) -> Path:
     return p.with_name(stem + ".snapshot")
 
 
-def seal(source, *, label: str, id: str, private_key,
+def seal(source, *, label: str, id: str | None, private_key,
          out: str | os.PathLike | None = None, columns: list[str] | str | None = None,
          secret: bytes | None = None, table: str | None = None, query: str | None = None,
          name: str | None = None, version: int | None = None) -> SealResult:
@@ -305,6 +307,11 @@ def seal(source, *, label: str, id: str, private_key,
 
     Parameters
     ----------
+    id : str or None
+        The column of unique row ids.  ``None`` (files only): each row's
+        0-based position, recorded as the id ``"(row)"``; verify then matches
+        rows by position, so inserting, deleting or reordering rows shows as
+        changed, added and removed rows.
     columns : list of str or "all", optional
         Feature columns to seal as well; ``"all"`` seals every column but the
         id and the label.
@@ -346,12 +353,13 @@ def seal(source, *, label: str, id: str, private_key,
         read_all = True
     else:
         read_all = False
-    wanted = None if read_all else [id, label, *(columns or [])]
-    tbl, where = read_columns(source, wanted, dictionary=[label], table=table, query=query, id_column=id)
+    if id is None:  # each row's position in the file: see read_keyed
+        check_positional(source, table, query)
+        id = ROW_ID  # noqa: A001
+    tbl, where = read_keyed(source, id, None if read_all else list(columns or []), label=label, table=table,
+                            query=query)
     if read_all:
-        check_columns(tbl.column_names, [id, label], where)
-        columns = [c for c in tbl.column_names if c not in (id, label)]
-        tbl = tbl.select([id, label, *columns])
+        columns = tbl.column_names[2:]
     if secret is not None:
         manifest, data = seal_table(tbl, label=label, id=id, private_key=key, columns=columns,
                                     source=where, secret=secret, snapshot_name=snap_path.name, **ident)

@@ -21,12 +21,17 @@ import os
 import stat
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 
+from .._arrow import from_numpy
 from ..data._read import _is_url, _open_url, check_columns, detect_format, is_postgres, read_table
 from ..exceptions import DataError
 
 __all__: list[str] = []
+
+#: The id of rows sealed without an id column: each row's 0-based position in its file.
+ROW_ID = "(row)"
 
 
 def is_local_path(source) -> bool:
@@ -208,3 +213,36 @@ def available_columns(source) -> list[str] | None:
         return _csv_header(path, path)
     except (pa.ArrowException, OSError, ValueError, DataError):
         return None
+
+
+def with_row_ids(tbl: pa.Table) -> pa.Table:
+    """``tbl`` with :data:`ROW_ID` (each row's 0-based position) as its first column."""
+    if ROW_ID in tbl.column_names:
+        raise DataError(f"a column is named {ROW_ID!r}, the name flipguard gives row positions: rename it")
+    return tbl.add_column(0, ROW_ID, from_numpy(np.arange(tbl.num_rows, dtype=np.int64)))
+
+
+def check_positional(source, table: str | None, query: str | None, option: str = "--id") -> None:
+    """Rows of a database table have no stable order: their position cannot identify them."""
+    if table is not None or query is not None or (isinstance(source, str) and is_postgres(source)):
+        raise DataError(f"a database table's rows have no stable order, so their position cannot identify "
+                        f"them: give its key column with {option}")
+
+
+def read_keyed(source, id: str, columns: list[str] | None, *, label: str,  # noqa: A002
+               table: str | None = None, query: str | None = None) -> tuple[pa.Table, str]:
+    """:func:`read_columns` of ``[id, label, *columns]``; with ``id`` :data:`ROW_ID` the id is
+    each row's position (``columns=None``: every column of the source after id and label)."""
+    if id != ROW_ID:
+        wanted = None if columns is None else [id, label, *columns]
+        tbl, where = read_columns(source, wanted, dictionary=[label], table=table, query=query, id_column=id)
+        if columns is None:
+            check_columns(tbl.column_names, [id, label], where)
+            tbl = tbl.select([id, label, *(c for c in tbl.column_names if c not in (id, label))])
+        return tbl, where
+    wanted = None if columns is None else [label, *columns]
+    tbl, where = read_columns(source, wanted, dictionary=[label], table=table, query=query)
+    if columns is None:
+        check_columns(tbl.column_names, [label], where)
+        tbl = tbl.select([label, *(c for c in tbl.column_names if c != label)])
+    return with_row_ids(tbl), where

@@ -39,7 +39,7 @@ from ._columns import label_codes, normalize_ids, type_family
 from ._compare import LabelChanges, Side, column_changes, compare
 from ._keys import load_public_key
 from ._manifest import Manifest, SignatureCheck, load_manifest
-from ._source import check_columns, default_name, describe, read_columns
+from ._source import check_columns, default_name, describe, read_keyed
 
 __all__ = ["VerifyReport", "open_snapshot", "verify", "verify_table"]
 
@@ -282,9 +282,8 @@ def verify(source, manifest_path: str | os.PathLike | None = None, public_key=No
     with ThreadPoolExecutor(max_workers=1) as pool:  # hash and decode the snapshot while the data is read
         opened = pool.submit(open_snapshot, manifest, data, secret=secret, where=f"snapshot {snap_path}")
         try:
-            tbl, where = read_columns(source, [manifest.id, manifest.label, *manifest.columns],
-                                      dictionary=[manifest.label], table=table, query=query,
-                                      id_column=manifest.id)
+            tbl, where = read_keyed(source, manifest.id, list(manifest.columns), label=manifest.label,
+                                    table=table, query=query)
         except DataError as exc:
             if "not found" in str(exc):
                 raise DataError(f"{exc}; the manifest seals columns '{manifest.id}' (id) and "

@@ -469,3 +469,49 @@ def _checks():
 @_checks()
 def test_label_auditor_passes_sklearn_checks(estimator, check):
     check(estimator)
+
+
+def test_a_class_written_two_ways_is_named_and_audited_without_a_crash(cli, breast_cancer_frame, tmp_path):
+    """'Benign' for 30 rows and 'benign ' for one: the stray value is named with the class it
+    resembles, the two spellings that both have rows are named as one class written two
+    ways, and the retrain pass, which drops most of a small class's rows from training, still
+    trains every model (it crashed with scikit-learn's 'least populated class' error)."""
+    y = np.array(breast_cancer_frame.column(LABEL).to_pylist(), dtype=object)
+    y[:30] = [v.capitalize() for v in y[:30]]
+    y[40] = y[40] + " "
+    table = breast_cancer_frame.set_column(breast_cancer_frame.schema.get_field_index(LABEL), LABEL,
+                                           pa.array(list(y)))
+    data = _write(tmp_path, table)
+    res = cli("audit", data, "--label", LABEL, "--id", "patient_id", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    stray = y[40]
+    assert f"'{stray}' (1 row; '{stray.strip()}' but for spaces or case)" in res.stderr
+    values, counts = np.unique(y[:30], return_counts=True)
+    assert counts.max() >= 5 and counts.min() < 5  # one spelling judged, one too rare to judge
+    for v, n in zip(values, counts):
+        named = (f"'{v}' and '{v.lower()}' differ only in spaces or case" if n >= 5
+                 else f"'{v}' ({n} rows; '{v.lower()}' but for spaces or case)")
+        assert named in res.stderr, res.stderr
+    assert "one class written two ways?" in json.dumps(json.loads(res.stdout)["warnings"])
+
+
+def test_excluded_rows_never_leave_a_class_too_few_rows_to_train_on():
+    """out_of_fold_proba(exclude=...) keeps a class's training rows when dropping its excluded
+    ones would leave fewer than 2 in a fold (gradient boosting cannot split one row off)."""
+    from flipguard.models import out_of_fold_proba
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    y = np.r_[np.zeros(180, dtype=int), np.ones(20, dtype=int)]
+    X[y == 1] += 3.0
+    exclude = np.zeros(200, dtype=bool)
+    exclude[181:] = True  # 19 of the 20 rows of class 1
+    probs = out_of_fold_proba("hgb", X, y, exclude=exclude, random_state=0)
+    assert probs.shape == (200, 2) and np.isfinite(probs).all()
+    assert probs[y == 1, 1].mean() > 0.5  # class 1 was learnt: its rows were kept
+    other = np.zeros(200, dtype=bool)
+    other[:100] = True  # plenty of class 0 left: those rows stay out
+    kept = out_of_fold_proba("logreg", X, y, exclude=other, random_state=0)
+    full = out_of_fold_proba("logreg", X, y, random_state=0)
+    assert not np.allclose(kept, full)

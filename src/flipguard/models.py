@@ -259,7 +259,7 @@ def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=Non
     if exclude is not None:
         exclude = np.asarray(exclude, dtype=bool)
         splits = folds if isinstance(folds, list) else folds.split(np.zeros(len(y)), y)
-        folds = [(train[~exclude[train]], test) for train, test in splits]
+        folds = [(_kept_rows(train, exclude, y, n_classes), test) for train, test in splits]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if n_jobs not in (None, 1):
@@ -274,6 +274,16 @@ def out_of_fold_proba(model, X, y, *, cv: int = 5, random_state=None, n_jobs=Non
         return np.column_stack([1.0 - p1, p1])
     e = np.exp(raw - raw.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def _kept_rows(train: np.ndarray, exclude: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """``train`` without the ``exclude`` rows, except of a class that would keep fewer than 2 rows
+    there: a model cannot learn a class from one row (and gradient boosting's stratified
+    early-stopping split refuses it), so such a class keeps all its training rows."""
+    kept = train[~exclude[train]]
+    left = np.bincount(y[kept], minlength=n_classes)
+    short = (left < 2) & (np.bincount(y[train], minlength=n_classes) > left)
+    return train[~exclude[train] | short[y[train]]] if short.any() else kept
 
 
 def _is_sparse(X) -> bool:

@@ -277,6 +277,13 @@ class LabelAuditor(BaseEstimator):
                 audit = self._audit_without_rare(X, codes, classes, counts, judged_classes, detector,
                                                  pred_probs, trusted, sources, ids, quality, oof_seed)
         audit.warnings.extend(_warning_notes(caught))
+        judged = classes[judged_classes]
+        pairs = [(b, a) for i, a in enumerate(judged) for b in _look_alikes([a], judged[:i]).values()]
+        if pairs:
+            audit.warnings.append(
+                "classes " + ", ".join(f"'{_py(a)}' and '{_py(b)}'" for a, b in pairs[:5])
+                + " differ only in spaces or case: one class written two ways? The audit treats them as "
+                "different classes, so rows moved between them look like flips")
         self.n_features_in_ = 0 if X is None else X.shape[1]
         if embed and X is not None:
             audit.embedding, audit.embedding_axes = embed_2d(X)
@@ -399,7 +406,10 @@ class LabelAuditor(BaseEstimator):
         audit = _expand(sub, keep, judged_classes, codes, classes, ids, sources, trusted,
                         rare_suggested=judged_classes[np.argmax(rare_probs, axis=1)])
         rare = [(classes[c], int(counts[c])) for c in np.flatnonzero((counts < self.cv) & (counts > 0))]
-        named = ", ".join(f"'{_py(c)}' ({n} row{'s' if n != 1 else ''})" for c, n in rare[:5])
+        alike = _look_alikes([c for c, _ in rare], classes[judged_classes])
+        named = ", ".join(f"'{_py(c)}' ({n} row{'s' if n != 1 else ''}"
+                          + (f"; '{alike[c]}' but for spaces or case" if c in alike else "") + ")"
+                          for c, n in rare[:5])
         more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
         n_rare = int((~keep).sum())
         audit.warnings.insert(0, (
@@ -411,6 +421,14 @@ class LabelAuditor(BaseEstimator):
         audit.details["rare_classes"] = {str(_py(c)): n for c, n in rare}
         audit.details["unjudged_rows"] = np.flatnonzero(~keep).tolist()
         return audit
+
+
+def _look_alikes(rare, judged) -> dict:
+    """``{rare value: judged value}`` for string labels equal but for whitespace and case
+    (``'benign '``, ``'Benign'``: a typo in the data, not a class)."""
+    key = lambda v: " ".join(v.split()).casefold()  # noqa: E731
+    known = {key(v): v for v in judged if isinstance(v, str)}
+    return {r: known[key(r)] for r in rare if isinstance(r, str) and key(r) in known}
 
 
 def _check_X_y(estimator, X, y):

@@ -336,3 +336,39 @@ def test_a_missing_column_is_named_with_the_columns_the_partition_has(tmp_path):
                                         r"\(columns: rid, f0, f1, f2, y, year\)$"):
         read_partition(part, ["rid", "nope"], dictionary=["y"])
     assert read_partition(part, ["y", "year", "rid"], dictionary=["y"]).column_names == ["y", "year", "rid"]
+
+
+def test_copies_of_a_row_in_other_partitions_share_its_fold(tmp_path):
+    """A partitioned audit draws each row's fold from its features' hash: a row copied into
+    another file (ingested twice), flipped in both copies, is never learnt from its own copy,
+    so the audit still finds it; the folds of distinct rows stay uniform."""
+    from flipguard.models import hash_folds
+
+    root, _ = noisy_lake(tmp_path / "lake", rate=0.0)
+    a = pq.read_table(os.path.join(root, "p0.parquet"))
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(a.num_rows, 150, replace=False))
+    copy = a.take(pa.array(rows))
+    y = np.array(copy.column("y").to_pylist())
+    flipped = np.array([{"a": "b", "b": "c", "c": "a"}[v] for v in y])
+    copy = copy.set_column(copy.schema.get_field_index("y"), "y", pa.array(flipped))
+    copy = copy.set_column(0, "rid", pa.array(np.arange(10_000, 10_000 + len(rows))))
+    pq.write_table(copy, os.path.join(root, "p9.parquet"))  # the copies, flipped
+    labels_a = np.array(a.column("y").to_pylist())
+    labels_a[rows] = flipped  # ... and the originals flipped the same way
+    set_labels(os.path.join(root, "p0.parquet"), np.arange(a.num_rows), labels_a)
+    # Gradient boosting learns single rows: with random folds it learnt each flipped label from
+    # its copy and found 18 % of these flips (a linear model barely notices a copy).
+    res = audit_partitioned(root, label="y", id="rid", out=tmp_path / "out", random_state=3, model="hgb")
+    tbl = read_audit(tmp_path / "out")
+    folds = tbl.column("fold").to_numpy()
+    flags = tbl.column("flagged").to_numpy(zero_copy_only=False)
+    n = a.num_rows
+    np.testing.assert_array_equal(folds[rows], folds[-len(rows):])  # p0 first, p9 last
+    recall = flags[np.r_[rows, np.arange(len(folds) - len(rows), len(folds))]].mean()
+    assert recall > 0.8, recall
+    assert res.n_samples == 3 * n + len(rows)
+    X = rng.normal(size=(20_000, 4))
+    counts = np.bincount(hash_folds(X, 5, 3), minlength=5)
+    assert np.all(np.abs(counts - 4000) < 4 * np.sqrt(4000 * 0.8))
+    assert not np.array_equal(hash_folds(X, 5, 3), hash_folds(X, 5, 4))

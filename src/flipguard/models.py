@@ -152,6 +152,40 @@ def _mixed(bits: np.ndarray) -> np.ndarray:
     return v
 
 
+def row_hashes(X, chunk: int = 8_192) -> np.ndarray:
+    """A 64-bit hash of each row's features (uint64), equal for rows with exactly the same
+    values: each value's mixed bit pattern times a fixed odd multiplier per column, summed with
+    wrap-around (for a sparse row over its stored non-zero values and their columns)."""
+    n = X.shape[0]
+    rng = np.random.default_rng(0x5EED)
+    mult = rng.integers(1, 2 ** 63, size=X.shape[1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        if _is_sparse(X):
+            M = X.tocsr()
+            keep = M.data != 0  # an explicitly stored zero is a zero
+            bits = np.ascontiguousarray(M.data, dtype=np.float64).view(np.uint64)
+            vals = np.where(keep, _mixed(bits) * mult[M.indices], np.uint64(0))
+            csum = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(vals, dtype=np.uint64)])
+            return csum[M.indptr[1:]] - csum[M.indptr[:-1]]
+        X = np.asarray(X)
+        h = np.empty(n, dtype=np.uint64)
+        for start in range(0, n, chunk):  # bounded temporaries
+            block = np.ascontiguousarray(X[start:start + chunk], dtype=np.float64).view(np.uint64)
+            h[start:start + chunk] = _mixed(block) @ mult
+        return h
+
+
+def hash_folds(X, cv: int, seed: int) -> np.ndarray:
+    """A fold in ``0 .. cv-1`` per row drawn from its features' hash (:func:`row_hashes`) and
+    ``seed``: exact copies of a row get the same fold wherever they are (in another file of a
+    partitioned dataset, say), and the folds of distinct rows look uniformly random."""
+    with np.errstate(over="ignore"):
+        salt = _mixed(np.array([seed], dtype=np.uint64))[0]
+        v = _mixed(row_hashes(X) ^ salt)
+        v ^= v >> np.uint64(29)
+    return (v % np.uint64(cv)).astype(np.int64)
+
+
 def duplicate_groups(X, chunk: int = 8_192) -> np.ndarray | None:
     """A group number per row, equal for rows with exactly the same features; ``None`` when no two
     rows are the same.
@@ -167,22 +201,9 @@ def duplicate_groups(X, chunk: int = 8_192) -> np.ndarray | None:
     n = X.shape[0]
     if n < 2:
         return None
-    rng = np.random.default_rng(0x5EED)
-    mult = rng.integers(1, 2 ** 63, size=X.shape[1], dtype=np.uint64) | np.uint64(1)
-    with np.errstate(over="ignore"):
-        if _is_sparse(X):
-            M = X.tocsr()
-            keep = M.data != 0  # an explicitly stored zero is a zero
-            bits = np.ascontiguousarray(M.data, dtype=np.float64).view(np.uint64)
-            vals = np.where(keep, _mixed(bits) * mult[M.indices], np.uint64(0))
-            csum = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(vals, dtype=np.uint64)])
-            h = csum[M.indptr[1:]] - csum[M.indptr[:-1]]
-        else:
-            X = np.asarray(X)
-            h = np.empty(n, dtype=np.uint64)
-            for start in range(0, n, chunk):  # bounded temporaries
-                block = np.ascontiguousarray(X[start:start + chunk], dtype=np.float64).view(np.uint64)
-                h[start:start + chunk] = _mixed(block) @ mult
+    h = row_hashes(X, chunk)
+    if not _is_sparse(X):
+        X = np.asarray(X)
     hs = np.sort(h)
     if not (hs[1:] == hs[:-1]).any():  # the common case: one sort, no duplicates
         return None

@@ -4,11 +4,14 @@ Passes (each a map over partitions on the chosen engine; each task holds one
 partition, so a worker needs memory for its largest partition, not the data):
 
 1. **scan**: row and class counts per partition (the label column only).
-2. **sample**: every row gets a fold in ``0..cv-1`` drawn from a generator
-   seeded by ``(random_state, SHA-256 of the partition name)``, so folds do not
-   depend on the engine, the worker or the other partitions.  A seeded sample
-   of at most ``max_train_rows`` rows (all rows when the data is smaller) is
-   collected.
+2. **sample**: every row gets a fold in ``0..cv-1`` from a hash of its
+   features and ``random_state`` (:func:`flipguard.models.hash_folds`), so
+   folds do not depend on the engine, the worker or the other partitions, and
+   exact copies of a row share a fold wherever they are (a copy in another
+   fold's training rows would teach that model the row's label, flipped or
+   not; docs/detection.md, "Copies of a row are the row").  A sample of at
+   most ``max_train_rows`` rows (all rows when the data is smaller), seeded by
+   ``(random_state, SHA-256 of the partition name)``, is collected.
 3. **fit**: one task per fold fits the model on the rows of the other folds,
    in one of two ways (``training=``):
 
@@ -130,9 +133,13 @@ def _features_matrix(tbl: pa.Table, features: list[str], where: str) -> np.ndarr
     return X
 
 
-def _folds(part: Partition, n: int, shared: dict) -> tuple[np.ndarray, np.random.Generator]:
-    fold_ss, sample_ss = _partition_seed(shared["seed"], part.name).spawn(2)
-    return np.random.default_rng(fold_ss).integers(0, shared["cv"], n), np.random.default_rng(sample_ss)
+def _folds(part: Partition, X: np.ndarray, shared: dict) -> tuple[np.ndarray, np.random.Generator]:
+    """Each row's fold, from its features' hash (copies of a row share it, in any partition), and
+    the partition's sampling generator."""
+    from ..models import hash_folds
+
+    _, sample_ss = _partition_seed(shared["seed"], part.name).spawn(2)
+    return hash_folds(X, shared["cv"], int(shared["seed"]) & 0xFFFFFFFF), np.random.default_rng(sample_ss)
 
 
 # -- tasks -----------------------------------------------------------------------------
@@ -167,7 +174,7 @@ def _read(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray, pa.Tab
 
 def _sample_task(part: Partition, shared: dict) -> dict:
     X, y, _ = _read(part, shared)
-    folds, rng = _folds(part, len(y), shared)
+    folds, rng = _folds(part, X, shared)
     m = shared["quota"][part.name]
     idx = np.arange(len(y)) if m >= len(y) else np.sort(rng.choice(len(y), size=m, replace=False))
     return {"X": X[idx], "y": y[idx], "fold": folds[idx]}
@@ -239,7 +246,7 @@ def _fit_incremental_task(fold: int, shared: dict):
 
     def training_rows(part):
         X, y, _ = _read(part, shared)
-        keep = _folds(part, len(y), shared)[0] != fold
+        keep = _folds(part, X, shared)[0] != fold
         return X[keep], y[keep]
 
     with warnings.catch_warnings(), single_threaded():
@@ -265,7 +272,7 @@ def _oof(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray, np.ndar
     from ..models import predict_scores, single_threaded
 
     X, y, tbl = _read(part, shared)
-    folds, _ = _folds(part, len(y), shared)
+    folds, _ = _folds(part, X, shared)
     K = len(shared["classes"])
     p = np.zeros((len(y), K))
     with single_threaded():

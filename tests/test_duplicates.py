@@ -77,3 +77,36 @@ def test_audit_finds_flips_made_in_every_copy(copies):
     assert f1 >= 0.8
     assert audit.verdict["status"] == "poisoned"
     assert abs(audit.estimated_flips - flipped.sum()) <= 0.25 * flipped.sum()
+
+
+def test_a_common_feature_vector_is_not_a_copy_and_never_empties_a_fold():
+    """A few categorical columns give few distinct rows: a feature vector shared by more than
+    MAX_COPIES rows (or half a fold's share) is spread over the folds, so a row is still judged
+    by models that saw its like; a table whose only feature is constant no longer crashes
+    (every row was one group, one fold, and the other folds trained on nothing)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from flipguard.models import MAX_COPIES, _group_folds
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 2, size=(600, 3)).astype(float)  # 8 distinct rows, about 75 each
+    y = rng.integers(0, 2, 600)
+    X = np.vstack([X, rng.normal(size=(40, 3))])
+    X = np.vstack([X, X[-40:]])  # 40 rows copied once: groups of 2
+    y = np.r_[y, rng.integers(0, 2, 80)]
+    groups = duplicate_groups(X)
+    folds = _group_folds(StratifiedKFold(5, shuffle=True, random_state=0), groups, y)
+    fold_of = np.empty(len(y), dtype=int)
+    for f, (_, test) in enumerate(folds):
+        fold_of[test] = f
+    sizes = np.bincount(groups)
+    big = sizes[groups] > MAX_COPIES
+    assert big.sum() >= 500
+    for g in np.unique(groups[big]):
+        assert len(np.unique(fold_of[groups == g])) == 5  # spread over every fold
+    for g in np.unique(groups[~big]):
+        assert len(np.unique(fold_of[groups == g])) == 1  # real copies share one
+    Xc = np.ones((200, 1))
+    yc = np.r_[np.zeros(120, dtype=int), np.ones(80, dtype=int)]
+    audit = LabelAuditor(random_state=0).fit(Xc, yc, embed=False).audit_
+    assert audit.verdict["status"].startswith("labels inconsistent with features")

@@ -224,8 +224,18 @@ def duplicate_groups(X, chunk: int = 8_192) -> np.ndarray | None:
     return groups
 
 
+#: Copies of a row kept together (one fold; skipped among its neighbours) at most: a feature
+#: vector shared by more rows is a common value (a table of a few categorical columns has
+#: few distinct rows), not a copied record, and its rows are spread over the folds as usual.
+MAX_COPIES = 50
+
+
 def _group_folds(folds, groups: np.ndarray, y: np.ndarray) -> list:
-    """``folds`` (a splitter) with every group of duplicate rows moved to the fold of its first row."""
+    """``folds`` (a splitter) with every group of duplicate rows moved to the fold of its first row.
+
+    Groups of more than ``MAX_COPIES`` rows, or more than half a fold's share of the rows, stay
+    spread as the splitter put them; and when grouping would leave a training fold with fewer
+    than 2 rows of a class, the splitter's folds are kept as they are."""
     n = len(y)
     fold_of = np.empty(n, dtype=np.int64)
     splits = list(folds.split(np.zeros(n), y))
@@ -233,9 +243,16 @@ def _group_folds(folds, groups: np.ndarray, y: np.ndarray) -> list:
         fold_of[test] = f
     first = np.full(groups.max() + 1, n, dtype=np.int64)
     np.minimum.at(first, groups, np.arange(n))
-    fold_of = fold_of[first[groups]]
+    k = len(splits)
+    copies = np.bincount(groups)[groups] <= max(2, min(MAX_COPIES, n // (2 * k)))
+    grouped = np.where(copies, fold_of[first[groups]], fold_of)
+    K = int(y.max()) + 1
+    per_fold = np.bincount(grouped * K + y, minlength=k * K).reshape(k, K)
+    total = per_fold.sum(axis=0)
+    if ((total - per_fold)[:, total >= 2] >= 2).all():
+        fold_of = grouped
     rows = np.arange(n)
-    return [(rows[fold_of != f], rows[fold_of == f]) for f in range(len(splits))]
+    return [(rows[fold_of != f], rows[fold_of == f]) for f in range(k)]
 
 
 #: ``groups=`` default of :func:`out_of_fold_proba`: look for duplicate rows in ``X``.

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from .._validation import Interval
-from ..models import duplicate_groups
+from ..models import MAX_COPIES, duplicate_groups
 from ._base import BaseDetector, _Findings, _Inputs, register
 
 __all__ = ["KNNConsistency", "knn_label_probs"]
@@ -80,7 +80,7 @@ def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, groups=No
 
 
 #: Copies of a row (exact duplicates) skipped at most among its neighbours.
-MAX_SKIPPED_COPIES = 50
+MAX_SKIPPED_COPIES = MAX_COPIES
 
 
 @register("knn")

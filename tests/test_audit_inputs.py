@@ -515,3 +515,19 @@ def test_excluded_rows_never_leave_a_class_too_few_rows_to_train_on():
     kept = out_of_fold_proba("logreg", X, y, exclude=other, random_state=0)
     full = out_of_fold_proba("logreg", X, y, random_state=0)
     assert not np.allclose(kept, full)
+
+
+def test_missing_labels_are_named_not_a_type_error():
+    """None in an object array (pandas' missing value in a string column) made numpy's sort
+    raise TypeError; NaN in a float array was called "continuous".  Both name the rows."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
+    names[[3, 77]] = [None, np.nan]
+    with pytest.raises(DataError, match=r"y has 2 missing label\(s\) \(None/NaN\) at rows 3, 77 \(0-based\)"):
+        LabelAuditor(random_state=0).fit(X, names)
+    floats = y.astype(float)
+    floats[5] = np.nan
+    with pytest.raises(DataError, match=r"y has 1 missing label\(s\) \(None/NaN\) at rows 5 "):
+        LabelAuditor(random_state=0).fit(X, floats)

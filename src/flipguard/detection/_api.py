@@ -452,6 +452,14 @@ def _check_X_y(estimator, X, y):
     if y_arr.ndim != 1 or (X is not None and len(y_arr) != X.shape[0]):
         raise DataError(f"X must be 2-D and y 1-D with one label per row (got X {X.shape}, "
                         f"y {y_arr.shape})")
+    if y_arr.dtype.kind == "f" or y_arr.dtype == object:
+        missing = (np.isnan(y_arr) if y_arr.dtype.kind == "f"
+                   else np.frompyfunc(lambda v: v is None or v != v, 1, 1)(y_arr).astype(bool))
+        if missing.any():
+            where = np.flatnonzero(missing)
+            raise DataError(f"y has {len(where)} missing label(s) (None/NaN) at rows "
+                            f"{', '.join(map(str, where[:10]))}{' ...' if len(where) > 10 else ''} (0-based): "
+                            "drop those rows or give them a label first")
     if y_arr.dtype.kind in "fc" or y_arr.dtype == object:
         try:
             kind = type_of_target(y_arr)

@@ -142,6 +142,34 @@ def test_trusted_file_catches_the_cluster_attack(cli, breast_cancer_frame, tmp_p
     assert f"{v['flipped']} of {len(rows)} carry another label" in line and "random sample" in line
 
 
+def test_a_sheet_of_ids_and_verified_labels_is_enough(cli, breast_cancer_frame, tmp_path):
+    """What a review produces: the ids of rows someone checked and their verified labels.  The
+    matched rows' features are the data's, so the audit gives the same flags and verdict as with
+    the full rows; an id the data lacks cannot be used without features (one line, exit 2)."""
+    table, mask = _poison(breast_cancer_frame, "cluster", rate=0.1, seed=0)
+    data = _write(tmp_path, table)
+    rows = np.sort(np.random.RandomState(7).choice(table.num_rows, size=int(0.05 * table.num_rows),
+                                                   replace=False))
+    full = _write(tmp_path, breast_cancer_frame.take(pa.array(rows)), "trusted.csv")
+    sheet = _write(tmp_path, breast_cancer_frame.take(pa.array(rows)).select(["patient_id", LABEL]), "sheet.csv")
+    args = ("audit", data, "--label", LABEL, "--id", "patient_id", "--format", "json")
+    a = json.loads(cli(*args, "--trusted", full).stdout)
+    b = cli(*args, "--trusted", sheet)
+    assert b.exit_code == 0, b.stderr
+    b = json.loads(b.stdout)
+    assert [r["flagged"] for r in a["rows"]] == [r["flagged"] for r in b["rows"]]
+    assert a["verdict"]["status"] == b["verdict"]["status"]
+    assert b["verdict"]["verified_estimate"]["verified"] == len(rows)
+    stray = breast_cancer_frame.take(pa.array(rows)).select(["patient_id", LABEL])
+    stray = stray.set_column(0, "patient_id", pa.array(np.arange(len(rows)) + 90_000))
+    bad = cli(*args, "--trusted", _write(tmp_path, stray, "stray.csv"))
+    assert bad.exit_code == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'stray.csv'}: {len(rows)} trusted row(s) have ids that are not in {data} "
+        "(90000, 90001, 90002, 90003, 90004, ...) and the file has no feature columns to use them as extra "
+        "examples: give their features, or only rows of the data"]
+
+
 def test_rules_and_reference_label(cli, breast_cancer_frame, tmp_path):
     radius = breast_cancer_frame.column("mean_radius").to_numpy()
     y = np.asarray(breast_cancer_frame.column(LABEL).to_pylist(), dtype=object)

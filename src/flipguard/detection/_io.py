@@ -71,14 +71,29 @@ def load_trusted(source, dataset) -> TrustedLabels:
     if col.null_count:
         raise DataError(f"{where}: {col.null_count} trusted row(s) have no label")
     y = _encode_like(col, dataset, where)
-    X = _features_like(tbl, dataset, where)
+    rows = None
+    if dataset.id_name is not None and dataset.id_name in tbl.column_names:
+        rows = _match_ids(tbl.column(dataset.id_name), dataset.ids)
+    try:
+        X = _features_like(tbl, dataset, where)
+    except _MissingFeatures as exc:
+        # A reviewer's sheet of ids and verified labels: the matched rows' features are the data's.
+        if rows is None:
+            raise DataError(f"{exc}; a file of just ids and verified labels needs --id (the data's id "
+                            "column, also in the file) to match its rows") from None
+        if (rows < 0).any():
+            lost = tbl.column(dataset.id_name).to_numpy(zero_copy_only=False)[rows < 0]
+            raise DataError(f"{where}: {int((rows < 0).sum())} trusted row(s) have ids that are not in "
+                            f"{dataset.source} ({', '.join(map(str, lost[:5]))}{', ...' if len(lost) > 5 else ''}) "
+                            "and the file has no feature columns to use them as extra examples: give "
+                            "their features, or only rows of the data") from None
+        X = dataset.X[rows]
+        if hasattr(X, "toarray"):
+            X = X.toarray()
     if getattr(dataset, "is_sparse", False):
         import scipy.sparse as sp
 
         X = sp.csr_matrix(X)
-    rows = None
-    if dataset.id_name is not None and dataset.id_name in tbl.column_names:
-        rows = _match_ids(tbl.column(dataset.id_name), dataset.ids)
     return TrustedLabels(X=X, y=y, rows=rows)
 
 
@@ -200,6 +215,11 @@ def read_features(source, dataset, *, id: str | None = None, notes: list | None 
 
 
 # -- helpers ---------------------------------------------------------------------------
+class _MissingFeatures(DataError):
+    """The trusted file lacks feature columns of the data."""
+
+
+
 def _numeric(col, where: str, name: str) -> np.ndarray:
     try:
         return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -305,7 +325,7 @@ def _features_like(tbl: pa.Table, dataset, where: str) -> np.ndarray:
             raise DataError(f"{where}: trusted rows cannot be encoded like feature '{fname}'")
     if missing:
         uniq = list(dict.fromkeys(missing))
-        raise DataError(f"{where}: trusted file lacks feature column(s) {', '.join(uniq[:12])}")
+        raise _MissingFeatures(f"{where}: trusted file lacks feature column(s) {', '.join(uniq[:12])}")
     return out
 
 

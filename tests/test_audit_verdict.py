@@ -941,6 +941,7 @@ def test_a_targeted_move_the_models_learn_is_never_called_clean():
     counts = np.bincount(y_bad)
     assert (r["source"], r["target"]) == (int(np.argmin(counts)), int(np.argmax(counts)))
     assert r["rows"] == round(0.3 * counts.min())
+    assert 0 <= r["moved_flagged"] <= r["rows"] and f"of its {r['rows']} rows were flagged" in verdict["reason"]
     assert "rehearsal" in verdict["reason"] and "--trusted" in verdict["reason"]
 
 

@@ -453,8 +453,13 @@ class AutoDetector(BaseDetector):
                    f"class moved to the largest and the models retrained on them, the test gave p = "
                    f"{rehearsal['p_value']:.2f} (the simulations that hold the model fixed see it in "
                    f"{t_power:.0%}): the models learn such a move as part of the labels, so an attack like it "
-                   f"could hide here; the model confidently disputes {cl_estimate} labels: check the "
-                   "smallest class's rows, or add --trusted rows")
+                   f"could hide from the tests here ("
+                   + (f"{rehearsal['moved_flagged']} of its {rehearsal['rows']} rows were flagged, so it would "
+                      f"show as disputed labels: the model confidently disputes {cl_estimate} here"
+                      if 2 * rehearsal["moved_flagged"] >= rehearsal["rows"] else
+                      f"only {rehearsal['moved_flagged']} of its {rehearsal['rows']} rows were flagged; the "
+                      f"model confidently disputes {cl_estimate} labels here")
+                   + "); check the smallest class's rows, or add --trusted rows")
         elif (np.isfinite(power) and power >= 0.8 and not (np.isfinite(t_power) and t_power < 0.8)
               and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n)):
             status = CLEAN
@@ -731,7 +736,7 @@ class AutoDetector(BaseDetector):
         v = again.verdict
         p_lr, p_band = float(v["p_value"]), float(v["boundary"]["p_value"])
         return {"source": src, "target": dst, "rows": k, "status": v["status"], "p_value": p_lr,
-                "band_p_value": p_band,
+                "band_p_value": p_band, "moved_flagged": int(np.count_nonzero(again.flags[moved])),
                 "seen": bool(v["status"] == POISONED or min(p_lr, p_band) <= level)}
 
     @staticmethod

@@ -406,6 +406,10 @@ class AutoDetector(BaseDetector):
             # "likely flipped" at a stated false-discovery rate on their word.
             likely = np.zeros(n, dtype=bool)
             reasons &= np.uint16(~_BIT["noise_model"] & 0xFFFF)
+        # What a clean verdict needs before the rehearsal (power, and no more disputes than clean
+        # labels this uncertain give).
+        could_be_clean = bool(np.isfinite(power) and power >= 0.8 and not (np.isfinite(t_power) and t_power < 0.8)
+                              and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n))
         rehearsal = None
         if verified_flipped:
             status = POISONED
@@ -442,9 +446,8 @@ class AutoDetector(BaseDetector):
                    f"{min(fit.p_value if lr_significant else 1.0, bt.p_value if band_significant else 1.0):.3f}), "
                    f"but about {max(extra, 0):.0f} of them, fewer than the {need:.0f} rows "
                    f"({share:.1%}) a verdict of poisoning needs: check the flagged rows by hand")
-        elif (np.isfinite(power) and power >= 0.8 and not (np.isfinite(t_power) and t_power < 0.8)
-              and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n)
-              and (rehearsal := self._rehearse(inputs, level)) is not None and not rehearsal["seen"]):
+        elif could_be_clean and (rehearsal := self._rehearse(inputs, level)) is not None \
+                and not rehearsal["seen"]:
             # The simulations above hold the model fixed; retrained on a moved share of a class,
             # the models may learn it as they learn the labels, and the test then cannot see it.
             status = INCONCLUSIVE
@@ -460,8 +463,7 @@ class AutoDetector(BaseDetector):
                       f"only {rehearsal['moved_flagged']} of its {rehearsal['rows']} rows were flagged; the "
                       f"model confidently disputes {cl_estimate} labels here")
                    + "); check the smallest class's rows, or add --trusted rows")
-        elif (np.isfinite(power) and power >= 0.8 and not (np.isfinite(t_power) and t_power < 0.8)
-              and cl_estimate <= max(fit.clean_estimate_upper, 0.01 * n)):
+        elif could_be_clean:
             status = CLEAN
             why = (f"no sign of flips at false-alarm rate {self.alpha:g} (p = {fit.p_value:.2f}; the "
                    f"test flags 10% random flips in {power:.0%} of simulations, and {t_text} in "

@@ -219,7 +219,6 @@ class _MissingFeatures(DataError):
     """The trusted file lacks feature columns of the data."""
 
 
-
 def _numeric(col, where: str, name: str) -> np.ndarray:
     try:
         return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)

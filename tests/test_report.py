@@ -465,3 +465,33 @@ def test_no_clipped_text_at_1400px_demo_and_audit_reports(chromium, tmp_path):
     # The probe does find overflow: the same audit report in a 700 px window has a table too wide.
     _, narrow = clipped_elements(chromium, report, tmp_path, width=700)
     assert any("suspects" in p or "row" in p for p in narrow), narrow[:5]
+
+
+def test_an_audit_with_no_flips_draws_its_transition_matrix_white():
+    """The transition heatmap's colour is a count of flips starting at 0: with none estimated
+    it was drawn mid-red (matplotlib widened an all-zero range to -0.1..0.1), a clean table's
+    report showing a sea of red under "estimated flips"."""
+    import io
+
+    from matplotlib.image import imread
+
+    from flipguard.detection import LabelAuditor
+    from flipguard.report._audit import _transitions
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=6, size=(4, 5))
+    y = rng.integers(0, 4, 400)
+    X = centers[y] + rng.normal(size=(400, 5))
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, y, embed=False).audit_
+    t = np.asarray(audit.transitions)
+    assert t.sum() - np.trace(t) == 0
+    png = imread(io.BytesIO(_transitions(audit, ["a", "b", "c", "d"]).images[0].data))
+    rgb = png[..., :3]
+    red = (rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.6) & (rgb[..., 2] < 0.6)
+    assert red.mean() < 0.01, red.mean()
+    flipped = y.copy()
+    flipped[:40] = (y[:40] + 1) % 4
+    audit = LabelAuditor(model="logreg", random_state=0).fit(X, flipped, embed=False).audit_
+    png = imread(io.BytesIO(_transitions(audit, ["a", "b", "c", "d"]).images[0].data))
+    rgb = png[..., :3]
+    assert ((rgb[..., 0] > 0.5) & (rgb[..., 1] < 0.3) & (rgb[..., 2] < 0.3)).mean() > 0.01  # flips are red

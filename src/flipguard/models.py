@@ -423,7 +423,9 @@ def select_model(X, y, *, candidates=AUTO_CANDIDATES, cv: int = 5, max_samples: 
     probs = None
     if all(v is not None for v in eligible.values()):
         probs = sum(w * eligible[k] for k, w in zip(members, weights))
-    losses = ", ".join(f"{k} {v['log_loss']:.4f}" for k, v in report.items() if v.get("log_loss") is not None)
+    # max(.., 0): a model that predicts every label with probability 1 scores -1e-16, shown "-0.0000".
+    losses = ", ".join(f"{k} {max(v['log_loss'], 0.0):.4f}" for k, v in report.items()
+                       if v.get("log_loss") is not None)
     if len(members) > 1:
         reason = (f"stack of {', '.join(f'{w:.1f} {k}' for k, w in zip(members, weights))} (weights minimising "
                   f"out-of-fold log-loss; no single model is trusted alone on possibly flipped labels); "

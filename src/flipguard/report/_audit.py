@@ -117,11 +117,14 @@ def _transitions(audit, names) -> Section:
         ax = fig.subplots()
         off = t.astype(float).copy()
         np.fill_diagonal(off, np.nan)
-        im = ax.imshow(off, cmap="Reds", interpolation="nearest")
+        # Counts of flips: white is none (without vmin/vmax an all-zero matrix is drawn mid-red,
+        # on a colour bar running from -0.1 to 0.1).
+        top = float(np.nanmax(off)) if k > 1 else 0.0
+        im = ax.imshow(off, cmap="Reds", interpolation="nearest", vmin=0.0, vmax=max(top, 1.0))
         if k <= 15:
             for i in range(k):
                 for j in range(k):
-                    dark = i != j and t[i, j] > 0.6 * np.nanmax(off)
+                    dark = i != j and t[i, j] > 0.6 * max(top, 1.0)
                     ax.text(j, i, str(int(t[i, j])), ha="center", va="center", fontsize=8.5,
                             color="white" if dark else MUTED if i == j else INK)
         ticks = [text(c, 16) for c in names]

@@ -531,3 +531,39 @@ def test_missing_labels_are_named_not_a_type_error():
     floats[5] = np.nan
     with pytest.raises(DataError, match=r"y has 1 missing label\(s\) \(None/NaN\) at rows 5 "):
         LabelAuditor(random_state=0).fit(X, floats)
+
+
+def test_an_embedding_column_of_vectors_is_one_feature_per_dimension(cli, tmp_path):
+    """Embeddings are stored in Parquet as a list (or fixed-size list) of numbers per row: each
+    dimension is a feature, for the audit and for trusted rows alike; vectors of different
+    lengths are named and left out."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    flip = rng.random(len(y)) < 0.1
+    y_bad = np.where(flip, (y + rng.integers(1, 10, len(y))) % 10, y)
+    lists = pa.array(list(X.astype(np.float32)), type=pa.list_(pa.float32()))
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(X.astype(np.float32).ravel()), 64)
+    for name, col in (("lists.parquet", lists), ("fixed.parquet", fixed)):
+        path = tmp_path / name
+        pq.write_table(pa.table({"id": np.arange(len(y)), "embedding": col, "label": y_bad}), path)
+        ds = load(path, label="label", id="id")
+        assert ds.X.shape == (len(y), 64) and ds.feature_names[:2] == ["embedding[0]", "embedding[1]"]
+        assert ds.encoding["embedding"] == "vector (64 dimensions)"
+        np.testing.assert_allclose(ds.X, X.astype(np.float32))
+    res = cli("audit", tmp_path / "lists.parquet", "--label", "label", "--id", "id", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    flagged = np.array([r["flagged"] for r in json.loads(res.stdout)["rows"]])
+    assert 2 * (flagged & flip).sum() / (flagged.sum() + flip.sum()) > 0.85  # F1, as on the pixels
+    rows = np.arange(0, len(y), 20)
+    trusted = pa.table({"id": rows, "embedding": lists.take(pa.array(rows)), "label": y[rows]})
+    pq.write_table(trusted, tmp_path / "trusted.parquet")
+    res = cli("audit", tmp_path / "lists.parquet", "--label", "label", "--id", "id", "--trusted",
+              tmp_path / "trusted.parquet", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["verdict"]["verified_estimate"]["verified"] == len(rows)
+    ragged = pa.array([[1.0, 2.0]] * 50 + [[1.0]] * 50, type=pa.list_(pa.float64()))
+    pq.write_table(pa.table({"v": ragged, "x": np.arange(100.0) % 7, "label": np.arange(100) % 2}),
+                   tmp_path / "ragged.parquet")
+    assert load(tmp_path / "ragged.parquet", label="label").encoding["v"] == "dropped: vectors of different lengths"

@@ -346,7 +346,33 @@ def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int):
         rows = np.flatnonzero(valid)
         block[rows, rank[idx[valid].astype(np.int64)]] = 1.0
         return block, [f"{name}={c}" for c in cats[order]], f"one-hot ({len(cats)} categories)"
+    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and \
+            (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+        return _encode_vectors(col.combine_chunks(), name)
     return None, [], f"dropped: unsupported type {t}"
+
+
+def _encode_vectors(arr: pa.Array, name: str):
+    """A column of numeric vectors (an embedding stored as a list per row) -> one feature per
+    dimension, ``name[0]``, ``name[1]``, ...; vectors of different lengths, or missing ones, are
+    not features (a missing value inside a vector takes that dimension's median)."""
+    n = len(arr)
+    if arr.null_count:
+        return None, [], f"dropped: {arr.null_count} missing vector(s)"
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    d = int(lengths[0]) if n else 0
+    if d == 0 or (lengths != d).any():
+        return None, [], "dropped: vectors of different lengths"
+    values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64).reshape(n, d)
+    bad = ~np.isfinite(values)
+    how = f"vector ({d} dimensions)"
+    if bad.any():
+        values[bad] = np.nan
+        medians = np.nanmedian(values, axis=0)
+        medians[np.isnan(medians)] = 0.0
+        values[bad] = np.broadcast_to(medians, values.shape)[bad]
+        how = f"vector ({d} dimensions; {int(bad.sum())} missing or infinite values imputed with medians)"
+    return values, [f"{name}[{j}]" for j in range(d)], how
 
 
 def _tfidf(col: pa.ChunkedArray, name: str, max_features: int, source: str):

@@ -285,6 +285,7 @@ def _features_like(tbl: pa.Table, dataset, where: str) -> np.ndarray:
     out = np.empty((n, dataset.n_features), dtype=np.float64)
     missing = []
     tfidf = {}
+    vectors: dict = {}
     for col, vec in getattr(dataset, "vectorizers", {}).items():
         if col not in names:
             missing.append(col)
@@ -318,6 +319,21 @@ def _features_like(tbl: pa.Table, dataset, where: str) -> np.ndarray:
             c = pc.cast(tbl.column(col), pa.string())
             out[:, j] = np.asarray(pc.fill_null(pc.equal(c, cat), False).to_numpy(zero_copy_only=False),
                                    dtype=np.float64)
+        elif fname.endswith("]") and str(dataset.encoding.get(fname[:fname.rfind("[")], "")).startswith("vector"):
+            col, dim = fname[:fname.rfind("[")], int(fname[fname.rfind("[") + 1:-1])
+            if col not in names:
+                missing.append(col)
+                continue
+            if col not in vectors:
+                from ..data._load import _encode_vectors
+
+                block, cols, how = _encode_vectors(tbl.column(col).combine_chunks(), col)
+                width = sum(1 for f in dataset.feature_names if f.startswith(f"{col}["))
+                if block is None or block.shape[1] != width:
+                    raise DataError(f"{where}: trusted column '{col}' is not a vector of {width} numbers like "
+                                    f"the data's ({how if block is None else f'{block.shape[1]} dimensions'})")
+                vectors[col] = block
+            out[:, j] = vectors[col][:, dim]
         elif fname.split(":", 1)[0] in missing:
             continue
         else:

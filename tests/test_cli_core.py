@@ -401,3 +401,89 @@ def test_exit_codes_of_commands_pass_through(cli, tmp_path):
     assert cli("keygen", "-h").exit_code == 0
     r = cli()  # no command: the help, exit 2 as click gives
     assert r.exit_code == 2 and "Usage" in r.stdout + r.stderr
+
+
+def test_a_pandas_category_label_keeps_its_type_through_attack_and_clean(cli, tmp_path, breast_cancer_frame):
+    """pandas writes a category with int8 indices; rewriting the label with int32 ones crashed
+    attack and clean (ArrowInvalid: Field type did not match data type)."""
+    import pyarrow as pa
+
+    idx = breast_cancer_frame.schema.get_field_index("diagnosis")
+    cat = pa.DictionaryArray.from_arrays(
+        pa.array((np.array(breast_cancer_frame.column("diagnosis").to_pylist()) == "malignant").astype(np.int8)),
+        pa.array(["benign", "malignant"]))
+    data = tmp_path / "cat.parquet"
+    pq.write_table(breast_cancer_frame.set_column(idx, "diagnosis", cat), data)
+    for args in (("attack", data, "--label", "diagnosis", "--rate", "0.1", "--out", tmp_path / "a.parquet"),
+                 ("clean", data, "--label", "diagnosis", "--model", "logreg", "--mode", "relabel", "--no-guard",
+                  "--out", tmp_path / "c.parquet")):
+        r = cli(*args)
+        assert r.exit_code == 0, r.stderr
+        assert pq.read_schema(args[-1]).field("diagnosis").type == pa.dictionary(pa.int8(), pa.string())
+    flipped = pq.read_table(tmp_path / "a.parquet").column("diagnosis").to_pylist()
+    assert sum(a != b for a, b in zip(flipped, breast_cancer_frame.column("diagnosis").to_pylist())) == 57
+
+
+def test_outputs_that_would_clobber_something_are_refused_before_any_work(cli, tmp_path, breast_cancer_csv):
+    """A folder given as a file, two options naming one file, a log format only known after the
+    audit, an assess --out that is a file: one line, exit 2, nothing written (the poisoned copy
+    used to be written before --flips failed, and --out == --flips kept only one of them)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    base = ("attack", breast_cancer_csv, "--label", "diagnosis", "--rate", "0.1")
+    assert _error(cli, *base, "--out", out / "y.csv", "--flips", out) == \
+        f"Error: --flips {out} is a folder; give a file name\n"
+    assert _error(cli, *base, "--out", out / "x.csv", "--flips", out / "x.csv") == \
+        f"Error: --out and --flips name the same file {out / 'x.csv'}; give two files\n"
+    clean = ("clean", breast_cancer_csv, "--label", "diagnosis", "--model", "logreg", "--out", out / "c.csv")
+    assert _error(cli, *clean, "--log", out / "c.xlsx") == \
+        f"Error: --log {out / 'c.xlsx'}: unsupported output format '.xlsx'; use .csv or .parquet\n"
+    assert _error(cli, *clean, "--log", out) == f"Error: --log {out} is a folder; give a file name\n"
+    assert list(out.iterdir()) == []
+    assert _error(cli, "assess", breast_cancer_csv, "--label", "diagnosis", "--strategies", "random",
+                  "--rates", "0.1", "--seeds", "1", "--out", breast_cancer_csv) == \
+        (f"Error: --out {breast_cancer_csv} is a file; assess writes a folder (report.html and "
+         "assessment.json): give a folder name\n")
+
+
+def test_attack_class_names_as_a_user_types_them(cli, tmp_path):
+    """A boolean label written true/false is named that way; a class given twice in --pairs and
+    an empty --pairs are refused instead of silently changing the attack."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    data = tmp_path / "b.csv"
+    data.write_text("id,f,y\n" + "".join(f"{i},{v:.3f},{'true' if v > 0 else 'false'}\n" for i, v in enumerate(x)))
+    r = cli("attack", data, "--label", "y", "--strategy", "targeted", "--source", "true", "--rate", "0.3",
+            "--out", tmp_path / "o.csv", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["transitions"] == [{"from": True, "to": False, "count": int(round(0.3 * (x > 0).sum()))}]
+    iris = tmp_path / "iris.csv"
+    iris.write_text("a,species\n" + "".join(f"{i % 7},{['setosa', 'versicolor', 'virginica'][i % 3]}\n"
+                                             for i in range(90)))
+    pair = ("attack", iris, "--label", "species", "--strategy", "noise_matrix", "--kind", "pair", "--rate", "0.1",
+            "--out", tmp_path / "p.csv", "--pairs")
+    assert _error(cli, *pair, "setosa=versicolor,setosa=virginica") == \
+        "Error: --pairs gives class 'setosa' twice; each class becomes one other class\n"
+    assert _error(cli, *pair, "") == "Error: --pairs: expected source=target pairs, got ''\n"
+
+
+def test_assess_on_a_single_feature_and_certify_names_the_test_files_row(cli, tmp_path, breast_cancer_frame):
+    """assess crashed drawing a 2-D view of one feature (PCA with n_components=2); certify
+    --test named a missing label by its row in the joined table."""
+    one = tmp_path / "one.csv"
+    pacsv.write_csv(breast_cancer_frame.select(["mean_radius", "diagnosis"]), one)
+    r = cli("assess", one, "--label", "diagnosis", "--strategies", "random", "--rates", "0.1", "--seeds", "1",
+            "--out", tmp_path / "as", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "as").iterdir()) == ["assessment.json", "report.html"]
+    train = tmp_path / "train.csv"
+    pacsv.write_csv(breast_cancer_frame.slice(0, 400), train)
+    test = breast_cancer_frame.slice(400)
+    labels = test.column("diagnosis").to_pylist()
+    labels[5] = None
+    import pyarrow as pa
+
+    test = test.set_column(test.schema.get_field_index("diagnosis"), "diagnosis", pa.array(labels))
+    pacsv.write_csv(test, tmp_path / "test.csv")
+    assert _error(cli, "certify", train, "--label", "diagnosis", "--partitions", "5", "--test", tmp_path / "test.csv") \
+        .endswith("label column 'diagnosis' has 1 missing/NaN value(s) (rows 5; 0-based)\n")

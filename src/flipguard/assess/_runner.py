@@ -323,7 +323,8 @@ def _run_task(ds, split, seed, strategy, rate, models, model_names, params, view
             res["mitigation"] = _mitigate(ds, X_store[tr], y_pois[tr], X_hold, ds.y[split["holdout"]],
                                           mitigate, model, derive_seed(seed, "mitigate", name))
         out["models"][name] = res
-        if (strategy, rate, name) in view_set and seed == view_seed:
+        # A decision-boundary picture needs two dimensions: none for a single feature.
+        if (strategy, rate, name) in view_set and seed == view_seed and ds.n_features >= 2:
             clean = make_model(model, random_state=derive_seed(seed, "model", name))
             clean.fit(X_store[tr], y_store[tr])
             out["views"].append(_boundary_view(ds, X_store[tr], y_store[tr], y_pois[tr], clean, est,

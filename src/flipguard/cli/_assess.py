@@ -84,6 +84,9 @@ def assess_cmd(
     if unknown:
         raise InvalidParameterError(f"--mitigate {unknown[0]!r} is not a mitigation; choose from "
                                     f"{', '.join(ASSESS_MITIGATIONS[:-1])}")
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"--out {out} is a file; assess writes a folder (report.html and "
+                                    "assessment.json): give a folder name")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     result = assess(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),

@@ -21,11 +21,11 @@ from ._common import (
     TableOpt,
     TextOpt,
     arrow_values,
+    check_outputs,
     console,
     load_data,
     output_format,
     print_json,
-    refuse_overwrite,
 )
 
 #: CLI option -> flipper parameter name (only passed when given).
@@ -83,14 +83,15 @@ def attack_cmd(
         raise InvalidParameterError("give exactly one of --rate and --n-flips")
     if n_flips is not None and n_flips < 0:
         raise InvalidParameterError(f"--n-flips must be a count >= 0; got {n_flips}")
-    refuse_overwrite(data, out, "--out")
+    check_outputs(data, ("--out", out), ("--flips", flips))
     out_fmt = output_format(out, "csv")
     if flips is not None:
-        refuse_overwrite(data, flips, "--flips")
         output_format(flips, "csv", "--flips")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
+    names = _class_names(ds)
+    source, target = (names.get(c, c) if c is not None else None for c in (source, target))
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
-             "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs else None}
+             "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs is not None else None}
     params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}
     budget = {"n_flips": n_flips} if n_flips is not None else {"rate": _parse_rate(rate, ds)}
     flipper = make_flipper(strategy, random_state=seed, **budget, **params)
@@ -106,7 +107,7 @@ def attack_cmd(
         write_table(pa.table({
             "row": rows, "id": arrow_values(ds.ids[rows]),
             "original": arrow_values(ds.classes[ds.y[rows]]), "new": arrow_values(ds.classes[codes[rows]]),
-        }), flips, output_format(flips, "csv"))
+        }), flips, output_format(flips, "csv", "--flips"))
 
     transitions = _transitions(ds, ds.y[rows], codes[rows])
     result = {"input": ds.source, "output": str(out), "format": out_fmt, "strategy": strategy,
@@ -137,7 +138,7 @@ def _parse_rate(text: str, ds):
                                         f"got {text}. For a number of rows use --n-flips")
         return value
     spec = {}
-    by_name = {str(c): c for c in ds.classes}
+    by_name = _class_names(ds)
     for part in text.split(","):
         name, _, value = part.partition("=")
         name = name.strip()
@@ -154,8 +155,17 @@ def _parse_rate(text: str, ds):
     return spec
 
 
+def _class_names(ds) -> dict:
+    """``{name as a user types it: class}``: ``str(c)``, and for a boolean label also ``true`` and
+    ``false`` as a CSV writes them."""
+    names = {str(c): c for c in ds.classes}
+    if ds.classes.dtype.kind == "b":
+        names.update({str(bool(c)).lower(): c for c in ds.classes})
+    return names
+
+
 def _parse_pairs(text: str, ds) -> dict:
-    by_name = {str(c): c for c in ds.classes}
+    by_name = _class_names(ds)
     out = {}
     for part in text.split(","):
         src, sep, dst = (t.strip() for t in part.partition("="))
@@ -164,7 +174,9 @@ def _parse_pairs(text: str, ds) -> dict:
         for name in (src, dst):
             if name not in by_name:
                 raise InvalidParameterError(f"--pairs names class {name!r}, which is not in column "
-                                            f"'{ds.label_name}' (classes: {', '.join(by_name)})")
+                                            f"'{ds.label_name}' (classes: {', '.join(map(str, ds.classes))})")
+        if by_name[src] in out:
+            raise InvalidParameterError(f"--pairs gives class {src!r} twice; each class becomes one other class")
         out[by_name[src]] = by_name[dst]
     return out
 

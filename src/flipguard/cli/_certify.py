@@ -109,6 +109,7 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
     import pyarrow as pa
 
     from ..data import from_table, read_table
+    from ..data._load import encode_labels
 
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     if test is None:
@@ -132,6 +133,8 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
     missing = [c for c in names if c not in test_tbl.column_names]
     if missing:
         raise DataError(f"{where}: column(s) {', '.join(missing)} of {ds.source} not found")
+    if label in test_tbl.column_names:  # its own row numbers in an error, not the joined table's
+        encode_labels(test_tbl.column(label), source=where, label=label)
     try:
         both = pa.concat_tables([ds.table, test_tbl.select(names)], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:

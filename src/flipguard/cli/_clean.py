@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,13 +23,13 @@ from ._common import (
     SeedOpt,
     TableOpt,
     TextOpt,
+    check_outputs,
     console,
     err_console,
     fmt,
     load_data,
     output_format,
     print_json,
-    refuse_overwrite,
 )
 
 #: Changed rows shown in the terminal summary.
@@ -92,12 +91,10 @@ def clean_cmd(
     if mode == "weight" and model != "auto" and not accepts_sample_weight(model):
         raise InvalidParameterError(f"--mode weight needs a model whose training accepts sample weights; "
                                     f"{model} does not (use --mode drop or relabel, or another --model)")
-    for src in [data] + ([trusted] if trusted else []):
-        refuse_overwrite(src, out, "--out")
-        if log is not None:
-            refuse_overwrite(src, log, "--log")
-    if log is not None and os.path.abspath(log) == os.path.abspath(out):
-        raise InvalidParameterError("--log and --out must be different files")
+    check_outputs([data, trusted], ("--out", out), ("--log", log))
+    output_format(out, "csv")
+    if log is not None and not str(log).lower().endswith(".json"):
+        output_format(log, "csv", "--log")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     verified = _read_trusted(trusted, ds) if trusted is not None else None
     cleaned, changes = clean_dataset(ds, mode=mode, trusted=verified, model=model, guard=not no_guard,
@@ -161,7 +158,7 @@ def _write_log(changes, path: Path) -> None:
     else:
         from ..data import write_table
 
-        write_table(changes.to_table(), path, output_format(path, "csv"))
+        write_table(changes.to_table(), path, output_format(path, "csv", "--log"))
 
 
 def _render(changes, result: dict, ds) -> None:

@@ -51,7 +51,7 @@ JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="Where partitioned datasets (a folder or prefix of files) are processed: local (this "
                      "process; seal, verify and diff use a thread per core) or ray (pip install "
-                     "'flipguard[ray]').")]
+                     "'flipguard\\[ray]').")]
 RayAddressOpt = Annotated[str | None, typer.Option(
     "--ray-address", help="With --engine ray: HOST:6379 (the head's address, as 'ray start --head' prints it), "
                           "'auto' or ray://host:10001 to join a cluster (default: start a local Ray instance "
@@ -168,6 +168,25 @@ def refuse_overwrite(data: str, path, opt: str) -> None:
         return
     if os.path.exists(data) and os.path.exists(path) and os.path.samefile(data, path):
         raise InvalidParameterError(f"{opt} {path} is the input file; flipguard never modifies its input")
+
+
+def check_outputs(inputs, *outputs) -> None:
+    """Refuse, before any work, output paths that would clobber something: an input (``inputs``:
+    a path or a list of them), an existing folder, or the file another option already names.
+    ``outputs`` are ``(option, path)`` pairs; ``None`` paths are skipped."""
+    seen: dict[str, str] = {}
+    for opt, path in outputs:
+        if path is None:
+            continue
+        for data in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs):
+            if data is not None:
+                refuse_overwrite(str(data), path, opt)
+        if os.path.isdir(path):
+            raise InvalidParameterError(f"{opt} {path} is a folder; give a file name")
+        key = os.path.realpath(path)
+        if key in seen:
+            raise InvalidParameterError(f"{seen[key]} and {opt} name the same file {path}; give two files")
+        seen[key] = opt
 
 
 def output_format(path, default: str, opt: str = "--out") -> str:

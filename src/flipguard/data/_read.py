@@ -197,8 +197,12 @@ def replace_label_column(tbl: pa.Table, label: str, values: np.ndarray) -> pa.Ta
         base_type = old_type.value_type if pa.types.is_dictionary(old_type) else old_type
         arr = pc.cast(arr, base_type)
         if pa.types.is_dictionary(old_type):
-            arr = arr.dictionary_encode()
-    return tbl.set_column(idx, tbl.schema.field(idx), arr)
+            # pandas writes a category with the narrowest index (int8); keep it when it fits.
+            try:
+                arr = arr.dictionary_encode().cast(old_type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                arr = arr.dictionary_encode()
+    return tbl.set_column(idx, tbl.schema.field(idx).with_type(arr.type), arr)
 
 
 def as_path(p) -> Path:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from .._names import ATTACK_NAMES
 from ..exceptions import InvalidParameterError
 from ._app import _state, app
 from ._common import (
@@ -21,6 +23,7 @@ from ._common import (
     fmt,
     parse_floats,
     print_json,
+    refuse_overwrite,
     split_list,
 )
 
@@ -40,10 +43,11 @@ def simulate_cmd(
     clients: Annotated[int, typer.Option("--clients", help="Number of federated clients.")] = 10,
     malicious: Annotated[str, typer.Option("--malicious", help="Fraction of clients that flip labels (several, "
                                            "comma-separated, run against the same clients).")] = "0.4",
-    attack: Annotated[str, typer.Option("--attack", help="Flipper the attackers use: targeted, random, "
-                                        "noise_matrix, ... (see flipguard attack).")] = "targeted",
+    attack: Annotated[str, typer.Option("--attack", help="Flipper the attackers use: " + ", ".join(ATTACK_NAMES)
+                                        + " (see flipguard attack).")] = "targeted",
     source: Annotated[str | None, typer.Option("--source", help="targeted: class whose rows are flipped "
-                                               "(also the class scored for source recall).")] = None,
+                                               "(also the class scored for source recall; a true/false "
+                                               "label matches in any case).")] = None,
     target: Annotated[str | None, typer.Option("--target", help="targeted: class they become.")] = None,
     rate: Annotated[float | None, typer.Option("--rate", help="Fraction flipped per attacker (targeted: of the "
                                                "source class, default 1.0; other attacks: of all rows).")] = None,
@@ -82,6 +86,9 @@ def simulate_cmd(
     from ..attacks import make_flipper
     from ..data import load
 
+    # Output paths first: nothing runs (or is read) when the report could not be written or is the input.
+    refuse_overwrite(data, report, "--report")
+    _check_output_file(report, "--report")
     defences = split_list(defence, "--defence")
     unknown = [d for d in defences if d not in DEFENCE_CHOICES]
     if unknown:
@@ -95,6 +102,8 @@ def simulate_cmd(
             raise InvalidParameterError(f"--malicious must be a fraction in [0, 0.5); got {m}")
     if attacker_pool not in ("source", "any"):
         raise InvalidParameterError(f"--attacker-pool must be source or any; got {attacker_pool!r}")
+    if attack not in ATTACK_NAMES:
+        raise InvalidParameterError(f"--attack {attack} is not an attack; choose from {', '.join(ATTACK_NAMES)}")
     if rate is not None and not 0 < rate <= 1:
         raise InvalidParameterError(f"--rate must be in (0, 1]; got {rate}")
     if attack == "targeted":
@@ -105,6 +114,10 @@ def simulate_cmd(
         params = {"rate": rate}
     flipper = make_flipper(attack, random_state=seed, **params)
     ds = load(data, label=label, id=id, table=table)
+    if ds.classes.dtype == bool:  # a true/false label column: --source true matches True, as --source True does
+        source, target = _bool_class(source), _bool_class(target)
+        if attack == "targeted":
+            flipper.set_params(source=source, target=target)
 
     from ..federated import simulate
 
@@ -136,3 +149,28 @@ def simulate_cmd(
     console.print(t)
     if report is not None:
         console.print(f"report written to {report}")
+
+
+def _check_output_file(path: Path | None, opt: str) -> None:
+    """Refuse an output file that could not be written (a folder, a missing or read-only parent folder)
+    before the simulation runs, rather than after minutes of it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise InvalidParameterError(f"{opt} {path} is a folder; give a file name (e.g. {opt} fl.html)")
+    parent = path.parent
+    if not parent.exists():
+        raise InvalidParameterError(f"{opt} {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise InvalidParameterError(f"{opt} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"{opt} {path}: folder {parent} is not writable")
+
+
+def _bool_class(value: str | None) -> str | None:
+    """``true``/``FALSE``/... as the class name of a boolean label (``True``/``False``); other text unchanged
+    (and then refused as not a class of the label column)."""
+    if value is None:
+        return None
+    low = value.strip().lower()
+    return {"true": "True", "false": "False"}.get(low, value)

@@ -403,8 +403,6 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
     except ImportError:
         raise InvalidParameterError("federated simulation needs Flower: pip install 'flipguard[federated]'") \
             from None
-    from sklearn.model_selection import train_test_split
-
     X = np.asarray(X, dtype=np.float64)
     labels = np.asarray(y)
     if X.ndim != 2 or len(X) != len(labels):
@@ -441,15 +439,10 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
     if n_clients < 3:
         raise InvalidParameterError(f"--clients must be at least 3; got {n_clients}")
 
+    check_class_sizes(classes, codes, test_size)
+
     rng = check_random_state(random_state)
-    idx = np.arange(len(codes))
-    rest, test = train_test_split(idx, test_size=test_size, stratify=codes, random_state=rng.randint(2**31 - 1))
-    root_size = min(int(root_size), len(rest) // 5)
-    if root_size >= len(classes):
-        rest, root = train_test_split(rest, test_size=root_size, stratify=codes[rest],
-                                      random_state=rng.randint(2**31 - 1))
-    else:
-        root = rest[:0]
+    rest, test, root = split_rows(codes, test_size=test_size, root_size=root_size, random_state=rng)
     mu, sd = X[rest].mean(axis=0), X[rest].std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     Z = (X - mu) / sd
@@ -565,6 +558,58 @@ def simulate(X, y, *, attack=None, n_clients: int = 10, malicious=0.4, attack_fr
         "defences": defences,
     }
     return FederatedResult(runs=runs, settings=settings)
+
+
+#: Rows every class needs: the stratified test split needs two of a class (one may go to the test
+#: split), and the stratified split of the server's root set needs two of it again in what is left.
+MIN_CLASS_ROWS = 3
+
+
+def check_class_sizes(classes: np.ndarray, codes: np.ndarray, test_size: float = 0.2) -> None:
+    """Refuse labels the stratified splits of :func:`split_rows` cannot split, naming the classes.
+
+    Every class needs :data:`MIN_CLASS_ROWS` rows: scikit-learn's stratified
+    split needs two rows of a class, and a class of two can lose one to the
+    test split (depending on the other classes' sizes) and then fail the
+    root-set split; with three, the default 20 % test split always leaves
+    two.  The test split also needs a row of every class.
+    """
+    counts = np.bincount(np.asarray(codes, dtype=np.int64), minlength=len(classes))
+    small = np.flatnonzero(counts < MIN_CLASS_ROWS)
+    if len(small):
+        named = [f"'{classes[c]}' has {counts[c]} row(s)" for c in small[:5]]
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        raise InvalidParameterError(f"class{'es' if len(small) > 1 else ''} {', '.join(named)}{more}; every class "
+                                    f"needs at least {MIN_CLASS_ROWS} rows to split into clients and a test set")
+    n = len(codes)
+    n_test = int(test_size) if isinstance(test_size, (int, np.integer)) else int(np.ceil(float(test_size) * n))
+    if n_test < len(classes):
+        raise InvalidParameterError(f"the test split ({n_test} of {n} rows) cannot hold a row of each of the "
+                                    f"{len(classes)} classes; give more rows")
+
+
+def split_rows(codes: np.ndarray, *, test_size: float = 0.2, root_size: int = 100,
+               random_state=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified, seeded split of row positions into (clients' rows, test split, server's root set).
+
+    The root set has ``root_size`` rows, at most a fifth of what the test
+    split leaves, and is empty when that is fewer rows than there are
+    classes.  Call :func:`check_class_sizes` first.
+    """
+    from sklearn.model_selection import train_test_split
+
+    codes = np.asarray(codes)
+    rng = check_random_state(random_state)
+    n_classes = len(np.unique(codes))
+    idx = np.arange(len(codes))
+    rest, test = train_test_split(idx, test_size=test_size, stratify=codes, random_state=rng.randint(2**31 - 1))
+    root_size = min(int(root_size), len(rest) // 5)
+    if root_size >= n_classes:
+        rest, root = train_test_split(rest, test_size=root_size, stratify=codes[rest],
+                                      random_state=rng.randint(2**31 - 1))
+    else:
+        root = rest[:0]
+    return rest, test, root
 
 
 def attacker_ranks(order: np.ndarray, holds=None) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flipguard.exceptions import IntegrityError, InvalidParameterError
+from flipguard.exceptions import DataError, IntegrityError, InvalidParameterError
 from flipguard.monitor import (
     GuardedLearner,
     LabelMonitor,
@@ -237,3 +237,13 @@ def test_time_series_report_renders_in_headless_chromium(chromium, fitted, tmp_p
     pixels = (imread(shot)[..., :3].reshape(-1, 3) * 255).round().astype(np.uint8)
     assert len(np.unique(pixels[::7], axis=0)) > 100
     assert 0.05 < float(np.mean(np.any(pixels < 245, axis=1))) < 0.95
+
+
+def test_a_file_that_is_not_a_state_is_refused_without_numpy_advice(tmp_path):
+    text = tmp_path / "ref.csv"
+    text.write_text("a,b\n1,2\n")
+    with pytest.raises(IntegrityError, match="not a flipguard monitor state file") as info:
+        LabelMonitor.load(text)
+    assert "pickle" not in str(info.value)
+    with pytest.raises(DataError, match="is a directory"):
+        LabelMonitor.load(tmp_path)

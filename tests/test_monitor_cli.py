@@ -228,3 +228,184 @@ def test_follow_polls_until_interrupted(tmp_path, reference):
             proc.kill()
     assert got == ["batch_000.csv", "batch_001.csv", "batch_002.csv"]
     assert proc.returncode == 0
+
+
+# -- bad input: refused before any work, never consuming an alarm -------------------------------------
+def one_error_line(res) -> str:
+    """The single ``Error:`` line of a refused run (no traceback, nothing else on stderr)."""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+def snapshot(*paths) -> dict:
+    """Bytes of every file under ``paths`` (files or folders), to show a refused run touched nothing."""
+    out = {}
+    for p in map(Path, paths):
+        for f in ([p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file())):
+            out[str(f)] = f.read_bytes()
+    return out
+
+
+def bad_batch(path: Path, kind: str) -> None:
+    """A batch file the monitor cannot judge."""
+    tbl = table(150, seed=77, start_id=90_000)
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "semicolon":
+        pacsv.write_csv(tbl, path, pacsv.WriteOptions(delimiter=";"))
+    elif kind == "missing_column":
+        pacsv.write_csv(tbl.drop_columns(["x2"]), path)
+    elif kind == "text_feature":
+        pacsv.write_csv(tbl.set_column(1, "x0", pa.array([f"{v:.3f}cm" for v in tbl.column("x0").to_pylist()])),
+                        path)
+    else:  # pragma: no cover - a typo in a test
+        raise AssertionError(kind)
+
+
+@pytest.fixture
+def pending_alarm(cli, tmp_path, reference):
+    """A state that has seen two clean batches, with an attacked batch waiting: a run processing it alarms."""
+    folder = tmp_path / "in"
+    write_batches(folder, 2)
+    state = tmp_path / "m.state"
+    assert cli(*args(folder, state, reference)).exit_code == 0
+    write_batches(folder, 1, first=2, attack_from=2)
+    return folder, state
+
+
+@pytest.mark.parametrize("case", ["report=reference", "metrics=state", "report=state", "report=batch",
+                                  "metrics=new batch name", "metrics=source folder", "report=metrics",
+                                  "report=link to reference"])
+def test_output_that_is_an_input_is_refused_before_any_work(cli, tmp_path, reference, pending_alarm, case):
+    folder, state = pending_alarm
+    ref_copy = tmp_path / "ref.parquet"  # a reference the test may see overwritten, not the shared one
+    ref_copy.write_bytes(Path(reference).read_bytes())
+    (tmp_path / "link.html").symlink_to(ref_copy)
+    out = {"report=reference": ["--report", ref_copy], "metrics=state": ["--metrics", state],
+           "report=state": ["--report", state], "report=batch": ["--report", folder / "batch_001.csv"],
+           "metrics=new batch name": ["--metrics", folder / "batch_009.csv"],
+           "metrics=source folder": ["--metrics", folder],
+           "report=metrics": ["--report", tmp_path / "x.out", "--metrics", tmp_path / "x.out"],
+           "report=link to reference": ["--report", tmp_path / "link.html"]}[case]
+    before = snapshot(folder, state, ref_copy)
+    res = cli(*args(folder, state, ref_copy, *out))
+    assert res.exit_code == 2 and res.stdout == ""
+    line = one_error_line(res)
+    assert line.startswith(f"Error: {out[0]} ")
+    assert snapshot(folder, state, ref_copy) == before  # inputs untouched, the pending batch not consumed
+    assert not (tmp_path / "x.out").exists()
+    # the same run with harmless outputs goes ahead and raises the alarm that was waiting
+    res = cli(*args(folder, state, ref_copy, "--report", tmp_path / "r.html", "--metrics", tmp_path / "m.prom"))
+    assert res.exit_code == 1 and "ALARM batch_002.csv" in res.stdout
+
+
+@pytest.mark.parametrize("opt, where, message", [
+    ("--metrics", "missing/m.prom", "does not exist"),
+    ("--report", "missing/r.html", "does not exist"),
+    ("--report", "adir", "is a directory"),
+    ("--metrics", "adir", "is a directory"),
+])
+def test_unusable_output_path_is_refused_before_the_batches(cli, tmp_path, reference, pending_alarm, opt, where,
+                                                             message):
+    folder, state = pending_alarm
+    (tmp_path / "adir").mkdir()
+    before = snapshot(folder, state)
+    res = cli(*args(folder, state, reference, opt, tmp_path / where))
+    assert res.exit_code == 2 and res.stdout == ""
+    assert message in one_error_line(res)
+    assert snapshot(folder, state) == before and not (tmp_path / "missing").exists()
+    assert list((tmp_path / "adir").iterdir()) == []
+    assert cli(*args(folder, state, reference)).exit_code == 1  # the alarm was still there to raise
+
+
+def test_bad_batch_after_an_alarm_exits_1_keeps_the_metrics_and_is_retried(cli, tmp_path, reference):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    folder = tmp_path / "in"
+    write_batches(folder, 3, attack_from=2)  # batch_002 alarms
+    bad_batch(folder / "batch_003.csv", "text_feature")
+    write_batches(folder, 1, first=4)
+    state, prom = tmp_path / "m.state", tmp_path / "m.prom"
+    res = cli(*args(folder, state, reference, "--json", "--metrics", prom, "--report", tmp_path / "r.html"))
+    assert res.exit_code == 1  # the alarm is not lost to the bad file after it
+    assert [json.loads(x)["alarm"] for x in res.stdout.splitlines()] == [False, False, True]
+    line = one_error_line(res)
+    assert "batch_003.csv" in line and "'x0' is not numeric" in line and "alarm" in line
+    done = LabelMonitor.load(state, with_extra=True)[1]["done"]["files"]
+    assert done == ["batch_000.csv", "batch_001.csv", "batch_002.csv"]  # never the bad batch (nor beyond it)
+    samples = {f.name: f.samples[0].value for f in text_string_to_metric_families(prom.read_text())}
+    assert samples["flipguard_monitor_alarm"] == 1.0 and samples["flipguard_monitor_batches"] == 3.0
+    assert (tmp_path / "r.html").exists()
+    # the next run stops at the same batch: exit 2, nothing processed, state and metrics untouched
+    before = snapshot(state, prom)
+    res = cli(*args(folder, state, reference, "--json", "--metrics", prom))
+    assert res.exit_code == 2 and res.stdout == ""
+    assert "batch_003.csv" in one_error_line(res) and snapshot(state, prom) == before
+    # once the file is fixed, the run carries on with it and the batch after it
+    write_batches(folder, 1, first=3)
+    res = cli(*args(folder, state, reference, "--json"))
+    assert [json.loads(x)["batch"] for x in res.stdout.splitlines()] == ["batch_003.csv", "batch_004.csv"]
+
+
+def test_bad_batch_without_alarm_exits_2_and_saves_the_batches_before_it(cli, tmp_path, reference):
+    folder = tmp_path / "in"
+    write_batches(folder, 2)
+    bad_batch(folder / "batch_002.csv", "missing_column")
+    state, prom = tmp_path / "m.state", tmp_path / "m.prom"
+    res = cli(*args(folder, state, reference, "--metrics", prom))
+    assert res.exit_code == 2
+    line = one_error_line(res)
+    assert "batch_002.csv" in line and "'x2' not found" in line and "2 batch(es) before it are saved" in line
+    assert LabelMonitor.load(state, with_extra=True)[1]["done"]["files"] == ["batch_000.csv", "batch_001.csv"]
+    assert "flipguard_monitor_batches{" in prom.read_text()
+
+
+@pytest.mark.parametrize("kind", ["empty", "semicolon", "missing_column", "text_feature"])
+def test_first_run_refused_at_its_first_batch_writes_nothing(cli, tmp_path, reference, kind):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad_batch(folder / "batch_000.csv", kind)
+    write_batches(folder, 1, first=1)
+    state, prom = tmp_path / "m.state", tmp_path / "m.prom"
+    res = cli(*args(folder, state, reference, "--metrics", prom, "--report", tmp_path / "r.html"))
+    assert res.exit_code == 2 and res.stdout == ""
+    assert "batch_000.csv" in one_error_line(res)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no state, no metrics, no report
+    if kind == "semicolon":
+        assert "';'-separated" in res.stderr
+
+
+def test_state_that_is_a_folder_or_not_a_state_file(cli, tmp_path, reference):
+    folder = tmp_path / "in"
+    write_batches(folder, 1)
+    res = cli(*args(folder, tmp_path, reference))
+    assert res.exit_code == 2 and "is a directory" in one_error_line(res)
+    text = tmp_path / "notes.state"
+    text.write_text("pid,x\n1,2\n")
+    res = cli(*args(folder, text, reference))
+    line = one_error_line(res)
+    assert res.exit_code == 2 and "not a flipguard monitor state file" in line and "pickle" not in line
+    assert text.read_text() == "pid,x\n1,2\n"
+
+
+def test_text_mode_says_when_there_is_nothing_new(cli, tmp_path, reference):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    state = tmp_path / "m.state"
+    res = cli(*args(folder, state, reference))
+    assert res.exit_code == 0 and res.stdout == f"no batches in {folder} yet\n"
+    write_batches(folder, 1)
+    res = cli(*args(folder, state, reference))
+    assert res.exit_code == 0 and res.stdout.startswith("ok batch_000.csv") and "no new" not in res.stdout
+    res = cli(*args(folder, state, reference))
+    assert res.exit_code == 0 and res.stdout == f"no new batches in {folder} since the last run\n"
+    assert cli(*args(folder, state, reference, "--json")).stdout == ""  # JSON lines: one per batch, none here
+
+
+def test_batch_rows_is_refused_for_a_folder(cli, tmp_path, reference):
+    folder = tmp_path / "in"
+    write_batches(folder, 1)
+    res = cli(*args(folder, tmp_path / "m.state", reference, "--batch-rows", 10))
+    assert res.exit_code == 2 and "--batch-rows only applies to a postgresql:// SOURCE" in one_error_line(res)
+    assert not (tmp_path / "m.state").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -51,8 +52,10 @@ def monitor_cmd(
 
     Every batch not yet in --state is processed once, in name order (files)
     or key order (table rows); the state is saved atomically after each, so
-    a killed run resumes exactly where it stopped.  Exit 1 when this run
-    raised an alarm, 0 otherwise, 2 on bad input.
+    a killed run resumes exactly where it stopped.  A batch that cannot be
+    read or judged stops the run there (it is read again next time).  Exit 1
+    when this run raised an alarm (even if a later batch was bad), 0
+    otherwise, 2 on bad input.
 
     Example:
 
@@ -60,7 +63,7 @@ def monitor_cmd(
             --reference trusted.parquet --state labels.state --json \\
             --metrics flipguard.prom
     """
-    from ..monitor._watch import open_source, watch_once, write_metrics
+    from ..monitor._watch import BatchFailed, FolderSource, open_source, watch_once, write_metrics
 
     if interval <= 0:
         raise InvalidParameterError(f"--interval must be > 0 seconds; got {interval}")
@@ -77,6 +80,11 @@ def monitor_cmd(
             raise InvalidParameterError("--metrics needs prometheus_client (pip install 'flipguard[monitor]')") \
                 from None
     src = open_source(source, table=table, id=id, since_column=since_column, max_rows=batch_rows)
+    # Every path is checked before any batch is read or any state written: an unusable output found
+    # after the batches would otherwise consume their alarms (the state has moved past them).
+    _check_paths(state=state, reference=reference, report=report, metrics=metrics,
+                 folder=src.location if isinstance(src, FolderSource) and "://" not in src.location else None)
+    first_run = not state.exists()
     alarmed = False
 
     def emit(v) -> None:
@@ -88,28 +96,42 @@ def monitor_cmd(
         else:
             _print_line(v)
 
+    def write_outputs(mon) -> None:
+        if metrics is not None:
+            write_metrics(metrics, mon, source=src.description)
+        if report is not None:
+            _write_report(report, mon, src.description)
+
     params = {"expected_run_length": expected_run_length, "min_flip_rate": min_flip_rate}
     # With --follow, Ctrl-C / SIGTERM only set a flag: the run stops at the next safe point (between
     # batches, or by abandoning a read pyarrow cancels), never inside model code that may hold worker
     # threads, so the process always exits promptly and the state stays exactly-once.
     stop = threading.Event()
     previous = {}
+    processed = polls = 0
     if follow:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     try:
         while not stop.is_set():
             try:
-                mon, _ = watch_once(src, state, label=label, reference=reference, id=id, monitor_params=params,
-                                    on_verdict=emit)
+                mon, verdicts = watch_once(src, state, label=label, reference=reference, id=id,
+                                           monitor_params=params, on_verdict=emit)
+            except BatchFailed as exc:
+                processed += len(exc.verdicts)
+                if exc.verdicts and exc.monitor is not None:
+                    write_outputs(exc.monitor)  # the batches processed before the bad one, alarms included
+                _batch_failed(exc, processed, alarmed)
             except Exception as exc:
                 if stop.is_set() and type(exc).__name__ == "ArrowCancelled":
                     break  # a read cancelled by the signal: that batch was not counted and runs next time
                 raise
-            if metrics is not None:
-                write_metrics(metrics, mon, source=src.description)
-            if report is not None:
-                _write_report(report, mon, src.description)
+            if not verdicts and not json_out and polls == 0:  # with --follow: said once, not every poll
+                console.print(f"no batches in {src.description} yet" if first_run
+                              else f"no new batches in {src.description} since the last run")
+            processed += len(verdicts)
+            polls += 1
+            write_outputs(mon)
             if not follow:
                 break
             stop.wait(interval)
@@ -121,6 +143,100 @@ def monitor_cmd(
     if stop.is_set() and not json_out:
         console.print("Interrupted; the state is saved up to the last completed batch.")
     raise typer.Exit(1 if alarmed else 0)
+
+
+def _batch_failed(exc, processed: int, alarmed: bool) -> None:
+    """End the run at a batch that could not be processed: one ``Error:`` line on stderr.
+
+    The state holds the batches before it (that one is retried on the next run).  Exit 2, unless
+    this run raised an alarm before the failure: then exit 1, so the alarm is never lost to a bad
+    later batch (cron and systemd see the alarm code; the metrics file was written).
+    """
+    from ..exceptions import DataError
+
+    msg = exc.reason
+    if processed:
+        msg += (f" (stopped there: the {processed} batch(es) before it are saved, it is read again on the "
+                f"next run{'; exit 1: this run raised an alarm' if alarmed else ''})")
+    if not alarmed:
+        raise DataError(msg)
+    sys.stdout.flush()
+    sys.stderr.write(f"Error: {msg}\n")
+    sys.stderr.flush()
+    raise typer.Exit(1)
+
+
+def _check_paths(*, state: Path, reference: str | None, report: Path | None, metrics: Path | None,
+                 folder: str | None) -> None:
+    """Refuse, before any work, a state or output path that cannot be written or would overwrite an input.
+
+    ``folder`` is the local source folder (``None`` for a bucket prefix or a table).
+    """
+    from ..data._read import is_postgres
+    from ..monitor._watch import _BATCH_SUFFIXES
+
+    def same(a, b) -> bool:
+        try:
+            if os.path.exists(a) and os.path.exists(b):
+                return os.path.samefile(a, b)
+        except OSError:
+            pass
+        return os.path.realpath(a) == os.path.realpath(b)
+
+    def batch_of_source(path: Path) -> bool:
+        """Whether ``path`` is (or would be read as) a batch file of the source folder."""
+        if folder is None:
+            return False
+        home = os.path.realpath(folder)
+        for where in (os.path.abspath(path), os.path.realpath(path)):  # the name given, and a link's target
+            name = os.path.basename(where)
+            if (os.path.realpath(os.path.dirname(where)) == home and name.lower().endswith(_BATCH_SUFFIXES)
+                    and not name.startswith((".", "_"))):
+                return True
+        if not os.path.isfile(path):
+            return False
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return False
+        return any(e.name.lower().endswith(_BATCH_SUFFIXES) and not e.name.startswith((".", "_"))
+                   and same(path, e.path) for e in entries)
+
+    if state.is_dir():
+        raise InvalidParameterError(f"--state {state} is a directory; give a file name such as "
+                                    f"{state / 'monitor.state'}")
+    ancestor = state.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InvalidParameterError(f"--state {state}: {ancestor} is not a folder")
+    if batch_of_source(state):
+        raise InvalidParameterError(f"--state {state} is a batch file of SOURCE (or would be read as one); "
+                                    "keep the state outside the source folder or give it another name")
+    ref_local = reference is not None and not is_postgres(reference) and "://" not in reference
+    outputs = [(opt, path) for opt, path in (("--report", report), ("--metrics", metrics)) if path is not None]
+    for opt, path in outputs:
+        inputs = [("the state file (--state)", state)]
+        if ref_local:
+            inputs.append(("the reference (--reference)", Path(reference)))
+        if folder is not None:
+            inputs.append(("the source folder (SOURCE)", Path(folder)))
+        for what, other in inputs:
+            if same(path, other):
+                raise InvalidParameterError(f"{opt} {path} is {what}; flipguard never overwrites its inputs")
+        if batch_of_source(path):
+            raise InvalidParameterError(f"{opt} {path} is a batch file of SOURCE (or would be read as one); "
+                                        "flipguard never overwrites its inputs")
+        if path.is_dir():
+            default = "report.html" if opt == "--report" else "flipguard.prom"
+            raise InvalidParameterError(f"{opt} {path} is a directory; give a file name such as {path / default}")
+        parent = path.absolute().parent
+        if not parent.is_dir():
+            raise InvalidParameterError(f"{opt} {path}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InvalidParameterError(f"{opt} {path}: folder {parent} is not writable")
+    if len(outputs) == 2 and same(report, metrics):
+        raise InvalidParameterError(f"--report and --metrics are the same file ({report}); give two file names")
 
 
 def _line(v) -> dict:

@@ -23,10 +23,11 @@ from ._stream import (
     iter_batches,
     make_stream_attack,
 )
-from ._watch import FolderSource, PostgresSource, open_source, watch_once, write_metrics
+from ._watch import BatchFailed, FolderSource, PostgresSource, open_source, watch_once, write_metrics
 
 __all__ = [
     "BaseStreamAttack",
+    "BatchFailed",
     "BatchVerdict",
     "BurstStreamFlip",
     "FolderSource",

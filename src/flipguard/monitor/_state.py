@@ -60,12 +60,24 @@ def write_state(path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> No
 def read_state(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a state file; :class:`IntegrityError` when it is damaged or edited."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not a state file; give the state file's name")
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such state file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the state file ({exc.strerror or exc})") from None
+    if magic != b"PK\x03\x04":  # not an .npz (zip) archive; never let numpy try it as a pickle
+        raise IntegrityError(f"{path}: not a flipguard monitor state file")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        if "pickle" in str(exc):  # Python objects inside: a state file never holds any (numpy's advice misleads)
+            raise IntegrityError(f"{path}: not a flipguard monitor state file (it holds Python objects, "
+                                 "which a state file never does)") from None
         raise IntegrityError(f"{path}: not a readable flipguard monitor state file ({exc})") from None
     raw = arrays.pop("__meta__", None)
     try:

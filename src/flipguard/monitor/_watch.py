@@ -21,12 +21,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..exceptions import DataError, InvalidParameterError
+from ..exceptions import DataError, FlipguardError, InvalidParameterError
 from ._monitor import BatchVerdict, LabelMonitor
 
-__all__ = ["BatchSource", "FolderSource", "PostgresSource", "open_source", "watch_once", "write_metrics"]
+__all__ = ["BatchFailed", "BatchSource", "FolderSource", "PostgresSource", "open_source", "watch_once",
+           "write_metrics"]
 
 _BATCH_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq", ".parq")
+
+
+class BatchFailed(DataError):
+    """A batch could not be read or judged; :func:`watch_once` stopped before it.
+
+    The state holds every batch processed before it (saved after each), never
+    this one, so the next run tries it again.  ``monitor`` is the monitor as
+    saved (``None`` if nothing has been saved yet), ``verdicts`` the verdicts of
+    the batches this call processed, ``batch`` the failing batch's name (or
+    ``None`` when the source failed to list the next batch) and ``reason`` the
+    message of the underlying error.
+    """
+
+    def __init__(self, message: str, *, reason: str, batch: str | None, monitor: LabelMonitor | None,
+                 verdicts: list[BatchVerdict]):
+        super().__init__(message)
+        self.reason, self.batch, self.monitor, self.verdicts = reason, batch, monitor, verdicts
 
 
 @dataclass
@@ -180,6 +198,9 @@ def open_source(source: str, *, table: str | None = None, id: str | None = None,
         return PostgresSource(source, table, key, max_rows=max_rows)
     if table is not None or since_column is not None:
         raise InvalidParameterError("--table and --since-column only apply to a postgresql:// SOURCE")
+    if max_rows is not None:
+        raise InvalidParameterError("--batch-rows only applies to a postgresql:// SOURCE: a batch file is "
+                                    "always processed whole, one file per batch")
     return FolderSource(source)
 
 
@@ -194,6 +215,10 @@ def _encode_batch(tbl: pa.Table, plan: dict[str, str], feature_names: list[str],
     names = tbl.column_names
     for col in [label, *([id_col] if id_col else []), *plan]:
         if col not in names:
+            sep = next((c for c in (";", "\t", "|") if len(names) == 1 and c in names[0]), None)
+            if sep is not None:
+                raise DataError(f"{where}: column '{col}' not found: the file has a single column, so it "
+                                f"looks {sep!r}-separated; write batch files comma-separated like the reference")
             raise DataError(f"{where}: column '{col}' not found (columns: {', '.join(names)})")
     n = tbl.num_rows
     pos = {f: j for j, f in enumerate(feature_names)}
@@ -254,13 +279,24 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
     ``reference`` (a path/URL/DSN loaded with ``label`` and ``id``); later runs
     restore it from ``state_path`` and refuse a different reference, source or
     label column.  ``on_verdict`` is called after each batch's state is saved.
+
+    A batch that cannot be read or judged (missing or non-numeric column,
+    unreadable file) stops the call with :class:`BatchFailed`: the state then
+    records exactly the batches processed before it, so the next call starts
+    again with the failing batch.  The state file is first written once a batch
+    has been processed (or, on a first run, once the source had nothing
+    pending), so a call refused before any batch writes nothing.
     """
     from ..data import load
 
     state_path = os.fspath(state_path)
+    if os.path.isdir(state_path):
+        raise InvalidParameterError(f"--state {state_path} is a directory; give a file name such as "
+                                    f"{os.path.join(state_path, 'monitor.state')}")
     source.check()
     ref_ds = load(reference, label=label, id=id) if reference is not None else None
-    if os.path.exists(state_path):
+    saved = os.path.exists(state_path)
+    if saved:
         mon, extra = LabelMonitor.load(state_path, with_extra=True)
         if extra.get("label") != label:
             raise InvalidParameterError(f"--state {state_path} was created for --label {extra.get('label')!r}, "
@@ -278,18 +314,38 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
         extra = {"label": label, "id": id, "source": source.description, "reference": ref_ds.source,
                  "reference_sha256": _fingerprint(ref_ds), "plan": _columns_plan(ref_ds),
                  "feature_names": list(ref_ds.feature_names), "done": {}}
-        mon.save(state_path, extra)
-    verdicts = []
-    for batch in source.pending(extra["done"]):
-        where = f"{source.description}: {batch.name}"
-        X, labels, ids = _encode_batch(batch.table, extra["plan"], extra["feature_names"], label,
-                                       extra.get("id"), mon.mean_, where)
-        v = mon.update(X, _typed_labels(labels, mon.classes_), ids=ids, name=batch.name)
-        type(source).record(extra["done"], batch.mark)
-        mon.save(state_path, extra)  # statistics and progress together, atomically
+        # Not saved yet: the state is first written with the first processed batch, so a run refused
+        # at its first batch (a bad file) leaves nothing behind.
+    verdicts: list[BatchVerdict] = []
+    pending = source.pending(extra["done"])
+    while True:
+        name = None
+        touched = False  # whether the monitor's statistics may have been changed in memory
+        try:
+            batch = next(pending, None)
+            if batch is None:
+                break
+            name = batch.name
+            where = f"{source.description}: {batch.name}"
+            X, labels, ids = _encode_batch(batch.table, extra["plan"], extra["feature_names"], label,
+                                           extra.get("id"), mon.mean_, where)
+            touched = True
+            v = mon.update(X, _typed_labels(labels, mon.classes_), ids=ids, name=batch.name)
+            done = {k: list(x) if isinstance(x, list) else x for k, x in extra["done"].items()}
+            type(source).record(done, batch.mark)
+            mon.save(state_path, {**extra, "done": done})  # statistics and progress together, atomically
+        except (FlipguardError, OSError) as exc:
+            if touched or not saved:  # the statistics in memory may include the failed batch: use the saved ones
+                mon = LabelMonitor.load(state_path) if saved else None
+            reason = str(exc).strip() or type(exc).__name__
+            raise BatchFailed(reason, reason=reason, batch=name, monitor=mon, verdicts=verdicts) from exc
+        extra["done"] = done
+        saved = True
         verdicts.append(v)
         if on_verdict is not None:
             on_verdict(v)
+    if not saved:  # a first run with nothing pending: keep the fitted monitor for the next run
+        mon.save(state_path, extra)
     return mon, verdicts
 
 

@@ -696,6 +696,8 @@ def test_checkpoint_and_verify_bad_inputs(lab, fortress, cli, tmp_path):
     os.mkfifo(fifo)
     link = tmp_path / "link.checkpoints"
     link.symlink_to(fortress.checkpoints)
+    empty = tmp_path / "empty.checkpoints"  # truncated by whoever can write where checkpoints are kept
+    empty.write_bytes(b"")
     other = write_keypair(tmp_path / "other")
     pub = lab.keys.public
     cases = {
@@ -708,6 +710,8 @@ def test_checkpoint_and_verify_bad_inputs(lab, fortress, cli, tmp_path):
         "symlink": (["--checkpoint", link, "--pubkey", pub], f"Error: checkpoint file {link}: is a symbolic link"),
         "other key": (["--checkpoint", fortress.checkpoints, "--pubkey", other.public],
                       f"Error: checkpoint file {fortress.checkpoints} line 1: the signature is not valid"),
+        "empty": (["--checkpoint", empty, "--pubkey", pub],
+                  f"Error: checkpoint file {empty} holds no checkpoint (empty or truncated)"),
         "missing": (["--checkpoint", tmp_path / "nope", "--pubkey", pub],
                     f"Error: checkpoint file {tmp_path / 'nope'}: no such file"),
         "bad schema": (["--audit-schema", ""], "Error: --audit-schema must be a PostgreSQL name"),
@@ -733,8 +737,8 @@ def test_checkpoint_and_verify_bad_inputs(lab, fortress, cli, tmp_path):
         assert res.exit_code == 2 and res.stderr.startswith(start) and res.stderr.count("\n") == 1, res.stderr
     assert not (tmp_path / "new.ck").exists() and fortress.checkpoints.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["deep.checkpoints", "edited.checkpoints", "garbage.checkpoints", "fifo.checkpoints", "link.checkpoints",
-         "other", "nokey"][:-1])
+        ["deep.checkpoints", "edited.checkpoints", "empty.checkpoints", "garbage.checkpoints", "fifo.checkpoints",
+         "link.checkpoints", "other", "nokey"][:-1])
     res = cli("pg", "protect", lab.dsn, "--table", t, "--id", "id", "--label", "label", "--audit-role", "")
     assert res.exit_code == 2 and res.stderr.startswith("Error: --audit-role must be a PostgreSQL name")
     res = cli("pg", "protect", lab.dsn_of(lab.owner), "--table", t, "--id", "id", "--label", "label",

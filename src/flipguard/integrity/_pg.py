@@ -65,7 +65,7 @@ from ..data._postgres import (
     redact_dsn,
     resolve_table,
 )
-from ..exceptions import DataError, InvalidParameterError
+from ..exceptions import DataError, IntegrityError, InvalidParameterError
 
 __all__ = [
     "AUDIT_ROLE",
@@ -1116,6 +1116,9 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
         from ._pg_seal import load_checkpoints
 
         marks = load_checkpoints(checkpoints, public_key)
+        if not marks:  # a truncated file must not pass as "checked"
+            raise IntegrityError(f"checkpoint file {checkpoints} holds no checkpoint (empty or truncated): "
+                                 "there is nothing to check the trail against")
     with pg_snapshot(dsn) as snap:
         try:
             _canonical_session(snap.conn)

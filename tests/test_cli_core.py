@@ -487,3 +487,14 @@ def test_assess_on_a_single_feature_and_certify_names_the_test_files_row(cli, tm
     pacsv.write_csv(test, tmp_path / "test.csv")
     assert _error(cli, "certify", train, "--label", "diagnosis", "--partitions", "5", "--test", tmp_path / "test.csv") \
         .endswith("label column 'diagnosis' has 1 missing/NaN value(s) (rows 5; 0-based)\n")
+
+
+def test_assess_names_alfas_two_class_limit_with_the_datas_classes(cli, tmp_path):
+    iris = tmp_path / "iris.csv"
+    iris.write_text("a,species\n" + "".join(f"{i % 7},{['setosa', 'versicolor', 'virginica'][i % 3]}\n"
+                                             for i in range(90)))
+    assert _error(cli, "assess", iris, "--label", "species", "--strategies", "alfa", "--rates", "0.1", "--seeds", "1",
+                  "--out", tmp_path / "as") == \
+        ("Error: ALFA attacks binary classifiers, but " + str(iris) + " has 3 classes (setosa, versicolor, "
+         "virginica); use another strategy or keep two classes\n")
+    assert not (tmp_path / "as").exists()

@@ -65,6 +65,20 @@ def test_keygen_refuses_to_overwrite(tmp_path, cli, keys):
     assert keys[0].read_bytes() != before
 
 
+def test_keygen_refuses_an_empty_out_and_a_folder_in_the_keys_place(tmp_path, cli, monkeypatch):
+    """`--out ""` wrote the pair into the current folder; a folder where flipguard.key goes gave
+    Python's "[Errno 21] Is a directory" with a temporary file's name."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("keygen", "--out", "")
+    assert r.exit_code == 2 and r.stderr == "Error: --out is empty; give the folder for the key pair (e.g. --out keys/)\n"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "k" / "flipguard.key").mkdir(parents=True)
+    r = cli("keygen", "--out", tmp_path / "k", "--force")
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: {tmp_path / 'k' / 'flipguard.key'} is a folder; remove it or choose another --out\n"
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["flipguard.key"]
+
+
 def test_private_key_with_mode_0644_is_refused(tmp_path, cli, keys, breast_cancer_csv):
     os.chmod(keys[0], 0o644)
     r = cli("seal", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0])

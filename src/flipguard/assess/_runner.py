@@ -240,6 +240,11 @@ def _check(ds, strategies, rates, seeds, models, holdout_size, validation_size, 
             raise InvalidParameterError(f"{name} must be in (0, 1). Got {v} instead.")
     for m in models:
         make_model(m)  # raises a clear error for unknown names
+    if "alfa" in strategies and ds.n_classes != 2:  # said before any work, with the data's class names
+        raise InvalidParameterError(
+            f"ALFA attacks binary classifiers, but {ds.source} has {ds.n_classes} classes "
+            f"({', '.join(map(str, ds.classes[:6]))}{', ...' if ds.n_classes > 6 else ''}); use another "
+            "strategy or keep two classes")
     counts = np.bincount(ds.y, minlength=ds.n_classes)
     if counts.min() < 4:
         small = ds.classes[np.argmin(counts)]

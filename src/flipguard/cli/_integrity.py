@@ -46,8 +46,8 @@ def say(text: str) -> None:
 
 @app.command("keygen")
 def keygen_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for flipguard.key and flipguard.pub.",
-                                      show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", help="Directory for flipguard.key and flipguard.pub.",
+                                     show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -63,6 +63,8 @@ def keygen_cmd(
     """
     from ..integrity import write_keypair
 
+    if not out.strip():
+        raise InvalidParameterError("--out is empty; give the folder for the key pair (e.g. --out keys/)")
     paths = write_keypair(out, force=force)
     if json_out:
         print_json(paths.to_dict())

@@ -104,6 +104,9 @@ def write_keypair(directory: str | os.PathLike, *, force: bool = False) -> KeyPa
         raise IntegrityError(f"{directory}: exists and is not a directory")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     private_path, public_path = directory / PRIVATE_NAME, directory / PUBLIC_NAME
+    for p in (private_path, public_path):
+        if p.is_dir():
+            raise IntegrityError(f"{p} is a folder; remove it or choose another --out")
     if not force:
         existing = [str(p) for p in (private_path, public_path) if p.exists() or p.is_symlink()]
         if existing:

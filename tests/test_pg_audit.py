@@ -128,6 +128,14 @@ def test_protect_bad_columns(env, pg_dsn, cli):
                           f"(columns: {WEIRD_ID}, {WEIRD_LABEL}, feature)\n")
     res = cli("pg", "status", pg_dsn, "--table", f"{env.schema}.nope")
     assert res.exit_code == 2 and res.stderr == f"Error: {redact_dsn(pg_dsn)}: table '{env.schema}.nope' not found\n"
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # dropped with the schema
+        admin.execute(sql.SQL("CREATE VIEW {} AS SELECT 1 AS id, 'a' AS label").format(sql.Identifier(env.schema, "v")))
+    res = cli("pg", "protect", pg_dsn, "--table", f"{env.schema}.v", "--id", "id", "--label", "label")
+    assert res.exit_code == 2
+    assert res.stderr == f"Error: {redact_dsn(pg_dsn)}: '{env.schema}.v' is a view; this needs a table\n"
 
 
 def test_writer_changes_are_recorded_with_who_and_when(env, pg_dsn):

@@ -174,6 +174,15 @@ def resolve_table(conn, table: str, *, where: str = "", kinds: str = "rpvmf") ->
         if len(hits) > 1:
             names = ", ".join(f"{h[0]}.{h[1]}" for h in hits)
             raise DataError(f"{where}: table name '{table}' is ambiguous ({names}); qualify it")
+    if set(kinds) != set("rpvmf"):  # say what it is when it exists but is not of the kinds wanted
+        try:
+            other = resolve_table(conn, table, where=where)
+        except DataError:
+            other = None
+        if other is not None:
+            kind = {"v": "a view", "m": "a materialized view", "f": "a foreign table",
+                    "r": "a table", "p": "a partitioned table"}.get(other.kind, f"of kind {other.kind!r}")
+            raise DataError(f"{where}: '{table}' is {kind}; this needs a table")
     raise DataError(f"{where}: table '{table}' not found")
 
 

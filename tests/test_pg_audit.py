@@ -265,6 +265,11 @@ def test_disabled_trigger_is_a_finding_and_protect_reenables_it_on_record(env, p
     env.admin.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER flipguard_audit_insert").format(env.table))
     res = cli("pg", "status", pg_dsn, "--table", env.name)
     assert res.exit_code == 1 and "disabled" in res.stdout
+    assert "no trail registered" not in res.stdout
+    wrong = cli("pg", "status", pg_dsn, "--table", env.name, "--audit-schema", "fg_not_the_audit_schema")
+    assert wrong.exit_code == 1 and "protected:" in wrong.stdout
+    assert ("flipguard triggers are installed but schema fg_not_the_audit_schema has no trail registered for this "
+            "table: another --audit-schema") in " ".join(wrong.stdout.split())
     report = verify_postgres(pg_dsn, env.name, schema=env.audit_schema)
     assert report.problems == [f"table {env.name} is not protected: trigger(s) flipguard_audit_insert disabled"]
     again = protect(pg_dsn, env.name, id=WEIRD_ID, label=WEIRD_LABEL, **env.audit)

@@ -142,6 +142,9 @@ def status_cmd(dsn: DsnArg, table: PgTableOpt, audit_schema: SchemaOpt = "flipgu
         for name in sorted(st.triggers):
             state = st.triggers[name]
             lines.append((f"trigger {name}", state if state == "enabled" else f"[bold red]{state}[/]"))
+        if st.triggers and not st.registered:
+            lines.append(("note", f"flipguard triggers are installed but schema {audit_schema} has no trail "
+                                  "registered for this table: another --audit-schema (or FLIPGUARD_AUDIT_SCHEMA)?"))
         for key, value in lines:
             console.print(f"{key + ':':<34} {value}", soft_wrap=True)
     if not st.protected:

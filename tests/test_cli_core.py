@@ -465,6 +465,13 @@ def test_attack_class_names_as_a_user_types_them(cli, tmp_path):
     assert _error(cli, *pair, "setosa=versicolor,setosa=virginica") == \
         "Error: --pairs gives class 'setosa' twice; each class becomes one other class\n"
     assert _error(cli, *pair, "") == "Error: --pairs: expected source=target pairs, got ''\n"
+    spaced = tmp_path / "spaced.csv"  # ' a ' and 'a' are two classes: each is taken as written
+    spaced.write_text("x,y\n" + "".join(f"{i % 5},{[' a ', 'a', 'b'][i % 3]}\n" for i in range(90)))
+    for given, source in ((" a =b", " a "), (" a=b", "a")):
+        r = cli("attack", spaced, "--label", "y", "--strategy", "noise_matrix", "--kind", "pair", "--rate", "0.3",
+                "--pairs", given, "--out", tmp_path / "s.csv", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert {t["from"] for t in json.loads(r.stdout)["transitions"]} == {source}
 
 
 def test_assess_on_a_single_feature_and_certify_names_the_test_files_row(cli, tmp_path, breast_cancer_frame):

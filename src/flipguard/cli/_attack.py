@@ -168,7 +168,8 @@ def _parse_pairs(text: str, ds) -> dict:
     by_name = _class_names(ds)
     out = {}
     for part in text.split(","):
-        src, sep, dst = (t.strip() for t in part.partition("="))
+        # A class written with spaces (' benign ') is taken as written; otherwise spaces around '=' go.
+        src, sep, dst = (t if t in by_name else t.strip() for t in part.partition("="))
         if not sep or not src or not dst:
             raise InvalidParameterError(f"--pairs: expected source=target pairs, got {part.strip()!r}")
         for name in (src, dst):

@@ -22,6 +22,7 @@ from ._common import (
     TextOpt,
     arrow_values,
     check_outputs,
+    class_value,
     console,
     load_data,
     output_format,
@@ -88,8 +89,7 @@ def attack_cmd(
     if flips is not None:
         output_format(flips, "csv", "--flips")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
-    names = _class_names(ds)
-    source, target = (names.get(c, c) if c is not None else None for c in (source, target))
+    source, target = (c if class_value(c, ds) is None else class_value(c, ds) for c in (source, target))
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
              "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs is not None else None}
     params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}
@@ -138,47 +138,37 @@ def _parse_rate(text: str, ds):
                                         f"got {text}. For a number of rows use --n-flips")
         return value
     spec = {}
-    by_name = _class_names(ds)
     for part in text.split(","):
         name, _, value = part.partition("=")
         name = name.strip()
-        if name not in by_name:
+        cls = class_value(name, ds)
+        if cls is None:
             raise InvalidParameterError(f"--rate names class {name!r}, which is not in column "
-                                        f"'{ds.label_name}' (classes: {', '.join(by_name)})")
+                                        f"'{ds.label_name}' (classes: {', '.join(map(str, ds.classes))})")
         try:
-            spec[by_name[name]] = float(value)
+            spec[cls] = float(value)
         except ValueError:
             raise InvalidParameterError(f"--rate: {value!r} is not a number (in {part!r})") from None
-        if not 0.0 < spec[by_name[name]] <= 1.0:
+        if not 0.0 < spec[cls] <= 1.0:
             raise InvalidParameterError(f"--rate: {part.strip()!r} must give a fraction in (0, 1] of class "
                                         f"{name!r}")
     return spec
 
 
-def _class_names(ds) -> dict:
-    """``{name as a user types it: class}``: ``str(c)``, and for a boolean label also ``true`` and
-    ``false`` as a CSV writes them."""
-    names = {str(c): c for c in ds.classes}
-    if ds.classes.dtype.kind == "b":
-        names.update({str(bool(c)).lower(): c for c in ds.classes})
-    return names
-
-
 def _parse_pairs(text: str, ds) -> dict:
-    by_name = _class_names(ds)
     out = {}
     for part in text.split(","):
         # A class written with spaces (' benign ') is taken as written; otherwise spaces around '=' go.
-        src, sep, dst = (t if t in by_name else t.strip() for t in part.partition("="))
+        src, sep, dst = (t if class_value(t, ds) is not None else t.strip() for t in part.partition("="))
         if not sep or not src or not dst:
             raise InvalidParameterError(f"--pairs: expected source=target pairs, got {part.strip()!r}")
         for name in (src, dst):
-            if name not in by_name:
+            if class_value(name, ds) is None:
                 raise InvalidParameterError(f"--pairs names class {name!r}, which is not in column "
                                             f"'{ds.label_name}' (classes: {', '.join(map(str, ds.classes))})")
-        if by_name[src] in out:
+        if class_value(src, ds) in out:
             raise InvalidParameterError(f"--pairs gives class {src!r} twice; each class becomes one other class")
-        out[by_name[src]] = by_name[dst]
+        out[class_value(src, ds)] = class_value(dst, ds)
     return out
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -187,6 +188,32 @@ def check_outputs(inputs, *outputs) -> None:
         if key in seen:
             raise InvalidParameterError(f"{seen[key]} and {opt} name the same file {path}; give two files")
         seen[key] = opt
+
+
+def check_parent_folder(path, opt: str) -> None:
+    """Refuse an output file whose folder is missing, not a folder, or not writable: said before the
+    work, not after it."""
+    parent = Path(path).absolute().parent
+    if not parent.exists():
+        raise InvalidParameterError(f"{opt} {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise InvalidParameterError(f"{opt} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"{opt} {path}: folder {parent} is not writable")
+
+
+def class_value(text: str | None, ds):
+    """The class of ``ds`` that ``text`` names as a user types it (``str`` of the class; for a
+    boolean label also ``true``/``false`` in any case, as a CSV writes them), or ``None``."""
+    if text is None:
+        return None
+    for c in ds.classes:
+        if str(c) == text:
+            return c
+    low = text.strip().lower()
+    if ds.classes.dtype.kind == "b" and low in ("true", "false"):
+        return next((c for c in ds.classes if bool(c) == (low == "true")), None)
+    return None
 
 
 def output_format(path, default: str, opt: str = "--out") -> str:

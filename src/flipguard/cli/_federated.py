@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +18,8 @@ from ._common import (
     LabelOpt,
     SeedOpt,
     TableOpt,
+    check_parent_folder,
+    class_value,
     console,
     fmt,
     parse_floats,
@@ -88,7 +89,10 @@ def simulate_cmd(
 
     # Output paths first: nothing runs (or is read) when the report could not be written or is the input.
     refuse_overwrite(data, report, "--report")
-    _check_output_file(report, "--report")
+    if report is not None:
+        if report.is_dir():
+            raise InvalidParameterError(f"--report {report} is a folder; give a file name (e.g. --report fl.html)")
+        check_parent_folder(report, "--report")
     defences = split_list(defence, "--defence")
     unknown = [d for d in defences if d not in DEFENCE_CHOICES]
     if unknown:
@@ -115,7 +119,7 @@ def simulate_cmd(
     flipper = make_flipper(attack, random_state=seed, **params)
     ds = load(data, label=label, id=id, table=table)
     if ds.classes.dtype == bool:  # a true/false label column: --source true matches True, as --source True does
-        source, target = _bool_class(source), _bool_class(target)
+        source, target = (c if class_value(c, ds) is None else str(class_value(c, ds)) for c in (source, target))
         if attack == "targeted":
             flipper.set_params(source=source, target=target)
 
@@ -149,28 +153,3 @@ def simulate_cmd(
     console.print(t)
     if report is not None:
         console.print(f"report written to {report}")
-
-
-def _check_output_file(path: Path | None, opt: str) -> None:
-    """Refuse an output file that could not be written (a folder, a missing or read-only parent folder)
-    before the simulation runs, rather than after minutes of it."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise InvalidParameterError(f"{opt} {path} is a folder; give a file name (e.g. {opt} fl.html)")
-    parent = path.parent
-    if not parent.exists():
-        raise InvalidParameterError(f"{opt} {path}: folder {parent} does not exist")
-    if not parent.is_dir():
-        raise InvalidParameterError(f"{opt} {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidParameterError(f"{opt} {path}: folder {parent} is not writable")
-
-
-def _bool_class(value: str | None) -> str | None:
-    """``true``/``FALSE``/... as the class name of a boolean label (``True``/``False``); other text unchanged
-    (and then refused as not a class of the label column)."""
-    if value is None:
-        return None
-    low = value.strip().lower()
-    return {"true": "True", "false": "False"}.get(low, value)

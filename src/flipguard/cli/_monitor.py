@@ -14,7 +14,7 @@ import typer
 
 from ..exceptions import InvalidParameterError
 from ._app import app
-from ._common import IdOpt, LabelOpt, TableOpt, console, fmt
+from ._common import IdOpt, LabelOpt, TableOpt, check_parent_folder, console, fmt
 
 
 @app.command("monitor")
@@ -230,11 +230,7 @@ def _check_paths(*, state: Path, reference: str | None, report: Path | None, met
         if path.is_dir():
             default = "report.html" if opt == "--report" else "flipguard.prom"
             raise InvalidParameterError(f"{opt} {path} is a directory; give a file name such as {path / default}")
-        parent = path.absolute().parent
-        if not parent.is_dir():
-            raise InvalidParameterError(f"{opt} {path}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InvalidParameterError(f"{opt} {path}: folder {parent} is not writable")
+        check_parent_folder(path, opt)
     if len(outputs) == 2 and same(report, metrics):
         raise InvalidParameterError(f"--report and --metrics are the same file ({report}); give two file names")
 

@@ -18,7 +18,7 @@ from ._base import (
     register,
 )
 from ._confident import _prune_by_noise_rate, confident_joint, confident_learning_issues
-from ._knn import knn_label_probs
+from ._knn import knn_label_probs, knn_neighbours
 from ._ranking import adjusted_probs, margin_scores
 from ._rules import source_votes
 from ._trusted import trusted_evidence, verified_neighbour_flags
@@ -324,7 +324,10 @@ class AutoDetector(BaseDetector):
         mix = p
         pk = None
         if inputs.X is not None and 1 < n <= self.knn_max_samples and self.knn_weight != 0:
-            pk = knn_label_probs(inputs.X, labels, K, n_neighbors=self.n_neighbors)
+            neigh = inputs.extra.get("neighbours")
+            if neigh is None:  # found once per X: a retrain pass or a rehearsal judges other labels
+                neigh = inputs.extra["neighbours"] = knn_neighbours(inputs.X, n_neighbors=self.n_neighbors)
+            pk = knn_label_probs(inputs.X, labels, K, neighbours=neigh)
             w = stack_weight(p, pk, labels) if self.knn_weight == "stack" else float(self.knn_weight)
             mix = (1.0 - w) * p + w * pk
             components["knn"] = 1.0 - pk[rows, labels]
@@ -734,7 +737,7 @@ class AutoDetector(BaseDetector):
         y[moved] = dst
         probs = np.asarray(refit(None, labels=y), dtype=np.float64)
         again = self._audit(_Inputs(labels=y, pred_probs=probs, X=inputs.X, n_classes=K, trusted=None,
-                                    sources=[], rng=rng))
+                                    sources=[], rng=rng, extra=_same_rows(inputs)))
         v = again.verdict
         p_lr, p_band = float(v["p_value"]), float(v["boundary"]["p_value"])
         return {"source": src, "target": dst, "rows": k, "status": v["status"], "p_value": p_lr,
@@ -774,8 +777,14 @@ class AutoDetector(BaseDetector):
             return None
         probs = np.asarray(refit(suspects), dtype=np.float64)
         again = _Inputs(labels=inputs.labels, pred_probs=probs, X=inputs.X, n_classes=inputs.n_classes,
-                        trusted=None, sources=[], rng=inputs.rng)
+                        trusted=None, sources=[], rng=inputs.rng, extra=_same_rows(inputs))
         return self._audit(again)
+
+
+def _same_rows(inputs: _Inputs) -> dict:
+    """What a second audit of the same rows reuses (their neighbours); never ``refit``, so it
+    does not retrain or rehearse again."""
+    return {"neighbours": inputs.extra["neighbours"]} if "neighbours" in inputs.extra else {}
 
 
 #: Share of the smallest class the rehearsal moves to the largest before a clean verdict.

@@ -15,7 +15,7 @@ __all__ = ["KNNConsistency", "knn_label_probs"]
 
 
 def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neighbors: int = 10,
-                    scale: bool = True, prior: float = 0.5, n_jobs=None) -> np.ndarray:
+                    scale: bool = True, prior: float = 0.5, n_jobs=None, neighbours=None) -> np.ndarray:
     """Leave-one-out label frequencies among each row's nearest neighbours.
 
     ``P[i, c] = (#neighbours of i labelled c + prior / K) / (k + prior)``;
@@ -27,10 +27,26 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
     Exact search with scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`
     (brute force, quadratic in the number of rows).
 
+    ``neighbours`` (from :func:`knn_neighbours` on the same ``X``) skips the search: the
+    neighbours do not depend on the labels, so an audit that judges other labels of the same
+    rows (a retrain pass, a rehearsed attack) searches once.
+
     Returns
     -------
     ndarray of shape (n_samples, n_classes)
     """
+    neigh = knn_neighbours(X, n_neighbors=n_neighbors, scale=scale, n_jobs=n_jobs) if neighbours is None \
+        else neighbours
+    n, k = neigh.shape
+    rows = np.arange(n)
+    counts = np.bincount((rows[:, None] * n_classes + labels[neigh]).ravel(),
+                         minlength=n * n_classes).reshape(n, n_classes).astype(np.float64)
+    return (counts + prior / n_classes) / (k + prior)
+
+
+def knn_neighbours(X, *, n_neighbors: int = 10, scale: bool = True, n_jobs=None) -> np.ndarray:
+    """Each row's ``n_neighbors`` nearest other rows (indices, nearest first), its exact copies
+    left out as in :func:`knn_label_probs`."""
     if not isinstance(X, np.ndarray) and hasattr(X, "tocsr"):  # sparse (TF-IDF): scale, never centre
         from sklearn.utils.sparsefuncs import inplace_column_scale, mean_variance_axis
 
@@ -39,7 +55,7 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
             sd = np.sqrt(mean_variance_axis(Z, axis=0)[1])
             sd[sd == 0] = 1.0
             inplace_column_scale(Z, (1.0 / sd).astype(np.float32))
-        return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, duplicate_groups(X))
+        return _neighbours(Z, n_neighbors, n_jobs, duplicate_groups(X))
     X = np.asarray(X, dtype=np.float64)
     if scale:
         mu = X.mean(axis=0)
@@ -48,10 +64,10 @@ def knn_label_probs(X: np.ndarray, labels: np.ndarray, n_classes: int, *, n_neig
         Z = ((X - mu) / sd).astype(np.float32)
     else:
         Z = X.astype(np.float32)
-    return _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, duplicate_groups(X))
+    return _neighbours(Z, n_neighbors, n_jobs, duplicate_groups(X))
 
 
-def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, groups=None) -> np.ndarray:
+def _neighbours(Z, n_neighbors, n_jobs, groups=None) -> np.ndarray:
     n = Z.shape[0]
     rows = np.arange(n)
     extra = 0 if groups is None else int(min(MAX_SKIPPED_COPIES, np.bincount(groups).max() - 1))
@@ -74,9 +90,7 @@ def _neighbour_probs(Z, labels, n_classes, n_neighbors, prior, n_jobs, groups=No
     else:
         order = np.argsort(mine, axis=1, kind="stable")[:, :k]  # the others first, in distance order
         neigh = np.take_along_axis(idx, order, axis=1)
-    counts = np.bincount((rows[:, None] * n_classes + labels[neigh]).ravel(),
-                         minlength=n * n_classes).reshape(n, n_classes).astype(np.float64)
-    return (counts + prior / n_classes) / (k + prior)
+    return neigh
 
 
 #: Copies of a row (exact duplicates) skipped at most among its neighbours.

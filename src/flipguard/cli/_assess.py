@@ -92,7 +92,7 @@ def assess_cmd(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,
         validation_size=validation, detect=detect,
-        mitigate=chosen,
+        mitigate=chosen, views="auto" if report else None,  # the boundary views only feed the report
         n_jobs=n_jobs, verbose=False if json_out else None, engine=engine, ray_address=ray_address,
     )
     written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")

@@ -273,6 +273,20 @@ def test_missing_data_and_missing_manifest_exit_2(tmp_path, cli, keys):
     assert r.stderr == f"Error: {tmp_path / 'nope.csv'}: no such file\n"
 
 
+def test_label_and_id_the_same_csv_column_exit_2(tmp_path, cli, keys, breast_cancer_csv):
+    """A CSV whose --id and --label name one column: one line, exit 2, nothing written (was a traceback)."""
+    before = sorted(p.name for p in breast_cancer_csv.parent.iterdir())
+    line = "Error: --label and --id must be different columns (both are 'diagnosis')\n"
+    for args in (("seal", breast_cancer_csv, "--key", keys[0]),
+                 ("diff", breast_cancer_csv, breast_cancer_csv),
+                 ("ledger", "append", tmp_path / "l.ledger", "--step", "s", "-i", breast_cancer_csv,
+                  "-o", breast_cancer_csv, "--key", keys[0])):
+        r = cli(*args, "--label", "diagnosis", "--id", "diagnosis")
+        assert (r.exit_code, r.stderr) == (2, line), args
+    assert sorted(p.name for p in breast_cancer_csv.parent.iterdir()) == before
+    assert not (tmp_path / "l.ledger").exists()
+
+
 def test_seal_url_needs_out(cli, keys):
     r = cli("seal", "s3://bucket/data.csv", "--label", "y", "--id", "id", "--key", keys[0])
     assert r.exit_code == 2

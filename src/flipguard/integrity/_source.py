@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from .._arrow import from_numpy
 from ..data._read import _is_url, _open_url, check_columns, detect_format, is_postgres, read_table
-from ..exceptions import DataError
+from ..exceptions import DataError, InvalidParameterError
 
 __all__: list[str] = []
 
@@ -102,6 +102,8 @@ def _read_csv_exact(source: str, wanted: list[str] | None, label: str | None,
     """
     import pyarrow.csv as pacsv
 
+    if label is not None and label == id_column:
+        raise InvalidParameterError(f"--label and --id must be different columns (both are '{label}')")
     if _is_url(source):
         with _open_url(source) as fh:
             names = _csv_header(fh, source)

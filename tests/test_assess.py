@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from flipguard.assess import Assessment, assess
@@ -124,6 +125,56 @@ def test_bad_parameters(reviews):
     tiny = load((np.arange(20.0).reshape(10, 2), np.array([0] * 8 + [1] * 2)))
     with pytest.raises(DataError, match="class 1 has 2 row"):
         assess(tiny)
+
+
+def test_splits_too_small_for_the_classes_are_refused_before_any_work(cli, tmp_path, reviews):
+    """--holdout 0.99 used to end in scikit-learn's traceback; -j 0 in joblib's."""
+    with pytest.raises(InvalidParameterError, match=r"holdout_size=0.999 and validation_size=0.25 leave 0 training "
+                                                    r"row\(s\) of 600; each split needs at least one row per class"):
+        assess(reviews, holdout_size=0.999)
+    with pytest.raises(InvalidParameterError, match="leave 1 validation row"):
+        assess(reviews, holdout_size=0.5, validation_size=0.001)
+    path = tmp_path / "r.parquet"
+    pq.write_table(reviews.to_table(), path)
+    for args in (("--holdout", "0.999"), ("--validation", "0.999"), ("-j", "0")):
+        r = cli("assess", path, "--label", reviews.label_name, *args, "--out", tmp_path / "out")
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_model_trains_on_a_tiny_split():
+    """Five training rows: fewer than knn's 15 neighbours and too few for the MLP's early-stopping split."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (40, 3)), rng.normal(3, 1, (40, 3))])
+    ds = load((X, np.repeat([0, 1], 40)))
+    a = assess(ds, strategies=["random"], rates=[0.2], seeds=1, holdout_size=0.9, validation_size=0.5,
+               models=["logreg", "knn", "mlp", "hgb", "rf", "linsvm"], views=None)
+    n_train = len(_split(ds, a.config["seeds"][0], 0.9, 0.5)["train"])
+    assert n_train < 15
+    assert {r.model for r in a.runs} == {"logreg", "knn", "mlp", "hgb", "rf", "linsvm"}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_small_data_estimators_match_scikit_learn_where_it_can_fit():
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    from flipguard._estimators import CappedKNeighborsClassifier, SmallDataMLPClassifier
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 4)), rng.integers(0, 3, 200)
+    ours, theirs = CappedKNeighborsClassifier(15).fit(X, y), KNeighborsClassifier(15).fit(X, y)
+    np.testing.assert_array_equal(ours.predict_proba(X), theirs.predict_proba(X))
+    np.testing.assert_array_equal(ours.kneighbors()[1], theirs.kneighbors()[1])
+    kw = dict(hidden_layer_sizes=(8,), max_iter=50, early_stopping=True, random_state=0)
+    np.testing.assert_array_equal(SmallDataMLPClassifier(**kw).fit(X, y).predict_proba(X),
+                                  MLPClassifier(**kw).fit(X, y).predict_proba(X))
+    # too few rows: scikit-learn refuses, ours trains without the split and keeps its parameter
+    with pytest.raises(ValueError):
+        MLPClassifier(**kw).fit(X[:6], np.array([0, 0, 1, 1, 2, 2]))
+    small = SmallDataMLPClassifier(**kw).fit(X[:6], np.array([0, 0, 1, 1, 2, 2]))
+    assert small.early_stopping and small.predict(X[:6]).shape == (6,)
+    assert CappedKNeighborsClassifier(15).fit(X[:4], y[:4]).predict_proba(X).shape == (200, len(np.unique(y[:4])))
 
 
 def test_detection_and_mitigation_are_scored_against_the_truth(cli, tmp_path, breast_cancer_csv):

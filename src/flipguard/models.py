@@ -46,8 +46,10 @@ def make_model(model="logreg", random_state=None, *, sparse: bool = False):
         ``"logreg"`` (standardised logistic regression), ``"linsvm"``
         (standardised linear SVM), ``"rf"`` (random forest, 100 trees),
         ``"hgb"`` (histogram gradient boosting), ``"knn"`` (standardised
-        15-nearest neighbours), ``"mlp"`` (standardised multi-layer
-        perceptron), or any classifier, which is cloned.
+        15-nearest neighbours, all rows when there are fewer), ``"mlp"``
+        (standardised multi-layer perceptron with early stopping, without it
+        when the rows are too few to hold out a row of every class), or any
+        classifier, which is cloned.
     random_state : int, RandomState instance or None
         Seeds the model's own randomness where it has any.
     sparse : bool, default=False
@@ -91,14 +93,15 @@ def make_model(model="logreg", random_state=None, *, sparse: bool = False):
 
         return HistGradientBoostingClassifier(random_state=seed)
     if model == "knn":
-        from sklearn.neighbors import KNeighborsClassifier
+        from ._estimators import CappedKNeighborsClassifier
 
-        return make_pipeline(StandardScaler(with_mean=not sparse), KNeighborsClassifier(n_neighbors=15))
+        return make_pipeline(StandardScaler(with_mean=not sparse), CappedKNeighborsClassifier(n_neighbors=15))
     if model == "mlp":
-        from sklearn.neural_network import MLPClassifier
+        from ._estimators import SmallDataMLPClassifier
 
-        return make_pipeline(StandardScaler(with_mean=not sparse), MLPClassifier(hidden_layer_sizes=(64,), max_iter=300,
-                                                             early_stopping=True, random_state=seed))
+        return make_pipeline(StandardScaler(with_mean=not sparse),
+                             SmallDataMLPClassifier(hidden_layer_sizes=(64,), max_iter=300, early_stopping=True,
+                                                    random_state=seed))
     raise InvalidParameterError(f"Unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)} "
                                 "or pass a scikit-learn classifier.")
 

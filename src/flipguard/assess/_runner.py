@@ -19,6 +19,7 @@ for every attack, so strategies are compared on identical splits.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -245,6 +246,15 @@ def _check(ds, strategies, rates, seeds, models, holdout_size, validation_size, 
             f"ALFA attacks binary classifiers, but {ds.source} has {ds.n_classes} classes "
             f"({', '.join(map(str, ds.classes[:6]))}{', ...' if ds.n_classes > 6 else ''}); use another "
             "strategy or keep two classes")
+    # the sizes train_test_split gives (test = ceil(size * n)): each split needs a row per class
+    n_hold = math.ceil(holdout_size * ds.n_samples)
+    n_val = math.ceil(validation_size * (ds.n_samples - n_hold))
+    n_train = ds.n_samples - n_hold - n_val
+    for name, size in (("holdout", n_hold), ("training", n_train), ("validation", n_val)):
+        if size < ds.n_classes:
+            raise InvalidParameterError(
+                f"holdout_size={holdout_size:g} and validation_size={validation_size:g} leave {size} {name} "
+                f"row(s) of {ds.n_samples}; each split needs at least one row per class ({ds.n_classes})")
     counts = np.bincount(ds.y, minlength=ds.n_classes)
     if counts.min() < 4:
         small = ds.classes[np.argmin(counts)]

@@ -48,7 +48,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="logreg, linsvm, rf, hgb, knn or mlp.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
-JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).")]
+def _jobs(value: int) -> int:
+    if value == 0:  # joblib's convention: -1 all cores, -2 all but one; 0 means nothing
+        raise typer.BadParameter("0 workers cannot run anything: give 1 or more, or -1 for all cores")
+    return value
+
+
+JobsOpt = Annotated[int, typer.Option("--n-jobs", "-j", help="Parallel workers (-1: all cores).", callback=_jobs)]
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="Where partitioned datasets (a folder or prefix of files) are processed: local (this "
                      "process; seal, verify and diff use a thread per core) or ray (pip install "

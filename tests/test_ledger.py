@@ -96,6 +96,46 @@ def _rewrite(ledger: Path, lines: list[bytes]) -> None:
     ledger.write_bytes(b"".join(line + b"\n" for line in lines))
 
 
+def test_labels_changed_between_two_steps_are_caught(setup, cli):
+    """The file a step wrote and the next step read was edited in between: append and verify both say so."""
+    tmp_path, kp, raw, clean, train = setup
+    ledger = tmp_path / "p.ledger"
+    ledger_append(ledger, step="clean", input=raw, output=clean, label="y", id="rid", private_key=kp.private)
+    # the same labels in another row order and with another feature value: not a finding
+    pacsv.write_csv(pa.table({"rid": [6, 5, 4, 3, 2, 1], "f": [9.0] * 6, "y": ["b", "a", "b", "a", "b", "a"]}),
+                    clean)
+    r = ledger_append(ledger, step="split", input=clean, output=train, label="y", id="rid", private_key=kp.private)
+    assert r.findings == []
+    copy = _csv(tmp_path / "train2.csv", ["a", "b", "a", "a"])
+    r = ledger_append(ledger, step="copy", input=train, output=copy, label="y", id="rid", private_key=kp.private)
+    assert r.findings == []
+    _csv(train, ["a", "a", "a", "a", "b"], ids=[1, 2, 3, 4, 7])  # id 2 flipped, id 7 slipped in
+    r = ledger_append(ledger, step="fit", input=train, output=train, label="y", id="rid", private_key=kp.private,
+                      expect_label_changes=0)
+    assert len(r.findings) == 1
+    assert r.findings[0].startswith("entry #3 ('fit'): its input 'train.csv' is not what entry #1 ('split') sealed "
+                                    "as its output: 1 label(s) changed (1 b -> a); 1 row(s) added")
+    assert "(e.g. id 2: b -> a)" in r.findings[0]
+    rep = verify_ledger(ledger, kp.public)
+    assert rep.findings == r.findings
+    res = cli("ledger", "verify", ledger, "--pubkey", kp.public)
+    assert res.exit_code == 1 and "is not what entry #1 ('split') sealed as its output" in res.stdout
+    assert show_ledger(ledger, kp.public).findings == r.findings
+
+
+def test_show_names_an_expect_changes_declaration(setup, cli, monkeypatch):
+    from flipguard.cli._common import console
+
+    monkeypatch.setattr(console, "width", 200)  # one line per table row
+    tmp_path, kp, raw, clean, _ = setup
+    (tmp_path / "allowed.csv").write_text("rid,y\n2,a\n4,a\n")
+    ledger = tmp_path / "p.ledger"
+    ledger_append(ledger, step="fix", input=raw, output=clean, label="y", id="rid", private_key=kp.private,
+                  expect_changes=tmp_path / "allowed.csv")
+    res = cli("ledger", "show", ledger, "--pubkey", kp.public)
+    assert res.exit_code == 0 and "2 id(s) in allowed.csv" in res.stdout
+
+
 def test_removed_entry_is_caught(setup, cli):
     _, kp, _, _, train = setup
     ledger, *_ = _two_steps(*setup)

@@ -47,8 +47,10 @@ def append_cmd(
     Records both seals, the script's SHA-256, user, host, time and the previous
     entry's hash; label snapshots go to LEDGER.snapshots/.  Exit 1 (the entry is
     still recorded) when the step changed a different number of labels than
-    --expect-label-changes declares, or changed a row (or gave it a label)
-    that the --expect-changes file does not list.
+    --expect-label-changes declares, changed a row (or gave it a label)
+    that the --expect-changes file does not list, or read an input whose
+    labels differ from what an earlier step sealed as its output of the same
+    name (the file was edited between the two steps).
 
     Example:
 
@@ -124,8 +126,9 @@ def show_cmd(
 ) -> None:
     """Which step changed which labels, recomputed from the recorded snapshots.
 
-    Exit 1 when a step declared label-preserving changed labels, the chain is
-    broken, or a snapshot is missing or disagrees with its entry.
+    Exit 1 when a step changed labels it did not declare, labels changed
+    between two steps, the chain is broken, or a snapshot is missing or
+    disagrees with its entry.
 
     Example:
 
@@ -147,7 +150,7 @@ def _render_show(report, limit: int) -> None:
         bad = exp is not None and exp != ch["changed"]
         t.add_row(str(e["seq"]), e["step"], f"{e['input']['rows']}->{e['output']['rows']}",
                   f"[bold red]{ch['changed']}[/]" if bad else str(ch["changed"]), str(ch["added"]),
-                  str(ch["removed"]), "-" if exp is None else str(exp), trans or "-")
+                  str(ch["removed"]), _declared(exp, e["expect_changes"]), trans or "-")
     console.print(t)
     for e in report.entries:
         script = f", script {e['script']['path']} (sha256 {e['script']['sha256'][:12]})" if e["script"] else ""
@@ -167,6 +170,12 @@ def _render_show(report, limit: int) -> None:
         say(f"note: {n}")
     if report.head:
         say(f"head: {report.head}")
+
+
+def _declared(count: int | None, ids: dict | None) -> str:
+    """The table's "declared" cell: a count, the ids a --expect-changes file allows, both or neither."""
+    parts = ([] if count is None else [str(count)]) + ([] if ids is None else [f"{ids['ids']} id(s) in {Path(ids['file']).name}"])
+    return ", ".join(parts) or "-"
 
 
 def _counts(e: dict) -> dict:

@@ -19,6 +19,9 @@ Guarantees (for an attacker without the private key)
   finding: an attacker inside the step cannot pick the rows.
 * The seals an entry embeds are marked ``ledger-input`` / ``ledger-output``:
   copied out of the ledger, ``verify`` refuses them as standalone seals.
+* A step whose input is not what an earlier step sealed as its output of the
+  same dataset name (labels edited *between* steps, where no script ran) is
+  a finding, with the rows.
 * A seal older than the ledger's latest seal of the same dataset name (a
   rollback of data and manifest together, or a frozen old version) is a
   finding when checked against the ledger (``verify --ledger``).
@@ -407,6 +410,43 @@ def _recompute(ledger: Path, d: dict):
     return changes
 
 
+def _handoffs(ledger: Path, docs: list[dict], *, last_only: bool = False) -> list[str]:
+    """Labels changed *between* steps: an input that is not what an earlier step sealed as its output.
+
+    A step's input is matched to the latest earlier entry whose output has the
+    same dataset name (the file's name unless named otherwise) and the same
+    id and label columns; when the two seals' commitments differ, the two
+    snapshots are compared row by row.  With ``last_only``, only the last
+    entry's input is checked (``append`` checks the entry it just wrote).
+    """
+    findings, outputs = [], {}
+    for i, d in enumerate(docs):
+        prev = outputs.get(d["input"]["manifest"]["name"])
+        if prev is not None and (not last_only or i == len(docs) - 1) \
+                and (prev["id"], prev["label"]) == (d["id"], d["label"]) \
+                and prev["output"]["manifest"]["commitment"]["root"] != d["input"]["manifest"]["commitment"]["root"]:
+            f = _handoff_finding(ledger, prev, d)
+            if f:
+                findings.append(f)
+        outputs[d["output"]["manifest"]["name"]] = d
+    return findings
+
+
+def _handoff_finding(ledger: Path, prev: dict, d: dict) -> str | None:
+    before = _load_snapshot(ledger, Manifest(doc=prev["output"]["manifest"]))
+    after = _load_snapshot(ledger, Manifest(doc=d["input"]["manifest"]))
+    changes, _ = compare(Side(before.ids, before.codes, before.classes, unique=True, counts=before.class_counts),
+                         Side(after.ids, after.codes, after.classes, unique=True, counts=after.class_counts))
+    what = changes.findings(before=f"output of #{prev['seq']}", after=f"input of #{d['seq']}")
+    if not what:
+        return None
+    ch = changes.changed
+    eg = ", ".join(f"id {i}: {_txt(a)} -> {_txt(b)}" for i, a, b in zip(ch["id"][:3], ch["before"], ch["after"]))
+    return (f"entry #{d['seq']} ('{d['step']}'): its input '{d['input']['manifest']['name']}' is not what entry "
+            f"#{prev['seq']} ('{prev['step']}') sealed as its output: {'; '.join(what)}"
+            f"{f' (e.g. {eg})' if eg else ''}; the data was changed between the two steps, outside the pipeline")
+
+
 def _check_snapshot_files(ledger: Path, parsed: list[_Parsed]) -> list[str]:
     findings = []
     for p in parsed:
@@ -470,6 +510,8 @@ def verify_ledger(path: str | os.PathLike, public_key, *, manifest: str | os.Pat
             f = _declared_violations(p.doc, _recompute(path, p.doc).changed)
             if f:
                 findings.append(f)
+    if not snap_findings:
+        findings += _handoffs(path, [p.doc for p in good])
     notes = []
     if not parsed:
         notes.append("the ledger is empty")
@@ -567,7 +609,8 @@ def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
     Without ``public_key`` the hash chain is still checked but signatures are
     not (a note says so).  Findings: broken chain, a step whose recomputed
     changes differ from what it recorded, a declared label-preserving step
-    that changed labels, a missing or modified snapshot.
+    that changed labels, labels changed between two steps, a missing or
+    modified snapshot.
     """
     path = Path(path)
     key = _key(public_key)
@@ -601,6 +644,8 @@ def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
                                                                                           changes.classes)}}))
         findings += [f for f in (_type_change(d), _declared_violations(d, changes.changed)) if f]
         entries.append(s)
+    with contextlib.suppress(IntegrityError):  # a missing or modified snapshot is a finding above already
+        findings += _handoffs(path, [p.doc for p in parsed if p.doc is not None])
     head_hash = parsed[-1].hash if parsed else None
     return LedgerReport(str(path), entries, head_hash, key is not None, findings, notes)
 
@@ -765,12 +810,14 @@ def ledger_append(path: str | os.PathLike, *, step: str, input, output, label: s
                     store.rmdir()
             raise
 
-    seq, digest, doc = _locked_append(path, body, key, write_snapshots)
+    seq, digest, doc, earlier = _locked_append(path, body, key, write_snapshots)
     findings = [f for f in (_expectation(doc), _type_change(doc), _declared_violations(doc, changes.changed)) if f]
+    findings += _handoffs(path, [*earlier, doc], last_only=True)
     return LedgerAppend(str(path), seq, digest, doc, findings)
 
 
-def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey, before_write) -> tuple[int, str, dict]:
+def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey,
+                   before_write) -> tuple[int, str, dict, list[dict]]:
     import fcntl
 
     if not path.parent.is_dir():
@@ -817,4 +864,4 @@ def _locked_append(path: Path, body: dict, key: Ed25519PrivateKey, before_write)
             with contextlib.suppress(OSError):
                 if os.path.getsize(path) == 0:
                     os.unlink(path)
-    return seq, hashlib.sha256(line).hexdigest(), doc
+    return seq, hashlib.sha256(line).hexdigest(), doc, [p.doc for p in parsed]

@@ -339,6 +339,19 @@ def test_diff_random_relabelling_reads_as_spread():
     assert not r.changes.balance["drifted"]
 
 
+def test_a_suggestive_lean_is_not_read_as_random():
+    """5 of 6 changes one way (p = 0.02): not significant at 0.01, but not "consistent with random" either."""
+    from flipguard.integrity._stats import change_shape
+
+    lean = change_shape(np.array([[0, 5], [1, 0]]), np.array([212, 357]), ["malignant", "benign"])
+    assert 0.01 < lean["p_value"] < 0.05 and lean["verdict"] == "spread"
+    assert lean["reading"].startswith("Not clearly concentrated: 5 of the 6 changes (83%) turned 'malignant' -> "
+                                      "'benign', against 37% expected")
+    assert "consistent with random" not in lean["reading"]
+    even = change_shape(np.array([[0, 3], [3, 0]]), np.array([212, 357]), ["malignant", "benign"])
+    assert even["reading"].startswith("Spread across classes") and even["p_value"] > 0.05
+
+
 def test_diff_balance_drift_and_too_few():
     old, new = _versions(200, np.random.default_rng(2), [(slice(0, 3), "cat")])
     r = diff_tables(old, new, label="y", id="id")

@@ -121,6 +121,12 @@ def change_shape(transitions: np.ndarray, before_counts: np.ndarray, classes: li
         out.update(verdict="uneven", reading=(
             f"Uneven: the {total} changes depart from a spread across classes (chi-square p = {p:.2g}) "
             f"without one dominant pair; the largest is {arrow} ({top_count}, {share:.0%})."))
+    elif p < 0.05:  # suggestive, not significant at the reading's level: say which way it leans
+        out.update(verdict="spread", reading=(
+            f"Not clearly concentrated: {top_count} of the {total} changes ({share:.0%}) turned {arrow}, "
+            f"against {expected_share[top]:.0%} expected if relabelling were spread across classes "
+            f"(chi-square p = {p:.2g}, above the {ALPHA:g} this reading asks for): too few changes to call "
+            "it targeted or random; look at the rows."))
     else:
         out.update(verdict="spread", reading=(
             f"Spread across classes: the {total} changes are consistent with random relabelling or "

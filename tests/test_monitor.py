@@ -140,8 +140,46 @@ def test_parameters_are_checked_with_a_fix_it_message():
 def test_unknown_labels_are_counted_not_judged(fitted):
     mon = fitted.reset()
     X, _ = blobs(20, seed=3)
-    v = mon.update(X, np.array(["zebra"] * 20))
-    assert v.status == "inconclusive" and v.unknown_labels == 20 and not v.alarm
+    v = mon.update(X, np.array(["zebra"] * 20), ids=np.arange(100, 120))
+    # Nothing judged, but the batch is a finding: an attacker could hide flips behind an unseen spelling.
+    assert (v.status, v.rows, v.judged, v.unknown_labels, v.missing_labels) == ("unknown_labels", 20, 0, 20, 0)
+    assert v.finding and not v.alarm
+    assert v.unknown_values == [{"value": "zebra", "rows": 20, "looks_like": None}]
+    assert v.unknown_ids.tolist() == list(range(100, 120)) and v.missing_ids.tolist() == []
+
+
+def test_unknown_and_missing_labels_are_named_apart_with_look_alikes(fitted):
+    mon = fitted.reset()
+    X, y = blobs(40, seed=4)
+    y = y.astype(object)
+    y[[3, 7, 8]] = "Ant "   # a look-alike of 'ant'
+    y[[5]] = 0              # recoded
+    y[[10]] = None
+    y[[11]] = float("nan")
+    y[[12]] = "  "
+    v = mon.update(X, y, ids=np.arange(500, 540))
+    assert (v.rows, v.judged, v.unknown_labels, v.missing_labels) == (40, 33, 4, 3)
+    assert v.status == "unknown_labels" and v.finding and not v.alarm
+    assert v.unknown_values == [{"value": "Ant ", "rows": 3, "looks_like": "ant"},
+                                {"value": "0", "rows": 1, "looks_like": None}]
+    assert v.unknown_rows.tolist() == [3, 5, 7, 8] and v.unknown_ids.tolist() == [503, 505, 507, 508]
+    assert v.missing_rows.tolist() == [10, 11, 12] and v.missing_ids.tolist() == [510, 511, 512]
+    d = v.to_dict()
+    assert (d["rows"], d["judged"], d["unknown_labels"], d["missing_labels"], d["finding"]) == (40, 33, 4, 3, True)
+    assert d["unknown_label_ids"] == [503, 505, 507, 508] and d["missing_label_ids"] == [510, 511, 512]
+    assert mon.history_[-1]["judged"] == 33 and mon.history_[-1]["unknown_values"][0]["looks_like"] == "ant"
+    # float labels: NaN is missing, not a value; a clean batch is still "no_alarm" and not a finding
+    Xr, yr = blobs(600, seed=1)
+    codes = np.searchsorted(np.array(["ant", "bee", "cat"]), yr).astype(float)
+    num = LabelMonitor(random_state=0).fit(Xr, codes)
+    yb = codes[:30].copy()
+    yb[[2, 4]] = np.nan
+    v = num.update(Xr[:30], yb)
+    assert (v.status, v.rows, v.judged, v.unknown_labels, v.missing_labels) == ("unknown_labels", 30, 28, 0, 2)
+    v = num.update(Xr[30:60], codes[30:60])
+    assert (v.status, v.finding, v.rows, v.judged, v.unknown_values) == ("no_alarm", False, 30, 30, [])
+    empty = num.update(np.zeros((0, 4)), np.zeros(0))
+    assert (empty.status, empty.finding, empty.rows, empty.judged) == ("inconclusive", True, 0, 0)
 
 
 def test_stream_attacks_are_seeded_and_do_what_they_say():

@@ -14,6 +14,7 @@ import typer
 
 from ..exceptions import InvalidParameterError
 from ._app import app
+from .._json import to_jsonable
 from ._common import IdOpt, LabelOpt, TableOpt, check_parent_folder, console, fmt
 
 
@@ -53,9 +54,11 @@ def monitor_cmd(
     Every batch not yet in --state is processed once, in name order (files)
     or key order (table rows); the state is saved atomically after each, so
     a killed run resumes exactly where it stopped.  A batch that cannot be
-    read or judged stops the run there (it is read again next time).  Exit 1
-    when this run raised an alarm (even if a later batch was bad), 0
-    otherwise, 2 on bad input.
+    read or judged stops the run there (it is read again next time).  Rows
+    whose label is not one of the reference's classes, or is missing, cannot
+    be judged: they are counted, named and make the batch a finding
+    ("unknown_labels").  Exit 1 when this run raised an alarm or a finding
+    (even if a later batch was bad), 0 otherwise, 2 on bad input.
 
     Example:
 
@@ -85,11 +88,11 @@ def monitor_cmd(
     _check_paths(state=state, reference=reference, report=report, metrics=metrics,
                  folder=src.location if isinstance(src, FolderSource) and "://" not in src.location else None)
     first_run = not state.exists()
-    alarmed = False
+    flagged = False  # an alarm, unknown or missing labels, or a batch with nothing to judge
 
     def emit(v) -> None:
-        nonlocal alarmed
-        alarmed |= v.alarm
+        nonlocal flagged
+        flagged |= v.finding
         if json_out:
             sys.stdout.write(json.dumps(_line(v)) + "\n")
             sys.stdout.flush()
@@ -121,7 +124,7 @@ def monitor_cmd(
                 processed += len(exc.verdicts)
                 if exc.verdicts and exc.monitor is not None:
                     write_outputs(exc.monitor)  # the batches processed before the bad one, alarms included
-                _batch_failed(exc, processed, alarmed)
+                _batch_failed(exc, processed, flagged)
             except Exception as exc:
                 if stop.is_set() and type(exc).__name__ == "ArrowCancelled":
                     break  # a read cancelled by the signal: that batch was not counted and runs next time
@@ -142,22 +145,22 @@ def monitor_cmd(
             signal.signal(sig, handler)
     if stop.is_set() and not json_out:
         console.print("Interrupted; the state is saved up to the last completed batch.")
-    raise typer.Exit(1 if alarmed else 0)
+    raise typer.Exit(1 if flagged else 0)
 
 
 def _batch_failed(exc, processed: int, alarmed: bool) -> None:
     """End the run at a batch that could not be processed: one ``Error:`` line on stderr.
 
     The state holds the batches before it (that one is retried on the next run).  Exit 2, unless
-    this run raised an alarm before the failure: then exit 1, so the alarm is never lost to a bad
-    later batch (cron and systemd see the alarm code; the metrics file was written).
+    this run raised an alarm (or another finding) before the failure: then exit 1, so the alarm is
+    never lost to a bad later batch (cron and systemd see the alarm code; the metrics file was written).
     """
     from ..exceptions import DataError
 
     msg = exc.reason
     if processed:
         msg += (f" (stopped there: the {processed} batch(es) before it are saved, it is read again on the "
-                f"next run{'; exit 1: this run raised an alarm' if alarmed else ''})")
+                f"next run{'; exit 1: this run raised an alarm or another finding' if alarmed else ''})")
     if not alarmed:
         raise DataError(msg)
     sys.stdout.flush()
@@ -235,10 +238,16 @@ def _check_paths(*, state: Path, reference: str | None, report: Path | None, met
         raise InvalidParameterError(f"--report and --metrics are the same file ({report}); give two file names")
 
 
+_MAX_IDS = 1000  # ids of rows with unknown or missing labels per JSON line (the counts are exact)
+
+
 def _line(v) -> dict:
     d = v.to_dict(rows=False)
-    out = {k: d[k] for k in ("batch", "rows", "alarm", "status", "score", "suspects", "expected_suspects",
-                             "feature_drift", "feature_pvalue", "label_shift_pvalue", "cause", "unknown_labels")}
+    out = {k: d[k] for k in ("batch", "rows", "judged", "alarm", "finding", "status", "score", "suspects",
+                             "expected_suspects", "feature_drift", "feature_pvalue", "label_shift_pvalue",
+                             "cause", "unknown_labels", "missing_labels", "unknown_values")}
+    out["unknown_label_ids"] = to_jsonable(v.unknown_ids[:_MAX_IDS].tolist())
+    out["missing_label_ids"] = to_jsonable(v.missing_ids[:_MAX_IDS].tolist())
     if v.alarm:
         out["pair"] = {"true_class": d["pair"][0], "labelled_as": d["pair"][1]}
         out["pairs"] = d["pairs"]
@@ -249,21 +258,61 @@ def _line(v) -> dict:
     return out
 
 
+def _ids(ids, n: int = 5) -> str:
+    shown = ", ".join(str(i) for i in ids[:n].tolist())
+    return shown + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
+
+
+def _label_problems_text(v) -> str:
+    """``; 16 rows with a label the reference never saw: 'Benign' x16 (...) ids ...; 10 rows without a label``."""
+    from ..monitor._monitor import short_value
+
+    parts = []
+    if v.unknown_labels:
+        vals = []
+        for u in v.unknown_values:
+            alike = "" if u.get("looks_like") is None else f" (= {short_value(u['looks_like'])} but for case/spaces)"
+            vals.append(f"{short_value(u['value'])} x{u['rows']}{alike}")
+        listed = sum(u["rows"] for u in v.unknown_values)
+        more = f", {v.unknown_labels - listed} more rows with other values" if listed < v.unknown_labels else ""
+        parts.append(f"{v.unknown_labels} row{'s' if v.unknown_labels != 1 else ''} with a label the reference "
+                     f"never saw: {', '.join(vals)}{more}, ids {_ids(v.unknown_ids)}")
+    if v.missing_labels:
+        parts.append(f"{v.missing_labels} row{'s' if v.missing_labels != 1 else ''} without a label, "
+                     f"ids {_ids(v.missing_ids)}")
+    return "".join(f"; {p}" for p in parts)
+
+
 def _print_line(v) -> None:
-    head = f"{v.batch}: {v.rows} rows, {v.suspects} suspects (clean <= {v.expected_suspects:.1f}), " \
-           f"score {fmt(v.score, 2)}"
+    from rich.markup import escape
+
+    def say(line: str) -> None:
+        console.print(line, soft_wrap=True)  # one line per batch, however long: log files are read by line
+
+    counted = f"{v.rows} rows" + (f" ({v.judged} judged)" if v.judged != v.rows else "")
+    head = escape(f"{v.batch}: {counted}, {v.suspects} suspects (clean <= {v.expected_suspects:.1f}), "
+                  f"score {fmt(v.score, 2)}")
+    problems = escape(_label_problems_text(v))
     if v.alarm:
         a, b = v.pair
-        console.print(f"[bold red]ALARM[/] {head}: rows that look like {a!s} labelled {b!s} "
-                      f"since batch {v.start_batch}" + (" (inputs drifted too)" if v.feature_drift else ""))
+        say(f"[bold red]ALARM[/] {head}: rows that look like {escape(str(a))} labelled {escape(str(b))} "
+            f"since batch {escape(str(v.start_batch))}" + (" (inputs drifted too)" if v.feature_drift else "")
+            + problems)
+    elif v.status == "unknown_labels":
+        none = "; no row could be judged" if v.judged == 0 else ""
+        say(f"[bold red]UNKNOWN LABELS[/] {head}{none}{problems}"
+            + ("; [yellow]inputs drifted[/]" if v.feature_drift else ""))
     elif v.status == "inconclusive":
-        console.print(f"[yellow]inconclusive[/] {head}: no row could be judged")
+        say(f"[yellow]inconclusive[/] {head}: the batch has no rows, nothing could be judged")
     else:
-        console.print(f"ok {head}" + ("; [yellow]inputs drifted[/]" if v.feature_drift else ""))
+        say(f"ok {head}" + ("; [yellow]inputs drifted[/]" if v.feature_drift else ""))
 
 
 def _write_report(path: Path, mon, description: str) -> None:
     from ..report import monitor_sections, write_report
 
+    flagged = sum(1 for h in mon.history_ if h.get("status") in ("unknown_labels", "inconclusive")
+                  or h.get("unknown_labels") or h.get("missing_labels"))
     write_report(path, monitor_sections(mon), title=f"Label monitor of {description}",
-                 subtitle=f"{mon.n_batches_} batches, {len(mon.alarms_)} alarm(s)")
+                 subtitle=f"{mon.n_batches_} batches, {len(mon.alarms_)} alarm(s), "
+                          f"{flagged} batch(es) with unknown or missing labels")

@@ -32,6 +32,7 @@ from ._state import read_state, write_state
 __all__ = ["BatchVerdict", "LabelMonitor"]
 
 _PRIOR = 0.5  # pseudo-count of the neighbour vote, shared out over the classes
+_MAX_UNKNOWN_VALUES = 10  # unknown label values listed per batch (most frequent first)
 
 
 @dataclass
@@ -45,14 +46,23 @@ class BatchVerdict:
     index : int
         0-based position of the batch in the monitored stream.
     rows : int
-        Rows in the batch (those with a label the reference knows were judged).
-    status : {"alarm", "no_alarm", "inconclusive"}
+        Rows in the batch, all of them.
+    judged : int
+        Rows judged: those whose label is one of the reference's classes.
+    status : {"alarm", "unknown_labels", "inconclusive", "no_alarm"}
         ``"alarm"``: a CUSUM chart crossed its threshold at this batch.
-        ``"no_alarm"``: no chart crossed; at the configured false-alarm rate the
-        evidence so far does not show flipping.  ``"inconclusive"``: no row of
-        the batch could be judged (empty, or only labels the reference never saw).
+        ``"unknown_labels"``: no chart crossed, but some rows carry a label the
+        reference never saw or no label at all; those rows were not judged, so
+        an attacker could hide flips there (relabel to ``'Benign'`` instead of
+        ``'benign'``): a finding, not a clean batch.  ``"inconclusive"``: the
+        batch has no rows.  ``"no_alarm"``: every row was judged and no chart
+        crossed; at the configured false-alarm rate the evidence so far does not
+        show flipping.
     alarm : bool
-        ``status == "alarm"``.
+        ``status == "alarm"``: the sequential test found flipping.
+    finding : bool
+        ``status != "no_alarm"``: the batch needs a look (an alarm, labels
+        outside the reference's classes or missing, or nothing to judge).
     score : float
         Largest CUSUM statistic over the charts divided by the threshold;
         ``>= 1`` means alarm.  Higher = more evidence of flipping.
@@ -83,7 +93,18 @@ class BatchVerdict:
         shares against the reference's (the usual label-drift check, reported
         for comparison; it cannot see flips that keep class shares).
     unknown_labels : int
-        Rows with a label the reference never saw (not judged).
+        Rows with a label that is not one of the reference's classes (not
+        judged; missing labels are counted apart).
+    missing_labels : int
+        Rows without a label (null, NaN, empty or blank text; not judged).
+    unknown_values : list of dict
+        The most frequent unknown label values (at most 10), most frequent
+        first: ``{"value", "rows", "looks_like"}``, where ``looks_like`` is the
+        reference class equal to the value up to case and whitespace
+        (``'Benign'`` -> ``'benign'``), else ``None``.
+    unknown_rows, unknown_ids, missing_rows, missing_ids : ndarray
+        Positions (in the batch) and ids of the rows with an unknown label and of
+        the rows with a missing label, in batch order.
     statistics : dict
         ``"true->labelled"`` -> CUSUM statistic / threshold for every chart,
         plus ``"all"`` for the chart over all rows.
@@ -111,27 +132,44 @@ class BatchVerdict:
     feature_pvalue: float = float("nan")
     label_shift_pvalue: float = float("nan")
     unknown_labels: int = 0
+    judged: int | None = None
+    missing_labels: int = 0
+    unknown_values: list = field(default_factory=list)
     statistics: dict = field(default_factory=dict)
     suspect_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     suspect_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     suggested_labels: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     suspect_scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    unknown_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    unknown_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    missing_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    missing_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+    def __post_init__(self):
+        if self.judged is None:
+            self.judged = self.rows - self.unknown_labels - self.missing_labels
 
     @property
     def alarm(self) -> bool:
         return self.status == "alarm"
 
+    @property
+    def finding(self) -> bool:
+        return self.status != "no_alarm"
+
     def to_dict(self, rows: bool = True) -> dict[str, Any]:
         """Plain JSON-able dict; ``rows=False`` leaves out the per-suspect lists."""
         out = {
-            "batch": self.batch, "index": self.index, "rows": self.rows, "status": self.status,
-            "alarm": self.alarm, "score": self.score, "suspects": self.suspects,
+            "batch": self.batch, "index": self.index, "rows": self.rows, "judged": self.judged,
+            "status": self.status, "alarm": self.alarm, "finding": self.finding, "score": self.score,
+            "suspects": self.suspects,
             "expected_suspects": self.expected_suspects,
             "pair": list(self.pair) if self.pair is not None else None,
             "pairs": [list(p) for p in self.pairs],
             "start_batch": self.start_batch, "start_index": self.start_index, "cause": self.cause,
             "feature_drift": self.feature_drift, "feature_pvalue": self.feature_pvalue,
             "label_shift_pvalue": self.label_shift_pvalue, "unknown_labels": self.unknown_labels,
+            "missing_labels": self.missing_labels, "unknown_values": self.unknown_values,
             "statistics": self.statistics,
         }
         if rows:
@@ -140,6 +178,8 @@ class BatchVerdict:
                 for r, i, s, sc in zip(self.suspect_rows.tolist(), self.suspect_ids.tolist(),
                                        self.suggested_labels.tolist(), self.suspect_scores.tolist())
             ]
+            out["unknown_label_ids"] = self.unknown_ids.tolist()
+            out["missing_label_ids"] = self.missing_ids.tolist()
         return to_jsonable(out)
 
     def to_json(self, rows: bool = True) -> str:
@@ -389,7 +429,10 @@ class LabelMonitor(BaseEstimator):
         X : array-like of shape (n_rows, n_features)
             The batch's features, encoded like the reference's.
         y : array-like of shape (n_rows,)
-            The batch's labels as received.
+            The batch's labels as received.  Rows whose label is not one of
+            ``classes_`` or is missing (None, NaN, empty or blank text) are not
+            judged: they are counted apart, listed in the verdict and make the
+            batch's status ``"unknown_labels"`` (unless it alarms).
         ids : array-like, optional
             Row identifiers reported for the suspects (default: positions).
         name : str, optional
@@ -412,7 +455,16 @@ class LabelMonitor(BaseEstimator):
             raise DataError(f"batch {name}: {X.shape[1]} feature columns, the reference has "
                             f"{self.n_features_in_}")
         ids = np.arange(n_rows) if ids is None else np.asarray(ids)
+        if len(ids) != n_rows:
+            raise DataError(f"batch {name}: {len(ids)} ids for {n_rows} rows")
         codes, known = self._encode(y)
+        missing = _missing_labels(y)
+        known &= ~missing
+        unknown = ~(known | missing)
+        # Rows whose label is not a reference class (or is missing) cannot be judged; they are reported,
+        # never dropped silently: relabelling rows to an unseen spelling would otherwise hide flips.
+        label_problems = self._label_problems(y, ids, unknown, missing)
+        bad_labels = bool(unknown.any() or missing.any())
         K = len(self.classes_)
         Xk, ck, idk = X[known], codes[known], ids[known]
         n = len(ck)
@@ -420,9 +472,10 @@ class LabelMonitor(BaseEstimator):
         if n == 0:
             self.n_batches_ = t + 1
             self._last_alarm = False
-            v = BatchVerdict(batch=name, index=t, rows=0, status="inconclusive",
+            v = BatchVerdict(batch=name, index=t, rows=n_rows, judged=0,
+                             status="unknown_labels" if bad_labels else "inconclusive",
                              score=self._score(), suspects=0, expected_suspects=0.0,
-                             unknown_labels=int(n_rows), statistics=self._stat_dict())
+                             statistics=self._stat_dict(), **label_problems)
             self._record(v)
             return v
         Z = (Xk - self.mean_) / self.scale_
@@ -481,13 +534,14 @@ class LabelMonitor(BaseEstimator):
         rank = np.argsort(-scores, kind="stable")
         order, scores = order[rank], scores[rank]
         rows_in_batch = np.flatnonzero(known)[order]
+        status = "alarm" if alarm else "unknown_labels" if bad_labels else "no_alarm"
         v = BatchVerdict(
-            batch=name, index=t, rows=n, status="alarm" if alarm else "no_alarm", score=score,
+            batch=name, index=t, rows=n_rows, judged=n, status=status, score=score,
             suspects=int(suspect.sum()), expected_suspects=expected, pair=pair, pairs=pairs,
             start_batch=start_name, start_index=start_idx, cause=cause, feature_drift=bool(drift),
-            feature_pvalue=fp, label_shift_pvalue=lp, unknown_labels=int(n_rows - n), statistics=stats,
+            feature_pvalue=fp, label_shift_pvalue=lp, statistics=stats,
             suspect_rows=rows_in_batch, suspect_ids=idk[order], suggested_labels=self.classes_[suggested[order]],
-            suspect_scores=scores)
+            suspect_scores=scores, **label_problems)
         self.n_batches_ = t + 1
         self._last_alarm = alarm
         if alarm:
@@ -512,6 +566,29 @@ class LabelMonitor(BaseEstimator):
             known = text[pos] == yt
         return np.asarray(pos, dtype=np.int64), np.asarray(known, dtype=bool)
 
+    def _label_problems(self, y, ids, unknown, missing) -> dict[str, Any]:
+        """Counts, positions, ids and the most frequent values of unknown labels; missing labels apart."""
+        unknown_rows, missing_rows = np.flatnonzero(unknown), np.flatnonzero(missing)
+        values: list[dict[str, Any]] = []
+        if len(unknown_rows):
+            vals = y[unknown_rows]
+            try:
+                uniq, counts = np.unique(vals, return_counts=True)
+            except TypeError:  # mixed types (e.g. ints and strings): group as text
+                uniq, counts = np.unique(vals.astype(str), return_counts=True)
+            top = np.argsort(-counts, kind="stable")[:_MAX_UNKNOWN_VALUES]
+            plain = [_py(u) for u in uniq[top]]
+            alike: dict = {}
+            if any(isinstance(u, str) for u in plain):
+                from ..detection._api import _look_alikes
+
+                alike = _look_alikes(plain, [_py(c) for c in self.classes_])
+            values = [{"value": u, "rows": int(c), "looks_like": alike.get(u) if isinstance(u, str) else None}
+                      for u, c in zip(plain, counts[top].tolist())]
+        return {"unknown_labels": len(unknown_rows), "missing_labels": len(missing_rows),
+                "unknown_values": values, "unknown_rows": unknown_rows, "unknown_ids": ids[unknown_rows],
+                "missing_rows": missing_rows, "missing_ids": ids[missing_rows]}
+
     def _score(self, stat=None) -> float:
         stat = self.statistic_ if stat is None else stat
         return float(stat.max() / self.threshold_) if len(stat) else 0.0
@@ -523,7 +600,9 @@ class LabelMonitor(BaseEstimator):
 
     def _record(self, v: BatchVerdict) -> None:
         self.history_.append({
-            "batch": v.batch, "index": v.index, "rows": v.rows, "status": v.status, "score": v.score,
+            "batch": v.batch, "index": v.index, "rows": v.rows, "judged": v.judged,
+            "unknown_labels": v.unknown_labels, "missing_labels": v.missing_labels,
+            "unknown_values": to_jsonable(v.unknown_values), "status": v.status, "score": v.score,
             "suspects": v.suspects, "expected_suspects": v.expected_suspects,
             "pair": list(v.pair) if v.pair else None, "feature_drift": v.feature_drift,
             "feature_pvalue": v.feature_pvalue, "label_shift_pvalue": v.label_shift_pvalue,
@@ -588,6 +667,27 @@ class LabelMonitor(BaseEstimator):
             raise DataError(f"{path}: not a LabelMonitor state file")
         mon = cls.from_state(arrays, meta["monitor"])
         return (mon, meta.get("extra", {})) if with_extra else mon
+
+
+def _missing_labels(y: np.ndarray) -> np.ndarray:
+    """Rows without a label: None, NaN, or text that is empty or only whitespace."""
+    kind = y.dtype.kind
+    if kind == "f":
+        return np.isnan(y)
+    if kind in "US":
+        return np.char.str_len(np.char.strip(y)) == 0
+    if kind == "O":
+        blank = np.frompyfunc(lambda v: v is None or (isinstance(v, (float, np.floating)) and v != v)
+                              or (isinstance(v, (str, bytes)) and not v.strip())
+                              or type(v).__name__ in ("NAType", "NaTType"), 1, 1)
+        return blank(y).astype(bool) if len(y) else np.zeros(0, dtype=bool)
+    return np.zeros(len(y), dtype=bool)
+
+
+def short_value(value, max_len: int = 40) -> str:
+    """A label value for a text line or table cell: strings quoted, long ones cut."""
+    s = repr(value) if isinstance(value, str) else str(value)
+    return s if len(s) <= max_len else s[: max_len - 1] + "\u2026"
 
 
 def _py(value):

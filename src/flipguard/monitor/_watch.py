@@ -55,9 +55,17 @@ class Batch:
 
 
 class BatchSource:
-    """Where batches come from; ``pending(done)`` lists what is not processed yet, in order."""
+    """Where batches come from; ``pending(done)`` lists what is not processed yet, in order.
+
+    ``description`` is the source as given (for messages); ``identity`` names it
+    whatever the spelling (a state file belongs to one identity).
+    """
 
     description: str = ""
+
+    @property
+    def identity(self) -> str:
+        return self.description
 
     def check(self) -> None:
         """Raise :class:`DataError` if the source cannot be read (before any state is written)."""
@@ -81,6 +89,12 @@ class FolderSource(BatchSource):
     def __init__(self, location: str):
         self.location = location.rstrip("/") if "://" in location else os.path.abspath(location)
         self.description = location
+
+    @property
+    def identity(self) -> str:
+        """The folder's resolved path (links followed), or the URL normalised: ``./in/``, ``in`` and
+        ``/data/in`` are one source; ``S3://bucket//incoming/`` is ``s3://bucket/incoming``."""
+        return _source_key(self.location)
 
     def _names(self) -> list[str]:
         if "://" not in self.location:
@@ -184,6 +198,16 @@ class PostgresSource(BatchSource):
         done["last"] = mark
 
 
+def _source_key(location: str) -> str:
+    """A local folder's real path (resolved from the current folder), or a URL with its scheme in lower
+    case and its path without ``.``, repeated or trailing slashes."""
+    if "://" not in location:
+        return os.path.normcase(os.path.realpath(location))
+    scheme, rest = location.split("://", 1)
+    rest = posixpath.normpath("/" + rest).lstrip("/") if rest.strip("/") else ""
+    return f"{scheme.lower()}://{rest}"
+
+
 def open_source(source: str, *, table: str | None = None, id: str | None = None,  # noqa: A002
                 since_column: str | None = None, max_rows: int | None = None) -> BatchSource:
     """A :class:`FolderSource` or, for a ``postgresql://`` DSN, a :class:`PostgresSource`."""
@@ -258,14 +282,26 @@ def _fingerprint(ds) -> str:
 
 
 def _typed_labels(lab: pa.ChunkedArray, classes: np.ndarray) -> np.ndarray:
-    """Batch labels in the reference's type where they convert (CSV ints stay ints), else as text."""
+    """Batch labels in the reference's type where they convert (CSV ints stay ints), else as text.
+
+    Missing labels (null or NaN) come back as ``None`` (typed labels, object array) or ``""`` (text),
+    which :meth:`LabelMonitor.update` counts as missing, apart from values the reference never saw.
+    """
+    if pa.types.is_floating(lab.type):  # NaN is a missing label, never the text 'nan'
+        lab = pc.if_else(pc.is_nan(lab), pa.scalar(None, lab.type), lab)
     target = pa.array(classes.tolist()).type if len(classes) else pa.string()
     try:
         arr = pc.cast(lab, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        arr = None
+    if arr is not None:
         if arr.null_count == 0:
             return np.asarray(arr.to_numpy(zero_copy_only=False))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        pass
+        null = np.asarray(pc.is_null(arr).to_numpy(zero_copy_only=False), dtype=bool)
+        out = np.empty(len(arr), dtype=object)
+        out[~null] = np.asarray(pc.drop_null(arr).to_numpy(zero_copy_only=False))
+        out[null] = None
+        return out
     text = pc.fill_null(pc.cast(lab, pa.string()), "")
     return np.asarray(text.to_numpy(zero_copy_only=False)).astype(str)
 
@@ -301,9 +337,7 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
         if extra.get("label") != label:
             raise InvalidParameterError(f"--state {state_path} was created for --label {extra.get('label')!r}, "
                                         f"not {label!r}")
-        if extra.get("source") != source.description:
-            raise InvalidParameterError(f"--state {state_path} belongs to source {extra.get('source')!r}; "
-                                        "use one state file per source")
+        upgrade = _check_same_source(state_path, extra, source)
         if ref_ds is not None and _fingerprint(ref_ds) != extra.get("reference_sha256"):
             raise InvalidParameterError(f"--reference differs from the one --state {state_path} was created "
                                         "with; start a new state file to change the reference")
@@ -311,7 +345,9 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
         if ref_ds is None:
             raise InvalidParameterError("the first run needs --reference (no --state file yet)")
         mon = LabelMonitor(**(monitor_params or {})).fit(ref_ds.X, ref_ds.labels())
-        extra = {"label": label, "id": id, "source": source.description, "reference": ref_ds.source,
+        upgrade = False
+        extra = {"label": label, "id": id, "source": source.description, "source_key": source.identity,
+                 "reference": ref_ds.source,
                  "reference_sha256": _fingerprint(ref_ds), "plan": _columns_plan(ref_ds),
                  "feature_names": list(ref_ds.feature_names), "done": {}}
         # Not saved yet: the state is first written with the first processed batch, so a run refused
@@ -344,9 +380,41 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
         verdicts.append(v)
         if on_verdict is not None:
             on_verdict(v)
-    if not saved:  # a first run with nothing pending: keep the fitted monitor for the next run
+    if not saved or (upgrade and not verdicts):
+        # A first run with nothing pending: keep the fitted monitor for the next run.  An older state
+        # (source as given) accepted from here: record the resolved source once, so that other
+        # spellings and other working folders are accepted from now on.
         mon.save(state_path, extra)
     return mon, verdicts
+
+
+def _check_same_source(state_path: str, extra: dict, source: BatchSource) -> bool:
+    """Refuse a state file of another source; ``True`` if the state needs ``source_key`` recorded.
+
+    States record the source's identity (a folder's resolved path, a normalised URL).  States written
+    before that recorded the source as given; such a state is accepted when that spelling, resolved
+    from the current folder, is the same source, and then gets the identity (written with the next save).
+    """
+    stored = extra.get("source")
+    if "source_key" in extra:
+        if extra["source_key"] == source.identity:
+            return False
+        where = "" if extra["source_key"] == stored else f" ({extra['source_key']})"
+        here = "" if source.identity == source.description else f" ({source.identity})"
+        raise InvalidParameterError(f"--state {state_path} belongs to source {stored!r}{where}, not "
+                                    f"{source.description!r}{here}; use one state file per source")
+    legacy = _source_key(stored) if isinstance(source, FolderSource) and isinstance(stored, str) else stored
+    if legacy != source.identity:
+        if isinstance(source, FolderSource) and isinstance(stored, str) and "://" not in stored \
+                and not os.path.isabs(stored):
+            raise InvalidParameterError(
+                f"--state {state_path} belongs to source {stored!r}, recorded as given by an older flipguard; "
+                f"from the current folder that is {legacy}, not {source.identity}. Run once from the folder where "
+                "the state was created (that records the full path), or use one state file per source")
+        raise InvalidParameterError(f"--state {state_path} belongs to source {stored!r}; "
+                                    "use one state file per source")
+    extra["source_key"] = source.identity
+    return True
 
 
 def write_metrics(path, mon: LabelMonitor, *, source: str = "") -> None:
@@ -367,6 +435,15 @@ def write_metrics(path, mon: LabelMonitor, *, source: str = "") -> None:
     last = mon.history_[-1] if mon.history_ else {}
     g("flipguard_monitor_alarm", "1 if the last batch raised an alarm.").labels(source).set(
         1.0 if last.get("status") == "alarm" else 0.0)
+    g("flipguard_monitor_findings", "Batches that need a look (alarm, labels outside the reference's classes "
+      "or missing, nothing to judge) since the state was created.").labels(source).set(
+        sum(h.get("status") != "no_alarm" for h in mon.history_))
+    g("flipguard_monitor_finding", "1 if the last batch needs a look (alarm, unknown or missing labels, "
+      "nothing to judge).").labels(source).set(1.0 if last and last.get("status") != "no_alarm" else 0.0)
+    g("flipguard_monitor_last_unknown_labels", "Rows of the last batch with a label outside the reference's "
+      "classes (not judged).").labels(source).set(last.get("unknown_labels", 0))
+    g("flipguard_monitor_last_missing_labels", "Rows of the last batch without a label (not judged).").labels(
+        source).set(last.get("missing_labels", 0))
     g("flipguard_monitor_feature_drift", "1 if the last batch's inputs differ from the reference.").labels(
         source).set(1.0 if last.get("feature_drift") else 0.0)
     g("flipguard_monitor_last_suspects", "Suspect labels in the last batch.").labels(source).set(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..monitor._monitor import short_value as _short
 from ._figures import BAD, INK, MUTED, _style, class_colors, figure_to_image, text
 from ._html import Section, Table
 
@@ -48,7 +49,11 @@ def monitor_sections(mon) -> list[Section]:
     """Sections for a fitted :class:`~flipguard.monitor.LabelMonitor`: summary, time series, alarms."""
     hist, alarms = mon.history_, mon.alarms_
     summary = Table(["", ""], [
-        ["batches", len(hist)], ["rows judged", sum(h["rows"] for h in hist)],
+        ["batches", len(hist)], ["rows in batches", sum(h["rows"] for h in hist)],
+        ["rows judged", sum(h.get("judged", h["rows"]) for h in hist)],  # states before 'judged': rows were judged
+        ["rows with a label outside the reference's classes (not judged)",
+         sum(h.get("unknown_labels", 0) for h in hist)],
+        ["rows without a label (not judged)", sum(h.get("missing_labels", 0) for h in hist)],
         ["alarms", len(alarms)], ["batches with feature drift", sum(bool(h["feature_drift"]) for h in hist)],
         ["charts (class pairs + all rows)", int(mon.active_.sum())],
         ["threshold (log of charts x expected run length)", f"{mon.threshold_:.2f}"],
@@ -59,6 +64,21 @@ def monitor_sections(mon) -> list[Section]:
         "Suspects are counted per class pair and accumulated by CUSUM charts whose clean rates were "
         "calibrated out of fold on the reference; the threshold bounds false alarms by one per "
         f"{mon.expected_run_length:g} clean batches."], tables=[summary])]
+    flagged = [h for h in hist if h.get("unknown_labels") or h.get("missing_labels")
+               or h.get("status") in ("unknown_labels", "inconclusive")]
+    if flagged:
+        rows = [[h["batch"], h["status"], h["rows"], h.get("judged", h["rows"]), h.get("unknown_labels", "?"),
+                 h.get("missing_labels", "?"),
+                 ", ".join(f"{_short(u['value'])} x{u['rows']}"
+                           + (f" (= {_short(u['looks_like'])})" if u.get("looks_like") is not None else "")
+                           for u in h.get("unknown_values", [])) or "-"] for h in flagged]
+        sections.append(Section("Labels not judged", paragraphs=[
+            "Rows whose label is not one of the reference's classes, or is missing, cannot be judged, so "
+            "flips hidden there (a label relabelled to a new spelling, blanked or recoded) are invisible to "
+            "the charts. Each batch below is a finding: check its labels. '(= x)' marks a value equal to "
+            "the class x but for case or spaces."], tables=[Table(
+                ["batch", "status", "rows", "judged", "unknown labels", "missing labels",
+                 "unknown values (rows)"], rows, align="llrrrrl")]))
     if hist:
         sections.append(Section("Time series", images=[figure_to_image(
             monitor_figure(hist, alarms), alt="CUSUM score and suspect counts per batch with alarms marked",

@@ -566,7 +566,7 @@ def test_temporary_poisoning_is_reported_with_its_window(temporary, name):
     assert hits, report.temporary_changes
     m = hits[0]
     assert m["restored"] == f'label "{restored}"'
-    assert m["interim"] == ("absent" if interim == "absent" else 'label null' if interim is None
+    assert m["interim"] == ("absent" if interim == "absent" else "label <missing>" if interim is None
                             else f'label "{interim}"')
     assert m["from"] <= m["to"] and m["from_txid"] < m["to_txid"] and m["seconds"] >= 0
     assert not report.ok and report.ok_if_recorded  # recorded: accepted with --allow-recorded only

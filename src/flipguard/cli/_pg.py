@@ -34,7 +34,8 @@ def protect_cmd(
         "not be a member of it.")] = "flipguard_auditor",
     audit_schema: SchemaOpt = "flipguard_audit",
     reader: Annotated[list[str] | None, typer.Option(
-        "--reader", help="Role given read access to the trail, for `pg verify` (repeat for several).",
+        "--reader", help="Role given what `pg verify` reads: the trail, the registry and SELECT on the table "
+        "(repeat for several).",
         show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -60,7 +61,12 @@ def protect_cmd(
     if json_out:
         print_json(status.to_dict())
         return
-    if status.changed:
+    grants = [c for c in status.changed if c.startswith("read access for ")]
+    if status.changed and len(grants) == len(status.changed):
+        console.print(f"{status.table} was already protected; granted:")
+        for item in grants:
+            console.print(f"  + {item}")
+    elif status.changed:
         console.print(f"Protected {status.table} (label {status.label_column}, id {status.id_column}).")
         for item in status.changed:
             console.print(f"  + {item}")
@@ -218,6 +224,11 @@ def _render_verify(r, passed: bool) -> None:
         console.print(f"[bold red]Hash chain BROKEN[/] ({len(r.chain_errors)} row(s)):")
         for e in r.chain_errors[:20]:
             console.print(f"  row {e['seq']}: {e['reason']}")
+    if r.duplicate_ids:
+        console.print(f"[bold red]DUPLICATED IDS[/]: {r.n_duplicate_ids} id(s) held by more than one row; the "
+                      "trail tells rows apart by their id:")
+        for d in r.duplicate_ids[:20]:
+            console.print(f"  {d['message']}", soft_wrap=True)
     if r.trail_mismatches:
         console.print(f"[bold red]UNRECORDED CHANGES[/]: the table and the trail disagree at "
                       f"{r.n_trail_mismatches} place(s) (trigger bypassed):")
@@ -241,8 +252,9 @@ def _render_verify(r, passed: bool) -> None:
             for c in r.explained[:20]:
                 role = "" if c.get("current_user") == c.get("session_user") else f" as {c.get('current_user')}"
                 app, client = c.get("application_name") or "", c.get("client_addr") or "local"
+                dup = " (duplicated id: its recorded insert)" if c.get("duplicate_id") else ""
                 console.print(f"  id {c['id']}: {_change(c)} by {c.get('session_user')}{role} "
-                              f"(application '{app}', client {client}, txid {c.get('txid')}) at {c.get('at')}",
+                              f"(application '{app}', client {client}, txid {c.get('txid')}) at {c.get('at')}{dup}",
                               soft_wrap=True)
     console.print("[bold green]OK[/]" if passed else "[bold red]FINDINGS[/] (exit 1)")
 
@@ -289,9 +301,16 @@ def checkpoint_cmd(
         raise typer.Exit(1)
 
 
+def _label(value) -> str:
+    """A label as file ``verify`` shows it (``<missing>`` for NULL), quoted so '' and 'x ' stay visible."""
+    from ._integrity import _txt
+
+    return _txt(value) if value is None else repr(value)
+
+
 def _change(c) -> str:
     if c.get("kind") == "added":
-        return f"added with label {c.get('current')!r}"
+        return f"added with label {_label(c.get('current'))}"
     if c.get("kind") == "removed":
-        return f"removed (label was {c.get('sealed')!r})"
-    return f"{c.get('sealed')!r} -> {c.get('current')!r}"
+        return f"removed (label was {_label(c.get('sealed'))})"
+    return f"{_label(c.get('sealed'))} -> {_label(c.get('current'))}"

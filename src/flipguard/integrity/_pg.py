@@ -96,7 +96,10 @@ CANONICAL_SETTINGS = (("extra_float_digits", "3"), ("DateStyle", "ISO, YMD"), ("
                       ("IntervalStyle", "iso_8601"), ("bytea_output", "hex"))
 _GUARD_TAGS = ("ALTER TABLE", "DROP TABLE", "CREATE TRIGGER", "DROP TRIGGER", "ALTER TRIGGER",
                "DROP SCHEMA", "ALTER SCHEMA", "DROP OWNED", "ALTER FUNCTION", "DROP FUNCTION",
-               "CREATE FUNCTION")
+               "CREATE FUNCTION", "ALTER TYPE", "DROP TYPE", "ALTER DOMAIN", "DROP DOMAIN")
+#: Identity keys holding the values of an enum type of a watched column (``{pg_enum oid: label}``):
+#: adding a value changes no row and is allowed; renaming one relabels every row that holds it.
+_ENUM_KEYS = ("label_enum", "id_enum")
 
 
 # --------------------------------------------------------------------------- results
@@ -147,7 +150,9 @@ class PgVerifyReport:
     differ from a signed checkpoint; ``temporary_changes`` lists labels that
     were changed and later restored by another transaction, with the window
     they were wrong in (recorded, so ``ok_if_recorded`` accepts them, but
-    ``ok`` does not: a training run in between read them).
+    ``ok`` does not: a training run in between read them); ``duplicate_ids``
+    lists ids held by more than one row of the table (the trail cannot tell
+    such rows apart: a finding, with what the trail records of them).
     """
 
     table: str
@@ -169,6 +174,8 @@ class PgVerifyReport:
     n_trail_mismatches: int = 0
     temporary_changes: list[dict[str, Any]] = field(default_factory=list)
     n_temporary_changes: int = 0
+    duplicate_ids: list[dict[str, Any]] = field(default_factory=list)
+    n_duplicate_ids: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -181,7 +188,7 @@ class PgVerifyReport:
         """Like :attr:`ok`, but changes the trail records (permanent or temporary) are fine."""
         signature_ok = not self.seal_checked or bool((self.seal or {}).get("signature", {}).get("valid"))
         return (self.chain_ok and not self.unexplained and not self.trail_mismatches
-                and not self.problems and signature_ok)
+                and not self.duplicate_ids and not self.problems and signature_ok)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -409,6 +416,22 @@ SELECT pg_catalog.jsonb_build_object(
                FROM pg_catalog.pg_proc p
                WHERE p.oid = pg_catalog.to_regprocedure(pg_catalog.quote_ident({lit}) || '.'
                                                       || pg_catalog.quote_ident(p_trail || '_log') || '()')))
+  -- the values of an enum type behind a watched column (directly, through a domain or an array): ALTER TYPE
+  -- ... RENAME VALUE relabels every row and fires no trigger.  Only present for enum columns, so the identity
+  -- of any other table is what it always was.
+  || coalesce((
+    SELECT pg_catalog.jsonb_object_agg(s.k, s.m) FROM (
+      SELECT CASE WHEN a.attnum = p_label_att THEN 'label_enum' ELSE 'id_enum' END AS k,
+             (WITH RECURSIVE ty(oid) AS (
+                SELECT a.atttypid
+                UNION
+                SELECT v.x FROM ty JOIN pg_catalog.pg_type t ON t.oid = ty.oid
+                  CROSS JOIN LATERAL (VALUES (t.typbasetype), (t.typelem)) v(x) WHERE v.x <> 0)
+              SELECT pg_catalog.jsonb_object_agg(e.oid::text, e.enumlabel) FROM pg_catalog.pg_enum e
+              WHERE e.enumtypid IN (SELECT ty.oid FROM ty)) AS m
+      FROM pg_catalog.pg_attribute a
+      WHERE a.attrelid = p_relid AND a.attnum IN (p_id_att, p_label_att) AND NOT a.attisdropped) s
+    WHERE s.m IS NOT NULL), '{{}}'::jsonb)
 """
 
 
@@ -418,25 +441,37 @@ def _guard_body(schema: str, audit_role: str) -> str:
     reg_lit = sql.Literal(reg).as_string(None)
     ident = sql.Identifier(schema, "identity").as_string(None)
     role = sql.Literal(audit_role).as_string(None)
+    enum_keys = "ARRAY[" + ", ".join(sql.Literal(k).as_string(None) for k in _ENUM_KEYS) + "]::text[]"
     return f"""
 DECLARE
   r record;
   v_now jsonb;
+  v_admin boolean;
 BEGIN
-  IF coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false)
-     OR pg_catalog.pg_has_role(session_user, {role}, 'MEMBER') THEN
-    RETURN;  -- an administrator (superuser or audit role member): pg protect / unprotect
-  END IF;
+  -- an administrator (superuser or audit role member): pg protect / unprotect
+  v_admin := coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false)
+             OR pg_catalog.pg_has_role(session_user, {role}, 'MEMBER');
   IF pg_catalog.to_regclass({reg_lit}) IS NULL THEN
     RETURN;
   END IF;
   FOR r IN EXECUTE 'SELECT trail, relid, table_schema, table_name, id_attnum, label_attnum, identity FROM '
            || {reg_lit} || ' WHERE active' LOOP
     v_now := {ident}(r.relid, r.trail, r.id_attnum, r.label_attnum);
-    IF v_now IS DISTINCT FROM r.identity THEN
-      RAISE EXCEPTION 'flipguard: % changes the audit triggers or watched columns of protected table %.%; only a superuser or a member of role % may (pg unprotect first)',
-        tg_tag, r.table_schema, r.table_name, {role} USING ERRCODE = 'insufficient_privilege';
+    CONTINUE WHEN v_now IS NOT DISTINCT FROM r.identity;
+    IF r.identity IS NOT NULL AND (v_now - {enum_keys}) = (r.identity - {enum_keys})
+       AND coalesce(v_now->'label_enum', '{{}}') @> coalesce(r.identity->'label_enum', '{{}}')
+       AND coalesce(v_now->'id_enum', '{{}}') @> coalesce(r.identity->'id_enum', '{{}}') THEN
+      -- values added to an enum type (ALTER TYPE ... ADD VALUE): no row changes; remember them, so that
+      -- renaming one of them later is refused too
+      EXECUTE 'UPDATE ' || {reg_lit} || ' SET identity = $1 WHERE trail = $2' USING v_now, r.trail;
+      CONTINUE;
     END IF;
+    CONTINUE WHEN v_admin;
+    RAISE EXCEPTION 'flipguard: % changes % of protected table %.%; only a superuser or a member of role % may (pg unprotect first)',
+      tg_tag, CASE WHEN (v_now - {enum_keys}) = (r.identity - {enum_keys})
+                   THEN 'the values of the enum type of a watched column (renaming a value relabels every row)'
+                   ELSE 'the audit triggers or watched columns' END,
+      r.table_schema, r.table_name, {role} USING ERRCODE = 'insufficient_privilege';
   END LOOP;
 END
 """
@@ -470,6 +505,71 @@ def _columns(conn, ref: TableRef, cols: dict[str, str], where: str) -> dict[str,
     if cols.get("id") == cols.get("label"):
         raise InvalidParameterError("the id and label columns must differ")
     return {role: names[col] for role, col in cols.items()}
+
+
+def _check_unique_id(conn, ref: TableRef, id_col: str, attnum: int, where: str) -> None:
+    """The id column must be unique (primary key, unique constraint or a unique index on exactly it).
+
+    The trail tells rows apart by their id: with two rows of one id it cannot say which one changed.
+    A partial or expression index does not count; ``INCLUDE`` columns do not matter.
+    """
+    unique = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = %s AND i.indisunique "
+        "AND i.indisvalid AND i.indnkeyatts = 1 AND i.indkey[0] = %s AND i.indpred IS NULL "
+        "AND i.indexprs IS NULL)", (ref.oid, attnum)).fetchone()[0]
+    if not unique:
+        raise DataError(f"{where}: id column '{id_col}' of {ref} has no primary key or unique constraint; the trail "
+                        f"tells rows apart by their id: add one on exactly that column (ALTER TABLE ... ADD PRIMARY "
+                        f"KEY or ADD UNIQUE), then protect")
+
+
+def _grant_readers(conn, n: _Names, ref: TableRef, audit_role: str, readers: list[str], where: str) -> list[str]:
+    """Give each reader what ``pg verify`` / ``pg status`` / ``pg checkpoint`` read; what was new.
+
+    Runs as the administrator: ``USAGE`` on the audit schema, ``SELECT`` on the registry and the
+    trail, ``EXECUTE`` on the identity function (granted by the audit role, their owner), and
+    ``USAGE`` on the table's schema and ``SELECT`` on the table (granted by the administrator).
+    """
+    sql = _sql()
+    changed = []
+    table_schema = sql.Identifier(ref.schema)
+    for reader in readers:
+        had = conn.execute(
+            "SELECT pg_catalog.has_schema_privilege(%(r)s, %(s)s, 'USAGE') "
+            "AND pg_catalog.has_table_privilege(%(r)s, %(reg)s::regclass, 'SELECT') "
+            "AND pg_catalog.has_table_privilege(%(r)s, %(trail)s::regclass, 'SELECT') "
+            "AND pg_catalog.has_function_privilege(%(r)s, %(fn)s::regprocedure, 'EXECUTE') "
+            "AND pg_catalog.has_schema_privilege(%(r)s, %(ts)s, 'USAGE') "
+            "AND pg_catalog.has_table_privilege(%(r)s, %(t)s::oid, 'SELECT')",
+            {"r": reader, "s": n.schema_name, "reg": n.registry.as_string(conn),
+             "trail": n.trail_ident.as_string(conn),
+             "fn": n.identity_fn.as_string(conn) + "(oid, text, int2, int2)",
+             "ts": ref.schema, "t": ref.oid}).fetchone()[0]
+        r = sql.Identifier(reader)
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(n.schema, r))
+        conn.execute(sql.SQL("GRANT SELECT ON {}, {} TO {}").format(n.registry, n.trail_ident, r))
+        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(oid, text, int2, int2) TO {}").format(n.identity_fn, r))
+        conn.execute("RESET ROLE")
+        # only what is missing (PUBLIC may have it already); a non-superuser administrator may lack the
+        # grant option, and PostgreSQL then only warns: checked below
+        if not conn.execute("SELECT pg_catalog.has_schema_privilege(%s, %s, 'USAGE')",
+                            (reader, ref.schema)).fetchone()[0]:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(table_schema, r))
+        if not conn.execute("SELECT pg_catalog.has_table_privilege(%s, %s::oid, 'SELECT')",
+                            (reader, ref.oid)).fetchone()[0]:
+            conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(n.table, r))
+        ok = conn.execute("SELECT pg_catalog.has_schema_privilege(%s, %s, 'USAGE') "
+                          "AND pg_catalog.has_table_privilege(%s, %s::oid, 'SELECT')",
+                          (reader, ref.schema, reader, ref.oid)).fetchone()[0]
+        if not ok:
+            raise DataError(f"{where}: cannot give reader '{reader}' SELECT on table {ref} (pg verify reads it): "
+                            f"this role may not grant it; as the table's owner: GRANT USAGE ON SCHEMA "
+                            f"{table_schema.as_string(conn)} TO {r.as_string(conn)}; GRANT SELECT ON "
+                            f"{n.table.as_string(conn)} TO {r.as_string(conn)}")
+        if not had:
+            changed.append(f"read access for {reader} (trail, registry, table)")
+    return changed
 
 
 def _registry_exists(conn, schema: str) -> bool:
@@ -545,7 +645,26 @@ def identity_changes(before: dict | None, now: dict | None) -> list[str]:
             out.append("trigger function dropped and recreated")
         else:
             out.append("trigger function replaced (body, settings, security or owner changed)")
+    for key, what, values in (("label_enum", "label", "labels"), ("id_enum", "id", "ids")):
+        renamed = enum_renames(before, now, key)
+        gone = sorted(label for oid, label in (before.get(key) or {}).items() if oid not in (now.get(key) or {}))
+        if renamed:
+            out.append(f"the {what}'s enum type was altered: {values} renamed ("
+                       + ", ".join(f"{_fmt(a)} -> {_fmt(b)}" for a, b in renamed.items())
+                       + "), which changes every row holding them without firing a trigger")
+        if gone and before.get("columns") == now.get("columns"):
+            out.append(f"the {what}'s enum type lost values ({', '.join(_fmt(v) for v in gone)})")
     return out
+
+
+def enum_renames(before: dict | None, now: dict | None, key: str = "label_enum") -> dict[str, str]:
+    """``{old label: new label}`` for every value of a watched column's enum type renamed between two identities.
+
+    Values are matched by their ``pg_enum`` oid, which ``ALTER TYPE ... RENAME VALUE`` keeps; values
+    added since (``ADD VALUE``) change no row and are not listed.
+    """
+    b, a = (before or {}).get(key) or {}, (now or {}).get(key) or {}
+    return {b[oid]: a[oid] for oid in sorted(b, key=int) if oid in a and a[oid] != b[oid]}
 
 
 def _head(conn, trail_ident) -> tuple[int, int | None, str | None, str | None]:
@@ -609,8 +728,12 @@ def protect(dsn: str, table: str, *, id: str, label: str, audit_role: str = AUDI
     schema : str, default="flipguard_audit"
         Schema of the registry and trails, owned by ``audit_role``.
     readers : list of str
-        Roles given read access to the registry and the trail (``pg verify``
-        as a read-only auditor).
+        Roles given what ``pg verify``, ``pg status`` and ``pg checkpoint``
+        read, as a read-only auditor: ``USAGE`` on the audit schema, ``SELECT``
+        on the registry and the trail, ``USAGE`` on the table's schema and
+        ``SELECT`` on the table.  A grant this call adds is listed in
+        ``changed`` (``"read access for ROLE ..."``) and recorded in a
+        ``PROTECT`` row.
 
     Returns
     -------
@@ -621,9 +744,12 @@ def protect(dsn: str, table: str, *, id: str, label: str, audit_role: str = AUDI
     Raises
     ------
     DataError
-        Unknown table or column, a server older than PostgreSQL 11, a table
-        owner that is a member of the audit role, an audit schema owned by
-        another role, or a table already protected with other columns.
+        Unknown table or column, an id column without a primary key or
+        unique constraint (a unique index on exactly that column counts), a
+        server older than PostgreSQL 11, a table owner that is a member of the
+        audit role, an audit schema owned by another role, a table already
+        protected with other columns, or a reader this role may not give
+        ``SELECT`` on the table.
     """
     where = redact_dsn(dsn)
     _check_name(audit_role, "--audit-role")
@@ -703,6 +829,7 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
                         f"--label {reg['label_column']}; run 'flipguard pg unprotect' first")
     if reg is not None and reg.get("audit_role") not in (None, audit_role):
         raise DataError(f"{where}: table {ref} is protected by audit role '{reg['audit_role']}'")
+    _check_unique_id(conn, ref, id_col, attnums["id"], where)
     trail = reg["trail"] if reg is not None else trail_name(ref)
     n = _Names(conn, ref, trail, id_col, label_col, schema)
     drift: list[str] = []
@@ -812,12 +939,8 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
     conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(text, jsonb) FROM PUBLIC").format(n.append_fn))
     if fn_missing:
         changed.append("functions")
-    for reader in readers:
-        r = sql.Identifier(reader)
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(n.schema, r))
-        conn.execute(sql.SQL("GRANT SELECT ON {}, {} TO {}").format(n.registry, n.trail_ident, r))
-        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(oid, text, int2, int2) TO {}").format(n.identity_fn, r))
     conn.execute("RESET ROLE")
+    changed += _grant_readers(conn, n, ref, audit_role, readers, where)
 
     # triggers on the protected table (created by the administrator, executing the audit role's function)
     states = _triggers(conn, ref.oid)
@@ -855,11 +978,16 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
                 fn=n.guard_fn, body=sql.Literal(_guard_body(schema, audit_role))))
         conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(n.guard_fn))
         conn.execute("RESET ROLE")
-        if not conn.execute("SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = %s", (guard,)).fetchone():
+        have_guard = conn.execute("SELECT evttags FROM pg_catalog.pg_event_trigger WHERE evtname = %s",
+                                  (guard,)).fetchone()
+        if have_guard is not None and set(have_guard[0] or ()) != set(_GUARD_TAGS):
+            # installed by an earlier flipguard that watched fewer commands (ALTER TYPE: enum renames)
+            conn.execute(sql.SQL("DROP EVENT TRIGGER {}").format(sql.Identifier(guard)))
+        if have_guard is None or set(have_guard[0] or ()) != set(_GUARD_TAGS):
             conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON ddl_command_end WHEN TAG IN ({}) "
                                  "EXECUTE FUNCTION {}()").format(
                 sql.Identifier(guard), sql.SQL(", ").join(sql.Literal(t) for t in _GUARD_TAGS), n.guard_fn))
-            changed.append("DDL guard")
+            changed.append("DDL guard" if have_guard is None else "DDL guard updated (watches more commands)")
         conn.execute(sql.SQL("ALTER EVENT TRIGGER {} ENABLE ALWAYS").format(sql.Identifier(guard)))
 
     # record what the protection looks like now; a difference from the last record is evidence
@@ -961,6 +1089,7 @@ def protection_status(dsn: str, table: str, *, schema: str = AUDIT_SCHEMA) -> Pg
     with pg_snapshot(dsn) as snap:
         try:
             ref = snap.resolve(table, kinds="rp")
+            _check_readable(snap.conn, ref, schema, where)
             return _status(snap.conn, ref, schema)
         except psycopg.Error as exc:
             raise DataError(f"{where}: cannot read the protection of {table}: {_msg(exc)}") from None
@@ -1042,6 +1171,7 @@ def checkpoint(dsn: str, table: str, private_key, *, out, schema: str = AUDIT_SC
         try:
             _canonical_session(snap.conn)
             ref = snap.resolve(table, kinds="rp")
+            _check_readable(snap.conn, ref, schema, where)
             status = _status(snap.conn, ref, schema)
             result = PgCheckpoint(table=str(ref), written=False)
             reg = _registry_row(snap.conn, ref, schema)
@@ -1123,6 +1253,7 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
         try:
             _canonical_session(snap.conn)
             ref = snap.resolve(table, kinds="rp")
+            _check_readable(snap.conn, ref, schema, where)
             status = _status(snap.conn, ref, schema)
             report = PgVerifyReport(table=str(ref), trail=status.trail, protection=status.to_dict(),
                                     n_events=status.n_events, head_seq=status.head_seq,
@@ -1143,16 +1274,51 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
                 if manifest is not None:
                     _check_seal(snap, ref, manifest, public_key, report, None, secret, name)
                 return report
+            _check_readable(snap.conn, ref, schema, where, columns=(n.id_col, n.label_col))
+            # values of the label's enum type renamed since protect: every row holding them changed
+            renames = enum_renames(reg["identity"], _identity(snap.conn, n, reg)) if reg["active"] else {}
             _check_chain(snap.conn, n, reg, anchor_pair, report)
             if marks is not None:
                 _check_checkpoints(snap.conn, n, ref, reg, marks, report)
-            _check_replay(snap.conn, n, report)
+            _check_replay(snap.conn, n, report, renames)
             _check_temporary(snap.conn, n, report)
             if manifest is not None:
-                _check_seal(snap, ref, manifest, public_key, report, n, secret, name)
+                _check_seal(snap, ref, manifest, public_key, report, n, secret, name, renames)
         except psycopg.Error as exc:
             raise DataError(f"{where}: cannot verify {table}: {_msg(exc)}") from None
     return report
+
+
+def _check_readable(conn, ref: TableRef, schema: str, where: str, columns: tuple[str, ...] = ()) -> None:
+    """One clear line when this role may not read what ``pg verify`` reads (not a driver error mid-way)."""
+    user = conn.execute("SELECT current_user").fetchone()[0]
+    hint = f"as an administrator: flipguard pg protect ... --table {ref} --reader {user}"
+    if not columns:
+        nsp = conn.execute("SELECT NOT pg_catalog.has_schema_privilege(oid, 'USAGE') FROM pg_catalog.pg_namespace "
+                           "WHERE nspname = %s", (schema,)).fetchone()
+        if nsp is not None and nsp[0]:
+            raise DataError(f"{where}: role '{user}' may not read audit schema {schema} (no USAGE): {hint}")
+        sql = _sql()
+        reg = sql.Identifier(schema, "protected").as_string(conn)
+        if conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL AND NOT "
+                        "pg_catalog.has_table_privilege(pg_catalog.to_regclass(%s), 'SELECT')",
+                        (reg, reg)).fetchone()[0]:
+            raise DataError(f"{where}: role '{user}' may not read the audit registry {schema}.protected: {hint}")
+        row = _registry_row(conn, ref, schema) if nsp is not None else None
+        if row is not None:
+            trail = sql.Identifier(schema, row["trail"]).as_string(conn)
+            if conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL AND NOT "
+                            "pg_catalog.has_table_privilege(pg_catalog.to_regclass(%s), 'SELECT')",
+                            (trail, trail)).fetchone()[0]:
+                raise DataError(f"{where}: role '{user}' may not read the audit trail {schema}.{row['trail']}: {hint}")
+        return
+    readable = conn.execute(
+        "SELECT pg_catalog.has_table_privilege(%s::oid, 'SELECT') OR "
+        "(SELECT bool_and(pg_catalog.has_column_privilege(%s::oid, c, 'SELECT')) FROM unnest(%s::text[]) c)",
+        (ref.oid, ref.oid, list(columns))).fetchone()[0]
+    if not readable:
+        raise DataError(f"{where}: role '{user}' may not read table {ref} (no SELECT on it), which pg verify "
+                        f"compares with the trail: {hint} (grants it), or GRANT SELECT ON {ref} TO {user}")
 
 
 def _parse_anchor(anchor: str) -> tuple[int, str]:
@@ -1249,7 +1415,7 @@ def _check_checkpoints(conn, n: _Names, ref: TableRef, reg: dict, marks: list[di
     if marks:
         last = marks[-1]
         now = _identity(conn, n, reg)
-        if now != last["identity"]:
+        if identity_changes(last["identity"], now):  # (values added to an enum type change no row)
             protects = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE op = 'PROTECT' AND seq > %s").format(
                 t=n.trail_ident), (last["head_seq"],)).fetchone()[0]
             if not protects:
@@ -1293,13 +1459,20 @@ WITH ev AS (
 """
 
 
-def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
-    """Replay the trail per id: gaps between recorded changes, and the final state against the table."""
+def _check_replay(conn, n: _Names, report: PgVerifyReport, renames: dict[str, str] | None = None) -> None:
+    """Replay the trail per id: gaps between recorded changes, and the final state against the table.
+
+    Ids held by more than one row of the table are not replayed (the trail cannot tell their rows
+    apart) but listed in ``report.duplicate_ids`` with what the trail records of them.  ``renames``
+    (``{old: new}`` values of the label's enum type renamed since protect) names the cause of a
+    difference it explains.
+    """
     sql = _sql()
     t = n.trail_ident
     tbl = sql.SQL("SELECT {id}::text AS rid, {label}::text AS lab FROM {tbl}").format(
         id=n.id, label=n.label, tbl=n.table)
     conn.execute("SELECT pg_catalog.set_config('work_mem', '256MB', true)")
+    dups = _duplicate_ids(conn, n, tbl, report)
     rows = conn.execute(sql.SQL(_TRANSITIONS + """
         , chk AS (
           SELECT tr.*, lag(ap) OVER p AS prev_ap, lag(a) OVER p AS prev_a,
@@ -1323,12 +1496,12 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
           FROM expect e LEFT JOIN cur_rows c ON c.rid = e.rid
           WHERE e.present IS DISTINCT FROM (c.rid IS NOT NULL) OR (e.present AND e.a IS DISTINCT FROM c.lab)
         )
-        (SELECT *, count(*) OVER () FROM gaps ORDER BY seq LIMIT %s)
+        (SELECT *, count(*) OVER () FROM gaps WHERE rid <> ALL(%s::text[]) ORDER BY seq LIMIT %s)
         UNION ALL
-        (SELECT *, count(*) OVER () FROM finals ORDER BY seq LIMIT %s)
+        (SELECT *, count(*) OVER () FROM finals WHERE rid <> ALL(%s::text[]) ORDER BY seq LIMIT %s)
         UNION ALL
         SELECT 'state', NULL, NULL, NULL, trunc_epoch > start_trunc, NULL, NULL, NULL, NULL, 0 FROM cur
-        """).format(t=t, tbl=tbl), (_LIST_LIMIT, _LIST_LIMIT)).fetchall()
+        """).format(t=t, tbl=tbl), (dups, _LIST_LIMIT, dups, _LIST_LIMIT)).fetchall()
     counts = {"gap": 0, "final": 0}
     truncated = False
     for kind, rid, seq, op, s1, v1, s2, v2, prev_seq, cnt in rows:
@@ -1344,18 +1517,23 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
                 "message": f"trail row {seq} ({op}) starts from {_state(s1, v1)} but the trail left id "
                            f"{_fmt(rid)} at {expected}: a change in between was not recorded (trigger bypassed)"})
         else:
+            cause = "changed with the trigger bypassed"
+            if s1 and s2 and v1 in (renames or {}) and renames[v1] == v2:
+                cause = (f"the label's enum type was altered (value {_fmt(v1)} renamed to {_fmt(v2)}), "
+                         "which fires no trigger")
             report.trail_mismatches.append({
                 "id": rid, "kind": "final_state", "seq": seq, "op": op,
                 "expected": _state(s1, v1), "actual": _state(s2, v2),
                 "message": f"id {_fmt(rid)}: the trail's last change (row {seq}, {op}) leaves it at "
-                           f"{_state(s1, v1)} but the table has {_state(s2, v2)}: changed with the trigger bypassed"})
+                           f"{_state(s1, v1)} but the table has {_state(s2, v2)}: {cause}"})
     n_strays = 0
     if truncated:
         strays = conn.execute(sql.SQL(_TRANSITIONS + """
             , cur_rows AS ({tbl})
             SELECT c.rid, c.lab, count(*) OVER () FROM cur_rows c, cur
             WHERE NOT EXISTS (SELECT 1 FROM tr WHERE tr.rid = c.rid AND tr.trunc_epoch = cur.trunc_epoch)
-            LIMIT %s""").format(t=t, tbl=tbl), (_LIST_LIMIT,)).fetchall()
+              AND c.rid <> ALL(%s::text[])
+            LIMIT %s""").format(t=t, tbl=tbl), (dups, _LIST_LIMIT)).fetchall()
         for rid, lab, cnt in strays:
             n_strays = cnt
             report.trail_mismatches.append({
@@ -1365,6 +1543,61 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport) -> None:
                            "TRUNCATE: inserted with the trigger bypassed"})
     report.n_trail_mismatches = counts["gap"] + counts["final"] + n_strays
     _notes_from_protect_events(conn, n, report)
+
+
+def _duplicate_ids(conn, n: _Names, tbl, report: PgVerifyReport) -> list[str]:
+    """Ids held by several rows of the table, each reported with what the trail records of it; their texts.
+
+    The trail replays one state per id, so it cannot follow such rows; it can still count them.  Since
+    :func:`protect` needs a unique id column, at most one row of an id predates the protection (none
+    after a ``TRUNCATE``): rows beyond that and the recorded arrivals minus removals were written with
+    the trigger bypassed.
+    """
+    sql = _sql()
+    found = conn.execute(sql.SQL("""
+        WITH cur_rows AS ({tbl})
+        SELECT rid, count(*), array_agg(lab ORDER BY lab), count(*) OVER () FROM cur_rows
+        GROUP BY rid HAVING count(*) > 1 ORDER BY rid LIMIT %s""").format(tbl=tbl), (_LIST_LIMIT,)).fetchall()
+    if not found:
+        return []
+    ids = [r[0] for r in found]
+    events = conn.execute(sql.SQL(_TRANSITIONS + """
+        SELECT tr.rid, tr.seq, tr.op, tr.bp, tr.ap, tr.a, tr.trunc_epoch, cur.trunc_epoch, cur.start_trunc,
+               e.session_user_name, e.txid, e.logged_at, e.current_user_name, e.application_name, e.client_addr
+        FROM tr JOIN {t} e USING (seq), cur WHERE tr.rid = ANY(%s) ORDER BY tr.seq, tr.ord, tr.k""").format(
+            t=n.trail_ident), (ids,)).fetchall()
+    by_id: dict[str, list] = {}
+    for e in events:
+        by_id.setdefault(e[0], []).append(e)
+    state = conn.execute(sql.SQL(_TRANSITIONS + "SELECT trunc_epoch > start_trunc FROM cur").format(
+        t=n.trail_ident)).fetchone()
+    truncated = bool(state and state[0])
+    for rid, n_rows, labels, total in found:
+        report.n_duplicate_ids = total
+        now = [e for e in by_id.get(rid, []) if e[6] == e[7]]  # since the last TRUNCATE
+        arrivals = [e for e in now if e[4] and not e[3]]
+        net = sum(bool(e[4]) for e in now) - sum(bool(e[3]) for e in now)
+        before = n_rows - net  # rows of this id present before the trail's first step (0 or 1 if all recorded)
+        recorded = "; ".join(f"{e[2]} of {_state(True, e[5])} (row {e[1]}, by {e[9]}, txid {e[10]}, "
+                             f"{e[11].isoformat()})" for e in arrivals[:5])
+        recorded = (f"the trail records {len(arrivals)} arrival(s): {recorded}" if arrivals
+                    else "the trail records no INSERT of it")
+        consistent = 0 <= before <= (0 if truncated else 1)
+        if not consistent:
+            verdict = (f"{n_rows} rows where the recorded inserts and deletes leave {max(net, 0)}"
+                       f"{'' if truncated else ' (plus one from before the protection)'}: rows inserted or "
+                       "deleted with the trigger bypassed")
+        else:
+            verdict = ("consistent with the trail; it cannot tell these rows apart: give the id column a "
+                       "unique constraint again")
+        report.duplicate_ids.append({
+            "id": rid, "rows": n_rows, "labels": labels, "consistent": consistent,
+            "recorded": [{"seq": e[1], "op": e[2], "label": e[5], "session_user": e[9], "current_user": e[12],
+                          "application_name": e[13], "client_addr": e[14], "txid": e[10],
+                          "at": e[11].isoformat()} for e in arrivals],
+            "message": f"duplicated id {rid}: {n_rows} rows in the table ("
+                       + ", ".join(_state(True, v) for v in labels) + f"); {recorded}; {verdict}"})
+    return ids
 
 
 def _check_temporary(conn, n: _Names, report: PgVerifyReport) -> None:
@@ -1450,7 +1683,7 @@ def _notes_from_protect_events(conn, n: _Names, report: PgVerifyReport) -> None:
 def _state(present, label) -> str:
     if not present:
         return "absent"
-    return f"label {_fmt(label)}"
+    return "label <missing>" if label is None else f"label {_fmt(label)}"
 
 
 def _fmt(value) -> str:
@@ -1458,8 +1691,10 @@ def _fmt(value) -> str:
 
 
 def _check_seal(snap, ref: TableRef, manifest, public_key, report: PgVerifyReport, n: _Names | None,
-                secret: bytes | None = None, name: str | None = None) -> None:
+                secret: bytes | None = None, name: str | None = None,
+                renames: dict[str, str] | None = None) -> None:
     """Verify the seal on the table read in this snapshot and explain its findings with the trail."""
+    from ._pg_seal import _text as _text_id
     from ._pg_seal import explain_changes, seal_changes
 
     report.seal_checked = True
@@ -1486,7 +1721,21 @@ def _check_seal(snap, ref: TableRef, manifest, public_key, report: PgVerifyRepor
                               for c in changes[:_LIST_LIMIT]]
         report.n_unexplained = len(changes)
         return
-    explained, unexplained = explain_changes(snap.conn, n, changes)
+    # an id held by several rows: the seal compares one of them, the trail cannot tell them apart;
+    # what the trail records of the id (listed in duplicate_ids) is the explanation
+    dups = {d["id"]: d for d in report.duplicate_ids}
+    explained, unexplained = [], []
+    for c in [c for c in changes if _text_id(c["id"]) in dups]:
+        d = dups[_text_id(c["id"])]
+        if d["consistent"] and d["recorded"]:
+            explained.append({**c, **{k: v for k, v in d["recorded"][-1].items() if k != "label"},
+                              "n_recorded": len(d["recorded"]), "duplicate_id": True})
+        else:
+            unexplained.append({**c, "duplicate_id": True, "explanation": d["message"]})
+    more_explained, more_unexplained = explain_changes(
+        snap.conn, n, [c for c in changes if _text_id(c["id"]) not in dups], renames)
+    explained += more_explained
+    unexplained += more_unexplained
     report.explained = explained[:_LIST_LIMIT]
     report.unexplained = unexplained[:_LIST_LIMIT]
     report.n_unexplained = len(unexplained)

@@ -93,8 +93,14 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    """Split ``changes`` into (explained, unexplained) using the trail of ``n`` (a ``_Names``)."""
+def explain_changes(conn, n, changes: list[dict[str, Any]], renames: dict[str, str] | None = None
+                    ) -> tuple[list[dict], list[dict]]:
+    """Split ``changes`` into (explained, unexplained) using the trail of ``n`` (a ``_Names``).
+
+    ``renames`` maps values of the label's enum type renamed since protect (``ALTER TYPE ... RENAME
+    VALUE``, which fires no trigger) to their new text: an unexplained change from one to the other
+    says so.
+    """
     from psycopg import sql
 
     from ._pg import _TRANSITIONS
@@ -144,6 +150,12 @@ def explain_changes(conn, n, changes: list[dict[str, Any]]) -> tuple[list[dict],
             continue
         else:
             why = "no change to this row is recorded in the audit trail"
+        sealed, current = _text(c["sealed"]), _text(c["current"])
+        if c["present_before"] and c["present_after"] and sealed in (renames or {}) and renames[sealed] == current:
+            unexplained.append({**c, "explanation": f"{why}: the label's enum type was altered (value "
+                                                    f"{sealed!r} renamed to {current!r}; ALTER TYPE ... RENAME "
+                                                    "VALUE fires no trigger)"})
+            continue
         unexplained.append({**c, "explanation": why + " (trigger bypassed)"})
     return explained, unexplained
 
@@ -161,7 +173,9 @@ def _text(value):
 
 def _state(state) -> str:
     present, label = state
-    return f"label {label!r}" if present else "absent"
+    if not present:
+        return "absent"
+    return "label <missing>" if label is None else f"label {label!r}"
 
 
 def _who(r) -> dict[str, Any]:

@@ -124,13 +124,18 @@ def test_lake_verify_localises_changes_without_reading_untouched_snapshots(tmp_p
     report = verify_lake(root, public_key=key.public_key())
     assert not report.ok
     assert report.partitions["changed"] == ["year=2021/part-1.parquet"]
-    assert report.partitions["snapshots_read"] == ["year=2021/part-1.parquet"]
+    # the removed partition's snapshot is read to list its rows; untouched ones are not read
+    assert report.partitions["snapshots_read"] == ["year=2020/part-0.parquet", "year=2021/part-1.parquet"]
     assert report.partitions["removed"] == ["year=2020/part-0.parquet"]
     assert report.partitions["added"] == ["year=2021/extra.parquet"]
     assert report.partitions["renamed"] == [{"from": "year=2020/part-2.parquet", "to": "year=2020/moved.parquet"}]
     assert report.partitions["intact"] == 1
-    assert report.changed == {"partition": ["year=2021/part-1.parquet"] * 3, "row": rows,
-                              "id": [500 + r for r in rows], "sealed": [before[r] for r in rows], "current": new}
+    # rid 7 left the removed part-0 as 'fox' and came back in extra.parquet as 'cat': moved, label changed
+    assert report.changed == {"partition": ["year=2021/part-1.parquet"] * 3 + ["year=2021/extra.parquet"],
+                              "row": [*rows, 0], "id": [500 + r for r in rows] + [7],
+                              "sealed": [before[r] for r in rows] + ["fox"], "current": [*new, "cat"]}
+    assert report.moved["id"] == [7] and report.moved["from_partition"] == ["year=2020/part-0.parquet"]
+    assert report.to_dict()["n_removed"] == 499
     # re-sealing bumps the version; the old manifest no longer matches the data
     again = seal_lake(root, label="y", id="rid", private_key=key)
     assert again.manifest["version"] == 2 and verify_lake(root, public_key=key.public_key()).ok

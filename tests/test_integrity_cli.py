@@ -116,6 +116,19 @@ def test_verify_lists_exact_rows_edited_by_hand(cli, keys, sealed_csv):
                                  {"label": "malignant", "sealed": 212, "current": 210, "change": -2}]
 
 
+def test_empty_and_space_padded_labels_stay_visible(cli, keys, sealed_csv):
+    """Labels are exact text: '' and 'benign ' are labels of their own and must not print as nothing or 'benign'."""
+    data, manifest = sealed_csv
+    _edit_csv(data, {"1003": "", "1010": "benign "})
+    r = cli("verify", data, "--manifest", manifest, "--pubkey", keys[1])
+    assert r.exit_code == 1
+    assert "2 label(s) changed (1 malignant -> <empty>, 1 malignant -> 'benign ')" in r.stdout
+    assert re.search(r"│ 3\s+│ 1003\s+│ malignant\s+│ <empty>\s+│", r.stdout)
+    assert re.search(r"│ 10\s+│ 1010\s+│ malignant\s+│ 'benign '\s+│", r.stdout)
+    j = json.loads(cli("verify", data, "--pubkey", keys[1], "--json").stdout)
+    assert j["changed"]["current"] == ["", "benign "]  # the JSON keeps the exact text
+
+
 def test_verify_added_removed_duplicated_rows(tmp_path, cli, keys, sealed_csv):
     data, manifest = sealed_csv
     lines = data.read_text().splitlines()

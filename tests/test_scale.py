@@ -68,7 +68,7 @@ def test_seal_with_either_engine_verifies_with_the_other_reporting_the_same_rows
     assert all(_rows(r) == first for r in reports[1:])
     assert reports[0].changed == {"partition": ["year=2020/part-2.parquet"] * 3, "row": rows,
                                   "id": [1000 + r for r in rows], "sealed": [before[r] for r in rows], "current": new}
-    assert first["partitions"]["snapshots_read"] == ["year=2020/part-2.parquet"]
+    assert first["partitions"]["snapshots_read"] == ["year=2020/part-2.parquet", "year=2021/part-3.csv"]
     assert first["partitions"]["removed"] == ["year=2021/part-3.csv"]
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from .._names import SECRET_ENV
 from ..exceptions import InvalidParameterError
 from ..integrity._source import ROW_ID
+from ..integrity._stats import label_text as _txt
 from ._app import app
 from ._common import (
     DataArg,
@@ -190,8 +191,10 @@ def verify_cmd(
 
     secret = read_secret(secret_file)
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
-        return _scale.verify(data, manifest=manifest, pubkey=pubkey, secret=secret, name=name, engine=engine,
-                             ray_address=ray_address, limit=limit, json_out=json_out)
+        from ..integrity._lake import verify_lake
+
+        rep = verify_lake(data, manifest, pubkey, secret=secret, name=name, engine=engine, ray_address=ray_address)
+        return finish_report(rep, json_out, lambda r: render_lake_verify(r, limit=limit))
     _scale.note_single(engine, ray_address)
     report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger)
     finish_report(report, json_out, lambda r: render_verify(r, limit=limit))
@@ -284,10 +287,6 @@ def _table(title: str, header: list[str], rows, total: int, limit: int) -> None:
         say(f"  ... and {total - limit} more (--limit N, or --json for all)")
 
 
-def _txt(v) -> str:
-    return "<missing>" if v is None else str(v)
-
-
 @app.command("diff")
 def diff_cmd(
     old: Annotated[str, typer.Argument(help="Earlier version (path, URL or DSN).", show_default=False)],
@@ -316,8 +315,8 @@ def diff_cmd(
     from . import _scale
 
     if _scale.is_partitioned_source(old, table) and _scale.is_partitioned_source(new, table):
-        return _scale.diff(old, new, label=label, id=id, engine=engine, ray_address=ray_address, limit=limit,
-                           json_out=json_out)
+        return _lake_diff(old, new, label=label, id=id, engine=engine, ray_address=ray_address, limit=limit,
+                          json_out=json_out)
     _scale.note_single(engine, ray_address)
     report = diff(old, new, label=label, id=id, table=table)
     if json_out:
@@ -331,4 +330,110 @@ def diff_cmd(
             say(f"[bold]{report.old} -> {report.new}[/]: " + "; ".join(report.findings))
             render_changes(ch, "old", "new", limit=limit)
     if not report.identical:
+        raise typer.Exit(1)
+
+
+# -- a folder or prefix of files (a lake): integrity/_lake.py --------------------------------
+def _engine_text(info: dict) -> str:
+    return f"engine {info.get('engine')}, {info.get('workers')} worker(s)"
+
+
+def render_lake_verify(rep, *, limit: int = 50) -> None:
+    """Print a LakeVerifyReport: verdict, findings, partitions, then one table per kind of difference."""
+    m, p, sig = rep.manifest, rep.partitions, rep.signature
+    where = f"manifest {m['path']}"
+    if not sig.valid:
+        say(f"[bold red]SIGNATURE INVALID[/]: {sig.reason}")
+        say(f"  manifest signed by key {sig.signed_by}; public key given: {sig.checked_with}")
+        return
+    if not p and rep.findings:  # a seal of another dataset: nothing was compared
+        say(f"[bold red]REFUSED[/]: {where} cannot vouch for {rep.source}")
+        for f in rep.findings:
+            say(f"  - {f}")
+        return
+    if rep.ok:
+        say(f"[bold green]INTACT[/]: {rep.source} matches its seal ('{m['name']}' version {m['version']}, "
+            f"{m['partitions']} partitions, {m['rows']} rows, key {m['key_id']}; {_engine_text(rep.engine)})")
+        return
+    say(f"[bold red]TAMPERED[/]: {rep.source} differs from its seal ({where}, "
+        f"'{m['name']}' version {m['version']}, sealed {m['created']} by key {m['key_id']})")
+    for f in rep.findings:
+        say(f"  - {f}")
+    for n in rep.notes:
+        say(f"  note: {n}")
+    why = " (seals with --columns or --private compare every partition with its snapshot)" \
+        if m["columns"] or m["private"] else ""
+    say(f"  partitions: {p['intact']} intact, {len(p['changed'])} changed, {len(p['added'])} added, "
+        f"{len(p['removed'])} removed, {len(p['renamed'])} renamed; snapshots read: {len(p['snapshots_read'])} "
+        f"of {m['partitions']}{why}")
+    _lake_tables(rep, "sealed", "current", limit)
+    for name, c in rep.columns.items():
+        _table(f"Sealed column '{name}' changed ({len(c['row'])})", ["partition", "row", "id", "sealed", "current"],
+               zip(c["partition"], c["row"], c["id"], c["sealed"], c["current"]), len(c["row"]), limit)
+    _lake_counts(rep.class_counts, rep.balance, "sealed", "current")
+
+
+def _lake_tables(rep, before: str, after: str, limit: int) -> None:
+    """Changed, moved, added, removed rows and duplicated ids of a lake verify or diff."""
+    c, mv, a, r, d = rep.changed, rep.moved, rep.added, rep.removed, rep.duplicated
+    n = len(c["row"])
+    if n:
+        _table(f"Changed labels ({n})", ["partition", "row", "id", before, after],
+               zip(c["partition"], c["row"], c["id"], c[before], c[after]), n, limit)
+    n = len(mv.get("id", []))
+    if n:
+        _table(f"Rows moved to another partition ({n})", ["id", "from partition", "row", "to partition", "row",
+                                                          before, after],
+               zip(mv["id"], mv["from_partition"], mv["from_row"], mv["partition"], mv["row"], mv[before],
+                   mv[after]), n, limit)
+    for title, rows in ((f"Added rows ({len(a['row'])})", a),
+                        (f"Removed rows ({len(r['row'])}; row = position in the {before} partition)", r)):
+        if rows["row"]:
+            _table(title, ["partition", "row", "id", "label"],
+                   zip(rows["partition"], rows["row"], rows["id"], rows["label"]), len(rows["row"]), limit)
+    n = len(d["id"])
+    if n:
+        _table(f"Duplicated ids ({n})", ["partition", "id", "rows with it"], zip(d["partition"], d["id"], d["count"]),
+               n, limit)
+
+
+def _lake_counts(class_counts: list, balance: dict, before: str, after: str) -> None:
+    if not class_counts:
+        return
+    t = Table("label", before, after, "change", title="Class counts (all partitions)")
+    for row in class_counts:
+        t.add_row(_txt(row["label"]), str(row[before]), str(row[after]), f"{row['change']:+d}")
+    console.print(t)
+    if balance.get("dof"):
+        say(f"Class balance: chi-square {balance['statistic']:.2f} (dof {balance['dof']}), "
+            f"p = {balance['p_value']:.3g}" + (" -- [bold]drifted[/]" if balance["drifted"] else
+                                               " -- no significant drift"))
+
+
+def _lake_diff(old, new, *, label, id, engine, ray_address, limit, json_out) -> None:  # noqa: A002
+    from ..integrity._lake import diff_lake
+
+    rep = diff_lake(old, new, label=label, id=id, engine=engine, ray_address=ray_address)
+    p = rep.partitions
+    if json_out:
+        print_json(rep.to_dict())
+    elif rep.identical:
+        say(f"[bold green]Identical labels[/]: {p['identical']} partitions of {rep.old} and {rep.new} "
+            f"({_engine_text(rep.engine)})")
+    else:
+        say(f"[bold]{rep.old} -> {rep.new}[/]: {p['identical']} partitions identical, {len(p['changed'])} "
+            f"changed, {len(p['added'])} added, {len(p['removed'])} removed ({_engine_text(rep.engine)})")
+        for f in rep.findings:
+            say(f"  - {f}")
+        for n in rep.notes:
+            say(f"  note: {n}")
+        _lake_tables(rep, "old", "new", limit)
+        _lake_counts(rep.class_counts, rep.balance, "old", "new")
+        if rep.transitions:
+            t = Table("from", "to", "rows", title="Label transitions (all partitions)")
+            for tr in rep.transitions[:20]:
+                t.add_row(_txt(tr["from"]), _txt(tr["to"]), str(tr["count"]))
+            console.print(t)
+            say(rep.shape["reading"])
+    if not rep.identical:
         raise typer.Exit(1)

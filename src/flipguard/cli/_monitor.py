@@ -12,9 +12,9 @@ from typing import Annotated
 
 import typer
 
+from .._json import to_jsonable
 from ..exceptions import InvalidParameterError
 from ._app import app
-from .._json import to_jsonable
 from ._common import IdOpt, LabelOpt, TableOpt, check_parent_folder, console, fmt
 
 

@@ -13,7 +13,7 @@ import os
 import typer
 from rich.table import Table
 
-from ._common import console, err_console, finish_report, print_json
+from ._common import console, err_console, print_json
 
 
 def is_partitioned_source(data: str, table: str | None = None) -> bool:
@@ -61,78 +61,6 @@ def seal(data, *, label, id, key, out, columns, secret, name, version, engine, r
     _say(f"  manifest:    {res.manifest_path}")
     _say(f"  partitions:  {res.store}")
     _say(f"  merkle root: {m['merkle']['root']}")
-
-
-def verify(data, *, manifest, pubkey, secret, name, engine, ray_address, limit, json_out) -> None:
-    from ..integrity._lake import verify_lake
-
-    rep = verify_lake(data, manifest, pubkey, secret=secret, name=name, engine=engine, ray_address=ray_address)
-    finish_report(rep, json_out, lambda r: render_lake_verify(r, limit))
-
-
-def render_lake_verify(rep, limit: int) -> None:
-    m, p = rep.manifest, rep.partitions
-    if rep.ok:
-        _say(f"[bold green]INTACT[/]: {rep.source} matches its seal ('{m['name']}' version {m['version']}, "
-             f"{m['partitions']} partitions, {m['rows']} rows, key {m['key_id']}; {_engine_text(rep.engine)})")
-        return
-    _say(f"[bold red]TAMPERED[/]: {rep.source} differs from its seal (manifest {m['path']}, "
-         f"'{m['name']}' version {m['version']}, sealed {m['created']} by key {m['key_id']})")
-    for f in rep.findings:
-        _say(f"  - {f}")
-    if not p:
-        return
-    _say(f"  partitions: {p['intact']} intact, {len(p['changed'])} changed, {len(p['added'])} added, "
-         f"{len(p['removed'])} removed, {len(p['renamed'])} renamed; snapshots read: {len(p['snapshots_read'])}")
-    c = rep.changed
-    if c["row"]:
-        t = Table("partition", "row", "id", "sealed", "current", title=f"Changed labels ({len(c['row'])})")
-        for i in range(min(limit, len(c["row"]))):
-            t.add_row(c["partition"][i], str(c["row"][i]), str(c["id"][i]), str(c["sealed"][i]),
-                      str(c["current"][i]))
-        console.print(t)
-        if len(c["row"]) > limit:
-            _say(f"  ... and {len(c['row']) - limit} more (--limit N, or --json for all)")
-    for title, d in (("Rows added", rep.added), ("Rows removed", rep.removed)):
-        if d["row"]:
-            t = Table("partition", "row", "id", "label", title=f"{title} ({len(d['row'])})")
-            for i in range(min(limit, len(d["row"]))):
-                t.add_row(d["partition"][i], str(d["row"][i]), str(d["id"][i]), str(d["label"][i]))
-            console.print(t)
-
-
-def diff(old, new, *, label, id, engine, ray_address, limit, json_out) -> None:
-    from ..integrity._lake import diff_lake
-
-    rep = diff_lake(old, new, label=label, id=id, engine=engine, ray_address=ray_address)
-    if json_out:
-        print_json(rep.to_dict())
-    elif rep.identical:
-        p = rep.partitions
-        _say(f"[bold green]Identical labels[/]: {p['identical']} partitions of {rep.old} and {rep.new} "
-             f"({_engine_text(rep.engine)})")
-    else:
-        p = rep.partitions
-        _say(f"[bold]{rep.old} -> {rep.new}[/]: {p['identical']} partitions identical, {len(p['changed'])} "
-             f"changed, {len(p['added'])} added, {len(p['removed'])} removed ({_engine_text(rep.engine)})")
-        for f in rep.findings:
-            _say(f"  - {f}")
-        c = rep.changed
-        if c["row"]:
-            t = Table("partition", "row", "id", "old", "new", title=f"Changed labels ({len(c['row'])})")
-            for i in range(min(limit, len(c["row"]))):
-                t.add_row(c["partition"][i], str(c["row"][i]), str(c["id"][i]), str(c["old"][i]), str(c["new"][i]))
-            console.print(t)
-            if len(c["row"]) > limit:
-                _say(f"  ... and {len(c['row']) - limit} more (--limit N, or --json for all)")
-        if rep.transitions:
-            t = Table("from", "to", "rows", title="Label transitions (all partitions)")
-            for tr in rep.transitions[:20]:
-                t.add_row(str(tr["from"]), str(tr["to"]), str(tr["count"]))
-            console.print(t)
-            _say(rep.shape["reading"])
-    if not rep.identical:
-        raise typer.Exit(1)
 
 
 def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, json_out, engine,

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from .._arrow import from_numpy, to_numpy
 from ._columns import Ids, class_counts, dense_keys, ids_equal, map_codes, reconcile, take_chunked
-from ._stats import balance_drift, change_shape, transition_list
+from ._stats import balance_drift, change_shape, label_text, transition_list
 
 __all__ = ["LabelChanges"]
 
@@ -190,7 +190,7 @@ class LabelChanges:
         if self.n_before and self.n_after and self.n_added == self.n_after:
             out.append(f"no id of the {after} data is in the {before} data: is it the same dataset?")
         if self.n_changed:
-            pairs = ", ".join(f"{t['count']} {_txt(t['from'])} -> {_txt(t['to'])}"
+            pairs = ", ".join(f"{t['count']} {label_text(t['from'])} -> {label_text(t['to'])}"
                               for t in transition_list(self.transitions, self.classes)[:3])
             out.append(f"{self.n_changed} label(s) changed ({pairs})")
         if self.n_added:
@@ -204,7 +204,7 @@ class LabelChanges:
         if self.balance.get("drifted"):
             s = self.balance["largest_shift"]
             out.append(f"class balance drifted (chi-square p = {self.balance['p_value']:.2g}; "
-                       f"{_txt(s['label'])} {s['before']:.1%} -> {s['after']:.1%})")
+                       f"{label_text(s['label'])} {s['before']:.1%} -> {s['after']:.1%})")
         return out
 
     def to_dict(self, before: str = "before", after: str = "after") -> dict:
@@ -224,9 +224,6 @@ class LabelChanges:
             "balance": self.balance, "shape": self.shape,
         }
 
-
-def _txt(c) -> str:
-    return "<missing>" if c is None else str(c)
 
 
 def _rows(side: Side, positions: np.ndarray) -> list[int]:

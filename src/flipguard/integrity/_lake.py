@@ -25,12 +25,14 @@ id and label columns are hashed into the partition's row commitment and, when
 it equals the sealed one, the partition is intact and its snapshot is never
 read.  Only a partition whose commitment differs has its snapshot read, and
 :func:`verify_table` then names its rows.  Files present but not sealed are
-*added*, sealed but absent *removed*, and an added file with exactly a removed
-one's content *renamed*.
+*added*, sealed but absent *removed* (their rows are read from their snapshots),
+and an added file with exactly a removed one's content *renamed*.
 
 Rows are identified by the ``--id`` column, or without one by their 0-based
 position in their file (the id column of the partition manifests is then
-``(row)``).  Ids need only be unique within a partition.
+``(row)``).  With ``--id`` the rows that left a partition and the rows that
+entered one are matched by id across partitions (:func:`_merge_rows`): moved
+rows, label changes on the way, and ids duplicated by a copied partition.
 """
 
 from __future__ import annotations
@@ -46,20 +48,23 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .._arrow import from_numpy, string_array, to_numpy
 from .._io import atomic_write_bytes
 from ..data._partitioned import Partition, discover, read_partition
 from ..data._read import _is_url
 from ..exceptions import DataError, IntegrityError, InvalidParameterError
-from ._columns import block_rows_for, code_dtype, commit, label_codes, normalize_ids
+from ._columns import Ids, block_rows_for, code_dtype, commit, dense_keys, label_codes, normalize_ids, reconcile
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import Manifest, SignatureCheck, canonical_json, check_signature, sign_body, strict_json
 from ._source import ROW_ID, with_row_ids
+from ._stats import label_text
 from ._verify import SignedFindings
 
 __all__ = ["LakeDiffReport", "LakeSealResult", "LakeVerifyReport", "diff_lake", "is_lake_manifest", "merkle_root",
@@ -91,10 +96,22 @@ def merkle_root(entries: list[dict]) -> str:
 
 
 # -- paths ------------------------------------------------------------------------
+def _local_root(source) -> str:
+    """A local folder's path as given, or resolved when its last component is ``.`` or ``..``.
+
+    ``seal .`` inside the folder must name the seal and its manifest after the
+    folder (``L5``), exactly as ``seal L5`` from its parent does.
+    """
+    root = os.fspath(source).rstrip("/\\")
+    if os.path.basename(root) in ("", ".", ".."):
+        return str(Path(os.fspath(source) or ".").resolve())
+    return root
+
+
 def default_lake_manifest(source: str) -> Path:
     if _is_url(source):
         raise InvalidParameterError(f"{source} is a URL: give the manifest path (--out / --manifest)")
-    return Path(os.fspath(source).rstrip("/\\") + ".flipguard.json")
+    return Path(_local_root(source) + ".flipguard.json")
 
 
 def _store_for(manifest_path: Path) -> Path:
@@ -104,7 +121,15 @@ def _store_for(manifest_path: Path) -> Path:
 
 
 def default_lake_name(root: str) -> str:
-    """A partitioned dataset's default name: the last component of its folder or prefix."""
+    """A partitioned dataset's default name: the last component of its folder (resolved) or prefix.
+
+    A local folder is named by ``Path.resolve().name``, so ``seal .`` inside
+    ``L5/`` and ``verify L5`` from its parent agree on ``L5``, as do ``L5/.``
+    and ``./L5/``; a symbolic link is named after the folder it points to.
+    """
+    if not _is_url(os.fspath(root)):
+        resolved = Path(os.fspath(root) or ".").resolve()
+        return resolved.name or str(resolved)
     return posixpath.basename(os.fspath(root).replace("\\", "/").rstrip("/")) or os.fspath(root)
 
 
@@ -213,48 +238,392 @@ def _load_part_manifest(store: str, digest: str, name: str) -> Manifest:
     return Manifest.from_bytes(data, where=f"manifest {path}")
 
 
+def _check_part_manifest(pm: Manifest, entry: dict, shared: dict) -> Ed25519PublicKey:
+    """The partition manifest must be this seal's (signed by its partition key, same name and version)."""
+    pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(shared["partition_public"]))
+    name = entry["name"]
+    if (not pm.verify_signature(pub).valid or pm.rows != entry["rows"] or pm.source != name
+            or pm.name != f"{shared['name']}/{name}" or pm.version != shared["version"]):
+        raise IntegrityError(f"partition {name}: its sealed manifest does not belong to this seal")
+    return pub
+
+
+def _read_snapshot(shared: dict, pm: Manifest, name: str) -> bytes:
+    snap_path = Path(shared["store"]) / pm.snapshot["file"]
+    try:
+        return snap_path.read_bytes()
+    except FileNotFoundError:
+        raise IntegrityError(f"partition {name}: snapshot {snap_path} is missing") from None
+
+
 def _verify_task(item: tuple, shared: dict) -> dict:
-    """Verify one partition; read its snapshot only when its commitment differs."""
+    """Verify one partition; read its snapshot only when its commitment differs.
+
+    An added partition (not in the seal) returns its rows, to be matched by id
+    against the rows that left other partitions (:func:`_merge_rows`).
+    """
     from ._verify import verify_table
 
     part, entry = item
     label, id_, columns = shared["label"], shared["id"], shared["columns"]
     tbl = _read(part, label, id_, columns)
     if entry is None:  # not sealed: added, or renamed from a removed partition
-        renamed = None
         for cand in shared["removed"]:
             pm = _load_part_manifest(shared["store"], cand["manifest"], cand["name"])
             try:
                 if pm.rows == tbl.num_rows and _current_root(tbl, pm) == pm.commitment["root"]:
-                    renamed = cand["name"]
-                    break
+                    return {"name": part.name, "status": "renamed", "rows": tbl.num_rows,
+                            "renamed_from": cand["name"], "snapshot_read": False,
+                            "sealed_counts": pm.class_counts, "current_counts": pm.class_counts}
             except DataError:
                 continue
-        return {"name": part.name, "status": "renamed" if renamed else "added", "rows": tbl.num_rows,
-                "renamed_from": renamed, "snapshot_read": False}
+        rows, counts = _table_rows(tbl, label, id_ or ROW_ID, f"partition {part.name}")
+        return {"name": part.name, "status": "added", "rows": tbl.num_rows, "renamed_from": None,
+                "snapshot_read": False, "entered": rows, "current_counts": counts}
     pm = _load_part_manifest(shared["store"], entry["manifest"], part.name)
-    pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(shared["partition_public"]))
-    sig = pm.verify_signature(pub)
-    if (not sig.valid or pm.rows != entry["rows"] or pm.source != part.name
-            or pm.name != f"{shared['name']}/{part.name}" or pm.version != shared["version"]):
-        raise IntegrityError(f"partition {part.name}: its sealed manifest does not belong to this seal")
+    pub = _check_part_manifest(pm, entry, shared)
     try:
         if _current_root(tbl, pm) == pm.commitment["root"]:
-            return {"name": part.name, "status": "intact", "rows": tbl.num_rows, "snapshot_read": False}
+            return {"name": part.name, "status": "intact", "rows": tbl.num_rows, "snapshot_read": False,
+                    "sealed_counts": pm.class_counts, "current_counts": pm.class_counts}
     except DataError:
         pass  # missing or null ids: the full comparison names the rows
-    snap_path = Path(shared["store"]) / pm.snapshot["file"]
-    try:
-        snap = snap_path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"partition {part.name}: snapshot {snap_path} is missing") from None
+    snap = _read_snapshot(shared, pm, part.name)
     report = verify_table(tbl, pm, pub, snapshot=snap, secret=shared["secret"], source=part.name,
                           name=f"{shared['name']}/{part.name}")
-    ch = report.changes.to_dict("sealed", "current") if report.changes is not None else {}
+    ch = report.changes
+    # the row-level lines are rewritten for the whole dataset once rows are matched across partitions
+    row_lines = {f for f in ch.findings("sealed", "current") if not f.startswith("no id of")}
     return {"name": part.name, "status": "changed" if report.findings else "intact", "rows": tbl.num_rows,
-            "snapshot_read": True, "findings": list(report.findings), "changes": ch,
+            "snapshot_read": True, "findings": [f for f in report.findings if f not in row_lines],
+            "changed": {"row": ch.changed["row"], "id": ch.changed["id"], "before": ch.changed["before"],
+                        "after": ch.changed["after"]},
+            "entered": _list_rows(ch.added), "left": _list_rows(ch.removed), "duplicated": dict(ch.duplicated),
+            "sealed_counts": {r["label"]: r["before"] for r in ch.class_counts() if r["before"]},
+            "current_counts": {r["label"]: r["after"] for r in ch.class_counts() if r["after"]},
             "columns": {n: {"row": c["row"], "id": c["id"], "sealed": c["before"], "current": c["after"]}
                         for n, c in report.columns.items()}}
+
+
+def _removed_task(entry: dict, shared: dict) -> dict:
+    """The sealed rows of a partition that is gone, from its snapshot (read only because it is gone)."""
+    from ._verify import open_snapshot
+
+    name = entry["name"]
+    pm = _load_part_manifest(shared["store"], entry["manifest"], name)
+    _check_part_manifest(pm, entry, shared)
+    snap = open_snapshot(pm, _read_snapshot(shared, pm, name), secret=shared["secret"],
+                         where=f"partition {name}: snapshot")
+    labels = np.array(snap.classes, dtype=object)[snap.codes.astype(np.int64)]
+    return {"name": name, "left": {"row": np.arange(snap.rows, dtype=np.int64), "id": _id_array(snap.ids),
+                                   "label": labels},
+            "sealed_counts": {c: int(n) for c, n in zip(snap.classes, snap.class_counts) if n}}
+
+
+# -- rows that left one partition or entered another ------------------------------------
+def _id_array(ids: Ids) -> pa.Array:
+    a = ids.arrow()
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+
+def _table_rows(tbl: pa.Table, label: str, id_col: str, where: str) -> tuple[dict, dict]:
+    """Every row of ``tbl`` as arrays (``row``, ``id``, ``label``) and its class counts.
+
+    Ids are read as everywhere else (:func:`normalize_ids`: ``0104`` in a CSV
+    is 104); a row without an id keeps a null id, which matches nothing.
+    """
+    values, codes = label_codes(tbl.column(label))
+    codes = codes.astype(np.int64, copy=False)
+    labels = np.array(values, dtype=object)[codes]
+    counts = np.bincount(codes, minlength=len(values)) if len(codes) else np.zeros(len(values), np.int64)
+    col = tbl.column(id_col)
+    what = f"{where}: id column '{id_col}'"
+    if col.null_count:
+        valid = np.asarray(to_numpy(pc.is_valid(col)), dtype=bool)
+        ids = _id_array(normalize_ids(col.filter(from_numpy(valid)), what=what))
+        idx = np.ascontiguousarray(np.cumsum(valid) - 1, dtype=np.int64)
+        ids = ids.take(pa.Array.from_buffers(pa.int64(), len(idx), [
+            pa.py_buffer(np.packbits(valid, bitorder="little")), pa.py_buffer(idx)]))
+    else:
+        ids = _id_array(normalize_ids(col, what=what))
+    return ({"row": np.arange(tbl.num_rows, dtype=np.int64), "id": ids, "label": labels},
+            {v: int(n) for v, n in zip(values, counts) if n})
+
+
+def _list_rows(d: dict) -> dict:
+    """``{"row", "id", "label"}`` lists (a :class:`LabelChanges` field) as arrays.
+
+    Built without ``pa.array``, which imports pandas (0.3 s in every fresh Ray worker).
+    """
+    ids = d["id"]
+    if ids and isinstance(ids[0], str):
+        id_arr = string_array(ids)
+    else:
+        id_arr = from_numpy(np.asarray(ids, dtype=np.int64))
+    labels = np.empty(len(d["label"]), dtype=object)
+    labels[:] = d["label"]
+    return {"row": np.asarray(d["row"], dtype=np.int64), "id": id_arr, "label": labels}
+
+
+def _ids(arr: pa.Array) -> Ids:
+    if pa.types.is_integer(arr.type):
+        return Ids("int64", to_numpy(arr.cast(pa.int64())))
+    return Ids("string", pa.chunked_array([arr]))
+
+
+def _valid(arr: pa.Array) -> np.ndarray:
+    return np.flatnonzero(np.asarray(to_numpy(pc.is_valid(arr)), dtype=bool)) if arr.null_count \
+        else np.arange(len(arr))
+
+
+class _Pool:
+    """Rows gathered from several partitions, concatenated into arrays."""
+
+    def __init__(self, items: list[tuple[str, dict]]):
+        items = [(n, p) for n, p in items if len(p["row"])]
+        self.names = [n for n, _ in items]
+        self.part = np.repeat(np.arange(len(items)), [len(p["row"]) for _, p in items]).astype(np.int64)
+        self.row = np.concatenate([p["row"] for _, p in items]) if items else np.zeros(0, np.int64)
+        ids = [p["id"] for _, p in items]
+        if ids and all(pa.types.is_integer(a.type) or pa.types.is_null(a.type) for a in ids):
+            self.id = pa.concat_arrays([a.cast(pa.int64()) for a in ids])
+        elif ids:
+            self.id = pa.concat_arrays([a.cast(pa.large_string()) for a in ids])
+        else:
+            self.id = from_numpy(np.zeros(0, np.int64))
+        self.label = np.concatenate([p["label"] for _, p in items]) if items else np.zeros(0, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def partitions(self, pos: np.ndarray) -> list:
+        return np.array(self.names, dtype=object)[self.part[pos]].tolist() if len(pos) else []
+
+    def ids(self, pos: np.ndarray) -> list:
+        return self.id.take(from_numpy(pos)).to_pylist() if len(pos) else []
+
+    def labels(self, pos: np.ndarray) -> np.ndarray:
+        return self.label[pos]
+
+
+def _occurrence(keys: np.ndarray) -> np.ndarray:
+    """For each key, how many equal keys come before it (0 for the first occurrence)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    start = np.ones(len(sk), dtype=bool)
+    start[1:] = sk[1:] != sk[:-1]
+    first = np.maximum.accumulate(np.where(start, np.arange(len(sk)), 0))
+    rank = np.empty(len(sk), dtype=np.int64)
+    rank[order] = np.arange(len(sk)) - first
+    return rank
+
+
+def _match(left: _Pool, entered: _Pool) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(e, l)`` of rows that left one partition and entered another with the same id.
+
+    The k-th row with an id among those that left pairs with the k-th among
+    those that entered (ids are unique in the dataset, so k is 0); null ids
+    never match.  One sort of the candidates, no per-row Python.
+    """
+    lv, ev = _valid(left.id), _valid(entered.id)
+    if not len(lv) or not len(ev):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    (kl, ke), _ = dense_keys(*reconcile(_ids(left.id.take(from_numpy(lv))), _ids(entered.id.take(from_numpy(ev)))))
+    kl, ke = kl.astype(np.int64), ke.astype(np.int64)
+    rl, re_ = _occurrence(kl), _occurrence(ke)
+    width = int(max(rl.max(), re_.max())) + 1
+    cl, ce = kl * width + rl, ke * width + re_
+    order = np.argsort(cl, kind="stable")
+    pos = np.minimum(np.searchsorted(cl[order], ce), len(cl) - 1)
+    hit = cl[order][pos] == ce
+    return ev[hit], lv[order[pos[hit]]]
+
+
+def _probe_task(part: Partition, shared: dict) -> dict:
+    """How often each probed id occurs in one partition (reads its id column only, never a snapshot)."""
+    id_ = shared["id"]
+    col = read_partition(part, [id_]).column(id_)
+    if col.null_count:
+        col = col.filter(pc.is_valid(col))
+    empty = np.zeros(0, np.int64)
+    if not len(col):
+        return {"name": part.name, "hit": empty, "count": empty}
+    ids = normalize_ids(col, what=f"partition {part.name}: id column '{id_}'")
+    (kp, kt), size = dense_keys(*reconcile(_ids(shared["probe"]), ids))
+    counts = np.bincount(kt, minlength=size)[kp]
+    hit = np.flatnonzero(counts)
+    return {"name": part.name, "hit": hit, "count": counts[hit]}
+
+
+def _duplicates_elsewhere(entered: _Pool, cand: np.ndarray, probe) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows ``cand`` of ``entered`` have an id that another current partition also holds.
+
+    ``probe(ids)`` runs :func:`_probe_task` over every current partition.
+    Returns a mask over ``cand`` and the number of current rows with each one's id.
+    """
+    keep = cand[np.isin(cand, _valid(entered.id))]
+    mask, total_of = np.zeros(len(cand), dtype=bool), np.zeros(len(cand), dtype=np.int64)
+    if not len(keep):
+        return mask, total_of
+    (keys,), _ = dense_keys(_ids(entered.id.take(from_numpy(keep))))
+    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    results = probe(entered.id.take(from_numpy(keep[first])))
+    total = np.zeros(len(first), dtype=np.int64)
+    own = {}
+    for r in results:
+        np.add.at(total, r["hit"], r["count"])
+        own[r["name"]] = r
+    elsewhere = np.zeros(len(keep), dtype=bool)
+    part = entered.part[keep]
+    for p in np.unique(part):  # one vectorised step per source partition
+        sel = part == p
+        mine = np.zeros(len(first), dtype=np.int64)
+        r = own.get(entered.names[p])
+        if r is not None:
+            mine[r["hit"]] = r["count"]
+        elsewhere[sel] = total[inv[sel]] > mine[inv[sel]]
+    at = np.searchsorted(cand, keep)
+    mask[at] = elsewhere
+    total_of[at] = total[inv]
+    return mask, total_of
+
+
+def _codes(labels: np.ndarray, classes: list) -> np.ndarray:
+    """Positions in ``classes`` (text values, ``None`` = missing) of an object array of labels."""
+    codes = np.zeros(len(labels), dtype=np.int64)
+    null = np.equal(labels, None)
+    text = [c for c in classes if c is not None]
+    order = np.argsort(np.array(text, dtype=str)) if text else np.zeros(0, np.int64)
+    where = np.array([i for i, c in enumerate(classes) if c is not None], dtype=np.int64)[order] if text else order
+    if (~null).any():
+        codes[~null] = where[np.searchsorted(np.array(text, dtype=str)[order], labels[~null].astype(str))]
+    if null.any():
+        codes[null] = classes.index(None)
+    return codes
+
+
+def _merge_rows(inside: list[tuple[str, dict]], left: list[tuple[str, dict]], entered: list[tuple[str, dict]],
+                dups: list[tuple[str, dict]], *, by_id: bool, probe, before: str, after: str) -> dict:
+    """Row-level differences of a partitioned dataset, rows matched by id across partitions.
+
+    ``inside``: label changes found inside partitions (``row``, ``id``,
+    ``before``, ``after`` lists); ``left`` / ``entered``: rows that left a
+    partition (removed from it, or all rows of a removed one) and rows that
+    entered one (added to it, or all rows of an added one), as arrays;
+    ``dups``: ids duplicated inside a partition.  With ``by_id``, a row that
+    left one partition and entered another is *moved* (listed in ``changed``
+    too when its label differs), an entered row whose id another current
+    partition holds is a duplicated id, the rest are added and removed.
+    Without ``by_id`` (ids are row positions) nothing is matched.
+    """
+    out_pool, in_pool = _Pool(left), _Pool(entered)
+    e_pos, l_pos = _match(out_pool, in_pool) if by_id else (np.zeros(0, np.int64),) * 2
+    moved_before, moved_after = out_pool.labels(l_pos), in_pool.labels(e_pos)
+    relabel = np.not_equal(moved_before, moved_after).astype(bool)
+    changed = {"partition": [], "row": [], "id": [], before: [], after: []}
+    for name, c in inside:
+        changed["partition"] += [name] * len(c["row"])
+        changed["row"] += c["row"]
+        changed["id"] += c["id"]
+        changed[before] += c["before"]
+        changed[after] += c["after"]
+    rl = e_pos[relabel]
+    changed["partition"] += in_pool.partitions(rl)
+    changed["row"] += in_pool.row[rl].tolist()
+    changed["id"] += in_pool.ids(rl)
+    changed[before] += moved_before[relabel].tolist()
+    changed[after] += moved_after[relabel].tolist()
+    moved = {"id": in_pool.ids(e_pos), "from_partition": out_pool.partitions(l_pos),
+             "from_row": out_pool.row[l_pos].tolist(), "partition": in_pool.partitions(e_pos),
+             "row": in_pool.row[e_pos].tolist(), before: moved_before.tolist(), after: moved_after.tolist()}
+    rest_in = np.setdiff1d(np.arange(len(in_pool)), e_pos)
+    rest_out = np.setdiff1d(np.arange(len(out_pool)), l_pos)
+    duplicated = {"partition": [], "id": [], "count": []}
+    for name, d in dups:
+        duplicated["partition"] += [name] * len(d["id"])
+        duplicated["id"] += d["id"]
+        duplicated["count"] += d["count"]
+    if by_id and len(rest_in):
+        dup, count = _duplicates_elsewhere(in_pool, rest_in, probe)
+        if dup.any():  # one entry per (partition, id)
+            d_pos, d_count = rest_in[dup], count[dup]
+            (keys,), size = dense_keys(_ids(in_pool.id.take(from_numpy(d_pos))))
+            _, first = np.unique(in_pool.part[d_pos] * max(size, 1) + keys, return_index=True)
+            first = np.sort(first)
+            duplicated["partition"] += in_pool.partitions(d_pos[first])
+            duplicated["id"] += in_pool.ids(d_pos[first])
+            duplicated["count"] += d_count[first].tolist()
+            rest_in = rest_in[~dup]
+    added = {"partition": in_pool.partitions(rest_in), "row": in_pool.row[rest_in].tolist(),
+             "id": in_pool.ids(rest_in), "label": in_pool.labels(rest_in).tolist()}
+    removed = {"partition": out_pool.partitions(rest_out), "row": out_pool.row[rest_out].tolist(),
+               "id": out_pool.ids(rest_out), "label": out_pool.labels(rest_out).tolist()}
+    return {"changed": changed, "moved": moved, "added": added, "removed": removed, "duplicated": duplicated,
+            "n_relabelled_moves": int(relabel.sum())}
+
+
+def _transition_list(before: list, after: list) -> list[dict]:
+    """``[{"from", "to", "count"}]`` of label pairs, largest first."""
+    from ._stats import transition_list
+
+    if not before:
+        return []
+    classes = sorted(set(before) | set(after), key=lambda v: (v is None, v or ""))
+    k = len(classes)
+    src = _codes(np.array(before, dtype=object), classes)
+    dst = _codes(np.array(after, dtype=object), classes)
+    return transition_list(np.bincount(src * k + dst, minlength=k * k).reshape(k, k), classes)
+
+
+def _row_findings(m: dict, transitions: list, *, by_id: bool, before: str, after: str) -> list[str]:
+    """One line per kind of row-level difference; the counts are the lengths of the lists reported."""
+    out = []
+    n = len(m["changed"]["row"])
+    if n:
+        pairs = ", ".join(f"{t['count']} {label_text(t['from'])} -> {label_text(t['to'])}" for t in transitions[:3])
+        out.append(f"{n} label(s) changed ({pairs})")
+    n = len(m["moved"]["id"])
+    if n:
+        k = m["n_relabelled_moves"]
+        out.append(f"{n} row(s) moved to another partition (" +
+                   (f"{k} of them with a changed label)" if k else "labels unchanged)"))
+    n = len(m["added"]["row"])
+    if n:
+        out.append(f"{n} row(s) added" + (f" (ids not in the {before} data)" if by_id else ""))
+    n = len(m["removed"]["row"])
+    if n:
+        out.append(f"{n} row(s) removed" + (f" (ids of the {before} data missing)" if by_id else ""))
+    n = len(m["duplicated"]["id"])
+    if n:
+        out.append(f"{n} id(s) duplicated in the {after} data")
+    return out
+
+
+
+
+def _class_counts(sealed: list[dict | None], current: list[dict | None], before: str, after: str,
+                  test: bool = True):
+    """Summed class counts (none when a partition's are unknown) and, with ``test``, the balance test."""
+    from ._stats import balance_drift
+
+    if any(c is None for c in sealed + current):
+        return [], {}
+    totals_b: dict = {}
+    totals_a: dict = {}
+    for side, totals in ((sealed, totals_b), (current, totals_a)):
+        for counts in side:
+            for c, n in counts.items():
+                totals[c] = totals.get(c, 0) + int(n)
+    classes = sorted(set(totals_b) | set(totals_a), key=lambda v: (v is None, v or ""))
+    b = np.array([totals_b.get(c, 0) for c in classes], dtype=np.int64)
+    a = np.array([totals_a.get(c, 0) for c in classes], dtype=np.int64)
+    rows = [{"label": c, before: int(x), after: int(y), "change": int(y) - int(x)} for c, x, y in zip(classes, b, a)]
+    return rows, (balance_drift(b, a, classes) if test else {})
+
+
+NO_ID_NOTE = ("rows are identified by their position in their file (sealed without --id), so rows cannot be "
+              "matched across partitions: a row moved to another partition shows as removed and added; "
+              "give --id to match them")
 
 
 # -- results ---------------------------------------------------------------------------
@@ -286,10 +655,26 @@ class LakeVerifyReport(SignedFindings):
         Signature valid and no partition changed, added, removed or renamed.
     partitions : dict
         ``intact`` (count), ``changed``, ``added``, ``removed`` (lists of names),
-        ``renamed`` (``[{"from", "to"}]``), ``snapshots_read`` (names).
+        ``renamed`` (``[{"from", "to"}]``), ``snapshots_read`` (names: the
+        changed and removed partitions' snapshots, every one with ``--columns``
+        or ``--private``).
     changed, added, removed, duplicated : dict of lists
         Row-exact differences over all partitions; every list is aligned and
-        carries ``partition`` next to ``row`` and ``id``.
+        carries ``partition`` next to ``row`` and ``id``.  With ``--id``, rows
+        are matched by id across partitions: a row of an added partition whose
+        id another partition holds is a ``duplicated`` id (``count`` = current
+        rows with it), not an added row.
+    moved : dict of lists
+        Rows (matched by id) that left one partition and entered another:
+        ``id``, ``from_partition``, ``from_row``, ``partition``, ``row``,
+        ``sealed``, ``current``.  Those whose label differs are in ``changed``
+        too (under their current partition and row).
+    class_counts, balance, transitions
+        Class counts sealed and current over all partitions, their
+        chi-square balance test, and the label pairs of ``changed``.
+    notes : list of str
+        What the report cannot say (rows sealed without ``--id`` are not
+        matched across partitions).
     """
 
     source: str
@@ -303,15 +688,22 @@ class LakeVerifyReport(SignedFindings):
     columns: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
     engine: dict = field(default_factory=dict)
+    moved: dict = field(default_factory=dict)
+    class_counts: list = field(default_factory=list)
+    balance: dict = field(default_factory=dict)
+    transitions: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "source": self.source, "manifest": self.manifest,
-                "signature": self.signature.to_dict(), "findings": list(self.findings),
+                "signature": self.signature.to_dict(), "findings": list(self.findings), "notes": list(self.notes),
                 "partitions": self.partitions, "n_changed": len(self.changed.get("row", [])),
+                "n_moved": len(self.moved.get("id", [])),
                 "n_added": len(self.added.get("row", [])), "n_removed": len(self.removed.get("row", [])),
                 "n_duplicated": len(self.duplicated.get("id", [])),
-                "changed": self.changed, "added": self.added, "removed": self.removed,
-                "duplicated": self.duplicated, "columns": self.columns, "engine": self.engine}
+                "changed": self.changed, "moved": self.moved, "added": self.added, "removed": self.removed,
+                "duplicated": self.duplicated, "columns": self.columns, "class_counts": self.class_counts,
+                "transitions": self.transitions, "balance": self.balance, "engine": self.engine}
 
     def to_json(self, indent: int | None = 2) -> str:
         import json
@@ -534,40 +926,40 @@ def verify_lake(source, manifest_path=None, public_key=None, *, secret: bytes | 
     eng = _engine(engine, ray_address)
     try:
         results = eng.map(_verify_task, items, shared=shared, desc="verifying partitions")
-    finally:
+        renamed = {r["renamed_from"] for r in results if r["status"] == "renamed"}
+        gone = [p for p in removed if p["name"] not in renamed]
+        # a removed partition's rows are read from its snapshot: it is gone, so it has changed
+        gone_rows = eng.map(_removed_task, gone, shared=shared, desc="reading removed partitions") if gone else []
+        by_id = doc["id"] is not None
+        rows = _merge_rows(
+            [(r["name"], r["changed"]) for r in results if r.get("changed")],
+            sorted([(r["name"], r["left"]) for r in results if r.get("left")] +
+                   [(r["name"], r["left"]) for r in gone_rows], key=lambda x: x[0]),
+            [(r["name"], r["entered"]) for r in results if r.get("entered")],
+            [(r["name"], r["duplicated"]) for r in results if r.get("duplicated")],
+            by_id=by_id, before="sealed", after="current",
+            probe=lambda ids: eng.map(_probe_task, list(ds.partitions), shared={"id": doc["id"], "probe": ids},
+                                      desc="looking for duplicated ids"))
         info_engine = eng.describe()
+    finally:
         eng.close()
-    return _assemble(ds_root, info, sig, results, removed, info_engine)
+    return _assemble(ds_root, info, sig, results, removed, gone_rows, rows, by_id, info_engine)
 
 
-def _assemble(source, info, sig, results, removed, engine_info) -> LakeVerifyReport:
+def _assemble(source, info, sig, results, removed, gone_rows, rows, by_id, engine_info) -> LakeVerifyReport:
     renamed_from = {r["renamed_from"]: r["name"] for r in results if r["status"] == "renamed"}
+    added_parts = [r for r in results if r["status"] == "added"]
+    gone = [p for p in removed if p["name"] not in renamed_from]
     parts = {"intact": sum(r["status"] == "intact" for r in results),
              "changed": [r["name"] for r in results if r["status"] == "changed"],
-             "added": [r["name"] for r in results if r["status"] == "added"],
-             "removed": [p["name"] for p in removed if p["name"] not in renamed_from],
+             "added": [r["name"] for r in added_parts],
+             "removed": [p["name"] for p in gone],
              "renamed": [{"from": a, "to": b} for a, b in renamed_from.items()],
-             "snapshots_read": [r["name"] for r in results if r["snapshot_read"]]}
-    changed = {"partition": [], "row": [], "id": [], "sealed": [], "current": []}
-    added = {"partition": [], "row": [], "id": [], "label": []}
-    removed_rows = {"partition": [], "row": [], "id": [], "label": []}
-    dup = {"partition": [], "id": [], "count": []}
+             "snapshots_read": sorted([r["name"] for r in results if r["snapshot_read"]] +
+                                      [r["name"] for r in gone_rows])}
     columns: dict = {}
     findings: list[str] = []
     for r in results:
-        ch = r.get("changes")
-        if ch:
-            c = ch["changed"]
-            changed["partition"] += [r["name"]] * len(c["row"])
-            for k in ("row", "id", "sealed", "current"):
-                changed[k] += c[k]
-            for src, dst in ((ch["added"], added), (ch["removed"], removed_rows)):
-                dst["partition"] += [r["name"]] * len(src["row"])
-                for k in ("row", "id", "label"):
-                    dst[k] += src[k]
-            dup["partition"] += [r["name"]] * len(ch["duplicated"]["id"])
-            dup["id"] += ch["duplicated"]["id"]
-            dup["count"] += ch["duplicated"]["count"]
         for name, c in (r.get("columns") or {}).items():
             if c["row"]:
                 col = columns.setdefault(name, {"partition": [], "row": [], "id": [], "sealed": [], "current": []})
@@ -576,16 +968,28 @@ def _assemble(source, info, sig, results, removed, engine_info) -> LakeVerifyRep
                     col[k] += c[k]
         for f in r.get("findings") or []:
             findings.append(f"partition {r['name']}: {f}")
+    transitions = _transition_list(rows["changed"]["sealed"], rows["changed"]["current"])
+    findings += _row_findings(rows, transitions, by_id=by_id, before="sealed", after="current")
+    class_counts, balance = _class_counts(
+        [r.get("sealed_counts") for r in results if r["status"] != "added"] + [r["sealed_counts"] for r in gone_rows],
+        [r.get("current_counts") for r in results], "sealed", "current", test=bool(findings))
+    if findings and balance.get("drifted"):
+        sh = balance["largest_shift"]
+        findings.append(f"class balance drifted (chi-square p = {balance['p_value']:.2g}; "
+                        f"{label_text(sh['label'])} {sh['before']:.1%} -> {sh['after']:.1%})")
     if parts["added"]:
-        findings.append(f"{len(parts['added'])} partition(s) added: {', '.join(parts['added'][:10])}")
+        findings.append(f"{len(parts['added'])} partition(s) added ({sum(r['rows'] for r in added_parts)} rows): "
+                        + ", ".join(parts["added"][:10]))
     if parts["removed"]:
-        findings.append(f"{len(parts['removed'])} partition(s) removed: {', '.join(parts['removed'][:10])}")
+        findings.append(f"{len(parts['removed'])} partition(s) removed ({sum(p['rows'] for p in gone)} rows): "
+                        + ", ".join(parts["removed"][:10]))
     if parts["renamed"]:
-        findings.append(f"{len(parts['renamed'])} partition(s) renamed: " +
+        findings.append(f"{len(parts['renamed'])} partition(s) renamed (same ids and labels in the same order): " +
                         ", ".join(f"{x['from']} -> {x['to']}" for x in parts["renamed"][:10]))
-    return LakeVerifyReport(source, info, sig, parts, changed, added, removed_rows, dup, columns, findings,
-                            engine_info)
-
+    notes = [NO_ID_NOTE] if not by_id and (rows["added"]["row"] or rows["removed"]["row"]) else []
+    return LakeVerifyReport(source, info, sig, parts, rows["changed"], rows["added"], rows["removed"],
+                            rows["duplicated"], columns, findings, engine_info, moved=rows["moved"],
+                            class_counts=class_counts, balance=balance, transitions=transitions, notes=notes)
 
 
 # -- diff of two partitioned versions -------------------------------------------------------
@@ -599,18 +1003,22 @@ def _diff_task(item: tuple, shared: dict) -> dict:
     new = _read(new_part, label, id_, [])
     rep = diff_tables(old, new, label=label, id=id_ or ROW_ID, old_name=f"old {name}", new_name=f"new {name}")
     ch = rep.changes
+    # the row-level lines are rewritten for the whole dataset once rows are matched across partitions
+    row_lines = {f for f in ch.findings("old", "new") if not f.startswith("no id of")}
     return {"name": name, "identical": rep.identical, "classes": list(ch.classes),
             "counts_before": ch.counts_before.tolist(), "counts_after": ch.counts_after.tolist(),
-            "transitions": ch.transitions.tolist(), "changes": ch.to_dict("old", "new"),
-            "findings": list(rep.findings)}
+            "transitions": ch.transitions.tolist(),
+            "changed": {"row": ch.changed["row"], "id": ch.changed["id"], "before": ch.changed["before"],
+                        "after": ch.changed["after"]},
+            "entered": _list_rows(ch.added), "left": _list_rows(ch.removed), "duplicated": dict(ch.duplicated),
+            "findings": [f for f in rep.findings if f not in row_lines]}
 
 
-def _count_task(part: Partition, shared: dict) -> dict:
-    """Rows and class counts of a partition only one version has."""
-    tbl = read_partition(part, [shared["label"]], dictionary=[shared["label"]])
-    values, codes = label_codes(tbl.column(shared["label"]))
-    counts = np.bincount(codes.astype(np.int64), minlength=len(values)) if len(codes) else np.zeros(len(values), int)
-    return {"name": part.name, "rows": tbl.num_rows, "classes": {v: int(n) for v, n in zip(values, counts) if n}}
+def _rows_task(part: Partition, shared: dict) -> dict:
+    """Every row (id, label) and the class counts of a partition only one version has."""
+    tbl = _read(part, shared["label"], shared["id"], [])
+    rows, counts = _table_rows(tbl, shared["label"], shared["id"] or ROW_ID, f"partition {part.name}")
+    return {"name": part.name, "rows": tbl.num_rows, "payload": rows, "classes": counts}
 
 
 @dataclass(frozen=True)
@@ -621,11 +1029,22 @@ class LakeDiffReport:
     ----------
     partitions : dict
         ``identical`` (count), ``changed``, ``added``, ``removed`` (names).
-    changed, added, removed : dict of lists
-        Row-level differences inside partitions both versions have, with ``partition``.
+    changed, added, removed, duplicated : dict of lists
+        Row-level differences with ``partition``.  With ``id``, rows are matched
+        by id across partitions: the rows of an added or removed partition are
+        listed as added / removed rows, or as ``moved`` when the other version
+        has their id in another partition, or (added) as ``duplicated`` ids
+        when another partition of the new version holds the id.
+    moved : dict of lists
+        ``id``, ``from_partition``, ``from_row``, ``partition``, ``row``, ``old``,
+        ``new`` of rows that changed partition; those whose label changed are in
+        ``changed`` too.
     transitions : list of dict
-        Class-to-class changes summed over partitions; ``shape`` reads them
-        (concentrated in one pair or spread), ``balance`` tests the class counts.
+        Class-to-class changes summed over partitions (moved rows included);
+        ``shape`` reads them (concentrated in one pair or spread), ``balance``
+        tests the class counts, ``class_counts`` lists them.
+    notes : list of str
+        What the report cannot say (without ``id`` rows are not matched across partitions).
     """
 
     old: str
@@ -641,6 +1060,10 @@ class LakeDiffReport:
     balance: dict
     findings: list
     engine: dict = field(default_factory=dict)
+    duplicated: dict = field(default_factory=lambda: {"partition": [], "id": [], "count": []})
+    moved: dict = field(default_factory=dict)
+    class_counts: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -650,10 +1073,13 @@ class LakeDiffReport:
     def to_dict(self) -> dict:
         return {"identical": self.identical, "old": self.old, "new": self.new, "label": self.label, "id": self.id,
                 "partitions": self.partitions, "n_changed": len(self.changed["row"]),
+                "n_moved": len(self.moved.get("id", [])),
                 "n_added": len(self.added["row"]), "n_removed": len(self.removed["row"]),
-                "changed": self.changed, "added": self.added, "removed": self.removed,
+                "n_duplicated": len(self.duplicated["id"]),
+                "changed": self.changed, "moved": self.moved, "added": self.added, "removed": self.removed,
+                "duplicated": self.duplicated, "class_counts": self.class_counts,
                 "transitions": self.transitions, "shape": self.shape, "balance": self.balance,
-                "findings": list(self.findings), "engine": self.engine}
+                "findings": list(self.findings), "notes": list(self.notes), "engine": self.engine}
 
     def to_json(self, indent: int | None = 2) -> str:
         import json
@@ -666,9 +1092,11 @@ def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  #
     """Compare two versions of a partitioned dataset, partition by partition, on any engine.
 
     Partitions are matched by name; each pair is compared with
-    :func:`diff_tables` as one task.  The transitions and class counts are
-    summed over partitions before the shape and balance tests, so the reading
-    is the same as for the whole dataset at once.
+    :func:`diff_tables` as one task.  With ``id``, rows are then matched by
+    id across partitions (see :class:`LakeDiffReport`): a row that changed
+    partition is *moved*, and a label it changed on the way is a change.  The
+    transitions and class counts are summed over partitions before the shape
+    and balance tests, so the reading is the same as for the whole dataset at once.
     """
     from ._stats import balance_drift, change_shape, transition_list
 
@@ -681,10 +1109,19 @@ def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  #
     try:
         shared = {"label": label, "id": id}
         pairs = eng.map(_diff_task, both, shared=shared, desc="comparing partitions")
-        gone = eng.map(_count_task, only_old, shared=shared, desc="removed partitions")
-        came = eng.map(_count_task, only_new, shared=shared, desc="added partitions")
-    finally:
+        gone = eng.map(_rows_task, only_old, shared=shared, desc="removed partitions")
+        came = eng.map(_rows_task, only_new, shared=shared, desc="added partitions")
+        rows = _merge_rows(
+            [(r["name"], r["changed"]) for r in pairs],
+            sorted([(r["name"], r["left"]) for r in pairs] + [(r["name"], r["payload"]) for r in gone],
+                   key=lambda x: x[0]),
+            sorted([(r["name"], r["entered"]) for r in pairs] + [(r["name"], r["payload"]) for r in came],
+                   key=lambda x: x[0]),
+            [(r["name"], r["duplicated"]) for r in pairs], by_id=id is not None, before="old", after="new",
+            probe=lambda ids: eng.map(_probe_task, list(b.partitions), shared={"id": id, "probe": ids},
+                                      desc="looking for duplicated ids"))
         info = eng.describe()
+    finally:
         eng.close()
     classes = sorted({c for r in pairs for c in r["classes"]} | {c for r in gone + came for c in r["classes"]},
                      key=lambda v: (v is None, v or ""))
@@ -699,25 +1136,19 @@ def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  #
             trans[np.ix_(idx, idx)] += np.asarray(r["transitions"], dtype=np.int64)
             before[idx] += np.asarray(r["counts_before"], dtype=np.int64)
             after[idx] += np.asarray(r["counts_after"], dtype=np.int64)
-    for rows, side in ((gone, before), (came, after)):
-        for r in rows:
+    for part_rows, side in ((gone, before), (came, after)):
+        for r in part_rows:
             for c, n in r["classes"].items():
                 side[index[c]] += n
-    changed = {"partition": [], "row": [], "id": [], "old": [], "new": []}
-    added = {"partition": [], "row": [], "id": [], "label": []}
-    removed = {"partition": [], "row": [], "id": [], "label": []}
-    findings = []
-    for r in pairs:
-        ch = r["changes"]
-        c = ch["changed"]
-        changed["partition"] += [r["name"]] * len(c["row"])
-        for key in ("row", "id", "old", "new"):
-            changed[key] += c[key]
-        for src, dst in ((ch["added"], added), (ch["removed"], removed)):
-            dst["partition"] += [r["name"]] * len(src["row"])
-            for key in ("row", "id", "label"):
-                dst[key] += src[key]
-        findings += [f"partition {r['name']}: {f}" for f in r["findings"] if "class balance" not in f]
+    mv = rows["moved"]
+    if mv["id"]:  # moved rows whose label changed: one more transition each
+        src = _codes(np.array(mv["old"], dtype=object), classes)
+        dst = _codes(np.array(mv["new"], dtype=object), classes)
+        differ = src != dst
+        np.add.at(trans, (src[differ], dst[differ]), 1)
+    findings = [f"partition {r['name']}: {f}" for r in pairs for f in r["findings"] if "class balance" not in f]
+    tlist = transition_list(trans, classes)
+    findings += _row_findings(rows, tlist, by_id=id is not None, before="old", after="new")
     parts = {"identical": sum(r["identical"] for r in pairs),
              "changed": [r["name"] for r in pairs if not r["identical"]],
              "added": [r["name"] for r in came], "removed": [r["name"] for r in gone]}
@@ -730,6 +1161,10 @@ def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  #
     balance = balance_drift(before, after, classes)
     if balance.get("drifted"):
         findings.append(f"class balance drifted (chi-square p = {balance['p_value']:.2g})")
-    return LakeDiffReport(os.fspath(a.root), os.fspath(b.root), label, id, parts, changed, added, removed,
-                          transition_list(trans, classes), change_shape(trans, before, classes), balance,
-                          findings, info)
+    class_counts = [{"label": c, "old": int(x), "new": int(y), "change": int(y) - int(x)}
+                    for c, x, y in zip(classes, before, after)]
+    notes = [NO_ID_NOTE.replace("(sealed without --id)", "(compared without --id)")] \
+        if id is None and (rows["added"]["row"] or rows["removed"]["row"]) else []
+    return LakeDiffReport(os.fspath(a.root), os.fspath(b.root), label, id, parts, rows["changed"], rows["added"],
+                          rows["removed"], tlist, change_shape(trans, before, classes), balance, findings, info,
+                          duplicated=rows["duplicated"], moved=rows["moved"], class_counts=class_counts, notes=notes)

@@ -76,7 +76,7 @@ from ._manifest import (
 )
 from ._seal import now_utc, seal_table
 from ._source import default_name, read_columns
-from ._stats import transition_list
+from ._stats import label_text, transition_list
 from ._verify import open_snapshot
 
 __all__ = ["LedgerAppend", "LedgerReport", "ledger_append", "show_ledger", "verify_ledger"]
@@ -345,7 +345,7 @@ def _expectation(d: dict) -> str | None:
     exp, got = d["expect_label_changes"], d["changes"]["changed"]
     if exp is None or exp == got:
         return None
-    pairs = ", ".join(f"{t['count']} {_txt(t['from'])} -> {_txt(t['to'])}" for t in d["changes"]["transitions"][:3])
+    pairs = ", ".join(f"{t['count']} {label_text(t['from'])} -> {label_text(t['to'])}" for t in d["changes"]["transitions"][:3])
     what = "label-preserving (0 changes)" if exp == 0 else f"to change {exp} label(s)"
     return (f"entry #{d['seq']}: step '{d['step']}' was declared {what} but changed {got} "
             f"label(s){f' ({pairs})' if pairs else ''}: check the script that ran it")
@@ -361,9 +361,6 @@ def _type_change(d: dict) -> str | None:
     return (f"entry #{d['seq']}: step '{d['step']}' changed the label column's type from {a} to {b}, "
             "though it was declared to change only label values")
 
-
-def _txt(c) -> str:
-    return "<missing>" if c is None else str(c)
 
 
 def _canonical_id(value, id_type: str) -> str:
@@ -383,10 +380,10 @@ def _declared_violations(d: dict, changed: dict) -> str | None:
     for i, old, new in zip(changed["id"], changed["before"], changed["after"]):
         ok = allowed.get(_canonical_id(i, id_type))
         if ok is None:
-            bad.append(f"id {i} ({_txt(old)} -> {_txt(new)}, not declared)")
+            bad.append(f"id {i} ({label_text(old)} -> {label_text(new)}, not declared)")
         elif None not in ok and new not in ok:
-            bad.append(f"id {i} ({_txt(old)} -> {_txt(new)}, declared: "
-                       + " or ".join(sorted(_txt(x) for x in ok)) + ")")
+            bad.append(f"id {i} ({label_text(old)} -> {label_text(new)}, declared: "
+                       + " or ".join(sorted(label_text(x) for x in ok)) + ")")
     if not bad:
         return None
     shown = ", ".join(bad[:5]) + (f", ... {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -441,7 +438,7 @@ def _handoff_finding(ledger: Path, prev: dict, d: dict) -> str | None:
     if not what:
         return None
     ch = changes.changed
-    eg = ", ".join(f"id {i}: {_txt(a)} -> {_txt(b)}" for i, a, b in zip(ch["id"][:3], ch["before"], ch["after"]))
+    eg = ", ".join(f"id {i}: {label_text(a)} -> {label_text(b)}" for i, a, b in zip(ch["id"][:3], ch["before"], ch["after"]))
     return (f"entry #{d['seq']} ('{d['step']}'): its input '{d['input']['manifest']['name']}' is not what entry "
             f"#{prev['seq']} ('{prev['step']}') sealed as its output: {'; '.join(what)}"
             f"{f' (e.g. {eg})' if eg else ''}; the data was changed between the two steps, outside the pipeline")

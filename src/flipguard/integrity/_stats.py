@@ -30,8 +30,18 @@ ALPHA = 0.01
 MIN_CHANGES = 5
 
 
-def _name(c) -> str:
-    return "<missing>" if c is None else str(c)
+def label_text(c) -> str:
+    """A label as reports print it: ``<missing>`` for a null, ``<empty>`` for '', quoted when spaces pad it.
+
+    Labels are compared as exact text, so ``'benign '`` and ``''`` are labels of
+    their own; printed bare they would look like ``benign`` and nothing.
+    """
+    if c is None:
+        return "<missing>"
+    text = str(c)
+    if text == "":
+        return "<empty>"
+    return repr(text) if text != text.strip() else text
 
 
 def balance_drift(before: np.ndarray, after: np.ndarray, classes: list) -> dict:
@@ -101,7 +111,7 @@ def change_shape(transitions: np.ndarray, before_counts: np.ndarray, classes: li
     p_top = float(min(1.0, binom.pvalue * len(observed)))
     out["top_pair"] = {"from": pair[0], "to": pair[1], "count": top_count, "share": share,
                        "expected_share": float(expected_share[top]), "p_value": p_top}
-    arrow = f"'{_name(pair[0])}' -> '{_name(pair[1])}'"
+    arrow = f"'{label_text(pair[0])}' -> '{label_text(pair[1])}'"
     if len(observed) < 2:
         out.update(verdict="single_pair",
                    reading=f"All {total} change(s) are {arrow}, the only possible pair here.")

@@ -180,6 +180,18 @@ def test_unreadable_partition_is_named_and_nothing_is_written(tmp_path, cli):
     assert sorted(os.listdir(tmp_path)) == ["keys", "lake"]
 
 
+def test_a_stray_text_file_in_a_lake_is_named_with_how_to_skip_it(tmp_path, cli):
+    root = make_lake(tmp_path / "lake", parts=2, csv_part=False)
+    with open(os.path.join(root, "README.txt"), "w") as fh:
+        fh.write("labels of 2021, do not edit\n")
+    key = generate_keypair()
+    with pytest.raises(DataError, match=r"^partition README.txt: column\(s\) 'rid', 'y' not all found \(every "
+                                        r".*\.txt file below the folder is a partition; .* start their names with _"):
+        seal_lake(root, label="y", id="rid", private_key=key)
+    os.rename(os.path.join(root, "README.txt"), os.path.join(root, "_README.txt"))
+    assert seal_lake(root, label="y", id="rid", private_key=key).manifest["rows"] > 0
+
+
 # -- partitioned audit ---------------------------------------------------------------
 def noisy_lake(root, *, parts=3, rows=800, seed=1, rate=0.12):
     rng = np.random.default_rng(seed)

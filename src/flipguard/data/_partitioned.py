@@ -214,7 +214,9 @@ def read_partition(part: Partition, columns: list[str] | None = None, *,
         text = str(exc).strip()
         if "FieldRef" in text or isinstance(exc, KeyError):
             raise DataError(f"partition {part.name}: column(s) "
-                            f"{', '.join(repr(c) for c in file_cols or [])} not all found") from None
+                            f"{', '.join(repr(c) for c in file_cols or [])} not all found (every "
+                            f"{'/'.join(_PARQUET_SUFFIXES + _CSV_SUFFIXES)} file below the folder is a partition; "
+                            "move other files out, or start their names with _ or . to skip them)") from None
         first = text.splitlines()[0] if text else type(exc).__name__
         raise DataError(f"partition {part.name}: cannot read as {part.format.upper()}: {first}") from None
     for k, v in part.keys.items():

@@ -945,6 +945,25 @@ def test_a_targeted_move_the_models_learn_is_never_called_clean():
     assert "rehearsal" in verdict["reason"] and "--trusted" in verdict["reason"]
 
 
+def test_one_stray_row_does_not_switch_the_rehearsal_off():
+    """Iris with one row relabelled 'unicorn' (a class of one row, set aside): the other rows
+    still get the rehearsal.  It read 'consistent with clean labels' with no rehearsal when the
+    set-aside path skipped it (and ``--fail-on inconclusive`` passed); the clean iris reads
+    'inconclusive' because the rehearsed move goes unseen, and so must the one with a stray."""
+    from sklearn.datasets import load_iris
+
+    data = load_iris()
+    X, names = data.data, data.target_names[data.target].astype(object)
+    names[7] = "unicorn"
+    audit = LabelAuditor(random_state=0).fit(X, names, embed=False).audit_
+    verdict = audit.verdict
+    assert audit.details["rare_classes"] == {"unicorn": 1} and audit.flags[7]
+    r = verdict["rehearsal"]
+    assert verdict["status"] == "inconclusive" and not r["seen"] and "rehearsal" in verdict["reason"]
+    assert r["source"] in data.target_names and r["target"] in data.target_names  # named as labelled
+    assert r["source"] != r["target"] and r["rows"] == 15
+
+
 def test_a_clean_verdict_rests_on_a_rehearsal_it_saw():
     """Clean wine: 'consistent with clean labels' only after the rehearsed attack (30 % of the
     smallest class moved, the models retrained) was seen; the rehearsal moves no other figure

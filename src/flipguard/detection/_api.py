@@ -364,11 +364,15 @@ class LabelAuditor(BaseEstimator):
             sub_probs = np.divide(sub_probs, total, out=np.full_like(sub_probs, 1.0 / len(judged_classes)),
                                   where=total > 0)
             rare_probs = pred_probs[~keep][:, judged_classes]
-        else:
+        refit = singles = None
+        if pred_probs is None:
             sub_probs = rare_probs = None
             if detector.needs_pred_probs:
                 with single_threaded():
                     sub_probs = self._oof(Xs, sub_codes, oof_seed, quality)
+                # the judged rows get every pass a full audit gets (retrain, rehearsal, replication):
+                # one stray row must not switch the rehearsal off and let "consistent" through
+                refit, singles = self._refitter(Xs, sub_codes, oof_seed), self._singles
             with single_threaded():  # rare rows are unseen by a model fitted on the judged rows
                 est = make_model(getattr(self, "model_used_", None) or _fixed(self.model), random_state=oof_seed, sparse=is_sparse(X)).fit(Xs, sub_codes)
                 rare_probs = predict_scores(est, X[~keep], len(judged_classes))
@@ -392,8 +396,8 @@ class LabelAuditor(BaseEstimator):
         alternatives = (self._alternatives(Xs, sub_codes, oof_seed)
                         if pred_probs is None and detector.needs_pred_probs and self.model != "auto" else None)
         sub = detector.audit(sub_codes, sub_probs, X=Xs, trusted=sub_trusted, sources=sub_sources,
-                             classes=classes[judged_classes], ids=sub_ids, quality=quality,
-                             alternatives=alternatives)
+                             classes=classes[judged_classes], ids=sub_ids, quality=quality, refit=refit,
+                             single_models=singles, alternatives=alternatives)
 
         full_probs = None
         if sub_probs is not None:

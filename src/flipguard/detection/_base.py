@@ -485,6 +485,10 @@ class BaseDetector(BaseEstimator):
                 verdict["boundary"] = {**verdict["boundary"], "targeted": {**targeted, "attacks": [
                     {**a, "source": classes[a["source"]], "target": classes[a["target"]]}
                     for a in targeted["attacks"]]}}
+        rehearsal = verdict.get("rehearsal")
+        if rehearsal and classes is not None:  # the rehearsed move named by the user's labels too
+            verdict["rehearsal"] = {**rehearsal, "source": classes[rehearsal["source"]],
+                                    "target": classes[rehearsal["target"]]}
         sources = list(inputs.sources)
         if inputs.trusted is not None and len(inputs.trusted.in_data()[0]):
             rows, verified = inputs.trusted.in_data()

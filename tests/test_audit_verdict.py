@@ -265,6 +265,24 @@ def test_trusted_rows_do_not_lower_f1_on_random_flips(breast):
         assert helped.verdict["status"] == "poisoned"
 
 
+def test_verified_rows_from_outside_the_data_add_no_flags_they_cannot_vouch_for(breast):
+    """30 verified rows that are not rows of the audited table: whether the trusted model's
+    disputes help cannot be judged on them, so ``auto`` does not add them (RONI's cut-off
+    added 26 flags and no flip on breast cancer, 194 false ones on digits)."""
+    X, y = breast
+    outside = np.random.RandomState(3).choice(len(y), 30, replace=False)
+    inside = np.setdiff1d(np.arange(len(y)), outside)
+    flipper = make_flipper("random", rate=0.1, random_state=1)
+    _, y_bad = flipper.fit_resample(X[inside], y[inside])
+    blind = LabelAuditor(model="logreg", random_state=0).fit(X[inside], y_bad, embed=False)
+    helped = LabelAuditor(model="logreg", random_state=0).fit(
+        X[inside], y_bad, trusted=TrustedLabels(X=X[outside], y=y[outside]), embed=False).audit_
+    assert helped.details["trusted_rows_in_data"] == 0
+    assert "were not used" in helped.details["trusted_fallback"]
+    assert not (helped.reason_codes & (1 << helped.reason_names.index("trusted_roni"))).any()
+    np.testing.assert_array_equal(helped.flags, blind.audit_.flags)
+
+
 # -- model="auto" -----------------------------------------------------------------------
 def test_select_model_stacks_towards_a_flexible_model_on_non_linear_data():
     rng = np.random.RandomState(0)

@@ -285,8 +285,11 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
       the share of flipped rows among the verified rows it adds is
       convincingly above half the main flags' F1 there
       (:func:`_adds_to_f1`); otherwise they are not used and
-      ``details["trusted_fallback"]`` says why.  Without ``main_flags``
-      (the ``trusted`` method) RONI tests them group by group.
+      ``details["trusted_fallback"]`` says why.  With ``main_flags`` and
+      fewer than 5 trusted rows in the data (verified rows added from
+      elsewhere) that cannot be judged, and the disputes are not used either.
+      Without ``main_flags`` (the ``trusted`` method) RONI tests them group
+      by group.
     """
     labels, K, X, trusted, rng = inputs.labels, inputs.n_classes, inputs.X, inputs.trusted, inputs.rng
     n = len(labels)
@@ -332,6 +335,15 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
                 f"adding the trusted model's disputes would not raise the F1 on the verified rows enough "
                 f"({f_main:.2f} -> {f_union:.2f}, {new} more verified flips caught; out-of-sample): they "
                 "were not used")
+        candidates = candidates[:0]
+    elif main_flags is not None:
+        # ``auto`` adds the trusted model's disputes only where the verified rows show they help;
+        # with fewer than 5 of them in the data that cannot be judged, and RONI's cut-off alone
+        # flagged clean rows (breast cancer, 30 verified rows not in the data: 26 flags, no flip)
+        roni = False
+        details["trusted_fallback"] = (
+            f"{len(v_rows)} of the trusted rows are rows of the data (at least 5 are needed to judge whether "
+            "the trusted model's disputes help, out-of-sample): its disputes were not used")
         candidates = candidates[:0]
     if roni and len(candidates):
         groups = candidate_groups(X, labels, pred, candidates, max_groups=max_groups,

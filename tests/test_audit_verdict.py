@@ -283,6 +283,19 @@ def test_verified_rows_from_outside_the_data_add_no_flags_they_cannot_vouch_for(
     np.testing.assert_array_equal(helped.flags, blind.audit_.flags)
 
 
+def test_a_model_the_neighbour_vote_replaces_is_said_to_be_replaced(breast):
+    """--model knn on breast cancer with 10 % flips: the 20-neighbour vote has the better Brier
+    score and takes the whole stack weight, so the named model does not shape the flags; the
+    audit says so (a user comparing --model knn and --model mlp saw identical flags and no word)."""
+    X, y = breast
+    _, y_bad = make_flipper("random", rate=0.1, random_state=1).fit_resample(X, y)
+    said = "so they replaced them"
+    knn = LabelAuditor(model="knn", random_state=0).fit(X, y_bad, embed=False).audit_
+    assert knn.details["knn_weight"] == 1.0 and any(said in w for w in knn.warnings)
+    logreg = LabelAuditor(model="logreg", random_state=0).fit(X, y_bad, embed=False).audit_
+    assert logreg.details["knn_weight"] < 1.0 and not any(said in w for w in logreg.warnings)
+
+
 # -- model="auto" -----------------------------------------------------------------------
 def test_select_model_stacks_towards_a_flexible_model_on_non_linear_data():
     rng = np.random.RandomState(0)

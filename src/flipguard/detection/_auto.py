@@ -332,6 +332,11 @@ class AutoDetector(BaseDetector):
             mix = (1.0 - w) * p + w * pk
             components["knn"] = 1.0 - pk[rows, labels]
             details["knn_weight"] = w
+            if w >= 1.0 - 1e-9:
+                warns.append(f"the {self.n_neighbors} nearest neighbours' labels predicted the labels better than "
+                             "the model's out-of-fold probabilities (Brier score), so they replaced them: the "
+                             "flags rest on the neighbours alone, whatever --model says (--method "
+                             "confident_learning judges by the model alone)")
         elif inputs.X is not None and n > self.knn_max_samples:
             details["knn_weight"] = None
             details["knn_skipped"] = f"{n} rows > knn_max_samples={self.knn_max_samples}"

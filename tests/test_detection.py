@@ -151,6 +151,23 @@ def test_confident_joint_is_calibrated_to_observed_counts(breast):
     assert np.array_equal(joint.sum(axis=1), np.bincount(y_bad))
 
 
+@pytest.mark.parametrize("name", ["auto", "confident_learning", "disagreement", "knn", "margin",
+                                  "self_confidence", "trusted"])
+def test_an_unflagged_row_is_suggested_its_own_label(breast, name):
+    """``suggested`` names another class for flagged rows only (confident learning, kNN and the
+    trusted model suggested their argmax for unflagged rows too: 17 unflagged rows of a table
+    with 'suggested_label' unlike their label)."""
+    X, y = breast
+    y_bad, _ = flip("random", X, y, rate=0.15)
+    probs = oof(X, y_bad)
+    rows = np.random.RandomState(0).choice(len(y), 30, replace=False)
+    trusted = TrustedLabels(X=X[rows], y=y[rows], rows=rows) if name == "trusted" else None
+    audit = make_detector(name).audit(y_bad, probs, X=X, trusted=trusted, random_state=0)
+    assert audit.flags.any() and not audit.flags.all()
+    np.testing.assert_array_equal(audit.suggested_codes[~audit.flags], y_bad[~audit.flags])
+    assert (audit.suggested_codes[audit.flags] != y_bad[audit.flags]).all()
+
+
 # -- kNN (Paudice et al. 2018) ------------------------------------------------------------
 def test_knn_flags_an_isolated_flip_and_suggests_the_neighbour_majority():
     rng = np.random.RandomState(0)

@@ -270,7 +270,7 @@ class ConfidentLearning(BaseDetector):
         joint, _ = confident_joint(labels, p)
         flags = _prune_by_noise_rate(labels, p, joint, self.frac_noise, self.min_examples_per_class)
         given = p[np.arange(len(labels)), labels]
-        suggested = np.where(flags, best_other(p, labels), np.argmax(p, axis=1))
+        suggested = np.where(flags, best_other(p, labels), labels)  # an unflagged row keeps its label
         transitions = joint.T.copy()
         return _Findings(scores=1.0 - given.astype(np.float64), flags=flags, suggested=suggested,
                          transitions=transitions,

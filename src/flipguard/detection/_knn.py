@@ -165,7 +165,7 @@ class KNNConsistency(BaseDetector):
         other = np.argmax(masked, axis=1)
         share = masked[rows, other]
         flags = (share > own) & (share >= self.eta)
-        suggested = np.where(share > own, other, labels)
+        suggested = np.where(flags, other, labels)  # an unflagged row keeps its label
         scores = 1.0 - own
         return _Findings(scores=scores, flags=flags, suggested=suggested,
                          components={"knn": scores}, quality_probs=probs,

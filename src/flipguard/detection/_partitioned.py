@@ -364,7 +364,7 @@ def _write_task(item: tuple[Partition, np.ndarray], shared: dict) -> dict:
     given = p[np.arange(n), y]
     other = p.copy()
     other[np.arange(n), y] = -np.inf
-    suggested = np.where(flags, other.argmax(axis=1), p.argmax(axis=1))
+    suggested = np.where(flags, other.argmax(axis=1), y)  # an unflagged row keeps its label
     classes = pa.array(shared["classes"], pa.string())
     cols = {"row": pa.array(np.arange(n, dtype=np.int64))}
     if shared["id"]:

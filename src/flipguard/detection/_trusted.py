@@ -367,10 +367,10 @@ def trusted_evidence(inputs: _Inputs, *, model, roni, max_groups, min_group_size
         rejected[candidates] = True
     scores = (1.0 - probs[rows, labels] + rejected) / 2.0
     flags = rejected.copy()
-    suggested = np.where(pred != labels, pred, labels)
     direct = v_codes != labels[v_rows]
     scores[v_rows] = direct.astype(float)
     flags[v_rows] = direct
+    suggested = np.where(flags, pred, labels)  # an unflagged row keeps its label
     suggested[v_rows] = v_codes
     details["trusted_rows_flipped"] = int(direct.sum())
     return _TrustedEvidence(probs=probs, scores=scores, flags=flags, suggested=suggested,

@@ -195,8 +195,11 @@ def test_pred_probs_file_reproduces_the_in_process_audit(cli, breast_cancer_fram
     ({"benign": [0.5] * 569}, "{p}: no probability column for class(es) malignant (one column per "
                               "class of label column 'diagnosis')"),
     ({"benign": [0.5] * 569, "malignant": [0.5] * 569, "cat": [0.0] * 569},
-     "{p}: column(s) cat are not classes of label column 'diagnosis' (expected one column per class: "
+     "{p}: column(s) 'cat' are not classes of label column 'diagnosis' (expected one column per class: "
      "benign, malignant)"),
+    ({"": list(range(569)), "benign": [0.5] * 569, "malignant": [0.5] * 569},
+     "{p}: column(s) '' are not classes of label column 'diagnosis' (expected one column per class: "
+     "benign, malignant); '' looks like a pandas index written with the file: write it with index=False"),
     ({"benign": [0.5] * 10, "malignant": [0.5] * 10},
      "{p}: 10 rows of probabilities for 569 data rows (rows are matched by position; give --id to "
      "match them by id)"),

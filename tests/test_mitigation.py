@@ -337,15 +337,16 @@ def test_clean_dataset_trusted_labels_are_corrected_and_protected(poisoned_revie
     wrong = np.flatnonzero(bad.y != truth.y)[:5]
     right = np.flatnonzero(bad.y == truth.y)[:5]
     trusted = {int(bad.ids[i]): truth.labels()[i] for i in np.concatenate([wrong, right])}
-    trusted[99_999] = "positive"  # not in the data
     cleaned, log = clean_dataset(bad, mode="drop", trusted=trusted, random_state=0)
     verified = log.rows[log.actions == "verified"]
     assert sorted(verified) == sorted(wrong)
     assert set(np.concatenate([wrong, right])) <= set(cleaned.ids)  # never dropped
     assert np.array_equal(cleaned.labels()[np.searchsorted(cleaned.ids, wrong)], truth.labels()[wrong])
-    assert log.warnings == ["1 trusted id(s) are not in the data and were ignored"]
-    with pytest.raises(DataError, match="none of the 1 trusted ids are ids of make_sentiment_reviews"):
-        clean_dataset(bad, trusted={-5: "positive"})
+    assert log.warnings == []
+    # an id that is not in the data is an error, as in ``audit --trusted``: never dropped silently
+    with pytest.raises(DataError, match=r"trusted labels: 1 trusted row\(s\) have ids that are not in "
+                                        r"make_sentiment_reviews \(-5\); give only ids of the data"):
+        clean_dataset(bad, trusted={**trusted, -5: "positive"})
 
 
 def test_clean_dataset_errors(poisoned_reviews):

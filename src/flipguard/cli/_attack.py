@@ -21,6 +21,7 @@ from ._common import (
     TableOpt,
     TextOpt,
     arrow_values,
+    check_csv_output,
     check_outputs,
     class_value,
     console,
@@ -89,6 +90,8 @@ def attack_cmd(
     if flips is not None:
         output_format(flips, "csv", "--flips")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
+    if ds.format != "csv":  # a CSV input is copied as its own bytes (rewrite_csv)
+        check_csv_output(ds.table, out, "--out", output_format(out, ds.format))
     source, target = (c if class_value(c, ds) is None else class_value(c, ds) for c in (source, target))
     given = {"source": source, "target": target, "surrogate": surrogate, "mode": mode,
              "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs is not None else None}

@@ -24,7 +24,9 @@ from ._common import (
     SeedOpt,
     TableOpt,
     TextOpt,
+    check_outputs,
     console,
+    dropped_columns_text,
     err_console,
     fmt,
     note_dropped_columns,
@@ -127,15 +129,18 @@ def audit_cmd(
         raise InvalidParameterError(f"--top must be 0 or more; got {top}")
     if cv < 2:
         raise InvalidParameterError(f"--cv must be at least 2 (folds); got {cv}")
-    for path, opt in ((out, "--out"), (report, "--report")):
-        refuse_overwrite(data, path, opt)
     from . import _scale
 
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: confident learning per partition
+        refuse_overwrite(data, out, "--out")
         if fail_verdicts:
             raise InvalidParameterError("--fail-on needs the dataset verdict of a single-table audit; a "
                                         "partitioned dataset is audited by confident learning per "
                                         "partition: gate it with --fail-above")
+        _scale.refuse_single_table_options({
+            "--trusted": trusted, "--pred-probs": pred_probs, "--features": features, "--text": text,
+            "--keep": keep, "--rules": rules, "--reference-label": reference_label, "--report": report,
+            "--format csv": output_format == "csv" or None})
         return _scale.audit(data, label=label, id=id, model=model, method=method, cv=cv, seed=seed, out=out,
                             top=top, fail_above=fail_above, json_out=output_format == "json", engine=engine,
                             ray_address=ray_address, training=training, max_train_rows=max_train_rows)
@@ -144,6 +149,11 @@ def audit_cmd(
         raise InvalidParameterError("--training and --max-train-rows apply to partitioned datasets (a folder or "
                                     "prefix of files); a single file is audited on all its rows")
 
+    check_outputs([data, trusted, pred_probs, features, rules], ("--out", out), ("--report", report))
+    if out is not None and output_format == "table":
+        from ._common import output_format as format_of
+
+        out_fmt = format_of(out, "csv")  # an unsupported extension is refused before the work
     from ..detection import audit_dataset, detector_names, load_trusted
     from ..detection._io import audit_sources, load_audit_data, read_features, read_pred_probs
 
@@ -160,18 +170,24 @@ def audit_cmd(
                                  text=text, require_features=features is None and pred_probs is None,
                                  keep=keep or ())
             note_dropped_columns(ds, leaks=False)  # the audit's own warnings name them
+            dropped = dropped_columns_text(ds)  # a note on stderr, and among the warnings of JSON/HTML
             probs = read_pred_probs(pred_probs, ds, id=id) if pred_probs is not None else None
             feature_notes: list[str] = []
-            feats = read_features(features, ds, id=id, notes=feature_notes) if features is not None else None
+            feats = read_features(_features_source(features, ds, id, feature_notes), ds, id=id,
+                                  notes=feature_notes) if features is not None else None
             if feats is not None and trusted is not None:
                 raise InvalidParameterError("--trusted cannot be combined with --features (the trusted "
                                             "rows would need the same embeddings)")
-            trusted_rows = load_trusted(trusted, ds) if trusted is not None else None
+            trusted_notes: list[str] = []
+            trusted_rows = load_trusted(trusted, ds, notes=trusted_notes) if trusted is not None else None
             sources, source_warnings = audit_sources(ds, rules=rules, reference_label=reference_label)
         with _status(f"Auditing {ds.n_samples} labels"):
             audit = audit_dataset(ds, method=method, model=model, cv=cv, trusted=trusted_rows,
                                   sources=sources, random_state=seed, pred_probs=probs, features=feats)
-        audit.warnings.extend(source_warnings + feature_notes)
+        audit.warnings.extend(trusted_notes + source_warnings + feature_notes)
+        notes = list(audit.warnings)  # for stderr: the dropped columns are a note there already
+        if dropped:
+            audit.warnings.append(dropped)
         model_desc = f"probabilities from {pred_probs}" if pred_probs is not None else \
             f"model {audit.model_quality.get('model') or model}" + (" (auto)" if model == "auto" else "")
         if report is not None:
@@ -183,9 +199,7 @@ def audit_cmd(
         if out is not None and output_format == "table":
             from ..data import write_table
 
-            write_table(audit.to_table(), out, "parquet" if str(out).lower().endswith(
-                (".parquet", ".pq", ".parq")) else "csv")
-    notes = [w for w in audit.warnings]
+            write_table(audit.to_table(), out, out_fmt)
     notes += [f"{w.category.__name__}: {str(w.message).strip().splitlines()[0]}" for w in caught
               if str(w.message).strip()]
 
@@ -210,6 +224,20 @@ def audit_cmd(
         if output_format == "table":
             err_console.print(why)
         raise typer.Exit(1)
+
+
+def _features_source(path, ds, id, notes: list):  # noqa: A002
+    """``--features FILE`` as read_features takes it: embeddings stored as one list per row
+    (``img_id, embedding: list<float>``, the usual format) expanded to one column per dimension,
+    exactly as an embedding column in DATA is."""
+    from ..data import read_table
+    from ..data._load import expand_vector_columns
+    from ..data._read import ReadTable
+
+    tbl, fmt, where = read_table(path)
+    expanded, imputed = expand_vector_columns(tbl, where, skip=(id, ds.label_name))
+    notes.extend(imputed)
+    return ReadTable(expanded, fmt, where)
 
 
 def _gate(audit, status: str, fail_above: float | None, fail_verdicts) -> str | None:

@@ -23,13 +23,14 @@ from ._common import (
     TableOpt,
     TextOpt,
     arrow_values,
+    check_outputs,
     console,
+    dropped_columns_text,
     err_console,
     fmt,
     load_data,
     output_format,
     print_json,
-    refuse_overwrite,
 )
 
 #: Share of DATA held out as the test set when no --test file is given.
@@ -77,10 +78,9 @@ def certify_cmd(
         raise InvalidParameterError(f"--model must be one of {', '.join(MODEL_NAMES)}; got {model!r}")
     if partitions < 1:
         raise InvalidParameterError(f"--partitions must be at least 1; got {partitions}")
+    check_outputs([data, test], ("--out", out))
     if out is not None:
-        refuse_overwrite(data, out, "--out")
-        if test is not None:
-            refuse_overwrite(test, out, "--out")
+        output_format(out, "csv")  # an unsupported extension is refused before the work
     split = _train_test(data, test, label, id, table, seed, text, keep)
     clf = PartitionAggregationClassifier(model, n_partitions=partitions, random_state=seed,
                                          n_jobs=n_jobs)
@@ -97,6 +97,8 @@ def certify_cmd(
     result = {"input": split["source"], "test": split["test_source"], "n_train": split["n_train"],
               "n_test": cert.n_samples, "seed": seed, **cert.to_dict(rows=False),
               "out": str(out) if out else None}
+    if split["dropped"]:  # a note on stderr too
+        result["warnings"] = [*result["warnings"], split["dropped"]]
     if json_out:
         print_json(result)
         return
@@ -109,7 +111,7 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
     import pyarrow as pa
 
     from ..data import from_table, read_table
-    from ..data._load import encode_labels
+    from ..data._load import encode_labels, refuse_bytes
 
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     if test is None:
@@ -125,14 +127,17 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
         labels = ds.labels()
         return {"X_train": ds.X[tr], "y_train": labels[tr], "ids_train": ds.ids[tr],
                 "X_test": ds.X[te], "y_test": labels[te], "ids_test": ds.ids[te], "rows_test": te,
-                "n_train": len(tr), "source": ds.source,
+                "n_train": len(tr), "source": ds.source, "dropped": dropped_columns_text(ds),
                 "test_source": f"stratified {HOLDOUT:.0%} holdout of {ds.source} (seed {seed})"}
     # Encode training and test rows together so one-hot columns line up.
-    test_tbl, _, where = read_table(test)
+    test_tbl, test_fmt, where = read_table(test)
     names = ds.table.column_names
     missing = [c for c in names if c not in test_tbl.column_names]
     if missing:
         raise DataError(f"{where}: column(s) {', '.join(missing)} of {ds.source} not found")
+    for role, col in (("label", label), ("id", id)):  # text that is not UTF-8: said as such
+        if col is not None and col in test_tbl.column_names:
+            refuse_bytes(test_tbl.column(col), role, col, where, test_fmt)
     if label in test_tbl.column_names:  # its own row numbers in an error, not the joined table's
         encode_labels(test_tbl.column(label), source=where, label=label)
     try:
@@ -150,7 +155,7 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
     return {"X_train": full.X[:n], "y_train": labels[:n], "ids_train": ds.ids,
             "X_test": full.X[n:], "y_test": labels[n:], "ids_test": test_ids,
             "rows_test": np.arange(test_tbl.num_rows), "n_train": n, "source": ds.source,
-            "test_source": where}
+            "test_source": where, "dropped": dropped_columns_text(ds)}
 
 
 def _radii_to_show(max_radius: int) -> list[int]:

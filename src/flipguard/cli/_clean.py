@@ -23,8 +23,10 @@ from ._common import (
     SeedOpt,
     TableOpt,
     TextOpt,
+    check_csv_output,
     check_outputs,
     console,
+    dropped_columns_text,
     err_console,
     fmt,
     load_data,
@@ -96,9 +98,13 @@ def clean_cmd(
     if log is not None and not str(log).lower().endswith(".json"):
         output_format(log, "csv", "--log")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
-    verified = _read_trusted(trusted, ds) if trusted is not None else None
+    if ds.format != "csv":  # a CSV input is copied as its own bytes (rewrite_csv)
+        check_csv_output(ds.table, out, "--out", output_format(out, ds.format))
+    trusted_notes: list[str] = []
+    verified = _read_trusted(trusted, ds, trusted_notes) if trusted is not None else None
     cleaned, changes = clean_dataset(ds, mode=mode, trusted=verified, model=model, guard=not no_guard,
                                      random_state=seed, n_jobs=n_jobs)
+    changes.warnings[:0] = trusted_notes
     out_fmt = output_format(out, ds.format)
     if not (ds.format == "csv" and out_fmt == "csv" and _rewrite(data, out, ds, changes)):
         write_table(cleaned_table(cleaned, changes), out, out_fmt)
@@ -107,6 +113,9 @@ def clean_cmd(
 
     result = {"input": ds.source, "output": str(out), "format": out_fmt, "n_rows_out": cleaned.n_samples,
               **changes.summary(), "log": str(log) if log else None, "seed": seed}
+    dropped = dropped_columns_text(ds)  # a note on stderr too
+    if dropped:
+        result["warnings"] = [*result["warnings"], dropped]
     if json_out:
         print_json(result)
         return
@@ -133,21 +142,20 @@ def _rewrite(data, out, ds, changes) -> bool:
                        keep=None if keep.all() else keep, add_column=add)
 
 
-def _read_trusted(path: str, ds):
-    """Verified rows: a file with the data's columns (rows matched by id, others are extra
-    examples), or just the id and label columns (matched by id)."""
+def _read_trusted(path: str, ds, notes: list[str]):
+    """Verified rows, read and matched exactly as ``flipguard audit --trusted`` does
+    (:func:`flipguard.detection.load_trusted`): a file with the data's columns (rows matched by
+    id, others are extra examples), or just the id and label columns (every id in the data)."""
     from ..data import read_table
     from ..detection import load_trusted
 
-    tbl = read_table(path)[0]
-    features = [c for c, how in ds.encoding.items() if not str(how).startswith("dropped")]
-    if all(c in tbl.column_names for c in features):
-        return load_trusted(path, ds)
     if ds.id_name is None:
-        missing = [c for c in features if c not in tbl.column_names]
-        raise InvalidParameterError(f"--trusted {path} lacks the data's feature column(s) "
-                                    f"{', '.join(missing[:5])}; to match verified labels by id, give --id")
-    return tbl
+        names = read_table(path)[0].column_names
+        missing = [c for c, how in ds.encoding.items() if not str(how).startswith("dropped") and c not in names]
+        if missing:
+            raise InvalidParameterError(f"--trusted {path} lacks the data's feature column(s) "
+                                        f"{', '.join(missing[:5])}; to match verified labels by id, give --id")
+    return load_trusted(path, ds, notes=notes)
 
 
 def _write_log(changes, path: Path) -> None:
@@ -192,7 +200,7 @@ def _render(changes, result: dict, ds) -> None:
                       cell, changes.actions[i], fmt(float(changes.scores[i])))
         console.print(t)
     for w in changes.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     if result["log"]:
         console.print(f"every change listed in {result['log']}")
 

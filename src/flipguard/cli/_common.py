@@ -117,12 +117,38 @@ def note_dropped_columns(ds, *, leaks: bool = True) -> None:
     for col, n in dropped_text_columns(ds):
         note(f"note: column '{col}' ({n} distinct strings) is not used as a feature; if it is free text, "
              f"add --text {col}")
+    dropped = dropped_columns_text(ds)
+    if dropped:
+        note(f"note: {dropped}")
     for col, how in ds.encoding.items():
         how = str(how)
         if " infinite and " in how:  # see data._load._encode_column
             n_inf, rest = how.split(";")[0].split("(", 1)[1].split(" infinite and ", 1)
             note(f"note: column '{col}' has {n_inf} infinite value(s); they were treated as missing and "
                  f"replaced by the column's median {rest.rsplit(' ', 1)[-1][:-1]}")
+
+
+def dropped_columns_text(ds) -> str | None:
+    """One sentence naming the columns left out of the features for what they hold and why
+    (:func:`flipguard.data.dropped_columns`), or ``None``: a ``note:`` on stderr and, for a
+    command whose JSON has ``warnings``, one of them."""
+    from ..data._load import dropped_columns
+
+    dropped = dropped_columns(ds)
+    if not dropped:
+        return None
+    return ("column(s) not used as features: "
+            + "; ".join(f"'{col}' ({why})" for col, why in dropped))
+
+
+def check_csv_output(tbl, path, opt: str, fmt: str) -> None:
+    """Refuse, before any work is written, a CSV output (``fmt``) of a table with a column CSV
+    cannot hold (an embedding's list, a struct, bytes that are not UTF-8)."""
+    if fmt != "csv":
+        return
+    from ..data._read import check_csv_writable
+
+    check_csv_writable(tbl, f"{opt} {path}")
 
 
 def print_json(obj: Any) -> None:

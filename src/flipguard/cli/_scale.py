@@ -38,6 +38,59 @@ def note_single(engine: str, ray_address: str | None) -> None:
                           "partitioned datasets (a folder or prefix of files)", soft_wrap=True)
 
 
+def refuse_single_table_options(given: dict) -> None:
+    """Refuse the options a partitioned audit cannot honour (``{option: value}``; ``None``, ``False``
+    and empty values were not given), rather than ignore them."""
+    from ..exceptions import InvalidParameterError
+
+    named = [opt for opt, value in given.items() if value not in (None, False, [], ())]
+    if named:
+        raise InvalidParameterError(
+            f"{', '.join(named)} {'is' if len(named) == 1 else 'are'} not supported on a partitioned dataset "
+            "(a folder or prefix of files, audited by confident learning per partition on its numeric "
+            "columns); audit a single file for "
+            f"{'it' if len(named) == 1 else 'them'}")
+
+
+def vector_columns(data, label: str, id: str | None) -> None:
+    """A partitioned audit reads one number per column.  Columns of numeric vectors (an embedding
+    stored as a list per row, read by a single-file audit) are refused when they are all the
+    features there are, and named in a warning otherwise, never left out unsaid."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..data._partitioned import discover
+    from ..exceptions import DataError
+    from ._common import note
+
+    part = discover(data).partitions[0]
+    if part.format != "parquet":
+        return  # a CSV cannot hold lists
+    try:
+        if "://" in part.path:
+            from ..data._read import _open_url
+
+            with _open_url(part.path) as fh:
+                schema = pq.read_schema(fh)
+        else:
+            schema = pq.read_schema(part.path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"partition {part.name}: cannot read as PARQUET: {exc}") from None
+    fields = [f for f in schema if f.name not in (label, id) and f.name not in part.keys]
+    vectors = [f.name for f in fields if (pa.types.is_list(f.type) or pa.types.is_large_list(f.type)
+                                           or pa.types.is_fixed_size_list(f.type))
+               and (pa.types.is_integer(f.type.value_type) or pa.types.is_floating(f.type.value_type))]
+    if not vectors:
+        return
+    what = (f"column(s) {', '.join(repr(v) for v in vectors)} hold vectors (embeddings), which a partitioned "
+            "audit does not read yet (it uses one number per column)")
+    numeric = [f for f in fields if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+               or pa.types.is_boolean(f.type)]
+    if not numeric:
+        raise DataError(f"partition {part.name}: {what}; audit a single file, or store one number per column")
+    note(f"warning: partition {part.name}: {what}: not used as features")
+
+
 def _say(text: str) -> None:
     console.print(text, soft_wrap=True)
 
@@ -67,6 +120,7 @@ def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, jso
           ray_address, training="auto", max_train_rows=1_000_000) -> None:
     from ..detection import audit_partitioned
 
+    vector_columns(data, label, id)
     if model == "auto":  # the single-process model search needs every row in one process
         model = "logreg"
     res = audit_partitioned(data, label=label, id=id, model=model, method=method, cv=cv, random_state=seed,

@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 from ..exceptions import DataError
 from ._dataset import LabeledDataset
 from ._leaks import DETERMINES, determines_label, follows_row_order, is_row_identifier, sample_rows
-from ._read import read_table
+from ._read import check_unique, read_table
 
-__all__ = ["dropped_text_columns", "encode_labels", "load"]
+__all__ = ["dropped_columns", "dropped_text_columns", "encode_labels", "expand_vector_columns", "load"]
 
 #: A string column with at most this many distinct values (and at most half as
 #: many as there are rows) is one-hot encoded; wider ones are dropped.
@@ -140,6 +140,11 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
     for col in texts:
         if col in (label, id):
             raise DataError(f"{source}: text column '{col}' is also the {'label' if col == label else 'id'} column")
+    check_unique(names, names if features is None else [label, id, *texts, *features], source)
+    for role, cols in (("label", [label]), ("id", [id]), ("text", texts)):
+        for col in cols:
+            if col is not None:
+                refuse_bytes(tbl.column(col), role, col, source, format)
     if tbl.num_rows == 0:
         raise DataError(f"{source}: no rows")
 
@@ -159,7 +164,7 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
     blocks, fnames, encoding, vectorizers = [], [], {}, {}
     rows = sample_rows(tbl.num_rows)
     for col in feature_cols:
-        block, cols, how = _encode_column(tbl.column(col), col, max_categories)
+        block, cols, how = _encode_column(tbl.column(col), col, max_categories, format)
         if features is None and block is not None:
             block, how = _guard_column(tbl.column(col), col, block, how, y[rows], len(classes), rows,
                                        keep=col in keep)
@@ -213,6 +218,38 @@ def _guard_column(col: pa.ChunkedArray, name: str, block: np.ndarray, how: str, 
         return None, ("dropped: rises with the row order and determines the observed label "
                       "(a row number or load time of a label-sorted file)")
     return block, f"{how}{DETERMINES}"
+
+
+def refuse_bytes(col: pa.ChunkedArray, role: str, name: str, source: str, format: str) -> None:
+    """A label, id or text column of bytes: in a CSV, text that is not UTF-8 (say so, not "binary")."""
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)):
+        return
+    if format == "csv":
+        raise DataError(f"{source}: {role} column '{name}' is not UTF-8 text (flipguard reads CSV as UTF-8 "
+                        "text): save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    must = {"label": "labels must be integers, strings or booleans", "id": "ids must be integers or text",
+            "text": "a text column must hold strings"}[role]
+    raise DataError(f"{source}: {role} column '{name}' holds bytes ({t}), not text; {must}")
+
+
+#: How ``encoding`` describes a column left out because of what it is; the row-identifier and
+#: label-sorted-sequence drops (warnings) and wide string columns (their own note) are said elsewhere.
+_SAID_ELSEWHERE = ("dropped: row identifier", "dropped: rises with the row order")
+
+
+def dropped_columns(dataset: LabeledDataset) -> list[tuple[str, str]]:
+    """``[(column, why), ...]``: columns left out of the features for what they hold (missing or
+    ragged vectors, a type that is not numbers or text, bytes that are not UTF-8, every value
+    missing); not the wide string columns (:func:`dropped_text_columns`) nor the columns that would
+    reveal the label (:mod:`flipguard.data._leaks`)."""
+    out = []
+    for col, how in dataset.encoding.items():
+        how = str(how)
+        if how.startswith("dropped: ") and not how.startswith(_SAID_ELSEWHERE) \
+                and not how.endswith(" distinct strings"):
+            out.append((col, how[len("dropped: "):]))
+    return out
 
 
 def dropped_text_columns(dataset: LabeledDataset) -> list[tuple[str, int]]:
@@ -290,6 +327,7 @@ def _ids(tbl: pa.Table, id: str | None, source: str) -> np.ndarray:
     if id is None:
         return np.arange(tbl.num_rows, dtype=np.int64)
     col = tbl.column(id)
+    _id_type(col, id, source)
     if col.null_count:
         raise DataError(f"{source}: id column '{id}' has {col.null_count} missing value(s)")
     if pc.count_distinct(col).as_py() != tbl.num_rows:
@@ -302,12 +340,22 @@ def _ids(tbl: pa.Table, id: str | None, source: str) -> np.ndarray:
     return values.astype(object) if values.dtype.kind in "OUS" else values
 
 
-def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int):
+def _id_type(col: pa.ChunkedArray, id: str, source: str) -> None:  # noqa: A002
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if pa.types.is_nested(t):
+        raise DataError(f"{source}: id column '{id}' has type {t}; ids must be integers or text")
+
+
+def _encode_column(col: pa.ChunkedArray, name: str, max_categories: int, format: str = "table"):
     """One input column -> (2-D float block or None, feature names, description)."""
     t = col.type
     if pa.types.is_dictionary(t):
         col, t = pc.cast(col, t.value_type), t.value_type
     n = len(col)
+    if pa.types.is_null(t):  # a CSV column with no value at all
+        return None, [], "dropped: all values missing"
+    if (pa.types.is_binary(t) or pa.types.is_large_binary(t)) and format == "csv":
+        return None, [], "dropped: not UTF-8 text; flipguard reads CSV as UTF-8"
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) \
             or pa.types.is_temporal(t):
         if pa.types.is_temporal(t):
@@ -373,6 +421,36 @@ def _encode_vectors(arr: pa.Array, name: str):
         values[bad] = np.broadcast_to(medians, values.shape)[bad]
         how = f"vector ({d} dimensions; {int(bad.sum())} missing or infinite values imputed with medians)"
     return values, [f"{name}[{j}]" for j in range(d)], how
+
+
+def expand_vector_columns(tbl: pa.Table, where: str, skip=()) -> tuple[pa.Table, list[str]]:
+    """``tbl`` with each column of numeric vectors (list or fixed-size list per row, as embeddings
+    are stored) replaced by one float64 column per dimension, ``name[0]``, ``name[1]``, ...
+    (:func:`_encode_vectors`, as :func:`load` encodes them), and notes on values imputed.
+
+    Columns in ``skip`` stay as they are.  A vector column that cannot be expanded (missing
+    vectors, vectors of different lengths) is a :class:`DataError` naming it.
+    """
+    notes: list[str] = []
+    names: list[str] = []
+    arrays: list = []
+    for name in tbl.column_names:
+        t = tbl.schema.field(name).type
+        if name in skip or not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
+                or not (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+            names.append(name)  # not a vector of numbers: the caller judges it
+            arrays.append(tbl.column(name))
+            continue
+        block, cols, how = _encode_vectors(tbl.column(name).combine_chunks(), name)
+        if block is None:
+            raise DataError(f"{where}: vector column '{name}' cannot be used as features "
+                            f"({how.removeprefix('dropped: ')})")
+        if "imputed" in how:
+            notes.append(f"{where}: column '{name}': {how}")
+        names.extend(cols)
+        arrays.extend(np.ascontiguousarray(block.T))
+    check_unique(names, names, where)
+    return pa.table(arrays, names=names), notes
 
 
 def _tfidf(col: pa.ChunkedArray, name: str, max_features: int, source: str):

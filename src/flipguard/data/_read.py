@@ -7,6 +7,8 @@ turns the table into a :class:`~flipguard.data.LabeledDataset`.
 from __future__ import annotations
 
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 from .._io import atomic_path
 from ..exceptions import DataError
 
-__all__ = ["detect_format", "read_table", "replace_label_column", "write_table"]
+__all__ = ["ReadTable", "check_unique", "detect_format", "read_table", "replace_label_column", "write_table"]
 
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv", ".txt")
@@ -60,6 +62,26 @@ def _open_url(url: str, mode: str = "rb"):
         raise DataError(f"cannot open {url}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class ReadTable:
+    """A table already read from ``where`` (and perhaps reshaped, e.g. embeddings expanded):
+    :func:`read_table` returns it as it is, so messages still name the file."""
+
+    table: pa.Table
+    format: str
+    where: str
+
+
+def check_unique(names: list[str], wanted: list[str], where: str) -> None:
+    """One-line :class:`DataError` naming the ``wanted`` columns that appear more than once in ``names``."""
+    counts = Counter(names)
+    twice = [c for c in dict.fromkeys(wanted) if counts[c] > 1]
+    if twice:
+        raise DataError(f"{where}: column(s) {', '.join(repr(c) for c in twice)} appear more than once; "
+                        "readers disagree on which one counts (some take the first, some the last), "
+                        "so flipguard refuses to guess: rename or remove the extra column")
+
+
 def read_table(source, *, table: str | None = None, query: str | None = None,
                columns: list[str] | None = None,
                dictionary: list[str] | None = None) -> tuple[pa.Table, str, str]:
@@ -73,12 +95,24 @@ def read_table(source, *, table: str | None = None, query: str | None = None,
 
     Returns ``(table, format, description)`` where ``format`` is one of
     ``"csv"``, ``"parquet"``, ``"table"``, ``"dataframe"``, ``"postgresql"``.
+
+    A file or table with a column name twice is refused (:func:`check_unique`; only the
+    ``columns`` asked for, when given); CSV columns that are not UTF-8 text come back as
+    ``binary`` (:func:`flipguard.data.load` refuses them as labels or ids).
     """
+    tbl, fmt, where = _read_any(source, table=table, query=query, columns=columns, dictionary=dictionary)
+    check_unique(tbl.column_names, columns or tbl.column_names, where)
+    return tbl, fmt, where
+
+
+def _read_any(source, *, table, query, columns, dictionary) -> tuple[pa.Table, str, str]:
+    if isinstance(source, ReadTable):
+        return _select(source.table, columns, source.where), source.format, source.where
     if isinstance(source, pa.Table):
-        return (source.select(columns) if columns else source), "table", "<arrow table>"
+        return _select(source, columns, "<arrow table>"), "table", "<arrow table>"
     if type(source).__name__ == "DataFrame" and hasattr(source, "columns"):
         tbl = pa.Table.from_pandas(source, preserve_index=False)
-        return (tbl.select(columns) if columns else tbl), "dataframe", "<dataframe>"
+        return _select(tbl, columns, "<dataframe>"), "dataframe", "<dataframe>"
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     if not isinstance(source, str):
@@ -102,6 +136,14 @@ def read_table(source, *, table: str | None = None, query: str | None = None,
     return _read_stream(source, fmt, source, columns, dictionary), fmt, source
 
 
+def _select(tbl: pa.Table, columns: list[str] | None, where: str) -> pa.Table:
+    if not columns:
+        return tbl
+    check_unique(tbl.column_names, columns, where)
+    check_columns(tbl.column_names, columns, where)
+    return tbl.select(columns)
+
+
 def _redact(dsn: str, table: str | None) -> str:
     """A DSN without its password, for messages and reports."""
     from ._postgres import (
@@ -118,7 +160,7 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
         if fmt == "parquet":
             if isinstance(src, str) and os.path.isdir(src):
                 return pq.read_table(src, columns=columns, read_dictionary=dictionary or None)
-            tbl, names = read_parquet_file(src, columns, dictionary)
+            tbl, names = read_parquet_file(src, columns, dictionary, where=name)
             check_columns(names, columns or [], name)
             return tbl
         delimiter = "\t" if name.lower().endswith(".tsv") else ","
@@ -143,8 +185,8 @@ def check_columns(available: list[str], wanted: list[str], where: str, hint: str
                         f"(columns: {shown}){hint}")
 
 
-def read_parquet_file(src, columns: list[str] | None = None,
-                      dictionary: list[str] | None = None) -> tuple[pa.Table, list[str]]:
+def read_parquet_file(src, columns: list[str] | None = None, dictionary: list[str] | None = None,
+                      where: str | None = None) -> tuple[pa.Table, list[str]]:
     """One Parquet file (path or file object): ``(table of the columns found, in the order asked; all column names)``.
 
     ``pq.ParquetFile``, not ``pq.read_table``: the latter imports ``pyarrow.dataset``
@@ -152,7 +194,8 @@ def read_parquet_file(src, columns: list[str] | None = None,
     ``read_table`` it ignores a column the file lacks, so the caller names it.
     ``dictionary`` columns are read dictionary-encoded where they are flat
     (``read_dictionary`` refuses a nested column; that one is read as it is and
-    refused by the caller for its type).
+    refused by the caller for its type).  A column asked for that the file holds twice is
+    refused (:func:`check_unique`, naming ``where``).
     """
     try:
         pf = pq.ParquetFile(src, read_dictionary=dictionary or None)
@@ -162,16 +205,21 @@ def read_parquet_file(src, columns: list[str] | None = None,
     if columns is None:
         return pf.read(), names
     found = [c for c in dict.fromkeys(columns) if c in names]
+    check_unique(names, found, where or (src if isinstance(src, str) else "Parquet file"))
     return pf.read(columns=found).select(found), names
 
 
 def write_table(tbl: pa.Table, target, fmt: str | None = None) -> str:
     """Write ``tbl`` to ``target`` (path or URL) as CSV or Parquet, atomically for local files.
 
-    ``fmt`` defaults to the one the target's name implies.  Returns the format used.
+    ``fmt`` defaults to the one the target's name implies.  Returns the format used.  A column
+    CSV cannot hold (a list, struct or map; bytes that are not UTF-8) is refused before anything
+    is written (:class:`DataError`).
     """
     target = os.fspath(target)
     fmt = fmt if fmt in ("csv", "parquet") else detect_format(target)
+    if fmt == "csv":
+        check_csv_writable(tbl, target)
     if _is_url(target):
         with _open_url(target, "wb") as fh:
             _write(tbl, fh, fmt)
@@ -184,8 +232,46 @@ def write_table(tbl: pa.Table, target, fmt: str | None = None) -> str:
 def _write(tbl: pa.Table, dst, fmt: str) -> None:
     if fmt == "parquet":
         pq.write_table(tbl, dst)
-    else:
-        pacsv.write_csv(tbl, dst, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        return
+    pacsv.write_csv(tbl, dst, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+
+def csv_unwritable(tbl: pa.Table) -> list[tuple[str, str]]:
+    """``[(column, kind), ...]``: columns a CSV file cannot hold (``"list"``, ``"struct"``, ``"map"``;
+    ``"not UTF-8 text"`` for bytes)."""
+    out = []
+    for field in tbl.schema:
+        t = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+        if pa.types.is_nested(t):
+            out.append((field.name, "struct" if pa.types.is_struct(t) else "map" if pa.types.is_map(t) else "list"))
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            if not pa.types.is_fixed_size_binary(t) and is_utf8(tbl.column(field.name)):
+                continue  # bytes that happen to be text: written as they are
+            out.append((field.name, "not UTF-8 text"))
+    return out
+
+
+def is_utf8(col) -> bool:
+    """Do the bytes of a binary column decode as UTF-8 text (vectorised: Arrow's validating cast)?"""
+    try:
+        pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def check_csv_writable(tbl: pa.Table, where: str) -> None:
+    """:class:`DataError` (one line, starting with ``where``) when ``tbl`` has a column CSV cannot
+    hold (see :func:`csv_unwritable`)."""
+    bad = csv_unwritable(tbl)
+    if len(bad) == 1:
+        c, kind = bad[0]
+        what = "holds bytes that are not UTF-8 text" if kind == "not UTF-8 text" else f"is a {kind} column"
+        raise DataError(f"{where}: column '{c}' {what}; CSV cannot hold it: write .parquet")
+    if bad:
+        cols = ", ".join(f"'{c}' ({kind})" for c, kind in bad[:12]) + (f", ... ({len(bad)} in all)"
+                                                                         if len(bad) > 12 else "")
+        raise DataError(f"{where}: CSV cannot hold columns {cols}: write .parquet")
 
 
 def replace_label_column(tbl: pa.Table, label: str, values: np.ndarray) -> pa.Table:

@@ -11,7 +11,8 @@ from ..exceptions import DataError
 from ._base import LabelSource, TrustedLabels, check_pred_probs
 from ._rules import load_rules, reference_source, rule_sources
 
-__all__ = ["audit_sources", "load_audit_data", "load_trusted", "read_features", "read_pred_probs"]
+__all__ = ["audit_sources", "load_audit_data", "load_trusted", "match_trusted_ids", "read_features",
+           "read_pred_probs"]
 
 
 def load_audit_data(source, *, label: str, id: str | None = None,
@@ -46,7 +47,11 @@ def load_audit_data(source, *, label: str, id: str | None = None,
                       exclude=[reference_label] if reference_label is not None else [])
 
 
-def load_trusted(source, dataset) -> TrustedLabels:
+_NO_FEATURES = (" and the file has no feature columns to use them as extra examples: give their features, "
+                "or only rows of the data")
+
+
+def load_trusted(source, dataset, *, notes: list | None = None) -> TrustedLabels:
     """Read a file of verified rows (same columns as ``dataset``) into :class:`TrustedLabels`.
 
     Features are encoded exactly like the dataset's (numeric columns as
@@ -54,15 +59,25 @@ def load_trusted(source, dataset) -> TrustedLabels:
     numbers take the dataset column's median).  When the dataset has an id
     column and the trusted file has it too, trusted rows are matched to
     data rows by id (``rows``); unmatched ones are extra verified examples.
+    A file of just ids and verified labels (a reviewer's sheet) uses the
+    matched rows' features, so every one of its ids must be in the data.
+
+    Ids are matched as :func:`match_trusted_ids` describes (a CSV's ids are
+    read as the text written, so ``00040`` stays ``00040`` for text ids).
+    The same id twice with one label counts once (a note in ``notes``, a
+    list to append to, or a :class:`UserWarning` without it); the same id
+    with two different labels is an error.
 
     Text columns are encoded with the dataset's own TF-IDF vocabulary.
 
     Raises
     ------
     DataError
-        Missing file or column, unknown label values, or an empty file.
+        Missing file or column, missing or unknown label values, missing
+        ids, an id with two different labels, ids not in the data in a file
+        without features, or an empty file.
     """
-    tbl, _, where = read_table(source)
+    tbl, _, where = _read_sheet(source, dataset)
     if tbl.num_rows == 0:
         raise DataError(f"{where}: no trusted rows")
     if dataset.label_name not in tbl.column_names:
@@ -71,22 +86,23 @@ def load_trusted(source, dataset) -> TrustedLabels:
     if col.null_count:
         raise DataError(f"{where}: {col.null_count} trusted row(s) have no label")
     y = _encode_like(col, dataset, where)
-    rows = None
-    if dataset.id_name is not None and dataset.id_name in tbl.column_names:
-        rows = _match_ids(tbl.column(dataset.id_name), dataset.ids)
+    by_id = dataset.id_name is not None and dataset.id_name in tbl.column_names
     try:
         X = _features_like(tbl, dataset, where)
     except _MissingFeatures as exc:
         # A reviewer's sheet of ids and verified labels: the matched rows' features are the data's.
-        if rows is None:
+        if not by_id:
             raise DataError(f"{exc}; a file of just ids and verified labels needs --id (the data's id "
                             "column, also in the file) to match its rows") from None
-        if (rows < 0).any():
-            lost = tbl.column(dataset.id_name).to_numpy(zero_copy_only=False)[rows < 0]
-            raise DataError(f"{where}: {int((rows < 0).sum())} trusted row(s) have ids that are not in "
-                            f"{dataset.source} ({', '.join(map(str, lost[:5]))}{', ...' if len(lost) > 5 else ''}) "
-                            "and the file has no feature columns to use them as extra examples: give "
-                            "their features, or only rows of the data") from None
+        X = None
+    rows = None
+    if by_id:
+        kept, rows = match_trusted_ids(tbl.column(dataset.id_name), y, dataset, where=where,
+                                       extras=X is not None, notes=notes)
+        y = y[kept]
+        if X is not None:
+            X = X[kept]
+    if X is None:
         X = dataset.X[rows]
         if hasattr(X, "toarray"):
             X = X.toarray()
@@ -95,6 +111,69 @@ def load_trusted(source, dataset) -> TrustedLabels:
 
         X = sp.csr_matrix(X)
     return TrustedLabels(X=X, y=y, rows=rows)
+
+
+def match_trusted_ids(ids, codes: np.ndarray, dataset, *, where: str, extras: bool = False,
+                      notes: list | None = None, hint: str = _NO_FEATURES) -> tuple[np.ndarray, np.ndarray]:
+    """Match verified rows to ``dataset``'s rows by id: the one rule ``--trusted`` follows in
+    every command (and :func:`~flipguard.mitigation.clean_dataset` for ids and labels).
+
+    ``ids`` (an Arrow or NumPy column) are read in the data's id type: when
+    the data's ids are text, as text exactly as written (``00040`` is not
+    ``40``); when they are integers, text ids that are all integers are
+    integers (``0040``, ``40.0`` and `` 40`` are 40: the integrity layer's rule,
+    :func:`flipguard.integrity._columns.integer_text_ids`, after trimming spaces).
+
+    Returns ``(kept, rows)``: the positions of the verified rows kept (an
+    id given twice with the same label counts once, with a note in
+    ``notes`` or a :class:`UserWarning`) and, for each, its position in the
+    data or -1 (allowed only with ``extras``: rows with features that are
+    extra verified examples).
+
+    Raises
+    ------
+    DataError
+        A missing id; an id given with two different labels (named, with
+        both labels); without ``extras``, ids that are not in the data.
+    """
+    keys, shown = _comparable_ids(ids, dataset, where)
+    codes = np.asarray(codes, dtype=np.int64)
+    groups = pc.dictionary_encode(keys)
+    inv = groups.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    n_groups = len(groups.dictionary)
+    first = np.full(n_groups, len(inv), dtype=np.int64)
+    np.minimum.at(first, inv, np.arange(len(inv), dtype=np.int64))
+    if n_groups < len(inv):
+        lo = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(n_groups, -1, dtype=np.int64)
+        np.minimum.at(lo, inv, codes)
+        np.maximum.at(hi, inv, codes)
+        bad = np.flatnonzero(lo != hi)
+        if len(bad):
+            named = []
+            for g in bad[:5]:
+                labels = dataset.classes[np.unique(codes[inv == g])]
+                named.append(f"{shown[first[g]]} ({', '.join(map(str, labels.tolist()))})")
+            raise DataError(f"{where}: {len(bad)} id(s) have two different verified labels: "
+                            f"{', '.join(named)}{', ...' if len(bad) > 5 else ''}; keep one label per id")
+        n_dup = len(inv) - n_groups
+        _note(notes, f"{where}: {n_dup} duplicated trusted row(s) (same id and label) were counted once")
+    kept = np.sort(first)
+    data_keys = pa.array(dataset.ids) if dataset.ids.dtype != object else \
+        pa.array(dataset.ids.astype(str).tolist(), type=pa.string())
+    if data_keys.type != keys.type:
+        try:
+            data_keys = pc.cast(data_keys, keys.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            keys, data_keys = pc.cast(keys, pa.string()), pc.cast(data_keys, pa.string())
+    pos = pc.index_in(keys.take(pa.array(kept)), value_set=data_keys)
+    rows = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    if not extras and (rows < 0).any():
+        lost = shown[kept[rows < 0]]
+        raise DataError(f"{where}: {int((rows < 0).sum())} trusted row(s) have ids that are not in "
+                        f"{dataset.source} ({', '.join(map(str, lost[:5]))}{', ...' if len(lost) > 5 else ''})"
+                        f"{hint}")
+    return kept, rows
 
 
 def audit_sources(dataset, *, rules=None, reference_label: str | None = None
@@ -160,9 +239,12 @@ def read_pred_probs(source, dataset, *, id: str | None = None) -> np.ndarray:
             cols[code] = name
     classes = [str(_py(c)) for c in dataset.classes.tolist()]
     if extra:
-        raise DataError(f"{where}: column(s) {', '.join(extra[:6])} are not classes of label column "
-                        f"'{dataset.label_name}' (expected one column per class: {', '.join(classes[:12])}"
-                        f"{', and the id column' if id else ''})")
+        index = [c for c in extra if not str(c).strip() or str(c).startswith("Unnamed: ")]
+        hint = (f"; {index[0]!r} looks like a pandas index written with the file: write it with index=False"
+                if index else "")
+        raise DataError(f"{where}: column(s) {', '.join(repr(str(c)) for c in extra[:6])} are not classes of "
+                        f"label column '{dataset.label_name}' (expected one column per class: "
+                        f"{', '.join(classes[:12])}{', and the id column' if id else ''}){hint}")
     absent = [classes[k] for k in range(dataset.n_classes) if k not in cols]
     if absent:
         raise DataError(f"{where}: no probability column for class(es) {', '.join(absent[:12])} "
@@ -360,3 +442,59 @@ def _match_ids(col, ids: np.ndarray) -> np.ndarray:
     pos = np.clip(pos, 0, len(ids) - 1)
     hit = sorted_ids[pos] == t_ids
     return np.where(hit, order[pos], -1).astype(np.int64)
+
+
+def _read_sheet(source, dataset):
+    """``read_table`` for a trusted sheet; a CSV's id column is read as the text written."""
+    import os
+
+    from ..data._read import detect_format, is_postgres
+
+    dictionary = None
+    if dataset.id_name is not None and isinstance(source, (str, os.PathLike)) \
+            and not is_postgres(os.fspath(source)) and detect_format(os.fspath(source)) == "csv":
+        dictionary = [dataset.id_name]
+    return read_table(source, dictionary=dictionary)
+
+
+def _comparable_ids(col, dataset, where: str) -> tuple[pa.Array, np.ndarray]:
+    """Trusted ids in the data's id type (an Arrow array) and as the user wrote them (for messages)."""
+    from ..integrity._columns import integer_text_ids
+
+    if not isinstance(col, (pa.Array, pa.ChunkedArray)):
+        values = np.asarray(col, dtype=object).tolist()
+        try:
+            col = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # mixed types: compare as text
+            col = pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    if col.null_count:
+        raise DataError(f"{where}: {col.null_count} trusted row(s) have no id")
+    shown = np.asarray(col.to_pylist(), dtype=object)
+    kind = dataset.ids.dtype.kind
+    try:
+        if kind in "iu":
+            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                # spaces around a number do not make it text (the data's CSV reader ignores them too)
+                col = integer_text_ids(pa.chunked_array([pc.utf8_trim_whitespace(col)])).combine_chunks()
+            elif pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+                col = pc.cast(col, pa.int64())  # 104.0 is id 104 (an integer id column read as floats)
+            if pa.types.is_integer(col.type):
+                return pc.cast(col, pa.int64()), shown
+        elif kind == "f" and (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            return pc.cast(col, pa.float64()), shown
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    return pc.cast(col, pa.string()), shown  # text ids: exactly as written
+
+
+def _note(notes: list | None, text: str) -> None:
+    if notes is None:
+        import warnings
+
+        warnings.warn(text, UserWarning, stacklevel=3)
+    else:
+        notes.append(text)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 
 from .._arrow import from_numpy
 from ..data._read import _is_url, _open_url, check_columns, detect_format, is_postgres, read_table
+from ..data._read import check_unique as _check_unique
 from ..exceptions import DataError, InvalidParameterError
 
 __all__: list[str] = []
@@ -136,15 +136,6 @@ def _read_csv_exact(source: str, wanted: list[str] | None, label: str | None,
         i = tbl.column_names.index(id_column)
         tbl = tbl.set_column(i, id_column, integer_text_ids(tbl.column(i)))
     return tbl, names
-
-
-def _check_unique(names: list[str], wanted: list[str], where: str) -> None:
-    counts = Counter(names)
-    twice = [c for c in dict.fromkeys(wanted) if counts[c] > 1]
-    if twice:
-        raise DataError(f"{where}: column(s) {', '.join(repr(c) for c in twice)} appear more than once; "
-                        "readers disagree on which one counts (some take the first, some the last), "
-                        "so flipguard refuses to guess: rename or remove the extra column")
 
 
 def read_columns(source, columns: list[str] | None, *, dictionary: list[str] | None = None,

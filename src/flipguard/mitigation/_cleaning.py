@@ -8,14 +8,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .._json import to_jsonable
 from ..data import LabeledDataset
 from ..detection import TrustedLabels
 from ..exceptions import DataError, InvalidParameterError
 from ..models import MODEL_NAMES
-from ._hashing import _as_string_array
 from ._robust import DEFAULT_DETECTOR, RobustClassifier
 
 __all__ = ["CLEAN_MODES", "CleaningLog", "WEIGHT_COLUMN", "clean_dataset", "cleaned_table"]
@@ -208,17 +206,23 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
     # cleaning acts on the numbers the audit reports.
     from ..detection import audit_dataset
 
-    audit = None
-    counts = np.bincount(y, minlength=dataset.n_classes)
-    if counts.min() >= max(cv, 2):
-        audit = audit_dataset(dataset, method=detector, model=model, cv=cv, trusted=for_clf,
-                              random_state=random_state, n_jobs=n_jobs, embed=False)
+    # A class with fewer rows than folds (a stray value) is set aside by the audit and its rows
+    # flagged for review; the other rows are audited and cleaned as usual.
+    audit = audit_dataset(dataset, method=detector, model=model, cv=cv, trusted=for_clf,
+                          random_state=random_state, n_jobs=n_jobs, embed=False)
     if model == "auto":  # train the model the audit chose
         model = (audit.model_quality or {}).get("model") if audit is not None else None
         model = model if model in MODEL_NAMES else "logreg"
     clf = RobustClassifier(model, strategy=mode, detector=detector, guard=guard,
                            max_fraction=max_fraction, cv=cv, random_state=random_state, n_jobs=n_jobs)
     clf.fit(dataset.X, y_fixed, trusted=for_clf, audit=audit)
+    rare = audit.details.get("rare_classes") or {}
+    if rare:
+        unjudged = np.asarray(audit.details.get("unjudged_rows", []), dtype=np.int64)
+        warnings.append(
+            "left as they are, for review: the " + ", ".join(f"{n} row(s) of class '{c}'" for c, n in rare.items())
+            + f" (ids {', '.join(map(str, dataset.ids[unjudged[:5]]))}{' ...' if len(unjudged) > 5 else ''}),"
+            " too few to judge out-of-fold (a stray value or a typo?)")
     scores = clf.audit_.scores if clf.audit_ is not None else np.full(n, np.nan)
 
     action = np.full(n, "", dtype=object)
@@ -302,22 +306,23 @@ def _match_trusted(trusted, ds: LabeledDataset, warnings: list[str]):
                 if col not in trusted.column_names:
                     raise DataError(f"the trusted table has no column '{col}' "
                                     f"(columns: {', '.join(trusted.column_names)})")
-            t_ids = trusted.column(ds.id_name).to_numpy(zero_copy_only=False)
+            t_ids = trusted.column(ds.id_name)
             t_labels = trusted.column(ds.label_name).to_numpy(zero_copy_only=False)
         else:
             raise DataError(f"trusted must be a dict {{id: label}}, a pyarrow Table, a LabeledDataset "
                             f"or TrustedLabels; got {type(trusted).__name__}")
     if len(t_ids) == 0:
         return empty, empty, None
+    from ..detection._io import match_trusted_ids  # the rule of every --trusted
+
+    as_objects = np.asarray(t_labels, dtype=object)
+    n_missing = int(np.count_nonzero(np.equal(as_objects, None) | (as_objects != as_objects)))  # None, NaN
+    if n_missing:
+        raise DataError(f"trusted labels: {n_missing} trusted row(s) have no label")
     codes = ds.encode_labels(_like(np.asarray(t_labels), ds.classes))
-    pos = pc.index_in(_as_string_array(t_ids), value_set=_as_string_array(ds.ids))  # ids by text form
-    found = pos.is_valid().to_numpy(zero_copy_only=False)
-    if not found.any():
-        raise DataError(f"none of the {len(found)} trusted ids are ids of {ds.source}")
-    if not found.all():
-        warnings.append(f"{int((~found).sum())} trusted id(s) are not in the data and were ignored")
-    rows = pos.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    return rows, codes[found], None
+    kept, rows = match_trusted_ids(t_ids, codes, ds, where="trusted labels", notes=warnings,
+                                   hint="; give only ids of the data")
+    return rows, codes[kept], None
 
 
 def _like(values: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -238,7 +238,7 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         self.proposed_ = {}
         self._set_plan(None, codes)
         counts = np.bincount(codes, minlength=K)
-        if K < 2 or counts.min() < MIN_CLASS_ROWS:
+        if K < 2 or (counts.min() < MIN_CLASS_ROWS and audit is None):  # a given audit set small classes aside
             return self._fallback(X, codes, extra, seeds[3],
                                   f"too few rows to audit (smallest class has {counts.min()}; "
                                   f"at least {MIN_CLASS_ROWS} needed)")
@@ -350,10 +350,15 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
             pred_mit = np.asarray(mitigated.predict(Xt), dtype=np.int64)
             on = "trusted"
         else:
-            smallest = int(np.bincount(codes).min())
+            # Rows of a class too small to judge (a stray value the audit set aside) train in
+            # every fold and are never scored: one row would swing the balanced accuracy.
+            counts = np.bincount(codes)
+            judged = counts[codes] >= MIN_CLASS_ROWS
+            idx, rare = np.flatnonzero(judged), np.flatnonzero(~judged)
+            smallest = int(counts[counts >= MIN_CLASS_ROWS].min())
             folds = StratifiedKFold(n_splits=max(2, min(self.guard_cv, smallest)), shuffle=True,
                                     random_state=seed)
-            splits = list(folds.split(X, codes))
+            splits = [(np.concatenate([idx[tr], rare]), idx[te]) for tr, te in folds.split(idx, codes[idx])]
             if self.n_jobs in (None, 1):
                 results = [_guard_fold(self.estimator, strategy, X, codes, plan, tr, te, seed)
                            for tr, te in splits]
@@ -366,7 +371,7 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
             for (_, te), (pp, pm) in zip(splits, results):
                 pred_plain[te] = pp
                 pred_mit[te] = pm
-            truth, on = codes, "cv"
+            truth, pred_plain, pred_mit, on = codes[idx], pred_plain[idx], pred_mit[idx], "cv"
         # Paired standard error of the accuracy difference (per-row differences in {-1, 0, 1}).
         diff = (pred_mit == truth).astype(float) - (pred_plain == truth).astype(float)
         return {"on": on,

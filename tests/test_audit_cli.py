@@ -240,3 +240,34 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, breast_cancer_frame, ar
     assert res.stderr.startswith("Error: ") and res.stderr.count("\n") == 1
     assert message in res.stderr
     assert res.stdout == ""
+
+
+def test_gate_and_seed_options_are_checked(cli, poisoned_csv):
+    """`--fail-on "$UNSET"` used to gate on nothing and pass; --seed -1 leaked numpy's wording."""
+    path, _ = poisoned_csv
+    res = cli("audit", path, "--label", LABEL, "--fail-on", "")
+    assert (res.exit_code, res.stderr) == (2, "Error: --fail-on needs a verdict: poisoned, inconclusive or "
+                                              "inconsistent\n")
+    res = cli("audit", path, "--label", LABEL, "--seed", "-1")
+    assert res.exit_code == 2 and "Invalid value for '--seed': -1 is not in the range" in res.stderr
+    assert res.stderr.count("\n") == 1
+
+
+def test_notes_say_what_an_option_or_a_column_did_not_do(cli, poisoned_csv, tmp_path):
+    """A named --model with --pred-probs is not used; a string column with one value per row is
+    most likely an id, so the note says --id first."""
+    path, _ = poisoned_csv
+    ids = pacsv.read_csv(path).column("patient_id").to_pylist()
+    table = pacsv.read_csv(path)
+    table = table.set_column(0, "patient_id", pa.array([f"P{i:04d}" for i in ids]))
+    data = _write(tmp_path, table, "ids.csv")
+    res = cli("audit", data, "--label", LABEL, "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    assert ("note: column 'patient_id' (569 distinct strings, one per row) is not used as a feature; if it "
+            "identifies the rows, give --id patient_id; if it is free text, add --text patient_id") in res.stderr
+    probs = tmp_path / "probs.csv"
+    pacsv.write_csv(pa.table({"benign": [0.5] * 569, "malignant": [0.5] * 569}), probs)
+    res = cli("audit", data, "--label", LABEL, "--pred-probs", probs, "--model", "hgb", "--format", "json")
+    assert res.exit_code == 0 and "note: --model hgb is not used: --pred-probs gives the probabilities" in res.stderr
+    res = cli("audit", data, "--label", LABEL, "--pred-probs", probs, "--format", "json")
+    assert res.exit_code == 0 and "is not used: --pred-probs" not in res.stderr

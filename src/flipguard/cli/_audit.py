@@ -29,6 +29,7 @@ from ._common import (
     dropped_columns_text,
     err_console,
     fmt,
+    note,
     note_dropped_columns,
     refuse_overwrite,
 )
@@ -172,6 +173,8 @@ def audit_cmd(
             note_dropped_columns(ds, leaks=False)  # the audit's own warnings name them
             dropped = dropped_columns_text(ds)  # a note on stderr, and among the warnings of JSON/HTML
             probs = read_pred_probs(pred_probs, ds, id=id) if pred_probs is not None else None
+            if probs is not None and model != "auto":
+                note(f"note: --model {model} is not used: --pred-probs gives the probabilities")
             feature_notes: list[str] = []
             feats = read_features(_features_source(features, ds, id, feature_notes), ds, id=id,
                                   notes=feature_notes) if features is not None else None
@@ -271,6 +274,8 @@ _VERDICT_KEYS = {"poisoned": "poisoned", "inconclusive": "inconclusive",
 
 def _fail_verdicts(values: list[str] | None) -> set[str]:
     """The ``--fail-on`` keywords, each checked (repeatable and comma-separated forms)."""
+    if any(not value.strip(" ,") for value in values or []):  # `--fail-on "$UNSET"` would gate on nothing
+        raise InvalidParameterError("--fail-on needs a verdict: poisoned, inconclusive or inconsistent")
     chosen = {v.strip().lower() for value in values or [] for v in value.split(",") if v.strip()}
     unknown = sorted(chosen - set(_VERDICT_KEYS.values()))
     if unknown:

@@ -47,7 +47,8 @@ TableOpt = Annotated[str | None, typer.Option("--table", help="Table to read whe
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="logreg, linsvm, rf, hgb, knn or mlp.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.",
+                                      min=0, max=2**32 - 1)]
 def _jobs(value: int) -> int:
     if value == 0:  # joblib's convention: -1 all cores, -2 all but one; 0 means nothing
         raise typer.BadParameter("0 workers cannot run anything: give 1 or more, or -1 for all cores")
@@ -115,8 +116,12 @@ def note_dropped_columns(ds, *, leaks: bool = True) -> None:
         for text in leak_notes(ds.encoding):
             note(f"warning: {text}")
     for col, n in dropped_text_columns(ds):
-        note(f"note: column '{col}' ({n} distinct strings) is not used as a feature; if it is free text, "
-             f"add --text {col}")
+        if n == ds.n_samples and ds.id_name != col:  # one value per row: an identifier, most likely
+            note(f"note: column '{col}' ({n} distinct strings, one per row) is not used as a feature; if it "
+                 f"identifies the rows, give --id {col}; if it is free text, add --text {col}")
+        else:
+            note(f"note: column '{col}' ({n} distinct strings) is not used as a feature; if it is free text, "
+                 f"add --text {col}")
     dropped = dropped_columns_text(ds)
     if dropped:
         note(f"note: {dropped}")

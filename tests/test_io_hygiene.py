@@ -383,3 +383,19 @@ def test_certify_test_file_whose_label_is_not_utf8_is_refused(cli, cancer, tmp_p
     _one_line_error(res, f"{test}: label column '{LABEL}' is not UTF-8 text (flipguard reads CSV as UTF-8 "
                          "text): save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
     assert not (tmp_path / "radii.csv").exists()
+
+
+def test_read_features_expands_vector_columns_in_the_python_api_too(tmp_path):
+    """The library's read_features takes the usual embedding format, as the CLI does."""
+    from flipguard.data import load
+    from flipguard.detection._io import read_features
+
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(40, 3))
+    ds = load(pa.table({"rid": np.arange(40), "x": rng.normal(size=40), "y": np.repeat(["a", "b"], 20)}),
+              label="y", id="rid")
+    path = tmp_path / "emb.parquet"
+    pq.write_table(pa.table({"rid": np.arange(40)[::-1],
+                             "embedding": pa.array(E[::-1].tolist(), pa.list_(pa.float32()))}), path)
+    F = read_features(path, ds, id="rid")
+    np.testing.assert_allclose(F, E.astype(np.float32), rtol=0, atol=0)  # aligned by id, one column per dim

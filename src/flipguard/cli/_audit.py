@@ -176,8 +176,7 @@ def audit_cmd(
             if probs is not None and model != "auto":
                 note(f"note: --model {model} is not used: --pred-probs gives the probabilities")
             feature_notes: list[str] = []
-            feats = read_features(_features_source(features, ds, id, feature_notes), ds, id=id,
-                                  notes=feature_notes) if features is not None else None
+            feats = read_features(features, ds, id=id, notes=feature_notes) if features is not None else None
             if feats is not None and trusted is not None:
                 raise InvalidParameterError("--trusted cannot be combined with --features (the trusted "
                                             "rows would need the same embeddings)")
@@ -227,20 +226,6 @@ def audit_cmd(
         if output_format == "table":
             err_console.print(why)
         raise typer.Exit(1)
-
-
-def _features_source(path, ds, id, notes: list):  # noqa: A002
-    """``--features FILE`` as read_features takes it: embeddings stored as one list per row
-    (``img_id, embedding: list<float>``, the usual format) expanded to one column per dimension,
-    exactly as an embedding column in DATA is."""
-    from ..data import read_table
-    from ..data._load import expand_vector_columns
-    from ..data._read import ReadTable
-
-    tbl, fmt, where = read_table(path)
-    expanded, imputed = expand_vector_columns(tbl, where, skip=(id, ds.label_name))
-    notes.extend(imputed)
-    return ReadTable(expanded, fmt, where)
 
 
 def _gate(audit, status: str, fail_above: float | None, fail_verdicts) -> str | None:

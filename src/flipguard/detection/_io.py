@@ -258,8 +258,11 @@ def read_features(source, dataset, *, id: str | None = None, notes: list | None 
     """Read features computed elsewhere (``--features FILE``: embeddings from an image or text
     model, say) to judge the labels by instead of the data's own columns.
 
-    Every numeric column but the id (and the label, if present) is a feature;
-    rows are matched to the data by ``id`` when given, otherwise by position.
+    Every numeric column but the id (and the label, if present) is a feature,
+    and a column of numeric vectors (list or fixed-size list per row, as
+    embeddings are stored) is one feature per dimension, as in the data
+    (:func:`flipguard.data._load.expand_vector_columns`); rows are matched to
+    the data by ``id`` when given, otherwise by position.
     Unique integers in a column named like an identifier (pandas' unnamed
     index, ``idx``, ...) are row numbers, not embedding dimensions: left out,
     and named in ``notes`` (a list to append to) when given.
@@ -268,7 +271,12 @@ def read_features(source, dataset, *, id: str | None = None, notes: list | None 
     -------
     ndarray of shape (n_samples, n_features), float64
     """
+    from ..data._load import expand_vector_columns
+
     tbl, _, where = read_table(source)
+    tbl, imputed = expand_vector_columns(tbl, where, skip=(id, dataset.label_name))
+    if notes is not None:
+        notes.extend(imputed)
     cols = [c for c in tbl.column_names if c not in (id, dataset.label_name)]
     if not cols:
         raise DataError(f"{where}: no feature columns (only the id/label columns)")

@@ -399,3 +399,26 @@ def test_read_features_expands_vector_columns_in_the_python_api_too(tmp_path):
                              "embedding": pa.array(E[::-1].tolist(), pa.list_(pa.float32()))}), path)
     F = read_features(path, ds, id="rid")
     np.testing.assert_allclose(F, E.astype(np.float32), rtol=0, atol=0)  # aligned by id, one column per dim
+
+
+def test_zero_padded_csv_ids_come_back_as_written(cli, tmp_path, breast_cancer_frame):
+    """'00040' is read as text and every output names it so (type inference made it 40, which
+    does not join back to the file); ids that are plain integers stay integers."""
+    from flipguard.data import load
+
+    padded = breast_cancer_frame.set_column(0, "patient_id", pa.array([f"{i:05d}" for i in range(569)]))
+    path = _csv(tmp_path / "padded.csv", padded)
+    assert pacsv.read_csv(path).column("patient_id").type == pa.int64()  # what inference would give
+    ds = load(path, label=LABEL, id="patient_id")
+    assert ds.ids[:3].tolist() == ["00000", "00001", "00002"]
+    res = cli("audit", path, "--label", LABEL, "--id", "patient_id", "--format", "json")
+    assert res.exit_code == 0, res.stderr
+    assert [r["id"] for r in json.loads(res.stdout)["rows"][:2]] == ["00000", "00001"]
+    res = cli("clean", path, "--label", LABEL, "--id", "patient_id", "--mode", "relabel",
+              "--out", tmp_path / "c.csv", "--log", tmp_path / "log.csv", "--no-guard")
+    assert res.exit_code == 0, res.stderr
+    logged = pacsv.read_csv(tmp_path / "log.csv", convert_options=pacsv.ConvertOptions(
+        column_types={"id": pa.string()})).column("id").to_pylist()
+    assert logged and all(len(i) == 5 for i in logged)
+    plain = load(_csv(tmp_path / "plain.csv", breast_cancer_frame), label=LABEL, id="patient_id")
+    assert plain.ids.dtype.kind == "i" and plain.ids[0] == 1000

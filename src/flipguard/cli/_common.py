@@ -105,6 +105,18 @@ def flush_notes(print_them: bool = True) -> None:
     _NOTES.clear()
 
 
+def _token_like(ds, col: str) -> bool:
+    """No value of the column holds a space: row ids look so, free text does not."""
+    import pyarrow.compute as pc
+
+    if ds.table is None or col not in ds.table.column_names:
+        return False
+    values = ds.table.column(col)
+    if hasattr(values.type, "value_type"):  # dictionary-encoded
+        values = pc.cast(values, values.type.value_type)
+    return not pc.any(pc.match_substring_regex(values, r"\s")).as_py()
+
+
 def note_dropped_columns(ds, *, leaks: bool = True) -> None:
     """One ``note:`` line on stderr per string column the features left out, and (``leaks``) one per
     column left out or marked because it carries the observed label (an audit reports those among
@@ -116,7 +128,7 @@ def note_dropped_columns(ds, *, leaks: bool = True) -> None:
         for text in leak_notes(ds.encoding):
             note(f"warning: {text}")
     for col, n in dropped_text_columns(ds):
-        if n == ds.n_samples and ds.id_name != col:  # one value per row: an identifier, most likely
+        if n == ds.n_samples and ds.id_name != col and _token_like(ds, col):  # one word per row: an id
             note(f"note: column '{col}' ({n} distinct strings, one per row) is not used as a feature; if it "
                  f"identifies the rows, give --id {col}; if it is free text, add --text {col}")
         else:

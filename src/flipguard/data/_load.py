@@ -108,7 +108,7 @@ def load(
     """
     if isinstance(source, tuple):
         return _from_arrays(*source) if len(source) == 2 else _bad_tuple()
-    tbl, fmt, where = read_table(source, table=table, query=query)
+    tbl, fmt, where = read_table(source, table=table, query=query, id_column=id)
     if label is None:
         raise DataError(f"{where}: name the label column (label=...)")
     return from_table(tbl, label=label, id=id, features=features, text=text, source=where,

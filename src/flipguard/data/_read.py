@@ -84,14 +84,19 @@ def check_unique(names: list[str], wanted: list[str], where: str) -> None:
 
 def read_table(source, *, table: str | None = None, query: str | None = None,
                columns: list[str] | None = None,
-               dictionary: list[str] | None = None) -> tuple[pa.Table, str, str]:
+               dictionary: list[str] | None = None,
+               id_column: str | None = None) -> tuple[pa.Table, str, str]:
     """Read ``source`` into an Arrow table.
 
     ``dictionary`` names columns to return dictionary-encoded: Parquet string
     columns via ``read_dictionary`` (no per-row strings are built, much faster
     for a label column with a few classes); CSV columns are read as
     dictionary-encoded *text*, exactly as written (no type inference, so a
-    hand-edited value cannot change how the other rows read).
+    hand-edited value cannot change how the other rows read).  A CSV's
+    ``id_column`` is read as text and kept as written unless every id is an
+    integer written plainly (:func:`csv_ids`: ``00040`` stays ``00040``, and
+    every file with ids reads them by this one rule); other formats keep their
+    stored types.
 
     Returns ``(table, format, description)`` where ``format`` is one of
     ``"csv"``, ``"parquet"``, ``"table"``, ``"dataframe"``, ``"postgresql"``.
@@ -100,12 +105,34 @@ def read_table(source, *, table: str | None = None, query: str | None = None,
     ``columns`` asked for, when given); CSV columns that are not UTF-8 text come back as
     ``binary`` (:func:`flipguard.data.load` refuses them as labels or ids).
     """
-    tbl, fmt, where = _read_any(source, table=table, query=query, columns=columns, dictionary=dictionary)
+    as_text = [id_column] if id_column is not None else None
+    try:
+        tbl, fmt, where = _read_any(source, table=table, query=query, columns=columns, dictionary=dictionary,
+                                    as_text=as_text)
+    except DataError as exc:
+        if not as_text or "invalid UTF8" not in str(exc):
+            raise
+        # ids that are not UTF-8: read as inferred (bytes), so the loader names the column and the fix
+        tbl, fmt, where = _read_any(source, table=table, query=query, columns=columns, dictionary=dictionary)
     check_unique(tbl.column_names, columns or tbl.column_names, where)
+    if fmt == "csv" and id_column in tbl.column_names:
+        tbl = tbl.set_column(tbl.column_names.index(id_column), id_column, csv_ids(tbl.column(id_column)))
     return tbl, fmt, where
 
 
-def _read_any(source, *, table, query, columns, dictionary) -> tuple[pa.Table, str, str]:
+def csv_ids(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A CSV id column read as text: integers when every id is one written plainly (``40``,
+    ``-3``), else the text as written, so ``00040`` comes back as ``00040`` in every output and
+    joins back to the file (type inference made it 40)."""
+    import pyarrow.compute as pc
+
+    if len(col) and pa.types.is_string(col.type) and not col.null_count \
+            and pc.all(pc.match_substring_regex(col, r"^-?(0|[1-9][0-9]{0,17})$")).as_py():
+        return pc.cast(col, pa.int64())  # at most 18 digits: always within int64
+    return col
+
+
+def _read_any(source, *, table, query, columns, dictionary, as_text=None) -> tuple[pa.Table, str, str]:
     if isinstance(source, ReadTable):
         return _select(source.table, columns, source.where), source.format, source.where
     if isinstance(source, pa.Table):
@@ -126,14 +153,14 @@ def _read_any(source, *, table, query, columns, dictionary) -> tuple[pa.Table, s
     if _is_url(source):
         try:
             with _open_url(source) as fh:
-                return _read_stream(fh, fmt, source, columns, dictionary), fmt, source
+                return _read_stream(fh, fmt, source, columns, dictionary, as_text), fmt, source
         except FileNotFoundError:
             raise DataError(f"{source}: no such file") from None
     if not os.path.exists(source):
         raise DataError(f"{source}: no such file")
     if os.path.isdir(source) and fmt != "parquet":
         raise DataError(f"{source}: is a directory, not a CSV or Parquet file")
-    return _read_stream(source, fmt, source, columns, dictionary), fmt, source
+    return _read_stream(source, fmt, source, columns, dictionary, as_text), fmt, source
 
 
 def _select(tbl: pa.Table, columns: list[str] | None, where: str) -> pa.Table:
@@ -155,7 +182,7 @@ def _redact(dsn: str, table: str | None) -> str:
 
 
 def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
-                 dictionary: list[str] | None = None) -> pa.Table:
+                 dictionary: list[str] | None = None, as_text: list[str] | None = None) -> pa.Table:
     try:
         if fmt == "parquet":
             if isinstance(src, str) and os.path.isdir(src):
@@ -169,7 +196,8 @@ def _read_stream(src, fmt: str, name: str, columns: list[str] | None,
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=pacsv.ConvertOptions(
                 strings_can_be_null=True, include_columns=columns,
-                column_types={c: pa.dictionary(pa.int32(), pa.string()) for c in dictionary or []}),
+                column_types={**{c: pa.string() for c in as_text or []},
+                              **{c: pa.dictionary(pa.int32(), pa.string()) for c in dictionary or []}}),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

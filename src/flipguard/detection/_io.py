@@ -29,7 +29,7 @@ def load_audit_data(source, *, label: str, id: str | None = None,
     texts = [text] if isinstance(text, str) else list(text or [])
     if sparse is None:
         sparse = bool(texts)
-    tbl, fmt, where = read_table(source, table=table)
+    tbl, fmt, where = read_table(source, table=table, id_column=id)
     if reference_label is not None and reference_label not in tbl.column_names:
         raise DataError(f"{where}: reference-label column '{reference_label}' not found "
                         f"(columns: {', '.join(tbl.column_names[:12])})")
@@ -224,7 +224,7 @@ def read_pred_probs(source, dataset, *, id: str | None = None) -> np.ndarray:
         the data, values outside [0, 1], NaN, or rows that do not sum to 1
         (within 0.01).
     """
-    tbl, _, where = read_table(source)
+    tbl, _, where = read_table(source, id_column=id)
     names = tbl.column_names
     by_key = {_key(c): i for i, c in enumerate(dataset.classes.tolist())}
     cols: dict[int, str] = {}
@@ -273,7 +273,7 @@ def read_features(source, dataset, *, id: str | None = None, notes: list | None 
     """
     from ..data._load import expand_vector_columns
 
-    tbl, _, where = read_table(source)
+    tbl, _, where = read_table(source, id_column=id)
     tbl, imputed = expand_vector_columns(tbl, where, skip=(id, dataset.label_name))
     if notes is not None:
         notes.extend(imputed)

@@ -203,18 +203,9 @@ def verify_cmd(
 def render_verify(report, *, limit: int = 50) -> None:
     """Print a VerifyReport: a verdict line, findings, then one table per kind of difference."""
     m = report.manifest
-    sig = report.signature
-    if not sig.valid:
-        say(f"[bold red]SIGNATURE INVALID[/]: {sig.reason}")
-        say(f"  manifest signed by key {sig.signed_by}; public key given: {sig.checked_with}")
-        return
     where = f"manifest {m['path']}" if m.get("path") else "the manifest"
-    if report.changes is None and report.findings:
-        say(f"[bold red]REFUSED[/]: {where} cannot vouch for {report.source}")
-        for f in report.findings:
-            say(f"  - {f}")
-        for n in report.notes:
-            say(f"  note: {n}")
+    if _refused(report.signature, where, report.source, report.findings, report.notes,
+                compared=report.changes is not None):
         return
     if report.ok:
         say(f"[bold green]OK[/]: all {m['rows']} sealed labels of {report.source} match "
@@ -234,6 +225,23 @@ def render_verify(report, *, limit: int = 50) -> None:
         if c["row"]:
             _table(f"Sealed column '{name}' changed", ["row", "id", "sealed", "current"],
                    zip(c["row"], c["id"], c["before"], c["after"]), len(c["row"]), limit)
+
+
+def _refused(sig, where: str, source: str, findings, notes, *, compared: bool) -> bool:
+    """The verdicts that end a verify report before any row: a signature that does not check out,
+    or (nothing ``compared``) a seal that cannot vouch for this data (another dataset's, say)."""
+    if not sig.valid:
+        say(f"[bold red]SIGNATURE INVALID[/]: {sig.reason}")
+        say(f"  manifest signed by key {sig.signed_by}; public key given: {sig.checked_with}")
+        return True
+    if compared or not findings:
+        return False
+    say(f"[bold red]REFUSED[/]: {where} cannot vouch for {source}")
+    for f in findings:
+        say(f"  - {f}")
+    for n in notes:
+        say(f"  note: {n}")
+    return True
 
 
 def render_changes(ch, before: str, after: str, *, limit: int = 50) -> None:
@@ -340,16 +348,9 @@ def _engine_text(info: dict) -> str:
 
 def render_lake_verify(rep, *, limit: int = 50) -> None:
     """Print a LakeVerifyReport: verdict, findings, partitions, then one table per kind of difference."""
-    m, p, sig = rep.manifest, rep.partitions, rep.signature
+    m, p = rep.manifest, rep.partitions
     where = f"manifest {m['path']}"
-    if not sig.valid:
-        say(f"[bold red]SIGNATURE INVALID[/]: {sig.reason}")
-        say(f"  manifest signed by key {sig.signed_by}; public key given: {sig.checked_with}")
-        return
-    if not p and rep.findings:  # a seal of another dataset: nothing was compared
-        say(f"[bold red]REFUSED[/]: {where} cannot vouch for {rep.source}")
-        for f in rep.findings:
-            say(f"  - {f}")
+    if _refused(rep.signature, where, rep.source, rep.findings, (), compared=bool(p)):
         return
     if rep.ok:
         say(f"[bold green]INTACT[/]: {rep.source} matches its seal ('{m['name']}' version {m['version']}, "

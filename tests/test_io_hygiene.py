@@ -422,3 +422,18 @@ def test_zero_padded_csv_ids_come_back_as_written(cli, tmp_path, breast_cancer_f
     assert logged and all(len(i) == 5 for i in logged)
     plain = load(_csv(tmp_path / "plain.csv", breast_cancer_frame), label=LABEL, id="patient_id")
     assert plain.ids.dtype.kind == "i" and plain.ids[0] == 1000
+
+
+def test_an_embedding_dimension_without_any_value_is_zero_and_warns_nothing():
+    """nanmedian over an all-NaN dimension printed numpy's 'All-NaN slice encountered'."""
+    import warnings
+
+    from flipguard.data._load import _encode_vectors
+
+    nan = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        block, names, how = _encode_vectors(pa.array([[1.0, nan], [2.0, nan], [4.0, nan]],
+                                                     pa.list_(pa.float64())), "e")
+    assert names == ["e[0]", "e[1]"] and block[:, 1].tolist() == [0.0, 0.0, 0.0]
+    assert block[:, 0].tolist() == [1.0, 2.0, 4.0] and "3 missing or infinite values imputed" in how

@@ -416,8 +416,10 @@ def _encode_vectors(arr: pa.Array, name: str):
     how = f"vector ({d} dimensions)"
     if bad.any():
         values[bad] = np.nan
-        medians = np.nanmedian(values, axis=0)
-        medians[np.isnan(medians)] = 0.0
+        empty = bad.all(axis=0)  # a dimension with no value at all: 0 (nanmedian would warn)
+        medians = np.zeros(values.shape[1])
+        if not empty.all():
+            medians[~empty] = np.nanmedian(values[:, ~empty], axis=0)
         values[bad] = np.broadcast_to(medians, values.shape)[bad]
         how = f"vector ({d} dimensions; {int(bad.sum())} missing or infinite values imputed with medians)"
     return values, [f"{name}[{j}]" for j in range(d)], how

@@ -437,3 +437,15 @@ def test_an_embedding_dimension_without_any_value_is_zero_and_warns_nothing():
                                                      pa.list_(pa.float64())), "e")
     assert names == ["e[0]", "e[1]"] and block[:, 1].tolist() == [0.0, 0.0, 0.0]
     assert block[:, 0].tolist() == [1.0, 2.0, 4.0] and "3 missing or infinite values imputed" in how
+
+
+def test_a_folder_without_numeric_columns_names_what_it_holds(cli, tmp_path):
+    """The error pointed to --features, which a folder audit refuses."""
+    root = tmp_path / "lake"
+    root.mkdir()
+    for i in range(2):
+        pq.write_table(pa.table({"rid": list(range(i * 50, i * 50 + 50)), "txt": ["a b"] * 50,
+                                 "y": ["p", "q"] * 25}), root / f"p{i}.parquet")
+    res = cli("audit", root, "--label", "y", "--id", "rid")
+    assert (res.exit_code, res.stderr) == (2, f"Error: {root}: no numeric feature column (partitioned audits "
+                                              "use numeric columns; the partitions hold: txt)\n")

@@ -125,7 +125,8 @@ def _features_matrix(tbl: pa.Table, features: list[str], where: str) -> np.ndarr
         c = tbl.column(f)
         if not (pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type)):
             raise DataError(f"{where}: feature column '{f}' is {c.type}, not numeric (partitioned audits use "
-                            "numeric features; choose them with --features)")
+                            "numeric columns: store it as numbers, or pick columns with "
+                            "audit_partitioned(features=[...]))")
         cols.append(c.to_numpy().astype(np.float64, copy=False))
     X = np.column_stack(cols) if cols else np.zeros((tbl.num_rows, 0))
     if np.isnan(X).any():
@@ -572,9 +573,11 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
             if named_ids:  # a row identifier is never evidence about a label (docs/detection.md)
                 numeric = [n for n in numeric if n not in named_ids]
                 warnings_.append(f"integer column(s) named like row identifiers not used as features: "
-                                 f"{', '.join(named_ids)} (pass --id, or choose features with --features)")
+                                 f"{', '.join(named_ids)} (pass --id, or pick columns with "
+                                 "audit_partitioned(features=[...]))")
             if not numeric:
-                raise DataError(f"{ds.root}: no numeric feature column (choose them with --features)")
+                raise DataError(f"{ds.root}: no numeric feature column (partitioned audits use numeric "
+                                f"columns; the partitions hold: {', '.join(other[:8]) or 'only the label and id'})")
             shared["features"] = numeric
         totals: dict = {}
         for s in scans:

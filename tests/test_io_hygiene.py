@@ -449,3 +449,11 @@ def test_a_folder_without_numeric_columns_names_what_it_holds(cli, tmp_path):
     res = cli("audit", root, "--label", "y", "--id", "rid")
     assert (res.exit_code, res.stderr) == (2, f"Error: {root}: no numeric feature column (partitioned audits "
                                               "use numeric columns; the partitions hold: txt)\n")
+
+
+@pytest.mark.parametrize("fmt, name", [("csv", "rows.parquet"), ("json", "rows.csv"), ("csv", "rows.json")])
+def test_an_out_extension_that_names_another_format_is_refused(cli, cancer, tmp_path, fmt, name):
+    """--format csv --out rows.parquet wrote CSV into a .parquet file."""
+    res = cli("audit", cancer, "--label", LABEL, "--format", fmt, "--out", tmp_path / name)
+    assert res.exit_code == 2 and res.stderr.startswith(f"Error: --format {fmt} writes {fmt.upper()}, but --out ")
+    assert not (tmp_path / name).exists()

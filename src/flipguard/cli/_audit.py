@@ -151,6 +151,12 @@ def audit_cmd(
                                     "prefix of files); a single file is audited on all its rows")
 
     check_outputs([data, trusted, pred_probs, features, rules], ("--out", out), ("--report", report))
+    claims = {".parquet": "parquet", ".pq": "parquet", ".parq": "parquet", ".csv": "csv", ".tsv": "csv",
+              ".json": "json", ".jsonl": "json"}.get(out.suffix.lower()) if out is not None else None
+    if claims and output_format in ("json", "csv") and claims != output_format:
+        raise InvalidParameterError(f"--format {output_format} writes {output_format.upper()}, but --out {out} "
+                                    f"names a {claims} file: change the extension, or use --format table "
+                                    "to write the per-row table as CSV or Parquet")
     if out is not None and output_format == "table":
         from ._common import output_format as format_of
 

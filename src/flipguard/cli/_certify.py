@@ -46,7 +46,8 @@ def certify_cmd(
                                             help="Number of partitions (one model each); radii are at most k/2.")] = 50,
     model: ModelOpt = "logreg",
     test: Annotated[str | None, typer.Option(
-        "--test", help="Rows to certify (same columns as DATA). Default: a stratified, seeded 20% of DATA.")] = None,
+        "--test", help="Rows to certify (same columns as DATA). Default: 20% of DATA, chosen by a seeded hash "
+                 "of each row's id (never by label).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write per-row radii: row, id, label, prediction, radius (CSV or Parquet).")] = None,
     seed: SeedOpt = 0,
@@ -113,22 +114,28 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
     from ..data import from_table, read_table
     from ..data._load import encode_labels, refuse_bytes
 
-    ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
+    # What the partitions train on must not depend on the labels, or flipping a few of them could
+    # change the features (a label-sorted row-number column dropped, then kept) and with them
+    # every vote: the certificate would not hold.  Same for the held-out rows below.
+    ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep, label_blind=True)
     if test is None:
-        from sklearn.model_selection import train_test_split
+        from ..mitigation._hashing import hash_ids
 
-        rows = np.arange(ds.n_samples)
-        try:
-            tr, te = train_test_split(rows, test_size=HOLDOUT, stratify=ds.y, random_state=seed)
-        except ValueError as exc:
-            raise DataError(f"{ds.source}: cannot hold out a stratified {HOLDOUT:.0%} test set "
-                            f"({exc}); give --test FILE") from None
-        tr, te = np.sort(tr), np.sort(te)
+        # A keyed hash of each row's id (its position without --id), another key than the
+        # partitions': the rows held out do not depend on the labels (a stratified split moved 85
+        # of 114 test rows when one training label flipped).
+        te_mask = hash_ids(ds.ids, f"flipguard-holdout-{seed}") % np.uint64(1_000_000) \
+            < np.uint64(HOLDOUT * 1_000_000)
+        tr, te = np.flatnonzero(~te_mask), np.flatnonzero(te_mask)
+        if len(tr) < 2 or len(te) < 1:
+            raise DataError(f"{ds.source}: {ds.n_samples} rows are too few to hold out a {HOLDOUT:.0%} test "
+                            "set; give --test FILE")
         labels = ds.labels()
         return {"X_train": ds.X[tr], "y_train": labels[tr], "ids_train": ds.ids[tr],
                 "X_test": ds.X[te], "y_test": labels[te], "ids_test": ds.ids[te], "rows_test": te,
                 "n_train": len(tr), "source": ds.source, "dropped": dropped_columns_text(ds),
-                "test_source": f"stratified {HOLDOUT:.0%} holdout of {ds.source} (seed {seed})"}
+                "test_source": f"{HOLDOUT:.0%} of {ds.source} held out by a hash of each row's id "
+                               f"(seed {seed}; not by label)"}
     # Encode training and test rows together so one-hot columns line up.
     test_tbl, test_fmt, where = read_table(test)
     names = ds.table.column_names
@@ -139,7 +146,7 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
         if col is not None and col in test_tbl.column_names:
             refuse_bytes(test_tbl.column(col), role, col, where, test_fmt)
     if label in test_tbl.column_names:  # its own row numbers in an error, not the joined table's
-        encode_labels(test_tbl.column(label), source=where, label=label)
+        encode_labels(test_tbl.column(label), source=where, label=label, min_classes=1)
     try:
         both = pa.concat_tables([ds.table, test_tbl.select(names)], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:

@@ -39,6 +39,7 @@ def load(
     text_max_features: int = 300,
     sparse: bool = False,
     keep: Sequence[str] = (),
+    label_blind: bool = False,
 ) -> LabeledDataset:
     """Load labelled data from a file, URL, table, data frame or arrays.
 
@@ -85,6 +86,10 @@ def load(
     keep : sequence of str, default=()
         Columns used as features even when they look like a row identifier or
         follow a label-sorted row order (see ``features``).
+    label_blind : bool, default=False
+        Choose the features without looking at the labels: a column that
+        follows a label-sorted row order is marked, not dropped (what
+        ``flipguard certify`` trains on must not change when labels flip).
 
     Returns
     -------
@@ -113,7 +118,8 @@ def load(
         raise DataError(f"{where}: name the label column (label=...)")
     return from_table(tbl, label=label, id=id, features=features, text=text, source=where,
                       format=fmt, max_categories=max_categories,
-                      text_max_features=text_max_features, sparse=sparse, keep=keep)
+                      text_max_features=text_max_features, sparse=sparse, keep=keep,
+                      label_blind=label_blind)
 
 
 def _bad_tuple():
@@ -124,12 +130,15 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
                source: str = "<arrow table>", format: str = "table",
                max_categories: int = MAX_CATEGORIES, text_max_features: int = 300,
                sparse: bool = False, require_features: bool = True, keep=(),
-               exclude=()) -> LabeledDataset:
+               exclude=(), label_blind: bool = False) -> LabeledDataset:
     """Build a :class:`LabeledDataset` from an Arrow table (see :func:`load`).
 
     ``require_features=False`` accepts a table with no usable feature column
     (``X`` then has no columns: features come from elsewhere, e.g. embeddings).
     ``exclude`` names columns that are never features (a reference label).
+    ``label_blind=True`` chooses the features without looking at the labels: a column
+    that determines the observed labels is marked but kept (a certificate against label
+    flips must train on columns that flipped labels cannot change).
     """
     names = tbl.column_names
     texts = _text_columns(text)
@@ -167,7 +176,7 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
         block, cols, how = _encode_column(tbl.column(col), col, max_categories, format)
         if features is None and block is not None:
             block, how = _guard_column(tbl.column(col), col, block, how, y[rows], len(classes), rows,
-                                       keep=col in keep)
+                                       keep=col in keep, label_blind=label_blind)
         encoding[col] = how
         if block is not None:
             blocks.append(block)
@@ -203,7 +212,7 @@ def from_table(tbl: pa.Table, *, label: str, id: str | None = None, features=Non
 
 
 def _guard_column(col: pa.ChunkedArray, name: str, block: np.ndarray, how: str, y_rows: np.ndarray,
-                  n_classes: int, rows: np.ndarray, *, keep: bool = False):
+                  n_classes: int, rows: np.ndarray, *, keep: bool = False, label_blind: bool = False):
     """``(block, how)``; ``(None, "dropped: ...")`` for a column that would let a model read the
     observed labels off the row order, unless ``keep``; ``how`` marked when the column determines
     the observed label and stays (:mod:`flipguard.data._leaks`)."""
@@ -214,7 +223,7 @@ def _guard_column(col: pa.ChunkedArray, name: str, block: np.ndarray, how: str, 
     key = sample[:, 0] if block.shape[1] == 1 else np.argmax(sample, axis=1) + sample.any(axis=1)
     if not determines_label(key, y_rows, n_classes):
         return block, how
-    if not keep and block.shape[1] == 1 and follows_row_order(key, n_classes):
+    if not keep and not label_blind and block.shape[1] == 1 and follows_row_order(key, n_classes):
         return None, ("dropped: rises with the row order and determines the observed label "
                       "(a row number or load time of a label-sorted file)")
     return block, f"{how}{DETERMINES}"
@@ -271,8 +280,9 @@ def _text_columns(text) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def encode_labels(col: pa.ChunkedArray, *, source: str = "<data>", label: str = "label"):
-    """Label column -> ``(classes, codes)``; rejects missing labels and single-class data."""
+def encode_labels(col: pa.ChunkedArray, *, source: str = "<data>", label: str = "label", min_classes: int = 2):
+    """Label column -> ``(classes, codes)``; rejects missing labels and (with the default
+    ``min_classes``) single-class data: rows to certify may all have one class."""
     if isinstance(col, pa.ChunkedArray) and pa.types.is_dictionary(col.type):
         col = pc.cast(col, col.type.value_type)
     missing = pc.is_null(col, nan_is_null=True) if pa.types.is_floating(col.type) else pc.is_null(col)
@@ -303,7 +313,7 @@ def encode_labels(col: pa.ChunkedArray, *, source: str = "<data>", label: str = 
         classes, y = np.unique(values, return_inverse=True)
         y = y.astype(np.int64)
         _reject_continuous(classes, len(y), source, label)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(f"{source}: label column '{label}' has a single class "
                         f"({getattr(classes[0], 'item', lambda: classes[0])()!r}); at least two are needed")
     return classes, y

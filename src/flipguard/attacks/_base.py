@@ -201,12 +201,18 @@ class BaseFlipper(BaseEstimator):
             raise InvalidParameterError(f"{type(self).__name__}: give rate or n_flips")
         if isinstance(spec, dict):
             per = np.zeros(n_classes, dtype=np.int64)
+            named: dict[int, object] = {}
             for label, amount in spec.items():
                 idx = np.flatnonzero(self.classes_ == np.asarray(label, dtype=self.classes_.dtype))
                 if len(idx) == 0:
                     raise InvalidParameterError(f"{type(self).__name__}: budget names class {label!r}, "
                                                 f"which is not in y (classes: {', '.join(map(str, self.classes_))})")
-                c = idx[0]
+                c = int(idx[0])
+                if c in named:  # e.g. {"0": 0.5, 0: 0.2}: two keys for one class
+                    raise InvalidParameterError(f"{type(self).__name__}: the budget names class "
+                                                f"{_py(self.classes_[c])!r} twice ({named[c]!r} and {label!r}); "
+                                                "give each class one amount")
+                named[c] = label
                 per[c] = int(amount) if self.n_flips is not None else int(round(float(amount) * counts[c]))
                 if per[c] > counts[c]:
                     raise InvalidParameterError(f"{type(self).__name__}: cannot flip {per[c]} rows of class "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from .._io import atomic_write_text
+from .._io import atomic_group, atomic_write_text
 from .._names import ASSESS_MITIGATIONS
 from ..exceptions import InvalidParameterError
 from ._app import app
@@ -24,10 +24,12 @@ from ._common import (
     RayAddressOpt,
     TableOpt,
     TextOpt,
+    check_output_folder,
     console,
     err_console,
     fmt,
     load_data,
+    note,
     parse_floats,
     print_json,
     signed,
@@ -87,6 +89,7 @@ def assess_cmd(
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"--out {out} is a file; assess writes a folder (report.html and "
                                     "assessment.json): give a folder name")
+    check_output_folder(out, "--out", output_files(report))
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     result = assess(
         ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
@@ -96,6 +99,8 @@ def assess_cmd(
         n_jobs=n_jobs, verbose=False if json_out else None, engine=engine, ray_address=ray_address,
     )
     written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")
+    for text in zero_flip_warnings(result):
+        note(f"warning: {text}")
     if json_out:
         print_json({**result.to_dict(), "outputs": written})
         return
@@ -104,7 +109,45 @@ def assess_cmd(
         console.print(f"wrote {path}")
 
 
+def output_files(report: bool) -> tuple[str, ...]:
+    """The files :func:`write_outputs` writes in its folder."""
+    return ("assessment.json", "report.html") if report else ("assessment.json",)
+
+
+def zero_flip_warnings(result: Assessment) -> list[str]:
+    """One line per (strategy, rate) whose attack flipped no row in some seed's run: that run
+    measured the clean model twice, which a sweep over tiny rates may want but a typo does not."""
+    runs: dict[tuple, dict[int, int]] = {}
+    for r in result.runs:
+        if r.strategy != "none":
+            runs.setdefault((r.strategy, r.rate), {})[r.seed] = r.n_flipped
+    out = []
+    for (strategy, rate), by_seed in runs.items():
+        zero = sum(n == 0 for n in by_seed.values())
+        if zero:
+            out.append(f"--rates {rate:g} flipped 0 rows with {strategy} in {zero} of {len(by_seed)} seed(s) "
+                       "(the rate rounds to 0 flips of the rows it applies to): those runs measure no attack")
+    return out
+
+
 def write_outputs(result: Assessment, out: Path, *, report: bool, title: str) -> dict[str, str]:
+    """Write assessment.json (and report.html) in ``out``: both files or, on an error, neither
+    (nor the folder, when this call created it)."""
+    created = not out.exists()
+    try:
+        with atomic_group():
+            return _write_outputs(result, out, report=report, title=title)
+    except BaseException:
+        if created:
+            import contextlib
+            import shutil
+
+            with contextlib.suppress(OSError):
+                shutil.rmtree(out)
+        raise
+
+
+def _write_outputs(result: Assessment, out: Path, *, report: bool, title: str) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": str(out / "assessment.json")}
     atomic_write_text(out / "assessment.json", result.to_json())
@@ -154,10 +197,11 @@ def render_summary(result: Assessment) -> None:
     for r in rows:
         gap = r["illusion_gap"]["mean"]
         style = "bold red" if gap >= 0.05 else None
-        rate = f"{r['rate']:.0%}" if r["rate"] else "-"
+        rate = f"{r['rate'] * 100:.4g}%" if r["rate"] else "-"  # 0.001 is "0.1%", not "0%"
         attack = [r["strategy"], rate] if wide else [r["strategy"] + ("" if rate == "-" else f" {rate}")]
         cells = [*attack, r["model"], f"{r['flip_rate']['mean']:.1%}",
-                 _pm(r["poisoned_validation_accuracy"], wide), _pm(r["poisoned_holdout_accuracy"], wide),
+                 _pm(r["poisoned_validation_accuracy"], wide, r["n_seeds"]),
+                 _pm(r["poisoned_holdout_accuracy"], wide, r["n_seeds"]),
                  signed(r["accuracy_drop"]["mean"]), f"[{style}]{signed(gap)}[/]" if style else signed(gap)]
         more = []
         if with_detection:
@@ -188,5 +232,8 @@ def render_summary(result: Assessment) -> None:
                       f"validation flatters the model). Means over seeds. {result.seconds:.1f} s.[/]")
 
 
-def _pm(stat: dict, wide: bool = True) -> str:
-    return fmt(stat["mean"]) + (f" ±{fmt(stat['std'])}" if stat["std"] and wide else "")
+def _pm(stat: dict, wide: bool = True, n_seeds: int = 1) -> str:
+    """Mean, and with several seeds its spread (also when it is 0: "0.972 ± 0.000", as in the report).
+    A single seed shows the value alone; the compact table shows means only."""
+    mean, std = fmt(stat["mean"]), fmt(stat.get("std"))  # "-" when missing or not finite
+    return f"{mean} ± {std}" if wide and n_seeds > 1 and "-" not in (mean, std) else mean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from .._names import ATTACK_NAMES
-from ..exceptions import InvalidParameterError
+from ..exceptions import FlipguardError, InvalidParameterError
 from ._app import app
 from ._common import (
     DataArg,
@@ -22,10 +23,12 @@ from ._common import (
     TextOpt,
     arrow_values,
     check_csv_output,
+    check_output_file,
     check_outputs,
     class_value,
     console,
     load_data,
+    note,
     output_format,
     print_json,
 )
@@ -44,7 +47,8 @@ def attack_cmd(
     rate: Annotated[str | None, typer.Option(
         "--rate", "-r", help="Fraction of rows to flip (0.2), or per class (malignant=0.3,benign=0.1).")] = None,
     n_flips: Annotated[int | None, typer.Option("--n-flips", "-n", help="Exact number of rows to flip.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Poisoned copy (CSV or Parquet; default: the input's format).",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Poisoned copy: .csv, .tsv (tab-separated), .csv.gz, "
+                                      ".csv.bz2 (compressed) or .parquet; default: the input's format.",
                                       show_default=False)] = ...,
     flips: Annotated[Path | None, typer.Option("--flips", help="Also write the flipped rows: row, id, original, new.")] = None,
     seed: SeedOpt = 0,
@@ -77,6 +81,7 @@ def attack_cmd(
     import numpy as np
     import pyarrow as pa
 
+    from .._io import atomic_group
     from ..attacks import make_flipper
     from ..data import write_table
     from ..data._rewrite import rewrite_csv
@@ -89,6 +94,8 @@ def attack_cmd(
     out_fmt = output_format(out, "csv")
     if flips is not None:
         output_format(flips, "csv", "--flips")
+    check_output_file(out, "--out")
+    check_output_file(flips, "--flips")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
     if ds.format != "csv":  # a CSV input is copied as its own bytes (rewrite_csv)
         check_csv_output(ds.table, out, "--out", output_format(out, ds.format))
@@ -97,26 +104,35 @@ def attack_cmd(
              "n_clusters": n_clusters, "kind": kind, "pairs": _parse_pairs(pairs, ds) if pairs is not None else None}
     params = {_STRATEGY_OPTIONS[opt]: value for opt, value in given.items() if value is not None}
     budget = {"n_flips": n_flips} if n_flips is not None else {"rate": _parse_rate(rate, ds)}
-    flipper = make_flipper(strategy, random_state=seed, **budget, **params)
-    _, y_labels = flipper.fit_resample(ds.X, ds.labels())
+    _check_strategy_fits(strategy, budget, ds)
+    try:
+        flipper = make_flipper(strategy, random_state=seed, **budget, **params)
+        _, y_labels = flipper.fit_resample(ds.X, ds.labels())
+    except FlipguardError as exc:
+        raise type(exc)(in_cli_words(str(exc), strategy, "--n-flips" if n_flips is not None else "--rate")) \
+            from None
     codes = ds.encode_labels(np.asarray(y_labels, dtype=ds.classes.dtype))
+    rows = flipper.flipped_indices_
+    warnings = _zero_flip_warnings(rate, budget.get("rate"), rows, strategy, ds)
 
     out_fmt = output_format(out, ds.format)
-    if not (ds.format == "csv" and out_fmt == "csv"
-            and rewrite_csv(data, out, label=ds.label_name, codes_before=ds.y, codes_after=codes)):
-        write_table(ds.to_table(codes), out, out_fmt)
-    rows = flipper.flipped_indices_
-    if flips is not None:
-        write_table(pa.table({
-            "row": rows, "id": arrow_values(ds.ids[rows]),
-            "original": arrow_values(ds.classes[ds.y[rows]]), "new": arrow_values(ds.classes[codes[rows]]),
-        }), flips, output_format(flips, "csv", "--flips"))
+    with atomic_group():  # both files, or neither
+        if not (ds.format == "csv" and out_fmt == "csv"
+                and rewrite_csv(data, out, label=ds.label_name, codes_before=ds.y, codes_after=codes)):
+            write_table(ds.to_table(codes), out, out_fmt)
+        if flips is not None:
+            write_table(pa.table({
+                "row": rows, "id": arrow_values(ds.ids[rows]),
+                "original": arrow_values(ds.classes[ds.y[rows]]), "new": arrow_values(ds.classes[codes[rows]]),
+            }), flips, output_format(flips, "csv", "--flips"))
+    for text in warnings:
+        note(f"warning: {text}")
 
     transitions = _transitions(ds, ds.y[rows], codes[rows])
     result = {"input": ds.source, "output": str(out), "format": out_fmt, "strategy": strategy,
               "n_rows": ds.n_samples, "n_flipped": int(len(rows)),
               "flip_rate": len(rows) / ds.n_samples, "seed": seed,
-              "transitions": transitions, "flips_file": str(flips) if flips else None}
+              "transitions": transitions, "flips_file": str(flips) if flips else None, "warnings": warnings}
     if json_out:
         print_json(result)
         return
@@ -148,6 +164,8 @@ def _parse_rate(text: str, ds):
         if cls is None:
             raise InvalidParameterError(f"--rate names class {name!r}, which is not in column "
                                         f"'{ds.label_name}' (classes: {', '.join(map(str, ds.classes))})")
+        if cls in spec:
+            raise InvalidParameterError(f"--rate gives class {name!r} twice; give each class one rate")
         try:
             spec[cls] = float(value)
         except ValueError:
@@ -156,6 +174,72 @@ def _parse_rate(text: str, ds):
             raise InvalidParameterError(f"--rate: {part.strip()!r} must give a fraction in (0, 1] of class "
                                         f"{name!r}")
     return spec
+
+
+def _check_strategy_fits(strategy: str, budget: dict, ds) -> None:
+    """Refuse, in the command's words and before any work, what a strategy cannot do with this data."""
+    if strategy == "alfa" and ds.n_classes != 2:  # assess says it the same way
+        raise InvalidParameterError(
+            f"ALFA attacks binary classifiers, but {ds.source} has {ds.n_classes} classes "
+            f"({', '.join(map(str, ds.classes[:6]))}{', ...' if ds.n_classes > 6 else ''}); use another "
+            "strategy or keep two classes")
+    if strategy == "targeted" and isinstance(budget.get("rate"), dict):
+        raise InvalidParameterError("--strategy targeted flips rows of one class (--source): give --rate as one "
+                                    "fraction of that class, not class=rate pairs")
+
+
+#: A flipper class's name opening a library message ("RandomFlip: ...").
+_CLASS_PREFIX = re.compile(r"^[A-Z]\w*Flip: ")
+#: A Python keyword argument in a message (kind='pair').
+_KWARG = re.compile(r"\b(\w+)=(['\"]?)([\w.-]*)\2")
+#: A numpy scalar's repr (np.int64(2), np.str_('a')).
+_NP_SCALAR = re.compile(r"\bnp\.\w+\(([^()]*)\)")
+#: A budget too large for the data ("cannot flip 570 of 569 eligible rows").
+_CANNOT_FLIP = re.compile(r"cannot flip (\d+) .*$")
+
+
+def in_cli_words(message: str, strategy: str, budget_flag: str) -> str:
+    """A flipper's message for a CLI user: ``--strategy NAME:`` for the class name opening it,
+    flags for keyword arguments (``kind='pair'`` -> ``--kind pair``, from the attack entry of the
+    CLI's word table), ``budget_flag`` for "the budget" (and after a budget too large for the
+    data), plain values for numpy reprs.  The error boundary then applies
+    :func:`flipguard.cli._words.in_user_words` as for every command."""
+    from ._words import FLAGS
+
+    flags = {**FLAGS["*"], **FLAGS["attack"]}
+    message = _CLASS_PREFIX.sub(f"--strategy {strategy}: ", message)
+    message = _KWARG.sub(lambda m: f"{flags[m.group(1)]} {m.group(3)}" if m.group(1) in flags else m.group(0),
+                         message)
+    message = message.replace("the budget", budget_flag)
+    if budget_flag not in message:
+        message = _CANNOT_FLIP.sub(lambda m: f"{m.group(0)} ({budget_flag} {m.group(1)})", message)
+    return _NP_SCALAR.sub(r"\1", message)
+
+
+def _zero_flip_warnings(text: str | None, rate, rows, strategy: str, ds) -> list[str]:
+    """What to say when a --rate flipped nothing (in all, or of a class it names): the output is then
+    the input, which a sweep may want but a typo (0.0001 for 0.01) does not."""
+    import numpy as np
+
+    if rate is None:
+        return []
+    if not isinstance(rate, dict):
+        if len(rows):
+            return []
+        if round(rate * ds.n_samples) == 0:
+            return [f"--rate {text} rounds to 0 flips on this data ({ds.n_samples} rows): nothing was flipped "
+                    "and the output is a copy of the input"]
+        return [f"--strategy {strategy} at --rate {text} flipped no rows: the output is a copy of the input"]
+    away = np.bincount(ds.y[rows], minlength=ds.n_classes)
+    counts = np.bincount(ds.y, minlength=ds.n_classes)
+    out = []
+    for cls, value in rate.items():
+        code = int(np.flatnonzero(ds.classes == cls)[0])
+        if away[code] == 0:
+            why = "rounds to 0 flips" if round(value * counts[code]) == 0 else "flipped none"
+            out.append(f"--rate {cls}={value:g} {why} of class '{cls}' ({counts[code]} rows): none of its "
+                       "labels was flipped")
+    return out
 
 
 def _parse_pairs(text: str, ds) -> dict:

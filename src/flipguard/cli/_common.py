@@ -251,6 +251,54 @@ def check_parent_folder(path, opt: str) -> None:
         raise InvalidParameterError(f"{opt} {path}: folder {parent} is not writable")
 
 
+def check_output_file(path, opt: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, a name under a
+    file, or a folder where no file can be created (tried with a probe file, removed at once; a
+    missing folder is created when the output is written, so its nearest existing parent is tried)."""
+    if path is None:
+        return
+    if os.path.isdir(path):
+        raise InvalidParameterError(f"{opt} {path} is a folder; give a file name")
+    _check_can_create_in(Path(path).absolute().parent, opt, path)
+
+
+def check_output_folder(folder, opt: str, files: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output folder (created if missing) that cannot hold ``files``:
+    the folder is a file, one of ``files`` in it is a folder, or no file can be created there."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InvalidParameterError(f"{opt} {folder} is a file; give a folder name")
+    for name in files:
+        if (folder / name).is_dir():
+            raise InvalidParameterError(f"{opt} {folder}: {folder / name} is a folder, where the file {name} "
+                                        "goes; remove or rename it, or give another --out")
+    _check_can_create_in(folder.absolute(), opt, folder)
+
+
+def _check_can_create_in(folder: Path, opt: str, shown) -> None:
+    import tempfile
+
+    existing = folder
+    while not _exists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidParameterError(f"{opt} {shown}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".flipguard-probe.", dir=existing)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise InvalidParameterError(f"{opt} {shown}: cannot create files in {existing} ({why})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except OSError:
+        return False
+
+
 def class_value(text: str | None, ds):
     """The class of ``ds`` that ``text`` names as a user types it (``str`` of the class; for a
     boolean label also ``true``/``false`` in any case, as a CSV writes them), or ``None``."""
@@ -267,13 +315,15 @@ def class_value(text: str | None, ds):
 
 def output_format(path, default: str, opt: str = "--out") -> str:
     """``"csv"`` or ``"parquet"`` from an output name; ``default`` (the input's format) when it has no
-    extension.  Any other extension (``.xlsx``, ``.json``) is refused: flipguard writes CSV or Parquet."""
-    from ..data._read import detect_format
+    extension.  Any other extension (``.xlsx``, ``.json``) is refused: flipguard writes CSV or Parquet.
+    A CSV name's dialect (``.tsv``: tabs; ``.csv.gz``, ``.csv.bz2``: compressed) is the writer's
+    (:func:`flipguard.data._read.csv_dialect`), so every name accepted here reads back as written."""
+    from ..data._read import _CSV_SUFFIXES, _PARQUET_SUFFIXES, detect_format
 
     name = str(path).lower()
-    if name.endswith((".parquet", ".pq", ".parq")):
+    if name.endswith(_PARQUET_SUFFIXES):
         return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+    if name.endswith(_CSV_SUFFIXES):
         return "csv"
     suffix = os.path.splitext(os.path.basename(name))[1]
     if suffix:

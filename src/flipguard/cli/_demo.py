@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..exceptions import InvalidParameterError
 from ._app import app
-from ._assess import render_summary, write_outputs
-from ._common import JobsOpt, JsonOpt, console, print_json
+from ._assess import output_files, render_summary, write_outputs
+from ._common import JobsOpt, JsonOpt, check_output_folder, console, print_json
 
 DEMO_STRATEGIES = ("random", "targeted", "cluster", "alfa")
 DEMO_RATES = (0.1, 0.2, 0.3)
@@ -41,6 +42,10 @@ def demo_cmd(
     from ..assess import assess
     from ..data import make_sentiment_reviews
 
+    if out.exists() and not out.is_dir():  # said before a minute of work, as assess says it
+        raise InvalidParameterError(f"--out {out} is a file; demo writes a folder (report.html and "
+                                    "assessment.json): give a folder name")
+    check_output_folder(out, "--out", output_files(True))
     ds = make_sentiment_reviews(n_samples, random_state=0)
     result = assess(ds, strategies=DEMO_STRATEGIES, rates=DEMO_RATES, seeds=seeds, models=DEMO_MODELS,
                     views=[(s, 0.2, m) for s in DEMO_STRATEGIES for m in DEMO_MODELS],

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from .._io import atomic_path
 from ..exceptions import DataError
 
-__all__ = ["ReadTable", "check_unique", "detect_format", "read_table", "replace_label_column", "write_table"]
+__all__ = ["ReadTable", "check_unique", "csv_dialect", "detect_format", "read_table", "replace_label_column",
+           "write_table"]
 
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv", ".txt")
@@ -237,31 +238,47 @@ def read_parquet_file(src, columns: list[str] | None = None, dictionary: list[st
     return pf.read(columns=found).select(found), names
 
 
+def csv_dialect(path) -> tuple[str, str | None]:
+    """``(delimiter, compression)`` a CSV file's name implies, exactly as :func:`read_table` reads
+    it: a tab for ``.tsv``, else a comma; ``"gzip"`` for ``.gz``, ``"bz2"`` for ``.bz2``, else ``None``."""
+    lower = os.fspath(path).lower()
+    compression = "gzip" if lower.endswith(".gz") else "bz2" if lower.endswith(".bz2") else None
+    return ("\t" if lower.endswith(".tsv") else ","), compression
+
+
 def write_table(tbl: pa.Table, target, fmt: str | None = None) -> str:
     """Write ``tbl`` to ``target`` (path or URL) as CSV or Parquet, atomically for local files.
 
-    ``fmt`` defaults to the one the target's name implies.  Returns the format used.  A column
-    CSV cannot hold (a list, struct or map; bytes that are not UTF-8) is refused before anything
-    is written (:class:`DataError`).
+    ``fmt`` defaults to the one the target's name implies.  A CSV target's name also sets its
+    dialect (:func:`csv_dialect`): ``.tsv`` is tab-separated, ``.gz`` and ``.bz2`` are
+    compressed, so the file is what its name says and :func:`read_table` reads it back.
+    Returns the format used.  A column CSV cannot hold (a list, struct or map; bytes that are
+    not UTF-8) is refused before anything is written (:class:`DataError`).
     """
     target = os.fspath(target)
     fmt = fmt if fmt in ("csv", "parquet") else detect_format(target)
     if fmt == "csv":
         check_csv_writable(tbl, target)
+    delimiter, compression = csv_dialect(target) if fmt == "csv" else (",", None)
     if _is_url(target):
         with _open_url(target, "wb") as fh:
-            _write(tbl, fh, fmt)
+            _write(tbl, pa.PythonFile(fh, mode="w"), fmt, delimiter, compression)
         return fmt
     with atomic_path(target) as tmp:
-        _write(tbl, str(tmp), fmt)
+        _write(tbl, str(tmp), fmt, delimiter, compression)
     return fmt
 
 
-def _write(tbl: pa.Table, dst, fmt: str) -> None:
+def _write(tbl: pa.Table, dst, fmt: str, delimiter: str = ",", compression: str | None = None) -> None:
     if fmt == "parquet":
         pq.write_table(tbl, dst)
         return
-    pacsv.write_csv(tbl, dst, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    options = pacsv.WriteOptions(quoting_style="needed", delimiter=delimiter)
+    if compression is None:
+        pacsv.write_csv(tbl, dst, write_options=options)
+        return
+    with pa.CompressedOutputStream(dst, compression) as stream:
+        pacsv.write_csv(tbl, stream, write_options=options)
 
 
 def csv_unwritable(tbl: pa.Table) -> list[tuple[str, str]]:

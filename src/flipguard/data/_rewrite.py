@@ -9,17 +9,23 @@ so every other byte -- quoting, number formatting, line endings -- is the
 input's own.  A new label is written exactly as that label is written
 elsewhere in the same file.
 
-Only plain local CSV files whose rows are one line each qualify; callers fall
-back to a normal write otherwise (``rewrite_csv`` returns False).
+Only local CSV files (``.csv``, ``.tsv``, ``.txt``; gzip or bz2 compressed as
+``.gz``/``.bz2``) whose rows are one line each qualify, and only when the
+output's name implies the same delimiter (a ``.tsv`` to a ``.tsv``).  The output
+is compressed as its own name says, whatever the input's compression.  Callers
+fall back to a normal write otherwise (``rewrite_csv`` returns False).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import os
 
 import numpy as np
 
 from .._io import atomic_path
+from ._read import csv_dialect
 
 __all__ = ["rewrite_csv"]
 
@@ -49,17 +55,26 @@ def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: 
     -------
     bool
         False (and nothing written) when the file does not qualify: not a local
-        plain CSV, a quoted field spanning lines, a header without ``label``,
-        or a row count different from ``len(codes_before)``.
+        CSV or TSV file, an output whose name implies another delimiter, a quoted
+        field spanning lines, a header without ``label``, or a row count different
+        from ``len(codes_before)``.
     """
-    src = os.fspath(src)
-    lower = src.lower()
-    if "://" in src or not lower.endswith(".csv") or not os.path.isfile(src) \
+    src, dst = os.fspath(src), os.fspath(dst)
+    base = src.lower().removesuffix(".gz").removesuffix(".bz2")
+    if "://" in src or "://" in dst or not base.endswith((".csv", ".tsv", ".txt")) or not os.path.isfile(src) \
             or os.path.getsize(src) > _MAX_BYTES:
         return False
-    with open(src, "rb") as fh:
-        raw = fh.read()
-    if raw.startswith(b"\xef\xbb\xbf"):
+    delimiter, compression = csv_dialect(src)
+    out_delimiter, out_compression = csv_dialect(dst)
+    if delimiter != out_delimiter:
+        return False
+    sep = delimiter.encode()
+    try:
+        with _open(src, compression) as fh:
+            raw = fh.read(_MAX_BYTES + 1)
+    except (OSError, EOFError):  # not really compressed: the reader would have failed too
+        return False
+    if len(raw) > _MAX_BYTES or raw.startswith(b"\xef\xbb\xbf"):
         return False
     lines = raw.split(b"\n")
     trailing = lines[-1] == b""
@@ -67,7 +82,7 @@ def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: 
         lines.pop()
     if not lines:
         return False
-    header_fields = _fields(lines[0])
+    header_fields = _fields(lines[0], sep)
     if header_fields is None:
         return False
     names = [_unquote(lines[0][a:b]).decode("utf-8", "replace") for a, b in header_fields]
@@ -88,13 +103,13 @@ def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: 
             first = np.flatnonzero(codes_before == code)
             if not len(first):
                 return False
-            span = _field(lines[data_idx[first[0]]], col)
+            span = _field(lines[data_idx[first[0]]], col, sep)
             if span is None:
                 return False
             spellings[code] = lines[data_idx[first[0]]][span[0]:span[1]]
         for r in changed:
             i = data_idx[r]
-            span = _field(lines[i], col)
+            span = _field(lines[i], col, sep)
             if span is None:
                 return False
             lines[i] = lines[i][:span[0]] + spellings[int(codes_after[r])] + lines[i][span[1]:]
@@ -102,17 +117,41 @@ def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: 
     if add_column is not None:
         name, values = add_column
         cells = [_cell(v) for v in np.asarray(values)]
-        lines[0] = _append(lines[0], name.encode())
+        lines[0] = _append(lines[0], name.encode(), sep)
         for r, i in enumerate(data_idx):
-            lines[i] = _append(lines[i], cells[r])
+            lines[i] = _append(lines[i], cells[r], sep)
     if keep is not None:
         drop = set(data_idx[~np.asarray(keep, dtype=bool)].tolist())
         lines = [ln for i, ln in enumerate(lines) if i not in drop]
     out = b"\n".join(lines) + (b"\n" if trailing else b"")
     with atomic_path(dst) as tmp:
-        with open(tmp, "wb") as fh:
+        with _open(tmp, out_compression, "wb") as fh:
             fh.write(out)
     return True
+
+
+def _open(path, compression: str | None, mode: str = "rb"):
+    if compression == "gzip" and mode == "wb":
+        # No file name (it would be the temporary one) and no time stamp in the header: the same
+        # input gives the same bytes, as pyarrow's gzip writer does.
+        return _GzipWriter(path)
+    if compression == "gzip":
+        return gzip.open(path, mode)
+    if compression == "bz2":
+        return bz2.open(path, mode)
+    return open(path, mode)
+
+
+class _GzipWriter(gzip.GzipFile):
+    def __init__(self, path):
+        self._raw = open(path, "wb")  # noqa: SIM115 - closed in close()
+        super().__init__(filename="", mode="wb", fileobj=self._raw, mtime=0)
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def _nonempty(lines: list[bytes]) -> np.ndarray:
@@ -121,10 +160,10 @@ def _nonempty(lines: list[bytes]) -> np.ndarray:
     return idx[idx > 0]
 
 
-def _append(line: bytes, cell: bytes) -> bytes:
+def _append(line: bytes, cell: bytes, sep: bytes = b",") -> bytes:
     if line.endswith(b"\r"):
-        return line[:-1] + b"," + cell + b"\r"
-    return line + b"," + cell
+        return line[:-1] + sep + cell + b"\r"
+    return line + sep + cell
 
 
 def _cell(v) -> bytes:
@@ -140,8 +179,8 @@ def _unquote(b: bytes) -> bytes:
     return b
 
 
-def _fields(line: bytes) -> list[tuple[int, int]] | None:
-    """Byte spans of the comma-separated fields of one CSV line (quotes respected); None if malformed."""
+def _fields(line: bytes, sep: bytes = b",") -> list[tuple[int, int]] | None:
+    """Byte spans of the ``sep``-separated fields of one CSV line (quotes respected); None if malformed."""
     spans, start, i, n = [], 0, 0, len(line)
     end = n - 1 if line.endswith(b"\r") else n
     in_quotes = False
@@ -155,7 +194,7 @@ def _fields(line: bytes) -> list[tuple[int, int]] | None:
                 in_quotes = False
         elif c == b'"':
             in_quotes = True
-        elif c == b",":
+        elif c == sep:
             spans.append((start, i))
             start = i + 1
         i += 1
@@ -165,8 +204,8 @@ def _fields(line: bytes) -> list[tuple[int, int]] | None:
     return spans
 
 
-def _field(line: bytes, col: int) -> tuple[int, int] | None:
-    spans = _fields(line)
+def _field(line: bytes, col: int, sep: bytes = b",") -> tuple[int, int] | None:
+    spans = _fields(line, sep)
     if spans is None or col >= len(spans):
         return None
     return spans[col]

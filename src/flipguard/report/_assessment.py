@@ -32,11 +32,23 @@ __all__ = ["assessment_sections", "write_assessment_report"]
 
 
 # -- formatting ---------------------------------------------------------------
-def _num(x: float, digits: int = 3) -> str:
+#: What a cell or a sentence shows where there is no value (never "nan" or "None").
+MISSING = "\u2013"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and bool(np.isfinite(x))
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    if not _finite(x):
+        return MISSING
     return f"{round(x, digits) + 0.0:.{digits}f}"  # + 0.0: never "-0.000"
 
 
-def _signed(x: float, digits: int = 3) -> str:
+def _signed(x: float | None, digits: int = 3) -> str:
+    if not _finite(x):
+        return MISSING
     return f"{round(x, digits) + 0.0:+.{digits}f}"
 
 
@@ -51,10 +63,32 @@ def gap_noise(row: Mapping, n_validation: int, n_holdout: int) -> float:
     return float(2.0 * max(binom, spread) / np.sqrt(seeds))
 
 
+def _share(row: Mapping) -> float | None:
+    """Mean share of the poisoned rows (training and validation splits) the attack flipped."""
+    share = row.get("flip_rate", {}).get("mean")
+    return float(share) if _finite(share) else None
+
+
+def _flipped_any(row: Mapping) -> bool:
+    """False for a setting whose attack changed no label in any seed (its numbers are the baseline's)."""
+    share = _share(row)
+    return share is None or share > 0
+
+
+def _share_text(row: Mapping) -> str:
+    """The share of rows actually flipped, e.g. '7.5% of rows flipped' or 'flipped no row'."""
+    share = _share(row)
+    if share is None:
+        return ""
+    if share == 0:
+        return "flipped no row"
+    return f"{share:.1%} of rows flipped"
+
+
 def _flipped_text(row: Mapping) -> str:
     """The attack's budget and the share of training rows it actually flipped."""
-    share = row.get("flip_rate", {}).get("mean")
-    if share is None or abs(share - row["rate"]) < 0.005:
+    share = _share(row)
+    if share is None or round(share, 3) == round(row["rate"], 3):  # the same when printed
         return f"{pct(row['rate'])} of the training labels flipped"
     return (f"rate {pct(row['rate'])}, which flipped {share:.1%} of the training labels"
             + (" (the rate applies to the source class)" if row["strategy"] == "targeted" else ""))
@@ -62,7 +96,10 @@ def _flipped_text(row: Mapping) -> str:
 
 def _stat(s: Mapping[str, float], n_seeds: int, signed: bool = False) -> str:
     f = _signed if signed else _num
-    return f(s["mean"]) if n_seeds <= 1 else f"{f(s['mean'])} \u00b1 {_num(s['std'])}"
+    mean, std = s.get("mean"), s.get("std")
+    if n_seeds <= 1 or not _finite(mean) or not _finite(std):
+        return f(mean)
+    return f"{f(mean)} \u00b1 {_num(std)}"
 
 
 def _plural(n: int, word: str) -> str:
@@ -76,13 +113,22 @@ def _listing(items: Sequence[Any], limit: int = 12) -> str:
     return ", ".join(items)
 
 
+def _key(x: float | None) -> float:
+    """A sort key that puts a missing value last."""
+    return float(x) if _finite(x) else float("-inf")
+
+
 def _is_attack(row: Mapping[str, Any]) -> bool:
     return row["strategy"] != "none" and row["rate"] > 0
 
 
-def _label(row: Mapping[str, Any], with_model: bool) -> str:
+def _label(row: Mapping[str, Any], with_model: bool, note: str = "") -> str:
+    """A setting as the requested rate and the share it flipped: 'targeted at 20% (7.5% of rows flipped)'."""
     s = f"{row['strategy']} at {pct(row['rate'])}"
-    return f"{s} ({row['model']})" if with_model else s
+    extra = [t for t in (_share_text(row) if _is_attack(row) else "", note) if t]
+    if with_model:  # 'random at 30% (knn), 30.0% of rows flipped'
+        return ", ".join([f"{s} ({row['model']})", *extra])
+    return f"{s} ({'; '.join(extra)})" if extra else s
 
 
 # -- what the assessment holds -----------------------------------------------
@@ -104,6 +150,13 @@ class _Facts:
         self.colors = strategy_colors(self.strategies)
         self.classes = [str(c) for c in assessment.dataset.get("classes", [])]
         self.attacked = [r for r in self.summary if _is_attack(r)]
+        #: Attack settings that changed at least one label; the others are no attack's effect.
+        self.effective = [r for r in self.attacked if _flipped_any(r)]
+        self.idle = [r for r in self.attacked if not _flipped_any(r)]
+
+    def row(self, strategy: str, rate: float, model: str) -> Mapping[str, Any] | None:
+        return next((r for r in self.summary if (r["strategy"], r["rate"], r["model"]) == (strategy, rate, model)),
+                    None)
 
     def class_names(self, report: Mapping[str, Any], k: int) -> list[str]:
         if len(self.classes) == k:
@@ -126,9 +179,10 @@ def _headline(f: _Facts) -> Section:
     finding, alarm = "", False
 
     base = [r for r in f.summary if not _is_attack(r)]
-    if f.attacked:
-        worst_gap = max(f.attacked, key=lambda r: r["illusion_gap"]["mean"])
-        worst_drop = max(f.attacked, key=lambda r: r["accuracy_drop"]["mean"])
+    if f.effective:
+        # Settings that flipped no label are left out: their numbers are the baseline's, no attack's.
+        worst_gap = max(f.effective, key=lambda r: _key(r["illusion_gap"]["mean"]))
+        worst_drop = max(f.effective, key=lambda r: _key(r["accuracy_drop"]["mean"]))
         g = worst_gap["illusion_gap"]["mean"]
         seeds = worst_gap["n_seeds"]
         over = f" (mean of {seeds} seeds)" if seeds > 1 else ""
@@ -138,7 +192,8 @@ def _headline(f: _Facts) -> Section:
         within = abs(g) <= noise
         if g > 0 and within:
             finding = (f"No attack clearly made the poisoned validation split look better than the truth: "
-                       f"the largest illusion gap, {_signed(g)} ({_label(worst_gap, multi_model)}){over}, "
+                       f"the largest illusion gap, {_signed(g)} for "
+                       f"{_label(worst_gap, multi_model, over.strip(' ()'))}, "
                        f"is within noise (±{_num(noise)}: two standard errors for splits of this size "
                        f"and {seeds} seed(s)).")
         elif g > 0:
@@ -149,7 +204,8 @@ def _headline(f: _Facts) -> Section:
                        f"an illusion of {_signed(g)}{over}.")
         else:
             finding = (f"No attack made the poisoned validation split look better than the truth: the "
-                       f"largest illusion gap is {_signed(g)} ({_label(worst_gap, multi_model)}){over}.")
+                       f"largest illusion gap is {_signed(g)} for "
+                       f"{_label(worst_gap, multi_model, over.strip(' ()'))}.")
         d = worst_drop["accuracy_drop"]["mean"]
         paragraphs.append(
             f"Most damaging setting: {_label(worst_drop, multi_model)}, where clean-holdout accuracy went "
@@ -162,8 +218,16 @@ def _headline(f: _Facts) -> Section:
         stats.append(("Largest accuracy drop", _num(d),
                       f"{_label(worst_drop, multi_model)}: {_num(worst_drop['clean_holdout_accuracy']['mean'])} "
                       f"\u2192 {_num(worst_drop['poisoned_holdout_accuracy']['mean'])}", "pos" if d > 0 else ""))
+    elif f.attacked:
+        finding = ("No attack setting flipped a label, so there is no attack effect to report: "
+                   f"{_listing([_label(r, multi_model) for r in f.idle])}.")
     else:
         finding = "Only the clean baseline was run (no attack), so there is no illusion gap to report."
+    if f.idle and f.effective:
+        idle = [_label(r, multi_model).replace(" (flipped no row)", "").replace(", flipped no row", "")
+                for r in f.idle]
+        paragraphs.append(f"{'These settings' if len(idle) > 1 else 'This setting'} flipped no row and "
+                          f"{'are' if len(idle) > 1 else 'is'} left out of the comparisons: {_listing(idle)}.")
     if base:
         b = base[0]
         stats.append(("Clean-model holdout accuracy", _num(b["clean_holdout_accuracy"]["mean"]),
@@ -189,7 +253,8 @@ def _headline(f: _Facts) -> Section:
         ("Features", f"{ds['n_features']:,}" if "n_features" in ds else ""),
         ("Classes", f"{n_classes}: {_listing(f.classes)}" if n_classes else ""),
         ("Strategies", _listing(attacks) + baseline_note if attacks else "none (no-attack baseline only)"),
-        ("Flip rates", _listing([pct(r) for r in f.rates if r > 0])),
+        ("Flip rates", _listing([pct(r) for r in f.rates if r > 0])
+         + (" requested (the share of rows each setting flipped is in Numbers)" if f.attacked else "")),
         ("Seeds", _listing(f.seeds)),
         ("Models", _listing(f.models)),
         ("Splits", f"train {first.n_train:,}, poisoned validation {first.n_validation:,}, "
@@ -219,22 +284,38 @@ def _boundary_section(f: _Facts) -> Section:
                  "in the plane of the first two principal components"
                  if any("pca" in str(n).lower() for n in v.axis_names) else "in the plane of the two features")
         n_rows = v.n_rows or len(v.y_true)
+        n_flipped = v.n_flipped if v.n_flipped is not None else n_flip
         drawn = min(len(v.y_true), BOUNDARY_POINTS + n_flip)
-        if n_rows > drawn:
-            sample = (f"a sample of {drawn:,} of the {n_rows:,} training rows is drawn "
-                      f"({n_flip:,} of them flipped, of {v.n_flipped or n_flip:,} flipped in all)")
+        if n_flipped == 0:
+            sample = (f"the attack flipped none of the {n_rows:,} training rows, so both models were trained "
+                      "on the same labels")
+        elif n_rows > drawn:
+            sample = (f"a sample of {drawn:,} of the {n_rows:,} training rows is drawn ({n_flip:,} of them "
+                      f"flipped, of {n_flipped:,} flipped in all)")
         else:
-            sample = f"{n_flip:,} of the {n_rows:,} training rows are flipped"
+            sample = f"{n_flipped:,} of the {n_rows:,} training rows are flipped"
+        row = f.row(v.strategy, v.rate, v.model)
+        setting = _label(row, False) if row is not None else f"{v.strategy} at {pct(v.rate)}"
         images.append(figure_to_image(
             boundary_figure(v, max_points=BOUNDARY_POINTS),
             alt=f"Decision regions of the clean and the poisoned {v.model} model, {v.strategy} at {pct(v.rate)}",
-            caption=f"{v.title}: {sample}; shown {where}."))
+            caption=f"{setting} \u2014 {v.model}, first seed: {sample}; shown {where}."))
     return Section(
         "Decision boundaries",
         paragraphs=["Left: the model trained on the true labels. Right: the same model trained on the poisoned "
                     "labels. Shaded regions are the predicted classes; each point is a training row coloured by "
-                    "the label that model was trained on, and crosses mark the rows the attack flipped."],
+                    "the label that model was trained on, and crosses mark the rows the attack flipped. "
+                    "\u201cat 20%\u201d is the requested flip rate (a targeted attack applies it to one class); "
+                    "the share of rows flipped is the mean over seeds of the training and validation rows, "
+                    "the counts in the panel title and the caption are the training rows of the picture."],
         images=images, anchor="boundaries")
+
+
+def _idle_note(f: _Facts) -> str:
+    if not f.idle:
+        return ""
+    names = _listing(list(dict.fromkeys(f"{r['strategy']} at {pct(r['rate'])}" for r in f.idle)))
+    return f" Flipped no row, so not an attack's effect: {names}."
 
 
 def _curves_section(f: _Facts) -> Section:
@@ -243,23 +324,29 @@ def _curves_section(f: _Facts) -> Section:
         rows = [r for r in f.summary if r["model"] == m]
         images.append(figure_to_image(
             metric_curves_figure(rows, m, f.colors),
-            alt=f"Accuracy and F1 against flip rate for {m}",
+            alt=f"Accuracy and F1 against the share of rows flipped for {m}",
             caption=f"{m}: solid lines are measured on the clean holdout, dashed lines on the poisoned "
                     f"validation split; " + (f"bands are \u00b11 standard deviation over {len(f.seeds)} seeds."
-                                             if len(f.seeds) > 1 else "one seed, so no spread is shown.")))
+                                             if len(f.seeds) > 1 else "one seed, so no spread is shown.")
+                    + (" Points sit at the share of rows each setting actually flipped, so a setting that "
+                       "flipped no row sits at 0% with the baseline." if f.idle else "")))
     return Section(
         "Metrics against flip rate",
-        paragraphs=["How the poisoned model degrades as more labels are flipped. The distance between a dashed "
-                    "line and the solid line of the same colour is the illusion gap."],
+        paragraphs=["How the poisoned model degrades as more labels are flipped. The x axis is the share of "
+                    "rows each attack actually flipped (training and validation splits, mean over seeds), "
+                    "not the requested rate: a targeted attack applies its rate to one class, so it flips "
+                    "fewer rows than it asks for. The distance between a dashed line and the solid line of "
+                    "the same colour is the illusion gap."],
         images=images, anchor="metrics")
 
 
 def _gap_section(f: _Facts) -> Section:
     img = figure_to_image(
         illusion_gap_figure(f.summary, f.models, f.colors),
-        alt="Illusion gap per strategy and flip rate",
-        caption="Bars: mean illusion gap over seeds; whiskers: \u00b11 standard deviation"
-                + (" (one seed: no whiskers)." if len(f.seeds) == 1 else "."))
+        alt="Illusion gap per strategy and requested flip rate",
+        caption="Bars: mean illusion gap over seeds, grouped by the requested flip rate (the share of rows "
+                "each setting actually flipped is in Numbers); whiskers: \u00b11 standard deviation"
+                + (" (one seed: no whiskers)." if len(f.seeds) == 1 else ".") + _idle_note(f))
     return Section(
         "Illusion gap",
         paragraphs=["Illusion gap = accuracy on the poisoned validation split (what the victim sees) minus "
@@ -285,8 +372,11 @@ def _confusion_section(f: _Facts) -> Section | None:
         k = len(val["confusion_matrix"])
         names = f.class_names(hold, k)
         baseline = s == "none" or top == 0
-        what = "no attack (baseline)" if baseline else f"{s} at {pct(top)}"
-        trained = "the true labels" if baseline else "the poisoned labels"
+        row = f.row(s, top, model)
+        what = ("no attack (baseline)" if baseline else _label(row, False) if row is not None
+                else f"{s} at {pct(top)}")
+        trained = ("the true labels" if baseline or (row is not None and not _flipped_any(row))
+                   else "the poisoned labels")
         fig = confusion_figure(
             [val["confusion_matrix"], hold["confusion_matrix"]],
             [f"Poisoned validation (what the victim sees)\naccuracy {_num(val['accuracy'])}",
@@ -327,17 +417,24 @@ def _tables_section(f: _Facts) -> Section:
     for r in f.summary:
         n = r["n_seeds"]
         gap = _stat(r["illusion_gap"], n, signed=True)
-        gap_cell = Markup('<span class="pos">{}</span>').format(gap) \
-            if _is_attack(r) and r["illusion_gap"]["mean"] > 0 else gap
-        rows.append([r["strategy"], pct(r["rate"]), r["model"], n, f"{r['flip_rate']['mean'] * 100:.1f}%",
+        # A highlighted cell carries markup, which the table counts towards its wrap threshold:
+        # the outer span keeps the value and its spread on one line.
+        gap_cell = Markup('<span style="white-space: nowrap"><span class="pos">{}</span></span>').format(gap) \
+            if _is_attack(r) and _flipped_any(r) and _finite(r["illusion_gap"]["mean"]) \
+            and r["illusion_gap"]["mean"] > 0 else gap
+        share = _share(r)
+        rows.append([r["strategy"], pct(r["rate"]), r["model"], n,
+                     MISSING if share is None else f"{share:.1%}",
                      _stat(r["clean_holdout_accuracy"], n), _stat(r["poisoned_validation_accuracy"], n),
                      _stat(r["poisoned_holdout_accuracy"], n), _stat(r["poisoned_holdout_f1"], n),
                      _stat(r["accuracy_drop"], n, signed=True), gap_cell])
     spread = ("Mean \u00b1 standard deviation over seeds." if len(f.seeds) > 1
               else f"One seed ({f.seeds[0]}), so no spread.")
-    summary = Table(columns, rows, caption=f"{spread} Flipped: share of training labels actually changed. "
-                                           "Accuracy drop: clean model minus poisoned model on the clean "
-                                           "holdout.",
+    summary = Table(columns, rows, caption=f"{spread} Rate: the requested flip rate (a targeted attack "
+                                           "applies it to one class). Flipped: share of the rows the attack "
+                                           "reached (training and validation splits) whose label it actually "
+                                           "changed, mean over seeds. Accuracy drop: clean model minus "
+                                           "poisoned model on the clean holdout." + _idle_note(f),
                     align="lllrrrrrrrr")
     run_cols = ["Strategy", "Rate", "Seed", "Model", "Train", "Validation", "Holdout", "Flipped",
                 "Clean model holdout acc.", "Poisoned validation acc.", "Poisoned holdout acc.",
@@ -376,11 +473,12 @@ def _defence_section(f: _Facts) -> Section | None:
         heads = ["Precision", "Recall", "F1", "AUROC", "Avg. precision", "Precision @ true count"]
         tables.append(Table(
             ["Attack", *heads, "Estimated / true flip rate"],
-            [[_label(r, len(f.models) > 1), *(_num(r["detection"][m]["mean"]) for m in metrics),
-              f"{_num(r['detection']['estimated_flip_rate']['mean'])} / {_num(r['flip_rate']['mean'])}"]
+            [[_label(r, len(f.models) > 1), *(_num(r["detection"].get(m, {}).get("mean")) for m in metrics),
+              f"{_num(r['detection'].get('estimated_flip_rate', {}).get('mean'))} / {_num(_share(r))}"]
              for r in det_rows],
             caption="Label-flip detection on each attacked store, scored against the rows the attack "
-                    "really flipped (mean over seeds)."))
+                    "really flipped (mean over seeds). \u2013: no value (a ranking score needs at least "
+                    "one flipped and one clean row)."))
         paragraphs.append("Detection runs without ground truth, as on a real dataset; the true flips are "
                           "used only to score it.")
     if mit_rows:
@@ -409,8 +507,8 @@ def assessment_sections(assessment) -> list[Section]:
         Headline (dataset, what was run, the largest illusion gap in words);
         decision boundaries (one figure per boundary view, omitted when there
         are none); metrics against flip rate (one figure per model) and the
-        illusion gap (both omitted when only the baseline ran); confusion
-        matrices (each strategy at its highest rate, first model, first seed);
+        illusion gap (both omitted when no attack flipped a row); confusion
+        matrices (each model and strategy at its highest rate, summed over seeds);
         the numbers (summary table, every run and the configuration folded).
         Combine them with other sections and pass them to
         :func:`flipguard.report.write_report`.
@@ -426,7 +524,7 @@ def assessment_sections(assessment) -> list[Section]:
     sections = [_headline(f)]
     if assessment.views:
         sections.append(_boundary_section(f))
-    if f.attacked:
+    if f.effective:  # settings that flipped no row have no curve or gap of their own
         sections.append(_curves_section(f))
         sections.append(_gap_section(f))
     for extra in (_confusion_section(f), _defence_section(f)):

@@ -142,13 +142,19 @@ def boundary_figure(view, *, max_points: int = 4000) -> Figure:
     n_drawn = len(calm) + len(flipped)
     size = float(np.clip(4000.0 / max(n_drawn, 1), 5.0, 36.0))
 
-    fig = Figure(figsize=(10.5, 5.3), layout="constrained")
+    # The requested rate and the training rows actually flipped (a targeted attack's rate
+    # applies to one class, so "at 20%" may flip 7% of the rows).
+    n_rows = view.n_rows or len(y_true)
+    n_flipped = view.n_flipped if view.n_flipped is not None else int(flip.sum())
+    flipped_note = (f"no training row flipped (0 of {n_rows:,})" if n_flipped == 0 else
+                    f"{n_flipped:,} of {n_rows:,} training rows flipped")
+    fig = Figure(figsize=(10.5, 5.5), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     panels = [
         (axes[0], grids[0], y_true,
          f"Clean model (true labels)\nclean-holdout accuracy {view.clean_holdout_accuracy:.3f}"),
         (axes[1], grids[1], y_pois,
-         f"Poisoned model ({text(view.strategy, 24)}, {pct(view.rate)} flipped)\n"
+         f"Poisoned model ({text(view.strategy, 24)} at {pct(view.rate)})\n{flipped_note}\n"
          f"clean-holdout accuracy {view.poisoned_holdout_accuracy:.3f}"),
     ]
     for ax, grid, labels, title in panels:
@@ -199,23 +205,34 @@ def _series(rows, strategy, baseline):
     return pts
 
 
+def _flipped_share(row: Mapping) -> float:
+    """The share of rows a setting actually flipped (mean over seeds); the requested rate if unknown."""
+    share = row.get("flip_rate", {}).get("mean")
+    if share is None or not np.isfinite(share):
+        return float(row["rate"])
+    return float(share)
+
+
 def metric_curves_figure(rows: Sequence[Mapping], model: str,
                          colors: Mapping[str, tuple]) -> Figure:
-    """Accuracy and F1 of the poisoned model against the flip rate, one line per strategy.
+    """Accuracy and F1 of the poisoned model against the share of rows flipped, one line per strategy.
 
     ``rows`` are :meth:`flipguard.assess.Assessment.summary` rows of one
-    model.  Left: clean-holdout accuracy (solid) and poisoned-validation
-    accuracy (dashed), mean with a +-1 std band over seeds.  Right: macro F1
-    on the clean holdout.  The no-attack baseline, when present, is the
-    rate-0 point of every line.
+    model.  The x axis is the share of rows each setting actually flipped
+    (``flip_rate``, mean over seeds), not the requested rate: a targeted
+    attack at 30 % that flips 11 % of the rows sits at 11 %.  Left:
+    clean-holdout accuracy (solid) and poisoned-validation accuracy (dashed),
+    mean with a +-1 std band over seeds.  Right: macro F1 on the clean
+    holdout.  The no-attack baseline, when present, is the 0 % point of
+    every line.
     """
     baseline = next((r for r in rows if r["strategy"] == "none"), None)
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != "none"]
     fig = Figure(figsize=(10.5, 4.3), layout="constrained")
     ax_acc, ax_f1 = fig.subplots(1, 2)
     for s in strategies:
-        pts = _series(rows, s, baseline)
-        x = [p["rate"] for p in pts]
+        pts = sorted(_series(rows, s, baseline), key=lambda p: (_flipped_share(p), p["rate"]))
+        x = [_flipped_share(p) for p in pts]
         c = colors.get(s, INK)
         _band(ax_acc, x, [p["poisoned_holdout_accuracy"]["mean"] for p in pts],
               [p["poisoned_holdout_accuracy"]["std"] for p in pts], c, marker="o", markersize=4.5, lw=1.8)
@@ -232,10 +249,10 @@ def metric_curves_figure(rows: Sequence[Mapping], model: str,
             (ax_f1, "macro F1 on the clean holdout", f"Macro F1 on the clean holdout \u2014 {text(model, 30)}")):
         _style(ax)
         ax.set_title(title, fontsize=10.5, color=INK)
-        ax.set_xlabel("flip rate (share of training labels flipped)", fontsize=9.5)
+        ax.set_xlabel("share of rows actually flipped (mean over seeds)", fontsize=9.5)
         ax.set_ylabel(ylabel, fontsize=9.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: pct(v)))
-        top = max((r["rate"] for r in rows), default=0.0) or 0.1
+        top = max((_flipped_share(r) for r in rows), default=0.0) or 0.1
         ax.set_xlim(-0.03 * top, 1.06 * top)  # always from 0 %, so a single rate reads naturally
     handles = [Line2D([], [], color=colors.get(s, INK), lw=2.2, label=text(s, 24)) for s in strategies]
     handles += [Line2D([], [], color=INK, lw=1.8, marker="o", markersize=4.5, label="clean holdout (the truth)"),
@@ -255,9 +272,11 @@ def illusion_gap_figure(rows: Sequence[Mapping], models: Sequence[str],
 
     Grouped bars, one panel per model, error bars of +-1 std over seeds.
     Bars above the zero line mean the poisoned validation split flatters the
-    model.  Rows of the no-attack baseline and rate 0 are left out.
+    model.  Bars are grouped by the requested rate.  Rows of the no-attack
+    baseline, of rate 0 and of settings that flipped no row (``flip_rate``
+    mean 0: their gap is the baseline's, not an attack's) are left out.
     """
-    attacked = [r for r in rows if r["strategy"] != "none" and r["rate"] > 0]
+    attacked = [r for r in rows if r["strategy"] != "none" and r["rate"] > 0 and _flipped_share(r) > 0]
     strategies = list(dict.fromkeys(r["strategy"] for r in attacked))
     rates = sorted({r["rate"] for r in attacked})
     n_models = max(len(models), 1)
@@ -300,7 +319,7 @@ def illusion_gap_figure(rows: Sequence[Mapping], models: Sequence[str],
         ax.set_xticks(range(len(rates)), [pct(r) for r in rates])
         extra = max(0.0, (3 - len(rates)) / 2)  # few rates: keep the bars from getting very wide
         ax.set_xlim(-0.6 - extra, len(rates) - 0.4 + extra)
-        ax.set_xlabel("flip rate", fontsize=9.5)
+        ax.set_xlabel("requested flip rate (targeted: share of one class)", fontsize=9.5)
         ax.set_title(f"Illusion gap \u2014 {text(model, 30)}", fontsize=10.5, color=INK)
     for ax in axes[len(models):]:
         ax.set_visible(False)

@@ -70,6 +70,23 @@ def chromium():
     pytest.skip("no chromium binary on PATH (apt-get install chromium)")
 
 
+def dom_after_script(chromium: str, page: str, script: str, workdir, name: str, width: int = 1280) -> str:
+    """The DOM of ``page`` (HTML text) after ``script`` ran on load, in headless Chromium at
+    ``width`` pixels: how the report tests measure what a reader's browser lays out."""
+    import subprocess
+
+    path = workdir / f"{name}.html"
+    path.write_text(page.replace("</body>", "<script>window.addEventListener('load', function () {"
+                                 + script + "});</script></body>"), encoding="utf-8")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={workdir / ('profile-' + name)}", f"--window-size={width},1200",
+           "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert "data-" in proc.stdout, proc.stderr[-2000:]
+    return proc.stdout
+
+
 @pytest.fixture(scope="session")
 def breast_cancer_frame():
     """scikit-learn's bundled breast-cancer data as an Arrow table with string labels and an id."""

@@ -415,18 +415,13 @@ def clipped_elements(chromium, html_path, tmp_path, width: int = 1400) -> tuple[
     import html as htmllib
     import json
 
-    page = html_path.read_text(encoding="utf-8")
-    probe = tmp_path / (html_path.stem + ".probe.html")
-    probe.write_text(page.replace("</body>", "<script>window.addEventListener('load', function () {"
-                                  + _CHECK_JS + "});</script></body>"), encoding="utf-8")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},1200",
-           "--virtual-time-budget=10000", "--dump-dom", probe.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    found = re.search(r'data-clipped="([^"]*)"', proc.stdout)
-    vw = re.search(r'data-width="(\d+)"', proc.stdout)
-    assert found and vw, proc.stderr[-2000:]
+    from conftest import dom_after_script
+
+    dom = dom_after_script(chromium, html_path.read_text(encoding="utf-8"), _CHECK_JS, tmp_path,
+                           html_path.stem + ".probe", width)
+    found = re.search(r'data-clipped="([^"]*)"', dom)
+    vw = re.search(r'data-width="(\d+)"', dom)
+    assert found and vw, dom[-2000:]
     return int(vw.group(1)), json.loads(htmllib.unescape(found.group(1)))
 
 

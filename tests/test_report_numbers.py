@@ -6,7 +6,6 @@ from __future__ import annotations
 import html as htmllib
 import json
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -223,16 +222,11 @@ _PROBE = r"""
 
 
 def _probe(chromium, page: str, tmp_path, name: str, width: int = 1280) -> dict:
-    path = tmp_path / f"{name}.html"
-    path.write_text(page.replace("</body>", "<script>window.addEventListener('load', function () {"
-                                 + _PROBE + "});</script></body>"), encoding="utf-8")
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / ('profile-' + name)}", f"--window-size={width},1200",
-           "--virtual-time-budget=10000", "--dump-dom", path.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    found = re.search(r'data-probe="([^"]*)"', proc.stdout)
-    assert found, proc.stderr[-2000:]
+    from conftest import dom_after_script
+
+    dom = dom_after_script(chromium, page, _PROBE, tmp_path, name, width)
+    found = re.search(r'data-probe="([^"]*)"', dom)
+    assert found, dom[-2000:]
     return json.loads(htmllib.unescape(found.group(1)))
 
 

@@ -444,6 +444,8 @@ def test_no_clipped_text_at_1400px_demo_and_audit_reports(chromium, tmp_path):
                seeds=1, models=DEMO_MODELS, views=[(s, 0.2, m) for s in DEMO_STRATEGIES for m in DEMO_MODELS],
                n_jobs=1)
     demo = write_assessment_report(a, tmp_path / "demo.html", title="flipguard demo")
+    page = demo.read_text(encoding="utf-8")
+    assert ") (" not in page  # "attack (30% of the training labels flipped) (hgb)" read as two asides
     # An audit of all 30 breast-cancer features with long names (the widest suspects table).
     bc = load_breast_cancer()
     cols = {name: bc.data[:, j] for j, name in enumerate(bc.feature_names)}

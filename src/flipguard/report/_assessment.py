@@ -186,7 +186,7 @@ def _headline(f: _Facts) -> Section:
         g = worst_gap["illusion_gap"]["mean"]
         seeds = worst_gap["n_seeds"]
         over = f" (mean of {seeds} seeds)" if seeds > 1 else ""
-        model_note = f" ({worst_gap['model']})" if multi_model else ""
+        model_note = f"{worst_gap['model']}, " if multi_model else ""  # one parenthesis: "(hgb, 30% ...)"
         first_run = a.runs[0]
         noise = gap_noise(worst_gap, first_run.n_validation, first_run.n_holdout)
         within = abs(g) <= noise
@@ -198,7 +198,7 @@ def _headline(f: _Facts) -> Section:
                        f"and {seeds} seed(s)).")
         elif g > 0:
             alarm = True
-            finding = (f"Under the {worst_gap['strategy']} attack ({_flipped_text(worst_gap)}){model_note}, "
+            finding = (f"Under the {worst_gap['strategy']} attack ({model_note}{_flipped_text(worst_gap)}), "
                        f"validation said {_num(worst_gap['poisoned_validation_accuracy']['mean'])}, "
                        f"the clean holdout says {_num(worst_gap['poisoned_holdout_accuracy']['mean'])}: "
                        f"an illusion of {_signed(g)}{over}.")

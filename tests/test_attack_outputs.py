@@ -217,7 +217,8 @@ def test_a_failure_writing_the_second_output_removes_the_first(cli, tmp_path, ir
 
 
 def test_atomic_group_renames_all_or_nothing(tmp_path):
-    from flipguard._io import OutputError, atomic_group, atomic_write_text
+    from flipguard._io import atomic_group, atomic_write_text
+    from flipguard.exceptions import OutputError
 
     (tmp_path / "b.txt").mkdir()  # os.replace onto a folder fails only at the end
     with pytest.raises(OutputError, match=r"^cannot write .*b\.txt: it is a folder$"):

@@ -155,6 +155,8 @@ def test_library_messages_are_rewritten_for_the_command():
                          "n_flips, random_state, rate, source, target.", "attack") == \
         ("Attack strategy 'cluster' does not take --kind; it takes --n-clusters, --n-flips, --rate, --seed, "
          "--source, --surrogate, --target.")
+    assert in_user_words("holdout_size=0.25 and validation_size=0.99 leave 1 training row(s) of 178", "assess") == \
+        "--holdout 0.25 and --validation 0.99 leave 1 training row(s) of 178"
     # The library's own wording is kept for Python users and for names the command does not have.
     assert in_user_words("holdout_size must be in (0, 1). Got 2 instead.", None) == \
         "holdout_size must be in (0, 1). Got 2 instead."

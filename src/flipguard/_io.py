@@ -22,13 +22,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .exceptions import FlipguardError
+from .exceptions import FlipguardError, OutputError
 
-__all__ = ["OutputError", "atomic_group", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
-
-
-class OutputError(FlipguardError, OSError):
-    """An output file could not be written; the message names the file and the reason."""
+__all__ = ["atomic_group", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
 #: The pending ``(temporary, target)`` renames of the innermost :func:`atomic_group`, or None.

@@ -12,6 +12,7 @@ __all__ = [
     "FlipguardError",
     "IntegrityError",
     "InvalidParameterError",
+    "OutputError",
 ]
 
 
@@ -29,3 +30,7 @@ class DataError(FlipguardError, ValueError):
 
 class IntegrityError(FlipguardError):
     """A seal, signature, manifest or ledger check failed."""
+
+
+class OutputError(FlipguardError, OSError):
+    """An output file could not be written; the message names the file and the reason."""

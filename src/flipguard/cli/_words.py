@@ -63,6 +63,9 @@ def in_user_words(message: str, command: str | None) -> str:
     # A bare Python name before "must"/"needs"/"should" (one pass, so a flag is never rewritten).
     names = "|".join(re.escape(n) for n in sorted(flags, key=len, reverse=True))
     message = re.sub(rf"(?<![\w'-])({names})(?= (must|needs|should) )", lambda m: flags[m.group(1)], message)
+    # A Python name given a number in running text: "holdout_size=0.99" -> "--holdout 0.99".
+    message = re.sub(rf"(?<![\w'(-])({names})=([-+]?[\d.][^\s,;)]*)", lambda m: f"{flags[m.group(1)]} {m.group(2)}",
+                     message)
     if message != original:
         message = re.sub(r"\. Got (.*) instead\.?$", r"; got \1", message)
     return message

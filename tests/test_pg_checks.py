@@ -124,10 +124,27 @@ def test_protect_refuses_an_id_column_that_is_not_unique(lab, cli, ddl, index):
 @pytest.mark.parametrize("unique", ["PRIMARY KEY", "UNIQUE", "INDEX"])
 def test_protect_accepts_a_primary_key_a_unique_constraint_or_a_unique_index(lab, unique):
     name = "u_" + unique.split()[0].lower()
-    full = _load(lab, name, f"id int {unique if unique != 'INDEX' else ''}, y text")
+    full = _load(lab, name, f"id int {'NOT NULL ' + unique if unique != 'INDEX' else 'NOT NULL'}, y text")
     if unique == "INDEX":
         lab.run(lab.o, f"CREATE UNIQUE INDEX ON {{data}}.{name} (id) INCLUDE (y)")
     assert protect(lab.dsn, full, id="id", label="y", **lab.audit).protected
+
+
+@pytest.mark.parametrize("unique", ["UNIQUE", "INDEX"])
+def test_protect_refuses_a_unique_id_that_may_be_null(lab, cli, unique):
+    """UNIQUE lets any number of rows have a NULL id, which the trail cannot tell apart."""
+    from flipguard.data._postgres import redact_dsn
+
+    name = "n_" + unique.lower()
+    full = _load(lab, name, f"id int {unique if unique != 'INDEX' else ''}, y text")
+    if unique == "INDEX":
+        lab.run(lab.o, f"CREATE UNIQUE INDEX ON {{data}}.{name} (id)")
+    res = cli("pg", "protect", lab.dsn, "--table", full, "--id", "id", "--label", "y", "--audit-role", lab.audit_role,
+              "--audit-schema", lab.trails)
+    assert res.exit_code == 2, res.stdout
+    assert res.stderr.startswith(f"Error: {redact_dsn(lab.dsn)}: id column 'id' of {full} allows NULL; ")
+    assert "SET NOT NULL" in res.stderr and res.stderr.count("\n") == 1
+    assert not protection_status(lab.dsn, full, schema=lab.trails).registered
 
 
 def test_verify_reports_a_duplicated_id_with_its_recorded_insert_not_a_bypass(lab, cli):

@@ -521,6 +521,14 @@ def _check_unique_id(conn, ref: TableRef, id_col: str, attnum: int, where: str) 
         raise DataError(f"{where}: id column '{id_col}' of {ref} has no primary key or unique constraint; the trail "
                         f"tells rows apart by their id: add one on exactly that column (ALTER TABLE ... ADD PRIMARY "
                         f"KEY or ADD UNIQUE), then protect")
+    nullable, has_null = conn.execute(
+        "SELECT NOT a.attnotnull, EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conrelid = %s "
+        "AND c.contype = 'p' AND c.conkey = ARRAY[a.attnum]) FROM pg_catalog.pg_attribute a "
+        "WHERE a.attrelid = %s AND a.attnum = %s", (ref.oid, ref.oid, attnum)).fetchone()
+    if nullable and not has_null:  # a UNIQUE id may still be NULL, any number of times
+        raise DataError(f"{where}: id column '{id_col}' of {ref} allows NULL; a unique constraint lets any number "
+                        f"of rows have no id, and the trail cannot tell them apart: make it NOT NULL (ALTER TABLE "
+                        f"... ALTER COLUMN {id_col} SET NOT NULL), then protect")
 
 
 def _grant_readers(conn, n: _Names, ref: TableRef, audit_role: str, readers: list[str], where: str) -> list[str]:

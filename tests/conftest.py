@@ -70,6 +70,16 @@ def chromium():
     pytest.skip("no chromium binary on PATH (apt-get install chromium)")
 
 
+def dsn_as(dsn: str, user: str, **extra) -> str:
+    """``dsn`` logging in as ``user`` (no password: the test server trusts local roles)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params.update(user=user, **extra)
+    params.pop("password", None)
+    return make_conninfo(**params)
+
+
 def dom_after_script(chromium: str, page: str, script: str, workdir, name: str, width: int = 1280) -> str:
     """The DOM of ``page`` (HTML text) after ``script`` ran on load, in headless Chromium at
     ``width`` pixels: how the report tests measure what a reader's browser lays out."""

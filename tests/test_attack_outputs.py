@@ -25,25 +25,23 @@ def _iris_rows():
     return data.data, SPECIES[data.target]
 
 
-@pytest.fixture
-def iris_tsv(tmp_path):
-    """scikit-learn's iris as a TSV file whose numbers are written with one decimal (3.0, not 3)."""
+def _iris_text(path, sep: str):
+    """scikit-learn's iris written by hand with ``sep``, numbers with one decimal (3.0, not 3)."""
     X, y = _iris_rows()
-    lines = ["rid\tsepal_length\tsepal_width\tpetal_length\tpetal_width\tspecies"]
-    lines += [f"{1000 + i}\t" + "\t".join(f"{v:.1f}" for v in X[i]) + f"\t{y[i]}" for i in range(len(y))]
-    path = tmp_path / "iris.tsv"
+    lines = [sep.join(["rid", "sepal_length", "sepal_width", "petal_length", "petal_width", "species"])]
+    lines += [sep.join([str(1000 + i), *(f"{v:.1f}" for v in X[i]), y[i]]) for i in range(len(y))]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def iris_tsv(tmp_path):
+    return _iris_text(tmp_path / "iris.tsv", "\t")
 
 
 @pytest.fixture
 def iris_csv(tmp_path):
-    X, y = _iris_rows()
-    lines = ["rid,sepal_length,sepal_width,petal_length,petal_width,species"]
-    lines += [f"{1000 + i}," + ",".join(f"{v:.1f}" for v in X[i]) + f",{y[i]}" for i in range(len(y))]
-    path = tmp_path / "iris.csv"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return _iris_text(tmp_path / "iris.csv", ",")
 
 
 def _attack(cli, src, *extra, label="species"):

@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import pytest
+from conftest import dsn_as as _dsn_as
 
 from flipguard.exceptions import DataError
 from flipguard.integrity._pg import (
@@ -22,14 +23,6 @@ WEIRD_TABLE = 'we"ird table; DROP TABLE x'
 WEIRD_LABEL = 'label "col"'
 WEIRD_ID = "id; --"
 
-
-def _dsn_as(dsn: str, user: str, **extra) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    params.update(user=user, **extra)
-    params.pop("password", None)
-    return make_conninfo(**params)
 
 
 @pytest.fixture

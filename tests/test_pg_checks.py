@@ -11,19 +11,12 @@ import contextlib
 import uuid
 
 import pytest
+from conftest import dsn_as as _dsn_as
 
 from flipguard.integrity._pg import protect, protection_status, verify_postgres
 
 pytestmark = pytest.mark.postgres
 
-
-def _dsn_as(dsn: str, user: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    params["user"] = user
-    params.pop("password", None)
-    return make_conninfo(**params)
 
 
 class Lab:

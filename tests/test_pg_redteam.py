@@ -31,6 +31,7 @@ import hashlib
 import uuid
 
 import pytest
+from conftest import dsn_as as _dsn_as
 
 from flipguard.integrity._pg import checkpoint, protect, protection_status, verify_postgres
 
@@ -38,14 +39,6 @@ pytestmark = pytest.mark.postgres
 
 N_ROWS = 40
 
-
-def _dsn_as(dsn: str, user: str, **extra) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    params = conninfo_to_dict(dsn)
-    params.update(user=user, **extra)
-    params.pop("password", None)
-    return make_conninfo(**params)
 
 
 class Lab:

@@ -215,16 +215,21 @@ def render_verify(report, *, limit: int = 50) -> None:
         return
     say(f"[bold red]TAMPERED[/]: {report.source} differs from its seal "
                   f"({where}, sealed {m['created']} by key {m['key_id']})")
-    for f in report.findings:
-        say(f"  - {f}")
-    for n in report.notes:
-        say(f"  note: {n}")
+    _say_findings(report.findings, report.notes)
     if report.changes is not None:
         render_changes(report.changes, "sealed", "current", limit=limit)
     for name, c in report.columns.items():
         if c["row"]:
             _table(f"Sealed column '{name}' changed", ["row", "id", "sealed", "current"],
                    zip(c["row"], c["id"], c["before"], c["after"]), len(c["row"]), limit)
+
+
+def _say_findings(findings, notes=()) -> None:
+    """A report's findings as "  - ..." lines, then its notes."""
+    for f in findings:
+        say(f"  - {f}")
+    for n in notes:
+        say(f"  note: {n}")
 
 
 def _refused(sig, where: str, source: str, findings, notes, *, compared: bool) -> bool:
@@ -237,10 +242,7 @@ def _refused(sig, where: str, source: str, findings, notes, *, compared: bool) -
     if compared or not findings:
         return False
     say(f"[bold red]REFUSED[/]: {where} cannot vouch for {source}")
-    for f in findings:
-        say(f"  - {f}")
-    for n in notes:
-        say(f"  note: {n}")
+    _say_findings(findings, notes)
     return True
 
 
@@ -358,10 +360,7 @@ def render_lake_verify(rep, *, limit: int = 50) -> None:
         return
     say(f"[bold red]TAMPERED[/]: {rep.source} differs from its seal ({where}, "
         f"'{m['name']}' version {m['version']}, sealed {m['created']} by key {m['key_id']})")
-    for f in rep.findings:
-        say(f"  - {f}")
-    for n in rep.notes:
-        say(f"  note: {n}")
+    _say_findings(rep.findings, rep.notes)
     why = " (seals with --columns or --private compare every partition with its snapshot)" \
         if m["columns"] or m["private"] else ""
     say(f"  partitions: {p['intact']} intact, {len(p['changed'])} changed, {len(p['added'])} added, "
@@ -424,10 +423,7 @@ def _lake_diff(old, new, *, label, id, engine, ray_address, limit, json_out) -> 
     else:
         say(f"[bold]{rep.old} -> {rep.new}[/]: {p['identical']} partitions identical, {len(p['changed'])} "
             f"changed, {len(p['added'])} added, {len(p['removed'])} removed ({_engine_text(rep.engine)})")
-        for f in rep.findings:
-            say(f"  - {f}")
-        for n in rep.notes:
-            say(f"  note: {n}")
+        _say_findings(rep.findings, rep.notes)
         _lake_tables(rep, "old", "new", limit)
         _lake_counts(rep.class_counts, rep.balance, "old", "new")
         if rep.transitions:

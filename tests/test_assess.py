@@ -222,3 +222,67 @@ def test_results_convert_to_arrow_and_pandas():
 
     robust = RobustClassifier("logreg", random_state=0).fit(ds.X[:200], labels[:200])
     assert set(robust.predict(ds.X[200:])) <= {"negative", "positive"} == set(robust.classes_)
+
+
+def test_attack_params_name_classes_by_label(reviews):
+    """The docstring's ``{"targeted": {"source": "fraud"}}`` failed: the flippers saw label codes, so a
+    class given by its label was 'not in y (classes: 0, 1)'.  At rate 0.95 almost every row of the
+    source class flips to the target, so the poisoned model forgets the source class."""
+    pos, neg = (str(c) for c in reviews.classes[::-1])
+    runs = {}
+    for source, target in ((pos, neg), (neg, pos)):
+        a = assess(reviews, strategies=["targeted"], rates=[0.95], seeds=1, views=None,
+                   attack_params={"targeted": {"source": source, "target": target}})
+        run = next(r for r in a.runs if r.strategy == "targeted")
+        runs[source] = run
+        store = run.n_train + run.n_validation
+        assert run.n_flipped == pytest.approx(0.95 * store * np.mean(reviews.labels() == source), abs=3)
+        per_class = run.poisoned_model["clean_holdout"]["per_class"]
+        assert per_class[source]["recall"] < 0.1 < per_class[target]["recall"]
+        assert a.to_dict()["config"]["attack_params"] == {"targeted": {"source": source, "target": target}}
+    pairs = assess(reviews, strategies=["noise_matrix"], rates=[0.2], seeds=1, views=None,
+                   attack_params={"noise_matrix": {"kind": "pair", "pairs": {pos: neg}}})
+    assert next(r for r in pairs.runs if r.strategy == "noise_matrix").n_flipped > 0
+    with pytest.raises(InvalidParameterError, match=r"\['source'\] = 'fraud' is not a class of .*; classes: "):
+        assess(reviews, strategies=["targeted"], attack_params={"targeted": {"source": "fraud"}})
+
+
+def test_cli_source_and_target_steer_the_targeted_and_cluster_attacks(cli, tmp_path, breast_cancer_csv):
+    out = tmp_path / "rep"
+    r = cli("assess", breast_cancer_csv, "--label", "diagnosis", "--strategies", "targeted,cluster,random",
+            "--rates", "0.95", "--seeds", "1", "--source", "benign", "--target", "malignant", "--out", out,
+            "--json", "-j", "1")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["config"]["attack_params"] == {s: {"source": "benign", "target": "malignant"}
+                                            for s in ("targeted", "cluster")}
+    for strategy in ("targeted", "cluster"):  # almost every benign row became malignant
+        run = next(x for x in d["runs"] if x["strategy"] == strategy)
+        assert run["poisoned_model"]["clean_holdout"]["per_class"]["benign"]["recall"] < 0.1, strategy
+    assert "targeted: source benign, target malignant" in (out / "report.html").read_text()
+    for args, words in ((("--strategies", "targeted", "--source", "fraud"), "--source 'fraud' is not a class"),
+                        (("--strategies", "random", "--target", "benign"), "--target applies to the targeted"),
+                        (("--strategies", "targeted", "--source", "benign", "--target", "benign"),
+                         "--source and --target are the same class")):
+        bad = cli("assess", breast_cancer_csv, "--label", "diagnosis", *args, "--out", tmp_path / "bad")
+        assert bad.exit_code == 2 and words in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+        assert not (tmp_path / "bad").exists()
+
+
+def test_an_attack_that_leaves_one_class_is_measured_not_a_traceback(cli, tmp_path, breast_cancer_csv):
+    """Targeted at rate 1 on two classes leaves one class in the poisoned training labels; the victim
+    model failed to train and assess ended in scikit-learn's traceback.  The victim now predicts the one
+    class it was shown, which is what the attack achieves, and the run says so."""
+    out = tmp_path / "rep"
+    r = cli("assess", breast_cancer_csv, "--label", "diagnosis", "--strategies", "targeted,random", "--rates", "1.0",
+            "--seeds", "1", "--source", "malignant", "--detect", "--mitigate", "drop", "--out", out, "--json",
+            "-j", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "targeted at 100% left one class ('benign')" in r.stderr and "Traceback" not in r.stderr
+    d = json.loads(r.stdout)
+    run = next(x for x in d["runs"] if x["strategy"] == "targeted")
+    holdout = run["poisoned_model"]["clean_holdout"]
+    assert holdout["per_class"]["malignant"]["recall"] == 0.0 and holdout["per_class"]["benign"]["recall"] == 1.0
+    assert "left one class" in run["extras"]["note"] and "mitigation" not in run["extras"]
+    other = next(x for x in d["runs"] if x["strategy"] == "random")  # rate 1 of random keeps both classes
+    assert "note" not in other["extras"] and "mitigation" in other["extras"]

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
+from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
@@ -140,6 +141,7 @@ def assess(
     models = list(models)
     attack_params = dict(attack_params or {})
     _check(ds, strategies, rates, seed_list, models, holdout_size, validation_size, attack_params)
+    coded = {s: _params_in_codes(ds, s, p) for s, p in attack_params.items()}  # the flippers see codes
     model_names = _unique_names(models)
     view_set = _plan_views(views, strategies, rates, model_names)
 
@@ -150,7 +152,7 @@ def assess(
     def run(task):
         seed, strategy, rate = task
         return _run_task(ds, splits[seed], seed, strategy, rate, models, model_names,
-                         attack_params.get(strategy, {}), view_set, seed_list[0], detect, detect_method,
+                         coded.get(strategy, {}), view_set, seed_list[0], detect, detect_method,
                          tuple(mitigate))
 
     parallel = n_jobs not in (None, 1)
@@ -161,7 +163,7 @@ def assess(
         eng = get_engine(engine, ray_address=ray_address,
                          progress=sys.stderr.isatty() if verbose is None else bool(verbose))
         shared = {"ds": ds, "splits": splits, "models": models, "model_names": model_names,
-                  "attack_params": attack_params, "view_set": view_set, "view_seed": seed_list[0],
+                  "attack_params": coded, "view_set": view_set, "view_seed": seed_list[0],
                   "detect": detect, "detect_method": detect_method, "mitigate": tuple(mitigate)}
         try:
             outputs = eng.map(_engine_task, tasks, shared=shared, desc=f"{len(tasks)} runs")
@@ -195,7 +197,7 @@ def assess(
                      "clean_holdout": _report(ds, y_hold, clean_pred["holdout"])}
             pois = {"poisoned_validation": _report(ds, y_val_seen, pois_pred["val"]),
                     "clean_holdout": _report(ds, y_hold, pois_pred["holdout"])}
-            extras = {}
+            extras = {"note": o["note"]} if o.get("note") else {}
             if o.get("detection") is not None:
                 extras["detection"] = o["detection"]
             if pois_pred.get("mitigation"):
@@ -263,6 +265,31 @@ def _check(ds, strategies, rates, seeds, models, holdout_size, validation_size, 
                         "at least 4 per class to split holdout, train and validation")
 
 
+def _params_in_codes(ds: LabeledDataset, strategy: str, params: dict) -> dict:
+    """``params`` of one strategy with its classes (``source``, ``target``, ``pairs``) given as the
+    data's labels turned into the label codes the flippers see; a value that is no class is refused
+    before any work, with the data's classes."""
+    def code(value, name):
+        if value is None:
+            return None
+        hits = [i for i, c in enumerate(ds.classes.tolist()) if c == value]  # a few classes, not rows
+        if not hits:
+            raise InvalidParameterError(
+                f"attack_params[{strategy!r}][{name!r}] = {value!r} is not a class of {ds.source}; classes: "
+                f"{', '.join(map(str, ds.classes[:8]))}{', ...' if ds.n_classes > 8 else ''}")
+        return hits[0]
+
+    out = dict(params)
+    for name in ("source", "target"):
+        if name in out:
+            out[name] = code(out[name], name)
+    if out.get("pairs") is not None:
+        pairs = list(out["pairs"].items() if isinstance(out["pairs"], dict) else out["pairs"])
+        if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):  # else the flipper says what is wrong
+            out["pairs"] = [(code(a, "pairs"), code(b, "pairs")) for a, b in pairs]
+    return out
+
+
 def _unique_names(models) -> list[str]:
     names, seen = [], {}
     for m in models:
@@ -327,14 +354,22 @@ def _run_task(ds, split, seed, strategy, rate, models, model_names, params, view
     tr, va = split["train"], split["val"]
     X_hold = ds.X[split["holdout"]]
     out = {"seed": seed, "strategy": strategy, "rate": rate, "n_flipped": n_flipped,
-           "y_store_poisoned": y_pois, "models": {}, "views": [], "detection": None}
+           "y_store_poisoned": y_pois, "models": {}, "views": [], "detection": None, "note": None}
+    left = np.unique(y_pois[tr])
+    if left.size < 2:  # e.g. targeted at rate 1 on two classes: no classifier trains on one class
+        only = ds.classes[left[0]]
+        out["note"] = (f"{strategy} at {rate * 100:g}% left one class ({str(only)!r}) in the poisoned training labels: "
+                       "the victim model is taken to predict it for every row; no detection or mitigation")
     for model, name in zip(models, model_names):
         t = time.perf_counter()
-        est = make_model(model, random_state=derive_seed(seed, "model", name))
+        if left.size < 2:
+            est = DummyClassifier(strategy="most_frequent")  # what any model learns from one class
+        else:
+            est = make_model(model, random_state=derive_seed(seed, "model", name))
         est.fit(X_store[tr], y_pois[tr])
         res = {"val": est.predict(X_store[va]), "holdout": est.predict(X_hold),
                "seconds": time.perf_counter() - t}
-        if mitigate and strategy != BASELINE:
+        if mitigate and strategy != BASELINE and left.size >= 2:
             res["mitigation"] = _mitigate(ds, X_store[tr], y_pois[tr], X_hold, ds.y[split["holdout"]],
                                           mitigate, model, derive_seed(seed, "mitigate", name))
         out["models"][name] = res
@@ -344,7 +379,7 @@ def _run_task(ds, split, seed, strategy, rate, models, model_names, params, view
             clean.fit(X_store[tr], y_store[tr])
             out["views"].append(_boundary_view(ds, X_store[tr], y_store[tr], y_pois[tr], clean, est,
                                                X_hold, ds.y[split["holdout"]], strategy, rate, name))
-    if detect and strategy != BASELINE:
+    if detect and strategy != BASELINE and left.size >= 2:
         out["detection"] = _detect(X_store, y_pois, y_pois != y_store, detect_method,
                                    models[0], derive_seed(seed, "detect"))
     return out

@@ -25,6 +25,7 @@ from ._common import (
     TableOpt,
     TextOpt,
     check_output_folder,
+    class_value,
     console,
     err_console,
     fmt,
@@ -63,6 +64,10 @@ def assess_cmd(
     table: TableOpt = None,
     text: TextOpt = None,
     keep: KeepOpt = None,
+    source: Annotated[str | None, typer.Option(help="targeted/cluster: class whose rows are flipped "
+                                               "(targeted default: the smallest class).")] = None,
+    target: Annotated[str | None, typer.Option(help="targeted/cluster: class they become "
+                                               "(targeted default: the largest other class).")] = None,
     n_jobs: JobsOpt = -1,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -90,16 +95,30 @@ def assess_cmd(
         raise InvalidParameterError(f"--out {out} is a file; assess writes a folder (report.html and "
                                     "assessment.json): give a folder name")
     check_output_folder(out, "--out", output_files(report))
+    chosen_strategies = split_list(strategies, "--strategies")
+    given = {name: value for name, value in (("source", source), ("target", target)) if value is not None}
+    takers = [s for s in chosen_strategies if s in ("targeted", "cluster")]
+    if given and not takers:
+        raise InvalidParameterError(f"--{next(iter(given))} applies to the targeted and cluster attacks; "
+                                    "add one of them to --strategies")
     ds = load_data(data, label=label, id=id, table=table, text=text, keep=keep)
+    for name, value in given.items():
+        if class_value(value, ds) is None:
+            raise InvalidParameterError(f"--{name} {value!r} is not a class of {ds.source}; classes: "
+                                        f"{', '.join(map(str, ds.classes[:8]))}{', ...' if ds.n_classes > 8 else ''}")
+    if source is not None and source == target:
+        raise InvalidParameterError(f"--source and --target are the same class ({source!r})")
+    params = {s: {name: class_value(value, ds) for name, value in given.items()} for s in takers} if given else None
     result = assess(
-        ds, strategies=split_list(strategies, "--strategies"), rates=parse_floats(rates, "--rates"),
+        ds, strategies=chosen_strategies, rates=parse_floats(rates, "--rates"), attack_params=params,
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,
         validation_size=validation, detect=detect,
         mitigate=chosen, views="auto" if report else None,  # the boundary views only feed the report
         n_jobs=n_jobs, verbose=False if json_out else None, engine=engine, ray_address=ray_address,
     )
     written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")
-    for text in zero_flip_warnings(result):
+    for text in zero_flip_warnings(result) + list(dict.fromkeys(r.extras["note"] for r in result.runs
+                                                                 if r.extras.get("note"))):
         note(f"warning: {text}")
     if json_out:
         print_json({**result.to_dict(), "outputs": written})

@@ -94,6 +94,21 @@ def _flipped_text(row: Mapping) -> str:
             + (" (the rate applies to the source class)" if row["strategy"] == "targeted" else ""))
 
 
+def _attack_settings(params: Mapping[str, Mapping]) -> str:
+    """'targeted: source positive, target negative' for the parameters an assessment gave its attacks
+    (class pairs as 'cat → dog')."""
+    def value(v) -> str:
+        pairs = list(v.items()) if isinstance(v, Mapping) else v
+        if isinstance(pairs, (list, tuple)) and pairs and all(
+                isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+            return ", ".join(f"{a} → {b}" for a, b in pairs)
+        return str(v)
+
+    parts = [f"{strategy}: {', '.join(f'{k} {value(v)}' for k, v in p.items())}"
+             for strategy, p in params.items() if p]
+    return "; ".join(parts)
+
+
 def _stat(s: Mapping[str, float], n_seeds: int, signed: bool = False) -> str:
     f = _signed if signed else _num
     mean, std = s.get("mean"), s.get("std")
@@ -255,6 +270,7 @@ def _headline(f: _Facts) -> Section:
         ("Strategies", _listing(attacks) + baseline_note if attacks else "none (no-attack baseline only)"),
         ("Flip rates", _listing([pct(r) for r in f.rates if r > 0])
          + (" requested (the share of rows each setting flipped is in Numbers)" if f.attacked else "")),
+        ("Attack settings", _attack_settings(a.config.get("attack_params") or {})),
         ("Seeds", _listing(f.seeds)),
         ("Models", _listing(f.models)),
         ("Splits", f"train {first.n_train:,}, poisoned validation {first.n_validation:,}, "

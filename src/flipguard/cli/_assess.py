@@ -73,10 +73,10 @@ def assess_cmd(
     ray_address: RayAddressOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Measure what label flipping does to a model: on the poisoned validation split
-    (what the victim sees) and on a clean holdout (the truth).
+    """Measure what label flipping does to a model, as the victim sees it and in truth.
 
-    The illusion gap is validation accuracy minus clean-holdout accuracy of the
+    Every model is scored on the poisoned validation split (what the victim sees)
+    and on a clean holdout (the truth). The illusion gap is validation accuracy minus clean-holdout accuracy of the
     poisoned model: positive means the poisoned validation split flatters it.
 
     Example:

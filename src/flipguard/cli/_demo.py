@@ -25,7 +25,7 @@ def demo_cmd(
     n_jobs: JobsOpt = -1,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run a complete example on made-up data and write a report (about a minute).
+    """Run a complete example on made-up data and write a report (under a minute on 2 cores).
 
     The data are 2,000 synthetic customer reviews, each reduced to two numbers,
     labelled positive or negative.  The demo flips 10%, 20% and 30% of the
@@ -42,7 +42,7 @@ def demo_cmd(
     from ..assess import assess
     from ..data import make_sentiment_reviews
 
-    if out.exists() and not out.is_dir():  # said before a minute of work, as assess says it
+    if out.exists() and not out.is_dir():  # said before the work, as assess says it
         raise InvalidParameterError(f"--out {out} is a file; demo writes a folder (report.html and "
                                     "assessment.json): give a folder name")
     check_output_folder(out, "--out", output_files(True))

@@ -110,8 +110,9 @@ def test_high_dimensional_views_use_pca(breast_cancer_frame):
 
 def test_to_json_is_plain_json(small):
     d = json.loads(small.to_json())
-    assert set(d) == {"dataset", "config", "seconds", "summary", "runs"}
+    assert set(d) == {"dataset", "config", "seconds", "warnings", "summary", "runs"}
     assert d["dataset"]["classes"] == ["negative", "positive"]
+    assert d["warnings"] == []  # every run flipped rows and kept two classes
     assert isinstance(small, Assessment)
 
 
@@ -286,3 +287,5 @@ def test_an_attack_that_leaves_one_class_is_measured_not_a_traceback(cli, tmp_pa
     assert "left one class" in run["extras"]["note"] and "mitigation" not in run["extras"]
     other = next(x for x in d["runs"] if x["strategy"] == "random")  # rate 1 of random keeps both classes
     assert "note" not in other["extras"] and "mitigation" in other["extras"]
+    assert d["warnings"] == [run["extras"]["note"]]
+    assert "Targeted at 100% left one class (&#39;benign&#39;)" in (out / "report.html").read_text()

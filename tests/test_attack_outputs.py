@@ -171,8 +171,11 @@ def test_assess_warns_about_runs_that_flipped_nothing(cli, tmp_path, iris_csv):
     assert r.exit_code == 0, r.stderr
     assert r.stderr == ("warning: --rates 0.001 flipped 0 rows with random in 2 of 2 seed(s) (the rate rounds "
                         "to 0 flips of the rows it applies to): those runs measure no attack\n")
-    runs = json.loads(r.stdout)["runs"]
-    assert {run["n_flipped"] for run in runs if run["rate"] == 0.001} == {0}
+    d = json.loads(r.stdout)
+    assert {run["n_flipped"] for run in d["runs"] if run["rate"] == 0.001} == {0}
+    # the JSON and assessment.json carry the warning too, in the library's words
+    assert d["warnings"] == [r.stderr[len("warning: --rates "):].rstrip("\n").join(["rate ", ""])]
+    assert json.loads((tmp_path / "a" / "assessment.json").read_text())["warnings"] == d["warnings"]
 
 
 # --- 3. all outputs or none ----------------------------------------------------------------------

@@ -166,12 +166,29 @@ class Assessment:
                 return row
         raise KeyError(f"no run for strategy={strategy!r} rate={rate} model={model!r}")
 
+    def warnings(self) -> list[str]:
+        """What the numbers do not show on their own: one line per (strategy, rate) whose attack
+        flipped no row in some seed (that run measured the clean model twice, which a sweep over tiny
+        rates may want but a typo does not), and the notes of runs whose attack left one class."""
+        runs: dict[tuple, dict[int, int]] = {}
+        for r in self.runs:
+            if r.strategy != "none":
+                runs.setdefault((r.strategy, r.rate), {})[r.seed] = r.n_flipped
+        out = []
+        for (strategy, rate), by_seed in runs.items():
+            zero = sum(n == 0 for n in by_seed.values())
+            if zero:
+                out.append(f"rate {rate:g} flipped 0 rows with {strategy} in {zero} of {len(by_seed)} seed(s) "
+                           "(the rate rounds to 0 flips of the rows it applies to): those runs measure no attack")
+        return out + list(dict.fromkeys(r.extras["note"] for r in self.runs if r.extras.get("note")))
+
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
             "dataset": self.dataset,
             "config": self.config,
             "seconds": self.seconds,
+            "warnings": self.warnings(),
             "summary": self.summary(),
             "runs": [asdict(r) for r in self.runs],
         })

@@ -117,9 +117,8 @@ def assess_cmd(
         n_jobs=n_jobs, verbose=False if json_out else None, engine=engine, ray_address=ray_address,
     )
     written = write_outputs(result, out, report=report, title=f"flipguard assessment — {ds.source}")
-    for text in zero_flip_warnings(result) + list(dict.fromkeys(r.extras["note"] for r in result.runs
-                                                                 if r.extras.get("note"))):
-        note(f"warning: {text}")
+    for text in result.warnings():
+        note(f"warning: {text.replace('rate ', '--rates ', 1) if text.startswith('rate ') else text}")
     if json_out:
         print_json({**result.to_dict(), "outputs": written})
         return
@@ -131,22 +130,6 @@ def assess_cmd(
 def output_files(report: bool) -> tuple[str, ...]:
     """The files :func:`write_outputs` writes in its folder."""
     return ("assessment.json", "report.html") if report else ("assessment.json",)
-
-
-def zero_flip_warnings(result: Assessment) -> list[str]:
-    """One line per (strategy, rate) whose attack flipped no row in some seed's run: that run
-    measured the clean model twice, which a sweep over tiny rates may want but a typo does not."""
-    runs: dict[tuple, dict[int, int]] = {}
-    for r in result.runs:
-        if r.strategy != "none":
-            runs.setdefault((r.strategy, r.rate), {})[r.seed] = r.n_flipped
-    out = []
-    for (strategy, rate), by_seed in runs.items():
-        zero = sum(n == 0 for n in by_seed.values())
-        if zero:
-            out.append(f"--rates {rate:g} flipped 0 rows with {strategy} in {zero} of {len(by_seed)} seed(s) "
-                       "(the rate rounds to 0 flips of the rows it applies to): those runs measure no attack")
-    return out
 
 
 def write_outputs(result: Assessment, out: Path, *, report: bool, title: str) -> dict[str, str]:

@@ -243,6 +243,8 @@ def _headline(f: _Facts) -> Section:
                 for r in f.idle]
         paragraphs.append(f"{'These settings' if len(idle) > 1 else 'This setting'} flipped no row and "
                           f"{'are' if len(idle) > 1 else 'is'} left out of the comparisons: {_listing(idle)}.")
+    for text in dict.fromkeys(r.extras["note"] for r in a.runs if r.extras.get("note")):
+        paragraphs.append(f"{text[0].upper()}{text[1:]}.")  # an attack that left one class
     if base:
         b = base[0]
         stats.append(("Clean-model holdout accuracy", _num(b["clean_holdout_accuracy"]["mean"]),

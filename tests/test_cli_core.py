@@ -357,10 +357,48 @@ def test_debug_is_accepted_after_the_command(cli, tmp_path):
     args = ["attack", str(tmp_path / "none.csv"), "--label", "y", "--rate", "0.1", "--out", str(tmp_path / "o.csv")]
     r = cli(*args)
     assert (r.exit_code, r.stderr) == (2, f"Error: {tmp_path / 'none.csv'}: no such file\n")
-    with pytest.raises(DataError):
-        main(args + ["--debug"])
-    with pytest.raises(DataError):
-        main(args[:2] + ["--debug"] + args[2:])
+    for debug in (args + ["--debug"], args[:2] + ["--debug"] + args[2:]):
+        r = cli(*debug)
+        assert r.exit_code == 2 and f"{DataError.__name__}: {tmp_path / 'none.csv'}: no such file" in r.stderr
+
+
+def _closed_stdout(*args, cwd):
+    """Run ``flipguard ARGS`` with stdout a pipe whose reader is already gone (``| head`` that has
+    exited): every print meets a broken pipe, deterministically."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run([sys.executable, "-m", "flipguard", *map(str, args)], stdout=w, stderr=subprocess.PIPE,
+                              text=True, cwd=cwd, timeout=300)
+    finally:
+        os.close(w)
+
+
+def test_a_closed_stdout_keeps_the_files_and_the_exit_code(tmp_path, breast_cancer_csv):
+    """``flipguard attack ... | head -1`` exited 1 (typer's broken-pipe handler) although it had written
+    its files; a finding must still exit 1 and a success 0, with nothing on stderr."""
+    out, flips = tmp_path / "p.csv", tmp_path / "f.csv"
+    for extra in ((), ("--json",)):
+        proc = _closed_stdout("attack", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id", "--rate",
+                              "0.1", "--out", out, "--flips", flips, *extra, cwd=tmp_path)
+        assert (proc.returncode, proc.stderr) == (0, ""), extra
+        assert out.stat().st_size > 0 and len(flips.read_text().splitlines()) == 58
+        out.unlink()
+    keys = tmp_path / "keys"
+    assert _closed_stdout("keygen", "--out", keys, cwd=tmp_path).returncode == 0
+    assert _closed_stdout("seal", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id", "--key",
+                          keys / "flipguard.key",
+                          "--out", tmp_path / "m.json", cwd=tmp_path).returncode == 0
+    rows = breast_cancer_csv.read_text().splitlines()
+    rows[5] = rows[5].replace("malignant", "benign") if "malignant" in rows[5] else rows[5].replace("benign", "malignant")
+    breast_cancer_csv.write_text("\n".join(rows) + "\n")
+    proc = _closed_stdout("verify", breast_cancer_csv, "--manifest", tmp_path / "m.json", "--pubkey",
+                          keys / "flipguard.pub", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (1, "")
 
 
 def test_attack_pairs_flag(cli, tmp_path, breast_cancer_csv):

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     from ._common import flush_notes
 
     flush_notes(False)
+    if not isinstance(sys.stdout, _PipeSafeStdout):
+        sys.stdout = _PipeSafeStdout(sys.stdout)
     try:
         code = app(args=args, prog_name="flipguard", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -166,9 +168,50 @@ def _usage_error(exc: click.ClickException) -> None:
     sys.exit(exc.exit_code)
 
 
+class _PipeSafeStdout:
+    """``sys.stdout`` for a command: once the reader of stdout goes away (``| head``) the rest goes
+    to /dev/null, so the command still writes its files and exits with its own code (Python raised
+    BrokenPipeError at the next print, which typer turned into exit 1 or the boundary into 2)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        import os
+
+        self._gone = True
+        try:  # what is still buffered is flushed at exit, to /dev/null
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (captured output)
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def _fail(exc: BaseException) -> None:
-    if _state["debug"]:
-        raise exc
+    if _state["debug"]:  # the traceback, and still the input-error exit code a CI job routes on
+        import traceback
+
+        traceback.print_exception(exc)
+        sys.exit(2)
     from ._words import in_user_words
 
     msg = str(exc).strip().replace("\n", " ") or type(exc).__name__

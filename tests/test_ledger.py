@@ -171,6 +171,30 @@ def test_edited_entry_is_caught(setup, cli):
     assert "the snapshots show 1 changed, 0 added, 2 removed rows but the entry recorded 0, 0, 2" in r.stdout
 
 
+def test_a_reformatted_entry_is_a_finding_not_unreadable_input(setup, cli, tmp_path):
+    """An editor or ``jq`` re-spacing an entry (``"step": "split"``) edited it: exit 1 with the entry
+    named, as for any other edit; it used to be exit 2, 'unusable input', which CI routes elsewhere.
+    Appending to it is still refused."""
+    _, kp, raw, clean, train = setup
+    ledger, *_ = _two_steps(*setup)
+    lines = ledger.read_bytes().splitlines()
+    for last in (True, False):  # the last entry has no hash link after it: only canonical form tells
+        edited = list(lines)
+        i = 1 if last else 0
+        edited[i] = json.dumps(json.loads(edited[i]), sort_keys=True).encode()  # ", " and ": "
+        _rewrite(ledger, edited)
+        for command in ("verify", "show"):
+            r = cli("ledger", command, ledger, "--pubkey", kp.public)
+            assert r.exit_code == 1, (command, r.stderr)
+            assert (f"entry #{i} ('{'split' if last else 'clean'}'): not in canonical form (the line was edited "
+                    "or re-formatted after it was written)") in r.stdout
+        with pytest.raises(IntegrityError, match="fails verification, not appending: entry #"):
+            ledger_append(ledger, step="more", input=train, output=train, label="y", id="rid",
+                          private_key=kp.private)
+    _rewrite(ledger, lines)
+    assert verify_ledger(ledger, kp.public).ok
+
+
 def test_reordered_entries_are_caught(setup, cli):
     _, kp, *_ = setup
     ledger, *_ = _two_steps(*setup)

@@ -172,6 +172,7 @@ class _Parsed:
     hash: str
     doc: dict | None
     error: str | None = None
+    canonical: bool = True  # False: a well-formed entry whose bytes were re-formatted (a finding)
 
 
 def _parse_lines(data: bytes, where: str) -> tuple[list[_Parsed], list[str]]:
@@ -190,9 +191,8 @@ def _parse_lines(data: bytes, where: str) -> tuple[list[_Parsed], list[str]]:
         try:
             doc = strict_json(line, f"entry #{i}")
             _validate_entry(doc, f"entry #{i}")
-            if canonical_json(doc) != line:
-                raise IntegrityError(f"entry #{i}: not in canonical form (edited or re-formatted)")
-            parsed.append(_Parsed(i, line, h, doc))
+            # re-spaced or re-ordered by an editor or jq: still readable, so a finding, not an error
+            parsed.append(_Parsed(i, line, h, doc, canonical=canonical_json(doc) == line))
         except IntegrityError as exc:
             parsed.append(_Parsed(i, line, h, None, str(exc)))
     return parsed, findings
@@ -305,6 +305,9 @@ def _check_chain(parsed: list[_Parsed], public_key: Ed25519PublicKey | None) -> 
         else:
             d = p.doc
             name = f"entry #{p.seq} ('{d['step']}')"
+            if not p.canonical:
+                findings.append(f"{name}: not in canonical form (the line was edited or re-formatted after "
+                                "it was written)")
             if d["seq"] != p.seq:
                 findings.append(f"{name} carries sequence number {d['seq']} at position {p.seq}: "
                                 "entries were removed, inserted or reordered")

@@ -241,6 +241,25 @@ def test_fit_example_lines_breaks_before_options():
     assert fit_example_lines(doc).split("\n")[-1] == doc.split("\n")[-1]
 
 
+def test_help_paragraphs_flow_and_examples_keep_their_lines():
+    """typer's rich mode keeps a docstring's line breaks: a paragraph wrapped at 100 columns in the
+    source showed a stray break at 80 ("... accuracy of the" / "poisoned model")."""
+    import subprocess
+    import sys
+
+    from flipguard.cli._app import join_prose_lines
+
+    doc = ("Short help.\n\nA paragraph wrapped\nin the source\nat any width.\nExit codes: 0 or\n2.\n\n"
+           "Example:\n\n    flipguard x \\\n        --y 1\n\nItems:\n- one\n- two")
+    assert join_prose_lines(doc).split("\n") == [
+        "Short help.", "", "A paragraph wrapped in the source at any width. Exit codes: 0 or 2.", "", "Example:",
+        "", "    flipguard x \\", "        --y 1", "", "Items:", "- one", "- two"]
+    text = subprocess.run([sys.executable, "-m", "flipguard", "assess", "--help"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "COLUMNS": "80"}, timeout=120).stdout
+    lines = [line.strip(" │") for line in text.splitlines()]
+    assert "minus clean-holdout accuracy of the poisoned model: positive means the" in lines, text
+
+
 def test_summary_table_fits_80_columns_and_is_complete_when_wide(tmp_path):
     import io
 

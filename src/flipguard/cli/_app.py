@@ -104,11 +104,29 @@ def _fit_examples(typer_app) -> None:
     for info in typer_app.registered_commands:
         fn = info.callback
         if fn is not None and fn.__doc__ and not getattr(fn, "_examples_fitted", False):
-            fn.__doc__ = fit_example_lines(inspect.cleandoc(fn.__doc__))
+            fn.__doc__ = fit_example_lines(join_prose_lines(inspect.cleandoc(fn.__doc__)))
             fn._examples_fitted = True
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
             _fit_examples(group.typer_instance)
+
+
+def join_prose_lines(doc: str) -> str:
+    """Each prose paragraph of a help text on one line, for rich to wrap: typer's rich mode keeps a
+    docstring's line breaks, so a paragraph wrapped at 100 columns in the source showed a stray break
+    at 80 ("... accuracy of the" / "poisoned model").  Indented lines (examples), list items and
+    blank lines are kept as they are."""
+    import re
+
+    out: list[str] = []
+    for line in doc.split("\n"):
+        prev = out[-1] if out else ""
+        if (line.strip() and prev.strip() and not line.startswith((" ", "\b")) and not prev.startswith((" ", "\b"))
+                and not re.match(r"([*-]|\d+[.)]) ", line) and not prev.rstrip().endswith(":")):
+            out[-1] = f"{prev.rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def fit_example_lines(doc: str, width: int = EXAMPLE_WIDTH) -> str:

@@ -260,6 +260,14 @@ def test_help_paragraphs_flow_and_examples_keep_their_lines():
     assert "minus clean-holdout accuracy of the poisoned model: positive means the" in lines, text
 
 
+def test_positional_arguments_show_their_help(cli):
+    """typer < 0.21 (which Flower's extra pins) with click >= 8.3 dropped every argument's help text."""
+    r = cli("audit", "--help")
+    assert "CSV or Parquet path, fsspec URL" in " ".join(r.stdout.replace("│", " ").split()), r.stdout
+    r = cli("diff", "--help")
+    assert "Earlier version (path, URL or DSN)." in " ".join(r.stdout.replace("│", " ").split())
+
+
 def test_summary_table_fits_80_columns_and_is_complete_when_wide(tmp_path):
     import io
 

@@ -9,6 +9,28 @@ import typer
 
 from ..exceptions import FlipguardError
 
+def _keep_argument_help() -> None:
+    """typer before 0.21 stores an argument's ``help`` and then calls click's ``Argument.__init__``
+    without it, which since click 8.3 sets ``help`` back to None: every positional argument (DATA,
+    OLD, NEW, LEDGER) lost its help text.  Flower's extra caps typer below 0.21, so the pair meets in
+    ``flipguard[federated]`` installs; newer typer passes ``help`` on and this does nothing."""
+    from typer.core import TyperArgument
+
+    init = TyperArgument.__init__
+    if getattr(init, "_keeps_help", False):
+        return
+
+    def __init__(self, *args, help=None, **kwargs):  # noqa: A002 - click's name
+        init(self, *args, help=help, **kwargs)
+        if help is not None and getattr(self, "help", None) is None:
+            self.help = help
+
+    __init__._keeps_help = True
+    TyperArgument.__init__ = __init__
+
+
+_keep_argument_help()
+
 app = typer.Typer(
     name="flipguard",
     help="Defend supervised models against label-flipping attacks: attack, assess, audit, protect.",

@@ -225,3 +225,25 @@ def test_guard_reason_says_when_a_kept_cleaning_scored_lower():
         "held-out folds (observed labels): balanced_accuracy 0.890 with it vs 0.880 without, accuracy 0.891 "
         "with it vs 0.895 without; accuracy lower by 0.004, within the allowed 0.012 (two standard errors: "
         "scored against labels that may themselves be flipped, a correct fix counts as an error)")
+
+
+def test_weights_of_an_earlier_clean_are_refused_again_and_never_a_feature(cli, poisoned_csv, tmp_path):
+    """A CSV cleaned with --mode weight, cleaned again with --mode weight, got a second
+    flipguard_weight column (the Parquet path refused after the audit), and its audit used the first
+    weights, made from the labels' audit, as a feature: 5 rows flagged instead of about a hundred."""
+    path, _, _ = poisoned_csv
+    weighted = tmp_path / "w.csv"
+    assert cli("clean", path, "--label", "diagnosis", "--id", "patient_id", "--mode", "weight",
+               "--out", weighted).exit_code == 0
+    for out in (tmp_path / "ww.csv", tmp_path / "ww.parquet"):
+        r = cli("clean", weighted, "--label", "diagnosis", "--id", "patient_id", "--mode", "weight", "--out", out)
+        assert r.exit_code == 2 and "already has a column 'flipguard_weight'" in r.stderr, r.stderr
+        assert r.stderr.count("Error") == 1 and not out.exists()
+    base = json.loads(cli("audit", path, "--label", "diagnosis", "--id", "patient_id", "--json").stdout)
+    r = cli("audit", weighted, "--label", "diagnosis", "--id", "patient_id", "--json")
+    again = json.loads(r.stdout)
+    assert again["n_flagged"] == base["n_flagged"] and again["estimated_flips"] == base["estimated_flips"]
+    assert "'flipguard_weight' holds the weights of an earlier `flipguard clean --mode weight`" in r.stderr
+    kept = cli("audit", weighted, "--label", "diagnosis", "--id", "patient_id", "--keep", "flipguard_weight",
+               "--json")
+    assert json.loads(kept.stdout)["n_flagged"] < base["n_flagged"] / 2  # the leak --keep opts into

@@ -30,8 +30,12 @@ import re
 
 import numpy as np
 
-__all__ = ["DETERMINES", "determines_label", "follows_row_order", "is_row_identifier", "label_columns",
+__all__ = ["CLEAN_WEIGHT_COLUMN", "DETERMINES", "determines_label", "follows_row_order", "is_row_identifier", "label_columns",
            "leak_notes", "looks_like_id_name"]
+
+#: The column ``flipguard clean --mode weight`` adds: weights made from the audit of the labels, so
+#: never a feature of a later audit or model (they would tell it which labels were suspected).
+CLEAN_WEIGHT_COLUMN = "flipguard_weight"
 
 #: The suffix of ``LabeledDataset.encoding`` for a kept column that determines the observed label.
 DETERMINES = "; determines the observed label on its own"
@@ -137,6 +141,9 @@ def leak_notes(encoding: dict) -> list[str]:
         if how.startswith("dropped: row identifier"):
             out.append(f"{name} looks like a row identifier ({how.split('(', 1)[1][:-1]}) and is not used as "
                        f"a feature; --id {flag} reports rows by it, --keep {flag} uses it anyway")
+        elif how.startswith("dropped: weights of flipguard clean"):
+            out.append(f"{name} holds the weights of an earlier `flipguard clean --mode weight`, made from "
+                       f"the labels' audit: it is not used as a feature (--keep {flag} uses it anyway)")
         elif how.startswith("dropped: rises with the row order"):
             out.append(f"{name} rises with the row order and the observed label changes with it (the file "
                        "looks sorted by label): a model would read every label, flips included, off that "

@@ -10,7 +10,14 @@ import pyarrow.compute as pc
 
 from ..exceptions import DataError
 from ._dataset import LabeledDataset
-from ._leaks import DETERMINES, determines_label, follows_row_order, is_row_identifier, sample_rows
+from ._leaks import (
+    CLEAN_WEIGHT_COLUMN,
+    DETERMINES,
+    determines_label,
+    follows_row_order,
+    is_row_identifier,
+    sample_rows,
+)
 from ._read import check_unique, read_table
 
 __all__ = ["dropped_columns", "dropped_text_columns", "encode_labels", "expand_vector_columns", "load"]
@@ -216,6 +223,8 @@ def _guard_column(col: pa.ChunkedArray, name: str, block: np.ndarray, how: str, 
     """``(block, how)``; ``(None, "dropped: ...")`` for a column that would let a model read the
     observed labels off the row order, unless ``keep``; ``how`` marked when the column determines
     the observed label and stays (:mod:`flipguard.data._leaks`)."""
+    if not keep and name == CLEAN_WEIGHT_COLUMN:
+        return None, "dropped: weights of flipguard clean --mode weight (made from the labels' audit)"
     if not keep and block.shape[1] == 1 and is_row_identifier(block[:, 0], name, col.null_count > 0):
         return None, (f"dropped: row identifier (unique integers {block[:, 0].min():.0f} to "
                       f"{block[:, 0].max():.0f})")
@@ -244,7 +253,7 @@ def refuse_bytes(col: pa.ChunkedArray, role: str, name: str, source: str, format
 
 #: How ``encoding`` describes a column left out because of what it is; the row-identifier and
 #: label-sorted-sequence drops (warnings) and wide string columns (their own note) are said elsewhere.
-_SAID_ELSEWHERE = ("dropped: row identifier", "dropped: rises with the row order")
+_SAID_ELSEWHERE = ("dropped: row identifier", "dropped: rises with the row order", "dropped: weights of flipguard clean")
 
 
 def dropped_columns(dataset: LabeledDataset) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from .._json import to_jsonable
 from ..data import LabeledDataset
+from ..data._leaks import CLEAN_WEIGHT_COLUMN
 from ..detection import TrustedLabels
 from ..exceptions import DataError, InvalidParameterError
 from ..models import MODEL_NAMES
@@ -21,7 +22,7 @@ __all__ = ["CLEAN_MODES", "CleaningLog", "WEIGHT_COLUMN", "clean_dataset", "clea
 #: Modes of :func:`clean_dataset` (the row-level strategies of :class:`RobustClassifier`).
 CLEAN_MODES = ("drop", "relabel", "weight")
 #: Column added by ``mode="weight"`` to the cleaned table.
-WEIGHT_COLUMN = "flipguard_weight"
+WEIGHT_COLUMN = CLEAN_WEIGHT_COLUMN  # "flipguard_weight"
 
 
 @dataclass(eq=False)
@@ -188,6 +189,8 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
                         f"got {type(dataset).__name__}")
     if mode not in CLEAN_MODES:
         raise InvalidParameterError(f"mode must be one of {', '.join(CLEAN_MODES)}; got {mode!r}")
+    if mode == "weight" and dataset.table is not None and WEIGHT_COLUMN in dataset.table.column_names:
+        raise DataError(_HAS_WEIGHTS)  # said before the audit, not after it
     n = dataset.n_samples
     y = dataset.y.copy()
     warnings: list[str] = []
@@ -264,12 +267,16 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
     return cleaned, log
 
 
+_HAS_WEIGHTS = (f"the data already has a column '{WEIGHT_COLUMN}' (the weights of an earlier clean in weight "
+                "mode): clean the original data, or drop or rename that column")
+
+
 def cleaned_table(cleaned: LabeledDataset, log: CleaningLog) -> pa.Table:
     """The cleaned data as a table with every input column (plus ``flipguard_weight`` for weights)."""
     tbl = cleaned.to_table()
     if log.weights is not None:
         if WEIGHT_COLUMN in tbl.column_names:
-            raise DataError(f"the data already has a column '{WEIGHT_COLUMN}'")
+            raise DataError(_HAS_WEIGHTS)
         tbl = tbl.append_column(WEIGHT_COLUMN, pa.array(log.weights, type=pa.float64()))
     return tbl
 

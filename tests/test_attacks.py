@@ -547,3 +547,16 @@ def test_pair_noise_follows_the_classes_own_order_or_the_given_pairs():
         NoiseMatrixFlip(kind="pair", pairs={"ten": "one"}).fit_resample(None, y)
     with pytest.raises(InvalidParameterError, match="maps a class onto itself"):
         NoiseMatrixFlip(kind="pair", pairs={"one": "one"}).fit_resample(None, y)
+
+
+@pytest.mark.parametrize("y", [np.array([0, 1, np.nan, 1, 0.0, 1]),
+                               np.array(["a", "b", None, "a", "b", "a"], dtype=object),
+                               np.array(["a", "b", float("nan"), "a", "b", "a"], dtype=object)],
+                         ids=["float-nan", "object-none", "object-nan"])
+def test_missing_labels_are_named_as_the_auditor_names_them(y):
+    """A float NaN label reached scikit-learn's type_of_target first: a bare 'Input contains NaN'
+    ValueError instead of flipguard's DataError with the rows."""
+    from flipguard.exceptions import DataError
+
+    with pytest.raises(DataError, match=r"y has 1 missing label\(s\) \(None/NaN\) at rows 2 \(0-based\)"):
+        RandomFlip(rate=0.2, random_state=0).fit_resample(None, y)

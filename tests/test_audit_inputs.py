@@ -361,6 +361,7 @@ def test_too_few_rows_per_class_for_the_folds(cli, tmp_path):
     (("--top", "-1"), "--top must be 0 or more; got -1"),
     (("--json", "--format", "csv"), "--json and --format csv conflict (--json means --format json); "
                                     "give only one of them"),
+    (("--method", "rules"), "--method rules needs --rules FILE or --reference-label COLUMN"),
 ])
 def test_option_errors_name_the_option(cli, cancer_csv, args, message):
     _one_line_error(cli("audit", cancer_csv, "--label", LABEL, *args), message)

@@ -360,6 +360,15 @@ def test_cli_certify_holdout_table_and_out(cli, breast_cancer_csv, tmp_path):
     assert breast_cancer_csv.read_bytes() == before
 
 
+def test_cli_warnings_are_one_line_each(cli, breast_cancer_csv):
+    """The default 50 partitions of ~450 rows warn; the warning was hard-wrapped at 80 columns onto two
+    stderr lines, so grep and CI logs kept half of it."""
+    r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id")
+    assert r.exit_code == 0, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if "rows per partition" in ln)
+    assert line.startswith("warning: 50 partitions of ") and line.endswith("give stronger models but smaller radii")
+
+
 def test_cli_certify_json_with_test_file_and_seed(cli, breast_cancer_csv, breast_cancer_parquet):
     r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--partitions", "5",
             "--test", breast_cancer_parquet, "--json", "--seed", "3")

@@ -271,13 +271,21 @@ def _as_1d(y) -> np.ndarray:
     if arr.ndim != 1:
         raise DataError(f"Multilabel and multioutput targets are not supported: y must be 1-D, "
                         f"got shape {arr.shape}")
+    # missing labels first: scikit-learn's type_of_target says only "Input contains NaN"
+    if arr.dtype.kind == "f":
+        missing = np.isnan(arr)
+    elif arr.dtype.kind == "O":  # None, or a NaN (the only value unequal to itself)
+        missing = np.asarray(np.equal(arr, None) | np.not_equal(arr, arr), dtype=bool)
+    else:
+        missing = np.zeros(len(arr), dtype=bool)
+    if missing.any():
+        where = np.flatnonzero(missing)
+        raise DataError(f"y has {len(where)} missing label(s) (None/NaN) at rows "
+                        f"{', '.join(map(str, where[:5]))}{', ...' if len(where) > 5 else ''} (0-based): "
+                        "drop those rows or give them a label first")
     kind = type_of_target(arr) if arr.dtype.kind in "fiub" and len(arr) else "binary"
     if kind in ("continuous", "continuous-multioutput"):
         raise DataError("Unknown label type: y has continuous values; flipping needs class labels")
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise DataError(f"y has {int(np.isnan(arr).sum())} NaN label(s)")
-    if arr.dtype.kind == "O" and any(v is None for v in arr):
-        raise DataError("y has missing (None) labels")
     return arr
 
 

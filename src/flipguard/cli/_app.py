@@ -144,7 +144,7 @@ def join_prose_lines(doc: str) -> str:
     for line in doc.split("\n"):
         prev = out[-1] if out else ""
         if (line.strip() and prev.strip() and not line.startswith((" ", "\b")) and not prev.startswith((" ", "\b"))
-                and not re.match(r"([*-]|\d+[.)]) ", line) and not prev.rstrip().endswith(":")):
+                and not re.match(r"([*-]|\d+[.)]) ", line) and not re.fullmatch(r"\w+:", prev.strip())):  # a heading ("Example:")
             out[-1] = f"{prev.rstrip()} {line.strip()}"
         else:
             out.append(line)

@@ -167,6 +167,8 @@ def audit_cmd(
     if method not in detector_names():
         raise InvalidParameterError(f"Unknown detection method {method!r}; choose one of "
                                     f"{', '.join(detector_names())}.")
+    if method == "rules" and rules is None and reference_label is None:
+        raise InvalidParameterError("--method rules needs --rules FILE or --reference-label COLUMN")
     if fail_verdicts and method != "auto":
         raise InvalidParameterError(f"--fail-on needs the dataset verdict, which only --method auto gives "
                                     f"(got --method {method}); gate on --fail-above instead")

@@ -71,7 +71,8 @@ def clean_cmd(
 
     Labels are audited exactly as `flipguard audit` does with the same
     --model and --seed (same flagged rows, same estimate); at most the
-    estimated number of flips per class is touched.  The cleaning is kept
+    estimated number of flips per class is dropped or relabelled (--mode weight:
+    each class loses that much weight, spread over its suspect rows).  The cleaning is kept
     only if, on held-out folds, balanced accuracy does not drop and accuracy
     drops by no more than two standard errors (the folds' labels may be
     flipped too, so a correct fix can count as an error); otherwise the copy

@@ -37,13 +37,14 @@ class _Console(Console):
 
 
 console = _Console(highlight=False, width=_width())
-err_console = Console(stderr=True, highlight=False)
+#: stderr: one message, one line (no hard wrap at the terminal width), so grep and CI logs keep it whole.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DataArg = Annotated[str, typer.Argument(help="CSV or Parquet path, fsspec URL (s3://...) or postgresql:// DSN.",
                                         show_default=False)]
 LabelOpt = Annotated[str, typer.Option("--label", "-l", help="Name of the label column.", show_default=False)]
 IdOpt = Annotated[str | None, typer.Option("--id", help="Column of unique row ids (default: row position).")]
-TableOpt = Annotated[str | None, typer.Option("--table", help="Table to read when DATA is a postgresql:// DSN.")]
+TableOpt = Annotated[str | None, typer.Option("--table", help="Table to read where the data is a postgresql:// DSN.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m",
                                        help="logreg, linsvm, rf, hgb, knn or mlp.")]

@@ -378,7 +378,6 @@ def test_static_name_lists_match_the_registries():
 
 
 def test_debug_is_accepted_after_the_command(cli, tmp_path):
-    from flipguard.cli import main
     from flipguard.exceptions import DataError
 
     args = ["attack", str(tmp_path / "none.csv"), "--label", "y", "--rate", "0.1", "--out", str(tmp_path / "o.csv")]

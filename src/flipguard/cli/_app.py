@@ -9,6 +9,7 @@ import typer
 
 from ..exceptions import FlipguardError
 
+
 def _keep_argument_help() -> None:
     """typer before 0.21 stores an argument's ``help`` and then calls click's ``Argument.__init__``
     without it, which since click 8.3 sets ``help`` back to None: every positional argument (DATA,

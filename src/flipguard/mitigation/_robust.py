@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,13 +12,13 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._validation import HasMethods, Interval, StrOptions, validate_params
 from ..detection import BaseDetector, TrustedLabels, make_detector
-from ..exceptions import DataError
+from ..exceptions import DataError, InvalidParameterError
 from ..models import MODEL_NAMES, out_of_fold_proba, predict_scores
-from ._strategies import STRATEGIES, Plan, diagonally_dominant, fit_model, make_strategy
+from ._strategies import STRATEGIES, Plan, accepts_sample_weight, diagonally_dominant, fit_model, make_strategy
 
 __all__ = ["RobustClassifier"]
 
@@ -123,7 +124,8 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
     new_labels_ : ndarray
         Labels given to ``relabelled_`` rows (values of ``classes_``).
     sample_weight_ : ndarray of shape (n_samples,) or None
-        ``weight`` strategy: the weights used.
+        ``weight`` strategy: the weights the mitigation gave (the final model
+        trains with these times the ``sample_weight`` passed to ``fit``).
     transition_ : ndarray of shape (n_classes, n_classes) or None
         ``loss_correction``: the transition matrix used.
     proposed_ : dict
@@ -189,7 +191,7 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # -- fit ---------------------------------------------------------------------------
-    def fit(self, X, y, trusted=None, audit=None):
+    def fit(self, X, y, trusted=None, audit=None, sample_weight=None):
         """Audit the labels, mitigate, check the mitigation helps, and train.
 
         Parameters
@@ -213,6 +215,14 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
             :func:`flipguard.detection.audit_dataset`, what ``flipguard
             audit`` runs), used instead of auditing again, so the cleaning
             acts on the same numbers the audit reported.
+        sample_weight : array-like of shape (n_samples,), optional
+            Your weights of the rows (importance, class balance), passed
+            through to every model trained here: the guard's plain and
+            mitigated models and the final one (multiplied by the ``weight``
+            strategy's weights; extra trusted rows weigh 1).  The audit's
+            out-of-fold probabilities are unweighted: whether a label agrees
+            with its features does not depend on the row's importance.  The
+            estimator must accept ``sample_weight`` (``knn`` does not).
 
         Returns
         -------
@@ -232,6 +242,12 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         rs = check_random_state(self.random_state)
         seeds = rs.randint(np.iinfo(np.int32).max, size=4)
         tl, protected, extra = self._trusted(trusted, X, codes)
+        sw = None
+        if sample_weight is not None:
+            sw = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+            if not accepts_sample_weight(self.estimator):
+                raise InvalidParameterError(f"sample_weight needs an estimator whose fit accepts it; "
+                                            f"{_name(self.estimator)} does not")
 
         self.audit_ = None
         self.guard_scores_ = None
@@ -239,7 +255,7 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         self._set_plan(None, codes)
         counts = np.bincount(codes, minlength=K)
         if K < 2 or (counts.min() < MIN_CLASS_ROWS and audit is None):  # a given audit set small classes aside
-            return self._fallback(X, codes, extra, seeds[3],
+            return self._fallback(X, codes, extra, sw, seeds[3],
                                   f"too few rows to audit (smallest class has {counts.min()}; "
                                   f"at least {MIN_CLASS_ROWS} needed)")
 
@@ -255,23 +271,24 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
                              max_fraction=float(self.max_fraction), transition=self.transition)
         self.proposed_ = _plan_counts(self.strategy, plan, codes)
         if not np.any(plan.changed):
-            return self._fallback(X, codes, extra, seeds[3], "no label looks flipped within the caps "
+            return self._fallback(X, codes, extra, sw, seeds[3], "no label looks flipped within the caps "
                                   f"({audit.n_flagged} flagged, {audit.estimated_flips} estimated)")
         if plan.transition is not None and not diagonally_dominant(plan.transition):
-            return self._fallback(X, codes, extra, seeds[3],
+            return self._fallback(X, codes, extra, sw, seeds[3],
                                   "the estimated transition matrix is not diagonally dominant "
                                   "(a class observed more often as another label than as itself); "
                                   "loss correction would be unreliable")
+        train = plan if sw is None else replace(plan, weight=sw if plan.weight is None else sw * plan.weight)
         if self.guard:
-            g = self._guard(X, codes, plan, strategy, extra, int(seeds[2]))
+            g = self._guard(X, codes, train, strategy, extra, sw, int(seeds[2]))
             g["allowed_drop"] = {"balanced_accuracy": float(self.tolerance),
                                  "accuracy": float(self.tolerance + 2.0 * g["accuracy_se"])}
             self.guard_scores_ = g
             worse = [m for m in _METRICS if g["mitigated"][m] < g["plain"][m] - g["allowed_drop"][m]]
             if worse:
-                return self._fallback(X, codes, extra, seeds[3],
+                return self._fallback(X, codes, extra, sw, seeds[3],
                                       f"{self.strategy} did not help on {_guard_text(self.guard_scores_)}")
-        Xf, plan_f = _with_extra(X, plan, extra, self.strategy)
+        Xf, plan_f = _with_extra(X, train, extra, self.strategy)
         self.estimator_ = strategy.fit(self.estimator, Xf, plan_f, int(seeds[3]))
         self.fallback_ = False
         self._set_plan(plan, codes)
@@ -340,10 +357,10 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         protected[rows] = True
         return TrustedLabels(X=X[rows], y=codes[rows], rows=rows), protected, None
 
-    def _guard(self, X, codes, plan: Plan, strategy, extra, seed: int) -> dict:
+    def _guard(self, X, codes, plan: Plan, strategy, extra, sw, seed: int) -> dict:
         """Scores of plain and mitigated training on held-out data (trusted rows, else CV folds)."""
         if extra is not None and len(extra[1]) >= MIN_TRUSTED_FOR_GUARD and len(np.unique(extra[1])) >= 2:
-            plain = fit_model(self.estimator, X, codes, random_state=seed)
+            plain = fit_model(self.estimator, X, codes, sw, random_state=seed)
             mitigated = strategy.fit(self.estimator, X, plan, seed)
             Xt, truth = extra
             pred_plain = np.asarray(plain.predict(Xt), dtype=np.int64)
@@ -360,11 +377,11 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
                                     random_state=seed)
             splits = [(np.concatenate([idx[tr], rare]), idx[te]) for tr, te in folds.split(idx, codes[idx])]
             if self.n_jobs in (None, 1):
-                results = [_guard_fold(self.estimator, strategy, X, codes, plan, tr, te, seed)
+                results = [_guard_fold(self.estimator, strategy, X, codes, plan, tr, te, seed, sw)
                            for tr, te in splits]
             else:
                 results = Parallel(n_jobs=self.n_jobs)(
-                    delayed(_guard_fold)(self.estimator, strategy, X, codes, plan, tr, te, seed)
+                    delayed(_guard_fold)(self.estimator, strategy, X, codes, plan, tr, te, seed, sw)
                     for tr, te in splits)
             pred_plain = np.empty(len(codes), dtype=np.int64)
             pred_mit = np.empty(len(codes), dtype=np.int64)
@@ -380,9 +397,12 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
                 "disagreement": float(np.mean(pred_mit != pred_plain)),
                 "accuracy_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0}
 
-    def _fallback(self, X, codes, extra, seed, reason: str):
-        Xf, yf = (X, codes) if extra is None else (np.vstack([X, extra[0]]), np.concatenate([codes, extra[1]]))
-        self.estimator_ = fit_model(self.estimator, Xf, yf, random_state=int(seed))
+    def _fallback(self, X, codes, extra, sw, seed, reason: str):
+        Xf, yf, wf = X, codes, sw
+        if extra is not None:
+            Xf, yf = np.vstack([X, extra[0]]), np.concatenate([codes, extra[1]])
+            wf = None if wf is None else np.concatenate([wf, np.ones(len(extra[1]))])
+        self.estimator_ = fit_model(self.estimator, Xf, yf, wf, random_state=int(seed))
         self.fallback_ = True
         self.reason_ = f"fell back to the plain {_name(self.estimator)}: {reason}"
         self._set_plan(None, codes)
@@ -405,8 +425,9 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         self.n_reweighted_ = 0 if self.sample_weight_ is None else int(np.count_nonzero(self.sample_weight_ < 1))
 
 
-def _guard_fold(estimator, strategy, X, codes, plan, tr, te, seed):
-    plain = fit_model(estimator, X[tr], codes[tr], random_state=seed)
+def _guard_fold(estimator, strategy, X, codes, plan, tr, te, seed, sample_weight=None):
+    plain = fit_model(estimator, X[tr], codes[tr], None if sample_weight is None else sample_weight[tr],
+                      random_state=seed)
     mitigated = strategy.fit(estimator, X[tr], plan.restrict(tr), seed)
     return (np.asarray(plain.predict(X[te]), dtype=np.int64),
             np.asarray(mitigated.predict(X[te]), dtype=np.int64))

@@ -247,7 +247,7 @@ class LossCorrectionStrategy(BaseStrategy):
             return fit_model(estimator, X, plan.y)
         T = plan.transition[np.ix_(present, present)]
         model = ForwardCorrectedLogisticRegression(T / T.sum(axis=1, keepdims=True))
-        return model.fit(X, plan.y)
+        return model.fit(X, plan.y, sample_weight=plan.weight)
 
 
 def diagonally_dominant(T: np.ndarray) -> bool:

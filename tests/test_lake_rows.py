@@ -1,5 +1,7 @@
 """Lake verify/diff name rows of whole added, removed and moved partitions (matched by id across
-partitions), seals of ``.`` are named after the folder, and the lake text output matches the file's."""
+partitions), seals of ``.`` are named after the folder, and the lake text output matches the file's.
+Outputs go beside a folder, never into it; a label has one type in every partition; errors name the
+path at fault."""
 
 from __future__ import annotations
 
@@ -238,3 +240,184 @@ def test_lake_text_names_sealed_columns_counts_snapshots_and_refuses_another_nam
                         "  - the manifest seals dataset 'L3', not 'other' (a seal of another dataset copied "
                         "here?); if the data was renamed, pass --name 'L3'\n")
     assert np.isclose(sealed, breast_cancer_frame.column("mean_radius")[153].as_py())
+
+
+# -- outputs beside the data, never in it; one label type; errors that name the path -----------------
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _one_line(r, message: str) -> None:
+    assert (r.exit_code, r.stdout, r.stderr) == (2, "", f"Error: {message}\n")
+
+
+def test_an_audit_out_inside_the_folder_is_refused_and_audit_results_there_are_not_data(tmp_path, cli, keys,
+                                                                                          breast_cancer_frame):
+    """``audit L/ --out L/audit`` wrote its results into the data: the next seal sealed them as rows
+    (569 -> 1138) and the next audit failed naming a healthy partition."""
+    from flipguard.detection import audit_partitioned
+    from flipguard.exceptions import InvalidParameterError
+
+    lake = _lake(tmp_path / "L", breast_cancer_frame)
+    before = _listing(lake)
+    r = cli("audit", f"{lake}/", "--label", "diagnosis", "--id", "patient_id", "--out", lake / "audit")
+    _one_line(r, f"--out {lake / 'audit'} is inside DATA {lake}/: flipguard never writes into its input (the next "
+                 "seal or audit of the folder would read the results as partitions); choose a folder outside it "
+                 f"(default: {lake}.flipguard-audit)")
+    for out in (lake / "part-0.parquet" / "x", lake, lake / "sub" / ".." / "res"):
+        assert cli("audit", lake, "--label", "diagnosis", "--out", out).exit_code == 2
+        with pytest.raises(InvalidParameterError, match="is inside DATA"):
+            audit_partitioned(lake, label="diagnosis", out=out)
+    assert _listing(lake) == before and not list(tmp_path.glob("*.flipguard-audit"))
+    # results an earlier flipguard wrote inside the folder (recognised by their _audit.json) are skipped
+    r = cli("audit", lake, "--label", "diagnosis", "--id", "patient_id", "--out", tmp_path / "res")
+    assert r.exit_code == 0, r.stderr
+    shutil.copytree(tmp_path / "res", lake / "audit")
+    r = cli("seal", lake, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0], "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["rows"], doc["partitions"]) == (569, 4)
+    assert cli("verify", lake, "--pubkey", keys[1]).exit_code == 0
+    r = cli("audit", lake, "--label", "diagnosis", "--id", "patient_id", "--out", tmp_path / "res2", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["n_samples"] == 569
+    # a file named _audit.json that is not an audit's summary does not hide the data beside it
+    (lake / "audit" / "_audit.json").write_text("{}\n")
+    r = cli("seal", lake, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0])
+    assert r.exit_code == 2 and r.stderr.startswith("Error: partition audit/part-0.parquet: column(s)")
+
+
+def test_an_audit_of_dot_writes_beside_the_folder_named_after_it(tmp_path, cli, breast_cancer_frame, monkeypatch):
+    """``audit .`` wrote ``..flipguard-audit`` inside the dataset."""
+    lake = _lake(tmp_path / "L5", breast_cancer_frame)
+    before = _listing(lake)
+    monkeypatch.chdir(lake)
+    r = cli("audit", ".", "--label", "diagnosis", "--id", "patient_id", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["out"] == str(tmp_path / "L5.flipguard-audit")
+    assert _listing(lake) == before
+    assert sorted(os.listdir(tmp_path / "L5.flipguard-audit")) == ["_audit.json"] + [f"part-{i}.parquet"
+                                                                                    for i in range(4)]
+    shutil.rmtree(tmp_path / "L5.flipguard-audit")
+    monkeypatch.chdir(tmp_path)
+    r = cli("audit", "L5/.", "--label", "diagnosis", "--id", "patient_id", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["out"] == str(tmp_path / "L5.flipguard-audit")
+    assert _listing(lake) == before
+
+
+def _typed_lake(root: Path, frame: pa.Table, types: list) -> Path:
+    """Four partitions whose 0/1 label (1 = malignant) is stored as ``types[i]``."""
+    root.mkdir()
+    y = pc.cast(pc.equal(frame.column("diagnosis"), "malignant"), pa.int64())
+    t = frame.set_column(frame.schema.get_field_index("diagnosis"), "diagnosis", y)
+    for i, typ in enumerate(types):
+        part = t.slice(i * 150, 150)
+        lab = part.column("diagnosis")
+        lab = pc.cast(pc.cast(lab, pa.float64()), pa.string()) if typ == "text-of-float" else pc.cast(lab, typ)
+        pq.write_table(part.set_column(part.schema.get_field_index("diagnosis"), "diagnosis", lab),
+                       root / f"part-{i}.parquet")
+    return root
+
+
+@pytest.mark.parametrize("odd, shown", [(pa.float64(), "double"), (pa.string(), "string"),
+                                        (pa.float32(), "float")])
+def test_a_label_stored_as_another_type_in_one_partition_is_refused_by_audit_and_seal(
+        tmp_path, cli, keys, breast_cancer_frame, odd, shown):
+    """int 1, float 1.0 and "1" were merged (or split) as text: the audit fitted on them, the seal
+    sealed them and verified INTACT."""
+    lake = _typed_lake(tmp_path / "M", breast_cancer_frame, [pa.int64(), pa.int64(), odd, pa.int64()])
+    message = (f"partition part-2.parquet: label column 'diagnosis' is {shown}, but int64 in part-0.parquet; a "
+               "label column must have one type in every partition (integer widths may differ): rewrite the "
+               "partitions with one label type")
+    _one_line(cli("audit", lake, "--label", "diagnosis", "--id", "patient_id"), message)
+    _one_line(cli("seal", lake, "--label", "diagnosis", "--id", "patient_id", "--key", keys[0]), message)
+    assert sorted(os.listdir(tmp_path)) == ["M", "keys"]
+
+
+def test_integer_widths_are_one_label_type_and_a_changed_type_is_a_lake_verify_finding(
+        tmp_path, cli, keys, breast_cancer_frame):
+    lake = _typed_lake(tmp_path / "W", breast_cancer_frame, [pa.int64(), pa.int32(), pa.uint8(), pa.int16()])
+    r = cli("audit", lake, "--label", "diagnosis", "--id", "patient_id", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["classes"] == ["0", "1"]
+    _seal(cli, keys, lake, "--id", "patient_id")
+    assert cli("verify", lake, "--pubkey", keys[1]).exit_code == 0
+    # the same values rewritten as text in one partition: the single file's type finding, not INTACT
+    t = pq.read_table(lake / "part-1.parquet")
+    pq.write_table(t.set_column(t.schema.get_field_index("diagnosis"), "diagnosis",
+                                pc.cast(t.column("diagnosis"), pa.string())), lake / "part-1.parquet")
+    doc = _json(cli, "verify", lake, "--pubkey", keys[1])
+    assert doc["findings"][0].startswith("partition part-1.parquet: the label column 'diagnosis' changed type: "
+                                         "sealed as integer, now string")
+    assert doc["n_changed"] == 0 and doc["partitions"]["changed"] == ["part-1.parquet"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_continuous_or_id_like_label_is_refused_by_a_partitioned_audit_as_by_a_single_file(
+        tmp_path, cli, breast_cancer_frame, fmt):
+    """``audit lake/ --label f1`` fitted 5 models with 6000 classes and failed allocating 1.07 TiB."""
+    import pyarrow.csv as pacsv
+
+    root = tmp_path / "C"
+    root.mkdir()
+    t = breast_cancer_frame.slice(0, 200)
+    t = t.append_column("score", pa.array((np.arange(200) % 40 + 5) / 100))  # 0.05 ... 0.44
+    t = t.append_column("code", pa.array(np.arange(200) % 50))  # 50 integer "classes" of 4 rows
+    for i in range(2):
+        part = t.slice(i * 100, 100)
+        if fmt == "csv":
+            pacsv.write_csv(part, root / f"part-{i}.csv")
+        else:
+            pq.write_table(part, root / f"part-{i}.parquet")
+    single = tmp_path / f"one.{fmt}"
+    (pacsv.write_csv if fmt == "csv" else pq.write_table)(t, single)
+    for label, what in (("score", "looks continuous (40 distinct numbers, e.g. 0.05)"),
+                        ("code", "looks continuous or like an identifier (50 distinct values in 200 rows)")):
+        tail = ("; flipguard needs class labels: name the class column with --label, or bin the values into "
+                "classes first")
+        _one_line(cli("audit", root, "--label", label, "--id", "patient_id"), f"{root}: label column '{label}' "
+                  f"{what}{tail}")
+        r = cli("audit", single, "--label", label, "--id", "patient_id")
+        assert r.exit_code == 2 and f"label column '{label}' {what}" in r.stderr  # the single file's words
+    assert sorted(os.listdir(tmp_path)) == ["C", single.name]
+
+
+def test_diff_of_a_folder_with_a_missing_path_or_a_file_says_which(tmp_path, cli, breast_cancer_frame):
+    """It said ``Error: lake/: is a directory, not a CSV or Parquet file`` for both."""
+    lake = _lake(tmp_path / "L", breast_cancer_frame)
+    pq.write_table(breast_cancer_frame, tmp_path / "d.parquet")
+    _one_line(cli("diff", f"{lake}/", tmp_path / "nonexist/", "--label", "diagnosis", "--id", "patient_id"),
+              f"{tmp_path / 'nonexist'}: no such file or folder")
+    _one_line(cli("diff", tmp_path / "gone.parquet", lake, "--label", "diagnosis"),
+              f"{tmp_path / 'gone.parquet'}: no such file or folder")
+    for old, new in ((lake, tmp_path / "d.parquet"), (tmp_path / "d.parquet", lake)):
+        _one_line(cli("diff", old, new, "--label", "diagnosis", "--id", "patient_id"),
+                  f"cannot compare {lake} (a folder of partitions) with {tmp_path / 'd.parquet'} (a single file "
+                  "or table): give two folders, or two files")
+
+
+def test_a_truncated_partition_snapshot_names_the_partition_and_the_file(tmp_path, cli, keys, breast_cancer_frame):
+    """A truncated snapshot said ``Error: snapshot: does not match the manifest (30 bytes...)``."""
+    lake = _lake(tmp_path / "L", breast_cancer_frame)
+    store = _seal(cli, keys, lake, "--id", "patient_id")
+    root = json.loads(Path(str(lake) + ".flipguard.json").read_text())
+    snaps = {}
+    for e in root["partitions"]:
+        snaps[e["name"]] = store / json.loads((store / f"{e['manifest']}.json").read_text())["snapshot"]["file"]
+    t = pq.read_table(lake / "part-2.parquet")
+    y = t.column("diagnosis").to_pylist()
+    y[0] = "benign" if y[0] == "malignant" else "malignant"
+    pq.write_table(t.set_column(t.schema.get_field_index("diagnosis"), "diagnosis", pa.array(y)),
+                   lake / "part-2.parquet")
+    for name in ("part-2.parquet", "part-3.parquet"):
+        snaps[name].write_bytes(snaps[name].read_bytes()[:30])
+    tail = "does not match the manifest (30 bytes, SHA-256 differs); the snapshot was modified, truncated or replaced"
+    _one_line(cli("verify", lake, "--pubkey", keys[1]), f"partition part-2.parquet: snapshot {snaps['part-2.parquet']}: "
+              f"{tail}")
+    pq.write_table(t, lake / "part-2.parquet")  # intact again: its snapshot is not read
+    (lake / "part-3.parquet").unlink()  # a removed partition's snapshot is read for its rows
+    _one_line(cli("verify", lake, "--pubkey", keys[1]), f"partition part-3.parquet: snapshot "
+              f"{snaps['part-3.parquet']}: {tail}")
+    snaps["part-3.parquet"].unlink()
+    _one_line(cli("verify", lake, "--pubkey", keys[1]), f"partition part-3.parquet: snapshot "
+              f"{snaps['part-3.parquet']} is missing")

@@ -176,6 +176,28 @@ def test_unreadable_partition_on_ray_is_named_in_one_line_and_nothing_is_written
     assert sorted(os.listdir(tmp_path)) == ["lake"]
 
 
+def test_a_label_of_another_type_in_one_partition_is_refused_on_ray_before_anything_is_written(ray_session,
+                                                                                                 tmp_path, cli):
+    """The partition tasks report their label's type; the driver refuses a mix (int64 beside string here),
+    and an audit --out inside the folder, before any task runs."""
+    import pyarrow as pa
+
+    root = make_lake(tmp_path / "lake", parts=3, csv_part=False)
+    target = os.path.join(root, "year=2021", "part-1.parquet")
+    t = pq.read_table(target)
+    codes = pa.array([("cat", "dog", "fox").index(v) for v in t.column("y").to_pylist()])
+    pq.write_table(t.set_column(t.schema.get_field_index("y"), "y", codes), target)
+    message = ("partition year=2021/part-1.parquet: label column 'y' is int64, but string in "
+               "year=2020/part-0.parquet; a label column must have one type in every partition")
+    with pytest.raises(DataError, match=f"^{message}"):
+        seal_lake(root, label="y", id="rid", private_key=generate_keypair(), engine="ray")
+    r = cli("audit", root, "--label", "y", "--id", "rid", "--engine", "ray")
+    assert r.exit_code == 2 and r.stderr.startswith(f"Error: {message}") and len(r.stderr.splitlines()) == 1
+    r = cli("audit", root, "--label", "y", "--engine", "ray", "--out", os.path.join(root, "audit"))
+    assert r.exit_code == 2 and r.stderr.startswith(f"Error: --out {root}/audit is inside DATA {root}: ")
+    assert sorted(os.listdir(tmp_path)) == ["lake"]
+
+
 def test_diff_on_ray_equals_the_local_engine(ray_session, tmp_path, cli):
     import shutil
 

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["from_numpy", "string_array", "to_numpy"]
+__all__ = ["from_numpy", "string_array", "to_numpy", "type_family"]
 
 _LITTLE = sys.byteorder == "little"
 
@@ -80,3 +80,29 @@ def string_array(values: list[str]) -> pa.Array:
     offsets = np.zeros(len(data) + 1, dtype=np.int32)
     np.cumsum([len(d) for d in data], out=offsets[1:])
     return pa.Array.from_buffers(pa.string(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+def type_family(t: pa.DataType) -> str:
+    """The label type a seal records: what a reader of the column would see, not its storage width.
+
+    All integer widths (signed or not) are ``"integer"`` -- narrowing int64 to
+    int32 changes no value.  Text is ``"string"`` (also dictionary-encoded
+    text and every CSV column, which flipguard reads as text).  Floats keep
+    their width (``"float64"`` -> ``"float32"`` rounds values), decimals their
+    scale, booleans are ``"boolean"``; anything else is Arrow's type name.
+    """
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "binary"
+    if pa.types.is_floating(t):
+        return {16: "float16", 32: "float32", 64: "float64"}[t.bit_width]
+    if pa.types.is_decimal(t):
+        return f"decimal(scale={t.scale})"
+    return str(t)

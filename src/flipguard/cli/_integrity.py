@@ -324,9 +324,12 @@ def diff_cmd(
     from ..integrity import diff
     from . import _scale
 
-    if _scale.is_partitioned_source(old, table) and _scale.is_partitioned_source(new, table):
+    folders = (_scale.is_partitioned_source(old, table), _scale.is_partitioned_source(new, table))
+    if all(folders):
         return _lake_diff(old, new, label=label, id=id, engine=engine, ray_address=ray_address, limit=limit,
                           json_out=json_out)
+    if any(folders):  # one folder and one file: say which path is missing, or that they cannot be compared
+        _scale.refuse_folder_and_file(*((old, new) if folders[0] else (new, old)))
     _scale.note_single(engine, ray_address)
     report = diff(old, new, label=label, id=id, table=table)
     if json_out:

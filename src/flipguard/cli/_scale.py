@@ -52,6 +52,18 @@ def refuse_single_table_options(given: dict) -> None:
             f"{'it' if len(named) == 1 else 'them'}")
 
 
+def refuse_folder_and_file(folder: str, other: str) -> None:
+    """``diff`` of a folder (a partitioned dataset) with something that is not one: name a path that
+    does not exist, else say that a folder and a single file or table cannot be compared."""
+    from ..data._read import _is_url, is_postgres
+    from ..exceptions import DataError, InvalidParameterError
+
+    if not (_is_url(other) or is_postgres(other)) and not os.path.exists(other):
+        raise DataError(f"{other}: no such file or folder")
+    raise InvalidParameterError(f"cannot compare {folder} (a folder of partitions) with {other} (a single "
+                                "file or table): give two folders, or two files")
+
+
 def vector_columns(data, label: str, id: str | None) -> None:
     """A partitioned audit reads one number per column.  Columns of numeric vectors (an embedding
     stored as a list per row, read by a single-file audit) are refused when they are all the
@@ -119,7 +131,9 @@ def seal(data, *, label, id, key, out, columns, secret, name, version, engine, r
 def audit(data, *, label, id, model, method, cv, seed, out, top, fail_above, json_out, engine,
           ray_address, training="auto", max_train_rows=1_000_000) -> None:
     from ..detection import audit_partitioned
+    from ..detection._partitioned import check_audit_out
 
+    check_audit_out(data, out)  # before any work, as audit_partitioned does
     vector_columns(data, label, id)
     if model == "auto":  # the single-process model search needs every row in one process
         model = "logreg"

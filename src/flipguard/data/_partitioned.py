@@ -5,7 +5,8 @@ path relative to the root, with ``/`` separators (``year=2024/part-0.parquet``),
 so names do not depend on where the lake is mounted.  Hive-style ``key=value``
 folders become string columns of every row below them.  Files and folders
 whose name starts with ``_`` or ``.`` (``_SUCCESS``, ``_delta_log``, ``.crc``)
-and flipguard's own sidecars are not data.
+and flipguard's own outputs (seal sidecars and stores, and a folder of audit
+results: one holding the ``_audit.json`` an audit writes) are not data.
 
 A row is identified by its partition and its 0-based position in that file
 (``row``), or by an ``--id`` column.  Positions stay stable as long as the file
@@ -20,9 +21,11 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +38,10 @@ __all__ = ["Partition", "PartitionedDataset", "discover", "is_partitioned"]
 
 #: Suffixes of files flipguard writes next to data; never read as partitions.
 _SIDECARS = (".flipguard.json", ".flipguard.snapshot")
+
+#: The summary a partitioned audit writes into its output folder; a folder below a dataset's
+#: root that holds one (with an audit summary's content) is audit output, not data.
+AUDIT_SUMMARY = "_audit.json"
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,78 @@ def _hidden(rel: str) -> bool:
                for part in rel.split("/"))
 
 
+def is_audit_summary(data: bytes) -> bool:
+    """Are ``data`` the bytes of the ``_audit.json`` a partitioned audit writes?"""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (isinstance(doc, dict) and str(doc.get("method", "")).startswith("confident_learning")
+            and {"n_flagged", "estimated_flips", "joint", "partitions", "out"} <= set(doc))
+
+
+def _audit_dirs(rels: list[tuple[str, str]], read) -> list[str]:
+    """The folders (relative names, ``/``-terminated) below the root that hold audit output: an
+    ``_audit.json`` whose content is an audit summary.  ``read(path)`` returns a file's bytes."""
+    out = []
+    for rel, path in rels:
+        head, _, tail = rel.rpartition("/")
+        if tail == AUDIT_SUMMARY and head:  # the root itself is what was asked for: never skipped
+            try:
+                if is_audit_summary(read(path)):
+                    out.append(head + "/")
+            except OSError:
+                continue
+    return out
+
+
+def local_root(source) -> str:
+    """A local folder's path as given, or resolved when its last component is ``.`` or ``..``.
+
+    ``flipguard seal .`` (or ``audit .``) inside a folder must name its outputs
+    after the folder (``L5`` -> ``../L5.flipguard.json``), exactly as ``seal L5``
+    from its parent does.
+    """
+    root = os.fspath(source).rstrip("/\\")
+    if os.path.basename(root) in ("", ".", ".."):
+        return str(Path(os.fspath(source) or ".").resolve())
+    return root
+
+
+def label_kind_text(t: pa.DataType) -> str:
+    """A label column's Arrow type as a reader sees it (a dictionary column's value type)."""
+    return str(t.value_type if pa.types.is_dictionary(t) else t)
+
+
+def check_label_types(label: str, found: list[tuple[str, str, str]]) -> str | None:
+    """One label type in every partition: ``found`` is ``(partition, type family, Arrow type)`` per
+    partition; returns the family (``None`` when no partition has a typed label column).
+
+    Label values are compared as text across partitions, so a column that is
+    ``int64`` in one file and ``double`` or ``string`` in another would merge
+    ``1``, ``1.0`` and ``"1"`` silently (or keep them apart): refused, naming the
+    partitions and both types.  Types of one family are one type: every integer
+    width (``int32`` and ``int64`` give the same text), and text however stored
+    (``string``, ``large_string``, dictionary-encoded; every CSV partition is
+    read as text).  Floats of different widths are not (``float32`` 0.1 is not
+    ``float64`` 0.1), nor decimals of different scales.  A column of nulls only
+    (type ``null``) has no values to disagree.
+    """
+    first = None
+    for name, family, text in found:
+        if family == "null":
+            continue
+        if first is None:
+            first = (name, family, text)
+        elif family != first[1]:
+            csv = any(_format(n) == "csv" for n in (name, first[0]))
+            raise DataError(f"partition {name}: label column '{label}' is {text}, but {first[2]} in "
+                            f"{first[0]}; a label column must have one type in every partition (integer "
+                            "widths may differ" + ("; a CSV partition's columns are read as text" if csv else "")
+                            + "): rewrite the partitions with one label type")
+    return None if first is None else first[1]
+
+
 def _keys(rel: str) -> dict:
     keys = {}
     for part in rel.split("/")[:-1]:
@@ -160,6 +239,7 @@ def discover(source) -> PartitionedDataset:
         for p in found:
             rel = p[len(base):].lstrip("/") if p.startswith(base) else posixpath.basename(p)
             rels.append((rel, f"{protocol}://{p}"))
+        read = lambda url: fs.cat_file(url.split("://", 1)[1])  # noqa: E731
     else:
         if not os.path.isdir(root):
             raise DataError(f"{root}: no such folder" if not os.path.exists(root)
@@ -169,10 +249,12 @@ def discover(source) -> PartitionedDataset:
             for f in filenames:
                 full = os.path.join(dirpath, f)
                 rels.append((os.path.relpath(full, root).replace(os.sep, "/"), full))
+        read = lambda path: Path(path).read_bytes()  # noqa: E731
+    audit_out = tuple(_audit_dirs(rels, read))  # an audit's results written inside the data: not data
     parts = []
     for rel, path in sorted(rels):
         fmt = _format(rel)
-        if fmt is None or _hidden(rel):
+        if fmt is None or _hidden(rel) or rel.startswith(audit_out):
             continue
         parts.append(Partition(rel, path, fmt, _keys(rel)))
     if not parts:

@@ -72,7 +72,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..data._partitioned import Partition, discover, read_partition
+from .._arrow import type_family
+from ..data._partitioned import (
+    AUDIT_SUMMARY,
+    Partition,
+    check_label_types,
+    discover,
+    label_kind_text,
+    local_root,
+    read_partition,
+)
 from ..engine import get_engine
 from ..exceptions import DataError, InvalidParameterError
 from ._confident import _prune_counts, calibrate_confident_joint
@@ -114,6 +123,23 @@ def _codes(col: pa.ChunkedArray, classes: list[str], where: str) -> np.ndarray:
     return codes
 
 
+def _reject_continuous_classes(classes: list[str], n: int, family: str | None, all_csv: bool, source: str,
+                               label: str) -> None:
+    """The single-file audit's check (:func:`flipguard.data._load._reject_continuous`) on the merged
+    classes: a numeric label (a numeric column, or a CSV column of numbers, which a single-file audit
+    reads as numbers) that is a measurement or an identifier, not classes."""
+    from ..data._load import _reject_continuous
+
+    numeric = family is not None and (family == "integer" or family.startswith(("float", "decimal")))
+    if not (numeric or (family == "string" and all_csv)) or not classes:
+        return
+    try:
+        values = pc.cast(pa.array(classes, pa.string()), pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return  # text that is not all numbers: class names
+    _reject_continuous(values, n, source, label)
+
+
 def _is_int(schema, name: str) -> bool:
     """Is column ``name`` of a scanned schema (``[(name, type string), ...]``) an integer column?"""
     return any(n == name and t.startswith(("int", "uint")) for n, t in schema)
@@ -147,6 +173,7 @@ def _folds(part: Partition, X: np.ndarray, shared: dict) -> tuple[np.ndarray, np
 def _scan_task(part: Partition, shared: dict) -> dict:
     cols = [shared["label"], *([shared["id"]] if shared["id"] else [])]
     tbl = read_partition(part, cols, dictionary=[shared["label"]])
+    label_type = tbl.column(shared["label"]).type
     values, codes = _label_text(tbl.column(shared["label"]), f"partition {part.name}")
     counts = np.bincount(codes, minlength=len(values)) if len(codes) else np.zeros(len(values), int)
     schema = None
@@ -162,7 +189,7 @@ def _scan_task(part: Partition, shared: dict) -> dict:
             types = read_partition(part, None).schema
         schema = [(n, str(types.field(n).type)) for n in types.names] + [(k, "string") for k in part.keys]
     return {"name": part.name, "rows": tbl.num_rows, "classes": {v: int(n) for v, n in zip(values, counts) if n},
-            "schema": schema}
+            "schema": schema, "label_type": type_family(label_type), "label_arrow": label_kind_text(label_type)}
 
 
 def _read(part: Partition, shared: dict) -> tuple[np.ndarray, np.ndarray, pa.Table]:
@@ -461,9 +488,25 @@ def _transition_list(joint: np.ndarray, classes: list) -> list[dict]:
 
 
 def default_audit_out(source: str) -> Path:
+    """``DATA.flipguard-audit`` beside the folder: ``lake/`` -> ``lake.flipguard-audit``; ``.`` (or
+    ``lake/.``) is named after the folder itself (``../lake.flipguard-audit``), as ``seal .`` is."""
     if "://" in source:
         raise InvalidParameterError(f"{source} is a URL: give the output folder (--out)")
-    return Path(os.fspath(source).rstrip("/\\") + ".flipguard-audit")
+    return Path(local_root(source) + ".flipguard-audit")
+
+
+def check_audit_out(source, out) -> None:
+    """Refuse an output folder inside the dataset (or the dataset itself), before any work: the next
+    seal, verify or audit of the folder would otherwise read the per-row results as partitions."""
+    if out is None or not isinstance(source, (str, os.PathLike)) or "://" in os.fspath(source) \
+            or "://" in os.fspath(out) or not os.path.isdir(source):
+        return
+    root, target = Path(source).resolve(), Path(out).resolve()
+    if target == root or root in target.parents:
+        raise InvalidParameterError(
+            f"--out {os.fspath(out)} is inside DATA {os.fspath(source)}: flipguard never writes into its input "
+            "(the next seal or audit of the folder would read the results as partitions); choose a folder "
+            f"outside it (default: {default_audit_out(os.fspath(source))})")
 
 
 def audit_partitioned(source, *, label: str, id: str | None = None, features: list[str] | None = None,  # noqa: A002
@@ -511,8 +554,9 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
     frac_noise, min_examples_per_class
         As in :class:`flipguard.detection.ConfidentLearning`.
     out : path, optional
-        Output folder of per-row Parquet files (default ``DATA.flipguard-audit``);
-        written only when every pass succeeded.
+        Output folder of per-row Parquet files (default ``DATA.flipguard-audit`` beside
+        the folder; ``.`` is named after the folder); written only when every pass
+        succeeded.  A folder inside ``source`` is refused before anything is read.
     top : int, default=20
         Flagged rows with the highest scores kept in the summary.
     engine, ray_address
@@ -521,6 +565,15 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
     Returns
     -------
     PartitionedAudit
+
+    Raises
+    ------
+    InvalidParameterError
+        ``out`` inside the dataset, or an option out of range.
+    DataError
+        A partition cannot be read; the label column has different types in two
+        partitions (integer widths aside), looks continuous or like an identifier
+        (as for a single file), or has one class.
 
     References
     ----------
@@ -543,13 +596,16 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
         incremental_model(model, None)  # refuse a model without partial_fit before reading anything
     if not 0 < frac_noise <= 1:
         raise InvalidParameterError(f"frac_noise must be in (0, 1]; got {frac_noise!r}")
-    if isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+    single = isinstance(source, (str, os.PathLike)) and os.path.isfile(source)
+    if single:
         ds = discover(os.path.dirname(os.path.abspath(source)))
         ds = type(ds)(ds.root, tuple(p for p in ds.partitions if os.path.samefile(p.path, source)))
     else:
         ds = discover(source)
     out_path = Path(out) if out is not None else default_audit_out(os.fspath(ds.root))
-    if out_path.exists() and not (out_path.is_dir() and ((out_path / "_audit.json").exists()
+    if not single:  # a file's results may sit beside it (their _audit.json keeps them out of the folder's data)
+        check_audit_out(ds.root, out_path)
+    if out_path.exists() and not (out_path.is_dir() and ((out_path / AUDIT_SUMMARY).exists()
                                                          or not any(out_path.iterdir()))):
         raise InvalidParameterError(f"--out {out_path} exists and is not a flipguard audit folder; "
                                     "choose another path")
@@ -560,6 +616,8 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
     staging = None
     try:
         scans = eng.map(_scan_task, ds.partitions, shared=shared, desc="scanning partitions")
+        # one label type in every partition (values are merged as text), before anything is fitted
+        label_family = check_label_types(label, [(s["name"], s["label_type"], s["label_arrow"]) for s in scans])
         if shared["features"] is None:
             skip = {label, id, *ds.partitions[0].keys}
             numeric = [n for n, t in scans[0]["schema"] if n not in skip and
@@ -584,9 +642,11 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
             for c, n in s["classes"].items():
                 totals[c] = totals.get(c, 0) + n
         classes = sorted(totals)
+        N = sum(s["rows"] for s in scans)
+        _reject_continuous_classes(classes, N, label_family, all(p.format == "csv" for p in ds.partitions),
+                                   os.fspath(ds.root), label)
         if len(classes) < 2:
             raise DataError(f"{ds.root}: the label column '{label}' has {len(classes)} class(es); an audit needs two")
-        N = sum(s["rows"] for s in scans)
         shared["classes"] = classes
         mode = training
         if mode == "auto":
@@ -686,7 +746,7 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
             partitions=[{"name": w["name"], "rows": w["rows"], "flagged": w["flagged"]} for w in written],
             train_rows=int(train_rows), exact_training=exact, out=str(out_path), training=mode, top=tops,
             engine=eng.describe(), warnings=warnings_)
-        (staging / "_audit.json").write_text(result.to_json() + "\n")
+        (staging / AUDIT_SUMMARY).write_text(result.to_json() + "\n")
         _replace_dir(staging, out_path)
         staging = None
         return result

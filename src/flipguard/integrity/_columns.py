@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._arrow import from_numpy, to_numpy
+from .._arrow import from_numpy, to_numpy, type_family  # noqa: F401 - type_family is used from here
 from ..exceptions import DataError
 
 __all__: list[str] = []
@@ -31,32 +31,6 @@ MIN_BLOCK_ROWS = 1 << 16
 
 
 # -- column types -------------------------------------------------------------
-def type_family(t: pa.DataType) -> str:
-    """The label type a seal records: what a reader of the column would see, not its storage width.
-
-    All integer widths (signed or not) are ``"integer"`` -- narrowing int64 to
-    int32 changes no value.  Text is ``"string"`` (also dictionary-encoded
-    text and every CSV column, which flipguard reads as text).  Floats keep
-    their width (``"float64"`` -> ``"float32"`` rounds values), decimals their
-    scale, booleans are ``"boolean"``; anything else is Arrow's type name.
-    """
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":
-        return "string"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return "binary"
-    if pa.types.is_floating(t):
-        return {16: "float16", 32: "float32", 64: "float64"}[t.bit_width]
-    if pa.types.is_decimal(t):
-        return f"decimal(scale={t.scale})"
-    return str(t)
-
-
 def check_scalar(t: pa.DataType, what: str) -> None:
     """Refuse nested column types (list, struct, map, union): a label or id is one value."""
     if pa.types.is_dictionary(t):

@@ -57,10 +57,21 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .._arrow import from_numpy, string_array, to_numpy
 from .._io import atomic_write_bytes
-from ..data._partitioned import Partition, discover, read_partition
+from ..data._partitioned import Partition, check_label_types, discover, label_kind_text, read_partition
+from ..data._partitioned import local_root as _local_root
 from ..data._read import _is_url
 from ..exceptions import DataError, IntegrityError, InvalidParameterError
-from ._columns import Ids, block_rows_for, code_dtype, commit, dense_keys, label_codes, normalize_ids, reconcile
+from ._columns import (
+    Ids,
+    block_rows_for,
+    code_dtype,
+    commit,
+    dense_keys,
+    label_codes,
+    normalize_ids,
+    reconcile,
+    type_family,
+)
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import Manifest, SignatureCheck, canonical_json, check_signature, sign_body, strict_json
 from ._source import ROW_ID, with_row_ids
@@ -96,18 +107,6 @@ def merkle_root(entries: list[dict]) -> str:
 
 
 # -- paths ------------------------------------------------------------------------
-def _local_root(source) -> str:
-    """A local folder's path as given, or resolved when its last component is ``.`` or ``..``.
-
-    ``seal .`` inside the folder must name the seal and its manifest after the
-    folder (``L5``), exactly as ``seal L5`` from its parent does.
-    """
-    root = os.fspath(source).rstrip("/\\")
-    if os.path.basename(root) in ("", ".", ".."):
-        return str(Path(os.fspath(source) or ".").resolve())
-    return root
-
-
 def default_lake_manifest(source: str) -> Path:
     if _is_url(source):
         raise InvalidParameterError(f"{source} is a URL: give the manifest path (--out / --manifest)")
@@ -205,13 +204,14 @@ def _seal_task(part: Partition, shared: dict) -> dict:
     atomic_write_bytes(staging / manifest.snapshot["file"], snap)
     atomic_write_bytes(staging / f"{digest}.json", data)
     return {"name": part.name, "rows": manifest.rows, "manifest": digest,
-            "classes": manifest.class_counts, "snapshot_bytes": len(snap)}
+            "classes": manifest.class_counts, "snapshot_bytes": len(snap), "label_type": manifest.label_type,
+            "label_arrow": label_kind_text(tbl.column(label).type)}
 
 
 def _current_root(tbl: pa.Table, pm: Manifest) -> str | None:
     """The partition's commitment root recomputed from current data; ``None`` when it cannot match."""
-    if pm.private or pm.columns:
-        return None
+    if pm.private or pm.columns or type_family(tbl.column(pm.label).type) != pm.label_type:
+        return None  # the full comparison reads the snapshot (and names a changed label type)
     classes = list(pm.class_counts or {})
     ids = normalize_ids(tbl.column(pm.id), what=f"id column '{pm.id}'")
     values, codes = label_codes(tbl.column(pm.label), classes)
@@ -248,12 +248,17 @@ def _check_part_manifest(pm: Manifest, entry: dict, shared: dict) -> Ed25519Publ
     return pub
 
 
-def _read_snapshot(shared: dict, pm: Manifest, name: str) -> bytes:
+def _open_snapshot(shared: dict, pm: Manifest, name: str):
+    """The partition's sealed snapshot, checked against its manifest and decoded; errors name the
+    partition and the snapshot file (missing, truncated, modified, wrong secret)."""
+    from ._verify import open_snapshot
+
     snap_path = Path(shared["store"]) / pm.snapshot["file"]
     try:
-        return snap_path.read_bytes()
+        data = snap_path.read_bytes()
     except FileNotFoundError:
         raise IntegrityError(f"partition {name}: snapshot {snap_path} is missing") from None
+    return open_snapshot(pm, data, secret=shared["secret"], where=f"partition {name}: snapshot {snap_path}")
 
 
 def _verify_task(item: tuple, shared: dict) -> dict:
@@ -288,7 +293,7 @@ def _verify_task(item: tuple, shared: dict) -> dict:
                     "sealed_counts": pm.class_counts, "current_counts": pm.class_counts}
     except DataError:
         pass  # missing or null ids: the full comparison names the rows
-    snap = _read_snapshot(shared, pm, part.name)
+    snap = _open_snapshot(shared, pm, part.name)
     report = verify_table(tbl, pm, pub, snapshot=snap, secret=shared["secret"], source=part.name,
                           name=f"{shared['name']}/{part.name}")
     ch = report.changes
@@ -307,13 +312,10 @@ def _verify_task(item: tuple, shared: dict) -> dict:
 
 def _removed_task(entry: dict, shared: dict) -> dict:
     """The sealed rows of a partition that is gone, from its snapshot (read only because it is gone)."""
-    from ._verify import open_snapshot
-
     name = entry["name"]
     pm = _load_part_manifest(shared["store"], entry["manifest"], name)
     _check_part_manifest(pm, entry, shared)
-    snap = open_snapshot(pm, _read_snapshot(shared, pm, name), secret=shared["secret"],
-                         where=f"partition {name}: snapshot")
+    snap = _open_snapshot(shared, pm, name)
     labels = np.array(snap.classes, dtype=object)[snap.codes.astype(np.int64)]
     return {"name": name, "left": {"row": np.arange(snap.rows, dtype=np.int64), "id": _id_array(snap.ids),
                                    "label": labels},
@@ -801,7 +803,9 @@ def seal_lake(source, *, label: str, id: str | None = None, private_key, columns
     Raises
     ------
     DataError
-        A partition cannot be read or lacks a column (named; nothing is written).
+        A partition cannot be read or lacks a column, or the label column has
+        another type in one partition than in the others (integer widths aside;
+        see :func:`flipguard.data._partitioned.check_label_types`): named, nothing is written.
     """
     from ._seal import now_utc
 
@@ -831,6 +835,8 @@ def seal_lake(source, *, label: str, id: str | None = None, private_key, columns
                   "staging": str(staging),
                   "partition_key": part_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())}
         results = eng.map(_seal_task, list(ds.partitions), shared=shared, desc="sealing partitions")
+        # one label type in the whole dataset, as a single file's seal records one (nothing is written yet)
+        check_label_types(label, [(r["name"], r["label_type"], r["label_arrow"]) for r in results])
         entries = [{"name": r["name"], "rows": r["rows"], "manifest": r["manifest"]} for r in results]
         classes = None
         if secret is None:

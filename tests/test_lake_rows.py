@@ -382,6 +382,21 @@ def test_a_continuous_or_id_like_label_is_refused_by_a_partitioned_audit_as_by_a
     assert sorted(os.listdir(tmp_path)) == ["C", single.name]
 
 
+def test_a_text_label_with_too_many_classes_is_refused_before_any_fit(tmp_path, cli, breast_cancer_frame):
+    """A text label of 600 classes would need 600 x 600 x 4096 histogram counts (11 GiB) per task."""
+    root = tmp_path / "T"
+    root.mkdir()
+    t = pa.concat_tables([breast_cancer_frame, breast_cancer_frame.slice(0, 31)])
+    t = t.append_column("who", pa.array([f"user{i}" for i in range(600)]))
+    for i in range(2):
+        pq.write_table(t.slice(i * 300, 300), root / f"part-{i}.parquet")
+    _one_line(cli("audit", root, "--label", "who", "--id", "patient_id"),
+              f"{root}: the label column 'who' has 600 classes (e.g. user0, user1, user10, user100); a partitioned "
+              "audit keeps a 4096-bin margin histogram per pair of classes (11.0 GiB per worker here) and takes at "
+              "most 128 classes: is 'who' the label?")
+    assert sorted(os.listdir(tmp_path)) == ["T"]
+
+
 def test_diff_of_a_folder_with_a_missing_path_or_a_file_says_which(tmp_path, cli, breast_cancer_frame):
     """It said ``Error: lake/: is a directory, not a CSV or Parquet file`` for both."""
     lake = _lake(tmp_path / "L", breast_cancer_frame)

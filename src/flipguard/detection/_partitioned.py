@@ -329,6 +329,8 @@ def _guess(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 #: Bins of the margin histograms (margins lie in [-1, 1]).
 _BINS = 4096
+#: Most classes a partitioned audit takes: its K x K x _BINS int64 histograms are 512 MiB at 128.
+MAX_CLASSES = 128
 
 
 def _margin_bins(margin: np.ndarray) -> np.ndarray:
@@ -647,6 +649,12 @@ def audit_partitioned(source, *, label: str, id: str | None = None, features: li
                                    os.fspath(ds.root), label)
         if len(classes) < 2:
             raise DataError(f"{ds.root}: the label column '{label}' has {len(classes)} class(es); an audit needs two")
+        if len(classes) > MAX_CLASSES:  # the margin histograms are K x K x 4096 counts per task
+            gib = len(classes) ** 2 * _BINS * 8 / 2**30
+            raise DataError(f"{ds.root}: the label column '{label}' has {len(classes)} classes (e.g. "
+                            f"{', '.join(classes[:4])}); a partitioned audit keeps a {_BINS}-bin margin "
+                            f"histogram per pair of classes ({gib:.1f} GiB per worker here) and takes at most "
+                            f"{MAX_CLASSES} classes: is '{label}' the label?")
         shared["classes"] = classes
         mode = training
         if mode == "auto":

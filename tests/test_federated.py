@@ -1,13 +1,17 @@
 """flipguard.federated: label-flipping clients and defences on Flower's real simulation engine.
 
-Two simulations in total (10 clients, 5 rounds, digits): one through the CLI
-with every defence, one through the Python API, which must reproduce the
-CLI's numbers exactly (same seed, fresh Ray instance, new random node ids).
+Three simulations in total (digits): one through the CLI with every defence
+(10 clients, 5 rounds), one through the Python API, which must reproduce the
+CLI's numbers exactly (same seed, fresh Ray instance, new random node ids),
+and a small one (5 non-iid clients, 2 rounds, FedAvg) for the default
+targeted attack.  Everything else (the strategies fed hand-made replies, the
+attackers' flips, the settings refused before Ray starts) runs in-process.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -387,3 +391,292 @@ def test_simulate_rejects_an_unknown_attacker_pool(digits):
     X, y = digits
     with pytest.raises(Exception, match="attacker_pool must be 'source' or 'any'"):
         simulate(X, y, attack=None, malicious=0.0, attacker_pool="rich")
+
+
+# -- strategies fed hand-made replies (no engine) ----------------------------------------------
+class _Reply:
+    """What a strategy reads of a Flower reply: the sender's node id and the content."""
+
+    def __init__(self, node, content):
+        from types import SimpleNamespace
+
+        self.metadata = SimpleNamespace(src_node_id=node)
+        self.content = content
+
+    def has_error(self):
+        return False
+
+
+def _aggregate(strategy, glob, locals_, rnd=1, n_examples=None):
+    """One ``aggregate_train`` round on replies from nodes 101, 102, ... with the arrays ``locals_``."""
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+    strategy._global = {k: np.asarray(v) for k, v in glob.items()}  # what configure_train keeps
+    replies = [_Reply(101 + i, RecordDict({
+        "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in loc.items()}),
+        "metrics": MetricRecord({"num-examples": (n_examples or [10] * len(locals_))[i]})}))
+        for i, loc in enumerate(locals_)]
+    arrays, metrics = strategy.aggregate_train(rnd, replies)
+    return None if arrays is None else {k: v.numpy() for k, v in arrays.items()}, metrics
+
+
+K, D = 10, 8
+GLOB = {"W": np.zeros((K, D)), "b": np.zeros(K)}
+
+
+def _honest(n=6, seed=0):
+    rng = np.random.RandomState(seed)
+    return [{"W": 0.1 * rng.randn(K, D) + 0.5, "b": 0.01 * rng.randn(K)} for _ in range(n)]
+
+
+def _root_fn(arrays, rnd):
+    return {"W": arrays["W"] + 0.5, "b": arrays["b"]}
+
+
+def _strategies():
+    return [LFighter(random_state=0), TolpeginPCA(random_state=0), FLTrust(root_update_fn=_root_fn)]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_update_is_refused_by_every_defence_and_never_aggregated(bad):
+    """One client sending NaN or infinity: LFighter's k-means raised, Tolpegin's SVD raised, FLTrust averaged NaN."""
+    for strategy in _strategies():
+        clients = _honest()
+        clients[0]["W"][0, 0] = bad
+        arrays, metrics = _aggregate(strategy, GLOB, clients)
+        name = type(strategy).__name__
+        assert 101 in strategy.suspects_[1], name
+        assert "NaN or infinity" in strategy.refused_[1][101], name
+        assert strategy.scores_[1][101] == 1.0, name
+        assert arrays is not None and all(np.isfinite(v).all() for v in arrays.values()), name
+        assert metrics["flipguard-suspects"] == len(strategy.suspects_[1])
+
+
+def test_a_huge_finite_update_breaks_no_defence():
+    """1e300 is a finite reply: its squares overflow; norms, k-means and PCA must still work and stay finite."""
+    for strategy in _strategies():
+        clients = _honest()
+        clients[0]["W"] = np.full((K, D), 1e300)
+        arrays, _ = _aggregate(strategy, GLOB, clients)
+        name = type(strategy).__name__
+        assert arrays is not None and all(np.isfinite(v).all() for v in arrays.values()), name
+        if isinstance(strategy, FLTrust):  # it points the server's way: trusted, but rescaled to the server's norm
+            step = np.concatenate([arrays[k].ravel() - GLOB[k].ravel() for k in GLOB])
+            assert np.linalg.norm(step) <= np.linalg.norm(np.full(K * D, 0.5)) + 1e-9
+        else:
+            assert 101 in strategy.suspects_[1], name
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"W": np.full((1, 1), 100.0), "b": np.zeros(K)}, "array 'W' has shape (1, 1), the global model's has (10, 8)"),
+    ({"W": np.zeros((K, D)), "b": np.zeros(K), "extra": np.ones(3)}, "unexpected 'extra'"),
+    ({"W": np.zeros((K, D))}, "missing 'b'"),
+    ({"W": np.zeros((D, K)), "b": np.zeros(K)}, "array 'W' has shape (8, 10)"),
+])
+def test_an_update_that_does_not_match_the_global_model_is_refused_with_its_reason(bad, why):
+    """A (1, 1) 'W' was broadcast into the model and FLTrust gave it the highest trust; other keys stopped the round."""
+    for strategy in _strategies():
+        arrays, _ = _aggregate(strategy, GLOB, [bad] + _honest()[1:])
+        name = type(strategy).__name__
+        assert 101 in strategy.suspects_[1] and why in strategy.refused_[1][101], name
+        assert arrays["W"].shape == (K, D) and set(arrays) == {"W", "b"}, name
+    assert strategy.trust_[1][101] == 0.0  # FLTrust, the last one
+
+
+def test_fltrust_reports_the_trust_of_every_client_every_round():
+    """``trust_`` was documented (round -> node -> trust) but stayed empty."""
+    s = FLTrust(root_update_fn=_root_fn)
+    clients = _honest(5) + [{"W": -np.ones((K, D)), "b": np.zeros(K)}]  # against the server's update
+    _aggregate(s, GLOB, clients)
+    _aggregate(s, GLOB, clients, rnd=2)
+    assert sorted(s.trust_) == [1, 2] and sorted(s.trust_[1]) == list(range(101, 107))
+    assert s.trust_[1][106] == 0.0 and all(s.trust_[1][n] > 0.9 for n in range(101, 106))
+    for n, t in s.trust_[1].items():
+        assert t == pytest.approx(1.0 - s.scores_[1][n])
+
+
+def test_fltrust_refuses_a_zero_server_update_instead_of_distrusting_everyone():
+    """An empty root set gives the server update 0: every client got trust 0 and the model never moved."""
+    from flipguard.exceptions import InvalidParameterError
+
+    s = FLTrust(root_update_fn=lambda arrays, rnd: arrays)  # the global model back, unchanged
+    with pytest.raises(InvalidParameterError, match="server's update on its root set is zero in round 1"):
+        _aggregate(s, GLOB, _honest())
+
+
+def test_every_round_has_an_entry_in_every_per_round_attribute_and_the_docs_loop_runs(capsys):
+    """The docs' deployment loop read ``cluster_scores_[rnd]`` for every round in ``suspects_``: a KeyError for a
+    round with fewer than three replies or a single k-means cluster."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    s = LFighter(random_state=0)
+    _aggregate(s, GLOB, _honest(2), rnd=1)  # two replies: nothing is clustered
+    same = _honest(1)[0]
+    _aggregate(s, GLOB, [same] * 5, rnd=2)  # identical replies: one cluster
+    ups = _updates()
+    _aggregate(s, GLOB, [{k: GLOB[k] + u[k] for k in GLOB} for u in ups], rnd=3)
+    _aggregate(s, GLOB, [], rnd=4)  # no replies at all
+    assert sorted(s.suspects_) == sorted(s.scores_) == sorted(s.refused_) == sorted(s.cluster_scores_) == [1, 2, 3, 4]
+    assert s.cluster_scores_[1] is None and s.cluster_scores_[2] is None and s.cluster_scores_[4] is None
+    assert s.suspects_[3] == [107, 108, 109, 110] and s.cluster_scores_[3] is not None
+    doc = (Path(__file__).parents[1] / "docs" / "federated.md").read_text()
+    loop = re.search(r"\n( *for rnd, nodes in strategy\.suspects_\.items\(\):.*\n(?: {8,}.*\n)+)", doc).group(1)
+    exec(textwrap.dedent(loop), {"strategy": s})  # noqa: S102  (the docs' own code)
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+# -- settings refused before the engine starts ----------------------------------------------------
+class _EngineStarted(Exception):
+    pass
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    """Ray must not start: a setting that should have been refused first fails the test loudly."""
+    import flipguard.federated._simulate as sim
+
+    def boom(*args, **kwargs):
+        raise _EngineStarted("the simulation engine started")
+
+    monkeypatch.setattr(sim, "_init_ray", boom)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--malicious", "0.04"], "Error: --malicious 0.04 gives 0 of 10 clients; with --clients 10 it can be 0 "
+                              "(nobody attacks) or k/10 for k = 1..4 (0.1, 0.2, 0.3, 0.4)"),
+    (["--malicious", "0.49"], "Error: --malicious 0.49 gives 5 of 10 clients"),
+    (["--malicious", "0.45", "--clients", "4"], "Error: --malicious 0.45 gives 2 of 4 clients; with --clients 4 it "
+                                                "can be 0 (nobody attacks) or 1/4 (0.25)"),
+    (["--malicious", "0.4,0.41"], "Error: --malicious 0.4,0.41 give the same number of attackers twice"),
+    (["--defence", "bulyan", "--malicious", "0.2"], "Error: defence bulyan needs --clients >= 4 x attackers + 3 "
+                                                    "(11 for 2 attacker(s)); got 10"),
+    (["--defence", "krum", "--clients", "3", "--malicious", "0.3"], "Error: defence krum needs --clients >= "
+                                                                    "attackers + 3"),
+    (["--epochs", "0"], "Error: --epochs must be a whole number, at least 1"),
+    (["--epochs", "-2"], "Error: --epochs must be a whole number, at least 1"),
+    (["--attack-from", "6", "--rounds", "5"], "Error: --attack-from 6 is after the last round (--rounds 5)"),
+    (["--report", "/proc/fl.html"], "Error: --report /proc/fl.html: cannot create files in /proc"),
+])
+def test_cli_refuses_before_the_simulation_starts(digits_csv, capsys, no_engine, extra, message):
+    code, out, err = run_cli(["federated", "simulate", str(digits_csv), "--label", "digit", "--source", "3",
+                              "--target", "8", *extra], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_cli_refuses_fltrust_without_a_root_set_saying_how_many_rows_it_needs(tmp_path, capsys, no_engine, digits):
+    """10 classes x 5 rows: the root set was empty, FLTrust named every client and never trained (precision 0.25)."""
+    from flipguard.federated._simulate import split_rows
+
+    X, y = digits
+    rows = np.concatenate([np.flatnonzero(y == c)[:5] for c in range(10)])
+    path = tmp_path / "tiny.csv"
+    path.write_text("a,b,digit\n" + "".join(f"{X[i, 20]},{X[i, 30]},{y[i]}\n" for i in rows))
+    code, out, err = run_cli(["federated", "simulate", str(path), "--label", "digit", "--clients", "4",
+                              "--malicious", "0.25", "--defence", "fedavg,fltrust"], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert err.startswith("Error: defence fltrust needs a root set of at least one row per class (10 classes)")
+    assert "the data has 50 rows and needs at least 63" in err
+    for n in (62, 63):  # the count said is the least that gives a root set
+        codes = np.resize(np.arange(10), n)
+        assert (len(split_rows(codes, random_state=0)[2]) >= 10) == (n >= 63)
+
+
+def test_simulate_checks_its_python_settings_before_the_engine_starts(digits, no_engine):
+    """batch_size=0 crashed a client inside Ray (190 lines of traceback); a string of defences read 'l', 'f', ..."""
+    from flipguard.attacks import TargetedFlip
+    from flipguard.exceptions import InvalidParameterError
+
+    X, y = digits
+    kw = dict(attack=TargetedFlip(source=3, target=8, rate=1.0), n_clients=5, malicious=0.2, rounds=1,
+              defences=["fedavg"])
+    for bad, message in [(dict(batch_size=0), "batch_size must be a whole number, at least 1; got 0"),
+                         (dict(lr=0.0), "lr must be a positive number"),
+                         (dict(lr=float("nan")), "lr must be a positive number"),
+                         (dict(epochs=0), "--epochs must be a whole number"),
+                         (dict(n_clients=2.5), "--clients must be a whole number"),
+                         (dict(attack_from=3), "--attack-from 3 is after the last round"),
+                         (dict(defences="lfighter,nope"), "nope")]:
+        with pytest.raises(InvalidParameterError, match=re.escape(message)):
+            simulate(X, y, **{**kw, **bad})
+    with pytest.raises(_EngineStarted):  # one name as a string is a list of one: the settings pass
+        simulate(X, y, **{**kw, "defences": "lfighter"})
+
+
+# -- the attackers' flips (no engine) ---------------------------------------------------------
+def test_untargeted_attackers_flip_only_their_own_rows_within_their_budget(digits):
+    """Padding rows (one per class a non-iid client lacks) used the --rate budget and went first for boundary."""
+    from flipguard.attacks import make_flipper
+    from flipguard.federated._simulate import flip_client
+
+    X, y = digits
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    classes = np.arange(10)
+    three = np.flatnonzero(np.isin(y, [1, 4, 7]))[:60]  # a client holding 3 of the 10 classes
+    single = np.flatnonzero(y == 5)[:40]  # and one holding a single class
+    for name in ("random", "boundary", "entropy", "noise_matrix"):
+        for rows in (three, single):
+            new = flip_client(make_flipper(name, rate=0.3, random_state=0), X[rows], y[rows], classes, seed=1)
+            assert len(new) == len(rows)
+            assert np.sum(new != y[rows]) == round(0.3 * len(rows)), (name, len(np.unique(y[rows])))
+
+
+def test_every_attacker_flips_the_pair_the_metrics_score():
+    """Without --source/--target each attacker's flipper picked its own rarest class; the pair is now resolved once."""
+    from flipguard.attacks import TargetedFlip
+    from flipguard.federated._simulate import flip_client, resolve_pair
+
+    y = np.repeat(np.arange(4), [40, 30, 20, 50])  # rarest class 2, most frequent other 3
+    attack = resolve_pair(TargetedFlip(rate=1.0), y)
+    assert attack.get_params()["source"] == 2 and attack.get_params()["target"] == 3
+    assert resolve_pair(TargetedFlip(source=1, rate=1.0), y).get_params()["target"] == 3
+    parts = [np.flatnonzero(np.isin(y, held)) for held in ([0, 2], [1, 2, 3], [0, 1])]  # client 0's rarest is 2
+    for rows in parts:
+        new = flip_client(attack, np.zeros((len(rows), 2)), y[rows], np.arange(4), seed=0)
+        changed = new != y[rows]
+        assert set(y[rows][changed]) <= {2} and set(new[changed]) <= {3}
+        assert changed.sum() == np.sum(y[rows] == 2)
+
+
+# -- one small extra simulation: the default attack on non-iid clients, the share reported -----------
+def test_default_targeted_attack_on_non_iid_clients_flips_one_pair_and_reports_the_true_share(digits_csv):
+    """No --source/--target, Dirichlet clients: every attacker flips every row of the one pair the metrics score,
+    and --malicious 0.35 of 5 clients is reported as what ran: 2 attackers, 0.4."""
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    args = ["federated", "simulate", str(digits_csv), "--label", "digit", "--clients", "5", "--malicious", "0.35",
+            "--partition", "dirichlet", "--rounds", "2", "--defence", "fedavg", "--seed", "0", "--json"]
+    with redirect_stdout(buf), pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code in (0, None)
+    doc = json.loads(buf.getvalue())
+    s = doc["settings"]
+    assert s["malicious"] == 0.4 and s["malicious_requested"] == 0.35 and s["malicious_counts"] == 2
+    assert records(doc)["fedavg"]["malicious"] == 0.4
+    # the pair a TargetedFlip picks on all the clients' rows: their rarest class, into their most frequent other
+    from flipguard.federated._simulate import split_rows
+
+    y = np.loadtxt(digits_csv, delimiter=",", skiprows=1, usecols=-1).astype(int)
+    rest = split_rows(y, random_state=np.random.RandomState(0))[0]  # simulate's split (seed 0)
+    counts = np.bincount(y[rest], minlength=10)
+    source = int(np.argmin(counts))
+    target = max((c for c in range(10) if c != source), key=lambda c: (counts[c], -c))
+    assert (s["source"], s["target"]) == (str(source), str(target))
+    assert str(s["attack_params"]["source"]) == s["source"] and str(s["attack_params"]["target"]) == s["target"]
+    assert len(s["malicious_clients"]) == 2
+    for i in s["malicious_clients"]:  # rate 1.0: each attacker flipped exactly its rows of the source class
+        assert s["flipped_rows"][str(i)] == s["client_source_rows"][i] > 0
+
+
+def test_an_untargeted_attack_with_a_source_parameter_reaches_the_engine(digits, no_engine):
+    """``--attack cluster`` has a ``source`` parameter (None): the metrics probe ran it without features and
+    the command died with a NumPy traceback before the simulation."""
+    from flipguard.attacks import ClusterFlip
+
+    X, y = digits
+    with pytest.raises(_EngineStarted):  # every check and the attackers' flips passed
+        simulate(X, y, attack=ClusterFlip(rate=0.2), n_clients=5, malicious=0.2, rounds=1, defences=["fedavg"])

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-BASE = ["--clients", "4", "--rounds", "2", "--epochs", "1", "--defence", "fedavg"]
+BASE = ["--clients", "4", "--malicious", "0.25", "--rounds", "2", "--epochs", "1", "--defence", "fedavg"]
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from ._common import (
     LabelOpt,
     SeedOpt,
     TableOpt,
+    check_output_file,
     check_parent_folder,
     class_value,
     console,
@@ -87,12 +88,17 @@ def simulate_cmd(
     from ..attacks import make_flipper
     from ..data import load
 
+    try:
+        from ..federated._simulate import check_settings
+    except ImportError:
+        raise InvalidParameterError("federated simulation needs Flower: pip install 'flipguard[federated]'") \
+            from None
+
     # Output paths first: nothing runs (or is read) when the report could not be written or is the input.
     refuse_overwrite(data, report, "--report")
     if report is not None:
-        if report.is_dir():
-            raise InvalidParameterError(f"--report {report} is a folder; give a file name (e.g. --report fl.html)")
-        check_parent_folder(report, "--report")
+        check_parent_folder(report, "--report")  # a folder that does not exist, or a file where a folder should be
+        check_output_file(report, "--report")  # a folder, or a place no file can be created (tried, not guessed)
     defences = split_list(defence, "--defence")
     unknown = [d for d in defences if d not in DEFENCE_CHOICES]
     if unknown:
@@ -101,9 +107,6 @@ def simulate_cmd(
     if clients < 3:
         raise InvalidParameterError(f"--clients must be at least 3; got {clients}")
     fractions = parse_floats(malicious, "--malicious")
-    for m in fractions:
-        if not 0 <= m < 0.5:
-            raise InvalidParameterError(f"--malicious must be a fraction in [0, 0.5); got {m}")
     if attacker_pool not in ("source", "any"):
         raise InvalidParameterError(f"--attacker-pool must be source or any; got {attacker_pool!r}")
     if attack not in ATTACK_NAMES:
@@ -116,6 +119,11 @@ def simulate_cmd(
         if rate is None:
             raise InvalidParameterError(f"--attack {attack} needs --rate (the fraction of each attacker's rows)")
         params = {"rate": rate}
+    # every setting that does not need the data (attackers per fraction, each defence's needs, epochs,
+    # --attack-from, ...), before the data are read
+    check_settings(n_clients=clients, malicious=fractions, rounds=rounds, attack_from=attack_from,
+                   defences=defences, partition=partition, alpha=alpha, model=model, epochs=epochs,
+                   attacker_pool=attacker_pool)
     flipper = make_flipper(attack, random_state=seed, **params)
     ds = load(data, label=label, id=id, table=table)
     if ds.classes.dtype == bool:  # a true/false label column: --source true matches True, as --source True does

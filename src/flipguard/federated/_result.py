@@ -37,12 +37,19 @@ class RoundMetrics:
 
 @dataclass
 class FederatedRun:
-    """One defence (or the no-attacker baseline) over all rounds."""
+    """One defence (or the no-attacker baseline) over all rounds.
+
+    ``malicious`` is the share of clients that attacked (attackers /
+    clients, what was simulated); ``malicious_requested`` the ``--malicious``
+    fraction asked for, which gave that many attackers (0.35 of 10 clients
+    is 4 attackers, a share of 0.4).
+    """
 
     defence: str
     malicious: float
     attacked: bool
     rounds: list[RoundMetrics] = field(default_factory=list)
+    malicious_requested: float | None = None
 
     @property
     def final(self) -> RoundMetrics:
@@ -55,7 +62,8 @@ class FederatedRun:
     def to_dict(self) -> dict[str, Any]:
         f = self.final
         return to_jsonable({
-            "defence": self.defence, "malicious": self.malicious, "attacked": self.attacked,
+            "defence": self.defence, "malicious": self.malicious,
+            "malicious_requested": self.malicious_requested, "attacked": self.attacked,
             "accuracy": f.accuracy, "source_recall": f.source_recall,
             "attack_success_rate": f.attack_success_rate,
             "detection_precision": f.detection_precision, "detection_recall": f.detection_recall,
@@ -86,15 +94,15 @@ class FederatedResult:
         return self.runs[0]
 
     def run(self, defence: str, malicious: float | None = None) -> FederatedRun:
-        """The run of ``defence`` (at fraction ``malicious`` when several were simulated)."""
+        """The run of ``defence`` (at ``malicious`` when several were simulated: the share or the fraction asked)."""
         for r in self.runs[1:]:
-            if r.defence == defence and (malicious is None or abs(r.malicious - malicious) < 1e-9):
+            if r.defence == defence and (malicious is None or _same(r, malicious)):
                 return r
         raise KeyError(defence if malicious is None else f"{defence} at {malicious}")
 
     def subset(self, malicious: float) -> "FederatedResult":
         """The baseline and the runs at one malicious fraction (for a figure per fraction)."""
-        runs = [self.runs[0]] + [r for r in self.runs[1:] if abs(r.malicious - malicious) < 1e-9]
+        runs = [self.runs[0]] + [r for r in self.runs[1:] if _same(r, malicious)]
         return FederatedResult(runs=runs, settings=dict(self.settings))
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,3 +115,9 @@ class FederatedResult:
         """Every (run, round) as a flat row, for data frames."""
         return [to_jsonable({"defence": r.defence, "attacked": r.attacked, **asdict(m)})
                 for r in self.runs for m in r.rounds]
+
+
+def _same(run: FederatedRun, malicious: float) -> bool:
+    """``malicious`` names ``run``: its share of attackers, or the fraction asked for that gave it."""
+    asked = run.malicious_requested
+    return abs(run.malicious - malicious) < 1e-9 or (asked is not None and abs(asked - malicious) < 1e-9)

@@ -16,7 +16,7 @@ from flipguard.data._partitioned import discover, is_partitioned, read_partition
 from flipguard.detection import audit_partitioned
 from flipguard.engine import LocalEngine, get_engine
 from flipguard.exceptions import DataError, IntegrityError, InvalidParameterError
-from flipguard.integrity import generate_keypair
+from flipguard.integrity import generate_keypair, write_keypair
 from flipguard.integrity._lake import merkle_root, seal_lake, verify_lake
 
 
@@ -389,3 +389,182 @@ def test_copies_of_a_row_in_other_partitions_share_its_fold(tmp_path):
     counts = np.bincount(hash_folds(X, 5, 3), minlength=5)
     assert np.all(np.abs(counts - 4000) < 4 * np.sqrt(4000 * 0.8))
     assert not np.array_equal(hash_folds(X, 5, 3), hash_folds(X, 5, 4))
+
+
+# -- Ray engine: joining a cluster fails fast, and a run's stderr stays quiet --------------
+def _flipguard_subprocess(*args, timeout: float = 300):
+    """``python -m flipguard ARGS`` in a fresh process (Ray imported there first), without the Ray settings
+    other tests put in the environment.  Returns (CompletedProcess, seconds)."""
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "RAY_py_gcs_connect_timeout_s",
+                        "RAY_NUM_REDIS_GET_RETRIES")}
+    env["NO_COLOR"] = "1"
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "flipguard", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    return done, time.monotonic() - start
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # on every interface: Ray dials this node's address for 127.0.0.1
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_ray_address_fails_at_once_with_one_line_and_writes_nothing(tmp_path):
+    """Ray retried 127.0.0.1:1 for minutes (killed by timeout at 120 s, only Ray's log lines on stderr)."""
+    pytest.importorskip("ray")
+    root = make_lake(tmp_path / "lake", parts=2, rows=50, csv_part=False)
+    kp = write_keypair(tmp_path / "keys")
+    address = f"127.0.0.1:{_closed_port()}"
+    out = tmp_path / "seal.json"
+    done, seconds = _flipguard_subprocess("seal", root, "--label", "y", "--id", "rid", "--key", kp.private,
+                                          "--out", out, "--engine", "ray", "--ray-address", address, timeout=180)
+    print(f"unreachable --ray-address failed after {seconds:.1f} s")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr  # one line, no Ray log lines
+    assert done.stderr.startswith(f"Error: --ray-address {address}: cannot join a Ray cluster there (")
+    assert "refused" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists() and done.stdout == ""
+
+    # ``auto`` with no cluster on this machine (or a stale record of one): the same kind of line, at once
+    done, seconds = _flipguard_subprocess("seal", root, "--label", "y", "--id", "rid", "--key", kp.private,
+                                          "--out", out, "--engine", "ray", "--ray-address", "auto", timeout=180)
+    print(f"--ray-address auto without a cluster failed after {seconds:.1f} s")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith("Error: --ray-address auto: cannot join a Ray cluster there (")
+    assert not out.exists()
+
+
+def test_a_ray_address_is_checked_before_ray_init():
+    from flipguard.engine._ray import check_reachable, join_target
+
+    assert join_target("ray://head") == ("head", 10001) and join_target("ray://head:2") == ("head", 2)
+    assert join_target("anyscale://somewhere") is None  # other client protocols are left to Ray
+    for bad in ("ray://head:port", "ray://"):
+        with pytest.raises(InvalidParameterError, match="not a Ray client address"):
+            join_target(bad)
+    with pytest.raises(InvalidParameterError, match=r"unknown host 'no-such-host\.invalid'"):
+        check_reachable("ray://no-such-host.invalid:10001")
+
+    import socket
+
+    # a port whose accept queue is full: the connection is neither accepted nor refused
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        held = []
+        try:
+            for _ in range(4):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))
+                held.append(c)
+            with pytest.raises(InvalidParameterError,
+                               match=rf"^--ray-address ray://127.0.0.1:{port}: cannot join a Ray cluster there "
+                                     rf"\(no answer from 127.0.0.1:{port} within 0.5 s\)$"):
+                check_reachable(f"ray://127.0.0.1:{port}", timeout=0.5)
+        finally:
+            for c in held:
+                c.close()
+
+
+def test_a_failed_join_is_not_tried_again_by_describe(monkeypatch):
+    """seal/verify call ``describe()`` in a ``finally``: it joined again, doubling the wait."""
+    pytest.importorskip("ray")  # imported here with Ray's defaults, so this process keeps them
+    from flipguard.engine import _ray
+
+    calls = []
+
+    def refuse(address, timeout=None):
+        calls.append(address)
+        raise InvalidParameterError(f"--ray-address {address}: cannot join a Ray cluster there (refused)")
+
+    monkeypatch.setattr(_ray, "check_reachable", refuse)
+    eng = get_engine("ray", ray_address="ray://head:10001", progress=False)
+    for attempt in (lambda: eng.map(str, [1]), eng.describe, lambda: eng.workers):
+        with pytest.raises(InvalidParameterError, match=r"^--ray-address ray://head:10001: cannot join"):
+            attempt()
+    assert calls == ["ray://head:10001"]
+    eng.close()
+
+
+def test_a_port_that_answers_but_is_not_a_ray_head_fails_within_a_minute(tmp_path):
+    """Ray's defaults try such an address 20 times for 36 s each; flipguard joins with 2 tries of ~14 s."""
+    pytest.importorskip("ray")
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    conns = []
+    stop = threading.Event()
+
+    def accept():  # accept and say nothing, like a service that is not Ray's GCS
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    root = make_lake(tmp_path / "lake", parts=2, rows=50, csv_part=False)
+    kp = write_keypair(tmp_path / "keys")
+    try:
+        done, seconds = _flipguard_subprocess("seal", root, "--label", "y", "--id", "rid", "--key", kp.private,
+                                              "--out", tmp_path / "s.json", "--engine", "ray",
+                                              "--ray-address", f"127.0.0.1:{port}", timeout=240)
+    finally:
+        stop.set()
+        t.join()
+        for c in conns:
+            c.close()
+        srv.close()
+    print(f"a listening non-Ray port failed after {seconds:.1f} s")
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: --ray-address 127.0.0.1:{port}: cannot join a Ray cluster there ("), last
+    assert "Traceback" not in done.stderr and not (tmp_path / "s.json").exists()
+
+
+def test_joining_sets_rays_connect_knobs_only_while_ray_is_imported():
+    import subprocess
+    import sys
+
+    script = ("import os\n"
+              "from flipguard.engine._ray import JOIN_KNOBS, _import_ray\n"
+              "ray = _import_ray(join=True)\n"
+              "import ray._private.ray_constants as rc\n"
+              "print(rc.NUM_REDIS_GET_RETRIES, ray._raylet.Config.py_gcs_connect_timeout_s(),\n"
+              "      sorted(k for k in JOIN_KNOBS if k in os.environ))\n")
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_py_gcs_connect_timeout_s", "RAY_NUM_REDIS_GET_RETRIES")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "8", "[]"]  # Ray's defaults: 20 tries, 30 s; the environment as it was
+
+
+def test_an_ordinary_ray_run_prints_nothing_on_stderr_but_its_result(tmp_path):
+    """Every --engine ray command printed Ray's two-line FutureWarning about RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO."""
+    pytest.importorskip("ray")
+    root = make_lake(tmp_path / "lake", parts=2, rows=50, csv_part=False)
+    kp = write_keypair(tmp_path / "keys")
+    done, _ = _flipguard_subprocess("seal", root, "--label", "y", "--id", "rid", "--key", kp.private,
+                                    "--out", tmp_path / "seal.json", "--engine", "ray", timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "FutureWarning" not in done.stderr and "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO" not in done.stderr
+    assert "Warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert (tmp_path / "seal.json").exists()

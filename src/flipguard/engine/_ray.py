@@ -25,10 +25,31 @@ tasks.
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import warnings
+from urllib.parse import urlsplit
+
 from ..exceptions import FlipguardError, InvalidParameterError
 from ._base import Engine, available_cores, progress_bar, run_task
 
 __all__ = ["RayEngine"]
+
+#: Seconds to wait for the cluster's address to accept a TCP connection before ``ray.init``.
+CONNECT_TIMEOUT_S = 10
+
+#: Ray's own knobs for joining a cluster, applied when this process imports Ray to join one (Ray reads them
+#: once, at import; a value already in the environment wins).  Ray's defaults wait 30 s for the GCS to answer
+#: and try 20 times: about 12 minutes before ``ray.init`` gives up on an address where something listens but
+#: no Ray head answers (a dashboard port, say).  With these: 2 tries of 5 + 8 + 1 s, about 30 s.
+JOIN_KNOBS = {"RAY_py_gcs_connect_timeout_s": "8", "RAY_NUM_REDIS_GET_RETRIES": "2"}
+
+#: Warnings ``ray.init`` prints that say nothing about flipguard's work (silenced around that call only):
+#: Ray's tip about a future default for accelerator env vars (flipguard's tasks ask for no GPU), and the Ray
+#: client's "connection timed out" hint, which flipguard's own error line replaces.
+QUIET_WARNINGS = ((FutureWarning, r"Tip: In future versions of Ray, Ray will no longer override accelerator"),
+                  (UserWarning, r"Ray Client connection timed out"))
 
 
 def run_batch(fn, items: list, shared) -> list:
@@ -53,12 +74,90 @@ def batches(n_items: int, n_batches: int) -> list[range]:
     return out
 
 
-def _import_ray():
+def _import_ray(join: bool = False):
+    """``import ray``; when this process imports it to join a cluster, with :data:`JOIN_KNOBS` in force."""
+    knobs = {k: v for k, v in JOIN_KNOBS.items() if k not in os.environ} if join and "ray" not in sys.modules else {}
+    os.environ.update(knobs)
     try:
         import ray
     except ImportError:  # pragma: no cover - depends on the environment
         raise InvalidParameterError("--engine ray needs Ray: pip install 'flipguard[ray]'") from None
+    finally:  # Ray has read them; processes started later (a local Ray, say) get the environment as it was
+        for k in knobs:
+            os.environ.pop(k, None)
     return ray
+
+
+def _split_host_port(addr: str) -> tuple[str, int] | None:
+    """``("host", port)`` from ``host:port`` / ``[v6]:port``; ``None`` when it is not that form."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def join_target(address: str) -> tuple[str, int] | None:
+    """The ``(host, port)`` that ``ray.init(address=address)`` will connect to, or ``None`` if it cannot be told.
+
+    ``ray://host[:10001]`` is a Ray client's server; ``auto`` is ``RAY_ADDRESS`` or the cluster Ray finds on
+    this machine; ``host:port`` is a head's GCS, with ``localhost`` / ``127.0.0.1`` replaced by this node's
+    address as Ray does.  Raises :class:`InvalidParameterError` when ``auto`` finds no cluster.
+    """
+    addr = address
+    if addr == "auto" and os.environ.get("RAY_ADDRESS"):
+        addr = os.environ["RAY_ADDRESS"]
+    if "://" in addr:
+        parts = urlsplit(addr)
+        if parts.scheme != "ray":
+            return None  # another client protocol: left to Ray
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            raise InvalidParameterError(f"--ray-address {address}: not a Ray client address "
+                                        "(ray://HOST or ray://HOST:PORT)")
+        return parts.hostname, port or 10001
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # pragma: no cover - Ray moved it: check the address as given
+        return None if addr == "auto" else _split_host_port(addr)
+    try:
+        resolved = canonicalize_bootstrap_address(addr)
+    except ConnectionError:  # "auto" and no running Ray instance found
+        raise InvalidParameterError(f"--ray-address {address}: cannot join a Ray cluster there (none is running "
+                                    "on this machine and RAY_ADDRESS is not set: start one with `ray start "
+                                    "--head`, or give the head's address)") from None
+    except Exception:  # noqa: BLE001 - a malformed address: ray.init says what is wrong with it
+        return None
+    return _split_host_port(resolved) if resolved else None
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast, with one line, when nothing accepts a connection where ``address`` points.
+
+    Without this check ``ray.init`` retries an unreachable address for minutes, printing Ray's own log
+    lines.  A refused connection or an unknown host fails at once, silence after ``timeout`` seconds.
+    """
+    target = join_target(address)
+    if target is None:
+        return
+    host, port = target
+    where = f"{host}:{port}"
+
+    def fail(reason: str):
+        raise InvalidParameterError(f"--ray-address {address}: cannot join a Ray cluster there ({reason})")
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror:
+        fail(f"unknown host {host!r}")
+    except ConnectionRefusedError:
+        fail(f"connection to {where} refused: is a Ray head running there?")
+    except (socket.timeout, TimeoutError):
+        fail(f"no answer from {where} within {timeout:g} s")
+    except OSError as exc:
+        fail(f"cannot connect to {where}: {exc.strerror or exc}")
 
 
 class RayEngine(Engine):
@@ -70,7 +169,12 @@ class RayEngine(Engine):
         ``None``: use the Ray instance this process already started, else start
         a local one sized to the machine (shut down again by :meth:`close`).
         ``"host:6379"`` (the head's address) or ``"auto"``: join the running
-        cluster; ``"ray://host:10001"``: Ray client.
+        cluster; ``"ray://host:10001"``: Ray client.  An address where nothing
+        answers fails at once (refused, unknown host) or after
+        :data:`CONNECT_TIMEOUT_S` seconds, before ``ray.init``; one where
+        something listens but no Ray head answers, in about 30 s
+        (:data:`JOIN_KNOBS`).  Either way an :class:`InvalidParameterError`
+        naming the address, raised again (without waiting) if asked again.
     workers : int, optional
         Tasks in flight at once (default: the cluster's CPUs).  Bounds memory:
         each task holds one partition.
@@ -95,21 +199,38 @@ class RayEngine(Engine):
         self._workers = workers
         self._started = False
         self._remote = None
+        self._failed: InvalidParameterError | None = None
 
     def _ray(self):
-        ray = _import_ray()
+        if self._failed is not None:  # asked again (``describe`` in a caller's ``finally``): do not wait twice
+            raise self._failed
+        try:
+            return self._init_ray()
+        except InvalidParameterError as exc:
+            self._failed = exc
+            raise
+
+    def _init_ray(self):
+        ray = _import_ray(join=self.address is not None)
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                           configure_logging=False)
+            if self.address is not None:
+                check_reachable(self.address)
             try:
-                if self.address is None:
-                    ray.init(num_cpus=available_cores(), **kwargs)
-                else:
-                    ray.init(address=self.address, **kwargs)
+                with warnings.catch_warnings():
+                    for category, message in QUIET_WARNINGS:
+                        warnings.filterwarnings("ignore", message=message, category=category)
+                    if self.address is None:
+                        ray.init(num_cpus=available_cores(), **kwargs)
+                    else:
+                        ray.init(address=self.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise InvalidParameterError(f"--ray-address {self.address or '(local)'}: cannot start or join "
-                                            f"Ray: {first}") from None
+                if self.address is None:
+                    raise InvalidParameterError(f"--engine ray: cannot start a local Ray instance: {first}") from None
+                raise InvalidParameterError(f"--ray-address {self.address}: cannot join a Ray cluster there "
+                                            f"({first})") from None
             self._started = True
         if self._remote is None:
             self._remote = ray.remote(run_batch).options(max_retries=self.max_retries, retry_exceptions=False,

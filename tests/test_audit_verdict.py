@@ -995,24 +995,63 @@ def test_one_stray_row_does_not_switch_the_rehearsal_off():
     assert r["source"] != r["target"] and r["rows"] == 15
 
 
-def test_a_clean_verdict_rests_on_a_rehearsal_it_saw():
-    """Clean wine: 'consistent with clean labels' only after the rehearsed attack (30 % of the
-    smallest class moved, the models retrained) was seen; the rehearsal moves no other figure
-    (its generator is its own), and without a model to refit there is none."""
-    from sklearn.datasets import load_wine
+def test_a_clean_verdict_rests_on_rehearsals_it_saw():
+    """'consistent with clean labels' only after both rehearsed attacks were seen: 30 % of the
+    smallest class moved to the largest, and 10 % of the rows a linear model is least sure about
+    moved to its runner-up class, the models retrained each time.  The rehearsals move no other
+    figure (their generators are their own), and without a model to refit there are none."""
+    from sklearn.datasets import make_blobs
 
-    X, y = load_wine(return_X_y=True)
-    auditor = LabelAuditor(random_state=0).fit(X, y, embed=False)
+    X, y = make_blobs(600, n_features=5, centers=3, cluster_std=1.0, random_state=0)
+    auditor = LabelAuditor(random_state=1).fit(X, y, embed=False)
     verdict = auditor.audit_.verdict
     assert verdict["status"] == "consistent with clean labels"
-    r = verdict["rehearsal"]
-    assert r["seen"] and (r["status"] == "poisoned" or min(r["p_value"], r["band_p_value"]) <= 0.025)
-    assert "rehearsal of that attack" in verdict["reason"]
+    for r in (verdict["rehearsal"], verdict["boundary_rehearsal"]):
+        assert r["seen"] and (r["status"] == "poisoned" or min(r["p_value"], r["band_p_value"]) <= 0.025)
+    assert verdict["boundary_rehearsal"]["rows"] == 60
+    assert "rehearsal of that attack" in verdict["reason"] and "rehearsed boundary attack" in verdict["reason"]
     # The same out-of-fold probabilities given from outside: no refit, no rehearsal, and the
     # dataset test's own figures are unchanged by it.
-    given = LabelAuditor(random_state=0).fit(X, y, pred_probs=auditor.pred_probs_, embed=False).audit_
-    assert "rehearsal" not in given.verdict
+    given = LabelAuditor(random_state=1).fit(X, y, pred_probs=auditor.pred_probs_, embed=False).audit_
+    assert "rehearsal" not in given.verdict and "boundary_rehearsal" not in given.verdict
     assert given.verdict["p_value"] == verdict["p_value"]
     assert given.verdict["power_at_targeted_flips"] == verdict["power_at_targeted_flips"]
     np.testing.assert_array_equal(given.flags, auditor.audit_.flags)
     np.testing.assert_array_equal(given.scores, auditor.audit_.scores)
+
+
+def test_boundary_flips_the_models_learn_are_never_called_clean():
+    """15 % boundary flips on a 10-class table were 'consistent with clean labels' in 3 of 3 seeds
+    (the flips make the labels agree with a linear model; the power simulations hold the model
+    fixed), while the same table's clean labels read inconclusive.  The rehearsed boundary attack
+    goes unseen there, so the verdict is inconclusive and says why."""
+    from sklearn.datasets import make_classification
+
+    from flipguard.attacks import BoundaryFlip
+
+    X, y = make_classification(1500, 15, n_informative=8, n_classes=10, class_sep=1.5, n_clusters_per_class=1,
+                               flip_y=0, random_state=100)
+    _, flipped = BoundaryFlip(rate=0.15, random_state=0).fit_resample(X, y)
+    verdict = LabelAuditor(random_state=0).fit(X, flipped, embed=False).audit_.verdict
+    assert verdict["status"] == "inconclusive"
+    assert not verdict["boundary_rehearsal"]["seen"] and verdict["rehearsal"]["seen"]
+    assert "a rehearsal of a boundary attack went unseen: 150 rows (10%)" in verdict["reason"]
+
+
+def test_a_band_rejection_no_single_model_repeats_is_not_clean():
+    """The band test rejected on the pooled evidence (p = 0.003) against 150 boundary flips; no
+    single model repeated it, the rejection was dropped, and the verdict fell through to 'consistent
+    with clean labels' with an estimate of 0.  It is now neither a finding nor an all-clear."""
+    from sklearn.datasets import make_classification
+
+    from flipguard.attacks import BoundaryFlip
+
+    X, y = make_classification(1000, 8, n_informative=3, n_redundant=1, class_sep=0.6, n_clusters_per_class=2,
+                               flip_y=0, random_state=100)
+    _, flipped = BoundaryFlip(rate=0.15, random_state=0).fit_resample(X, y)
+    verdict = LabelAuditor(random_state=0).fit(X, flipped, embed=False).audit_.verdict
+    replication = verdict["boundary"]["replication"]
+    assert verdict["boundary"]["p_value"] <= 0.025 and not replication["replicated"]
+    assert verdict["status"] == "inconclusive"
+    assert verdict["reason"].startswith("no verdict either way: the boundary test rejects on the combined evidence "
+                                        "but no single model repeats it")

@@ -1055,3 +1055,18 @@ def test_a_band_rejection_no_single_model_repeats_is_not_clean():
     assert verdict["status"] == "inconclusive"
     assert verdict["reason"].startswith("no verdict either way: the boundary test rejects on the combined evidence "
                                         "but no single model repeats it")
+
+
+def test_arrays_get_the_loaders_rule_a_column_that_determines_the_label_is_never_clean():
+    """The CLI never called labels clean that one column determines (a copy of the label, a row
+    number of a label-sorted table); LabelAuditor on arrays did: the model reads the labels, flips
+    included, off that column."""
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(600, n_features=5, centers=3, cluster_std=1.0, random_state=0)
+    with_copy = np.column_stack([X, y * 1.0])
+    verdict = LabelAuditor(random_state=1).fit(with_copy, y, embed=False).audit_.verdict
+    assert verdict["status"] == "inconclusive" and verdict["label_columns"] == [5]
+    assert verdict["reason"].startswith("feature column(s) 5 (0-based) determine the observed label on their own")
+    assert LabelAuditor(random_state=1).fit(X, y, embed=False).audit_.verdict["status"] == \
+        "consistent with clean labels"  # the same table without the copy

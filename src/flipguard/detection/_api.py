@@ -285,6 +285,8 @@ class LabelAuditor(BaseEstimator):
                 + " differ only in spaces or case: one class written two ways? The audit treats them as "
                 "different classes, so rows moved between them look like flips")
         self.n_features_in_ = 0 if X is None else X.shape[1]
+        if pred_probs is None and getattr(self, "_check_columns", True):
+            _determining_columns_caveat(audit, X, codes, len(classes))
         if embed and X is not None:
             audit.embedding, audit.embedding_axes = embed_2d(X)
         self.audit_ = audit
@@ -604,6 +606,7 @@ def audit_dataset(dataset, *, method: str = "auto", model="auto", cv: int = 5,
         X = None
     auditor = LabelAuditor(model=model, method=method, cv=cv, method_params=method_params,
                            n_jobs=n_jobs, random_state=random_state)
+    auditor._check_columns = False  # the loader's columns are checked below, by name (_label_columns_caveat)
     # Fit on the label values (so warnings name them); numpy.unique orders them like
     # dataset.classes, so trusted codes and sources line up.
     auditor.fit(X, dataset.labels(), trusted=trusted, sources=sources, ids=dataset.ids,
@@ -635,6 +638,34 @@ def _label_columns_caveat(audit, encoding: dict, *, used: bool) -> None:
         audit.verdict["reason"] = (
             f"column {names} determines the observed label on its own, so the model reads the labels off "
             "it and no test can see flips it carries (the tests alone said: " + str(audit.verdict.get("reason", "")) + ")")
+        audit.verdict["label_columns"] = cols
+
+
+#: Most feature columns :func:`_determining_columns_caveat` checks (one sort of a row sample each).
+_MAX_CHECKED_COLUMNS = 256
+
+
+def _determining_columns_caveat(audit, X, codes: np.ndarray, n_classes: int) -> None:
+    """The loader's rule for arrays: labels a single feature column determines (a copy of the
+    label, a row number of a label-sorted table) are never called clean, since the model reads
+    them off that column, flips included.  Dense ``X`` of at most ``_MAX_CHECKED_COLUMNS``
+    columns, on the loader's row sample (:mod:`flipguard.data._leaks`); only a clean verdict
+    is at stake (the CLI names the columns whatever the verdict)."""
+    from ..data._leaks import determines_label, sample_rows
+    from ._auto import CLEAN, INCONCLUSIVE
+
+    if (audit.verdict or {}).get("status") != CLEAN or X is None or hasattr(X, "tocsr") \
+            or X.shape[1] > _MAX_CHECKED_COLUMNS:
+        return
+    rows = sample_rows(len(codes))
+    cols = [j for j in range(X.shape[1]) if determines_label(np.asarray(X[rows, j]), codes[rows], n_classes)]
+    if cols:
+        names = ", ".join(str(j) for j in cols[:5])
+        audit.verdict["status"] = INCONCLUSIVE
+        audit.verdict["reason"] = (
+            f"feature column(s) {names} (0-based) determine the observed label on their own, so the model reads "
+            "the labels off them and no test can see flips they carry (the tests alone said: "
+            + str(audit.verdict.get("reason", "")) + ")")
         audit.verdict["label_columns"] = cols
 
 

@@ -397,6 +397,16 @@ def test_a_text_label_with_too_many_classes_is_refused_before_any_fit(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["T"]
 
 
+def test_seal_and_verify_of_a_missing_folder_name_it(tmp_path, cli):
+    """``seal nonexist/`` said ``--out nonexist/.flipguard.json: folder nonexist does not exist`` and
+    ``verify nonexist/`` ``manifest nonexist/.flipguard.json: no such file``."""
+    keys = tmp_path / "keys"
+    assert cli("keygen", "--out", keys).exit_code == 0
+    gone = f"{tmp_path / 'nonexist'}/"
+    _one_line(cli("seal", gone, "--label", "y", "--key", keys / "flipguard.key"), f"{gone}: no such file or folder")
+    _one_line(cli("verify", gone, "--pubkey", keys / "flipguard.pub"), f"{gone}: no such file or folder")
+
+
 def test_diff_of_a_folder_with_a_missing_path_or_a_file_says_which(tmp_path, cli, breast_cancer_frame):
     """It said ``Error: lake/: is a directory, not a CSV or Parquet file`` for both."""
     lake = _lake(tmp_path / "L", breast_cancer_frame)

@@ -115,6 +115,7 @@ def seal_cmd(
     from ..integrity import seal
     from . import _scale
 
+    _scale.refuse_missing(data)
     cols = ("all" if columns.strip() == "all" else split_list(columns, "--columns")) if columns is not None else None
     secret = _secret(private, secret_file)
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
@@ -189,6 +190,7 @@ def verify_cmd(
     from ..integrity import read_secret, verify
     from . import _scale
 
+    _scale.refuse_missing(data)
     secret = read_secret(secret_file)
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
         from ..integrity._lake import verify_lake

@@ -52,14 +52,22 @@ def refuse_single_table_options(given: dict) -> None:
             f"{'it' if len(named) == 1 else 'them'}")
 
 
+def refuse_missing(data: str) -> None:
+    """A local DATA that does not exist, said as such before any output name is derived from it
+    (``seal nonexist/`` said ``--out nonexist/.flipguard.json: folder nonexist does not exist``)."""
+    from ..data._read import _is_url, is_postgres
+    from ..exceptions import DataError
+
+    if not (_is_url(data) or is_postgres(data)) and not os.path.exists(data):
+        raise DataError(f"{data}: no such file or folder")
+
+
 def refuse_folder_and_file(folder: str, other: str) -> None:
     """``diff`` of a folder (a partitioned dataset) with something that is not one: name a path that
     does not exist, else say that a folder and a single file or table cannot be compared."""
-    from ..data._read import _is_url, is_postgres
-    from ..exceptions import DataError, InvalidParameterError
+    from ..exceptions import InvalidParameterError
 
-    if not (_is_url(other) or is_postgres(other)) and not os.path.exists(other):
-        raise DataError(f"{other}: no such file or folder")
+    refuse_missing(other)
     raise InvalidParameterError(f"cannot compare {folder} (a folder of partitions) with {other} (a single "
                                 "file or table): give two folders, or two files")
 

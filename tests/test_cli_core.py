@@ -60,6 +60,7 @@ def test_attack_targeted_per_class_rate_and_format_switch(cli, tmp_path, breast_
 def test_attack_errors(cli, tmp_path, breast_cancer_csv):
     cases = [
         (["--strategy", "nope", "--rate", "0.1"], "Unknown attack strategy 'nope'"),
+        (["--strategy", "nope"], "Unknown attack strategy 'nope'"),  # named before the missing budget
         (["--rate", "0.1", "--n-flips", "3"], "give exactly one of --rate and --n-flips"),
         (["--rate", "abc"], "--rate must be a number or class=rate pairs"),
         (["--rate", "cancer=0.1"], "--rate names class 'cancer'"),

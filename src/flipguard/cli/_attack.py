@@ -86,6 +86,9 @@ def attack_cmd(
     from ..data import write_table
     from ..data._rewrite import rewrite_csv
 
+    if strategy not in ATTACK_NAMES:  # named first: a typo'd strategy is the first thing to fix
+        raise InvalidParameterError(f"Unknown attack strategy {strategy!r}; choose one of "
+                                    f"{', '.join(sorted(ATTACK_NAMES))}.")
     if (rate is None) == (n_flips is None):
         raise InvalidParameterError("give exactly one of --rate and --n-flips")
     if n_flips is not None and n_flips < 0:

@@ -278,12 +278,17 @@ def test_manifest_of_another_dataset_exits_2(tmp_path, cli, keys, sealed_csv):
 
 
 def test_missing_data_and_missing_manifest_exit_2(tmp_path, cli, keys):
+    # the data is named, not the manifest path derived from it
     r = cli("verify", tmp_path / "nope.csv", "--pubkey", keys[1])
     assert r.exit_code == 2
-    assert r.stderr == f"Error: manifest {tmp_path / 'nope.csv'}.flipguard.json: no such file\n"
+    assert r.stderr == f"Error: {tmp_path / 'nope.csv'}: no such file or folder\n"
     r = cli("seal", tmp_path / "nope.csv", "--label", "y", "--id", "id", "--key", keys[0])
     assert r.exit_code == 2
-    assert r.stderr == f"Error: {tmp_path / 'nope.csv'}: no such file\n"
+    assert r.stderr == f"Error: {tmp_path / 'nope.csv'}: no such file or folder\n"
+    # data present, manifest missing: the manifest is named
+    (tmp_path / "there.csv").write_text("id,y\n1,a\n2,b\n")
+    r = cli("verify", tmp_path / "there.csv", "--pubkey", keys[1])
+    assert (r.exit_code, r.stderr) == (2, f"Error: manifest {tmp_path / 'there.csv'}.flipguard.json: no such file\n")
 
 
 def test_label_and_id_the_same_csv_column_exit_2(tmp_path, cli, keys, breast_cancer_csv):

@@ -213,19 +213,17 @@ def audit_cmd(
     notes += [f"{w.category.__name__}: {str(w.message).strip().splitlines()[0]}" for w in caught
               if str(w.message).strip()]
 
-    try:
-        if output_format == "json":
-            _emit(audit.to_json(rows=True) + "\n", out)
-        elif output_format == "csv":
-            _emit_csv(audit, out)
-        else:
-            _print_table(audit, ds, top)
-            if out is not None:
-                console.print(f"per-row results written to {out}")
-            if report is not None:
-                console.print(f"audit report written to {report}")
-    except BrokenPipeError:
-        _stdout_closed()
+    # a closed stdout (| head) is absorbed by main()'s stdout: the files are written, the exit code is ours
+    if output_format == "json":
+        _emit(audit.to_json(rows=True) + "\n", out)
+    elif output_format == "csv":
+        _emit_csv(audit, out)
+    else:
+        _print_table(audit, ds, top)
+        if out is not None:
+            console.print(f"per-row results written to {out}")
+        if report is not None:
+            console.print(f"audit report written to {report}")
     for w in dict.fromkeys(notes):
         err_console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     status = str(audit.verdict.get("status", ""))
@@ -275,19 +273,6 @@ def _fail_verdicts(values: list[str] | None) -> set[str]:
         raise InvalidParameterError(f"--fail-on takes poisoned, inconclusive or inconsistent; got "
                                     f"{', '.join(map(repr, unknown))}")
     return chosen
-
-
-def _stdout_closed() -> None:
-    """The reader of stdout went away (``| head``): every file is already written, so stop
-    printing quietly (and keep Python from complaining when it flushes stdout at exit)."""
-    import os
-    import sys
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (AttributeError, OSError, ValueError):  # not a real file (tests capture stdout)
-        pass
 
 
 def _status(message: str):

@@ -22,21 +22,8 @@ def _width() -> int | None:
     return max(int(os.environ.get("COLUMNS", "0") or 0), 200)
 
 
-class _Console(Console):
-    """A rich console that, when the reader of stdout goes away (``| head``), stops writing
-    and raises :class:`BrokenPipeError` (rich's default exits 1 on the spot), so a
-    command can finish writing its files and choose its own exit code."""
-
-    def on_broken_pipe(self) -> None:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (AttributeError, OSError, ValueError):  # not a real file (captured output)
-            pass
-        raise BrokenPipeError(32, "stdout was closed")
-
-
-console = _Console(highlight=False, width=_width())
+#: stdout; a reader that goes away (``| head``) is absorbed by the stdout :func:`flipguard.cli.main` installs.
+console = Console(highlight=False, width=_width())
 #: stderr: one message, one line (no hard wrap at the terminal width), so grep and CI logs keep it whole.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -634,11 +634,19 @@ def _label_columns_caveat(audit, encoding: dict, *, used: bool) -> None:
     if cols and audit.verdict.get("status") in (CLEAN, INCONCLUSIVE):
         # Named whatever else made the verdict inconclusive: it is the first thing to fix.
         names = ", ".join(f"'{c}'" for c in cols)
-        audit.verdict["status"] = INCONCLUSIVE
-        audit.verdict["reason"] = (
-            f"column {names} determines the observed label on its own, so the model reads the labels off "
-            "it and no test can see flips it carries (the tests alone said: " + str(audit.verdict.get("reason", "")) + ")")
-        audit.verdict["label_columns"] = cols
+        _not_clean_for_columns(audit, cols, f"column {names} determines the observed "
+                               "label on its own, so the model reads the labels off it and no test can see flips it "
+                               "carries")
+
+
+def _not_clean_for_columns(audit, cols: list, why: str) -> None:
+    """The verdict made inconclusive because of the label-determining ``cols``, the tests' own
+    reason kept after ``why``."""
+    from ._auto import INCONCLUSIVE
+
+    audit.verdict["status"] = INCONCLUSIVE
+    audit.verdict["reason"] = f"{why} (the tests alone said: {audit.verdict.get('reason', '')})"
+    audit.verdict["label_columns"] = cols
 
 
 #: Most feature columns :func:`_determining_columns_caveat` checks (one sort of a row sample each).
@@ -652,7 +660,7 @@ def _determining_columns_caveat(audit, X, codes: np.ndarray, n_classes: int) -> 
     columns, on the loader's row sample (:mod:`flipguard.data._leaks`); only a clean verdict
     is at stake (the CLI names the columns whatever the verdict)."""
     from ..data._leaks import determines_label, sample_rows
-    from ._auto import CLEAN, INCONCLUSIVE
+    from ._auto import CLEAN
 
     if (audit.verdict or {}).get("status") != CLEAN or X is None or hasattr(X, "tocsr") \
             or X.shape[1] > _MAX_CHECKED_COLUMNS:
@@ -660,13 +668,9 @@ def _determining_columns_caveat(audit, X, codes: np.ndarray, n_classes: int) -> 
     rows = sample_rows(len(codes))
     cols = [j for j in range(X.shape[1]) if determines_label(np.asarray(X[rows, j]), codes[rows], n_classes)]
     if cols:
-        names = ", ".join(str(j) for j in cols[:5])
-        audit.verdict["status"] = INCONCLUSIVE
-        audit.verdict["reason"] = (
-            f"feature column(s) {names} (0-based) determine the observed label on their own, so the model reads "
-            "the labels off them and no test can see flips they carry (the tests alone said: "
-            + str(audit.verdict.get("reason", "")) + ")")
-        audit.verdict["label_columns"] = cols
+        _not_clean_for_columns(audit, cols, f"feature column(s) {', '.join(str(j) for j in cols[:5])} (0-based) "
+                               "determine the observed label on their own, so the model reads the labels off them "
+                               "and no test can see flips they carry")
 
 
 def _counts_text(classes, counts, limit: int = 6) -> str:

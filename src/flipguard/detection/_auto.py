@@ -765,13 +765,18 @@ class AutoDetector(BaseDetector):
         moved = rng.choice(np.flatnonzero(labels == src), size=k, replace=False)
         y = labels.copy()
         y[moved] = dst
-        probs = np.asarray(refit(None, labels=y), dtype=np.float64)
-        again = self._audit(_Inputs(labels=y, pred_probs=probs, X=inputs.X, n_classes=K, trusted=None,
-                                    sources=[], rng=rng, extra=_same_rows(inputs)))
+        return {"source": src, "target": dst, **self._audit_moved(inputs, y, moved, rng, level)}
+
+    def _audit_moved(self, inputs: _Inputs, y: np.ndarray, moved: np.ndarray, rng, level: float) -> dict:
+        """A rehearsal's second half: refit the model on the moved labels ``y``, audit them again and
+        say whether the move was seen (a test rejects at ``level``, or the audit says poisoned)."""
+        probs = np.asarray(inputs.extra["refit"](None, labels=y), dtype=np.float64)
+        again = self._audit(_Inputs(labels=y, pred_probs=probs, X=inputs.X, n_classes=inputs.n_classes,
+                                    trusted=None, sources=[], rng=rng, extra=_same_rows(inputs)))
         v = again.verdict
         p_lr, p_band = float(v["p_value"]), float(v["boundary"]["p_value"])
-        return {"source": src, "target": dst, "rows": k, "status": v["status"], "p_value": p_lr,
-                "band_p_value": p_band, "moved_flagged": int(np.count_nonzero(again.flags[moved])),
+        return {"rows": int(len(moved)), "status": v["status"], "p_value": p_lr, "band_p_value": p_band,
+                "moved_flagged": int(np.count_nonzero(again.flags[moved])),
                 "seen": bool(v["status"] == POISONED or min(p_lr, p_band) <= level)}
 
     def _rehearse_boundary(self, inputs: _Inputs, level: float) -> dict | None:
@@ -788,7 +793,7 @@ class AutoDetector(BaseDetector):
         the verdict is inconclusive.
         """
         refit = inputs.extra.get("refit")
-        n, K, labels = inputs.n_samples, inputs.n_classes, inputs.labels
+        n, labels = inputs.n_samples, inputs.labels
         k = int(round(BOUNDARY_REHEARSAL_RATE * n))
         if refit is None or n > self.retrain_max_samples or k < 1:
             return None
@@ -811,14 +816,7 @@ class AutoDetector(BaseDetector):
             moved = agree[np.argsort(margin[agree], kind="stable")[:k]]
             y = labels.copy()
             y[moved] = second[moved]
-        again = self._audit(_Inputs(labels=y, pred_probs=np.asarray(refit(None, labels=y), dtype=np.float64),
-                                    X=inputs.X, n_classes=K, trusted=None, sources=[],
-                                    rng=np.random.RandomState(seed), extra=_same_rows(inputs)))
-        v = again.verdict
-        p_lr, p_band = float(v["p_value"]), float(v["boundary"]["p_value"])
-        return {"rows": int(len(moved)), "status": v["status"], "p_value": p_lr, "band_p_value": p_band,
-                "moved_flagged": int(np.count_nonzero(again.flags[moved])),
-                "seen": bool(v["status"] == POISONED or min(p_lr, p_band) <= level)}
+        return self._audit_moved(inputs, y, moved, np.random.RandomState(seed), level)
 
     @staticmethod
     def _retrain_steps(inputs: _Inputs) -> int:

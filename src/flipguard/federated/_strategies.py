@@ -185,13 +185,11 @@ class LabelFlipStrategy(FedAvg):
             int(flagged.sum()), len(nodes), len(nodes) - len(ok))
         kept = [c for c, f in zip(contents, flagged_ok) if not f]
         kept_w = float(sum(w for w, f in zip(weights, flagged_ok) if not f))
-        arrays = None
         if kept and kept_w > 0:
             arrays = self._aggregate(kept, [u for u, f in zip(updates, flagged_ok) if not f], scores_ok, flagged_ok)
-        if kept and kept_w > 0:
             metrics = self.train_metrics_aggr_fn(kept, self.weighted_by_key)
-        else:
-            metrics = MetricRecord()  # nothing aggregated: the global model stays as it is this round
+        else:  # nothing aggregated: the global model stays as it is this round
+            arrays, metrics = None, MetricRecord()
         metrics[SUSPECTS_METRIC] = int(flagged.sum())
         return arrays, metrics
 

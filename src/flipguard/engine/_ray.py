@@ -25,9 +25,11 @@ tasks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
+import tempfile
 import warnings
 from urllib.parse import urlsplit
 
@@ -50,6 +52,36 @@ JOIN_KNOBS = {"RAY_py_gcs_connect_timeout_s": "8", "RAY_NUM_REDIS_GET_RETRIES": 
 #: client's "connection timed out" hint, which flipguard's own error line replaces.
 QUIET_WARNINGS = ((FutureWarning, r"Tip: In future versions of Ray, Ray will no longer override accelerator"),
                   (UserWarning, r"Ray Client connection timed out"))
+
+
+@contextlib.contextmanager
+def native_stderr_held():
+    """Hold what is written on file descriptor 2 inside the block; write it out after, unless the block raised.
+
+    Joining an address where something listens but no Ray head answers, Ray's C++ core logs each failed
+    try on the process's stderr ("Failed to connect to GCS ...") before ``ray.init`` raises; the command's
+    own one-line error says the same.  On success whatever was held (a warning, a note) is written out as
+    it would have been, only later.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held = tempfile.TemporaryFile()
+    raised = False
+    try:
+        os.dup2(held.fileno(), 2)
+        yield
+    except BaseException:
+        raised = True
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not raised:
+            held.seek(0)
+            if text := held.read():
+                os.write(2, text)
+        held.close()
 
 
 def run_batch(fn, items: list, shared) -> list:
@@ -224,7 +256,8 @@ class RayEngine(Engine):
                     if self.address is None:
                         ray.init(num_cpus=available_cores(), **kwargs)
                     else:
-                        ray.init(address=self.address, **kwargs)
+                        with native_stderr_held():
+                            ray.init(address=self.address, **kwargs)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 if self.address is None:

@@ -401,6 +401,8 @@ def test_cli_fail_on_poisoned_gates_a_verdict_whose_estimate_is_only_a_lower_bou
     out = json.loads(rate_only.stdout)
     assert out["verdict"]["status"] == "poisoned" and out["estimated_flip_rate"] < 0.1
     assert rate_only.exit_code == 0, rate_only.stderr
+    assert "note: the verdict is 'poisoned' and the run passes --fail-above 10.0%" in rate_only.stderr
+    assert "--fail-on poisoned fails on the verdict itself" in rate_only.stderr
     gated = cli(*args, "--fail-above", "0.1", "--fail-on", "poisoned")
     assert gated.exit_code == 1, gated.stderr
     table = cli("audit", path, "--label", "y", "--model", "logreg", "--fail-on", "inconclusive,poisoned")

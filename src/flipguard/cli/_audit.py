@@ -245,7 +245,15 @@ def _gate(audit, status: str, fail_above: float | None, fail_verdicts) -> str | 
         return f"verdict: {status} (--fail-above {fail_above:.1%})"
     if _VERDICT_KEYS.get(status) in fail_verdicts:
         return f"verdict: {status} (--fail-on {_VERDICT_KEYS[status]})"
-    if fail_above is None or audit.estimated_flip_rate <= fail_above:
+    if fail_above is None:
+        return None
+    if audit.estimated_flip_rate <= fail_above:
+        if status == "poisoned":
+            err_console.print(
+                f"note: the verdict is 'poisoned' and the run passes --fail-above {fail_above:.1%} on its "
+                f"estimate ({audit.estimated_flip_rate:.1%}) alone; the estimate counts the flips the model "
+                "disputes, and a model trained on moved labels learns part of them, so more may be flipped "
+                "(--fail-on poisoned fails on the verdict itself)", soft_wrap=True)
         return None
     upper = audit.verdict.get("clean_estimate_upper")
     if status != "poisoned" and upper is not None and audit.estimated_flips <= upper:

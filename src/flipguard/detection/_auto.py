@@ -726,7 +726,7 @@ class AutoDetector(BaseDetector):
             transitions = _add_off_diagonal(transitions, band_counts)
         if len(v_rows):
             verdict["verified_estimate"], transitions = verified_sample_estimate(labels, v_rows, v_codes, K,
-                                                                                 transitions)
+                                                                                 transitions, flags=flags)
         verdict["estimated_flips"] = int(transitions.sum() - np.trace(transitions))
         return _Findings(scores=scores, flags=flags, suggested=suggested, components=components,
                          warnings=warns, quality_usable=usable, quality=base_quality,
@@ -983,7 +983,8 @@ def backward_corrected(probs: np.ndarray, attacks: list[dict]) -> np.ndarray:
 
 
 def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np.ndarray, K: int,
-                             transitions: np.ndarray, confidence: float = 0.95) -> tuple[dict, np.ndarray]:
+                             transitions: np.ndarray, confidence: float = 0.95,
+                             flags: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """The flips implied by the verified rows, read as a random sample of the data, and their range.
 
     Returns ``(summary, transitions)``.  ``summary`` holds the verified and
@@ -999,6 +1000,21 @@ def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np
     observed with label ``k`` split by the true labels of the verified rows
     observed with ``k`` (a stratified estimate; a class with no verified row
     keeps the model's column); otherwise ``transitions`` unchanged.
+
+    **Rows picked by the audit are not a random sample.**  The natural workflow
+    is to verify the audit's own suspects, and their flip rate, scaled to every
+    row, counts the suspects' rate as everyone's (20 reviewed suspects, 11
+    flipped, read as 1,318 flips in 2,000 rows where 300 were).  With the
+    audit's ``flags``, the share of flagged rows among the verified ones is
+    tested against the share among all rows (two-sided binomial test at
+    ``SAMPLE_SELECTION_LEVEL``); when they differ, the sample is
+    post-stratified: the rate is estimated and scaled within the flagged and
+    the unflagged rows separately (each stratum's interval at ``confidence``
+    Bonferroni-split over the two), which is unbiased when the verified rows
+    are a random sample *within* each stratum (Cochran, *Sampling
+    Techniques*, 1977, ch. 5).  A stratum without a verified row cannot be
+    estimated, and then the verified rows are not extrapolated at all
+    (``used`` is False and ``sample["extrapolated"]`` says why).
     """
     from scipy.stats import binomtest
 
@@ -1007,30 +1023,87 @@ def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np
     m, n = len(v_rows), len(labels)
     observed = labels[v_rows]
     k = int(np.count_nonzero(v_codes != observed))
-    ci = binomtest(k, m).proportion_ci(confidence_level=confidence, method="exact")
-    out = transitions.astype(np.float64).copy()
-    totals = np.bincount(labels, minlength=K)
-    counts = np.zeros((K, K))
-    np.add.at(counts, (v_codes, observed), 1.0)
-    for c in np.flatnonzero(counts.sum(axis=0)):
-        out[:, c] = totals[c] * counts[:, c] / counts[:, c].sum()
-    strat = np.column_stack([_round_preserving_sum(out[:, c]) for c in range(K)]).astype(np.int64)
-    low, high = int(np.floor(ci.low * n)), int(np.ceil(ci.high * n))
     model_count = int(transitions.sum() - np.trace(transitions))
-    used = not low <= model_count <= high
-    summary = {"verified": int(m), "flipped": k, "rate": k / m, "rate_low": float(ci.low),
-               "rate_high": float(ci.high), "confidence": confidence,
-               "flips": int(strat.sum() - np.trace(strat)), "flips_low": low, "flips_high": high,
-               "model_estimate": model_count, "used": used}
+    sample = _sample_selection(flags, v_rows)
+    strata = (np.asarray(flags, dtype=np.int64) if sample["selected"] else np.zeros(n, dtype=np.int64))
+    n_strata = int(strata.max()) + 1
+    level = 1.0 - (1.0 - confidence) / n_strata
+    out = np.zeros((K, K))
+    low = high = 0
+    v_strata = strata[v_rows]
+    sample["extrapolated"] = "within the flagged and the unflagged rows separately" if n_strata > 1 else \
+        "as a random sample"
+    for s in range(n_strata):
+        in_s, vs = strata == s, v_strata == s
+        m_s = int(np.count_nonzero(vs))
+        if m_s == 0:
+            sample["extrapolated"] = (f"no verified row among the {'flagged' if s else 'unflagged'} rows, so "
+                                      "their flip rate cannot be estimated from the verified ones")
+            break
+        k_s = int(np.count_nonzero(v_codes[vs] != observed[vs]))
+        ci = binomtest(k_s, m_s).proportion_ci(confidence_level=level, method="exact")
+        n_s = int(np.count_nonzero(in_s))
+        low, high = low + int(np.floor(ci.low * n_s)), high + int(np.ceil(ci.high * n_s))
+        totals = np.bincount(labels[in_s], minlength=K)
+        counts = np.zeros((K, K))
+        np.add.at(counts, (v_codes[vs], observed[vs]), 1.0)
+        share = totals / np.maximum(np.bincount(labels, minlength=K), 1)  # the stratum's part of each class
+        col = counts.sum(axis=0)
+        out += np.where(col > 0, totals * counts / np.where(col > 0, col, 1.0), transitions * share)
+    if sample["extrapolated"].startswith("no verified row"):
+        strat, used, low, high, flips = transitions, False, 0, 0, model_count
+    else:
+        strat = np.column_stack([_round_preserving_sum(out[:, c]) for c in range(K)]).astype(np.int64)
+        flips = int(strat.sum() - np.trace(strat))
+        used = not low <= model_count <= high
+    summary = {"verified": int(m), "flipped": k, "rate": k / m,
+               "rate_low": low / n, "rate_high": high / n, "confidence": confidence,
+               "flips": flips, "flips_low": low, "flips_high": high,
+               "model_estimate": model_count, "used": used, "sample": sample}
+    if not sample["selected"]:
+        ci = binomtest(k, m).proportion_ci(confidence_level=confidence, method="exact")
+        summary.update(rate_low=float(ci.low), rate_high=float(ci.high))
     return summary, (strat if used else transitions)
+
+
+#: Two-sided p-value below which verified rows whose flagged share differs from the data's are read
+#: as picked by the audit (not a random sample) and post-stratified.
+SAMPLE_SELECTION_LEVEL = 0.01
+
+
+def _sample_selection(flags: np.ndarray | None, v_rows: np.ndarray) -> dict:
+    """Whether the verified rows look picked by the audit: their flagged share against everyone's."""
+    if flags is None or not len(v_rows):
+        return {"selected": False}
+    flags = np.asarray(flags, dtype=bool)
+    share, m = float(flags.mean()), len(v_rows)
+    hits = int(np.count_nonzero(flags[v_rows]))
+    if share in (0.0, 1.0):
+        return {"selected": False, "flagged_share": share, "verified_flagged_share": hits / m}
+    from scipy.stats import binomtest
+
+    p = float(binomtest(hits, m, share).pvalue)
+    return {"selected": bool(p <= SAMPLE_SELECTION_LEVEL), "p_value": p, "flagged_share": share,
+            "verified_flagged_share": hits / m}
 
 
 def verified_estimate_text(v: dict) -> str:
     """One sentence for the CLI and the report: what the verified rows say about the number of flips."""
-    text = (f"{v['flipped']} of {v['verified']} carry another label than the verified one: "
-            f"{v['rate']:.1%} ({v['confidence']:.0%} interval {v['rate_low']:.1%}-{v['rate_high']:.1%}), "
-            f"about {v['flips']} flips in the data ({v['flips_low']}-{v['flips_high']}) if they are a "
-            "random sample")
+    head = f"{v['flipped']} of {v['verified']} carry another label than the verified one"
+    sample = v.get("sample") or {}
+    if sample.get("selected"):
+        head += (f"; they are not a random sample of the data: {sample['verified_flagged_share']:.0%} of them "
+                 f"are flagged rows, against {sample['flagged_share']:.0%} of all rows (p = "
+                 f"{sample['p_value']:.3g})")
+        if not sample.get("extrapolated", "").startswith("within"):
+            return (head + f", and {sample['extrapolated']}: the estimate keeps the model's count "
+                    f"({v['model_estimate']})")
+        text = (head + f"; read within the flagged and the unflagged rows separately, about {v['flips']} "
+                f"flips in the data ({v['flips_low']}-{v['flips_high']})")
+    else:
+        text = (head + f": {v['rate']:.1%} ({v['confidence']:.0%} interval {v['rate_low']:.1%}-"
+                f"{v['rate_high']:.1%}), about {v['flips']} flips in the data ({v['flips_low']}-"
+                f"{v['flips_high']}) if they are a random sample")
     if v["used"]:
         return (text + f"; the estimate uses them, because the model's count ({v['model_estimate']}) "
                 "lies outside that range")

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ._app import app
-from ._common import JsonOpt, LabelOpt, TableOpt, console, finish_report, print_json
+from ._common import JsonOpt, LabelOpt, TableOpt, console, err_console, finish_report, print_json
 from ._integrity import IdReq, KeyOpt, LimitOpt, _txt, say
 
 ledger_app = typer.Typer(
@@ -48,7 +48,10 @@ def append_cmd(
     entry's hash; label snapshots go to LEDGER.snapshots/.  Exit 1 (the entry is
     still recorded) when the step changed a different number of labels than
     --expect-label-changes declares, changed a row (or gave it a label)
-    that the --expect-changes file does not list, or read an input whose
+    that the --expect-changes file does not list, added a row that file does
+    not list (a declared step adds no labelled rows; removing rows is
+    allowed; an id changed with its label is a removal plus an addition),
+    or read an input whose
     labels differ from what an earlier step sealed as its output of the same
     name (the file was edited between the two steps).
 
@@ -83,18 +86,24 @@ def verify_cmd(
     manifest: Annotated[Path | None, typer.Option(
         "--manifest", "-m", help="A seal to check for rollback against the ledger's latest seal of its data.")] = None,
     head: Annotated[str | None, typer.Option(
-        "--head", help="Head hash recorded earlier (12+ hex digits): detects entries cut from the end.")] = None,
+        "--head", help="Head hash recorded earlier (12+ hex digits, from a place the attacker cannot write): "
+                       "detects entries cut from the end, which nothing else can.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check the ledger: every entry signed, chained, in order; declared changes kept; no rollback.
 
-    Exit 1 on an edited, removed or reordered entry, a label-preserving step
-    that changed labels, a missing snapshot, or (with --manifest) a seal older
-    than the ledger's latest for that dataset.
+    Exit 1 on an edited, inserted, reordered or removed entry *before the
+    last one*, a declared step that changed or added labels it did not
+    declare, a missing snapshot, or (with --manifest) a seal older than the
+    ledger's latest for that dataset.  Entries cut from the end leave a
+    valid shorter chain: that is only detected with --head, a head hash
+    recorded earlier.  Prints the head hash and the number of entries: keep
+    them where the attacker cannot write (a CI log, a commit) and pass
+    --head next time.
 
     Example:
 
-        flipguard ledger verify pipeline.ledger --pubkey keys/flipguard.pub --manifest clean.csv.flipguard.json
+        flipguard ledger verify pipeline.ledger --pubkey keys/flipguard.pub --head 3f2a9c0d1e4b5a67
     """
     from ..integrity import verify_ledger
 
@@ -112,7 +121,12 @@ def verify_cmd(
         for n in report.notes:
             say(f"  note: {n}")
         if report.head:
-            say(f"  head: {report.head}")
+            n = report.to_dict()["n_entries"]
+            say(f"  head: {report.head} (entry #{n - 1}, {n} entries)")
+    if head is None:
+        err_console.print("note: no --head given: entries cut from the end of the ledger leave a valid "
+                          "shorter chain; tail truncation is only detected with --head HASH (record the head "
+                          "printed now somewhere the attacker cannot write)", soft_wrap=True, markup=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -149,7 +163,8 @@ def _render_show(report, limit: int) -> None:
         exp = e["expect_label_changes"]
         bad = exp is not None and exp != ch["changed"]
         t.add_row(str(e["seq"]), e["step"], f"{e['input']['rows']}->{e['output']['rows']}",
-                  f"[bold red]{ch['changed']}[/]" if bad else str(ch["changed"]), str(ch["added"]),
+                  f"[bold red]{ch['changed']}[/]" if bad else str(ch["changed"]),
+                  f"[bold red]{ch['added']}[/]" if exp is not None and ch["added"] else str(ch["added"]),
                   str(ch["removed"]), _declared(exp, e["expect_changes"]), trans or "-")
     console.print(t)
     for e in report.entries:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._arrow import from_numpy, to_numpy
+from .._arrow import from_numpy, to_numpy, type_family
 from ._columns import Ids, class_counts, dense_keys, ids_equal, map_codes, reconcile, take_chunked
 from ._stats import balance_drift, change_shape, label_text, transition_list
 
@@ -288,7 +288,16 @@ def compare(before: Side, after: Side) -> tuple[LabelChanges, Alignment]:
 # -- feature columns -------------------------------------------------------------
 def column_changes(before: pa.ChunkedArray, after: pa.ChunkedArray, al: Alignment,
                    before_side: Side, after_side: Side) -> dict:
-    """Rows (matched by id) whose value in a sealed feature column changed."""
+    """Rows (matched by id) whose value in a sealed feature column changed.
+
+    Values are compared as the typed values a reader gets, never through a
+    lossy cast: like the label column, a column whose type family changed
+    (``integer`` -> ``string``, ``float64`` -> ``float32``, ``integer`` ->
+    ``boolean``, ...; :func:`flipguard._arrow.type_family`) has *every*
+    matched row changed, and the result carries ``type``: ``{"sealed",
+    "current"}``.  Storage that changes no value (``int64`` -> ``int32``,
+    ``string`` -> ``large_string`` or dictionary-encoded text) is not a change.
+    """
     pairs = al.pairs()
     if pairs is None:
         b, a = before, after
@@ -297,21 +306,64 @@ def column_changes(before: pa.ChunkedArray, after: pa.ChunkedArray, al: Alignmen
         rows_a, rows_b = pairs
         b = take_chunked(before, rows_b)
         a = take_chunked(after, rows_a)
+    sealed_type, current_type = type_family(before.type), type_family(after.type)
+    typed = {} if sealed_type == current_type else {"type": {"sealed": sealed_type, "current": current_type}}
     if len(b) == 0:
-        return {"row": [], "id": [], "before": [], "after": []}
-    if b.type != a.type:
-        try:
-            a = pc.cast(a, b.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            b, a = pc.cast(b, pa.large_string()), pc.cast(a, pa.large_string())
+        return {"row": [], "id": [], "before": [], "after": [], **typed}
+    if typed:  # another type: no value reads the same to a typed reader
+        differ = np.arange(len(b))
+    else:
+        differ = _differ_same_family(_plain_values(b), _plain_values(a))
+    pos_a = differ if rows_a is None else rows_a[differ]
+    return {"row": _rows(after_side, pos_a), "id": after_side.ids.take(pos_a),
+            "before": _take(b, differ), "after": _take(a, differ), **typed}
+
+
+def _plain_values(col):
+    """Dictionary-encoded values decoded (``type_family`` already treats them as their value type)."""
+    if pa.types.is_dictionary(col.type):
+        return pc.cast(col, col.type.value_type)
+    return col
+
+
+def _common_type(tb: pa.DataType, ta: pa.DataType) -> pa.DataType | None:
+    """A type both sides convert to without changing any value (same type family), or None."""
+    if tb == ta:
+        return tb
+    if pa.types.is_integer(tb) and pa.types.is_integer(ta):
+        if pa.types.is_unsigned_integer(tb) and pa.types.is_unsigned_integer(ta):
+            return pa.uint64()
+        if tb == pa.uint64() or ta == pa.uint64():
+            return pa.decimal128(20, 0)  # holds every int64 and every uint64
+        return pa.int64()
+    if pa.types.is_decimal(tb) and pa.types.is_decimal(ta):  # same scale (same family)
+        return pa.decimal256(76, tb.scale)
+    text = (pa.types.is_string, pa.types.is_large_string)
+    if any(f(tb) for f in text) and any(f(ta) for f in text):
+        return pa.large_string()
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)
+    if any(f(tb) for f in binary) and any(f(ta) for f in binary):
+        return pa.large_binary()
+    return None
+
+
+def _differ_same_family(b, a) -> np.ndarray:
+    """Positions whose values differ, two columns of one type family (no value-changing cast)."""
+    common = _common_type(b.type, a.type)
+    try:
+        if common is None:
+            raise pa.ArrowNotImplementedError("no common type")
+        b, a = pc.cast(b, common), pc.cast(a, common)  # safe casts: a lossy one raises
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # rare types (string_view, ...): compare the Python values, exactly
+        bl, al_ = b.to_pylist(), a.to_pylist()
+        return np.flatnonzero([not (x == y or (x != x and y != y)) or type(x) is not type(y)
+                               for x, y in zip(bl, al_)])
     same = pc.fill_null(pc.equal(b, a), False)
     same = pc.or_(same, pc.and_(pc.is_null(b), pc.is_null(a)))
     if pa.types.is_floating(b.type):
         same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(b), pc.is_nan(a)), False))
-    differ = np.flatnonzero(~np.asarray(to_numpy(same), dtype=bool))
-    pos_a = differ if rows_a is None else rows_a[differ]
-    return {"row": _rows(after_side, pos_a), "id": after_side.ids.take(pos_a),
-            "before": _take(b, differ), "after": _take(a, differ)}
+    return np.flatnonzero(~np.asarray(to_numpy(same), dtype=bool))
 
 
 def _take(col, positions: np.ndarray) -> list:

@@ -54,6 +54,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -394,6 +395,107 @@ def _declared_violations(d: dict, changed: dict) -> str | None:
             f"({dec['file']}): {shown}")
 
 
+def _declared_what(d: dict) -> str | None:
+    """How a step was declared, for messages; None for an undeclared step."""
+    exp, dec = d["expect_label_changes"], d["expect_changes"]
+    parts = []
+    if exp is not None:
+        parts.append("label-preserving (0 changes)" if exp == 0 else f"to change {exp} label(s)")
+    if dec is not None:
+        parts.append(f"to change only the rows listed in {dec['file']}")
+    return " and ".join(parts) or None
+
+
+def _added_violations(d: dict, changes=None) -> str | None:
+    """Rows a declared step *added* without declaring them: the other half of a relabelling.
+
+    A step declared with ``expect_label_changes`` or ``expect_changes`` states
+    which labels it writes; a row it adds brings a label into the data as
+    surely as a changed row does, and changing a row's id together with its
+    label shows as one removed and one added row, never as a changed label.
+    So every added row is a finding unless the ``expect_changes`` file lists
+    its id (and, with a label column, its label).  Removed rows are allowed:
+    a cleaning step drops rows, and a dropped row puts no label into the
+    data (the entry records them; an added row placed where a removed row
+    was is named as its replacement).  ``changes`` is a LabelChanges
+    (append, show, verify with snapshots); without it the recorded count is used.
+    """
+    what = _declared_what(d)
+    if what is None:
+        return None
+    where = f"entry #{d['seq']}: step '{d['step']}' was declared {what}"
+    if changes is None:
+        n = d["changes"]["added"]
+        if not n or d["expect_changes"] is not None:  # the rows are needed to check a declaration file
+            return None
+        return f"{where} but added {n} row(s) (ids not in its input), each with a label it did not declare"
+    added, removed = changes.added, changes.removed
+    if not len(added["row"]):
+        return None
+    id_type = d["output"]["manifest"]["id_type"]
+    if d["expect_changes"] is None:  # nothing declared may be added: every added row
+        undeclared, texts = np.arange(len(added["row"])), {}
+    else:  # the declaration file lists ids (small); the added rows are checked against it
+        allowed: dict[str, set] = {}
+        for i, lab in d["expect_changes"]["allowed"]:
+            allowed.setdefault(i, set()).add(lab)
+        texts = {}
+        for k, (i, lab) in enumerate(zip(added["id"], added["label"])):
+            ok = allowed.get(_canonical_id(i, id_type))
+            if ok is None:
+                texts[k] = f"id {i} ({label_text(lab)}, not declared)"
+            elif None not in ok and lab not in ok:
+                texts[k] = (f"id {i} ({label_text(lab)}, declared: "
+                            + " or ".join(sorted(label_text(x) for x in ok)) + ")")
+        undeclared = np.fromiter(texts, dtype=np.int64, count=len(texts))
+    if not len(undeclared):
+        return None
+    shown = ", ".join(texts.get(k) or f"id {added['id'][k]} ({label_text(added['label'][k])}, not declared)"
+                      for k in undeclared[:5].tolist())
+    shown += f", ... {len(undeclared) - 5} more" if len(undeclared) > 5 else ""
+    msg = (f"{where} but added {len(undeclared)} row(s) with labels it did not declare "
+           f"(ids not in its input): {shown}")
+    renames = _replacements(added, removed, undeclared)
+    if renames:
+        eg = "; ".join(f"id {ri} ({label_text(rl)}) was removed and id {ai} ({label_text(al)}) added in its place"
+                       + (" with another label" if rl != al else "") for ri, rl, ai, al in renames[:3])
+        more = f" (and {len(renames) - 3} more)" if len(renames) > 3 else ""
+        msg += f"; {eg}{more}" + (": a row whose id changed with its label is a label change hidden as a "
+                                  "removal and an addition" if any(r[1] != r[3] for r in renames) else "")
+    return msg + ": check the script that ran it"
+
+
+def _replacements(added: dict, removed: dict, which: np.ndarray, limit: int = 1000) -> list[tuple]:
+    """(removed id, its label, added id, its label) for added rows that took a removed row's place.
+
+    The place of a row is the number of rows both sides share before it (its
+    gap between matched rows); the j-th added and the j-th removed row of the
+    same gap are paired.  Rows whose order the step kept pair exactly.
+    Vectorised (a step may add millions of rows); the first ``limit`` pairs
+    among the added rows ``which`` are returned, for the message.
+    """
+    if not len(removed["row"]) or not len(which):
+        return []
+
+    def places(rows):
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        gap = rows[order] - np.arange(len(rows))  # rows of the other kind before it: its gap
+        first = np.searchsorted(gap, gap, side="left")
+        return order, gap, np.arange(len(rows)) - first  # rank within the gap
+
+    a_order, a_gap, a_rank = places(added["row"])
+    r_order, r_gap, r_rank = places(removed["row"])
+    width = int(max(a_rank.max(initial=0), r_rank.max(initial=0))) + 1
+    _, ai, ri = np.intersect1d(a_gap * width + a_rank, r_gap * width + r_rank, assume_unique=True,
+                               return_indices=True)
+    keep = np.isin(a_order[ai], which)
+    a_idx, r_idx = a_order[ai][keep], r_order[ri][keep]
+    first = np.argsort(a_idx, kind="stable")[:limit]
+    pairs = zip(a_idx[first].tolist(), r_idx[first].tolist())
+    return [(removed["id"][j], removed["label"][j], added["id"][k], added["label"][k]) for k, j in pairs]
+
+
 def _load_snapshot(ledger: Path, manifest: Manifest):
     path = snapshot_dir(ledger) / manifest.snapshot["file"]
     if not path.exists() and not path.is_symlink():
@@ -505,11 +607,16 @@ def verify_ledger(path: str | os.PathLike, public_key, *, manifest: str | os.Pat
     findings += [f for p in good for f in (_expectation(p.doc), _type_change(p.doc)) if f]
     snap_findings = _check_snapshot_files(path, parsed)
     findings += snap_findings
-    for p in good:
-        if p.doc["expect_changes"] is not None and not snap_findings:
-            f = _declared_violations(p.doc, _recompute(path, p.doc).changed)
-            if f:
-                findings.append(f)
+    for p in good:  # declarations are re-checked row by row from the snapshots
+        if _declared_what(p.doc) is None or (p.doc["expect_changes"] is None and not p.doc["changes"]["added"]):
+            continue  # nothing to check row by row (the signed counts say no row was added)
+        if snap_findings:  # a snapshot is missing or modified (a finding already): the recorded counts
+            f = _added_violations(p.doc)
+            findings += [f] if f else []
+            continue
+        changes = _recompute(path, p.doc)
+        findings += [f for f in (_declared_violations(p.doc, changes.changed) if p.doc["expect_changes"]
+                                 is not None else None, _added_violations(p.doc, changes)) if f]
     if not snap_findings:
         findings += _handoffs(path, [p.doc for p in good])
     notes = []
@@ -587,20 +694,29 @@ def _check_rollback(ledger: Path, good: list[_Parsed], manifest, key) -> tuple[l
     return findings, notes
 
 
-def rollback_check(ledger, manifest: Manifest, key: Ed25519PublicKey, manifest_path: Path | None
-                   ) -> tuple[list[str], list[str]]:
+def rollback_check(ledger, manifest: Manifest, key: Ed25519PublicKey, manifest_path: Path | None,
+                   head: str | None = None) -> tuple[list[str], list[str]]:
     """For ``verify --ledger``: ``(findings, notes)`` about ``manifest`` against a ledger.
 
     The ledger must verify with ``key`` first (an unverifiable ledger says
-    nothing about which seal is the latest).
+    nothing about which seal is the latest).  A ledger whose last entries
+    were cut off still verifies, and then vouches for an older seal: only a
+    ``head`` recorded earlier (an entry hash, 12+ hex digits) detects that;
+    without one, a note says so and names the head checked against.
     """
     path = Path(ledger)
-    report = verify_ledger(path, key)
+    report = verify_ledger(path, key, head=head)
     if not report.ok:
         return [f"the ledger {path} fails verification, so it cannot vouch for this seal: "
                 f"{report.findings[0]}"], []
     parsed, _ = _parse_lines(_read(path), f"ledger {path}")
-    return _check_rollback(path, [p for p in parsed if p.doc is not None], manifest_path or manifest, key)
+    findings, notes = _check_rollback(path, [p for p in parsed if p.doc is not None], manifest_path or manifest,
+                                      key)
+    if head is None:
+        notes.append(f"checked against the ledger's {len(parsed)} entries (head "
+                     f"{report.head[:16] if report.head else 'none'}); entries cut from the end of the ledger "
+                     "are only detected with a head recorded earlier (ledger verify --head)")
+    return findings, notes
 
 
 def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
@@ -642,7 +758,8 @@ def show_ledger(path: str | os.PathLike, public_key=None) -> LedgerReport:
             findings.append(_expectation({**d, "changes": {**recorded, "changed": changes.n_changed,
                                                            "transitions": transition_list(changes.transitions,
                                                                                           changes.classes)}}))
-        findings += [f for f in (_type_change(d), _declared_violations(d, changes.changed)) if f]
+        findings += [f for f in (_type_change(d), _declared_violations(d, changes.changed),
+                                 _added_violations(d, changes)) if f]
         entries.append(s)
     with contextlib.suppress(IntegrityError):  # a missing or modified snapshot is a finding above already
         findings += _handoffs(path, [p.doc for p in parsed if p.doc is not None])
@@ -811,7 +928,8 @@ def ledger_append(path: str | os.PathLike, *, step: str, input, output, label: s
             raise
 
     seq, digest, doc, earlier = _locked_append(path, body, key, write_snapshots)
-    findings = [f for f in (_expectation(doc), _type_change(doc), _declared_violations(doc, changes.changed)) if f]
+    findings = [f for f in (_expectation(doc), _type_change(doc), _declared_violations(doc, changes.changed),
+                            _added_violations(doc, changes)) if f]
     findings += _handoffs(path, [*earlier, doc], last_only=True)
     return LedgerAppend(str(path), seq, digest, doc, findings)
 

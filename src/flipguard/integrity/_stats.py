@@ -22,6 +22,9 @@ Two questions are asked of every comparison (verify, diff, ledger):
 
 from __future__ import annotations
 
+import functools
+import unicodedata
+
 import numpy as np
 
 __all__: list[str] = []
@@ -30,18 +33,67 @@ ALPHA = 0.01
 MIN_CHANGES = 5
 
 
-def label_text(c) -> str:
-    """A label as reports print it: ``<missing>`` for a null, ``<empty>`` for '', quoted when spaces pad it.
+def _escape(text: str) -> str:
+    """``repr``-style, with every character a reader could not see or tell apart escaped."""
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ch == "\\" or ch == "'":
+            out.append("\\" + ch)
+        elif ch == " " or (ch.isprintable() and cat[0] not in "MZC"):
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "'" + "".join(out) + "'"
 
-    Labels are compared as exact text, so ``'benign '`` and ``''`` are labels of
-    their own; printed bare they would look like ``benign`` and nothing.
+
+def _plain(text: str) -> bool:
+    """Text that prints as exactly what it is: no padding, nothing invisible, nothing that composes."""
+    if text != text.strip() or not text.isprintable():  # Cc, Cf, Cs, Co, Cn, Zl, Zp, Zs but ' ' (NBSP...)
+        return False
+    if text.isascii():
+        return True
+    # combining marks (NFD 'e' + U+0301 looks like NFC 'e\u0301'), non-NFC text, spaces other than ' '
+    return unicodedata.is_normalized("NFC", text) and not any(
+        unicodedata.category(ch)[0] in "MZ" and ch != " " for ch in text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _label_text_str(text: str) -> str:
+    if text == "":
+        return "<empty>"
+    return text if _plain(text) else _escape(text)
+
+
+def label_text(c) -> str:
+    """A label as reports print it: ``<missing>`` for a null, ``<empty>`` for '', escaped when not plain.
+
+    Labels are compared as exact text, so ``'benign '``, ``'dog\u200b'`` (a
+    zero-width space), an NFD ``'cafe\u0301'`` and ``''`` are labels of their
+    own; printed bare they would look like ``benign``, ``dog``, ``café`` and
+    nothing.  Any label with leading or trailing whitespace, a control,
+    format (Cf: zero-width, BOM, bidi), separator other than ' ' (NBSP) or
+    unassigned character, a combining mark, or that is not in Unicode NFC, is
+    shown quoted, with those characters escaped (``'dog\u200b'``).  Cached per
+    distinct label (see :func:`label_texts` for a whole column).
     """
     if c is None:
         return "<missing>"
-    text = str(c)
-    if text == "":
-        return "<empty>"
-    return repr(text) if text != text.strip() else text
+    return _label_text_str(c if isinstance(c, str) else str(c))
+
+
+def label_texts(values) -> list[str]:
+    """:func:`label_text` of each value, computed once per distinct value."""
+    values = list(values)
+    try:
+        memo = {v: label_text(v) for v in dict.fromkeys(values)}
+    except TypeError:  # unhashable values: one at a time
+        return [label_text(v) for v in values]
+    return [memo[v] for v in values]
 
 
 def balance_drift(before: np.ndarray, after: np.ndarray, classes: list) -> dict:

@@ -205,7 +205,9 @@ def test_cli_parquet_column_rewritten_as_text_is_exit_1(tmp_path, cli, keys):
     assert r.exit_code == 0, r.stderr
     pq.write_table(pa.table({"id": [1, 2], "y": ["a", "b"], "z": ["01", "2"]}), data)
     r = cli("verify", data, "--pubkey", keys.public)
-    assert r.exit_code == 1 and "sealed column 'z'" in r.stdout
+    assert r.exit_code == 1 and "sealed column 'z' changed type: sealed as integer, now string" in r.stdout
+    r = cli("verify", data, "--pubkey", keys.public, "--json")
+    assert json.loads(r.stdout)["columns"]["z"]["type"] == {"sealed": "integer", "current": "string"}
 
 
 # -- 4. labels that differ invisibly ---------------------------------------------------------

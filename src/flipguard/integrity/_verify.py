@@ -99,7 +99,8 @@ class VerifyReport(SignedFindings):
                "label_type": dict(self.label_type), "notes": list(self.notes)}
         if self.changes is not None:
             out.update(self.changes.to_dict("sealed", "current"))
-        out["columns"] = {name: {"row": c["row"], "id": c["id"], "sealed": c["before"], "current": c["after"]}
+        out["columns"] = {name: {"row": c["row"], "id": c["id"], "sealed": c["before"], "current": c["after"],
+                                 **({"type": c["type"]} if c.get("type") else {})}
                           for name, c in self.columns.items()}
         return out
 
@@ -223,7 +224,11 @@ def verify_table(table: pa.Table, manifest: Manifest, public_key: Ed25519PublicK
     for name in manifest.columns:
         c = column_changes(snap.features[name], table.column(name), al, before, after)
         cols[name] = c
-        if c["row"]:
+        if c.get("type"):
+            findings.append(f"sealed column '{name}' changed type: sealed as {c['type']['sealed']}, now "
+                            f"{c['type']['current']} ({len(c['row'])} row(s); the values may read the same as "
+                            "text, but a model or a reader that compares typed values sees different ones)")
+        elif c["row"]:
             findings.append(f"{len(c['row'])} value(s) of sealed column '{name}' changed")
     return VerifyReport(source, info, sig, changes=changes, columns=cols, findings=findings,
                         label_type={"sealed": manifest.label_type, "current": current_type})

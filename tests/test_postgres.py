@@ -60,7 +60,7 @@ def test_types_map_faithfully(pg, pg_dsn):
     types = dict(zip(tbl.column_names, tbl.schema.types))
     assert types == {
         "i2": pa.int16(), "i4": pa.int32(), "i8": pa.int64(), "f4": pa.float32(), "f8": pa.float64(),
-        "n": pa.decimal128(10, 2), "nu": pa.float64(), "tx": pa.string(), "vc": pa.string(), "ch": pa.string(),
+        "n": pa.decimal128(10, 2), "nu": pa.string(), "tx": pa.string(), "vc": pa.string(), "ch": pa.string(),
         "b": pa.bool_(), "d": pa.date32(), "ts": pa.timestamp("us"), "tz": pa.timestamp("us", tz="UTC"),
         "u": pa.string(), "j": pa.string(), "label": pa.string(),
     }
@@ -78,6 +78,8 @@ def test_types_map_faithfully(pg, pg_dsn):
     assert rows[0]["u"] == "00000000-0000-0000-0000-000000000001"
     assert rows[0]["j"] == '{"k": [1, 2]}' and rows[2]["j"] == "null"
     assert [r["label"] for r in rows] == ["1", "0", "1"]  # text labels stay strings
+    # unconstrained numeric: its exact text (a float would merge 0.1 and 0.1000000000000000000001)
+    assert [r["nu"] for r in rows] == ["1.25", None, "3"]
 
 
 def test_load_from_table_with_text_labels(pg, pg_dsn):

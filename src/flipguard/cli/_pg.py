@@ -91,11 +91,13 @@ def unprotect_cmd(
     """Remove the audit triggers and functions from a table.
 
     The trail is kept by default, so the history survives and protecting the
-    table again continues the same chain; --drop-trail deletes it.
+    table again continues the same chain; --drop-trail deletes it. An
+    administrator's act, like protect: a superuser (or a member of the audit
+    role); the table owner cannot remove the protection.
 
     Example:
 
-        flipguard pg unprotect postgresql://owner@db/ml --table public.reviews
+        flipguard pg unprotect postgresql://admin@db/ml --table public.reviews
     """
     from ..integrity._pg import unprotect
 
@@ -175,6 +177,8 @@ def verify_cmd(
         "--allow-recorded", help="Exit 0 when every change since the seal is recorded in the trail.")] = False,
     name: Annotated[str | None, typer.Option(
         "--name", help="Dataset name the seal was made for (default: the table, as `seal --table` named it).")] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", help="Rows shown per list (counts are always exact; --json for the lists).", min=0)] = 20,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a table against its seal, its signed checkpoints and its audit trail, in one snapshot.
@@ -186,6 +190,8 @@ def verify_cmd(
     a signed checkpoint.  Without --manifest only the trail is checked.
     Exit 0 clean, 1 a finding (any change since the seal or temporary change,
     unless --allow-recorded and the trail records them all), 2 bad input.
+    With --json, "ok" is what the exit code says (0 <=> true) and "ok_strict"
+    says whether nothing changed at all (what "ok" is without --allow-recorded).
 
     Example:
 
@@ -209,10 +215,43 @@ def verify_cmd(
     report = verify_postgres(dsn, table, manifest=manifest, public_key=pubkey, anchor=anchor, secret=secret,
                              checkpoints=checkpoint, schema=audit_schema, name=name)
     passed = report.ok_if_recorded if allow_recorded else report.ok
-    finish_report(report, json_out, lambda r: _render_verify(r, passed), ok=passed)
+    if json_out:
+        # "ok" must mean what the exit code means; the report's own "ok" (nothing changed since
+        # the seal, recorded or not) stays available as "ok_strict"
+        out = report.to_dict()
+        out.update(ok=passed, ok_strict=report.ok, allow_recorded=allow_recorded,
+                   n_explained=_n_explained(report))
+        print_json(out)
+        if not passed:
+            raise typer.Exit(1)
+        return
+    finish_report(report, False, lambda r: _render_verify(r, passed, limit), ok=passed)
 
 
-def _render_verify(r, passed: bool) -> None:
+def _n_explained(r) -> int:
+    """How many changes since the seal the trail explains: the true count, not the listed ones.
+
+    The report lists at most a fixed number of explained changes (``_LIST_LIMIT`` in
+    ``integrity/_pg.py``) and counts only the unexplained; every change the seal found is one or
+    the other, so the count is the seal's changed + added + removed rows minus the unexplained.
+    """
+    n = getattr(r, "n_explained", None)
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    if not r.explained:
+        return 0
+    seal = r.seal or {}
+    total = sum(int(seal.get(k) or 0) for k in ("n_changed", "n_added", "n_removed"))
+    return max(len(r.explained), total - int(r.n_unexplained or 0))
+
+
+def _more(total: int, shown: int) -> None:
+    """The line that says a list was cut at --limit."""
+    if total > shown:
+        console.print(f"  ... ({total - shown} more; --limit N, or --json)")
+
+
+def _render_verify(r, passed: bool, limit: int = 20) -> None:
     console.print(f"Table {r.table}; trail {r.trail or '-'} ({r.n_events} rows).")
     for problem in r.problems:
         console.print(f"[bold red]PROBLEM[/] {problem}")
@@ -222,40 +261,47 @@ def _render_verify(r, passed: bool) -> None:
         console.print("Hash chain: intact.")
     else:
         console.print(f"[bold red]Hash chain BROKEN[/] ({len(r.chain_errors)} row(s)):")
-        for e in r.chain_errors[:20]:
+        for e in r.chain_errors[:limit]:
             console.print(f"  row {e['seq']}: {e['reason']}")
+        _more(len(r.chain_errors), min(limit, len(r.chain_errors)))
     if r.duplicate_ids:
         console.print(f"[bold red]DUPLICATED IDS[/]: {r.n_duplicate_ids} id(s) held by more than one row; the "
                       "trail tells rows apart by their id:")
-        for d in r.duplicate_ids[:20]:
+        for d in r.duplicate_ids[:limit]:
             console.print(f"  {d['message']}", soft_wrap=True)
+        _more(max(r.n_duplicate_ids, len(r.duplicate_ids)), min(limit, len(r.duplicate_ids)))
     if r.trail_mismatches:
         console.print(f"[bold red]UNRECORDED CHANGES[/]: the table and the trail disagree at "
                       f"{r.n_trail_mismatches} place(s) (trigger bypassed):")
-        for m in r.trail_mismatches[:20]:
+        for m in r.trail_mismatches[:limit]:
             console.print(f"  {m['message']}")
+        _more(max(r.n_trail_mismatches, len(r.trail_mismatches)), min(limit, len(r.trail_mismatches)))
     if r.temporary_changes:
         console.print(f"[bold red]TEMPORARY CHANGES[/]: {r.n_temporary_changes} label(s) changed and later "
                       "restored by another transaction (recorded):")
-        for m in r.temporary_changes[:20]:
+        for m in r.temporary_changes[:limit]:
             console.print(f"  {m['message']}", soft_wrap=True)
+        _more(max(r.n_temporary_changes, len(r.temporary_changes)), min(limit, len(r.temporary_changes)))
     if r.seal_checked:
         seal = r.seal or {}
         console.print(f"Seal: {'verified, no change' if r.seal_ok else seal.get('summary', '')}")
         if r.unexplained:
             console.print(f"[bold red]UNEXPLAINED CHANGES[/] since the seal: {r.n_unexplained} row(s) changed "
                           "with no record in the audit trail (trigger bypassed):")
-            for c in r.unexplained[:20]:
+            for c in r.unexplained[:limit]:
                 console.print(f"  id {c['id']}: {_change(c)}: {c.get('explanation', '')}", soft_wrap=True)
+            _more(max(r.n_unexplained, len(r.unexplained)), min(limit, len(r.unexplained)))
         if r.explained:
-            console.print(f"Changes since the seal recorded by the trail: {len(r.explained)} row(s):")
-            for c in r.explained[:20]:
+            n_explained = _n_explained(r)
+            console.print(f"Changes since the seal recorded by the trail: {n_explained} row(s):")
+            for c in r.explained[:limit]:
                 role = "" if c.get("current_user") == c.get("session_user") else f" as {c.get('current_user')}"
                 app, client = c.get("application_name") or "", c.get("client_addr") or "local"
                 dup = " (duplicated id: its recorded insert)" if c.get("duplicate_id") else ""
                 console.print(f"  id {c['id']}: {_change(c)} by {c.get('session_user')}{role} "
                               f"(application '{app}', client {client}, txid {c.get('txid')}) at {c.get('at')}{dup}",
                               soft_wrap=True)
+            _more(n_explained, min(limit, len(r.explained)))
     console.print("[bold green]OK[/]" if passed else "[bold red]FINDINGS[/] (exit 1)")
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..exceptions import DataError
@@ -142,38 +143,89 @@ class TableRef:
         return f"{self.schema}.{self.name}"
 
 
-def resolve_table(conn, table: str, *, where: str = "", kinds: str = "rpvmf") -> TableRef:
-    """Find ``table`` (``"name"`` or ``"schema.name"``) in the catalog.
+def _quoted_parts(table: str) -> list[tuple[str, bool]] | None:
+    """``table`` written with SQL double quotes, as ``[(text, quoted), ...]`` (one or two parts).
 
-    Names are matched exactly first (so ``we"ird table; DROP TABLE x`` is just a
-    name), then case-insensitively as PostgreSQL folds unquoted names.  A name
-    without a schema is looked up along the ``search_path``.  Raises
-    :class:`DataError` if there is no such table or the name is ambiguous.
+    ``None`` when the name holds no ``"`` or does not parse as one or two SQL
+    identifiers joined by a dot: such a name is then taken as written (see
+    :func:`resolve_table`), so ``we"ird table; DROP TABLE x`` stays a name.
+    """
+    if '"' not in table:
+        return None
+    parts, pos = [], 0
+    token = re.compile(r'"((?:[^"]|"")+)"|([^."]+)')
+    while True:
+        m = token.match(table, pos)
+        if m is None:
+            return None
+        if m.group(1) is not None:
+            parts.append((m.group(1).replace('""', '"'), True))
+        else:
+            parts.append((m.group(2), False))
+        pos = m.end()
+        if pos == len(table):
+            break
+        if table[pos] != "." or pos + 1 == len(table):
+            return None
+        pos += 1
+    return parts if len(parts) <= 2 else None
+
+
+def resolve_table(conn, table: str, *, where: str = "", kinds: str = "rpvmf") -> TableRef:
+    """Find ``table`` in the catalog: ``name``, ``schema.name``, or either with SQL quoting.
+
+    The rule lets the user reach every table, whatever its name holds:
+
+    * ``schema.name`` is schema ``schema``, table ``name`` when that table
+      exists (exact, then case-folded as PostgreSQL folds unquoted names);
+      only if it does not is the whole text tried as a table name of its own
+      along the ``search_path`` (a table literally named ``schema.name``).
+      With several dots, every split is tried; more than one hit is ambiguous.
+    * Double quotes work as in SQL: ``"s.tv"`` is the table literally named
+      ``s.tv`` (on the ``search_path``), ``s."s.tv"`` the one in schema ``s``;
+      a quoted part is matched exactly, never case-folded.
+    * A name that does not parse as quoted identifiers (``we"ird table; DROP
+      TABLE x``) is just a name: it is never executed as SQL.
+
+    Raises :class:`DataError` if there is no such table or the name is ambiguous.
     """
     if not isinstance(table, str) or not table.strip():
         raise DataError(f"{where}: give a table name")
-    candidates: list[tuple[str | None, str]] = [(None, table)]
-    for i, ch in enumerate(table):
-        if ch == "." and 0 < i < len(table) - 1:
-            candidates.append((table[:i], table[i + 1:]))
     query = """
         SELECT n.nspname, c.relname, c.relkind::text, pg_catalog.pg_table_is_visible(c.oid), c.oid::int8
         FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind = ANY(%s) AND c.relname = %s AND (%s::text IS NULL OR n.nspname = %s)
     """
-    for fold in (False, True):
-        hits = []
-        for schema, name in candidates:
-            if fold:
-                schema, name = (schema.lower() if schema else None), name.lower()
-            rows = conn.execute(query, (list(kinds), name, schema, schema)).fetchall()
-            hits += [r for r in rows if schema is not None or r[3]]
-        hits = list(dict.fromkeys(hits))
-        if len(hits) == 1:
-            return TableRef(hits[0][0], hits[0][1], hits[0][2], hits[0][4])
-        if len(hits) > 1:
-            names = ", ".join(f"{h[0]}.{h[1]}" for h in hits)
-            raise DataError(f"{where}: table name '{table}' is ambiguous ({names}); qualify it")
+
+    def find(candidates: list[tuple[tuple[str, bool] | None, tuple[str, bool]]]) -> TableRef | None:
+        """The one table among ``candidates`` ((schema part or None, name part)): exact, then folded."""
+        for fold in (False, True):
+            hits = []
+            for schema_part, name_part in candidates:
+                schema = None if schema_part is None else (
+                    schema_part[0].lower() if fold and not schema_part[1] else schema_part[0])
+                name = name_part[0].lower() if fold and not name_part[1] else name_part[0]
+                rows = conn.execute(query, (list(kinds), name, schema, schema)).fetchall()
+                hits += [r for r in rows if schema is not None or r[3]]
+            hits = list(dict.fromkeys(hits))
+            if len(hits) == 1:
+                return TableRef(hits[0][0], hits[0][1], hits[0][2], hits[0][4])
+            if len(hits) > 1:
+                names = ", ".join(_quoted_name(h[0], h[1]) for h in hits)
+                raise DataError(f"{where}: table name '{table}' is ambiguous ({names}); "
+                                "write the one you mean with SQL double quotes")
+        return None
+
+    parts = _quoted_parts(table)
+    found = None
+    if parts is not None:
+        found = find([(parts[0], parts[1])] if len(parts) == 2 else [(None, parts[0])])
+    if found is None:
+        splits = [((table[:i], False), (table[i + 1:], False))
+                  for i, ch in enumerate(table) if ch == "." and 0 < i < len(table) - 1]
+        found = (splits and find(splits)) or find([(None, (table, False))])
+    if found is not None:
+        return found
     if set(kinds) != set("rpvmf"):  # say what it is when it exists but is not of the kinds wanted
         try:
             other = resolve_table(conn, table, where=where)
@@ -184,6 +236,13 @@ def resolve_table(conn, table: str, *, where: str = "", kinds: str = "rpvmf") ->
                     "r": "a table", "p": "a partitioned table"}.get(other.kind, f"of kind {other.kind!r}")
             raise DataError(f"{where}: '{table}' is {kind}; this needs a table")
     raise DataError(f"{where}: table '{table}' not found")
+
+
+def _quoted_name(schema: str, name: str) -> str:
+    """``schema.name`` with a part quoted as SQL would need it to be read back by :func:`resolve_table`."""
+    def part(p: str) -> str:
+        return '"' + p.replace('"', '""') + '"' if ("." in p or p.startswith('"')) else p
+    return f"{part(schema)}.{part(name)}"
 
 
 class PgSnapshot:
@@ -219,19 +278,28 @@ class PgSnapshot:
             text = query.strip().rstrip(";").strip() if isinstance(query, str) else ""
             if not text:
                 raise DataError(f"{self.where}: the query is empty")
-            source, where = sql.SQL("({}) AS flipguard_q").format(sql.SQL(text)), f"{self.where} query"
+            # newlines around the query: a trailing `-- comment` ends at the newline instead of
+            # swallowing the closing parenthesis
+            source, where = sql.SQL("(\n{}\n) AS flipguard_q").format(sql.SQL(text)), f"{self.where} query"
         return self.read_select(source, where=where, columns=columns)
 
     def read_select(self, source, *, where: str, columns: list[str] | None = None) -> pa.Table:
-        """Read ``SELECT columns FROM source`` where ``source`` is a composed SQL relation."""
+        """Read ``SELECT columns FROM source`` where ``source`` is a composed SQL relation.
+
+        ``source`` may hold a caller's query text, so nothing built from it is
+        sent through the simple query protocol unchecked: the describe step
+        runs as a prepared statement and the ``COPY`` text is parsed as one
+        first (:meth:`_one_statement`).  Both refuse several statements, so a
+        query cannot ``COMMIT`` the ``READ ONLY`` transaction and write after it.
+        """
         psycopg = import_psycopg()
         from psycopg import sql
 
         try:
-            cur = self.conn.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(source))
+            cur = self.conn.execute(sql.SQL("SELECT * FROM {} LIMIT 0").format(source), prepare=True)
             described = list(cur.description or [])
         except psycopg.Error as exc:
-            raise DataError(f"{where}: {_scrub(_pg_message(exc), self.dsn)}") from None
+            raise DataError(f"{where}: {_statement_message(exc, self.dsn)}") from None
         names = [c.name for c in described]
         dups = sorted({n for n in names if names.count(n) > 1})
         if dups:
@@ -244,14 +312,39 @@ class PgSnapshot:
             described = [by_name[c] for c in columns]
         if not described:
             raise DataError(f"{where}: no columns to read")
-        exprs, schema = [], []
+        exprs, schema, decimals = [], [], {}
         for col in described:
-            expr, arrow_type = _column_plan(col)
-            exprs.append(sql.SQL("{} AS {}").format(expr, sql.Identifier(col.name)))
+            arrow_type, decimal_type = _column_plan(col)
+            exprs.append(sql.SQL("{} AS {}").format(sql.Identifier(col.name), sql.Identifier(col.name)))
             schema.append(pa.field(col.name, arrow_type))
+            if decimal_type is not None:
+                decimals[col.name] = decimal_type
         copy_sql = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT csv)").format(
             sql.SQL(", ").join(exprs), source)
-        return self._copy_to_arrow(copy_sql, pa.schema(schema), where)
+        self._one_statement(copy_sql, where)
+        tbl = self._copy_to_arrow(copy_sql, pa.schema(schema), where)
+        for name, decimal_type in decimals.items():
+            i = tbl.schema.get_field_index(name)
+            tbl = tbl.set_column(i, name, _numeric_column(tbl.column(i), decimal_type))
+        return tbl
+
+    def _one_statement(self, statement, where: str) -> None:
+        """Refuse ``statement`` unless the server parses it as exactly one statement.
+
+        psycopg sends ``COPY`` through the simple query protocol, which runs
+        every statement of the text.  Parsing the same bytes first as an
+        unnamed prepared statement (extended protocol; nothing is executed)
+        fails with "cannot insert multiple commands" when there are several.
+        """
+        psycopg = import_psycopg()
+        from psycopg import pq
+
+        res = self.conn.pgconn.prepare(b"", statement.as_bytes(self.conn))
+        if res.status != pq.ExecStatus.COMMAND_OK:
+            text = res.error_message.decode("utf-8", "replace").strip()
+            text = text.split(":", 1)[1].strip() if text.startswith(("ERROR:", "FATAL:")) else text
+            exc = psycopg.errors.SyntaxError(text)
+            raise DataError(f"{where}: {_statement_message(exc, self.dsn)}")
 
     def _copy_to_arrow(self, copy_sql, schema: pa.Schema, where: str) -> pa.Table:
         psycopg = import_psycopg()
@@ -264,7 +357,9 @@ class PgSnapshot:
                     tbl = pacsv.read_csv(
                         stream,
                         read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
-                        parse_options=pacsv.ParseOptions(newlines_in_values=has_text),
+                        # a one-column row holding NULL is an empty line: it is a row, not nothing
+                        parse_options=pacsv.ParseOptions(newlines_in_values=has_text,
+                                                         ignore_empty_lines=False),
                         convert_options=pacsv.ConvertOptions(
                             column_types=dict(zip(names, schema.types)),
                             null_values=[""], strings_can_be_null=True,
@@ -281,20 +376,63 @@ class PgSnapshot:
         return tbl.cast(schema) if tbl.schema != schema else tbl
 
 
-def _column_plan(col) -> tuple[Any, pa.DataType]:
-    """(SELECT expression, Arrow type) for one described result column."""
-    from psycopg import sql
+def _column_plan(col) -> tuple[pa.DataType, pa.DataType | None]:
+    """(Arrow type the CSV text is parsed as, decimal type to convert it to afterwards) for one column.
 
-    ident = sql.Identifier(col.name)
+    Every column is selected as it is: ``COPY`` writes each value with its
+    type's output function, never through a cast, so an owner's ``CREATE
+    CAST (its_type AS text) WITH FUNCTION ...`` is not run by whoever reads
+    (``::text`` would run it, as the reading role, possibly a superuser).
+
+    ``numeric`` is read losslessly.  Its canonical text (exact, scale kept)
+    is parsed as a string; a ``numeric(p, s)`` with p <= 38 and s <= 6
+    becomes ``decimal128(p, s)`` afterwards (see :func:`_numeric_column`)
+    unless a value is ``NaN`` or an infinity, which no decimal holds.
+    Unconstrained ``numeric`` and p > 38 stay text: float64 would make
+    ``0.1`` and ``0.1000000000000000000001`` (or any two values past the
+    17th digit) the same label.  So does s > 6: Arrow writes such a decimal
+    in exponent form (``0E-10`` for ``0.0000000000``), and a label's text
+    must be the one PostgreSQL (and so the audit trail) gives it.
+    """
     oid = col.type_code
     if oid == _NUMERIC:
         p, s = col.precision, col.scale
-        if p is not None and s is not None and 0 < p <= 38:
-            return ident, pa.decimal128(p, s)
-        return sql.SQL("{}::float8").format(ident), pa.float64()  # unconstrained numeric
-    if oid in _ARROW_TYPES:
-        return ident, _ARROW_TYPES[oid]
-    return sql.SQL("{}::text").format(ident), pa.string()
+        if p is not None and s is not None and 0 < p <= 38 and 0 <= s <= min(p, _MAX_PLAIN_SCALE):
+            return pa.string(), pa.decimal128(p, s)
+        return pa.string(), None
+    return _ARROW_TYPES.get(oid, pa.string()), None
+
+
+#: Largest scale whose decimals Arrow writes as plain text (``0.000000``; ``0E-7`` beyond).
+_MAX_PLAIN_SCALE = 6
+
+#: numeric values no decimal can hold (infinities since PostgreSQL 14).
+_NOT_DECIMAL = pa.array(["NaN", "Infinity", "-Infinity"])
+
+
+def _numeric_column(col: pa.ChunkedArray, decimal_type: pa.DataType) -> pa.ChunkedArray:
+    """A ``numeric(p, s)`` column read as text -> ``decimal_type``, or the text when a value is special.
+
+    ``NaN`` is a value a writer may store in any numeric column: it must read
+    as a label like any other (text ``"NaN"``), not fail every read with "not
+    a valid decimal128 number".  Its text equals what the audit trail
+    records, and a seal made while the column held decimals reports the
+    label type change.  One vectorised membership test decides.
+    """
+    if pc.any(pc.is_in(col, value_set=_NOT_DECIMAL)).as_py():
+        return col
+    try:
+        return pc.cast(col, decimal_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # not expected of numeric(p, s); text is exact
+        return col
+
+
+def _statement_message(exc, dsn: str) -> str:
+    """A failed statement as one line; several statements in a query are named as such."""
+    text = _scrub(_pg_message(exc), dsn)
+    if "multiple commands" in text:
+        return f"give one SELECT statement: a query may not hold several statements ({text})"
+    return text
 
 
 def _pg_message(exc) -> str:
@@ -381,7 +519,8 @@ def read_postgres(dsn: str, table: str | None = None, query: str | None = None,
         (``"schema.table"``).  Exact names, quotes and spaces included, are
         matched first; unquoted-style names are then matched case-insensitively.
     query : str, optional
-        A ``SELECT`` (or ``VALUES``/``TABLE``/``WITH ...``) query; runs read-only.
+        One ``SELECT`` (or ``VALUES``/``TABLE``/``WITH ...``) statement; runs
+        read-only, and several statements are refused.
         Give exactly one of ``table`` and ``query``.
     columns : list of str, optional
         Read only these columns, in this order.
@@ -391,11 +530,13 @@ def read_postgres(dsn: str, table: str | None = None, query: str | None = None,
     pyarrow.Table
         PostgreSQL types map to Arrow as: ``smallint/integer/bigint`` ->
         ``int16/int32/int64``; ``real/double precision`` -> ``float32/float64``;
-        ``numeric(p, s)`` (p <= 38) -> ``decimal128(p, s)``, unconstrained
-        ``numeric`` -> ``float64``; ``text/varchar/char/name`` -> ``string``;
-        ``boolean`` -> ``bool``; ``date`` -> ``date32``; ``timestamp`` ->
-        ``timestamp[us]``; ``timestamptz`` -> ``timestamp[us, UTC]``; every
-        other type -> its text form as ``string``.
+        ``numeric(p, s)`` (p <= 38, s <= 6) -> ``decimal128(p, s)`` unless a value
+        is ``NaN``/``Infinity``; unconstrained ``numeric``, p > 38, s > 6 or such a value ->
+        its exact text as ``string`` (never through a float);
+        ``text/varchar/char/name`` -> ``string``; ``boolean`` -> ``bool``;
+        ``date`` -> ``date32``; ``timestamp`` -> ``timestamp[us]``;
+        ``timestamptz`` -> ``timestamp[us, UTC]``; every other type -> its
+        text form (the type's output function, never a cast) as ``string``.
 
     Raises
     ------

@@ -27,11 +27,16 @@ Who owns what (see ``docs/postgres.md``):
   trail, and a guard trigger on the trail refuses every ``UPDATE``,
   ``DELETE`` and ``TRUNCATE``, and every ``INSERT`` not made by the audit role
   itself (so a wrongly granted ``INSERT`` cannot forge a link);
+* no privileged code (the trigger, :func:`protect`, :func:`verify_postgres`)
+  runs code of the table owner's: a value of a type that is not built-in is
+  turned into text by its output function, never by a ``::text`` cast the
+  owner may have created, and only texts are compared (see :func:`_column_text`);
 * when a superuser runs :func:`protect`, a **DDL guard** (an event trigger)
   makes any statement that disables, drops, recreates or renames the audit
-  triggers, or changes the table's id/label columns, fail unless it comes
-  from a superuser or a member of the audit role: the owner cannot switch the
-  trail off;
+  triggers, changes the table's id/label columns or its inheritance, fail
+  unless it comes from a superuser or a member of the audit role, and a
+  ``table_rewrite`` event trigger refuses ``ALTER COLUMN ... TYPE ... USING``
+  rewrites of a protected table: the owner cannot switch the trail off;
 * the registry records the **identity** of the triggers, the trigger function
   and the watched columns (oids and definition hashes); :func:`verify_postgres`
   reports any difference (dropped and recreated triggers included);
@@ -96,7 +101,10 @@ CANONICAL_SETTINGS = (("extra_float_digits", "3"), ("DateStyle", "ISO, YMD"), ("
                       ("IntervalStyle", "iso_8601"), ("bytea_output", "hex"))
 _GUARD_TAGS = ("ALTER TABLE", "DROP TABLE", "CREATE TRIGGER", "DROP TRIGGER", "ALTER TRIGGER",
                "DROP SCHEMA", "ALTER SCHEMA", "DROP OWNED", "ALTER FUNCTION", "DROP FUNCTION",
-               "CREATE FUNCTION", "ALTER TYPE", "DROP TYPE", "ALTER DOMAIN", "DROP DOMAIN")
+               "CREATE FUNCTION", "ALTER TYPE", "DROP TYPE", "ALTER DOMAIN", "DROP DOMAIN",
+               # a child table (CREATE TABLE ... INHERITS) changes what reads of the table return; REVOKE can
+               # take from the audit role the SELECT its TRUNCATE trigger reads the removed rows with
+               "CREATE TABLE", "CREATE FOREIGN TABLE", "ALTER FOREIGN TABLE", "REVOKE")
 #: Identity keys holding the values of an enum type of a watched column (``{pg_enum oid: label}``):
 #: adding a value changes no row and is allowed; renaming one relabels every row that holds it.
 _ENUM_KEYS = ("label_enum", "id_enum")
@@ -244,7 +252,9 @@ _GENESIS_SQL = "'\\x" + GENESIS.hex() + "'::bytea"
 
 def _fn_settings() -> str:
     sql = _sql()
-    parts = ["SET search_path = pg_catalog, pg_temp"]
+    # row_security = off: a row-level security policy of the owner's on the table (whose expression would run
+    # as the audit role when the TRUNCATE branch reads it) makes the read fail instead of being evaluated
+    parts = ["SET search_path = pg_catalog, pg_temp", "SET row_security = off"]
     for name, value in CANONICAL_SETTINGS:
         parts.append(f"SET {name} = " + sql.Literal(value).as_string(None))
     return " ".join(parts)
@@ -266,6 +276,7 @@ class _Names:
         self.reject_fn = sql.Identifier(schema, "reject_change")
         self.identity_fn = sql.Identifier(schema, "identity")
         self.guard_fn = sql.Identifier(schema, "ddl_guard")
+        self.rewrite_guard_fn = sql.Identifier(schema, "rewrite_guard")
         self.schema = sql.Identifier(schema)
         self.id_col, self.label_col = id_col, label_col
         self.id = sql.Identifier(id_col)
@@ -277,13 +288,65 @@ class _Names:
             "trail_lit": sql.Literal(trail).as_string(conn),
             "id": self.id.as_string(conn),
             "label": self.label.as_string(conn),
+            "table": self.table.as_string(conn),
         }
+
+
+def _column_text(conn, relid: int, col: str) -> tuple[str, int | None]:
+    """``(SQL text of the canonical text of column col, the column's type oid)``.
+
+    ``col::text`` looks the conversion up in ``pg_cast``, and whoever owns a type may ``CREATE CAST
+    (its_type AS text) WITH FUNCTION its_function``: a privileged reader (the audit role's trigger, a
+    superuser's ``protect``, the auditor's ``verify``) would run the owner's code, which may lie (a constant
+    hides every change) or, as the audit role, rewrite the trail.  Only a superuser may create a cast
+    between two built-in types, so a column whose type is built-in (``pg_catalog``; a domain counts as
+    its base type, whose cast ``::text`` uses) keeps ``::text`` (booleans ``true``/``false``, ``char(n)``
+    without its padding, as always).  Any other type (an enum, an array or domain of one, a composite or
+    range type) is converted by its **output function**, as ``COPY`` does: ``pg_catalog.concat`` calls it
+    and never looks at ``pg_cast``; the text is what ``::text`` gave before any cast was created (an
+    enum's label), and a NULL stays NULL (``num_nulls``: ``concat`` would make it ``''``).  Only
+    ``pg_catalog`` functions and operators appear, so no operator of the owner's is picked either.
+    """
+    sql = _sql()
+    row = conn.execute("""
+        SELECT a.atttypid::int8,
+               (WITH RECURSIVE d(oid, typtype, nsp, base) AS (
+                  SELECT t.oid, t.typtype, t.typnamespace, t.typbasetype FROM pg_catalog.pg_type t
+                  WHERE t.oid = a.atttypid
+                  UNION ALL
+                  SELECT t.oid, t.typtype, t.typnamespace, t.typbasetype
+                  FROM d JOIN pg_catalog.pg_type t ON t.oid = d.base WHERE d.typtype = 'd')
+                SELECT d.nsp = 'pg_catalog'::regnamespace FROM d WHERE d.typtype <> 'd')
+        FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attname = %s AND NOT a.attisdropped""",
+        (relid, col)).fetchone()
+    ident = sql.Identifier(col).as_string(conn)
+    if row is not None and row[1]:
+        return f"({ident})::text", int(row[0])
+    return (f"(CASE WHEN pg_catalog.num_nulls({ident}) OPERATOR(pg_catalog.=) 0 "
+            f"THEN pg_catalog.concat({ident}) END)"), (int(row[0]) if row is not None else None)
+
+
+def _table_texts(conn, n: _Names):
+    """``SELECT <id text> AS rid, <label text> AS lab FROM ONLY <table>`` (composed), safe for any column type.
+
+    ``ONLY``: rows of a child table (inheritance) are not the protected table's; :func:`protect` refuses a
+    table with children and the DDL guard refuses adding one, but without the guard they are not read.
+    """
+    sql = _sql()
+    id_text, _ = _column_text(conn, n.ref.oid, n.id_col)
+    label_text, _ = _column_text(conn, n.ref.oid, n.label_col)
+    return sql.SQL("SELECT " + id_text + " AS rid, " + label_text + " AS lab FROM ONLY {tbl}").format(tbl=n.table)
 
 
 def guard_trigger_name(schema: str) -> str:
     """Name of the event trigger (database-wide) that guards the tables of one audit schema."""
     digest = hashlib.sha256(schema.encode()).hexdigest()[:12]
     return f"flipguard_guard_{digest}"
+
+
+def rewrite_trigger_name(schema: str) -> str:
+    """Name of the ``table_rewrite`` event trigger that refuses rewriting the tables of one audit schema."""
+    return "flipguard_rewrite_" + guard_trigger_name(schema).removeprefix("flipguard_guard_")
 
 
 def _chain_declare(txid_expr: str) -> str:
@@ -342,24 +405,48 @@ END
 """
 
 
-def _log_body(n: _Names, txid_expr: str) -> str:
+def _log_body(n: _Names, txid_expr: str, texts: dict[str, Any]) -> str:
     """PL/pgSQL body of the statement-level trigger function ``<trail>_log()``.
 
     Transition tables ``fg_old`` / ``fg_new`` hold the statement's rows; an
     UPDATE's old and new rows are paired by position (both tuplestores are
     filled row by row, together) and only pairs whose id or label text changed
     are recorded.  A statement that changes no label or id writes nothing.
+
+    ``texts`` holds the conversion of each watched column to text chosen for its type at
+    :func:`protect` (see :func:`_column_text`) and the type oids it was chosen for.  Every statement
+    first checks that the columns still have those types: a column retyped since (possible without the
+    DDL guard) would be converted by a stale choice, maybe through a cast its new type's owner wrote, so
+    the write fails until ``pg protect`` runs again.  Only texts are compared, with ``pg_catalog``
+    operators (``search_path`` is pinned): no operator of the owner's type runs.
+
+    ``TRUNCATE`` (a ``BEFORE`` trigger) records the ids and labels of every row it removes in ``detail``
+    (``ids``, ``labels``: JSON arrays, ``null`` for a NULL), read as the audit role (``protect`` grants it
+    ``SELECT`` on the two columns; if it may not read them, the step records no rows): otherwise a flip
+    made by truncating and re-inserting, restored the same way later, leaves no window the trail can show.
     """
     s = n.s
+    lit = _sql().Literal
+    id_lit, label_lit = lit(n.id_col).as_string(None), lit(n.label_col).as_string(None)
+    idt, labt = texts["id"], texts["label"]
     return f"""
 DECLARE{_chain_declare(txid_expr)}
   p_op text := TG_OP;
   p_old_ids text[]; p_new_ids text[]; p_old_labels text[]; p_new_labels text[];
   p_detail jsonb;
 BEGIN
+  IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a
+      WHERE a.attrelid OPERATOR(pg_catalog.=) TG_RELID AND NOT a.attisdropped
+        AND ((a.attname OPERATOR(pg_catalog.=) {id_lit}
+              AND a.atttypid OPERATOR(pg_catalog.=) {int(texts['id_type'])}::oid)
+          OR (a.attname OPERATOR(pg_catalog.=) {label_lit}
+              AND a.atttypid OPERATOR(pg_catalog.=) {int(texts['label_type'])}::oid))) <> 2 THEN
+    RAISE EXCEPTION 'flipguard: watched column % or % of %.% was renamed, dropped or retyped since pg protect; the trail cannot record it: run pg protect again',
+      {id_lit}, {label_lit}, TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'object_not_in_prerequisite_state';
+  END IF;
   IF TG_OP = 'UPDATE' THEN
-    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_old_ids, p_old_labels FROM fg_old;
-    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_new_ids, p_new_labels FROM fg_new;
+    SELECT array_agg({idt}), array_agg({labt}) INTO p_old_ids, p_old_labels FROM fg_old;
+    SELECT array_agg({idt}), array_agg({labt}) INTO p_new_ids, p_new_labels FROM fg_new;
     IF p_old_ids IS NULL OR (p_old_ids IS NOT DISTINCT FROM p_new_ids
                              AND p_old_labels IS NOT DISTINCT FROM p_new_labels) THEN
       RETURN NULL;  -- no id or label changed: nothing to record, no lock taken
@@ -370,13 +457,24 @@ BEGIN
       FROM unnest(p_old_ids, p_new_ids, p_old_labels, p_new_labels) WITH ORDINALITY AS u(oi, ni, ol, nl, k)
       WHERE u.oi IS DISTINCT FROM u.ni OR u.ol IS DISTINCT FROM u.nl;
   ELSIF TG_OP = 'INSERT' THEN
-    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_new_ids, p_new_labels FROM fg_new;
+    SELECT array_agg({idt}), array_agg({labt}) INTO p_new_ids, p_new_labels FROM fg_new;
     IF p_new_ids IS NULL THEN RETURN NULL; END IF;
   ELSIF TG_OP = 'DELETE' THEN
-    SELECT array_agg({s['id']}::text), array_agg({s['label']}::text) INTO p_old_ids, p_old_labels FROM fg_old;
+    SELECT array_agg({idt}), array_agg({labt}) INTO p_old_ids, p_old_labels FROM fg_old;
     IF p_old_ids IS NULL THEN RETURN NULL; END IF;
   ELSE
-    p_detail := jsonb_build_object('table', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    IF TG_WHEN = 'BEFORE' AND pg_catalog.has_schema_privilege(TG_TABLE_SCHEMA, 'USAGE')
+       AND pg_catalog.has_column_privilege(TG_RELID, {id_lit}, 'SELECT')
+       AND pg_catalog.has_column_privilege(TG_RELID, {label_lit}, 'SELECT') THEN
+      -- in detail, not in old_ids/old_labels: a TRUNCATE step stays one step of no row for earlier readers
+      SELECT array_agg({idt}), array_agg({labt}) INTO p_old_ids, p_old_labels FROM ONLY {s['table']};
+      p_detail := jsonb_build_object('table', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME,
+                                     'ids', coalesce(to_jsonb(p_old_ids), '[]'::jsonb),
+                                     'labels', coalesce(to_jsonb(p_old_labels), '[]'::jsonb));
+      p_old_ids := NULL; p_old_labels := NULL;
+    ELSE
+      p_detail := jsonb_build_object('table', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    END IF;
   END IF;{_chain_append(n)}
   RETURN NULL;
 END
@@ -396,9 +494,15 @@ END
 """
 
 
-def _identity_sql(schema: str) -> str:
-    """Body of ``<schema>.identity(relid, trail, id_attnum, label_attnum)``: what must not change."""
+def _identity_sql(schema: str, audit_role: str) -> str:
+    """Body of ``<schema>.identity(relid, trail, id_attnum, label_attnum)``: what must not change.
+
+    Keys added over time are present only when they say something (``inherits`` only for a table in an
+    inheritance tree, ``audit_reads`` only when the audit role may read the watched columns), so that the
+    identity of a table protected by an earlier flipguard stays what it recorded.
+    """
     lit = _sql().Literal(schema).as_string(None)
+    role = _sql().Literal(audit_role).as_string(None)
     return f"""
 SELECT pg_catalog.jsonb_build_object(
   'table', (SELECT pg_catalog.jsonb_build_array(n.nspname, c.relname, c.relkind::text)
@@ -432,6 +536,19 @@ SELECT pg_catalog.jsonb_build_object(
       FROM pg_catalog.pg_attribute a
       WHERE a.attrelid = p_relid AND a.attnum IN (p_id_att, p_label_att) AND NOT a.attisdropped) s
     WHERE s.m IS NOT NULL), '{{}}'::jsonb)
+  -- inheritance parents and children (ALTER TABLE ... INHERIT, CREATE TABLE ... INHERITS, ATTACH PARTITION):
+  -- a write through a parent fires no statement trigger of the child, a child's rows are read with the table
+  || coalesce((
+    SELECT pg_catalog.jsonb_build_object('inherits', pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(
+             i.inhparent::int8, i.inhrelid::int8) ORDER BY i.inhparent, i.inhrelid))
+    FROM pg_catalog.pg_inherits i WHERE i.inhrelid = p_relid OR i.inhparent = p_relid
+    HAVING pg_catalog.count(*) > 0), '{{}}'::jsonb)
+  -- the audit role may read the watched columns (its TRUNCATE trigger records the rows it removes)
+  || CASE WHEN pg_catalog.has_schema_privilege({role}, (SELECT c.relnamespace FROM pg_catalog.pg_class c
+                                                        WHERE c.oid = p_relid), 'USAGE')
+               AND pg_catalog.has_column_privilege({role}, p_relid, p_id_att, 'SELECT')
+               AND pg_catalog.has_column_privilege({role}, p_relid, p_label_att, 'SELECT')
+          THEN '{{"audit_reads": true}}'::jsonb ELSE '{{}}'::jsonb END
 """
 
 
@@ -441,7 +558,7 @@ def _guard_body(schema: str, audit_role: str) -> str:
     reg_lit = sql.Literal(reg).as_string(None)
     ident = sql.Identifier(schema, "identity").as_string(None)
     role = sql.Literal(audit_role).as_string(None)
-    enum_keys = "ARRAY[" + ", ".join(sql.Literal(k).as_string(None) for k in _ENUM_KEYS) + "]::text[]"
+    enum_keys = "ARRAY[" + ", ".join(sql.Literal(k).as_string(None) for k in (*_ENUM_KEYS, "audit_reads")) + "]::text[]"
     return f"""
 DECLARE
   r record;
@@ -454,25 +571,81 @@ BEGIN
   IF pg_catalog.to_regclass({reg_lit}) IS NULL THEN
     RETURN;
   END IF;
-  FOR r IN EXECUTE 'SELECT trail, relid, table_schema, table_name, id_attnum, label_attnum, identity FROM '
+  FOR r IN EXECUTE 'SELECT trail, relid, table_schema, table_name, id_attnum, label_attnum, identity, '
+           || 'seen_identity FROM '
            || {reg_lit} || ' WHERE active' LOOP
     v_now := {ident}(r.relid, r.trail, r.id_attnum, r.label_attnum);
     CONTINUE WHEN v_now IS NOT DISTINCT FROM r.identity;
+    -- CREATE TABLE can only touch a protected table by inheriting from it, REVOKE only by taking the audit
+    -- role's SELECT: a difference of anything else was there before this statement, not made by it
+    IF tg_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE') THEN
+      CONTINUE WHEN v_now->'inherits' IS NOT DISTINCT FROM r.identity->'inherits';
+    ELSIF tg_tag = 'REVOKE' THEN
+      CONTINUE WHEN v_now ? 'audit_reads' OR NOT r.identity ? 'audit_reads';
+    END IF;
     IF r.identity IS NOT NULL AND (v_now - {enum_keys}) = (r.identity - {enum_keys})
        AND coalesce(v_now->'label_enum', '{{}}') @> coalesce(r.identity->'label_enum', '{{}}')
-       AND coalesce(v_now->'id_enum', '{{}}') @> coalesce(r.identity->'id_enum', '{{}}') THEN
+       AND coalesce(v_now->'id_enum', '{{}}') @> coalesce(r.identity->'id_enum', '{{}}')
+       AND (v_now ? 'audit_reads' OR NOT r.identity ? 'audit_reads') THEN
       -- values added to an enum type (ALTER TYPE ... ADD VALUE): no row changes; remember them, so that
-      -- renaming one of them later is refused too
+      -- renaming one of them later is refused too (likewise SELECT granted to the audit role)
       EXECUTE 'UPDATE ' || {reg_lit} || ' SET identity = $1 WHERE trail = $2' USING v_now, r.trail;
       CONTINUE;
     END IF;
-    CONTINUE WHEN v_admin;
+    IF v_admin THEN
+      -- an administrator's change (pg verify reports it until pg protect records it): remember it, so that
+      -- it does not make every later statement of everyone else fail; only a further change does
+      EXECUTE 'UPDATE ' || {reg_lit} || ' SET seen_identity = $1 WHERE trail = $2' USING v_now, r.trail;
+      CONTINUE;
+    END IF;
+    CONTINUE WHEN v_now IS NOT DISTINCT FROM r.seen_identity;
     RAISE EXCEPTION 'flipguard: % changes % of protected table %.%; only a superuser or a member of role % may (pg unprotect first)',
       tg_tag, CASE WHEN (v_now - {enum_keys}) = (r.identity - {enum_keys})
+                        AND (v_now ? 'audit_reads' OR NOT r.identity ? 'audit_reads')
                    THEN 'the values of the enum type of a watched column (renaming a value relabels every row)'
+                   WHEN (v_now - {enum_keys}) = (r.identity - {enum_keys})
+                   THEN 'the audit role''s SELECT on the watched columns (its TRUNCATE trigger reads them)'
+                   WHEN v_now->'inherits' IS DISTINCT FROM r.identity->'inherits'
+                   THEN 'the inheritance (a parent or child table: writes through a parent fire no trigger) of'
                    ELSE 'the audit triggers or watched columns' END,
       r.table_schema, r.table_name, {role} USING ERRCODE = 'insufficient_privilege';
   END LOOP;
+EXCEPTION WHEN undefined_table OR undefined_function THEN
+  RETURN;  -- the registry or identity function was dropped by a concurrent pg unprotect --drop-trail
+END
+"""
+
+
+def _rewrite_guard_body(schema: str, audit_role: str) -> str:
+    """Body of ``<schema>.rewrite_guard()``, run by the ``table_rewrite`` event trigger.
+
+    ``ALTER TABLE t ALTER COLUMN label TYPE text USING (CASE WHEN id = 2 THEN 'spam' ELSE label END)``
+    rewrites labels without firing a row or statement trigger, and to the same type it changes nothing
+    the identity holds.  PostgreSQL reports which table is rewritten and why, not which column: any
+    rewrite of a protected table that recomputes a column (reason bit 4, ``AT_REWRITE_COLUMN_REWRITE``)
+    is refused unless an administrator runs it.  Rewrites that copy rows unchanged (``SET LOGGED``,
+    ``SET ACCESS METHOD``) or fill a new column (``ADD COLUMN ... DEFAULT random()``) are left alone.
+    """
+    sql = _sql()
+    reg_lit = sql.Literal(sql.Identifier(schema, "protected").as_string(None)).as_string(None)
+    role = sql.Literal(audit_role).as_string(None)
+    return f"""
+DECLARE
+  r record;
+BEGIN
+  IF (pg_catalog.pg_event_trigger_table_rewrite_reason() & 4) = 0
+     OR pg_catalog.to_regclass({reg_lit}) IS NULL
+     OR coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user), false)
+     OR pg_catalog.pg_has_role(session_user, {role}, 'MEMBER') THEN
+    RETURN;
+  END IF;
+  FOR r IN EXECUTE 'SELECT table_schema, table_name FROM ' || {reg_lit} || ' WHERE active AND relid = $1'
+           USING pg_catalog.pg_event_trigger_table_rewrite_oid() LOOP
+    RAISE EXCEPTION 'flipguard: % rewrites protected table %.% (a column type change recomputes every row without firing a trigger); only a superuser or a member of role % may (pg unprotect first)',
+      tg_tag, r.table_schema, r.table_name, {role} USING ERRCODE = 'insufficient_privilege';
+  END LOOP;
+EXCEPTION WHEN undefined_table THEN
+  RETURN;  -- the registry was dropped by a concurrent pg unprotect --drop-trail
 END
 """
 
@@ -653,6 +826,12 @@ def identity_changes(before: dict | None, now: dict | None) -> list[str]:
             out.append("trigger function dropped and recreated")
         else:
             out.append("trigger function replaced (body, settings, security or owner changed)")
+    if before.get("inherits") != now.get("inherits"):
+        out.append("the table's inheritance changed (a parent or child table added or removed: writes "
+                   "through a parent fire no trigger of the table, a child's rows are read with it)")
+    if before.get("audit_reads") and not now.get("audit_reads"):
+        out.append("the audit role's SELECT on the watched columns was revoked (TRUNCATE steps no longer "
+                   "record the rows they remove)")
     for key, what, values in (("label_enum", "label", "labels"), ("id_enum", "id", "ids")):
         renamed = enum_renames(before, now, key)
         gone = sorted(label for oid, label in (before.get(key) or {}).items() if oid not in (now.get(key) or {}))
@@ -770,6 +949,14 @@ def protect(dsn: str, table: str, *, id: str, label: str, audit_role: str = AUDI
         if ref.kind != "r":
             raise DataError(f"{where}: {ref} is a partitioned table; protect each partition "
                             "(statement triggers on the parent do not see writes made to a partition directly)")
+        inherits = conn.execute(
+            "SELECT pg_catalog.string_agg(CASE WHEN i.inhrelid = %s THEN 'a child of ' || i.inhparent::regclass::text "
+            "ELSE 'the parent of ' || i.inhrelid::regclass::text END, ', ') FROM pg_catalog.pg_inherits i "
+            "WHERE i.inhrelid = %s OR i.inhparent = %s", (ref.oid, ref.oid, ref.oid)).fetchone()[0]
+        if inherits:
+            raise DataError(f"{where}: {ref} is {inherits}: a table that inherits or is inherited from cannot be "
+                            "protected (a write through a parent fires no statement trigger of the child, and a "
+                            "child's rows are read with its parent); ALTER TABLE ... NO INHERIT first")
         attnums = _columns(conn, ref, {"id": id, "label": label}, where)
         changed = _install(conn, ref, id, label, attnums, audit_role, schema, list(readers), where)
     status = protection_status(dsn, table, schema=schema)
@@ -843,6 +1030,11 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
     drift: list[str] = []
     if reg is not None and reg["active"] and reg.get("identity") is not None:
         drift = identity_changes(reg["identity"], _identity(conn, n, reg))
+    texts: dict[str, Any] = {}
+    for role, col in (("id", id_col), ("label", label_col)):
+        texts[role], texts[f"{role}_type"] = _column_text(conn, ref.oid, col)
+    # protected again after an unprotect: what changed meanwhile, against the trail's last word
+    unprotected = _unprotected_changes(conn, n, where) if reg is not None and not reg["active"] else None
 
     # everything in the audit schema is created by, and belongs to, the audit role
     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
@@ -865,6 +1057,8 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
             chain_txid bigint,
             checkpoint_seq bigint,
             checkpoint_hash bytea) WITH (fillfactor = 50)""").format(reg=n.registry))
+    # the identity an administrator's DDL left, which the guard then lets everyone else's DDL live with
+    conn.execute(sql.SQL("ALTER TABLE {reg} ADD COLUMN IF NOT EXISTS seen_identity jsonb").format(reg=n.registry))
     conn.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(n.registry))
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql "
@@ -873,7 +1067,7 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}(p_relid oid, p_trail text, p_id_att int2, p_label_att int2) "
         "RETURNS jsonb LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS {body}").format(
-            fn=n.identity_fn, body=sql.Literal(_identity_sql(schema))))
+            fn=n.identity_fn, body=sql.Literal(_identity_sql(schema, audit_role))))
 
     # the trail itself: append-only, appended only by the audit role's functions
     fresh = reg is None or not reg["active"]
@@ -942,7 +1136,7 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
             fn=n.append_fn, settings=settings, body=sql.Literal(_append_body(n, _txid_expr(conn)))))
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {settings} "
-        "AS {body}").format(fn=n.log_fn, settings=settings, body=sql.Literal(_log_body(n, _txid_expr(conn)))))
+        "AS {body}").format(fn=n.log_fn, settings=settings, body=sql.Literal(_log_body(n, _txid_expr(conn), texts))))
     conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(n.log_fn))
     conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(text, jsonb) FROM PUBLIC").format(n.append_fn))
     if fn_missing:
@@ -958,16 +1152,46 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
         "flipguard_audit_insert": "AFTER INSERT ON {t} REFERENCING NEW TABLE AS fg_new",
         "flipguard_audit_update": "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS fg_old NEW TABLE AS fg_new",
         "flipguard_audit_delete": "AFTER DELETE ON {t} REFERENCING OLD TABLE AS fg_old",
-        "flipguard_audit_truncate": "AFTER TRUNCATE ON {t}",
+        # BEFORE: the rows a TRUNCATE removes are still there to be recorded
+        "flipguard_audit_truncate": "BEFORE TRUNCATE ON {t}",
     }
     for name in states:
         if name not in definitions:  # a look-alike trigger planted on the table
             conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(name), n.table))
             changed.append(f"dropped foreign trigger {name}")
+    old_truncate = conn.execute(
+        "SELECT pg_catalog.pg_get_triggerdef(oid) NOT LIKE '%%BEFORE TRUNCATE%%' FROM pg_catalog.pg_trigger "
+        "WHERE tgrelid = %s AND tgname = 'flipguard_audit_truncate'", (ref.oid,)).fetchone()
+    if old_truncate is not None and old_truncate[0]:
+        # installed by an earlier flipguard (AFTER TRUNCATE: recorded no rows): replaced, not a finding
+        conn.execute(sql.SQL("DROP TRIGGER flipguard_audit_truncate ON {}").format(n.table))
+        del states["flipguard_audit_truncate"]
+        fresh_truncate = True
+    else:
+        fresh_truncate = False
+    # the TRUNCATE trigger reads the rows it removes as the audit role: SELECT on the two columns (an
+    # administrator that may not grant it gets a warning and TRUNCATE steps record no rows)
+    if not conn.execute("SELECT pg_catalog.has_schema_privilege(%s, %s, 'USAGE') "
+                        "AND pg_catalog.has_column_privilege(%s, %s::oid, %s, 'SELECT') "
+                        "AND pg_catalog.has_column_privilege(%s, %s::oid, %s, 'SELECT')",
+                        (audit_role, ref.schema, audit_role, ref.oid, id_col, audit_role, ref.oid,
+                         label_col)).fetchone()[0]:
+        conn.execute("SAVEPOINT grant_audit")
+        try:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                sql.Identifier(ref.schema), sql.Identifier(audit_role)))
+            conn.execute(sql.SQL("GRANT SELECT ({}, {}) ON {} TO {}").format(
+                n.id, n.label, n.table, sql.Identifier(audit_role)))
+            conn.execute("RELEASE SAVEPOINT grant_audit")
+        except import_psycopg().Error:
+            conn.execute("ROLLBACK TO SAVEPOINT grant_audit")
     for name, definition in definitions.items():
         if name not in states:
             conn.execute(sql.SQL("CREATE TRIGGER {name} ").format(name=sql.Identifier(name)) + sql.SQL(
                 definition + " FOR EACH STATEMENT EXECUTE FUNCTION {fn}()").format(t=n.table, fn=n.log_fn))
+            if fresh_truncate and name == "flipguard_audit_truncate":
+                changed.append(f"trigger {name} updated (records the rows a TRUNCATE removes)")
+                continue
             changed.append(f"trigger {name}")
             if not fresh:
                 recreated.append(name)
@@ -997,6 +1221,19 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
                 sql.Identifier(guard), sql.SQL(", ").join(sql.Literal(t) for t in _GUARD_TAGS), n.guard_fn))
             changed.append("DDL guard" if have_guard is None else "DDL guard updated (watches more commands)")
         conn.execute(sql.SQL("ALTER EVENT TRIGGER {} ENABLE ALWAYS").format(sql.Identifier(guard)))
+        rewrite = rewrite_trigger_name(schema)
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
+        conn.execute(sql.SQL(
+            "CREATE OR REPLACE FUNCTION {fn}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER "
+            "SET search_path = pg_catalog, pg_temp AS {body}").format(
+                fn=n.rewrite_guard_fn, body=sql.Literal(_rewrite_guard_body(schema, audit_role))))
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}() FROM PUBLIC").format(n.rewrite_guard_fn))
+        conn.execute("RESET ROLE")
+        if conn.execute("SELECT 1 FROM pg_catalog.pg_event_trigger WHERE evtname = %s", (rewrite,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE EVENT TRIGGER {} ON table_rewrite EXECUTE FUNCTION {}()").format(
+                sql.Identifier(rewrite), n.rewrite_guard_fn))
+            changed.append("DDL guard: table rewrites")
+        conn.execute(sql.SQL("ALTER EVENT TRIGGER {} ENABLE ALWAYS").format(sql.Identifier(rewrite)))
 
     # record what the protection looks like now; a difference from the last record is evidence
     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(audit_role)))
@@ -1007,15 +1244,57 @@ def _install(conn, ref: TableRef, id_col: str, label_col: str, attnums: dict[str
     if identity != reg_now["identity"]:
         from psycopg.types.json import Jsonb
 
-        conn.execute(sql.SQL("UPDATE {} SET identity = %s WHERE trail = %s").format(n.registry),
-                     (Jsonb(identity), trail))
+        conn.execute(sql.SQL("UPDATE {} SET identity = %s, seen_identity = NULL WHERE trail = %s").format(
+            n.registry), (Jsonb(identity), trail))
     if changed:
         detail = {"event": "protect", "table": str(ref), "id_column": id_col, "label_column": label_col,
                   "fresh": fresh, "reenabled": reenabled, "recreated": recreated, "identity_drift": drift,
                   "changed": changed, "ddl_guard": is_super}
+        if unprotected is not None:
+            detail["unprotected"] = unprotected
         _append_event(conn, n, "PROTECT", detail)
     conn.execute("RESET ROLE")
     return changed
+
+
+def _unprotected_changes(conn, n: _Names, where: str) -> dict[str, Any] | None:
+    """What changed while the table was unprotected: the table against the trail's last word, per id.
+
+    Run by :func:`protect` when it protects a table again whose trail it kept (``pg unprotect``): the trail
+    then starts a fresh baseline, so without this a label changed meanwhile would be accepted silently.
+    Only ids the trail records can be compared (a row it never saw has no last word).  The result goes
+    into the ``PROTECT`` row (``detail.unprotected``) and :func:`verify_postgres` reports it when rows
+    differ.  ``None`` when there is no trail to compare with.
+    """
+    psycopg = import_psycopg()
+    sql = _sql()
+    if not conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+                        (n.trail_ident.as_string(conn),)).fetchone()[0]:
+        return None
+    conn.execute("SAVEPOINT unprotected")
+    try:
+        _canonical_session(conn)
+        rows = conn.execute(sql.SQL(_TRANSITIONS + """
+            , last AS (
+              SELECT DISTINCT ON (rid) rid, ap, a, trunc_epoch FROM tr ORDER BY rid, seq DESC, ord DESC, k DESC
+            ), expect AS (
+              SELECT l.rid, (l.ap AND l.trunc_epoch = cur.trunc_epoch) AS present, l.a FROM last l, cur
+            ), cur_rows AS ({tbl})
+            SELECT e.rid, e.present, e.a, c.rid IS NOT NULL, c.lab, count(*) OVER ()
+            FROM expect e LEFT JOIN cur_rows c ON c.rid = e.rid
+            WHERE e.present IS DISTINCT FROM (c.rid IS NOT NULL) OR (e.present AND e.a IS DISTINCT FROM c.lab)
+            ORDER BY e.rid LIMIT %s""").format(t=n.trail_ident, tbl=_table_texts(conn, n)),
+            (_LIST_LIMIT,)).fetchall()
+        since = conn.execute(sql.SQL("SELECT pg_catalog.max(logged_at) FROM {t} WHERE op = 'UNPROTECT'").format(
+            t=n.trail_ident)).fetchone()[0]
+        conn.execute("RELEASE SAVEPOINT unprotected")
+    except psycopg.Error as exc:  # e.g. an administrator that may not read the table
+        conn.execute("ROLLBACK TO SAVEPOINT unprotected")
+        return {"checked": False, "reason": _msg(exc)}
+    return {"checked": True, "since": since.isoformat() if since is not None else None,
+            "n_differ": rows[0][5] if rows else 0,
+            "differ": [{"id": r[0], "trail": [r[1], r[2] if r[1] else None], "table": [r[3], r[4] if r[3] else None]}
+                       for r in rows]}
 
 
 def _append_event(conn, n: _Names, op: str, detail: dict) -> None:
@@ -1065,9 +1344,12 @@ def unprotect(dsn: str, table: str, *, drop_trail: bool = False, schema: str = A
                 conn.execute("RESET ROLE")
                 conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(
                     sql.Identifier(guard_trigger_name(schema))))
+                conn.execute(sql.SQL("DROP EVENT TRIGGER IF EXISTS {}").format(
+                    sql.Identifier(rewrite_trigger_name(schema))))
                 conn.execute(sql.SQL("SET LOCAL ROLE {}").format(role))
                 conn.execute(sql.SQL("DROP TABLE {}").format(n.registry))
                 for fn in (sql.SQL("{}()").format(n.reject_fn), sql.SQL("{}()").format(n.guard_fn),
+                           sql.SQL("{}()").format(n.rewrite_guard_fn),
                            sql.SQL("{}(oid, text, int2, int2)").format(n.identity_fn)):
                     conn.execute(sql.SQL("DROP FUNCTION IF EXISTS ") + fn)
                 conn.execute("SAVEPOINT drop_schema")
@@ -1261,6 +1543,9 @@ def verify_postgres(dsn: str, table: str, manifest=None, public_key=None, *, anc
         try:
             _canonical_session(snap.conn)
             ref = snap.resolve(table, kinds="rp")
+            # from here on every name is schema-qualified: no function or operator of a schema the table's
+            # owner may create in is picked by the auditor's queries
+            snap.conn.execute("SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true)")
             _check_readable(snap.conn, ref, schema, where)
             status = _status(snap.conn, ref, schema)
             report = PgVerifyReport(table=str(ref), trail=status.trail, protection=status.to_dict(),
@@ -1436,10 +1721,12 @@ def _check_checkpoints(conn, n: _Names, ref: TableRef, reg: dict, marks: list[di
 # Replaying the trail: every recorded row becomes per-id transitions (present, label) -> (present, label).
 # An UPDATE that changes the id is a removal of the old id and an arrival of the new one; within one
 # statement every removal comes before every arrival.  Only steps since the latest fresh PROTECT (first
-# protection, or after an UNPROTECT) count; trunc_epoch counts the TRUNCATEs so far.
+# protection, or after an UNPROTECT) count; trunc_epoch counts the TRUNCATEs so far.  A TRUNCATE that
+# recorded the rows it removed (flipguard >= this version) is a removal of each of them, in the epoch
+# before its own; one that did not only starts a new epoch.
 _TRANSITIONS = """
 WITH ev AS (
-  SELECT seq, op, old_ids, new_ids, old_labels, new_labels, txid, logged_at, session_user_name,
+  SELECT seq, op, old_ids, new_ids, old_labels, new_labels, txid, logged_at, session_user_name, detail,
          sum((op = 'TRUNCATE')::int) OVER w AS trunc_epoch,
          sum((op = 'PROTECT' AND coalesce((detail->>'fresh')::boolean, false))::int) OVER w AS prot_epoch
   FROM {t} WINDOW w AS (ORDER BY seq)
@@ -1449,11 +1736,18 @@ WITH ev AS (
   SELECT cur0.*, (SELECT coalesce(min(ev.trunc_epoch), 0) FROM ev WHERE ev.prot_epoch = cur0.prot_epoch)
            AS start_trunc
   FROM cur0
-), rws AS (
-  SELECT ev.seq, ev.op, ev.trunc_epoch, u.k, u.oi, u.ni, u.ol, u.nl
-  FROM ev CROSS JOIN LATERAL unnest(ev.old_ids, ev.new_ids, ev.old_labels, ev.new_labels)
-       WITH ORDINALITY AS u(oi, ni, ol, nl, k)
-  WHERE ev.op IN ('INSERT', 'UPDATE', 'DELETE') AND ev.prot_epoch = (SELECT prot_epoch FROM cur)
+), rws AS (  -- a TRUNCATE that recorded its rows removes each of them, at the end of the epoch it closes
+  SELECT ev.seq, ev.op,
+         ev.trunc_epoch - (ev.op = 'TRUNCATE')::int AS trunc_epoch, u.k, u.oi, u.ni, u.ol, u.nl
+  FROM ev CROSS JOIN LATERAL (
+         SELECT * FROM unnest(ev.old_ids, ev.new_ids, ev.old_labels, ev.new_labels)
+           WITH ORDINALITY AS u(oi, ni, ol, nl, k) WHERE ev.op <> 'TRUNCATE'
+         UNION ALL
+         SELECT t.oi, NULL::text, t.ol, NULL::text, t.k
+         FROM ROWS FROM (jsonb_array_elements_text(ev.detail->'ids'),
+                         jsonb_array_elements_text(ev.detail->'labels')) WITH ORDINALITY AS t(oi, ol, k)
+         WHERE ev.op = 'TRUNCATE') u
+  WHERE ev.op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') AND ev.prot_epoch = (SELECT prot_epoch FROM cur)
 ), tr AS (
   SELECT seq, 0 AS ord, k, op, trunc_epoch,
          (CASE WHEN op = 'INSERT' THEN ni ELSE oi END) COLLATE "C" AS rid,
@@ -1477,8 +1771,7 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport, renames: dict[str, st
     """
     sql = _sql()
     t = n.trail_ident
-    tbl = sql.SQL("SELECT {id}::text AS rid, {label}::text AS lab FROM {tbl}").format(
-        id=n.id, label=n.label, tbl=n.table)
+    tbl = _table_texts(conn, n)
     conn.execute("SELECT pg_catalog.set_config('work_mem', '256MB', true)")
     dups = _duplicate_ids(conn, n, tbl, report)
     rows = conn.execute(sql.SQL(_TRANSITIONS + """
@@ -1502,7 +1795,9 @@ def _check_replay(conn, n: _Names, report: PgVerifyReport, renames: dict[str, st
           SELECT 'final'::text AS kind, e.rid, e.seq, e.op, e.present AS s1, e.a AS v1,
                  (c.rid IS NOT NULL) AS s2, c.lab AS v2, NULL::bigint AS prev_seq
           FROM expect e LEFT JOIN cur_rows c ON c.rid = e.rid
-          WHERE e.present IS DISTINCT FROM (c.rid IS NOT NULL) OR (e.present AND e.a IS DISTINCT FROM c.lab)
+          WHERE (e.present IS DISTINCT FROM (c.rid IS NOT NULL) OR (e.present AND e.a IS DISTINCT FROM c.lab))
+            -- removed by a TRUNCATE that recorded it, yet in the table: listed below with no INSERT since
+            AND NOT (e.op = 'TRUNCATE' AND c.rid IS NOT NULL)
         )
         (SELECT *, count(*) OVER () FROM gaps WHERE rid <> ALL(%s::text[]) ORDER BY seq LIMIT %s)
         UNION ALL
@@ -1673,9 +1968,21 @@ def _notes_from_protect_events(conn, n: _Names, report: PgVerifyReport) -> None:
         "SELECT seq, logged_at, session_user_name, detail FROM {t} WHERE op = 'PROTECT' "
         "AND (jsonb_array_length(coalesce(detail->'reenabled', '[]'::jsonb)) > 0 "
         "     OR jsonb_array_length(coalesce(detail->'recreated', '[]'::jsonb)) > 0 "
-        "     OR jsonb_array_length(coalesce(detail->'identity_drift', '[]'::jsonb)) > 0) ORDER BY seq").format(
+        "     OR jsonb_array_length(coalesce(detail->'identity_drift', '[]'::jsonb)) > 0 "
+        "     OR coalesce((detail->'unprotected'->>'n_differ')::int, 0) > 0) ORDER BY seq").format(
             t=n.trail_ident)).fetchall()
     for seq, at, who, detail in rows:
+        gap = detail.get("unprotected") or {}
+        if gap.get("n_differ"):
+            shown = "; ".join(f"id {_fmt(d['id'])}: {_state(*d['trail'])} in the trail, {_state(*d['table'])} in the "
+                              "table" for d in gap["differ"][:20])
+            more = f"; and {gap['n_differ'] - 20} more" if gap["n_differ"] > 20 else ""
+            report.problems.append(
+                f"trail row {seq}: table {n.ref} was unprotected from {gap.get('since')} to {at.isoformat()} "
+                f"({who} protected it again): {gap['n_differ']} label(s) differ from the trail's last word "
+                f"({shown}{more}); changed while nothing was recording")
+            if not (detail.get("reenabled") or detail.get("recreated") or detail.get("identity_drift")):
+                continue
         what = []
         if detail.get("reenabled"):
             what.append(f"re-enabled trigger(s) {', '.join(detail['reenabled'])}")

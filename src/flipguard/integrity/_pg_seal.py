@@ -68,8 +68,12 @@ def seal_changes(snap, ref, manifest_path, public_key, secret: bytes | None = No
         report = verify_table(pa.table({}), manifest, key, snapshot=b"", source=where,
                               manifest_path=str(manifest_path), name=name)
         return report.to_dict(), []
+    from psycopg import sql
+
     data, _ = read_snapshot_file(manifest, Path(manifest_path))
-    tbl = snap.read(table=ref, columns=list(dict.fromkeys([manifest.id, manifest.label, *manifest.columns])))
+    # ONLY: a child table's rows (inheritance) are not this table's (pg protect refuses a table with children)
+    tbl = snap.read_select(sql.SQL("ONLY {}").format(ref.ident), where=f"{where}",
+                           columns=list(dict.fromkeys([manifest.id, manifest.label, *manifest.columns])))
     report = verify_table(tbl, manifest, key, snapshot=data, secret=secret, source=where,
                           manifest_path=str(manifest_path), name=name)
     out = report.to_dict()
@@ -125,16 +129,18 @@ def explain_changes(conn, n, changes: list[dict[str, Any]], renames: dict[str, s
             t=n.trail_ident)).fetchall()
     last_trunc = truncates[-1] if truncates else None
 
+    key = _value_keys(conn, n, [v for r in rows for v in (r[2], r[4])]
+                      + [_text(c[k]) for c in changes for k in ("sealed", "current")])
     explained, unexplained = [], []
     for c in changes:
         trs = by_id.get(_text(c["id"]), [])
-        sealed_state = (c["present_before"], _text(c["sealed"]))
-        current_state = (c["present_after"], _text(c["current"]))
+        sealed_state = (c["present_before"], key(_text(c["sealed"])))
+        current_state = (c["present_after"], key(_text(c["current"])))
         if trs:
             last = trs[-1]
             truncated_after = last[5] < last[6]
-            final = (False, None) if truncated_after else (bool(last[3]), last[4] if last[3] else None)
-            left_sealed = any((bool(t[1]), t[2] if t[1] else None) == sealed_state for t in trs) or (
+            final = (False, None) if truncated_after else (bool(last[3]), key(last[4]) if last[3] else None)
+            left_sealed = any((bool(t[1]), key(t[2]) if t[1] else None) == sealed_state for t in trs) or (
                 c["present_before"] and last_trunc is not None)
             by = last_trunc[1:] if truncated_after else last[7:]
             if final != current_state:
@@ -158,6 +164,56 @@ def explain_changes(conn, n, changes: list[dict[str, Any]], renames: dict[str, s
             continue
         unexplained.append({**c, "explanation": why + " (trigger bypassed)"})
     return explained, unexplained
+
+
+#: Built-in label types whose values have several texts: ``(SQL text of the value of t)`` per base type name.
+#: Floats and times go through their type and back (under the canonical settings of the session);
+#: ``numeric`` loses the trailing zeros of its scale (``0.25`` and ``0.25000000000000000000`` are equal).
+_VALUE_KEYS = {
+    **{name: f"((t)::pg_catalog.{name})::text" for name in (
+        "float4", "float8", "timestamp", "timestamptz", "date", "time", "timetz", "interval", "bool",
+        "int2", "int4", "int8")},
+    "numeric": ("(SELECT CASE WHEN pg_catalog.strpos(v, '.') > 0 THEN pg_catalog.rtrim(pg_catalog.rtrim(v, '0'), '.') "
+                "ELSE v END FROM (SELECT ((t)::pg_catalog.numeric)::text AS v) x)"),
+}
+
+
+def _value_keys(conn, n, texts):
+    """A function mapping each label text to a key that is equal for equal values of the label's type.
+
+    The seal holds labels as the reader's Arrow values turned into text (``2031-05-05 01:02:03.000000``,
+    ``0.25``, ``nan``, ``1234567``), the trail as PostgreSQL's canonical text (``2031-05-05 01:02:03``,
+    ``0.25000000000000000000``, ``NaN``, ``1.234567e+06``).  Comparing texts called a recorded change of
+    such a label a bypass; PostgreSQL parses each text into the column's type (its base type for a
+    domain) and prints it back, so both sides go through the same input and output functions.  Only
+    built-in types are parsed (``pg_catalog`` input functions, no cast of the owner's runs); a text that
+    does not parse, and every other type, stays itself.
+    """
+    import psycopg
+
+    distinct = sorted({t for t in texts if t is not None})
+    base = conn.execute("""
+        WITH RECURSIVE d(oid, typtype, base) AS (
+          SELECT t.oid, t.typtype, t.typbasetype FROM pg_catalog.pg_attribute a
+            JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+          WHERE a.attrelid = %s AND a.attname = %s AND NOT a.attisdropped
+          UNION ALL
+          SELECT t.oid, t.typtype, t.typbasetype FROM d JOIN pg_catalog.pg_type t ON t.oid = d.base
+          WHERE d.typtype = 'd')
+        SELECT t.typname FROM d JOIN pg_catalog.pg_type t ON t.oid = d.oid
+        WHERE d.typtype <> 'd' AND t.typnamespace = 'pg_catalog'::regnamespace""",
+        (n.ref.oid, n.label_col)).fetchone()
+    expr = _VALUE_KEYS.get(base[0]) if base is not None else None
+    if expr is None or not distinct:
+        return lambda t: t
+    conn.execute("SAVEPOINT value_keys")
+    try:
+        mapping = dict(conn.execute(f"SELECT t, {expr} FROM pg_catalog.unnest(%s::text[]) t", (distinct,)).fetchall())
+        conn.execute("RELEASE SAVEPOINT value_keys")
+    except psycopg.Error:  # some text is not a value of the type: compare the texts as they are
+        conn.execute("ROLLBACK TO SAVEPOINT value_keys")
+        mapping = {}
+    return lambda t: None if t is None else mapping.get(t, t)
 
 
 def _text(value):

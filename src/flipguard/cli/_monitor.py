@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ import typer
 from .._json import to_jsonable
 from ..exceptions import InvalidParameterError
 from ._app import app
-from ._common import IdOpt, LabelOpt, TableOpt, check_parent_folder, console, fmt
+from ._common import IdOpt, LabelOpt, TableOpt, check_parent_folder, console, err_console, fmt
 
 
 @app.command("monitor")
@@ -57,8 +58,11 @@ def monitor_cmd(
     read or judged stops the run there (it is read again next time).  Rows
     whose label is not one of the reference's classes, or is missing, cannot
     be judged: they are counted, named and make the batch a finding
-    ("unknown_labels").  Exit 1 when this run raised an alarm or a finding
-    (even if a later batch was bad), 0 otherwise, 2 on bad input.
+    ("unknown_labels").  Class shares far from the reference's are a finding
+    ("label_shift"); a batch the monitor cannot judge (no rows, or labels whose
+    flips no chart can see: charts switched off at the first run, with a
+    warning) is "inconclusive", a finding too.  Exit 1 when this run raised an
+    alarm or a finding (even if a later batch was bad), 0 otherwise, 2 on bad input.
 
     Example:
 
@@ -66,6 +70,9 @@ def monitor_cmd(
             --reference trusted.parquet --state labels.state --json \\
             --metrics flipguard.prom
     """
+    from rich.markup import escape
+
+    from ..monitor._monitor import BlindChartWarning
     from ..monitor._watch import BatchFailed, FolderSource, open_source, watch_once, write_metrics
 
     if interval <= 0:
@@ -88,7 +95,16 @@ def monitor_cmd(
     _check_paths(state=state, reference=reference, report=report, metrics=metrics,
                  folder=src.location if isinstance(src, FolderSource) and "://" not in src.location else None)
     first_run = not state.exists()
-    flagged = False  # an alarm, unknown or missing labels, or a batch with nothing to judge
+    flagged = False  # an alarm, unknown or missing labels, a label shift, or an inconclusive batch
+    warned: set[str] = set()
+
+    def say_warnings(caught) -> None:
+        for w in caught:  # once per run, even with --follow: a blind chart stays blind
+            text = str(w.message).strip()
+            if text and text not in warned:
+                warned.add(text)
+                sys.stdout.flush()
+                err_console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
 
     def emit(v) -> None:
         nonlocal flagged
@@ -118,8 +134,16 @@ def monitor_cmd(
     try:
         while not stop.is_set():
             try:
-                mon, verdicts = watch_once(src, state, label=label, reference=reference, id=id,
-                                           monitor_params=params, on_verdict=emit)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", BlindChartWarning)
+                    try:
+                        mon, verdicts = watch_once(src, state, label=label, reference=reference, id=id,
+                                                   monitor_params=params, on_verdict=emit)
+                    finally:
+                        say_warnings([w for w in caught if issubclass(w.category, BlindChartWarning)])
+                        for w in caught:  # any other warning goes where it would have gone
+                            if not issubclass(w.category, BlindChartWarning):
+                                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             except BatchFailed as exc:
                 processed += len(exc.verdicts)
                 if exc.verdicts and exc.monitor is not None:
@@ -245,7 +269,8 @@ def _line(v) -> dict:
     d = v.to_dict(rows=False)
     out = {k: d[k] for k in ("batch", "rows", "judged", "alarm", "finding", "status", "score", "suspects",
                              "expected_suspects", "feature_drift", "feature_pvalue", "label_shift_pvalue",
-                             "cause", "unknown_labels", "missing_labels", "unknown_values")}
+                             "cause", "unknown_labels", "missing_labels", "unknown_values", "label_shift",
+                             "label_shares", "blind_pairs", "missing_features")}
     out["unknown_label_ids"] = to_jsonable(v.unknown_ids[:_MAX_IDS].tolist())
     out["missing_label_ids"] = to_jsonable(v.missing_ids[:_MAX_IDS].tolist())
     if v.alarm:
@@ -293,6 +318,12 @@ def _print_line(v) -> None:
     head = escape(f"{v.batch}: {counted}, {v.suspects} suspects (clean <= {v.expected_suspects:.1f}), "
                   f"score {fmt(v.score, 2)}")
     problems = escape(_label_problems_text(v))
+    from ..monitor._monitor import short_value
+
+    drifted = "; [yellow]inputs drifted[/]" if v.feature_drift else ""
+    if v.missing_features:
+        cols = ", ".join(f"{short_value(c)} {s:.0%} missing" for c, s in list(v.missing_features.items())[:10])
+        drifted += escape(f" ({cols})")
     if v.alarm:
         a, b = v.pair
         say(f"[bold red]ALARM[/] {head}: rows that look like {escape(str(a))} labelled {escape(str(b))} "
@@ -300,12 +331,20 @@ def _print_line(v) -> None:
             + problems)
     elif v.status == "unknown_labels":
         none = "; no row could be judged" if v.judged == 0 else ""
-        say(f"[bold red]UNKNOWN LABELS[/] {head}{none}{problems}"
-            + ("; [yellow]inputs drifted[/]" if v.feature_drift else ""))
-    elif v.status == "inconclusive":
+        say(f"[bold red]UNKNOWN LABELS[/] {head}{none}{problems}" + drifted)
+    elif v.status == "label_shift":
+        shares = ", ".join(f"{short_value(s['label'])} {s['share']:.0%} (reference {s['reference_share']:.0%})"
+                           for s in v.label_shares)
+        say(f"[bold red]LABEL SHIFT[/] {head}: class shares differ from the reference's "
+            f"(p = {v.label_shift_pvalue:.2g}): {escape(shares)}" + drifted)
+    elif v.status == "inconclusive" and v.rows == 0:
         say(f"[yellow]inconclusive[/] {head}: the batch has no rows, nothing could be judged")
+    elif v.status == "inconclusive":
+        blind = ", ".join(f"{short_value(a)} labelled {short_value(b)}" for a, b in v.blind_pairs[:10])
+        say(f"[yellow]inconclusive[/] {head}: the monitor cannot see flips of {escape(blind)} (their charts "
+            "were switched off when the reference was fitted)" + drifted)
     else:
-        say(f"ok {head}" + ("; [yellow]inputs drifted[/]" if v.feature_drift else ""))
+        say(f"ok {head}" + drifted)
 
 
 def _write_report(path: Path, mon, description: str) -> None:

@@ -29,7 +29,14 @@ from ..exceptions import DataError, InvalidParameterError
 from ._sequential import cusum_step, log_ratio_weights, pooled_upper_rate, threshold_for_arl, upper_rate
 from ._state import read_state, write_state
 
-__all__ = ["BatchVerdict", "LabelMonitor"]
+__all__ = ["BatchVerdict", "BlindChartWarning", "LabelMonitor"]
+
+
+class BlindChartWarning(UserWarning):
+    """Some flips cannot be seen: a pair's chart is switched off at ``fit`` and nothing else covers it.
+
+    Batches carrying the label of such a pair are ``"inconclusive"`` rather than ``"no_alarm"``.
+    """
 
 _PRIOR = 0.5  # pseudo-count of the neighbour vote, shared out over the classes
 _MAX_UNKNOWN_VALUES = 10  # unknown label values listed per batch (most frequent first)
@@ -49,15 +56,22 @@ class BatchVerdict:
         Rows in the batch, all of them.
     judged : int
         Rows judged: those whose label is one of the reference's classes.
-    status : {"alarm", "unknown_labels", "inconclusive", "no_alarm"}
+    status : {"alarm", "unknown_labels", "label_shift", "inconclusive", "no_alarm"}
         ``"alarm"``: a CUSUM chart crossed its threshold at this batch.
         ``"unknown_labels"``: no chart crossed, but some rows carry a label the
         reference never saw or no label at all; those rows were not judged, so
         an attacker could hide flips there (relabel to ``'Benign'`` instead of
-        ``'benign'``): a finding, not a clean batch.  ``"inconclusive"``: the
-        batch has no rows.  ``"no_alarm"``: every row was judged and no chart
-        crossed; at the configured false-alarm rate the evidence so far does not
-        show flipping.
+        ``'benign'``): a finding, not a clean batch.  ``"label_shift"``: no
+        chart crossed, but the batch's class shares differ from the reference's
+        at the monitor's level (``label_shift_pvalue < alpha``): e.g. every
+        minority row relabelled as the majority, which the charts may not see.
+        ``"inconclusive"``: the batch has no rows, or it carries a label whose
+        flips the monitor cannot see (``blind_pairs``: a pair whose chart was
+        switched off at ``fit`` and that no other chart covers).
+        ``"no_alarm"``: every row was judged, no chart crossed, the class
+        shares agree with the reference and every chart the batch needs is on;
+        at the configured false-alarm rate the evidence so far does not show
+        flipping.  The first status that applies, in this order, is reported.
     alarm : bool
         ``status == "alarm"``: the sequential test found flipping.
     finding : bool
@@ -89,9 +103,23 @@ class BatchVerdict:
         The batch's distances to their nearest reference rows differ from the
         reference's own (two-sample Kolmogorov-Smirnov test at ``drift_alpha``).
     feature_pvalue, label_shift_pvalue : float
-        p-values of that test and of a chi-square test of the batch's class
-        shares against the reference's (the usual label-drift check, reported
-        for comparison; it cannot see flips that keep class shares).
+        p-values of that test and of the test of the batch's class shares
+        against the reference's (two-sample, Fisher's exact test per class,
+        Bonferroni over the classes; it cannot see flips that keep class shares).
+    label_shift : bool
+        ``label_shift_pvalue`` is below the monitor's level (``drift_alpha``,
+        default ``1 / expected_run_length``): a finding.
+    label_shares : list of dict
+        Per reference class: ``{"label", "rows", "share", "reference_share"}``
+        of the judged rows.
+    blind_pairs : list of tuple
+        ``(true_class, labelled_as)`` pairs whose chart is switched off (and not
+        covered by the all-rows chart) while the batch has rows labelled
+        ``labelled_as``: flips into those labels cannot be seen in this batch.
+    missing_features : dict
+        Feature columns whose share of missing (or infinite) values in the batch
+        is far above the reference's (given by the caller, e.g. ``flipguard
+        monitor``), column -> share; they make ``feature_drift`` true.
     unknown_labels : int
         Rows with a label that is not one of the reference's classes (not
         judged; missing labels are counted apart).
@@ -133,6 +161,10 @@ class BatchVerdict:
     label_shift_pvalue: float = float("nan")
     unknown_labels: int = 0
     judged: int | None = None
+    label_shift: bool = False
+    label_shares: list = field(default_factory=list)
+    blind_pairs: list = field(default_factory=list)
+    missing_features: dict = field(default_factory=dict)
     missing_labels: int = 0
     unknown_values: list = field(default_factory=list)
     statistics: dict = field(default_factory=dict)
@@ -170,6 +202,8 @@ class BatchVerdict:
             "feature_drift": self.feature_drift, "feature_pvalue": self.feature_pvalue,
             "label_shift_pvalue": self.label_shift_pvalue, "unknown_labels": self.unknown_labels,
             "missing_labels": self.missing_labels, "unknown_values": self.unknown_values,
+            "label_shift": self.label_shift, "label_shares": self.label_shares,
+            "blind_pairs": [list(p) for p in self.blind_pairs], "missing_features": self.missing_features,
             "statistics": self.statistics,
         }
         if rows:
@@ -225,6 +259,16 @@ class LabelMonitor(BaseEstimator):
     p0_, p1_ : ndarray of shape (n_pairs + 1,)
         Clean (upper 99% bounds, out of fold) and design suspect rates per chart;
         the last entry is the chart over all rows.
+    active_ : ndarray of bool, shape (n_pairs + 1,)
+        Charts that are on: a chart whose clean and design rates cannot differ
+        (the evidence cannot tell its flips from clean rows, e.g. a class whose
+        clean rows look like another class most of the time) is switched off.
+    watched_ : ndarray of bool, shape (n_pairs + 1,)
+        Charts on, or pair charts switched off whose flips the all-rows chart
+        still sees (a flip of ``min_flip_rate`` of the true class's rows raises
+        the overall suspect rate by at least half of that chart's design rise).
+        A batch with rows labelled ``b`` of an unwatched pair ``(a, b)`` is
+        ``"inconclusive"``; ``fit`` warns (:class:`BlindChartWarning`).
     threshold_ : float
         CUSUM alarm threshold ``h``.
     statistic_ : ndarray of shape (n_pairs + 1,)
@@ -252,7 +296,7 @@ class LabelMonitor(BaseEstimator):
     >>> X = np.r_[rng.normal(0, 1, (200, 2)), rng.normal(4, 1, (200, 2))]
     >>> y = np.r_[np.zeros(200, int), np.ones(200, int)]
     >>> mon = LabelMonitor(random_state=0).fit(X, y)
-    >>> mon.update(X[:50], y[:50]).status
+    >>> mon.update(X[::8], y[::8]).status
     'no_alarm'
     """
 
@@ -294,7 +338,19 @@ class LabelMonitor(BaseEstimator):
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != X.shape[0]:
             raise DataError(f"reference: X has {X.shape[0]} rows but y has {len(y)} labels")
-        classes, codes = np.unique(y, return_inverse=True)
+        missing = _missing_labels(y)
+        if missing.any():
+            rows = np.flatnonzero(missing)
+            more = ", ..." if len(rows) > 5 else ""
+            raise DataError(f"reference: label column has {len(rows)} missing/NaN value(s) (rows "
+                            f"{', '.join(map(str, rows[:5].tolist()))}{more}; 0-based); a reference needs "
+                            "every label")
+        try:
+            classes, codes = np.unique(y, return_inverse=True)
+        except TypeError:
+            kinds = sorted({type(v).__name__ for v in y.tolist()})
+            raise DataError(f"reference: labels of mixed types ({', '.join(kinds)}); give labels of one "
+                            "type") from None
         counts = np.bincount(codes)
         if len(classes) < 2 or counts.min() < 2:
             raise DataError("reference: needs at least two classes with two rows each")
@@ -342,12 +398,39 @@ class LabelMonitor(BaseEstimator):
         self.p0_ = np.r_[p0_pairs, p0_all]
         self.p1_ = np.minimum((1 - rho) * self.p0_ + rho * np.r_[sens_pairs, sens_all], 0.99)
         self.active_ = self.p1_ > self.p0_ * 1.05  # a pair the evidence cannot tell apart is blind
-        p1 = np.where(self.active_, self.p1_, self.p0_ * 1.05)
+        p1 = np.where(self.active_, self.p1_, self.p0_)  # a chart switched off gets zero weights
         self.w_hit_, self.w_miss_ = log_ratio_weights(self.p0_, p1)
         self.threshold_ = threshold_for_arl(self.expected_run_length, int(self.active_.sum()))
+        # A pair chart switched off still has its flips seen when the all-rows chart is on and flipping
+        # min_flip_rate of the true class's rows to the label raises the overall suspect rate by at least
+        # half of the rise that chart is designed for (a majority class flipped into a minority).
+        p0a, p1a = self.p0_[-1], self.p1_[-1]
+        rise = rho * self.reference_shares_[a_idx] * (sens_pairs - p0a)
+        covered = bool(self.active_[-1]) & (rise >= 0.5 * (p1a - p0a))
+        self.watched_ = np.r_[self.active_[:-1] | covered, self.active_[-1]]
+        self.reference_counts_ = counts.astype(np.int64)
         self.reference_distances_ = np.sort(dist)
         self.reset()
+        msg = self.blind_warning()
+        if msg is not None:
+            warnings.warn(msg, BlindChartWarning, stacklevel=2)
         return self
+
+    def blind_warning(self) -> str | None:
+        """The warning ``fit`` gives when some flips cannot be seen (``None`` when every pair is watched)."""
+        self._check_fitted()
+        watched = getattr(self, "watched_", self.active_)
+        blind = np.flatnonzero(~watched[:-1])
+        if not len(blind):
+            return None
+        names = [f"{_py(self.classes_[a])!r} labelled {_py(self.classes_[b])!r}" for a, b in self.pairs_[blind]]
+        head = ("every chart is switched off: the reference's labels do not agree with its features well "
+                "enough to see any flip (a noisy or poisoned reference?)" if not self.active_.any() else
+                f"{len(blind)} of {len(self.pairs_)} class-pair charts are switched off (the evidence cannot "
+                f"tell those flips from clean rows): {', '.join(names[:10])}"
+                + (f" and {len(names) - 10} more" if len(names) > 10 else ""))
+        return (f"{head}; batches with those labels will be 'inconclusive', never 'no_alarm' "
+                "(a class-share test still runs)")
 
     def reset(self):
         """Forget every batch seen (statistics, alarms, history); keep the fitted reference."""
@@ -421,7 +504,8 @@ class LabelMonitor(BaseEstimator):
         return 0.5 * (_proba(Z, self.coef_, self.intercept_) + self._knn(Z)[0])
 
     # -- updating ------------------------------------------------------------
-    def update(self, X, y, *, ids=None, name: str | None = None) -> BatchVerdict:
+    def update(self, X, y, *, ids=None, name: str | None = None,
+               missing_features: dict | None = None) -> BatchVerdict:
         """Judge one batch and advance the sequential test.
 
         Parameters
@@ -437,6 +521,10 @@ class LabelMonitor(BaseEstimator):
             Row identifiers reported for the suspects (default: positions).
         name : str, optional
             The batch's name in verdicts and history (default: its position).
+        missing_features : dict, optional
+            Feature columns the caller imputed because far more of their values
+            were missing than in the reference (column -> missing share); they
+            are reported and make ``feature_drift`` true.
 
         Returns
         -------
@@ -469,12 +557,15 @@ class LabelMonitor(BaseEstimator):
         Xk, ck, idk = X[known], codes[known], ids[known]
         n = len(ck)
         verdict_extra: dict[str, Any] = {}
+        missing_features = {str(k): float(v) for k, v in (missing_features or {}).items()}
         if n == 0:
             self.n_batches_ = t + 1
             self._last_alarm = False
             v = BatchVerdict(batch=name, index=t, rows=n_rows, judged=0,
                              status="unknown_labels" if bad_labels else "inconclusive",
                              score=self._score(), suspects=0, expected_suspects=0.0,
+                             feature_drift=bool(missing_features), missing_features=missing_features,
+                             cause="feature_drift" if missing_features else None,
                              statistics=self._stat_dict(), **label_problems)
             self._record(v)
             return v
@@ -519,13 +610,23 @@ class LabelMonitor(BaseEstimator):
         score = verdict_extra.get("score", self._score())
         stats = self._stat_dict(stat)
 
-        from scipy.stats import chisquare, ks_2samp
+        from scipy.stats import ks_2samp
 
         fp = float(ks_2samp(dist, self.reference_distances_).pvalue)
         alpha = self.drift_alpha if self.drift_alpha is not None else 1.0 / float(self.expected_run_length)
-        drift = fp < alpha
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lp = float(chisquare(n_b, self.reference_shares_ * n).pvalue)
+        drift = fp < alpha or bool(missing_features)
+        ref_counts = getattr(self, "reference_counts_", None)
+        if ref_counts is None or len(ref_counts) != K:  # a state from before reference_counts_ was kept
+            ref_counts = np.round(self.reference_shares_ * len(self.reference_labels_)).astype(np.int64)
+        lp = label_shift_pvalue(n_b, ref_counts)
+        shift = lp < alpha
+        shares = [{"label": _py(c), "rows": int(m), "share": float(m / n), "reference_share": float(r)}
+                  for c, m, r in zip(self.classes_, n_b, self.reference_shares_)]
+        # A batch with rows labelled b of a pair (a, b) whose chart is off (and not covered by the all-rows
+        # chart) cannot show flips a -> b: it is not clean, it is inconclusive for that pair.
+        watched = getattr(self, "watched_", self.active_)
+        blind_idx = np.flatnonzero(~watched[: len(self.pairs_)] & (n_b[b_idx] > 0))
+        blind = [(_py(self.classes_[i]), _py(self.classes_[j])) for i, j in self.pairs_[blind_idx]]
         alarm = pair is not None
         cause = ("feature_drift_and_label_alarm" if alarm and drift else "label_flipping" if alarm
                  else "feature_drift" if drift else None)
@@ -534,12 +635,14 @@ class LabelMonitor(BaseEstimator):
         rank = np.argsort(-scores, kind="stable")
         order, scores = order[rank], scores[rank]
         rows_in_batch = np.flatnonzero(known)[order]
-        status = "alarm" if alarm else "unknown_labels" if bad_labels else "no_alarm"
+        status = ("alarm" if alarm else "unknown_labels" if bad_labels else "label_shift" if shift
+                  else "inconclusive" if blind else "no_alarm")
         v = BatchVerdict(
             batch=name, index=t, rows=n_rows, judged=n, status=status, score=score,
             suspects=int(suspect.sum()), expected_suspects=expected, pair=pair, pairs=pairs,
             start_batch=start_name, start_index=start_idx, cause=cause, feature_drift=bool(drift),
-            feature_pvalue=fp, label_shift_pvalue=lp, statistics=stats,
+            feature_pvalue=fp, label_shift_pvalue=lp, label_shift=bool(shift), label_shares=shares,
+            blind_pairs=blind, missing_features=missing_features, statistics=stats,
             suspect_rows=rows_in_batch, suspect_ids=idk[order], suggested_labels=self.classes_[suggested[order]],
             suspect_scores=scores, **label_problems)
         self.n_batches_ = t + 1
@@ -552,19 +655,7 @@ class LabelMonitor(BaseEstimator):
 
     def _encode(self, y):
         """Batch labels -> reference codes; values the reference never saw are marked unknown."""
-        classes = self.classes_
-        try:
-            pos = np.searchsorted(classes, y)
-            pos = np.clip(pos, 0, len(classes) - 1)
-            known = classes[pos] == y
-        except TypeError:  # mixed types (e.g. ints vs strings): compare as text
-            text = classes.astype(str)
-            order = np.argsort(text)
-            yt = y.astype(str)
-            p = np.clip(np.searchsorted(text[order], yt), 0, len(text) - 1)
-            pos = order[p]
-            known = text[pos] == yt
-        return np.asarray(pos, dtype=np.int64), np.asarray(known, dtype=bool)
+        return _encode_labels(self.classes_, y)
 
     def _label_problems(self, y, ids, unknown, missing) -> dict[str, Any]:
         """Counts, positions, ids and the most frequent values of unknown labels; missing labels apart."""
@@ -606,6 +697,8 @@ class LabelMonitor(BaseEstimator):
             "suspects": v.suspects, "expected_suspects": v.expected_suspects,
             "pair": list(v.pair) if v.pair else None, "feature_drift": v.feature_drift,
             "feature_pvalue": v.feature_pvalue, "label_shift_pvalue": v.label_shift_pvalue,
+            "label_shift": v.label_shift, "blind_pairs": [list(p) for p in v.blind_pairs],
+            "missing_features": dict(v.missing_features),
         })
 
     def _check_fitted(self):
@@ -616,11 +709,13 @@ class LabelMonitor(BaseEstimator):
     _ARRAYS = ("mean_", "scale_", "reference_", "reference_labels_", "reference_shares_", "coef_", "intercept_",
                "pairs_", "p0_", "p1_", "active_", "w_hit_", "w_miss_", "reference_distances_", "statistic_",
                "last_zero_", "episode_start_")
+    _OPTIONAL_ARRAYS = ("watched_", "reference_counts_")  # absent from states of older versions
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """``(arrays, meta)``: everything needed to restore this monitor exactly."""
         self._check_fitted()
         arrays = {k: getattr(self, k) for k in self._ARRAYS}
+        arrays.update({k: getattr(self, k) for k in self._OPTIONAL_ARRAYS if hasattr(self, k)})
         classes = self.classes_
         meta = {
             "params": to_jsonable(self.get_params()) if not hasattr(self.random_state, "rand")
@@ -642,6 +737,11 @@ class LabelMonitor(BaseEstimator):
             mon = cls(**meta["params"])
             for k in cls._ARRAYS:
                 setattr(mon, k, np.array(arrays[k]))
+            for k in cls._OPTIONAL_ARRAYS:
+                if k in arrays:
+                    setattr(mon, k, np.array(arrays[k]))
+            if not hasattr(mon, "watched_"):
+                mon.watched_ = mon.active_.copy()
             dt = meta["classes_dtype"]
             mon.classes_ = np.array(meta["classes"], dtype=object if dt == "object" else np.dtype(dt))
             mon.threshold_ = float(meta["threshold"])
@@ -669,18 +769,79 @@ class LabelMonitor(BaseEstimator):
         return (mon, meta.get("extra", {})) if with_extra else mon
 
 
+def _encode_labels(classes: np.ndarray, y: np.ndarray):
+    """Labels -> codes in ``classes`` (sorted) and whether each label is one of them."""
+    y = np.asarray(y)
+    try:
+        pos = np.searchsorted(classes, y)
+        pos = np.clip(pos, 0, len(classes) - 1)
+        known = classes[pos] == y
+    except TypeError:  # mixed types (e.g. ints vs strings): compare as text
+        text = classes.astype(str)
+        order = np.argsort(text)
+        yt = y.astype(str)
+        p = np.clip(np.searchsorted(text[order], yt), 0, len(text) - 1)
+        pos = order[p]
+        known = text[pos] == yt
+    return np.asarray(pos, dtype=np.int64), np.asarray(known, dtype=bool)
+
+
+def label_shift_pvalue(counts, reference_counts) -> float:
+    """p-value of "the batch's class shares are the reference's": two-sample, exact, for any batch size.
+
+    For each class, Fisher's exact test of (rows of the class, other rows) in
+    the batch against the reference; the smallest p-value times the number of
+    classes (Bonferroni; one test for two classes, whose two tables are the
+    same).  Exact tests are never anti-conservative, unlike the chi-square
+    approximation with a rare class in a small batch, so rejecting at level
+    ``alpha`` happens on at most ``alpha`` of the clean batches; and comparing
+    with the reference's counts (not its shares taken as exact) keeps that true
+    for batches far larger than the reference.
+    """
+    from scipy.stats import fisher_exact
+
+    c = np.asarray(counts, dtype=np.int64)
+    r = np.asarray(reference_counts, dtype=np.int64)
+    n, m = int(c.sum()), int(r.sum())
+    if n == 0 or m == 0:
+        return 1.0
+    tests = range(1) if len(c) == 2 else range(len(c))
+    p = min(float(fisher_exact([[c[k], n - c[k]], [r[k], m - r[k]]]).pvalue) for k in tests)
+    return float(min(1.0, p * len(tests)))
+
+
 def _missing_labels(y: np.ndarray) -> np.ndarray:
-    """Rows without a label: None, NaN, or text that is empty or only whitespace."""
+    """Rows without a label: None, NaN, pandas NA/NaT, or text that is empty or only whitespace.
+
+    Vectorised (``pandas.isna`` and pandas' string methods): no Python call per row.
+    """
     kind = y.dtype.kind
     if kind == "f":
         return np.isnan(y)
     if kind in "US":
         return np.char.str_len(np.char.strip(y)) == 0
     if kind == "O":
-        blank = np.frompyfunc(lambda v: v is None or (isinstance(v, (float, np.floating)) and v != v)
-                              or (isinstance(v, (str, bytes)) and not v.strip())
-                              or type(v).__name__ in ("NAType", "NaTType"), 1, 1)
-        return blank(y).astype(bool) if len(y) else np.zeros(0, dtype=bool)
+        if not len(y):
+            return np.zeros(0, dtype=bool)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:  # text and nulls (the usual case): in Arrow, no Python call per row
+            arr = pa.array(y, type=pa.string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+            arr = None
+        if arr is not None:
+            blank = pc.or_kleene(pc.is_null(arr), pc.equal(pc.utf8_trim_whitespace(arr), ""))
+            return np.asarray(pc.fill_null(blank, True).to_numpy(zero_copy_only=False), dtype=bool)
+        import pandas as pd  # mixed types (numbers and text, pandas NA): pandas' vectorised checks
+
+        missing = np.asarray(pd.isna(y), dtype=bool)
+        s = pd.Series(y, dtype=object, copy=False)
+        try:
+            blank = np.asarray((s.str.strip().str.len() == 0).to_numpy(), dtype=bool)
+        except AttributeError:  # no text at all (numbers, None): nothing can be blank
+            blank = np.zeros(len(y), dtype=bool)
+        return missing | blank
     return np.zeros(len(y), dtype=bool)
 
 

@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator, clone
 from .._json import to_jsonable
 from .._validation import HasMethods, Interval, validate_params
 from ..exceptions import InvalidParameterError
-from ._monitor import LabelMonitor, _neighbours
+from ._monitor import LabelMonitor, _encode_labels, _missing_labels, _neighbours
 from ._stream import iter_batches
 
 __all__ = ["GuardedLearner", "PrequentialResult", "Quarantine", "compare_prequential", "prequential_evaluation"]
@@ -52,7 +52,9 @@ class Quarantine:
     batch : ndarray of int
         Batch number each row arrived in.
     reason : ndarray of str
-        ``"knn"`` (window neighbours), ``"monitor"`` (reference evidence) or ``"both"``.
+        ``"knn"`` (window neighbours), ``"monitor"`` (reference evidence), ``"both"``,
+        ``"unknown"`` (a label outside the learner's classes) or ``"missing"`` (no label):
+        rows nobody could judge are always held, never learned.
     """
 
     X: np.ndarray
@@ -158,17 +160,26 @@ class GuardedLearner(BaseEstimator):
                 self._mu, self._sd = self.monitor_.mean_, self.monitor_.scale_
             else:
                 self._mu, self._sd = X.mean(axis=0), np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
-        doubt_knn, sugg_knn = self._knn_doubt(X, y)
+        # Rows without a label or with a label outside the classes cannot be judged (nor learned): held.
+        missing = _missing_labels(y)
+        _, known = _encode_labels(self.classes_, y)
+        known &= ~missing
+        doubt_knn = np.zeros(len(y), dtype=bool)
+        sugg = y.astype(object) if y.dtype.kind in "US" else y.copy()
+        if known.any():
+            dk, sk = self._knn_doubt(X[known], y[known])
+            doubt_knn[known] = dk
+            sugg[known] = sk
         doubt_mon = np.zeros(len(y), dtype=bool)
-        sugg = sugg_knn.copy()
         if self.monitor_ is not None:
             v = self.monitor_.update(X, y, name=str(self.n_batches_))
             self.verdicts_.append(v)
             doubt_mon[v.suspect_rows] = True
             sugg[v.suspect_rows] = v.suggested_labels
-        doubted = doubt_knn | doubt_mon
+        doubted = doubt_knn | doubt_mon | ~known
         if doubted.any():
-            reason = np.where(doubt_knn & doubt_mon, "both", np.where(doubt_knn, "knn", "monitor"))
+            reason = np.where(missing, "missing", np.where(~known, "unknown", np.where(
+                doubt_knn & doubt_mon, "both", np.where(doubt_knn, "knn", "monitor"))))
             self.quarantine_._add(X[doubted], y[doubted], sugg[doubted], self.n_batches_, reason[doubted])
         keep = ~doubted
         if keep.any():
@@ -225,6 +236,12 @@ class GuardedLearner(BaseEstimator):
             lab = np.asarray(labels)
             if len(lab) != len(pos):
                 raise InvalidParameterError(f"give one label per released row ({len(pos)}); got {len(lab)}")
+        _, ok = _encode_labels(self.classes_, lab)
+        ok &= ~_missing_labels(lab)
+        if not ok.all():
+            bad = [p for p, o in zip(pos.tolist(), ok.tolist()) if not o]
+            raise InvalidParameterError(f"quarantined rows {bad[:10]} have no label among the classes "
+                                        f"{self.classes_.tolist()}; release them with labels=[...] you supply")
         if len(pos):
             self._learn(q.X[pos], lab)
         self.discard(pos)
@@ -316,7 +333,9 @@ def prequential_evaluation(estimator, X, y, *, attack=None, guard: bool = False,
     fitted = False
     for i, (xb, yb, _) in enumerate(iter_batches(X, y, batch_size=batch_size, n_batches=n_batches,
                                                  random_state=random_state)):
-        yp, mask = attack.poison(yb, i) if attack is not None else (yb, np.zeros(len(yb), dtype=bool))
+        # the stream's classes: a random flip in a batch of one class still has another class to write
+        yp, mask = attack.poison(yb, i, classes=classes) if attack is not None else \
+            (yb, np.zeros(len(yb), dtype=bool))
         flipped[i] = int(mask.sum())
         if fitted:
             pred = learner.predict(xb)

@@ -17,6 +17,16 @@ false alarms at most one per ``ARL`` clean batches -- a bound, not an
 approximation, as long as ``p0`` is not below the true clean rate (hence
 the upper confidence bound used for ``p0``).
 
+That condition is why ``p0`` is never capped below the measured rate: a
+minority class whose clean rows look like another class more often than not
+(clean suspect rate 0.6, say) needs ``p0 >= 0.6``.  Capping it (an earlier
+version clipped it at 0.5) makes every clean batch push the chart up and
+breaks the bound (about 30 times the stated false-alarm rate at 95:5).  When
+the clean rate is so high that no design rate above it is plausible, the
+chart is switched off instead (``LabelMonitor.active_``) and the monitor says
+so; an upper bound of a rate with no trials at all is 1 (nothing known), which
+switches its chart off too.
+
 References
 ----------
 E. S. Page (1954). Continuous inspection schemes. Biometrika 41, 100-115.
@@ -47,8 +57,8 @@ def upper_rate(successes: np.ndarray, trials: np.ndarray, confidence: float = 0.
     s = np.asarray(successes, dtype=np.float64)
     n = np.asarray(trials, dtype=np.float64)
     ub = beta.ppf(confidence, s + 0.5, np.maximum(n - s, 0.0) + 0.5)
-    ub = np.where(n > 0, ub, 0.5)
-    return np.clip(ub, floor, 0.5)
+    ub = np.where(n > 0, ub, 1.0)  # no trials: nothing is known about the rate
+    return np.clip(ub, floor, 1.0 - floor)
 
 
 def pooled_upper_rate(successes: np.ndarray, trials: np.ndarray, confidence: float = 0.99,
@@ -66,14 +76,18 @@ def pooled_upper_rate(successes: np.ndarray, trials: np.ndarray, confidence: flo
     n = np.asarray(trials, dtype=np.float64)
     if len(s) < 6 or n.sum() == 0:
         return upper_rate(s, n, confidence, floor)
-    m = min(max(s.sum() / n.sum(), 1e-6), 0.5)
+    m = min(max(s.sum() / n.sum(), 1e-6), 1.0 - 1e-6)
     ok = n > 0
     r = s[ok] / n[ok]
     var = np.var(r) - np.mean(m * (1 - m) / n[ok])
     kappa = m * (1 - m) / var - 1 if var > 0 else np.inf
     kappa = float(np.clip(kappa, 1.0, np.median(n[ok])))
     ub = beta.ppf(confidence, m * kappa + s, (1 - m) * kappa + np.maximum(n - s, 0.0))
-    return np.clip(ub, floor, 0.5)
+    ub = np.where(n > 0, ub, 1.0)
+    # Shrinkage may pull a sparse rate's bound below its own (unpooled) bound; never below its
+    # own point estimate, which the false-alarm bound needs to cover.
+    ub = np.maximum(ub, np.where(n > 0, s / np.maximum(n, 1.0), 0.0))
+    return np.clip(ub, floor, 1.0 - floor)
 
 
 def log_ratio_weights(p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

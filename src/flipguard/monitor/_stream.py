@@ -71,8 +71,12 @@ class BaseStreamAttack(BaseEstimator):
         """Whether batch number ``batch`` is poisoned."""
         return batch >= self.start and (self.stop is None or batch < self.stop)
 
-    def poison(self, y, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(y_poisoned, flip_mask)`` for batch number ``batch``; a flipped label always changes."""
+    def poison(self, y, batch: int, classes=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(y_poisoned, flip_mask)`` for batch number ``batch``; a flipped label always changes.
+
+        ``classes`` are the stream's classes (e.g. the monitor's ``classes_``): the labels a
+        ``random`` flip may write, also into a batch where only one class occurs.
+        """
         validate_params(self)
         y = np.asarray(y)
         mask = np.zeros(len(y), dtype=bool)
@@ -80,7 +84,7 @@ class BaseStreamAttack(BaseEstimator):
             return y.copy(), mask
         seed = 0 if self.random_state is None else int(self.random_state)
         rng = np.random.default_rng([seed, int(batch)])
-        rows, new = self._flip(y, rng)
+        rows, new = self._flip(y, rng) if classes is None else self._flip(y, rng, classes=np.asarray(classes))
         out = y.copy()
         out[rows] = new
         mask[rows] = True
@@ -92,11 +96,13 @@ class BaseStreamAttack(BaseEstimator):
         raise NotImplementedError
 
 
-def _classes(y):
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise DataError("a stream attack needs batches with at least two classes")
-    return classes
+def _classes(y, classes=None):
+    """The classes a flip may write: the stream's (given), else those of the batch."""
+    found = np.unique(y) if classes is None else np.unique(np.r_[np.asarray(classes), np.unique(y)])
+    if len(found) < 2:
+        raise DataError("a stream attack needs at least two classes: this batch has one; give the stream's "
+                        "classes (make_stream_attack('random', classes=...), or poison(y, t, classes=...))")
+    return found
 
 
 @STREAM_ATTACKS.register("random")
@@ -104,11 +110,19 @@ class RandomStreamFlip(BaseStreamAttack):
     """Flip ``rate`` of every poisoned batch's rows to a uniformly chosen other class.
 
     With ``start > 0`` this is the "flip rate that switches on" of a stream.
-    The other classes are those present in the batch.
+    The other classes are the stream's: ``classes`` (or ``poison(..., classes=)``,
+    which :func:`prequential_evaluation` passes), else those present in the
+    batch (a batch of one class then cannot be flipped: ``DataError``).
     """
 
-    def _flip(self, y, rng):
-        classes = _classes(y)
+    _parameter_constraints: dict = {**BaseStreamAttack._parameter_constraints, "classes": ["array-like", None]}
+
+    def __init__(self, *, rate=0.1, start=0, stop=None, classes=None, random_state=0):
+        super().__init__(rate=rate, start=start, stop=stop, random_state=random_state)
+        self.classes = classes
+
+    def _flip(self, y, rng, classes=None):
+        classes = _classes(y, self.classes if classes is None else classes)
         k = int(round(self.rate * len(y)))
         rows = rng.choice(len(y), size=k, replace=False)
         codes = np.searchsorted(classes, y[rows])
@@ -121,13 +135,13 @@ class BurstStreamFlip(RandomStreamFlip):
     """Random flips in bursts: ``burst_length`` poisoned batches every ``period`` batches from ``start``."""
 
     _parameter_constraints: dict = {
-        **BaseStreamAttack._parameter_constraints,
+        **RandomStreamFlip._parameter_constraints,
         "burst_length": [Interval(Integral, 1, None, closed="left")],
         "period": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, *, rate=0.1, start=0, stop=None, burst_length=5, period=20, random_state=0):
-        super().__init__(rate=rate, start=start, stop=stop, random_state=random_state)
+    def __init__(self, *, rate=0.1, start=0, stop=None, burst_length=5, period=20, classes=None, random_state=0):
+        super().__init__(rate=rate, start=start, stop=stop, classes=classes, random_state=random_state)
         self.burst_length = burst_length
         self.period = period
 
@@ -144,7 +158,7 @@ class TargetedStreamFlip(BaseStreamAttack):
         self.source = source
         self.target = target
 
-    def _flip(self, y, rng):
+    def _flip(self, y, rng, classes=None):
         if self.source is None or self.target is None or self.source == self.target:
             raise InvalidParameterError("TargetedStreamFlip needs two different classes source= and target=")
         rows = np.flatnonzero(y == self.source)
@@ -166,7 +180,7 @@ class SwapStreamFlip(BaseStreamAttack):
         self.a = a
         self.b = b
 
-    def _flip(self, y, rng):
+    def _flip(self, y, rng, classes=None):
         if self.a is None or self.b is None or self.a == self.b:
             raise InvalidParameterError("SwapStreamFlip needs two different classes a= and b=")
         ra, rb = np.flatnonzero(y == self.a), np.flatnonzero(y == self.b)

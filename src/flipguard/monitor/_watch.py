@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -234,8 +235,14 @@ def _columns_plan(ds) -> dict[str, str]:
 
 
 def _encode_batch(tbl: pa.Table, plan: dict[str, str], feature_names: list[str], label: str,
-                  id_col: str | None, means: np.ndarray, where: str):
-    """Features aligned with the reference's columns, labels and ids of one batch."""
+                  id_col: str | None, means: np.ndarray, where: str, *, missing_counts: dict | None = None):
+    """Features aligned with the reference's columns, labels and ids of one batch.
+
+    Missing and infinite values of a numeric column are imputed with the reference's mean and counted
+    (in ``missing_counts``, column -> rows) so that a column emptied by a producer or an attacker is
+    seen: a numeric column with no finite value at all in a non-empty batch is refused like a missing
+    column (``DataError`` naming every such column).
+    """
     names = tbl.column_names
     for col in [label, *([id_col] if id_col else []), *plan]:
         if col not in names:
@@ -247,6 +254,7 @@ def _encode_batch(tbl: pa.Table, plan: dict[str, str], feature_names: list[str],
     n = tbl.num_rows
     pos = {f: j for j, f in enumerate(feature_names)}
     X = np.zeros((n, len(feature_names)))
+    empty: list[str] = []
     for col, how in plan.items():
         arr = tbl.column(col)
         if pa.types.is_dictionary(arr.type):
@@ -265,13 +273,58 @@ def _encode_batch(tbl: pa.Table, plan: dict[str, str], feature_names: list[str],
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise DataError(f"{where}: column '{col}' is not numeric as in the reference") from None
         j = pos[col]
-        v[~np.isfinite(v)] = means[j]
+        bad = ~np.isfinite(v)  # null, NaN or +-inf: none of them is a value the reference model can use
+        if n and bad.all():
+            empty.append(col)
+            continue
+        if missing_counts is not None and bad.any():
+            missing_counts[col] = int(bad.sum())
+        v[bad] = means[j]
         X[:, j] = v
+    if empty:
+        shown = ", ".join(f"'{c}'" for c in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        raise DataError(f"{where}: {len(empty)} feature column(s) have no value in this batch (every value "
+                        f"missing, NaN or infinite): {shown}; the monitor cannot judge the rows without them, "
+                        "as with a missing column")
     labels = tbl.column(label)
     if pa.types.is_dictionary(labels.type):
         labels = pc.cast(labels, labels.type.value_type)
     ids = np.asarray(tbl.column(id_col).to_numpy(zero_copy_only=False)) if id_col else np.arange(n)
     return X, labels, ids
+
+
+_IMPUTED = re.compile(r"numeric \((?:(\d+) infinite and )?(\d+) missing imputed")
+
+
+def _reference_missing(plan: dict[str, str]) -> dict[str, int]:
+    """Rows of each numeric reference column that were missing or infinite (from the load notes)."""
+    out = {}
+    for col, how in plan.items():
+        m = _IMPUTED.match(str(how))
+        if m:
+            out[col] = int(m.group(1) or 0) + int(m.group(2))
+    return out
+
+
+def _missing_drift(counts: dict[str, int], n_rows: int, ref_missing: dict[str, int], n_ref: int,
+                   alpha: float) -> dict[str, float]:
+    """Columns whose share of missing values in the batch is far above the reference's.
+
+    One-sided exact binomial test of the batch's missing count against the upper 99 % Jeffreys bound
+    of the reference's missing share (Bonferroni over the columns with missing values), at ``alpha``.
+    """
+    from scipy.stats import binom
+
+    from ._sequential import upper_rate
+
+    if not counts or n_rows == 0:
+        return {}
+    cols = sorted(counts)
+    k = np.array([counts[c] for c in cols], dtype=np.float64)
+    q = upper_rate(np.array([ref_missing.get(c, 0) for c in cols], dtype=np.float64),
+                   np.full(len(cols), float(n_ref)), confidence=0.99)
+    p = binom.sf(k - 1, n_rows, q) * len(cols)
+    return {c: float(kk / n_rows) for c, kk, pp in zip(cols, k, p) if pp < alpha}
 
 
 def _fingerprint(ds) -> str:
@@ -334,6 +387,13 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
     saved = os.path.exists(state_path)
     if saved:
         mon, extra = LabelMonitor.load(state_path, with_extra=True)
+        blind = mon.blind_warning()
+        if blind is not None:  # said at fit; said again on every run, since every such batch is inconclusive
+            import warnings
+
+            from ._monitor import BlindChartWarning
+
+            warnings.warn(blind, BlindChartWarning, stacklevel=2)
         if extra.get("label") != label:
             raise InvalidParameterError(f"--state {state_path} was created for --label {extra.get('label')!r}, "
                                         f"not {label!r}")
@@ -363,10 +423,15 @@ def watch_once(source: BatchSource, state_path, *, label: str, reference=None, i
                 break
             name = batch.name
             where = f"{source.description}: {batch.name}"
+            counts: dict[str, int] = {}
             X, labels, ids = _encode_batch(batch.table, extra["plan"], extra["feature_names"], label,
-                                           extra.get("id"), mon.mean_, where)
+                                           extra.get("id"), mon.mean_, where, missing_counts=counts)
+            alpha = mon.drift_alpha if mon.drift_alpha is not None else 1.0 / float(mon.expected_run_length)
+            drifted = _missing_drift(counts, batch.table.num_rows, _reference_missing(extra["plan"]),
+                                     len(mon.reference_labels_), alpha)
             touched = True
-            v = mon.update(X, _typed_labels(labels, mon.classes_), ids=ids, name=batch.name)
+            v = mon.update(X, _typed_labels(labels, mon.classes_), ids=ids, name=batch.name,
+                           missing_features=drifted)
             done = {k: list(x) if isinstance(x, list) else x for k, x in extra["done"].items()}
             type(source).record(done, batch.mark)
             mon.save(state_path, {**extra, "done": done})  # statistics and progress together, atomically
@@ -436,10 +501,10 @@ def write_metrics(path, mon: LabelMonitor, *, source: str = "") -> None:
     g("flipguard_monitor_alarm", "1 if the last batch raised an alarm.").labels(source).set(
         1.0 if last.get("status") == "alarm" else 0.0)
     g("flipguard_monitor_findings", "Batches that need a look (alarm, labels outside the reference's classes "
-      "or missing, nothing to judge) since the state was created.").labels(source).set(
+      "or missing, class shares unlike the reference's, inconclusive) since the state was created.").labels(source).set(
         sum(h.get("status") != "no_alarm" for h in mon.history_))
     g("flipguard_monitor_finding", "1 if the last batch needs a look (alarm, unknown or missing labels, "
-      "nothing to judge).").labels(source).set(1.0 if last and last.get("status") != "no_alarm" else 0.0)
+      "label shift, inconclusive).").labels(source).set(1.0 if last and last.get("status") != "no_alarm" else 0.0)
     g("flipguard_monitor_last_unknown_labels", "Rows of the last batch with a label outside the reference's "
       "classes (not judged).").labels(source).set(last.get("unknown_labels", 0))
     g("flipguard_monitor_last_missing_labels", "Rows of the last batch without a label (not judged).").labels(

@@ -51,7 +51,12 @@ def make_model(model="logreg", random_state=None, *, sparse: bool = False):
         when the rows are too few to hold out a row of every class), or any
         classifier, which is cloned.
     random_state : int, RandomState instance or None
-        Seeds the model's own randomness where it has any.
+        Seeds the model's own randomness where it has any: for a classifier
+        passed in, every ``random_state`` parameter, nested ones included
+        (a ``Pipeline``'s steps, an ensemble's members; every key of
+        ``get_params(deep=True)`` ending in ``random_state``), so that
+        a fixed ``random_state`` makes the fitted model a deterministic
+        function of its training rows.
     sparse : bool, default=False
         The model will see a scipy sparse matrix (e.g. TF-IDF): standardising
         models scale without centring (centring would make it dense), and
@@ -64,8 +69,8 @@ def make_model(model="logreg", random_state=None, *, sparse: bool = False):
             raise InvalidParameterError(f"model must be one of {', '.join(MODEL_NAMES)} or a "
                                         f"scikit-learn classifier. Got {model!r} instead.")
         est = clone(model)
-        if seed is not None and "random_state" in est.get_params():
-            est.set_params(random_state=seed)
+        if seed is not None:
+            _seed_everywhere(est, seed)
         if sparse and type(est).__name__.startswith("HistGradientBoosting"):  # dense input only
             from sklearn.preprocessing import FunctionTransformer
 
@@ -104,6 +109,24 @@ def make_model(model="logreg", random_state=None, *, sparse: bool = False):
                                                     random_state=seed))
     raise InvalidParameterError(f"Unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)} "
                                 "or pass a scikit-learn classifier.")
+
+
+def _seed_everywhere(est, seed: int) -> None:
+    """Set ``random_state`` of ``est`` and of every estimator nested in it.
+
+    The top-level parameter gets ``seed`` itself (as it always did); nested
+    ones get seeds drawn from ``seed`` in the sorted order of their keys, so
+    two members of one ensemble do not share a random stream.
+    """
+    keys = sorted(k for k in est.get_params(deep=True)
+                  if k == "random_state" or k.endswith("__random_state"))
+    if not keys:
+        return
+    rs = np.random.RandomState(seed)
+    values = {k: (seed if k == "random_state" else int(rs.randint(np.iinfo(np.int32).max))) for k in keys}
+    # Outer parameters first: setting a nested estimator object would otherwise undo inner seeds.
+    for k in sorted(keys, key=lambda k: k.count("__")):
+        est.set_params(**{k: values[k]})
 
 
 def _dense(X):

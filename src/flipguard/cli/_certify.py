@@ -50,6 +50,10 @@ def certify_cmd(
                  "of each row's id (never by label).")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write per-row radii: row, id, label, prediction, radius (CSV or Parquet).")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="Every label of the task, comma-separated (e.g. 'benign,malignant'): the certificate "
+                          "then covers flips to these labels exactly. Default: any label, a label absent "
+                          "from DATA assumed to win ties (at most one flip smaller).")] = None,
     seed: SeedOpt = 0,
     table: TableOpt = None,
     text: TextOpt = None,
@@ -83,8 +87,9 @@ def certify_cmd(
     if out is not None:
         output_format(out, "csv")  # an unsupported extension is refused before the work
     split = _train_test(data, test, label, id, table, seed, text, keep)
+    task_classes = None if classes is None else _parse_classes(classes, split["y_train"])
     clf = PartitionAggregationClassifier(model, n_partitions=partitions, random_state=seed,
-                                         n_jobs=n_jobs)
+                                         n_jobs=n_jobs, classes=task_classes)
     clf.fit(split["X_train"], split["y_train"], ids=split["ids_train"])
     cert = clf.certify(split["X_test"], split["y_test"], ids=split["ids_test"])
 
@@ -97,7 +102,9 @@ def certify_cmd(
 
     result = {"input": split["source"], "test": split["test_source"], "n_train": split["n_train"],
               "n_test": cert.n_samples, "seed": seed, **cert.to_dict(rows=False),
-              "out": str(out) if out else None}
+              "out": str(out) if out else None,
+              "classes": None if task_classes is None else arrow_values(clf.classes_).to_pylist(),
+              "assumes_unseen_class": bool(clf.assumes_unseen_class_)}
     if split["dropped"]:  # a note on stderr too
         result["warnings"] = [*result["warnings"], split["dropped"]]
     if json_out:
@@ -165,6 +172,28 @@ def _train_test(data, test, label, id, table, seed, text=None, keep=None) -> dic
             "test_source": where, "dropped": dropped_columns_text(ds)}
 
 
+def _parse_classes(text: str, labels):
+    """``--classes a,b,c`` as values of the label column's type (checked by the classifier to hold
+    every training label)."""
+    import numpy as np
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise InvalidParameterError("--classes needs at least one label, comma-separated")
+    labels = np.asarray(labels)
+    try:
+        if labels.dtype.kind == "b":
+            lookup = {"true": True, "false": False, "1": True, "0": False}
+            return np.array([lookup[p.lower()] for p in parts])
+        if labels.dtype.kind in "iuf":
+            return np.array(parts).astype(labels.dtype)
+    except (KeyError, ValueError):
+        raise InvalidParameterError(f"--classes {text!r}: not values of the label column "
+                                    f"(type {labels.dtype})") from None
+    return np.array(parts, dtype=object).astype(labels.dtype) if labels.dtype.kind in "US" \
+        else np.array(parts, dtype=object)
+
+
 def _radii_to_show(max_radius: int) -> list[int]:
     import numpy as np
 
@@ -189,7 +218,10 @@ def _render(cert, result: dict) -> None:
     console.print(f"accuracy (r = 0): {fmt(cert.certified_accuracy(0))}   "
                   f"median radius: {cert.median_radius:g}   max radius: {cert.max_radius} "
                   f"(at most {k // 2} with {k} partitions)")
-    console.print("A prediction with radius r cannot change unless more than r training labels are flipped.")
+    console.print("A prediction with radius r cannot change unless more than r training labels are flipped"
+                  + (" (to any label: one absent from the data is assumed to win ties; --classes lists the "
+                     "task's labels)." if result.get("assumes_unseen_class") else
+                     f" (to any of the {len(result['classes'])} classes given)."), soft_wrap=True)
     for w in cert.warnings:
         err_console.print(f"[yellow]warning:[/] {w}")
     if result["out"]:

@@ -179,6 +179,8 @@ def _render(changes, result: dict, ds) -> None:
                   + f" -> {result['output']} ({result['format']}, {result['n_rows_out']} rows)")
     style = "yellow" if changes.fallback else "green"
     console.print(f"[{style}]{changes.reason}[/]")
+    if changes.model:
+        console.print(f"model trained: {changes.model}", soft_wrap=True)
     a = changes.audit
     if a:
         q = a.get("model_quality", {})

@@ -61,6 +61,9 @@ class CleaningLog:
     guard : dict or None
         Guard scores (see :attr:`RobustClassifier.guard_scores_`).
     warnings : list of str
+    model : str
+        The model trained for the guard and the cleaning (with
+        ``model="auto"``: the audit's choice, e.g. ``"stack(0.5 knn+0.5 hgb)"``).
     """
 
     mode: str
@@ -77,6 +80,7 @@ class CleaningLog:
     audit: dict[str, Any] = field(default_factory=dict)
     guard: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    model: str = ""
 
     def _count(self, action: str) -> int:
         return int(np.count_nonzero(self.actions == action))
@@ -117,7 +121,7 @@ class CleaningLog:
             "n_dropped": self.n_dropped, "n_relabelled": self.n_relabelled,
             "n_reweighted": self.n_reweighted, "n_verified": self.n_verified,
             "fallback": self.fallback, "reason": self.reason, "audit": self.audit,
-            "guard": self.guard, "warnings": list(self.warnings),
+            "guard": self.guard, "warnings": list(self.warnings), "model": self.model,
         }
 
     def to_dict(self, rows: bool = True) -> dict[str, Any]:
@@ -159,7 +163,15 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
         inform the audit and judge the guard (20 or more).
     model : str or classifier, default="logreg"
         ``"auto"`` lets the audit choose the model (as ``flipguard audit``
-        does by default) and trains that one.
+        does by default) and trains that one: a single member as the audit
+        built it, a stack as the same soft-voting ensemble of its members
+        with its weights (:func:`flipguard.models.auto_model`).  In
+        ``mode="weight"`` a stack cannot be trained with sample weights
+        (scikit-learn's ``VotingClassifier`` does not route them to its
+        members' pipelines): the strongest member that takes them of them (largest stacking weight) is
+        trained instead, or ``logreg`` if none does, and ``log.warnings``
+        says so.
+        ``log.model`` names the model trained.
     detector : str or detector, default="auto"
     guard : bool, default=True
     max_fraction : float, default=0.5
@@ -213,9 +225,10 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
     # flagged for review; the other rows are audited and cleaned as usual.
     audit = audit_dataset(dataset, method=detector, model=model, cv=cv, trusted=for_clf,
                           random_state=random_state, n_jobs=n_jobs, embed=False)
+    trained = model if isinstance(model, str) else type(model).__name__
     if model == "auto":  # train the model the audit chose
-        model = (audit.model_quality or {}).get("model") if audit is not None else None
-        model = model if model in MODEL_NAMES else "logreg"
+        model, trained = _audit_model(audit, mode, random_state, warnings, labels=y_fixed,
+                                      sparse=not isinstance(dataset.X, np.ndarray) and hasattr(dataset.X, "tocsr"))
     clf = RobustClassifier(model, strategy=mode, detector=detector, guard=guard,
                            max_fraction=max_fraction, cv=cv, random_state=random_state, n_jobs=n_jobs)
     clf.fit(dataset.X, y_fixed, trusted=for_clf, audit=audit)
@@ -259,12 +272,65 @@ def clean_dataset(dataset: LabeledDataset, mode: str = "drop", *, trusted=None, 
         mode=mode, rows=rows, ids=dataset.ids[rows], old_labels=dataset.classes[y[rows]],
         new_labels=new_labels, actions=action[rows].astype(str), scores=np.asarray(scores)[rows],
         weights=weights, n_rows=n, fallback=bool(clf.fallback_), reason=clf.reason_, audit=audit,
-        guard=clf.guard_scores_, warnings=warnings,
+        guard=clf.guard_scores_, warnings=warnings, model=trained,
     )
     cleaned = dataset.with_labels(new_codes)
     if not keep.all():
         cleaned = cleaned.subset(keep)
     return cleaned, log
+
+
+def _audit_model(audit, mode: str, random_state, warnings: list[str], *, sparse: bool = False,
+                 labels=None):
+    """-> (estimator, name): the model ``model="auto"`` chose in ``audit``, rebuilt to be trained.
+
+    One member is built as the audit built it (``hgb`` with early stopping); several are the
+    same soft-voting stack of the members with their weights (as
+    :func:`flipguard.models.auto_model`).  Two exceptions, said in ``warnings``:
+
+    * ``mode="weight"``: a ``VotingClassifier`` cannot route sample weights to its members'
+      pipelines, so the stack's strongest member (largest weight) that takes sample weights
+      is trained (``logreg`` if none does);
+    * a label with a single row (a stray value the audit set aside): ``hgb`` trains without
+      early stopping, whose stratified validation split needs two rows of every class.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier, VotingClassifier
+    from sklearn.utils import check_random_state
+
+    from ..models import auto_model_name, make_model
+    from ._strategies import accepts_sample_weight
+
+    quality = (audit.model_quality or {}) if audit is not None else {}
+    members = list(quality.get("members") or [])
+    weights = [float(w) for w in (quality.get("weights") or [1.0] * len(members))]
+    if not members:  # an audit without a model choice: what the audit used
+        name = quality.get("model")
+        members, weights = ([name], [1.0]) if name in MODEL_NAMES else (["logreg"], [1.0])
+    chosen = auto_model_name(members, weights)
+    if mode == "weight" and len(members) > 1:
+        ok = [(w, i) for i, (m, w) in enumerate(zip(members, weights)) if accepts_sample_weight(m)]
+        best = members[max(ok)[1]] if ok else "logreg"
+        warnings.append(f"the audit chose {chosen}; a stack cannot be trained with sample weights, so its "
+                        f"strongest member that takes them, {best}, is the weighted model")
+        members, weights = [best], [1.0]
+    elif mode == "weight" and not accepts_sample_weight(members[0]):
+        warnings.append(f"the audit chose {members[0]}, which takes no sample weights; logreg is the weighted model")
+        members, weights = ["logreg"], [1.0]
+    stray = labels is not None and len(labels) and np.bincount(np.asarray(labels, dtype=np.int64)).min() < 2
+    if stray and "hgb" in members:
+        warnings.append("hgb trains without early stopping here: a label with a single row cannot be split "
+                        "for its validation set")
+
+    def member(m):
+        return HistGradientBoostingClassifier(early_stopping=not stray) if m == "hgb" else m
+
+    name = auto_model_name(members, weights)
+    if len(members) == 1:
+        return (member(members[0]), name) if members[0] == "hgb" else (members[0], name)
+    rs = check_random_state(random_state if isinstance(random_state, (int, np.integer)) else None)
+    est = [(m, make_model(member(m), random_state=rs.randint(np.iinfo(np.int32).max), sparse=sparse))
+           for m in members]
+    return VotingClassifier(est, voting="soft", weights=weights), name
 
 
 _HAS_WEIGHTS = (f"the data already has a column '{WEIGHT_COLUMN}' (the weights of an earlier clean in weight "

@@ -31,7 +31,7 @@ SMALL_PARTITION = 10
 PARALLEL_PREDICT_ROWS = 10_000
 
 
-def certified_radius(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def certified_radius(votes: np.ndarray, *, unseen_rival: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Majority-vote prediction and its certified radius from per-class vote counts.
 
     Implements Theorem 1/2 of Levine & Feizi (2021).  With ``n_c`` the votes
@@ -51,10 +51,27 @@ def certified_radius(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     is tight for the vote counts (whether one flip can change a partition's
     vote depends on its model).
 
+    The rivals are **every label the attacker can write**, not only the
+    labels that happen to occur in the training data: a class of the task
+    with no training row has 0 votes but is a rival all the same, and wins
+    ties when its index is smaller (Theorem 1/2 of the paper range over all
+    classes).  The columns of ``votes`` must therefore cover every class of
+    the task; when they may not (the task's classes are unknown), pass
+    ``unseen_rival=True``: one more class is assumed, with 0 votes, that
+    wins every tie, so the runner-up term is at least ``0 + 1``.  This costs
+    at most one flip of radius (only where every other listed class that
+    wins ties against ``c`` has 0 votes, e.g. a unanimous vote for the first
+    class, or for the only class of single-class training data) and makes
+    the certificate hold whatever label an attacker writes.
+
     Parameters
     ----------
     votes : ndarray of shape (n_samples, n_classes)
         Vote counts; abstaining partitions are simply not counted.
+    unseen_rival : bool, default=False
+        Assume a further class with 0 votes exists that wins ties against
+        every listed class (the conservative bound when the columns of
+        ``votes`` may not be all the labels an attacker can write).
 
     Returns
     -------
@@ -70,6 +87,8 @@ def certified_radius(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> pred, r = certified_radius(np.array([[7, 3], [3, 7], [5, 5]]))
     >>> pred.tolist(), r.tolist()
     ([0, 1, 0], [2, 1, 0])
+    >>> certified_radius(np.array([[4, 0]]))[1].tolist(), certified_radius(np.array([[4, 0]]), unseen_rival=True)[1].tolist()
+    ([2], [1])
     """
     votes = np.asarray(votes, dtype=np.int64)
     n, n_classes = votes.shape
@@ -79,6 +98,8 @@ def certified_radius(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rival = votes + (np.arange(n_classes)[None, :] < pred[:, None])
     rival[rows, pred] = np.iinfo(np.int64).min
     second = rival.max(axis=1) if n_classes > 1 else np.zeros(n, dtype=np.int64)
+    if unseen_rival:  # 0 votes, and it wins ties against every listed class
+        second = np.maximum(second, 1)
     return pred.astype(np.int64), ((top - second) // 2).astype(np.int64)
 
 
@@ -148,15 +169,29 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         Partitions trained (and predicted) in parallel with joblib.  Each
         partition model runs with BLAS/OpenMP pinned to one thread: models
         are small, and parallelism comes from the partitions.
+    classes : array-like or None, default=None
+        **Every** label of the task (what an attacker could write into a
+        training label), a superset of the labels in ``y``.  The certificate
+        counts each of them as a rival, also those with no training row
+        (0 votes, but they win ties when their index is smaller).  Without
+        it, ``classes_`` is ``np.unique(y)`` and the certificate assumes one
+        more, unseen class that wins every tie (:func:`certified_radius`
+        with ``unseen_rival=True``): valid whatever label is written, at
+        most one flip smaller than the exact radius.  Single-class training
+        data is certified that way too.
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Label values; their order is the tie-break order.
+        Label values (``classes`` sorted, when given); their order is the
+        tie-break order.
     estimators_ : list of length n_partitions
         Fitted model of each partition; an ``int`` class code for a partition
         whose rows all have one label (it always votes that class); ``None``
         for an empty partition, which abstains.
+    assumes_unseen_class_ : bool
+        True when ``classes`` was not given: the certificate assumes a class
+        outside ``classes_`` that wins every tie (see ``classes``).
     partition_sizes_ : ndarray of int64, shape (n_partitions,)
         Training rows per partition.
     n_empty_partitions_ : int
@@ -194,15 +229,17 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         "hash_key": [str, bytes, Integral],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
+        "classes": ["array-like", None],
     }
 
     def __init__(self, estimator="logreg", *, n_partitions=50, hash_key=DEFAULT_HASH_KEY,
-                 random_state=None, n_jobs=None):
+                 random_state=None, n_jobs=None, classes=None):
         self.estimator = estimator
         self.n_partitions = n_partitions
         self.hash_key = hash_key
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.classes = classes
 
     # -- fitting -------------------------------------------------------------
     def fit(self, X, y, ids=None):
@@ -224,7 +261,13 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         validate_params(self)
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
+        if self.classes is None:
+            self.classes_, codes = np.unique(y, return_inverse=True)
+            self.assumes_unseen_class_ = True
+        else:
+            self.classes_ = _task_classes(self.classes, y)
+            codes = np.searchsorted(self.classes_, y)
+            self.assumes_unseen_class_ = False
         codes = codes.astype(np.int64)
         n = X.shape[0]
         if ids is None:
@@ -304,7 +347,9 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         Certificate
         """
         votes = self.vote_counts(X)
-        pred, radius = certified_radius(votes)
+        # Without the task's classes, a label absent from y is still a rival (Levine & Feizi's
+        # theorems range over every class): assume one that wins every tie.
+        pred, radius = certified_radius(votes, unseen_rival=self.assumes_unseen_class_)
         y_true = None
         if y is not None:
             y_true = np.asarray(y)
@@ -329,9 +374,26 @@ class PartitionAggregationClassifier(ClassifierMixin, BaseEstimator):
         )
 
 
+def _task_classes(classes, y) -> np.ndarray:
+    """``classes`` sorted and unique, checked to hold every label of ``y``."""
+    out = np.unique(np.asarray(classes))
+    if out.ndim != 1 or len(out) == 0:
+        raise DataError("classes must be a non-empty list of the task's labels")
+    seen = np.unique(y)
+    try:
+        pos = np.clip(np.searchsorted(out, seen), 0, len(out) - 1)
+        missing = seen[out[pos] != seen]
+    except TypeError:  # labels and classes of incomparable types
+        missing = seen
+    if len(missing):
+        raise DataError(f"classes must include every label of y; missing "
+                        f"{', '.join(map(str, missing[:5]))} (classes: {', '.join(map(str, out[:10]))})")
+    return out
+
+
 def certify(X_train, y_train, X_test, y_test=None, *, ids=None, test_ids=None, estimator="logreg",
             n_partitions: int = 50, hash_key=DEFAULT_HASH_KEY, random_state=None,
-            n_jobs=None) -> Certificate:
+            n_jobs=None, classes=None) -> Certificate:
     """Train a :class:`PartitionAggregationClassifier` and certify its test predictions.
 
     Parameters
@@ -345,8 +407,9 @@ def certify(X_train, y_train, X_test, y_test=None, *, ids=None, test_ids=None, e
         Their true labels, for certified accuracy.
     ids, test_ids : array-like, optional
         Training ids (used for partitioning) and test ids (reported).
-    estimator, n_partitions, hash_key, random_state, n_jobs
-        As in :class:`PartitionAggregationClassifier`.
+    estimator, n_partitions, hash_key, random_state, n_jobs, classes
+        As in :class:`PartitionAggregationClassifier` (``classes``: every label
+        of the task; without it an unseen class winning every tie is assumed).
 
     Returns
     -------
@@ -367,6 +430,6 @@ def certify(X_train, y_train, X_test, y_test=None, *, ids=None, test_ids=None, e
     [True, True]
     """
     clf = PartitionAggregationClassifier(estimator, n_partitions=n_partitions, hash_key=hash_key,
-                                         random_state=random_state, n_jobs=n_jobs)
+                                         random_state=random_state, n_jobs=n_jobs, classes=classes)
     clf.fit(X_train, y_train, ids=ids)
     return clf.certify(X_test, y_test, ids=test_ids)

@@ -18,6 +18,7 @@ from .._validation import HasMethods, Interval, StrOptions, validate_params
 from ..detection import BaseDetector, TrustedLabels, make_detector
 from ..exceptions import DataError, InvalidParameterError
 from ..models import MODEL_NAMES, out_of_fold_proba, predict_scores
+from ._forward import _EPS, ForwardCorrectedLogisticRegression
 from ._strategies import STRATEGIES, Plan, accepts_sample_weight, diagonally_dominant, fit_model, make_strategy
 
 __all__ = ["RobustClassifier"]
@@ -70,6 +71,15 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
        mitigation (a correctly fixed flip counts as an error there); a
        mitigation that is wrong on the rows where it changes predictions
        loses accuracy well beyond it (see ``docs/mitigation.md``).
+       ``loss_correction`` is also judged **through its matrix**: the
+       corrected model's prediction of the *observed* label,
+       ``T^T p(y | x)``, against the plain model's, by log-loss, accuracy
+       and balanced accuracy, each allowed ``tolerance`` plus two paired
+       standard errors (unbiased when ``T`` is right, unlike its clean
+       predictions scored on observed labels).  A ``transition`` you give
+       is judged that way alone; an estimated one must pass both, and its
+       log-loss through ``T`` may not exceed the plain model's by more than
+       ``tolerance``.
 
     The guard's folds reuse the one audit of all rows (the audit's
     out-of-fold models saw the held-out fold's labels); this keeps its cost
@@ -133,7 +143,11 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
     guard_scores_ : dict or None
         ``{"on": "cv" | "trusted", "plain": {"accuracy": a, "balanced_accuracy": b},
         "mitigated": {...}, "disagreement": share of rows the two predict differently,
-        "accuracy_se": paired standard error, "allowed_drop": {...}}``.
+        "accuracy_se": paired standard error, "allowed_drop": {...}}``; for
+        ``loss_correction`` on held-out folds also ``"through_transition"``
+        (``plain``, ``mitigated`` with ``log_loss`` too, ``se``,
+        ``allowed_drop``: the scores of the predicted observed label) and
+        ``"judged_by"`` (the checks that decided).
     n_features_in_ : int
 
     References
@@ -208,7 +222,8 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
             - a pair ``(X_trusted, y_trusted)`` of extra verified rows (label
               values as in ``y``): evidence for the detector, the guard's
               validation set when there are at least 20 of them, and extra
-              training rows;
+              training rows of the final model (with ``loss_correction``
+              uncorrected: their row of ``T`` is the identity);
             - a :class:`flipguard.detection.TrustedLabels` (label codes).
         audit : LabelAudit, optional
             An audit of exactly these rows already made (e.g. by
@@ -281,15 +296,34 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         train = plan if sw is None else replace(plan, weight=sw if plan.weight is None else sw * plan.weight)
         if self.guard:
             g = self._guard(X, codes, train, strategy, extra, sw, int(seeds[2]))
-            g["allowed_drop"] = {"balanced_accuracy": float(self.tolerance),
-                                 "accuracy": float(self.tolerance + 2.0 * g["accuracy_se"])}
+            tol = float(self.tolerance)
+            g["allowed_drop"] = {"balanced_accuracy": tol, "accuracy": float(tol + 2.0 * g["accuracy_se"])}
+            through = g.get("through_transition")
+            if through is not None:
+                # Both models predict the *observed* label (the corrected one through T), so for
+                # a right T the comparison is unbiased: only noise is allowed, on every score.
+                through["allowed_drop"] = {m: tol + 2.0 * through["se"][m] for m in through["plain"]}
+                # A matrix you give is judged through itself alone (its clean predictions scored on
+                # observed labels are biased against it).  An estimated one must also pass the
+                # observed-label checks, and explain the observed labels at least as well as no
+                # correction (log-loss through T not higher, no noise allowance): on a weak model
+                # the prediction of the observed label barely depends on T, and a wrong estimate
+                # passes every check that allows for noise.
+                if self.transition is not None:
+                    g["judged_by"] = ["through_transition"]
+                else:
+                    g["judged_by"] = ["observed", "through_transition"]
+                    through["allowed_drop"]["log_loss"] = tol
             self.guard_scores_ = g
-            worse = [m for m in _METRICS if g["mitigated"][m] < g["plain"][m] - g["allowed_drop"][m]]
-            if worse:
+            if _failed_checks(g):
                 return self._fallback(X, codes, extra, sw, seeds[3],
                                       f"{self.strategy} did not help on {_guard_text(self.guard_scores_)}")
-        Xf, plan_f = _with_extra(X, train, extra, self.strategy)
-        self.estimator_ = strategy.fit(self.estimator, Xf, plan_f, int(seeds[3]))
+        if self.strategy == "loss_correction" and extra is not None:
+            # Extra trusted rows are clean: trained with them, their loss not corrected.
+            self.estimator_ = _fit_corrected_with_trusted(X, train, extra)
+        else:
+            Xf, plan_f = _with_extra(X, train, extra, self.strategy)
+            self.estimator_ = strategy.fit(self.estimator, Xf, plan_f, int(seeds[3]))
         self.fallback_ = False
         self._set_plan(plan, codes)
         kept = f"{self.strategy} kept: {_describe(self.proposed_)}"
@@ -359,7 +393,10 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
 
     def _guard(self, X, codes, plan: Plan, strategy, extra, sw, seed: int) -> dict:
         """Scores of plain and mitigated training on held-out data (trusted rows, else CV folds)."""
+        K = len(self.classes_)
+        through = False
         if extra is not None and len(extra[1]) >= MIN_TRUSTED_FOR_GUARD and len(np.unique(extra[1])) >= 2:
+            # Verified labels are clean: the corrected model is judged by its clean predictions.
             plain = fit_model(self.estimator, X, codes, sw, random_state=seed)
             mitigated = strategy.fit(self.estimator, X, plan, seed)
             Xt, truth = extra
@@ -376,26 +413,50 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
             folds = StratifiedKFold(n_splits=max(2, min(self.guard_cv, smallest)), shuffle=True,
                                     random_state=seed)
             splits = [(np.concatenate([idx[tr], rare]), idx[te]) for tr, te in folds.split(idx, codes[idx])]
+            # Forward loss correction is judged through its transition matrix: the held-out
+            # labels are the observed ones, so the corrected model's prediction of the observed
+            # label, T^T p(y | x), is compared with the plain model's (an unbiased comparison
+            # when T is right; scoring its clean predictions against observed labels is not).
+            through = plan.transition is not None
             if self.n_jobs in (None, 1):
-                results = [_guard_fold(self.estimator, strategy, X, codes, plan, tr, te, seed, sw)
+                results = [_guard_fold(self.estimator, strategy, X, codes, plan, tr, te, seed, sw, through, K)
                            for tr, te in splits]
             else:
                 results = Parallel(n_jobs=self.n_jobs)(
-                    delayed(_guard_fold)(self.estimator, strategy, X, codes, plan, tr, te, seed, sw)
+                    delayed(_guard_fold)(self.estimator, strategy, X, codes, plan, tr, te, seed, sw, through, K)
                     for tr, te in splits)
             pred_plain = np.empty(len(codes), dtype=np.int64)
             pred_mit = np.empty(len(codes), dtype=np.int64)
-            for (_, te), (pp, pm) in zip(splits, results):
+            prob_plain = np.zeros((len(codes), K)) if through else None
+            prob_mit = np.zeros((len(codes), K)) if through else None
+            for (_, te), (pp, pm, qp, qm) in zip(splits, results):
                 pred_plain[te] = pp
                 pred_mit[te] = pm
+                if through:
+                    prob_plain[te] = qp
+                    prob_mit[te] = qm
             truth, pred_plain, pred_mit, on = codes[idx], pred_plain[idx], pred_mit[idx], "cv"
         # Paired standard error of the accuracy difference (per-row differences in {-1, 0, 1}).
         diff = (pred_mit == truth).astype(float) - (pred_plain == truth).astype(float)
-        return {"on": on,
-                "plain": {m: float(f(truth, pred_plain)) for m, f in _METRICS.items()},
-                "mitigated": {m: float(f(truth, pred_mit)) for m, f in _METRICS.items()},
-                "disagreement": float(np.mean(pred_mit != pred_plain)),
-                "accuracy_se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0}
+        out = {"on": on,
+               "plain": {m: float(f(truth, pred_plain)) for m, f in _METRICS.items()},
+               "mitigated": {m: float(f(truth, pred_mit)) for m, f in _METRICS.items()},
+               "disagreement": float(np.mean(pred_mit != pred_plain)),
+               "accuracy_se": _se(diff)}
+        if through:
+            rows = np.arange(len(truth))
+            qp, qm = prob_plain[idx], prob_mit[idx]
+            tp, tm = np.argmax(qp, axis=1), np.argmax(qm, axis=1)
+            ll_plain = -np.log(np.clip(qp[rows, truth], _EPS, 1.0))
+            ll_mit = -np.log(np.clip(qm[rows, truth], _EPS, 1.0))
+            tdiff = (tm == truth).astype(float) - (tp == truth).astype(float)
+            out["through_transition"] = {
+                "plain": {**{m: float(f(truth, tp)) for m, f in _METRICS.items()}, "log_loss": float(ll_plain.mean())},
+                "mitigated": {**{m: float(f(truth, tm)) for m, f in _METRICS.items()},
+                              "log_loss": float(ll_mit.mean())},
+                "se": {"balanced_accuracy": _balanced_se(tdiff, truth), "accuracy": _se(tdiff),
+                       "log_loss": _se(ll_mit - ll_plain)}}
+        return out
 
     def _fallback(self, X, codes, extra, sw, seed, reason: str):
         Xf, yf, wf = X, codes, sw
@@ -425,17 +486,125 @@ class RobustClassifier(ClassifierMixin, BaseEstimator):
         self.n_reweighted_ = 0 if self.sample_weight_ is None else int(np.count_nonzero(self.sample_weight_ < 1))
 
 
-def _guard_fold(estimator, strategy, X, codes, plan, tr, te, seed, sample_weight=None):
+def _guard_fold(estimator, strategy, X, codes, plan, tr, te, seed, sample_weight=None, through=False,
+                n_classes=None):
+    """Held-out predictions of plain and mitigated training on one fold.
+
+    ``through``: forward loss correction, whose predictions of the **observed** label
+    (``T^T p(y | x)``) are returned, with both models' probabilities of the observed labels.
+    """
     plain = fit_model(estimator, X[tr], codes[tr], None if sample_weight is None else sample_weight[tr],
                       random_state=seed)
     mitigated = strategy.fit(estimator, X[tr], plan.restrict(tr), seed)
+    if not through:
+        return (np.asarray(plain.predict(X[te]), dtype=np.int64),
+                np.asarray(mitigated.predict(X[te]), dtype=np.int64), None, None)
+    q_plain = predict_scores(plain, X[te], n_classes)
+    q_mit = _observed_label_proba(mitigated, X[te], n_classes)
     return (np.asarray(plain.predict(X[te]), dtype=np.int64),
-            np.asarray(mitigated.predict(X[te]), dtype=np.int64))
+            np.asarray(mitigated.predict(X[te]), dtype=np.int64), q_plain, q_mit)
+
+
+def _observed_label_proba(model, X, n_classes: int) -> np.ndarray:
+    """A corrected model's probabilities of the observed labels, ``T^T p(y | x)``, in columns
+    ``0 .. n_classes - 1`` (a model without a transition: its own probabilities)."""
+    if not hasattr(model, "predict_noisy_proba"):
+        return predict_scores(model, X, n_classes)
+    q = model.predict_noisy_proba(X)
+    full = np.zeros((q.shape[0], n_classes))
+    full[:, np.asarray(model.classes_, dtype=np.int64)] = q
+    return full
+
+
+def _se(diff: np.ndarray) -> float:
+    """Standard error of the mean of paired per-row differences."""
+    return float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+
+
+def _balanced_se(diff: np.ndarray, truth: np.ndarray) -> float:
+    """Standard error of a balanced-accuracy difference: the mean over classes of the per-class
+    mean of the paired differences, ``sqrt(sum_c var_c / n_c) / K``."""
+    classes = np.unique(truth)
+    var = sum(_se(diff[truth == c]) ** 2 for c in classes)
+    return float(np.sqrt(var) / len(classes))
+
+
+class _PartlyCorrectedLogisticRegression(ForwardCorrectedLogisticRegression):
+    """Forward correction on the noisy rows, none on the verified ones.
+
+    The objective of :class:`ForwardCorrectedLogisticRegression` (Patrini et
+    al., CVPR 2017) with a per-row transition: a row whose label is verified
+    is clean, so its row of ``T`` is the identity row (its loss is the plain
+    cross-entropy ``-log p[n, y_n]``), while a row of the possibly noisy data
+    is corrected through ``T``, ``-log (T^T p)[n, y~_n]``.  With no verified
+    row this is exactly the parent's fit.
+    """
+
+    def fit(self, X, y, sample_weight=None, clean=None):
+        from scipy.optimize import minimize
+        from sklearn.utils.validation import _check_sample_weight
+
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        K = len(self.classes_)
+        d = X.shape[1]
+        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        T = np.eye(K) if self.transition is None else np.asarray(self.transition, dtype=np.float64)
+        T = T / T.sum(axis=1, keepdims=True)
+        self.transition_ = T
+        mean = np.average(X, axis=0, weights=sw)
+        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=sw))
+        scale[scale <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
+        Z = (X - mean) / scale
+        a = sw / sw.sum()
+        alpha = 1.0 / (self.C * sw.sum())
+        Ty = T[:, codes].T  # (n, K): T[k, y_n]
+        if clean is not None:
+            clean = np.asarray(clean, dtype=bool)
+            Ty[clean] = np.eye(K)[codes[clean]]  # identity row: no correction
+
+        def objective(theta):
+            W = theta[: d * K].reshape(d, K)
+            b = theta[d * K:]
+            logits = Z @ W + b
+            logits -= logits.max(axis=1, keepdims=True)
+            S = np.exp(logits)
+            S /= S.sum(axis=1, keepdims=True)
+            q = np.einsum("nk,nk->n", S, Ty) + _EPS
+            loss = -np.dot(a, np.log(q)) + 0.5 * alpha * np.sum(W * W)
+            G = -(a / q)[:, None] * Ty
+            dZ = S * (G - np.einsum("nk,nk->n", G, S)[:, None])
+            return loss, np.concatenate([(Z.T @ dZ + alpha * W).ravel(), dZ.sum(axis=0)])
+
+        res = minimize(objective, np.zeros(d * K + K), jac=True, method="L-BFGS-B",
+                       options={"maxiter": int(self.max_iter), "gtol": float(self.tol)})
+        W = res.x[: d * K].reshape(d, K)
+        self.coef_ = (W / scale[:, None]).T
+        self.intercept_ = res.x[d * K:] - (mean / scale) @ W
+        self.n_iter_ = int(res.nit)
+        return self
+
+
+def _fit_corrected_with_trusted(X, plan: Plan, extra):
+    """Final ``loss_correction`` model with the extra trusted rows: corrected on the data's rows,
+    uncorrected on the verified ones (identity rows of ``T``), which weigh 1."""
+    Xt, yt = extra
+    Xf = np.vstack([X, Xt])
+    yf = np.concatenate([plan.y, yt])
+    clean = np.concatenate([np.zeros(len(plan.y), bool), np.ones(len(yt), bool)])
+    w = np.ones(len(yf)) if plan.weight is None else np.concatenate([plan.weight, np.ones(len(yt))])
+    present = np.unique(yf)
+    if len(present) < 2:
+        return fit_model("logreg", Xf, yf)
+    T = plan.transition[np.ix_(present, present)]
+    return _PartlyCorrectedLogisticRegression(T / T.sum(axis=1, keepdims=True)).fit(
+        Xf, yf, sample_weight=w, clean=clean)
 
 
 def _with_extra(X, plan: Plan, extra, strategy_name: str):
-    """Append extra trusted rows (weight 1, never dropped) to the final training set."""
-    if extra is None or strategy_name == "loss_correction":
+    """Append extra trusted rows (weight 1, never dropped) to the final training set
+    (``loss_correction``: :func:`_fit_corrected_with_trusted`)."""
+    if extra is None:
         return X, plan
     Xt, yt = extra
     m = len(yt)
@@ -471,19 +640,83 @@ def _describe(counts: dict) -> str:
     return ", ".join(parts) or "no change"
 
 
+#: Guard scores where lower is better (the others: higher is better).
+_LOWER_IS_BETTER = ("log_loss",)
+
+
+def _worse_by(g: dict, m: str) -> float:
+    """How much worse the mitigated model scored than the plain one on ``m`` (<= 0: not worse)."""
+    d = g["mitigated"][m] - g["plain"][m]
+    return d if m in _LOWER_IS_BETTER else -d
+
+
+def _checks(g: dict) -> list[tuple[str, dict, str]]:
+    """``(label, scores, metric)`` of every check the guard judged: the observed-label scores
+    (``scores`` is ``g``) and, for loss correction, the scores through ``T``."""
+    judged = g.get("judged_by") or ["observed"]
+    out = []
+    if "observed" in judged:
+        out += [(m, g, m) for m in g["plain"]]
+    t = g.get("through_transition")
+    if t is not None and "through_transition" in judged:
+        out += [(f"{m} through T", t, m) for m in t["plain"]]
+    return out
+
+
+def _failed_checks(g: dict) -> list[str]:
+    """Labels of the guard's checks the mitigation failed (empty: kept)."""
+    return [label for label, sc, m in _checks(g) if _worse_by(sc, m) > (sc.get("allowed_drop") or {}).get(m, 0.0)]
+
+
 def _guard_text(g: dict) -> str:
+    """The guard's scores in words.
+
+    When a check failed, the failed ones come first (``failed: balanced_accuracy
+    0.658 with it vs 0.660 without: lower by 0.002, more than the allowed
+    0.000``), then the passed ones.  When a kept mitigation scored worse on a
+    check, the text says by how much and the allowance it is within.  Loss
+    correction judged through its transition matrix is labelled ``... through T``.
+    """
     where = "the trusted rows" if g["on"] == "trusted" else "held-out folds (observed labels)"
-    text = where + ": " + ", ".join(f"{m} {g['mitigated'][m]:.3f} with it vs {g['plain'][m]:.3f} without"
-                                    for m in _METRICS)
-    allowed = g.get("allowed_drop") or {}
-    lower = [m for m in _METRICS if g["mitigated"][m] < g["plain"][m] <= g["mitigated"][m] + allowed.get(m, 0.0)]
-    if lower:  # kept although lower: say why that is not harm
-        text += ("; " + ", ".join(f"{m} lower by {g['plain'][m] - g['mitigated'][m]:.3f}, within the allowed "
-                                  f"{allowed[m]:.3f}" for m in lower)
-                 + (" (two standard errors: scored against labels that may themselves be flipped, a "
-                    "correct fix counts as an error)" if g["on"] == "cv" else ""))
+    checks = _checks(g)
+    failed = set(_failed_checks(g))
+
+    def scores(label, sc, m):
+        return f"{label} {sc['mitigated'][m]:.3f} with it vs {sc['plain'][m]:.3f} without"
+
+    def by(sc, m):
+        return f"{'higher' if m in _LOWER_IS_BETTER else 'lower'} by {_worse_by(sc, m):.3f}"
+
+    def allowed(sc, m):
+        return (sc.get("allowed_drop") or {}).get(m, 0.0)
+
+    passed = [c for c in checks if c[0] not in failed]
+    worse = [(label, sc, m) for label, sc, m in passed if _worse_by(sc, m) > 0]
+    within = ", ".join(f"{label} {by(sc, m)}, within the allowed {allowed(sc, m):.3f}" for label, sc, m in worse)
+    if failed:
+        text = (where + ": failed: " + "; ".join(
+            f"{scores(label, sc, m)}: {by(sc, m)}, more than the allowed {allowed(sc, m):.3f}"
+            for label, sc, m in checks if label in failed)
+            + ("; passed: " + ", ".join(scores(*c) for c in passed) if passed else ""))
+        return text + (f" ({within})" if within else "")
+    text = where + ": " + ", ".join(scores(*c) for c in passed)
+    if within:  # kept although worse: say why that is not harm
+        text += "; " + within
+        if g["on"] == "cv" and any(sc is g for _, sc, _ in worse):
+            text += (" (two standard errors: scored against labels that may themselves be flipped, a "
+                     "correct fix counts as an error)")
+        elif g["on"] == "cv":
+            text += " (two paired standard errors: the noise of the comparison)"
     return text
 
 
 def _name(estimator) -> str:
-    return estimator if isinstance(estimator, str) else type(estimator).__name__
+    """A model's name in messages; a soft-voting stack of named members reads ``stack(0.5 knn+0.5 hgb)``."""
+    if isinstance(estimator, str):
+        return estimator
+    members = getattr(estimator, "estimators", None)
+    if type(estimator).__name__ == "VotingClassifier" and members and all(isinstance(m, tuple) for m in members):
+        from ..models import auto_model_name
+
+        return auto_model_name([m[0] for m in members], estimator.weights)
+    return type(estimator).__name__

@@ -85,6 +85,14 @@ def test_relabelling_every_minority_row_is_a_label_shift_finding(at_95):
     assert all(v.label_shift and v.label_shift_pvalue < 1e-3 for v in verdicts)
     shares = {s["label"]: s for s in verdicts[0].label_shares}
     assert shares[1]["rows"] == 0 and shares[1]["reference_share"] > 0.03
+    # the report counts and lists them (a batch that only shifted shares is not hidden as clean)
+    from flipguard.report import monitor_sections
+
+    sections = {sec.title: sec for sec in monitor_sections(mon)}
+    summary = dict((str(r[0]), r[1]) for r in sections["Summary"].tables[0].rows)
+    assert summary["batches whose class shares moved (label shift: a finding)"] == 8
+    listed = sections["Class shares and blind pairs"].tables[0].rows
+    assert [r[0] for r in listed] == [v.batch for v in verdicts]
 
 
 def test_a_switched_off_chart_makes_its_batches_inconclusive():

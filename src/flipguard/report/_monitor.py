@@ -54,7 +54,10 @@ def monitor_sections(mon) -> list[Section]:
         ["rows with a label outside the reference's classes (not judged)",
          sum(h.get("unknown_labels", 0) for h in hist)],
         ["rows without a label (not judged)", sum(h.get("missing_labels", 0) for h in hist)],
-        ["alarms", len(alarms)], ["batches with feature drift", sum(bool(h["feature_drift"]) for h in hist)],
+        ["alarms", len(alarms)],
+        ["batches whose class shares moved (label shift: a finding)", sum(bool(h.get("label_shift")) for h in hist)],
+        ["batches with labels no chart can see (inconclusive)", sum(bool(h.get("blind_pairs")) for h in hist)],
+        ["batches with feature drift", sum(bool(h["feature_drift"]) for h in hist)],
         ["charts (class pairs + all rows)", int(mon.active_.sum())],
         ["threshold (log of charts x expected run length)", f"{mon.threshold_:.2f}"],
         ["expected clean batches between false alarms", f"{mon.expected_run_length:g}"],
@@ -79,6 +82,20 @@ def monitor_sections(mon) -> list[Section]:
             "the class x but for case or spaces."], tables=[Table(
                 ["batch", "status", "rows", "judged", "unknown labels", "missing labels",
                  "unknown values (rows)"], rows, align="llrrrrl")]))
+    shifted = [h for h in hist if h.get("label_shift") or h.get("blind_pairs")]
+    if shifted:
+        rows = [[h["batch"], h["status"], h["rows"],
+                 f"{h['label_shift_pvalue']:.2g}" if h.get("label_shift_pvalue") is not None else "-",
+                 ", ".join(f"{text(a)} -> {text(b)}" for a, b in h.get("blind_pairs") or []) or "-"]
+                for h in shifted]
+        sections.append(Section("Class shares and blind pairs", paragraphs=[
+            "A batch whose class shares differ from the reference's beyond the monitor's level (an exact test "
+            "per class) is a finding even when no chart alarms: relabelling every row of a rare class moves "
+            "shares, not suspects. A blind pair is a class pair whose chart is switched off (its clean rate "
+            "could not be calibrated on the reference) while the batch has rows with that label: flips into "
+            "it cannot be seen, so the batch is inconclusive."], tables=[Table(
+                ["batch", "status", "rows", "class-share p-value", "blind pairs (true -> labelled)"], rows,
+                align="llrrl")]))
     if hist:
         sections.append(Section("Time series", images=[figure_to_image(
             monitor_figure(hist, alarms), alt="CUSUM score and suspect counts per batch with alarms marked",

@@ -116,9 +116,13 @@ def seal_cmd(
     from . import _scale
 
     _scale.refuse_missing(data)
+    _refuse_table_with_folder(data, table)
     cols = ("all" if columns.strip() == "all" else split_list(columns, "--columns")) if columns is not None else None
     secret = _secret(private, secret_file)
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
+        if cols == "all":  # refused, never passed on as the column names 'a', 'l', 'l'
+            raise InvalidParameterError("--columns all is not supported for a folder (a partitioned dataset): "
+                                        "name the columns to seal (--columns a,b)")
         return _scale.seal(data, label=label, id=id, key=key, out=out, columns=cols, secret=secret, name=name,
                            version=dataset_version, engine=engine, ray_address=ray_address, json_out=json_out)
     _scale.note_single(engine, ray_address)
@@ -139,6 +143,18 @@ def seal_cmd(
     say(f"  snapshot: {result.snapshot_path}")
     if m.class_counts is not None:
         say("  classes:  " + ", ".join(f"{_txt(c)} {n}" for c, n in m.class_counts.items()))
+
+
+def _refuse_table_with_folder(data: str, table: str | None) -> None:
+    """``--table`` names a database table of a DSN; with a folder it would be dropped (or read the
+    folder as one file): refused, naming both."""
+    if table is None:
+        return
+    from ..data._partitioned import is_partitioned
+
+    if is_partitioned(data):
+        raise InvalidParameterError(f"--table is for a postgresql:// DSN, not a folder: {data} is a partitioned "
+                                    "dataset (a folder or prefix of files); drop --table")
 
 
 def _secret(private: bool, secret_file: Path | None) -> bytes | None:
@@ -191,9 +207,15 @@ def verify_cmd(
     from . import _scale
 
     _scale.refuse_missing(data)
+    _refuse_table_with_folder(data, table)
     secret = read_secret(secret_file)
     if _scale.is_partitioned_source(data, table):  # a folder or prefix: one task per partition (docs/scale.md)
         from ..integrity._lake import verify_lake
+
+        if ledger is not None:  # refused, never dropped: a rollback check that did not run must not pass
+            raise InvalidParameterError(f"--ledger is not supported for a folder (a partitioned dataset): {data} "
+                                        "was sealed per partition, and ledgers record single files; verify the "
+                                        "folder without --ledger")
 
         rep = verify_lake(data, manifest, pubkey, secret=secret, name=name, engine=engine, ray_address=ray_address)
         return finish_report(rep, json_out, lambda r: render_lake_verify(r, limit=limit))
@@ -326,6 +348,8 @@ def diff_cmd(
     from ..integrity import diff
     from . import _scale
 
+    _refuse_table_with_folder(old, table)
+    _refuse_table_with_folder(new, table)
     folders = (_scale.is_partitioned_source(old, table), _scale.is_partitioned_source(new, table))
     if all(folders):
         return _lake_diff(old, new, label=label, id=id, engine=engine, ray_address=ray_address, limit=limit,

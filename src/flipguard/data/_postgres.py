@@ -25,7 +25,6 @@ import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -407,7 +406,7 @@ def _column_plan(col) -> tuple[pa.DataType, pa.DataType | None]:
 _MAX_PLAIN_SCALE = 6
 
 #: numeric values no decimal can hold (infinities since PostgreSQL 14).
-_NOT_DECIMAL = pa.array(["NaN", "Infinity", "-Infinity"])
+_NOT_DECIMAL = ("NaN", "Infinity", "-Infinity")  # a tuple: pa.array at import would load pandas
 
 
 def _numeric_column(col: pa.ChunkedArray, decimal_type: pa.DataType) -> pa.ChunkedArray:
@@ -419,7 +418,7 @@ def _numeric_column(col: pa.ChunkedArray, decimal_type: pa.DataType) -> pa.Chunk
     records, and a seal made while the column held decimals reports the
     label type change.  One vectorised membership test decides.
     """
-    if pc.any(pc.is_in(col, value_set=_NOT_DECIMAL)).as_py():
+    if pc.any(pc.is_in(col, value_set=pa.array(_NOT_DECIMAL, type=pa.string()))).as_py():
         return col
     try:
         return pc.cast(col, decimal_type)

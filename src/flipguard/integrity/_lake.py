@@ -57,7 +57,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .._arrow import from_numpy, string_array, to_numpy
 from .._io import atomic_write_bytes
-from ..data._partitioned import Partition, check_label_types, discover, label_kind_text, read_partition
+from ..data._partitioned import (
+    Partition,
+    PartitionedDataset,
+    check_label_types,
+    describe_others,
+    discover,
+    label_kind_text,
+    read_partition,
+)
 from ..data._partitioned import local_root as _local_root
 from ..data._read import _is_url
 from ..exceptions import DataError, IntegrityError, InvalidParameterError
@@ -72,6 +80,7 @@ from ._columns import (
     reconcile,
     type_family,
 )
+from ._files import read_bytes, refuse_symlink, regular_file_or_absent
 from ._keys import key_id, load_private_key, load_public_key
 from ._manifest import Manifest, SignatureCheck, canonical_json, check_signature, sign_body, strict_json
 from ._source import ROW_ID, with_row_ids
@@ -132,20 +141,50 @@ def default_lake_name(root: str) -> str:
     return posixpath.basename(os.fspath(root).replace("\\", "/").rstrip("/")) or os.fspath(root)
 
 
-def _previous_version(manifest_path: Path) -> int:
-    """The version of the root manifest at ``manifest_path`` (0 when none can be parsed)."""
+#: Largest root manifest read (about 5 million partitions); anything bigger is not one of ours.
+MAX_ROOT_BYTES = 1 << 30
+#: Largest partition manifest read (a seal manifest is a few KB, more with many classes).
+MAX_PART_MANIFEST_BYTES = 64 << 20
+
+
+def _read_small(path: Path, what: str, limit: int) -> bytes:
+    """:func:`read_bytes` (regular files only, opened without blocking: a FIFO or ``/dev/zero``
+    is one error line, never a hang) with a size cap checked before anything is read."""
     try:
-        return int(_parse_root(manifest_path.read_bytes(), str(manifest_path))["version"])
-    except (OSError, IntegrityError):
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # read_bytes names what is wrong (missing, a dangling link, ...)
+    if size > limit:
+        raise IntegrityError(f"{what} {path}: {size} bytes, more than any flipguard manifest ({limit}); "
+                             "not a flipguard manifest")
+    return read_bytes(path, what)
+
+
+def _previous_version(manifest_path: Path, name: str, key: Ed25519PrivateKey) -> int:
+    """The version of the seal being replaced, by the single-file rule (``_seal._next_version``):
+    a root manifest at ``manifest_path`` of the same dataset ``name`` whose signature checks out
+    with this ``key``; 0 otherwise (none, unreadable, another dataset's, another key's, forged),
+    so a planted manifest saying version 424242 cannot push the next seal's version."""
+    if not os.path.lexists(manifest_path):
         return 0
+    try:
+        doc = _parse_root(_read_small(manifest_path, "manifest", MAX_ROOT_BYTES), f"manifest {manifest_path}")
+    except IntegrityError:
+        return 0
+    if doc["name"] != name or not check_signature(doc, key.public_key(), "the manifest").valid:
+        return 0
+    return int(doc["version"])
 
 
 def is_lake_manifest(path) -> bool:
-    """True when ``path`` is a root manifest of a partitioned seal (cheap: looks at the kind)."""
+    """True when ``path`` is a root manifest of a partitioned seal (cheap: looks at the kind).
+
+    Read through :func:`read_bytes`' guard (regular files only, no blocking open)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
+        if os.stat(path).st_size > MAX_ROOT_BYTES:
+            return False
+        head = read_bytes(path, "manifest")[:4096]
+    except (OSError, IntegrityError):
         return False
     return b'"kind":"' + LAKE_KIND.encode() + b'"' in head
 
@@ -179,7 +218,10 @@ def _raw_public(key: Ed25519PublicKey) -> str:
 
 
 def _read(part: Partition, label: str, id: str | None, columns: list[str]) -> pa.Table:  # noqa: A002
-    tbl = read_partition(part, [*([id] if id else []), label, *columns], dictionary=[label])
+    """The id, label and sealed columns of a partition, read exactly (CSV as written text, see
+    :func:`read_partition`), with row positions as ids without ``id``."""
+    tbl = read_partition(part, [*([id] if id else []), label, *columns], dictionary=[label], exact=True,
+                         id_column=id)
     return tbl if id else with_row_ids(tbl)
 
 
@@ -228,10 +270,12 @@ def _current_root(tbl: pa.Table, pm: Manifest) -> str | None:
 
 def _load_part_manifest(store: str, digest: str, name: str) -> Manifest:
     path = Path(store) / f"{digest}.json"
+    if not os.path.lexists(path):
+        raise IntegrityError(f"partition {name}: its sealed manifest {path} is missing")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"partition {name}: its sealed manifest {path} is missing") from None
+        data = _read_small(path, "sealed manifest", MAX_PART_MANIFEST_BYTES)
+    except IntegrityError as exc:
+        raise IntegrityError(f"partition {name}: {exc}") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise IntegrityError(f"partition {name}: its sealed manifest {path} was modified "
                              "(SHA-256 differs from the signed root manifest)")
@@ -254,10 +298,12 @@ def _open_snapshot(shared: dict, pm: Manifest, name: str):
     from ._verify import open_snapshot
 
     snap_path = Path(shared["store"]) / pm.snapshot["file"]
-    try:
-        data = snap_path.read_bytes()
-    except FileNotFoundError:
-        raise IntegrityError(f"partition {name}: snapshot {snap_path} is missing") from None
+    if not os.path.lexists(snap_path):
+        raise IntegrityError(f"partition {name}: snapshot {snap_path} is missing")
+    try:  # regular files only: a FIFO or a link to /dev/zero is refused, never read
+        data = read_bytes(snap_path, "snapshot")
+    except IntegrityError as exc:
+        raise IntegrityError(f"partition {name}: {exc}") from None
     return open_snapshot(pm, data, secret=shared["secret"], where=f"partition {name}: snapshot {snap_path}")
 
 
@@ -444,7 +490,7 @@ def _match(left: _Pool, entered: _Pool) -> tuple[np.ndarray, np.ndarray]:
 def _probe_task(part: Partition, shared: dict) -> dict:
     """How often each probed id occurs in one partition (reads its id column only, never a snapshot)."""
     id_ = shared["id"]
-    col = read_partition(part, [id_]).column(id_)
+    col = read_partition(part, [id_], exact=True, id_column=id_).column(id_)
     if col.null_count:
         col = col.filter(pc.is_valid(col))
     empty = np.zeros(0, np.int64)
@@ -644,7 +690,7 @@ class LakeSealResult:
                 "version": m["version"], "source": m["source"],
                 "rows": m["rows"], "partitions": len(m["partitions"]), "merkle_root": m["merkle"]["root"],
                 "key_id": m["key_id"], "label": m["label"], "id": m["id"], "private": m["private"],
-                "classes": m["classes"], "engine": self.engine}
+                "classes": m["classes"], "files": [f["name"] for f in m.get("files", [])], "engine": self.engine}
 
 
 @dataclass(frozen=True)
@@ -677,6 +723,13 @@ class LakeVerifyReport(SignedFindings):
     notes : list of str
         What the report cannot say (rows sealed without ``--id`` are not
         matched across partitions).
+    files : dict
+        Files below the folder that are not partitions: ``sealed`` and
+        ``intact`` (counts of those the seal covers by their bytes, audit
+        results an earlier flipguard wrote inside the folder), ``changed``
+        and ``removed`` (names), ``unread`` (``[{"name", "why"}]``: files and
+        links readers may read that are neither partitions nor sealed, e.g. a
+        link to a folder or a file without a data suffix).  Each is a finding.
     """
 
     source: str
@@ -695,9 +748,10 @@ class LakeVerifyReport(SignedFindings):
     balance: dict = field(default_factory=dict)
     transitions: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "source": self.source, "manifest": self.manifest,
+        return {"ok": self.ok, "source": self.source, "manifest": self.manifest, "files": self.files,
                 "signature": self.signature.to_dict(), "findings": list(self.findings), "notes": list(self.notes),
                 "partitions": self.partitions, "n_changed": len(self.changed.get("row", [])),
                 "n_moved": len(self.moved.get("id", [])),
@@ -731,7 +785,7 @@ def _parse_root(data: bytes, where: str) -> dict:
     if doc.get("format_version") != LAKE_FORMAT_VERSION:
         raise IntegrityError(f"{where}: lake manifest format_version {doc.get('format_version')!r} is not "
                              f"supported (this flipguard reads version {LAKE_FORMAT_VERSION})")
-    if set(doc) != _ROOT_FIELDS:
+    if set(doc) not in (_ROOT_FIELDS, _ROOT_FIELDS | {"files"}):
         bad("unexpected or missing fields")
     parts = doc["partitions"]
     if not (isinstance(parts, list) and all(
@@ -745,6 +799,14 @@ def _parse_root(data: bytes, where: str) -> dict:
         bad("version must be an integer >= 1")
     if len({p["name"] for p in parts}) != len(parts):
         bad("a partition is listed twice")
+    files = doc.get("files", [])
+    if not (isinstance(files, list) and files and all(
+            isinstance(f, dict) and set(f) == {"name", "bytes", "sha256"} and isinstance(f["name"], str)
+            and isinstance(f["bytes"], int) and isinstance(f["sha256"], str) and len(f["sha256"]) == 64
+            for f in files)) and "files" in doc:
+        bad("files must be a non-empty list of {name, bytes, sha256}")
+    if len({f["name"] for f in files} | {p["name"] for p in parts}) != len(files) + len(parts):
+        bad("a file is listed twice")
     if sum(p["rows"] for p in parts) != doc["rows"]:
         bad("partition rows do not add up to rows")
     if not (isinstance(doc["store"], str) and doc["store"] and "/" not in doc["store"] and doc["store"] not in (".", "..")):
@@ -758,6 +820,66 @@ def _tool() -> str:
     from .. import __version__
 
     return f"flipguard {__version__}"
+
+
+def refuse_others(ds: PartitionedDataset) -> None:
+    """Seal and diff refuse a folder holding files or links that readers may read but flipguard
+    does not read as partitions: they would be data nobody checked (see ``discover(strict=True)``)."""
+    if ds.others:
+        raise DataError(f"{ds.root}: {len(ds.others)} file(s) or link(s) below the folder are not partitions "
+                        f"flipguard reads, but other readers (pandas, pyarrow.dataset) may read them: "
+                        f"{describe_others(ds.others)}; give data files a .parquet/.csv suffix, move the "
+                        "others out, or start their names with _ or . (readers skip those)")
+
+
+def _file_digest(path: str, name: str) -> dict:
+    """``{"bytes", "sha256"}`` of a file sealed by its bytes (audit results inside a folder), read in
+    blocks through a non-blocking, regular-files-only open (never a FIFO's endless wait)."""
+    h, n = hashlib.sha256(), 0
+    try:
+        if _is_url(path):
+            from ..data._read import _open_url
+
+            with _open_url(path) as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+                    n += len(block)
+        else:
+            import stat
+
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "rb", buffering=0) as fh:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise DataError(f"file {name}: not a regular file")
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+                    n += len(block)
+    except OSError as exc:
+        raise DataError(f"file {name}: cannot read ({exc.strerror or exc})") from None
+    return {"bytes": n, "sha256": h.hexdigest()}
+
+
+def _file_findings(ds: PartitionedDataset, sealed: list[dict]) -> tuple[dict, list[str]]:
+    """Files sealed by their bytes that changed or are gone, and files or links below the folder
+    that readers may read but that are neither partitions nor sealed files: each a finding."""
+    now = dict(ds.files)
+    changed, missing = [], []
+    for f in sealed:
+        if f["name"] not in now:
+            missing.append(f["name"])
+        elif _file_digest(now[f["name"]], f["name"]) != {"bytes": f["bytes"], "sha256": f["sha256"]}:
+            changed.append(f["name"])
+    info = {"sealed": len(sealed), "intact": len(sealed) - len(changed) - len(missing), "changed": changed,
+            "removed": missing, "unread": [{"name": n, "why": why} for n, why in ds.others]}
+    findings = []
+    if changed:
+        findings.append(f"{len(changed)} file(s) sealed by their bytes changed: " + ", ".join(changed[:10]))
+    if missing:
+        findings.append(f"{len(missing)} file(s) sealed by their bytes removed or replaced: " + ", ".join(missing[:10]))
+    if ds.others:
+        findings.append(f"{len(ds.others)} file(s) or link(s) not sealed and not read as partitions, which other "
+                        f"readers (pandas, pyarrow.dataset) may read: {describe_others(ds.others)}")
+    return info, findings
 
 
 def seal_lake(source, *, label: str, id: str | None = None, private_key, columns: list[str] | None = None,  # noqa: A002
@@ -813,15 +935,21 @@ def seal_lake(source, *, label: str, id: str | None = None, private_key, columns
     columns = list(columns or [])
     if id is not None and id == label:
         raise InvalidParameterError(f"--label and --id must be different columns (both are '{label}')")
-    ds = discover(source)
+    ds = discover(source, strict=True)
+    refuse_others(ds)
     manifest_path = Path(out) if out is not None else default_lake_manifest(ds.root)
     store = _store_for(manifest_path)
+    regular_file_or_absent(manifest_path, "manifest")  # a FIFO or folder there: one line, never a hang
+    refuse_symlink(store, "partition store")  # its files are written into it: never somewhere a link points
+    if store.exists() and not store.is_dir():
+        raise IntegrityError(f"partition store {store}: exists and is not a folder")
     created = created or now_utc()
     name = name if name is not None else default_lake_name(ds.root)
     if not isinstance(name, str) or not name.strip():
         raise InvalidParameterError("--name must be a non-empty dataset name")
     if version is None:
-        version = _previous_version(manifest_path) + 1
+        version = _previous_version(manifest_path, name, key) + 1
+    sealed_files = [{"name": n, **_file_digest(p, n)} for n, p in ds.files]
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidParameterError(f"--dataset-version must be an integer >= 1. Got {version!r} instead.")
     eng = _engine(engine, ray_address)
@@ -855,6 +983,8 @@ def seal_lake(source, *, label: str, id: str | None = None, private_key, columns
             "store": store.name, "partition_key": _raw_public(part_key.public_key()),
             "private": secret is not None, "key_id": key_id(key), "tool": _tool(),
         }
+        if sealed_files:  # only then: a manifest without them stays readable by earlier versions
+            body["files"] = sealed_files
         doc = sign_body(body, key)
         store.mkdir(parents=True, exist_ok=True)
         for f in staging.iterdir():
@@ -898,10 +1028,9 @@ def verify_lake(source, manifest_path=None, public_key=None, *, secret: bytes | 
     key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
     ds_root = os.fspath(source)
     manifest_path = Path(manifest_path) if manifest_path is not None else default_lake_manifest(ds_root)
-    try:
-        data = manifest_path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise IntegrityError(f"manifest {manifest_path}: no such file") from None
+    if manifest_path.is_dir():
+        raise IntegrityError(f"manifest {manifest_path}: no such file")
+    data = _read_small(manifest_path, "manifest", MAX_ROOT_BYTES)  # a FIFO or /dev/zero: one line, no hang
     doc = _parse_root(data, f"manifest {manifest_path}")
     info = {"path": str(manifest_path), "name": doc["name"], "version": doc["version"], "source": doc["source"], "created": doc["created"],
             "key_id": doc["key_id"], "rows": doc["rows"], "label": doc["label"], "id": doc["id"],
@@ -920,7 +1049,9 @@ def verify_lake(source, manifest_path=None, public_key=None, *, secret: bytes | 
     if doc["private"] and secret is None:
         raise IntegrityError(f"manifest {manifest_path}: the seal is private; give its secret "
                              "(--secret-file FILE or $FLIPGUARD_SECRET)")
-    ds = discover(ds_root)
+    sealed_files = doc.get("files", [])
+    ds = discover(ds_root, strict=True, sealed_files={f["name"] for f in sealed_files})
+    files_info, file_findings = _file_findings(ds, sealed_files)
     store = manifest_path.with_name(doc["store"])
     sealed = {p["name"]: p for p in doc["partitions"]}
     current = set(ds.names)
@@ -949,10 +1080,12 @@ def verify_lake(source, manifest_path=None, public_key=None, *, secret: bytes | 
         info_engine = eng.describe()
     finally:
         eng.close()
-    return _assemble(ds_root, info, sig, results, removed, gone_rows, rows, by_id, info_engine)
+    return _assemble(ds_root, info, sig, results, removed, gone_rows, rows, by_id, info_engine, files_info,
+                     file_findings)
 
 
-def _assemble(source, info, sig, results, removed, gone_rows, rows, by_id, engine_info) -> LakeVerifyReport:
+def _assemble(source, info, sig, results, removed, gone_rows, rows, by_id, engine_info, files_info=None,
+              file_findings=()) -> LakeVerifyReport:
     renamed_from = {r["renamed_from"]: r["name"] for r in results if r["status"] == "renamed"}
     added_parts = [r for r in results if r["status"] == "added"]
     gone = [p for p in removed if p["name"] not in renamed_from]
@@ -992,10 +1125,12 @@ def _assemble(source, info, sig, results, removed, gone_rows, rows, by_id, engin
     if parts["renamed"]:
         findings.append(f"{len(parts['renamed'])} partition(s) renamed (same ids and labels in the same order): " +
                         ", ".join(f"{x['from']} -> {x['to']}" for x in parts["renamed"][:10]))
+    findings += file_findings
     notes = [NO_ID_NOTE] if not by_id and (rows["added"]["row"] or rows["removed"]["row"]) else []
     return LakeVerifyReport(source, info, sig, parts, rows["changed"], rows["added"], rows["removed"],
                             rows["duplicated"], columns, findings, engine_info, moved=rows["moved"],
-                            class_counts=class_counts, balance=balance, transitions=transitions, notes=notes)
+                            class_counts=class_counts, balance=balance, transitions=transitions, notes=notes,
+                            files=files_info or {})
 
 
 # -- diff of two partitioned versions -------------------------------------------------------
@@ -1051,6 +1186,10 @@ class LakeDiffReport:
         tests the class counts, ``class_counts`` lists them.
     notes : list of str
         What the report cannot say (without ``id`` rows are not matched across partitions).
+    files : dict
+        Files that are not partitions (audit results written inside a folder by
+        an earlier flipguard), compared by their bytes: ``identical`` (count),
+        ``changed``, ``added``, ``removed`` (names); any difference is one.
     """
 
     old: str
@@ -1070,11 +1209,13 @@ class LakeDiffReport:
     moved: dict = field(default_factory=dict)
     class_counts: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
 
     @property
     def identical(self) -> bool:
-        p = self.partitions
-        return not (p["changed"] or p["added"] or p["removed"])
+        p, f = self.partitions, self.files
+        return not (p["changed"] or p["added"] or p["removed"] or f.get("changed") or f.get("added")
+                    or f.get("removed"))
 
     def to_dict(self) -> dict:
         return {"identical": self.identical, "old": self.old, "new": self.new, "label": self.label, "id": self.id,
@@ -1085,7 +1226,8 @@ class LakeDiffReport:
                 "changed": self.changed, "moved": self.moved, "added": self.added, "removed": self.removed,
                 "duplicated": self.duplicated, "class_counts": self.class_counts,
                 "transitions": self.transitions, "shape": self.shape, "balance": self.balance,
-                "findings": list(self.findings), "notes": list(self.notes), "engine": self.engine}
+                "findings": list(self.findings), "notes": list(self.notes), "files": self.files,
+                "engine": self.engine}
 
     def to_json(self, indent: int | None = 2) -> str:
         import json
@@ -1106,7 +1248,10 @@ def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  #
     """
     from ._stats import balance_drift, change_shape, transition_list
 
-    a, b = discover(old), discover(new)
+    a, b = discover(old, strict=True), discover(new, strict=True)
+    refuse_others(a)
+    refuse_others(b)
+    files = _diff_files(a, b)
     old_parts, new_parts = {p.name: p for p in a.partitions}, {p.name: p for p in b.partitions}
     both = [(n, old_parts[n], new_parts[n]) for n in sorted(old_parts) if n in new_parts]
     only_old = [old_parts[n] for n in sorted(old_parts) if n not in new_parts]
@@ -1171,6 +1316,21 @@ def diff_lake(old, new, *, label: str, id: str | None = None, engine="local",  #
                     for c, x, y in zip(classes, before, after)]
     notes = [NO_ID_NOTE.replace("(sealed without --id)", "(compared without --id)")] \
         if id is None and (rows["added"]["row"] or rows["removed"]["row"]) else []
+    for what in ("changed", "added", "removed"):
+        if files[what]:
+            findings.append(f"{len(files[what])} file(s) not read as partitions (audit results) {what}: "
+                            + ", ".join(files[what][:10]))
     return LakeDiffReport(os.fspath(a.root), os.fspath(b.root), label, id, parts, rows["changed"], rows["added"],
                           rows["removed"], tlist, change_shape(trans, before, classes), balance, findings, info,
-                          duplicated=rows["duplicated"], moved=rows["moved"], class_counts=class_counts, notes=notes)
+                          duplicated=rows["duplicated"], moved=rows["moved"], class_counts=class_counts, notes=notes,
+                          files=files)
+
+
+def _diff_files(a: PartitionedDataset, b: PartitionedDataset) -> dict:
+    """Files of two versions that are not partitions (audit results inside a folder), compared by
+    name and bytes: never skipped unseen, whatever their ``_audit.json`` says."""
+    old, new = dict(a.files), dict(b.files)
+    both = sorted(set(old) & set(new))
+    changed = [n for n in both if _file_digest(old[n], n) != _file_digest(new[n], n)]
+    return {"identical": len(both) - len(changed), "changed": changed,
+            "added": sorted(set(new) - set(old)), "removed": sorted(set(old) - set(new))}

@@ -275,6 +275,34 @@ def test_rollback_of_data_and_manifest_is_caught(tmp_path, cli):
     assert "is older than the ledger's latest seal of it (entry #0 'relabel', output" in r.stdout
 
 
+def test_verify_with_a_pinned_ledger_head_catches_a_rollback_hidden_by_cutting_the_ledger(tmp_path, cli):
+    """The attacker restores old data and its seal *and* cuts the ledger's last entry: the shorter
+    chain verifies and vouches for the old seal, unless the head recorded earlier is given."""
+    from flipguard.integrity import verify_ledger
+
+    kp = write_keypair(tmp_path / "keys")
+    raw = _csv(tmp_path / "raw.csv", ["a", "a", "b", "b"])
+    data = _csv(tmp_path / "data.csv", ["a", "a", "b", "b"])
+    ledger = tmp_path / "p.ledger"
+    step = ("--label", "y", "--id", "rid", "--key", kp.private)
+    assert cli("ledger", "append", ledger, "--step", "ingest", "--input", raw, "--output", data, *step).exit_code == 0
+    old_manifest = tmp_path / "old.json"
+    assert cli("seal", data, "--label", "y", "--id", "rid", "--key", kp.private, "--out", old_manifest).exit_code == 0
+    _csv(data, ["a", "b", "b", "b"])
+    assert cli("ledger", "append", ledger, "--step", "relabel", "--input", raw, "--output", data, *step,
+               "--expect-label-changes", "1").exit_code == 0
+    head = verify_ledger(ledger, kp.public).head
+    _csv(data, ["a", "a", "b", "b"])  # the rollback, and the evidence cut off
+    ledger.write_bytes(ledger.read_bytes().splitlines(keepends=True)[0])
+    args = ("verify", data, "--manifest", old_manifest, "--pubkey", kp.public, "--ledger", ledger)
+    quiet = cli(*args)
+    assert quiet.exit_code == 0 and "only detected with a head recorded earlier" in quiet.stdout + quiet.stderr
+    pinned = cli(*args, "--ledger-head", head)
+    assert pinned.exit_code == 1 and "removed from the end" in pinned.stdout, pinned.stdout
+    assert cli("verify", data, "--manifest", old_manifest, "--pubkey", kp.public,
+               "--ledger-head", head).exit_code == 2  # --ledger-head without --ledger
+
+
 def _append_worker(args):
     ledger, key, data, i = args
     ledger_append(ledger, step=f"w{i}", input=data, output=data, label="y", id="rid", private_key=key)

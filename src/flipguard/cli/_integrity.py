@@ -184,6 +184,9 @@ def verify_cmd(
     ledger: Annotated[Path | None, typer.Option(
         "--ledger", help="Ledger to check the seal against: an older seal than its latest of this dataset "
                          "is refused (rollback, freeze).", show_default=False)] = None,
+    ledger_head: Annotated[str | None, typer.Option(
+        "--ledger-head", help="The ledger's head hash recorded earlier (ledger verify prints it): entries cut "
+                              "from the ledger's end are detected only against it.", show_default=False)] = None,
     table: TableOpt = None,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -220,7 +223,10 @@ def verify_cmd(
         rep = verify_lake(data, manifest, pubkey, secret=secret, name=name, engine=engine, ray_address=ray_address)
         return finish_report(rep, json_out, lambda r: render_lake_verify(r, limit=limit))
     _scale.note_single(engine, ray_address)
-    report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger)
+    if ledger_head is not None and ledger is None:
+        raise InvalidParameterError("--ledger-head needs --ledger (the ledger whose head it is)")
+    report = verify(data, manifest, pubkey, secret=secret, table=table, name=name, ledger=ledger,
+                    ledger_head=ledger_head)
     finish_report(report, json_out, lambda r: render_verify(r, limit=limit))
 
 

@@ -251,7 +251,8 @@ def read_snapshot_file(manifest: Manifest, manifest_path: str | os.PathLike) -> 
 
 def verify(source, manifest_path: str | os.PathLike | None = None, public_key=None, *,
            secret: bytes | None = None, table: str | None = None, query: str | None = None,
-           name: str | None = None, ledger: str | os.PathLike | None = None) -> VerifyReport:
+           name: str | None = None, ledger: str | os.PathLike | None = None,
+           ledger_head: str | None = None) -> VerifyReport:
     """Verify a file, URL or database table against a manifest file.
 
     ``manifest_path`` defaults to ``DATA.flipguard.json``; ``public_key`` is a
@@ -260,7 +261,10 @@ def verify(source, manifest_path: str | os.PathLike | None = None, public_key=No
     table or the file's name); a seal made for another name is refused.
     With ``ledger``, a seal older than the ledger's latest seal of this
     dataset that holds other labels is refused (rollback or freeze); the
-    ledger must itself verify with ``public_key``.  See :func:`verify_table`.
+    ledger must itself verify with ``public_key``.  ``ledger_head`` is the
+    ledger's head hash recorded earlier (``ledger verify`` prints it): only
+    against it are entries cut from the ledger's end detected (a shorter
+    chain verifies, and vouches for an older seal).  See :func:`verify_table`.
     """
     from ._seal import default_manifest_path
 
@@ -279,7 +283,7 @@ def verify(source, manifest_path: str | os.PathLike | None = None, public_key=No
     if ledger is not None:
         from ._ledger import rollback_check
 
-        findings, notes = rollback_check(ledger, manifest, key, Path(manifest_path))
+        findings, notes = rollback_check(ledger, manifest, key, Path(manifest_path), head=ledger_head)
         if findings:
             return VerifyReport(describe(source), _info(manifest, str(manifest_path)), sig,
                                 findings=findings, notes=notes)

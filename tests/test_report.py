@@ -140,8 +140,8 @@ def test_sections_in_reading_order(sections):
 
 def test_headline_names_the_largest_illusion(full_html):
     # boundary at 30%: validation 0.975 (mean of 0.97, 0.98), holdout 0.815, gap +0.160
-    assert ("Under the boundary attack (30% of the training labels flipped), validation said 0.975, "
-            "the clean holdout says 0.815: an illusion of +0.160 (mean of 2 seeds).") in full_html
+    assert ("Under the boundary attack (30% of the training and validation labels flipped), "
+            "validation said 0.975, the clean holdout says 0.815: an illusion of +0.160 (mean of 2 seeds).") in full_html
     assert 'class="finding alarm"' in full_html
     assert "Largest illusion gap</div>" in full_html  # far outside the noise band
     for fact in ("reviews.csv", "534", "sentiment", "2: neg, pos", "random, boundary, plus the no-attack baseline",
@@ -334,8 +334,8 @@ def test_headline_rate_is_the_share_of_rows_flipped(tmp_path):
     a = make_assessment(strategies=("targeted",), rates=(0.3,))
     _with(a, "targeted", 0.97, 0.80, flip_rate=0.12)
     html = write_assessment_report(a, tmp_path / "r.html").read_text()
-    assert ("Under the targeted attack (rate 30%, which flipped 12.0% of the training labels (the rate "
-            "applies to the source class))") in html
+    assert ("Under the targeted attack (rate 30%, which flipped 12.0% of the training and validation "
+            "labels (the rate applies to the source class))") in html
 
 
 def test_confusion_matrices_for_every_model_summed_over_seeds(tmp_path):

@@ -135,9 +135,10 @@ def assess(
     """
     t0 = time.perf_counter()
     ds = data if isinstance(data, LabeledDataset) else load(data)
-    strategies = list(strategies)
-    rates = [float(r) for r in rates]
-    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    strategies = _unique(list(strategies), "strategies")
+    rates = _unique([float(r) for r in rates], "rates")
+    seed_list = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else \
+        _unique([int(s) for s in seeds], "seeds")
     models = list(models)
     attack_params = dict(attack_params or {})
     _check(ds, strategies, rates, seed_list, models, holdout_size, validation_size, attack_params)
@@ -290,6 +291,17 @@ def _params_in_codes(ds: LabeledDataset, strategy: str, params: dict) -> dict:
     return out
 
 
+def _unique(values: list, what: str) -> list:
+    """``values`` without repeats, in their order; a repeat is said (a ``UserWarning``), since each
+    (seed, strategy, rate) is one run and a repeated one would be averaged in as an extra seed."""
+    unique = list(dict.fromkeys(values))
+    if len(unique) < len(values):
+        repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+        warnings.warn(f"{what} repeat {', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in repeated)}: "
+                      "each is run once", UserWarning, stacklevel=3)
+    return unique
+
+
 def _unique_names(models) -> list[str]:
     names, seen = [], {}
     for m in models:
@@ -378,7 +390,8 @@ def _run_task(ds, split, seed, strategy, rate, models, model_names, params, view
             clean = make_model(model, random_state=derive_seed(seed, "model", name))
             clean.fit(X_store[tr], y_store[tr])
             out["views"].append(_boundary_view(ds, X_store[tr], y_store[tr], y_pois[tr], clean, est,
-                                               X_hold, ds.y[split["holdout"]], strategy, rate, name))
+                                               X_hold, ds.y[split["holdout"]], strategy, rate, name,
+                                               seed=seed))
     if detect and strategy != BASELINE and left.size >= 2:
         out["detection"] = _detect(X_store, y_pois, y_pois != y_store, detect_method,
                                    models[0], derive_seed(seed, "detect"))
@@ -403,8 +416,31 @@ def _mitigate(ds, X_train, y_train, X_hold, y_hold, strategies, model, seed):
 
 
 # -- decision-boundary pictures ---------------------------------------------
+#: Training rows a boundary view keeps at most (a seeded random sample beyond that).
+VIEW_MAX_ROWS = 3000
+
+
+def _view_rows(flipped: np.ndarray, max_points: int, rng: np.random.RandomState) -> np.ndarray:
+    """Sorted positions of the rows a boundary view keeps.
+
+    Every row when there are at most ``max_points``.  Otherwise a seeded random sample of
+    ``max_points`` rows in which flipped and unflipped rows are each sampled up to their caps:
+    each kind gets ``max_points // 2`` places, or all its rows when it has fewer, and the other
+    kind fills the places left, so neither is asked for more rows than it has.
+    """
+    n = len(flipped)
+    if n <= max_points:
+        return np.arange(n)
+    hit, rest = np.flatnonzero(flipped), np.flatnonzero(~flipped)
+    half = max_points // 2
+    n_hit = min(len(hit), max(half, max_points - len(rest)))
+    n_rest = min(len(rest), max_points - n_hit)
+    return np.sort(np.concatenate([rng.choice(hit, n_hit, replace=False),
+                                   rng.choice(rest, n_rest, replace=False)]))
+
+
 def _boundary_view(ds, X_tr, y_clean, y_pois, clean, poisoned, X_hold, y_hold, strategy, rate, name,
-                   resolution: int = 160, max_points: int = 3000) -> BoundaryView:
+                   resolution: int = 160, max_points: int = VIEW_MAX_ROWS, seed: int = 0) -> BoundaryView:
     if ds.n_features == 2:
         pts, to_model, axes = X_tr, (lambda G: G), list(ds.feature_names)
         projection = "the two features"
@@ -427,14 +463,7 @@ def _boundary_view(ds, X_tr, y_clean, y_pois, clean, poisoned, X_hold, y_hold, s
     gy = np.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution)
     GX, GY = np.meshgrid(gx, gy)
     grid = to_model(np.column_stack([GX.ravel(), GY.ravel()]))
-    keep = np.arange(len(pts))
-    if len(keep) > max_points:  # thin the scatter for the picture, keep every flipped point
-        flipped = np.flatnonzero(y_clean != y_pois)
-        rest = np.setdiff1d(keep, flipped)
-        rng = np.random.RandomState(0)
-        keep = np.sort(np.concatenate([flipped[:max_points // 2],
-                                       rng.choice(rest, max(0, max_points - min(len(flipped), max_points // 2)),
-                                                  replace=False)]))
+    keep = _view_rows(y_clean != y_pois, max_points, np.random.RandomState(derive_seed(seed, "view", name)))
     return BoundaryView(
         title=f"{strategy} at {rate:.0%} — {name}", strategy=strategy, rate=rate, model=name,
         axis_names=axes, class_names=[str(c) for c in ds.classes], points=pts[keep],

@@ -7,6 +7,7 @@ private ``_flip`` hook, which only picks rows and their new label codes.
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -49,12 +50,17 @@ class BaseFlipper(BaseEstimator):
     Parameters shared by all flippers
     ---------------------------------
     rate : float in (0, 1] or dict, default=0.1
-        Fraction of rows to flip; a dict ``{label: fraction}`` flips that
-        fraction of each named class.  Ignored when ``n_flips`` is given.
+        Fraction of rows to flip, rounded down to whole rows
+        (``floor(rate * n)``); a dict ``{label: fraction in [0, 1]}`` flips
+        that fraction of each named class.  Ignored when ``n_flips`` is given.
     n_flips : int or dict, default=None
-        Exact number of rows to flip; a dict ``{label: count}`` per class.
+        Exact number of rows to flip; a dict ``{label: count}`` per class
+        (whole numbers >= 0).
     random_state : int, RandomState instance or None, default=None
-        Seeds every random choice; the same seed flips the same rows.
+        Seeds every random choice; the same seed flips the same rows.  An int
+        is salted first (:func:`attack_rng`), so the attack does not pick the
+        rows a scikit-learn split seeded alike puts in one split; a
+        ``RandomState`` is used as given.
 
     Attributes
     ----------
@@ -167,7 +173,7 @@ class BaseFlipper(BaseEstimator):
         if len(classes) < 2:
             raise DataError("y has 1 class (a single class); flipping needs at least two")
         self.classes_ = classes
-        rng = check_random_state(self.random_state)
+        rng = attack_rng(self.random_state)
         budget = self._resolve_budget(codes, len(classes))
         rows, new = self._flip(X_arr, codes, len(classes), budget, rng)
         rows = np.asarray(rows, dtype=np.int64)
@@ -213,15 +219,63 @@ class BaseFlipper(BaseEstimator):
                                                 f"{_py(self.classes_[c])!r} twice ({named[c]!r} and {label!r}); "
                                                 "give each class one amount")
                 named[c] = label
-                per[c] = int(amount) if self.n_flips is not None else int(round(float(amount) * counts[c]))
+                if self.n_flips is not None:
+                    per[c] = self._class_count(label, amount)
+                else:
+                    per[c] = flips_for_rate(self._class_rate(label, amount), counts[c])
                 if per[c] > counts[c]:
                     raise InvalidParameterError(f"{type(self).__name__}: cannot flip {per[c]} rows of class "
                                                 f"{label!r}, which has {counts[c]}")
             return Budget(int(per.sum()), per)
-        total = int(spec) if self.n_flips is not None else int(round(float(spec) * n))
+        total = int(spec) if self.n_flips is not None else flips_for_rate(float(spec), n)
         if total > n:
             raise InvalidParameterError(f"{type(self).__name__}: cannot flip {total} of {n} eligible rows")
         return Budget(total)
+
+    def _class_rate(self, label, amount) -> float:
+        """A per-class ``rate`` value, checked: a fraction in [0, 1] (0: none of that class)."""
+        ok = isinstance(amount, Real) and not isinstance(amount, bool) and math.isfinite(float(amount)) \
+            and 0.0 <= float(amount) <= 1.0
+        if not ok:
+            raise InvalidParameterError(f"{type(self).__name__}: the rate of class {_py(label)!r} must be a "
+                                        f"fraction in [0, 1]; got {_py(amount)!r}")
+        return float(amount)
+
+    def _class_count(self, label, amount) -> int:
+        """A per-class ``n_flips`` value, checked: a whole number >= 0 (2.0 is 2; 2.7 is refused)."""
+        if isinstance(amount, bool) or not isinstance(amount, Real) or not math.isfinite(float(amount)) \
+                or float(amount) != int(amount) or int(amount) < 0:
+            raise InvalidParameterError(f"{type(self).__name__}: n_flips of class {_py(label)!r} must be a "
+                                        f"whole number of rows >= 0; got {_py(amount)!r}")
+        return int(amount)
+
+
+def flips_for_rate(rate: float, n: int) -> int:
+    """Rows a ``rate`` flips of ``n``: ``floor(rate * n)``, rounded **down** (never more than the
+    rate), with a tolerance for binary floating point (0.29 of 100 is 29, not 28)."""
+    return int(math.floor(float(rate) * int(n) + 1e-9))
+
+
+#: Mixed into an integer seed before any attack draws from it (see :func:`attack_rng`).
+_SEED_SALT = 0x66_6C_69_70  # "flip"
+
+
+def attack_rng(random_state) -> np.random.RandomState:
+    """The random stream an attack draws from.
+
+    An integer seed is not used as is: ``RandomState(seed).choice(n, k, replace=False)`` is
+    ``RandomState(seed).permutation(n)[:k]``, the very permutation scikit-learn's
+    ``train_test_split`` / ``ShuffleSplit`` / ``KFold(shuffle=True)`` take their test rows from
+    with the same seed, so an attack and a victim's split seeded alike would flip exactly the
+    rows that land in one split.  The seed is therefore mixed with a fixed salt
+    (``SeedSequence([seed, salt])``): still one stream per seed, independent of any
+    ``RandomState(seed)`` elsewhere.  A ``RandomState`` instance is used as given, ``None`` is
+    NumPy's global stream (scikit-learn's convention).
+    """
+    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+        state = np.random.SeedSequence([int(random_state), _SEED_SALT]).generate_state(1)[0]
+        return np.random.RandomState(int(state))
+    return check_random_state(random_state)
 
 
 def select_top(scores: np.ndarray, y: np.ndarray, budget: Budget, eligible: np.ndarray | None = None) -> np.ndarray:

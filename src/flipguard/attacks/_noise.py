@@ -6,7 +6,7 @@ import numpy as np
 
 from .._validation import StrOptions
 from ..exceptions import InvalidParameterError
-from ._base import BaseFlipper, Budget, register
+from ._base import BaseFlipper, Budget, flips_for_rate, register
 
 __all__ = ["NoiseMatrixFlip"]
 
@@ -33,9 +33,11 @@ class NoiseMatrixFlip(BaseFlipper):
       ``1 - T[c, c]`` of its rows and the flipped rows go to class ``j`` in
       proportion to ``T[c, j]``.
 
-    Counts are exact, not sampled: the number of flipped rows of each class
-    and the number sent to each destination are the expected counts, rounded
-    (largest-remainder rounding, seeded tie-breaks).  Which rows flip is
+    Counts are exact, not sampled: the total is the budget (a ``rate`` is
+    rounded down to whole rows), split over the classes and destinations in
+    proportion to the expected counts (largest-remainder rounding, seeded
+    tie-breaks); with ``T`` each class flips ``1 - T[c, c]`` of its rows
+    rounded to the nearest whole row.  Which rows flip is
     uniformly random within each class.
 
     Parameters
@@ -54,7 +56,8 @@ class NoiseMatrixFlip(BaseFlipper):
     rate : float in (0, 1] or dict, default=0.1
         Fraction of rows to flip (``kind`` only).  A float is spread over the
         classes in proportion to their sizes, so each class loses about
-        ``rate`` of its rows and the total is ``round(rate * n)``; a dict
+        ``rate`` of its rows and the total is ``floor(rate * n)`` (rounded down,
+        as every flipper's budget); a dict
         ``{label: fraction}`` sets each class's fraction.
     n_flips : int or dict, default=None
         Exact number of flips instead of a rate, spread the same way.
@@ -126,7 +129,7 @@ class NoiseMatrixFlip(BaseFlipper):
             else:
                 total = budget.total
                 if self.n_flips is None and not isinstance(self.rate, dict) and not eligible.all():
-                    total = int(round(float(self.rate) * counts[eligible].sum()))
+                    total = flips_for_rate(self.rate, counts[eligible].sum())
                 if total > counts[eligible].sum():
                     raise InvalidParameterError(f"NoiseMatrixFlip: cannot flip {total} of "
                                                 f"{int(counts[eligible].sum())} rows of the paired classes")

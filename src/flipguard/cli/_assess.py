@@ -95,7 +95,8 @@ def assess_cmd(
         raise InvalidParameterError(f"--out {out} is a file; assess writes a folder (report.html and "
                                     "assessment.json): give a folder name")
     check_output_folder(out, "--out", output_files(report))
-    chosen_strategies = split_list(strategies, "--strategies")
+    chosen_strategies = _once(split_list(strategies, "--strategies"), "--strategies")
+    chosen_rates = _once(parse_floats(rates, "--rates"), "--rates")
     given = {name: value for name, value in (("source", source), ("target", target)) if value is not None}
     takers = [s for s in chosen_strategies if s in ("targeted", "cluster")]
     if given and not takers:
@@ -110,7 +111,7 @@ def assess_cmd(
         raise InvalidParameterError(f"--source and --target are the same class ({source!r})")
     params = {s: {name: class_value(value, ds) for name, value in given.items()} for s in takers} if given else None
     result = assess(
-        ds, strategies=chosen_strategies, rates=parse_floats(rates, "--rates"), attack_params=params,
+        ds, strategies=chosen_strategies, rates=chosen_rates, attack_params=params,
         seeds=seeds, models=split_list(model, "--model"), holdout_size=holdout,
         validation_size=validation, detect=detect,
         mitigate=chosen, views="auto" if report else None,  # the boundary views only feed the report
@@ -125,6 +126,17 @@ def assess_cmd(
     render_summary(result)
     for path in written.values():
         console.print(f"wrote {path}")
+
+
+def _once(values: list, flag: str) -> list:
+    """``values`` without repeats (order kept), with a ``note:`` naming what repeated: a repeated
+    strategy or rate would otherwise be run again and averaged in as an extra seed."""
+    unique = list(dict.fromkeys(values))
+    if len(unique) < len(values):
+        repeated = list(dict.fromkeys(v for i, v in enumerate(values) if v in values[:i]))
+        note(f"note: {flag} repeats {', '.join(f'{v:g}' if isinstance(v, float) else v for v in repeated)}; "
+             "each is run once")
+    return unique
 
 
 def output_files(report: bool) -> tuple[str, ...]:
@@ -204,7 +216,9 @@ def render_summary(result: Assessment) -> None:
         cells = [*attack, r["model"], f"{r['flip_rate']['mean']:.1%}",
                  _pm(r["poisoned_validation_accuracy"], wide, r["n_seeds"]),
                  _pm(r["poisoned_holdout_accuracy"], wide, r["n_seeds"]),
-                 signed(r["accuracy_drop"]["mean"]), f"[{style}]{signed(gap)}[/]" if style else signed(gap)]
+                 _pm(r["accuracy_drop"], wide, r["n_seeds"], sign=True)]
+        gap_text = _pm(r["illusion_gap"], wide, r["n_seeds"], sign=True)
+        cells.append(f"[{style}]{gap_text}[/]" if style else gap_text)
         more = []
         if with_detection:
             d = r.get("detection", {})
@@ -234,8 +248,9 @@ def render_summary(result: Assessment) -> None:
                       f"validation flatters the model). Means over seeds. {result.seconds:.1f} s.[/]")
 
 
-def _pm(stat: dict, wide: bool = True, n_seeds: int = 1) -> str:
-    """Mean, and with several seeds its spread (also when it is 0: "0.972 ± 0.000", as in the report).
-    A single seed shows the value alone; the compact table shows means only."""
-    mean, std = fmt(stat["mean"]), fmt(stat.get("std"))  # "-" when missing or not finite
+def _pm(stat: dict, wide: bool = True, n_seeds: int = 1, sign: bool = False) -> str:
+    """Mean, and with several seeds its spread (also when it is 0: "0.972 ± 0.000", as in the report;
+    ``sign``: "+0.012 ± 0.004" for a drop or a gap). A single seed shows the value alone; the compact
+    table shows means only."""
+    mean, std = (signed if sign else fmt)(stat["mean"]), fmt(stat.get("std"))  # "-": missing or not finite
     return f"{mean} ± {std}" if wide and n_seeds > 1 and "-" not in (mean, std) else mean

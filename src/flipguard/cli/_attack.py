@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 from typing import Annotated
@@ -84,7 +85,7 @@ def attack_cmd(
     from .._io import atomic_group
     from ..attacks import make_flipper
     from ..data import write_table
-    from ..data._rewrite import rewrite_csv
+    from ..data._rewrite import label_spellings, rewrite_csv
 
     if strategy not in ATTACK_NAMES:  # named first: a typo'd strategy is the first thing to fix
         raise InvalidParameterError(f"Unknown attack strategy {strategy!r}; choose one of "
@@ -96,6 +97,9 @@ def attack_cmd(
     check_outputs(data, ("--out", out), ("--flips", flips))
     out_fmt = output_format(out, "csv")
     if flips is not None:
+        if not Path(flips).suffix:  # only --out may leave its format to the input
+            raise InvalidParameterError(f"--flips {flips}: give the file an extension (.csv, .tsv, .txt, "
+                                        ".csv.gz, .csv.bz2 or .parquet)")
         output_format(flips, "csv", "--flips")
     check_output_file(out, "--out")
     check_output_file(flips, "--flips")
@@ -124,10 +128,18 @@ def attack_cmd(
                 and rewrite_csv(data, out, label=ds.label_name, codes_before=ds.y, codes_after=codes)):
             write_table(ds.to_table(codes), out, out_fmt)
         if flips is not None:
-            write_table(pa.table({
-                "row": rows, "id": arrow_values(ds.ids[rows]),
-                "original": arrow_values(ds.classes[ds.y[rows]]), "new": arrow_values(ds.classes[codes[rows]]),
-            }), flips, output_format(flips, "csv", "--flips"))
+            flips_fmt = output_format(flips, "csv", "--flips")
+            # A CSV flip list of a CSV input writes boolean labels as the input writes them (True, TRUE
+            # or 1, not pyarrow's true); other labels are written as they are read.
+            spelled = label_spellings(data, label=ds.label_name, codes=ds.y) \
+                if ds.format == "csv" and flips_fmt == "csv" and ds.classes.dtype.kind == "b" else None
+            if spelled is not None:
+                original = pa.array([spelled[int(c)] for c in ds.y[rows]], type=pa.string())
+                new = pa.array([spelled[int(c)] for c in codes[rows]], type=pa.string())
+            else:
+                original, new = arrow_values(ds.classes[ds.y[rows]]), arrow_values(ds.classes[codes[rows]])
+            write_table(pa.table({"row": rows, "id": arrow_values(ds.ids[rows]), "original": original,
+                                 "new": new}), flips, flips_fmt)
     for text in warnings:
         note(f"warning: {text}")
 
@@ -160,13 +172,18 @@ def _parse_rate(text: str, ds):
                                         f"got {text}. For a number of rows use --n-flips")
         return value
     spec = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        name = name.strip()
+    # Comma-separated class=rate pairs, read as one CSV record so a class containing a comma can be
+    # quoted: '"b, x y"=0.5,a=0.1'.  The rate follows the last '=' (a class may contain '=').
+    for part in next(csv.reader([text], skipinitialspace=True)):
+        name, eq, value = part.rpartition("=")
+        if not eq:
+            raise InvalidParameterError(f"--rate: expected class=rate pairs, got {part.strip()!r} in {text!r}")
+        name = name if class_value(name, ds) is not None else name.strip()
         cls = class_value(name, ds)
         if cls is None:
             raise InvalidParameterError(f"--rate names class {name!r}, which is not in column "
-                                        f"'{ds.label_name}' (classes: {', '.join(map(str, ds.classes))})")
+                                        f"'{ds.label_name}' (classes: {', '.join(repr(str(c)) for c in ds.classes)}; "
+                                        "quote a class containing a comma: '\"a, b\"=0.3')")
         if cls in spec:
             raise InvalidParameterError(f"--rate gives class {name!r} twice; give each class one rate")
         try:
@@ -224,12 +241,14 @@ def _zero_flip_warnings(text: str | None, rate, rows, strategy: str, ds) -> list
     the input, which a sweep may want but a typo (0.0001 for 0.01) does not."""
     import numpy as np
 
+    from ..attacks._base import flips_for_rate
+
     if rate is None:
         return []
     if not isinstance(rate, dict):
         if len(rows):
             return []
-        if round(rate * ds.n_samples) == 0:
+        if flips_for_rate(rate, ds.n_samples) == 0:
             return [f"--rate {text} rounds to 0 flips on this data ({ds.n_samples} rows): nothing was flipped "
                     "and the output is a copy of the input"]
         return [f"--strategy {strategy} at --rate {text} flipped no rows: the output is a copy of the input"]
@@ -239,7 +258,7 @@ def _zero_flip_warnings(text: str | None, rate, rows, strategy: str, ds) -> list
     for cls, value in rate.items():
         code = int(np.flatnonzero(ds.classes == cls)[0])
         if away[code] == 0:
-            why = "rounds to 0 flips" if round(value * counts[code]) == 0 else "flipped none"
+            why = "rounds to 0 flips" if flips_for_rate(value, counts[code]) == 0 else "flipped none"
             out.append(f"--rate {cls}={value:g} {why} of class '{cls}' ({counts[code]} rows): none of its "
                        "labels was flipped")
     return out

@@ -5,8 +5,8 @@ Writing the whole table back through a CSV writer re-quotes strings, reformats
 numbers and booleans, and a ``git diff`` of the copy shows every line changed.
 :func:`rewrite_csv` copies the input's bytes and edits only the label field of
 the rows whose label changed (and drops rows, or appends a column, when asked),
-so every other byte -- quoting, number formatting, line endings -- is the
-input's own.  A new label is written exactly as that label is written
+so every other byte -- quoting, number formatting, line endings, a UTF-8
+byte order mark -- is the input's own.  A new label is written exactly as that label is written
 elsewhere in the same file.
 
 Only local CSV files (``.csv``, ``.tsv``, ``.txt``; gzip or bz2 compressed as
@@ -27,9 +27,10 @@ import numpy as np
 from .._io import atomic_path
 from ._read import csv_dialect
 
-__all__ = ["rewrite_csv"]
+__all__ = ["label_spellings", "rewrite_csv"]
 
 _MAX_BYTES = 2 << 30  # beyond this a streaming writer is the better tool
+_BOM = b"\xef\xbb\xbf"
 
 
 def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: np.ndarray | None = None,
@@ -60,39 +61,13 @@ def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: 
         from ``len(codes_before)``.
     """
     src, dst = os.fspath(src), os.fspath(dst)
-    base = src.lower().removesuffix(".gz").removesuffix(".bz2")
-    if "://" in src or "://" in dst or not base.endswith((".csv", ".tsv", ".txt")) or not os.path.isfile(src) \
-            or os.path.getsize(src) > _MAX_BYTES:
+    if "://" in dst:
         return False
-    delimiter, compression = csv_dialect(src)
-    out_delimiter, out_compression = csv_dialect(dst)
-    if delimiter != out_delimiter:
+    parsed = _parse(src, label, len(codes_before), csv_dialect(dst)[0])
+    if parsed is None:
         return False
-    sep = delimiter.encode()
-    try:
-        with _open(src, compression) as fh:
-            raw = fh.read(_MAX_BYTES + 1)
-    except (OSError, EOFError):  # not really compressed: the reader would have failed too
-        return False
-    if len(raw) > _MAX_BYTES or raw.startswith(b"\xef\xbb\xbf"):
-        return False
-    lines = raw.split(b"\n")
-    trailing = lines[-1] == b""
-    if trailing:
-        lines.pop()
-    if not lines:
-        return False
-    header_fields = _fields(lines[0], sep)
-    if header_fields is None:
-        return False
-    names = [_unquote(lines[0][a:b]).decode("utf-8", "replace") for a, b in header_fields]
-    if label not in names:
-        return False
-    col = names.index(label)
-    data_idx = _nonempty(lines)
-    n = len(codes_before)
-    if len(data_idx) != n or raw.count(b'"') % 2:
-        return False
+    bom, lines, trailing, col, data_idx, sep = parsed
+    out_compression = csv_dialect(dst)[1]
 
     changed = np.flatnonzero(codes_before != codes_after) if codes_after is not None else np.array([], int)
     spellings: dict[int, bytes] = {}
@@ -123,11 +98,71 @@ def rewrite_csv(src, dst, *, label: str, codes_before: np.ndarray, codes_after: 
     if keep is not None:
         drop = set(data_idx[~np.asarray(keep, dtype=bool)].tolist())
         lines = [ln for i, ln in enumerate(lines) if i not in drop]
-    out = b"\n".join(lines) + (b"\n" if trailing else b"")
+    out = bom + b"\n".join(lines) + (b"\n" if trailing else b"")
     with atomic_path(dst) as tmp:
         with _open(tmp, out_compression, "wb") as fh:
             fh.write(out)
     return True
+
+
+def label_spellings(src, *, label: str, codes: np.ndarray) -> dict[int, str] | None:
+    """How each class is written in the CSV file ``src``: ``{code: text}``, the (unquoted) label
+    field of the class's first row, for every code in ``codes`` (one per data row).  ``None`` when
+    the file does not qualify for :func:`rewrite_csv`."""
+    parsed = _parse(os.fspath(src), label, len(codes))
+    if parsed is None:
+        return None
+    _, lines, _, col, data_idx, sep = parsed
+    codes = np.asarray(codes)
+    out = {}
+    for code in np.unique(codes).tolist():
+        first = int(np.flatnonzero(codes == code)[0])
+        span = _field(lines[data_idx[first]], col, sep)
+        if span is None:
+            return None
+        out[int(code)] = _unquote(lines[data_idx[first]][span[0]:span[1]]).decode("utf-8", "replace")
+    return out
+
+
+def _parse(src: str, label: str, n: int, out_delimiter: str | None = None):
+    """``(bom, lines, trailing, label column, data line positions, separator)`` of a local one-line-
+    per-row CSV file with ``n`` data rows and a ``label`` column, or None when it does not qualify
+    (or, given ``out_delimiter``, when the file's delimiter differs)."""
+    base = src.lower().removesuffix(".gz").removesuffix(".bz2")
+    if "://" in src or not base.endswith((".csv", ".tsv", ".txt")) or not os.path.isfile(src) \
+            or os.path.getsize(src) > _MAX_BYTES:
+        return None
+    delimiter, compression = csv_dialect(src)
+    if out_delimiter is not None and delimiter != out_delimiter:
+        return None
+    sep = delimiter.encode()
+    try:
+        with _open(src, compression) as fh:
+            raw = fh.read(_MAX_BYTES + 1)
+    except (OSError, EOFError):  # not really compressed: the reader would have failed too
+        return None
+    if len(raw) > _MAX_BYTES:
+        return None
+    # A UTF-8 byte order mark (Excel's "CSV UTF-8") is kept as it is, ahead of the edited bytes.
+    bom = _BOM if raw.startswith(_BOM) else b""
+    raw = raw[len(bom):]
+    lines = raw.split(b"\n")
+    trailing = lines[-1] == b""
+    if trailing:
+        lines.pop()
+    if not lines:
+        return None
+    header_fields = _fields(lines[0], sep)
+    if header_fields is None:
+        return None
+    names = [_unquote(lines[0][a:b]).decode("utf-8", "replace") for a, b in header_fields]
+    if label not in names:
+        return None
+    col = names.index(label)
+    data_idx = _nonempty(lines)
+    if len(data_idx) != n or raw.count(b'"') % 2:
+        return None
+    return bom, lines, trailing, col, data_idx, sep
 
 
 def _open(path, compression: str | None, mode: str = "rb"):

@@ -86,11 +86,12 @@ def _share_text(row: Mapping) -> str:
 
 
 def _flipped_text(row: Mapping) -> str:
-    """The attack's budget and the share of training rows it actually flipped."""
+    """The attack's budget and the share of the attacked rows (training and validation splits
+    together, the poisoned store; not the training split alone) it actually flipped."""
     share = _share(row)
     if share is None or round(share, 3) == round(row["rate"], 3):  # the same when printed
-        return f"{pct(row['rate'])} of the training labels flipped"
-    return (f"rate {pct(row['rate'])}, which flipped {share:.1%} of the training labels"
+        return f"{pct(row['rate'])} of the training and validation labels flipped"
+    return (f"rate {pct(row['rate'])}, which flipped {share:.1%} of the training and validation labels"
             + (" (the rate applies to the source class)" if row["strategy"] == "targeted" else ""))
 
 

@@ -226,7 +226,7 @@ def test_loss_correction_trains_on_extra_trusted_rows_uncorrected():
 
     # Trusted rows enter uncorrected: all rows "clean" is plain logistic regression (T ignored),
     # no row clean is the forward-corrected fit.
-    from flipguard.mitigation._robust import _PartlyCorrectedLogisticRegression as Partly
+    Partly = ForwardCorrectedLogisticRegression
 
     ident = ForwardCorrectedLogisticRegression(np.eye(2)).fit(X, y).predict_proba(grid)
     fwd = ForwardCorrectedLogisticRegression(T).fit(X, y).predict_proba(grid)

@@ -111,8 +111,14 @@ class ForwardCorrectedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, X, y, sample_weight=None):
-        """Minimise the forward-corrected, L2-penalised cross-entropy on the observed labels."""
+    def fit(self, X, y, sample_weight=None, clean=None):
+        """Minimise the forward-corrected, L2-penalised cross-entropy on the observed labels.
+
+        ``clean``: optional boolean mask of rows whose labels are verified.  Such a row's loss is
+        the plain cross-entropy ``-log p[n, y_n]`` (an identity row of ``T``), the other rows'
+        ``-log (T^T p)[n, y~_n]``: verified rows are not noisy, so correcting them would bias
+        the fit.  All rows clean is plain logistic regression; none, the forward correction.
+        """
         validate_params(self)
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
@@ -136,6 +142,9 @@ class ForwardCorrectedLogisticRegression(ClassifierMixin, BaseEstimator):
         a = sw / sw.sum()
         alpha = 1.0 / (self.C * sw.sum())
         Ty = T[:, codes].T  # (n, K): T[k, y_n], how likely true class k shows up as y_n
+        if clean is not None:
+            clean = np.asarray(clean, dtype=bool)
+            Ty[clean] = np.eye(K)[codes[clean]]  # verified rows: no correction
 
         def objective(theta):
             W = theta[: d * K].reshape(d, K)

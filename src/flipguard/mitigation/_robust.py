@@ -529,62 +529,6 @@ def _balanced_se(diff: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(var) / len(classes))
 
 
-class _PartlyCorrectedLogisticRegression(ForwardCorrectedLogisticRegression):
-    """Forward correction on the noisy rows, none on the verified ones.
-
-    The objective of :class:`ForwardCorrectedLogisticRegression` (Patrini et
-    al., CVPR 2017) with a per-row transition: a row whose label is verified
-    is clean, so its row of ``T`` is the identity row (its loss is the plain
-    cross-entropy ``-log p[n, y_n]``), while a row of the possibly noisy data
-    is corrected through ``T``, ``-log (T^T p)[n, y~_n]``.  With no verified
-    row this is exactly the parent's fit.
-    """
-
-    def fit(self, X, y, sample_weight=None, clean=None):
-        from scipy.optimize import minimize
-        from sklearn.utils.validation import _check_sample_weight
-
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        K = len(self.classes_)
-        d = X.shape[1]
-        sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        T = np.eye(K) if self.transition is None else np.asarray(self.transition, dtype=np.float64)
-        T = T / T.sum(axis=1, keepdims=True)
-        self.transition_ = T
-        mean = np.average(X, axis=0, weights=sw)
-        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=sw))
-        scale[scale <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0
-        Z = (X - mean) / scale
-        a = sw / sw.sum()
-        alpha = 1.0 / (self.C * sw.sum())
-        Ty = T[:, codes].T  # (n, K): T[k, y_n]
-        if clean is not None:
-            clean = np.asarray(clean, dtype=bool)
-            Ty[clean] = np.eye(K)[codes[clean]]  # identity row: no correction
-
-        def objective(theta):
-            W = theta[: d * K].reshape(d, K)
-            b = theta[d * K:]
-            logits = Z @ W + b
-            logits -= logits.max(axis=1, keepdims=True)
-            S = np.exp(logits)
-            S /= S.sum(axis=1, keepdims=True)
-            q = np.einsum("nk,nk->n", S, Ty) + _EPS
-            loss = -np.dot(a, np.log(q)) + 0.5 * alpha * np.sum(W * W)
-            G = -(a / q)[:, None] * Ty
-            dZ = S * (G - np.einsum("nk,nk->n", G, S)[:, None])
-            return loss, np.concatenate([(Z.T @ dZ + alpha * W).ravel(), dZ.sum(axis=0)])
-
-        res = minimize(objective, np.zeros(d * K + K), jac=True, method="L-BFGS-B",
-                       options={"maxiter": int(self.max_iter), "gtol": float(self.tol)})
-        W = res.x[: d * K].reshape(d, K)
-        self.coef_ = (W / scale[:, None]).T
-        self.intercept_ = res.x[d * K:] - (mean / scale) @ W
-        self.n_iter_ = int(res.nit)
-        return self
-
-
 def _fit_corrected_with_trusted(X, plan: Plan, extra):
     """Final ``loss_correction`` model with the extra trusted rows: corrected on the data's rows,
     uncorrected on the verified ones (identity rows of ``T``), which weigh 1."""
@@ -597,7 +541,7 @@ def _fit_corrected_with_trusted(X, plan: Plan, extra):
     if len(present) < 2:
         return fit_model("logreg", Xf, yf)
     T = plan.transition[np.ix_(present, present)]
-    return _PartlyCorrectedLogisticRegression(T / T.sum(axis=1, keepdims=True)).fit(
+    return ForwardCorrectedLogisticRegression(T / T.sum(axis=1, keepdims=True)).fit(
         Xf, yf, sample_weight=w, clean=clean)
 
 

@@ -98,7 +98,7 @@ def test_write_poisoned_copy_back_to_s3(s3, breast_cancer_parquet):
         back = load(out, label="diagnosis", id="patient_id")
         assert (back.ids == ds.ids).all()
         changed = back.labels() != ds.labels()
-        assert changed.sum() == len(flipper.flipped_indices_) == round(0.1 * ds.n_samples)
+        assert changed.sum() == len(flipper.flipped_indices_) == int(0.1 * ds.n_samples)  # rounded down
         assert np.flatnonzero(changed).tolist() == sorted(flipper.flipped_indices_.tolist())
     assert sorted(s3.ls(f"{BUCKET}/out")) == [f"{BUCKET}/out/poisoned.csv", f"{BUCKET}/out/poisoned.parquet"]
     assert read_table(url)[0].equals(pq.read_table(breast_cancer_parquet))  # the input is untouched

@@ -626,6 +626,7 @@ class AutoDetector(BaseDetector):
             reasons[flags & (np.argmax(pk, axis=1) != labels)] |= _BIT["neighbours"]
 
         # Trusted rows: RONI-tested groups, and the verified rows themselves.
+        untrusted_flags = flags.copy()  # what the audit flags without them: how suspects would be picked
         if inputs.trusted is not None and inputs.X is None:
             raise DataError("trusted rows need the features X of the audited rows")
         if inputs.trusted is not None:
@@ -726,7 +727,8 @@ class AutoDetector(BaseDetector):
             transitions = _add_off_diagonal(transitions, band_counts)
         if len(v_rows):
             verdict["verified_estimate"], transitions = verified_sample_estimate(labels, v_rows, v_codes, K,
-                                                                                 transitions, flags=flags)
+                                                                                 transitions,
+                                                                                 flags=untrusted_flags)
         verdict["estimated_flips"] = int(transitions.sum() - np.trace(transitions))
         return _Findings(scores=scores, flags=flags, suggested=suggested, components=components,
                          warnings=warns, quality_usable=usable, quality=base_quality,
@@ -1005,7 +1007,9 @@ def verified_sample_estimate(labels: np.ndarray, v_rows: np.ndarray, v_codes: np
     is to verify the audit's own suspects, and their flip rate, scaled to every
     row, counts the suspects' rate as everyone's (20 reviewed suspects, 11
     flipped, read as 1,318 flips in 2,000 rows where 300 were).  With the
-    audit's ``flags``, the share of flagged rows among the verified ones is
+    audit's ``flags`` (as it flags without the verified rows: their own
+    evidence flags every verified row that carries another label, which would
+    make any sample look picked), the share of flagged rows among the verified ones is
     tested against the share among all rows (two-sided binomial test at
     ``SAMPLE_SELECTION_LEVEL``); when they differ, the sample is
     post-stratified: the rate is estimated and scaled within the flagged and

@@ -127,3 +127,19 @@ def breast_cancer_parquet(tmp_path, breast_cancer_frame):
     path = tmp_path / "breast_cancer.parquet"
     pq.write_table(breast_cancer_frame, path)
     return path
+
+
+@contextlib.contextmanager
+def no_hang(seconds=20):
+    """Fail a block that blocks (a read of a FIFO, say) with TimeoutError after ``seconds``."""
+    import signal
+
+    def boom(*_):
+        raise TimeoutError("the command hung")
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

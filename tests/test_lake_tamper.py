@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import no_hang as _no_hang
 
 from flipguard.integrity._manifest import canonical_json
 
@@ -30,17 +29,6 @@ def keys(tmp_path, cli):
     return tmp_path / "keys" / "flipguard.key", tmp_path / "keys" / "flipguard.pub"
 
 
-@contextmanager
-def _no_hang(seconds=20):
-    def boom(*_):
-        raise TimeoutError("the command hung")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _pq(path: Path, cols: dict) -> None:

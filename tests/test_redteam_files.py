@@ -17,13 +17,12 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import no_hang as _no_hang
 
 from flipguard.integrity import generate_keypair, seal_table
 from flipguard.integrity._manifest import canonical_json
@@ -413,17 +412,6 @@ LEDGER_CASES = [
 ]
 
 
-@contextmanager
-def _no_hang(seconds=20):
-    def boom(*_):
-        raise TimeoutError("the command hung")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _run_case(cli, d, command):

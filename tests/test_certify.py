@@ -447,3 +447,12 @@ def test_rows_to_certify_may_all_have_one_class(cli, breast_cancer_csv, breast_c
     r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--partitions", "5", "--test", one, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["n_test"] == 7
+
+
+def test_cli_classes_missing_a_label_of_the_data_is_one_line(cli, breast_cancer_csv, tmp_path):
+    out = tmp_path / "r.csv"
+    r = cli("certify", breast_cancer_csv, "--label", "diagnosis", "--id", "patient_id", "--classes", "benign,cat",
+            "--out", out)
+    assert r.exit_code == 2 and not out.exists()
+    assert r.stderr == "Error: --classes 'benign,cat' lacks label(s) of the data: malignant (name every label of " \
+                       "the task)\n"

@@ -190,8 +190,13 @@ def _parse_classes(text: str, labels):
     except (KeyError, ValueError):
         raise InvalidParameterError(f"--classes {text!r}: not values of the label column "
                                     f"(type {labels.dtype})") from None
-    return np.array(parts, dtype=object).astype(labels.dtype) if labels.dtype.kind in "US" \
+    out = np.array(parts, dtype=object).astype(labels.dtype) if labels.dtype.kind in "US" \
         else np.array(parts, dtype=object)
+    missing = [str(v) for v in np.unique(labels) if v not in set(out.tolist())]
+    if missing:
+        raise InvalidParameterError(f"--classes {text!r} lacks label(s) of the data: {', '.join(missing)} "
+                                    "(name every label of the task)")
+    return out
 
 
 def _radii_to_show(max_radius: int) -> list[int]:
